@@ -1,0 +1,552 @@
+//! Configuration: every setting has a TOML key and an `AUTHSOME_*` variable. Precedence: the
+//! variable, then `<VARIABLE>_FILE` (its value read from that file, for secret stores), then the
+//! TOML file (`--config` or `AUTHSOME_CONFIG`), then the default. Values are parsed into
+//! [`Config`] at start-up; a bad one stops the process with a message naming the variable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use authsome_domain::master_key::MasterKey;
+
+/// One configurable setting.
+pub struct Setting {
+    pub key: &'static str,
+    pub env: &'static str,
+    pub default: Option<&'static str>,
+    pub secret: bool,
+    pub help: &'static str,
+}
+
+/// Every setting `authsome` reads. The self-hosting guide's reference is generated from this list.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "listen",
+        env: "AUTHSOME_LISTEN",
+        default: Some("127.0.0.1:8080"),
+        secret: false,
+        help: "Address and port the server listens on.",
+    },
+    Setting {
+        key: "public_url",
+        env: "AUTHSOME_PUBLIC_URL",
+        default: None,
+        secret: false,
+        help: "Externally visible base URL (token issuer). Default: http://<listen>.",
+    },
+    Setting {
+        key: "data_dir",
+        env: "AUTHSOME_DATA_DIR",
+        default: Some("./authsome-data"),
+        secret: false,
+        help: "Directory for the embedded database and the master key file.",
+    },
+    Setting {
+        key: "database_url",
+        env: "AUTHSOME_DATABASE_URL",
+        default: None,
+        secret: true,
+        help: "Unset: SQLite under the data dir. postgres:// or postgresql://: Postgres.",
+    },
+    Setting {
+        key: "redis_url",
+        env: "AUTHSOME_REDIS_URL",
+        default: None,
+        secret: true,
+        help: "Redis for state shared between replicas. Unset: in-process.",
+    },
+    Setting {
+        key: "nats_url",
+        env: "AUTHSOME_NATS_URL",
+        default: None,
+        secret: true,
+        help: "NATS for events between replicas. Unset: in-process.",
+    },
+    Setting {
+        key: "master_key",
+        env: "AUTHSOME_MASTER_KEY",
+        default: None,
+        secret: true,
+        help: "32 random bytes in base64. Unset: the key file that `init` creates in the data dir.",
+    },
+    Setting {
+        key: "app_isolation",
+        env: "AUTHSOME_APP_ISOLATION",
+        default: Some("database"),
+        secret: false,
+        help: "Postgres only: `database` (one database per application) or `schema`.",
+    },
+    Setting {
+        key: "log",
+        env: "AUTHSOME_LOG",
+        default: Some("info"),
+        secret: false,
+        help: "Log filter, e.g. `info` or `authsome=debug,sqlx=warn`.",
+    },
+    Setting {
+        key: "log_format",
+        env: "AUTHSOME_LOG_FORMAT",
+        default: Some("pretty"),
+        secret: false,
+        help: "`pretty` or `json`.",
+    },
+    Setting {
+        key: "bootstrap_email",
+        env: "AUTHSOME_BOOTSTRAP_EMAIL",
+        default: Some("owner@authsome.local"),
+        secret: false,
+        help: "Email of the break-glass owner that `init` creates.",
+    },
+    Setting {
+        key: "bootstrap_password",
+        env: "AUTHSOME_BOOTSTRAP_PASSWORD",
+        default: None,
+        secret: true,
+        help: "Password for that owner. Unset: `init` generates one and prints it once.",
+    },
+    Setting {
+        key: "max_body_bytes",
+        env: "AUTHSOME_MAX_BODY_BYTES",
+        default: Some("1048576"),
+        secret: false,
+        help: "Largest accepted request body in bytes.",
+    },
+    Setting {
+        key: "session_ttl_seconds",
+        env: "AUTHSOME_SESSION_TTL_SECONDS",
+        default: Some("3600"),
+        secret: false,
+        help: "Lifetime of a team member's dashboard session token.",
+    },
+    Setting {
+        key: "shutdown_grace_seconds",
+        env: "AUTHSOME_SHUTDOWN_GRACE_SECONDS",
+        default: Some("30"),
+        secret: false,
+        help: "How long in-flight requests may run after SIGTERM.",
+    },
+];
+
+/// The settings as a Markdown table: variable, default, secret, meaning.
+pub fn reference_markdown() -> String {
+    let mut out = String::from("| Variable | Default | Secret | Meaning |\n|---|---|---|---|\n");
+    for s in SETTINGS {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            s.env,
+            s.default
+                .map(|d| format!("`{d}`"))
+                .unwrap_or_else(|| "unset".into()),
+            if s.secret { "yes" } else { "no" },
+            s.help
+        ));
+    }
+    out
+}
+
+/// A setting that failed, named by its variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {message}")]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+fn bad(var: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var: var.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Where a value came from, for `authsome config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Env,
+    File,
+    Toml,
+    Default,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Env => "environment",
+            Source::File => "_FILE",
+            Source::Toml => "config file",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// Raw values after precedence, before parsing.
+pub struct RawConfig {
+    pub values: BTreeMap<&'static str, (String, Source)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppIsolation {
+    Database,
+    Schema,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub redis_url: Option<url::Url>,
+    pub nats_url: Option<url::Url>,
+    pub master_key: Option<MasterKey>,
+    pub app_isolation: AppIsolation,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub bootstrap_email: String,
+    pub bootstrap_password: Option<String>,
+    pub max_body_bytes: usize,
+    pub session_ttl_seconds: i64,
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Config {
+    pub fn is_postgres(&self) -> bool {
+        self.database_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    }
+
+    pub fn master_key_file(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+}
+
+/// Reads the environment and the optional TOML file into raw values.
+pub fn gather(
+    config_file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RawConfig, ConfigError> {
+    let config_file = config_file
+        .map(Path::to_path_buf)
+        .or_else(|| env("AUTHSOME_CONFIG").map(PathBuf::from));
+    let mut toml_values: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(path) = &config_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            bad(
+                "AUTHSOME_CONFIG",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| bad("AUTHSOME_CONFIG", format!("{}: {e}", path.display())))?;
+        for (key, value) in table {
+            if !SETTINGS.iter().any(|s| s.key == key) {
+                return Err(bad(
+                    "AUTHSOME_CONFIG",
+                    format!("unknown setting `{key}` in {}", path.display()),
+                ));
+            }
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(bad(
+                        "AUTHSOME_CONFIG",
+                        format!(
+                            "`{key}` must be a string or number, not {}",
+                            other.type_str()
+                        ),
+                    ))
+                }
+            };
+            toml_values.insert(key, value);
+        }
+    }
+    let mut values = BTreeMap::new();
+    for setting in SETTINGS {
+        let file_var = format!("{}_FILE", setting.env);
+        let direct = env(setting.env).filter(|v| !v.is_empty());
+        let indirect = env(&file_var).filter(|v| !v.is_empty());
+        let chosen = match (direct, indirect) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    setting.env,
+                    format!("set either {} or {file_var}, not both", setting.env),
+                ))
+            }
+            (Some(v), None) => Some((v, Source::Env)),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| bad(&file_var, format!("cannot read {path}: {e}")))?;
+                Some((text.trim_end_matches(['\n', '\r']).to_owned(), Source::File))
+            }
+            (None, None) => toml_values
+                .remove(setting.key)
+                .map(|v| (v, Source::Toml))
+                .or_else(|| setting.default.map(|d| (d.to_owned(), Source::Default))),
+        };
+        if let Some(v) = chosen {
+            values.insert(setting.env, v);
+        }
+    }
+    Ok(RawConfig { values })
+}
+
+impl RawConfig {
+    fn get(&self, var: &str) -> Option<&str> {
+        self.values.get(var).map(|(v, _)| v.as_str())
+    }
+
+    /// Parses and validates every value.
+    pub fn parse(&self) -> Result<Config, ConfigError> {
+        let listen_raw = self.get("AUTHSOME_LISTEN").unwrap_or("127.0.0.1:8080");
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
+            bad(
+                "AUTHSOME_LISTEN",
+                format!("`{listen_raw}` is not an address:port"),
+            )
+        })?;
+        let public_url = match self.get("AUTHSOME_PUBLIC_URL") {
+            Some(u) => {
+                let parsed = url::Url::parse(u)
+                    .map_err(|e| bad("AUTHSOME_PUBLIC_URL", format!("`{u}`: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    return Err(bad("AUTHSOME_PUBLIC_URL", "must be an http(s) URL"));
+                }
+                u.trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{listen}"),
+        };
+        let data_dir = PathBuf::from(self.get("AUTHSOME_DATA_DIR").unwrap_or("./authsome-data"));
+        let database_url = self.get("AUTHSOME_DATABASE_URL").map(str::to_owned);
+        if let Some(u) = &database_url {
+            let scheme_ok = ["postgres://", "postgresql://", "sqlite:"]
+                .iter()
+                .any(|p| u.starts_with(p));
+            if !scheme_ok || url::Url::parse(u).is_err() {
+                return Err(bad(
+                    "AUTHSOME_DATABASE_URL",
+                    "must be a postgres://, postgresql:// or sqlite: URL",
+                ));
+            }
+        }
+        let service_url = |var: &str, schemes: &[&str]| -> Result<Option<url::Url>, ConfigError> {
+            self.get(var)
+                .map(|u| {
+                    let parsed = url::Url::parse(u).map_err(|e| bad(var, e.to_string()))?;
+                    if !schemes.contains(&parsed.scheme()) || parsed.host().is_none() {
+                        return Err(bad(var, format!("must be a {} URL", schemes.join("/"))));
+                    }
+                    Ok(parsed)
+                })
+                .transpose()
+        };
+        let redis_url = service_url("AUTHSOME_REDIS_URL", &["redis", "rediss"])?;
+        let nats_url = service_url("AUTHSOME_NATS_URL", &["nats", "tls"])?;
+        let master_key = self
+            .get("AUTHSOME_MASTER_KEY")
+            .map(|k| {
+                MasterKey::from_base64(k).map_err(|e| bad("AUTHSOME_MASTER_KEY", e.to_string()))
+            })
+            .transpose()?;
+        let app_isolation = match self.get("AUTHSOME_APP_ISOLATION").unwrap_or("database") {
+            "database" => AppIsolation::Database,
+            "schema" => AppIsolation::Schema,
+            other => {
+                return Err(bad(
+                    "AUTHSOME_APP_ISOLATION",
+                    format!("`{other}` is not `database` or `schema`"),
+                ))
+            }
+        };
+        let log_format = match self.get("AUTHSOME_LOG_FORMAT").unwrap_or("pretty") {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(bad(
+                    "AUTHSOME_LOG_FORMAT",
+                    format!("`{other}` is not `pretty` or `json`"),
+                ))
+            }
+        };
+        let log = self.get("AUTHSOME_LOG").unwrap_or("info").to_owned();
+        tracing_subscriber::EnvFilter::try_new(&log)
+            .map_err(|e| bad("AUTHSOME_LOG", e.to_string()))?;
+        let bootstrap_email = self
+            .get("AUTHSOME_BOOTSTRAP_EMAIL")
+            .unwrap_or("owner@authsome.local");
+        let bootstrap_email = authsome_domain::tenancy::member::parse_email(bootstrap_email)
+            .map_err(|_| bad("AUTHSOME_BOOTSTRAP_EMAIL", "must be a valid email address"))?;
+        let bootstrap_password = self.get("AUTHSOME_BOOTSTRAP_PASSWORD").map(str::to_owned);
+        if let Some(p) = &bootstrap_password {
+            authsome_domain::password::check_policy(p)
+                .map_err(|e| bad("AUTHSOME_BOOTSTRAP_PASSWORD", e.to_string()))?;
+        }
+        let number = |var: &str, min: u64, max: u64| -> Result<u64, ConfigError> {
+            let raw = self.get(var).unwrap_or("0");
+            raw.parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        var,
+                        format!("`{raw}` is not a whole number in {min}..={max}"),
+                    )
+                })
+        };
+        let config = Config {
+            listen,
+            public_url,
+            data_dir,
+            database_url,
+            redis_url,
+            nats_url,
+            master_key,
+            app_isolation,
+            log,
+            log_format,
+            bootstrap_email,
+            bootstrap_password,
+            max_body_bytes: number("AUTHSOME_MAX_BODY_BYTES", 1024, 64 * 1024 * 1024)? as usize,
+            session_ttl_seconds: number("AUTHSOME_SESSION_TTL_SECONDS", 60, 7 * 24 * 3600)? as i64,
+            shutdown_grace_seconds: number("AUTHSOME_SHUTDOWN_GRACE_SECONDS", 0, 3600)?,
+        };
+        if config.app_isolation == AppIsolation::Schema && !config.is_postgres() {
+            return Err(bad(
+                "AUTHSOME_APP_ISOLATION",
+                "`schema` needs AUTHSOME_DATABASE_URL to be a Postgres URL",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// `VARIABLE = value  # source` lines, secrets redacted.
+    pub fn describe(&self) -> Vec<(String, String, &'static str)> {
+        SETTINGS
+            .iter()
+            .map(|s| match self.values.get(s.env) {
+                Some((value, source)) => {
+                    let shown = if s.secret {
+                        redact(value)
+                    } else {
+                        value.clone()
+                    };
+                    (s.env.to_owned(), shown, source.as_str())
+                }
+                None => (s.env.to_owned(), String::new(), "unset"),
+            })
+            .collect()
+    }
+}
+
+/// Secrets are hidden; URLs keep their scheme, host and path but lose their credentials.
+fn redact(value: &str) -> String {
+    match url::Url::parse(value) {
+        Ok(mut u) if u.has_host() => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("***");
+                let _ = u.set_password(None);
+            }
+            u.set_query(None);
+            u.to_string()
+        }
+        _ => "***".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let c = gather(None, &env_of(&[])).unwrap().parse().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert!(!c.is_postgres());
+        assert_eq!(c.shutdown_grace_seconds, 30);
+    }
+
+    #[test]
+    fn env_beats_file_indirection_and_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("c.toml");
+        std::fs::write(&toml, "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\n").unwrap();
+        let secret = dir.path().join("pw");
+        std::fs::write(&secret, "a-long-enough-password\n").unwrap();
+        let raw = gather(
+            Some(&toml),
+            &env_of(&[
+                ("AUTHSOME_LOG", "warn"),
+                ("AUTHSOME_BOOTSTRAP_PASSWORD_FILE", secret.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        let c = raw.parse().unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.log, "warn");
+        assert_eq!(
+            c.bootstrap_password.as_deref(),
+            Some("a-long-enough-password")
+        );
+        let described = raw.describe();
+        let pw = described
+            .iter()
+            .find(|(k, _, _)| k == "AUTHSOME_BOOTSTRAP_PASSWORD")
+            .unwrap();
+        assert_eq!((pw.1.as_str(), pw.2), ("***", "_FILE"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("AUTHSOME_LISTEN", "nope"),
+            ("AUTHSOME_DATABASE_URL", "mysql://x"),
+            ("AUTHSOME_REDIS_URL", "http://x"),
+            ("AUTHSOME_MASTER_KEY", "c2hvcnQ="),
+            ("AUTHSOME_APP_ISOLATION", "schema"),
+            ("AUTHSOME_LOG_FORMAT", "xml"),
+            ("AUTHSOME_MAX_BODY_BYTES", "-1"),
+            ("AUTHSOME_PUBLIC_URL", "ftp://x"),
+            ("AUTHSOME_BOOTSTRAP_EMAIL", "nobody"),
+        ] {
+            let err = gather(None, &env_of(&[(var, value)]))
+                .and_then(|r| r.parse())
+                .unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+            assert!(err.to_string().starts_with(&format!("invalid {var}: ")));
+        }
+        let err = gather(
+            None,
+            &env_of(&[("AUTHSOME_LOG", "x"), ("AUTHSOME_LOG_FILE", "/nonexistent")]),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.var, "AUTHSOME_LOG");
+    }
+
+    #[test]
+    fn redaction_hides_credentials() {
+        assert_eq!(
+            redact("postgres://u:pw@db:5432/x"),
+            "postgres://***@db:5432/x"
+        );
+        assert_eq!(redact("hunter2hunter2"), "***");
+    }
+}

@@ -1,0 +1,109 @@
+//! `authsome`: the one binary. `serve` runs the control plane, the customer API and health in
+//! one process; `init` prepares a deployment; `migrate`, `config`, `version` and `healthcheck`
+//! are the operator's tools. Everything here is wiring: configuration, start-up checks,
+//! signals. The behaviour lives in the library crates.
+
+mod config;
+mod startup;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "authsome",
+    version,
+    about = "Multi-tenant identity and credential control plane"
+)]
+struct Cli {
+    /// TOML configuration file (also AUTHSOME_CONFIG). Environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: control plane, customer API and health in one process.
+    Serve,
+    /// Create the data dir, the master key, the root workspace and its break-glass owner, once.
+    Init {
+        /// Print exactly one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration, secrets redacted.
+    Config {
+        /// Print the reference of every setting (Markdown) instead.
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Print the version.
+    Version,
+    /// Exit 0 when the local server answers /health (for container health checks).
+    Healthcheck {
+        /// Base URL to probe (default: http://<AUTHSOME_LISTEN>).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = |k: &str| std::env::var(k).ok();
+    let raw = match config::gather(cli.config.as_deref(), &env) {
+        Ok(raw) => raw,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if let Command::Config { reference: true } = cli.command {
+        print!("{}", config::reference_markdown());
+        return ExitCode::SUCCESS;
+    }
+    if let Command::Config { .. } = cli.command {
+        for (var, value, source) in raw.describe() {
+            println!("{var}={value}  # {source}");
+        }
+        return match raw.parse() {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e.to_string()),
+        };
+    }
+    if let Command::Version = cli.command {
+        println!("authsome {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let config = match raw.parse() {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => startup::serve(config).await,
+            Command::Init { json } => startup::init(config, json).await,
+            Command::Migrate => startup::migrate(config).await,
+            Command::Healthcheck { url } => startup::healthcheck(config, url).await,
+            Command::Config { .. } | Command::Version => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

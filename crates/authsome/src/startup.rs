@@ -1,0 +1,345 @@
+//! Start-up and the commands that need storage: opening the database, applying migrations,
+//! checking the master key, serving with graceful shutdown, and `init`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use authsome_control::{BootstrapResult, ControlPlane, ControlSettings};
+use authsome_domain::master_key::MasterKey;
+use authsome_server::{HttpSettings, ServerState};
+use authsome_storage::Store;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, LogFormat};
+
+const MASTER_KEY_CHECK: &str = "master_key_check";
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+fn ensure_data_dir(config: &Config) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "AUTHSOME_DATA_DIR {} cannot be created",
+            config.data_dir.display()
+        )
+    })?;
+    let probe = config.data_dir.join(".write-test");
+    std::fs::write(&probe, b"ok").with_context(|| {
+        format!(
+            "AUTHSOME_DATA_DIR {} is not writable",
+            config.data_dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The master key from AUTHSOME_MASTER_KEY or the key file; `create` makes the file if missing.
+fn master_key(config: &Config, create: bool) -> Result<MasterKey> {
+    if let Some(key) = &config.master_key {
+        return Ok(key.clone());
+    }
+    let path = config.master_key_file();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => MasterKey::from_base64(&text)
+            .map_err(|e| anyhow!("the master key file {} is invalid: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let key = MasterKey::generate();
+            write_secret_file(&path, &key.to_base64())
+                .with_context(|| format!("cannot write the master key file {}", path.display()))?;
+            tracing::info!(path = %path.display(), "created a new master key file");
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "AUTHSOME_MASTER_KEY is not set and there is no key file at {}: run `authsome init` \
+             or give every replica the same AUTHSOME_MASTER_KEY",
+            path.display()
+        ),
+        Err(e) => Err(anyhow!(
+            "cannot read the master key file {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn write_secret_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+/// Checks that a configured service answers on its port; a clear error instead of a fallback.
+async fn reachable(var: &str, url: &url::Url, default_port: u16) -> Result<()> {
+    let host = url.host_str().unwrap_or("localhost").to_owned();
+    let port = url.port().unwrap_or(default_port);
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => bail!("{var}: cannot reach {host}:{port}: {e}"),
+        Err(_) => bail!("{var}: timed out connecting to {host}:{port}"),
+    }
+}
+
+/// Opens the control-plane database, applies migrations, and checks the master key against it.
+async fn open_store(config: &Config, create_key: bool) -> Result<(Arc<dyn Store>, MasterKey)> {
+    if !config.is_postgres() {
+        ensure_data_dir(config)?;
+    }
+    let key = master_key(config, create_key)?;
+    let store = authsome_storage::connect(config.database_url.as_deref(), &config.data_dir)
+        .await
+        .context("AUTHSOME_DATABASE_URL: cannot open the database")?;
+    store
+        .migrate()
+        .await
+        .context("AUTHSOME_DATABASE_URL: migrations failed")?;
+    match store.setting(MASTER_KEY_CHECK).await? {
+        Some(check) => key.verify_check_value(&check).map_err(|_| {
+            anyhow!(
+                "AUTHSOME_MASTER_KEY does not match the key this database was initialised with \
+                 (cannot decrypt existing data)"
+            )
+        })?,
+        None => {
+            store
+                .put_setting_if_absent(MASTER_KEY_CHECK, &key.check_value())
+                .await?;
+        }
+    }
+    Ok((store, key))
+}
+
+fn control_plane(config: &Config, store: Arc<dyn Store>) -> ControlPlane {
+    ControlPlane::new(
+        store,
+        ControlSettings {
+            session_ttl: chrono::Duration::seconds(config.session_ttl_seconds),
+            ..ControlSettings::default()
+        },
+    )
+}
+
+pub async fn serve(config: Config) -> Result<()> {
+    init_logging(&config);
+    if let Some(url) = &config.redis_url {
+        reachable("AUTHSOME_REDIS_URL", url, 6379).await?;
+    }
+    if let Some(url) = &config.nats_url {
+        reachable("AUTHSOME_NATS_URL", url, 4222).await?;
+    }
+    // Embedded mode makes its own key on first start; a shared database needs the one key that
+    // every replica is given.
+    let (store, _master_key) = open_store(&config, !config.is_postgres()).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("AUTHSOME_LISTEN: cannot listen on {}", config.listen))?;
+    let state = ServerState::new(
+        control_plane(&config, store),
+        HttpSettings {
+            max_body_bytes: config.max_body_bytes,
+            public_url: config.public_url.clone(),
+        },
+    );
+    let app = authsome_server::router(state.clone());
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, public_url = %config.public_url, "authsome listening");
+
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let signalled = {
+        let shutdown = shutdown.clone();
+        let state = state.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received; draining");
+            state.start_draining();
+            shutdown.notify_waiters();
+        }
+    };
+    let maintenance = tokio::spawn(authsome_server::run_maintenance(
+        state.clone(),
+        Duration::from_secs(5),
+        {
+            let shutdown = shutdown.clone();
+            async move { shutdown.notified().await }
+        },
+    ));
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(signalled);
+    let drained = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.notified().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    tokio::select! {
+        result = server => result.context("server error")?,
+        _ = drained => tracing::warn!("drain period elapsed with requests still in flight"),
+    }
+    let _ = maintenance.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub async fn migrate(config: Config) -> Result<()> {
+    init_logging(&config);
+    if !config.is_postgres() {
+        ensure_data_dir(&config)?;
+    }
+    let store = authsome_storage::connect(config.database_url.as_deref(), &config.data_dir)
+        .await
+        .context("AUTHSOME_DATABASE_URL: cannot open the database")?;
+    store
+        .migrate()
+        .await
+        .context("AUTHSOME_DATABASE_URL: migrations failed")?;
+    println!("migrations applied");
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InitOutput {
+    workspace_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    management_key: Option<String>,
+}
+
+pub async fn init(config: Config, json: bool) -> Result<()> {
+    init_logging(&config);
+    ensure_data_dir(&config)?;
+    let (store, _) = open_store(&config, true).await?;
+    let control = control_plane(&config, store);
+    let result = control
+        .bootstrap(&config.bootstrap_email, config.bootstrap_password.clone())
+        .await
+        .map_err(|e| anyhow!("init failed: {e}"))?;
+    match result {
+        BootstrapResult::Created {
+            workspace_id,
+            owner_email,
+            password,
+            management_key,
+        } => {
+            if json {
+                let out = InitOutput {
+                    workspace_id: workspace_id.to_string(),
+                    owner_email: Some(owner_email),
+                    owner_password: password,
+                    management_key: Some(management_key),
+                };
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!("AuthSome initialised. Store these now: they are not shown again.");
+                println!("  root workspace:  {workspace_id}");
+                println!("  owner email:     {owner_email}");
+                match password {
+                    Some(p) => println!("  owner password:  {p}"),
+                    None => println!("  owner password:  (from AUTHSOME_BOOTSTRAP_PASSWORD)"),
+                }
+                println!("  management key:  {management_key}");
+            }
+        }
+        BootstrapResult::AlreadyDone {
+            workspace_id,
+            owner_email,
+        } => {
+            if json {
+                let out = InitOutput {
+                    workspace_id: workspace_id.to_string(),
+                    owner_email,
+                    owner_password: None,
+                    management_key: None,
+                };
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!("Already initialised (root workspace {workspace_id}); nothing changed.");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Probes `/health` over plain HTTP/1.1 with std only, so the container image needs no curl.
+pub async fn healthcheck(config: Config, url: Option<String>) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let base = url.unwrap_or_else(|| format!("http://{}", config.listen));
+    let parsed = url::Url::parse(&base).context("--url is not a URL")?;
+    if parsed.scheme() != "http" {
+        bail!("--url must be http:// (the probe runs inside the container)");
+    }
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = parsed.port().unwrap_or(80);
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let request = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .context("health check timed out")??;
+    let status_line = String::from_utf8_lossy(&response);
+    if status_line.starts_with("HTTP/1.1 200") {
+        println!("ok");
+        Ok(())
+    } else {
+        bail!(
+            "unhealthy: {}",
+            status_line.lines().next().unwrap_or("no response")
+        )
+    }
+}

@@ -1,0 +1,98 @@
+//! Platform-operator actions: the owners and admins of the root workspace (or its management
+//! keys with the admin role) set any workspace's standing, plan and limits.
+
+use authsome_domain::id::WorkspaceId;
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::tenancy::{
+    Actor, KycStatus, PaymentStatus, Plan, Role, Workspace, WorkspaceLimits, WorkspaceStatus,
+};
+use authsome_domain::ValidationError;
+
+use crate::{ControlError, ControlPlane, Result};
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminWorkspacePatch {
+    pub status: Option<WorkspaceStatus>,
+    pub kyc_status: Option<KycStatus>,
+    pub payment_status: Option<PaymentStatus>,
+    pub plan: Option<Plan>,
+    /// Enterprise workspaces only: overrides of the plan's limits.
+    pub limits: Option<WorkspaceLimits>,
+}
+
+impl ControlPlane {
+    pub(crate) async fn is_platform_operator(&self, actor: &Actor) -> Result<bool> {
+        let Some(root) = self.store.root_workspace_id().await? else {
+            return Ok(false);
+        };
+        Ok(matches!(
+            self.store.workspace_access(actor, &root).await?,
+            Some((_, Role::Owner | Role::Admin))
+        ))
+    }
+
+    /// Callers who are not platform operators learn nothing: the admin routes do not exist for them.
+    async fn require_operator(&self, actor: &Actor) -> Result<()> {
+        if self.is_platform_operator(actor).await? {
+            Ok(())
+        } else {
+            Err(ControlError::NotFound("route"))
+        }
+    }
+
+    pub async fn admin_list_workspaces(
+        &self,
+        actor: &Actor,
+        page: &PageRequest,
+    ) -> Result<Page<Workspace>> {
+        self.require_operator(actor).await?;
+        Ok(self.store.all_workspaces(page).await?)
+    }
+
+    pub async fn admin_get_workspace(&self, actor: &Actor, id: &WorkspaceId) -> Result<Workspace> {
+        self.require_operator(actor).await?;
+        self.store
+            .any_workspace(id)
+            .await?
+            .ok_or(ControlError::NotFound("workspace"))
+    }
+
+    pub async fn admin_update_workspace(
+        &self,
+        actor: &Actor,
+        id: &WorkspaceId,
+        patch: AdminWorkspacePatch,
+    ) -> Result<Workspace> {
+        let mut ws = self.admin_get_workspace(actor, id).await?;
+        if let Some(status) = patch.status {
+            if ws.root && status == WorkspaceStatus::Suspended {
+                return Err(ControlError::Conflict(
+                    "the root workspace cannot be suspended".into(),
+                ));
+            }
+            ws.status = status;
+        }
+        if let Some(kyc) = patch.kyc_status {
+            ws.kyc_status = kyc;
+        }
+        if let Some(payment) = patch.payment_status {
+            ws.payment_status = payment;
+        }
+        if let Some(plan) = patch.plan {
+            ws.plan = plan;
+        }
+        if let Some(limits) = patch.limits {
+            ws.limits = limits;
+        }
+        if ws.plan != Plan::Enterprise && ws.limits != WorkspaceLimits::default() {
+            return Err(
+                ValidationError::new("limits", "can only be set on enterprise workspaces").into(),
+            );
+        }
+        ws.updated_at = authsome_domain::now();
+        self.store.update_workspace(&ws).await?;
+        Ok(ws)
+    }
+}

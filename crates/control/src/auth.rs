@@ -1,0 +1,178 @@
+//! Team-member sign-in (email + argon2id password → short-lived session token), sign-out,
+//! invitation acceptance, and turning a bearer credential into an [`Actor`].
+
+use authsome_domain::keys::{parse_key, KeyHash, KeyKind, OpaqueToken};
+use authsome_domain::password;
+use authsome_domain::tenancy::member::parse_email;
+use authsome_domain::tenancy::{parse_name, Account, Actor, Member};
+use chrono::{DateTime, Utc};
+
+use crate::{ControlError, ControlPlane, Result};
+
+/// Dashboard session tokens start with this; management keys with `wk_`.
+pub const SESSION_TOKEN_PREFIX: &str = "cst_";
+/// Invitation tokens.
+pub const INVITATION_TOKEN_PREFIX: &str = "ivt_";
+
+pub struct LoginResult {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub account: Account,
+    pub memberships: Vec<Member>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcceptInvitation {
+    pub token: String,
+    pub password: String,
+    pub name: Option<String>,
+}
+
+const BAD_CREDENTIALS: &str = "invalid email or password";
+
+impl ControlPlane {
+    /// Same error and same work for an unknown email as for a wrong password.
+    pub async fn login(&self, email: &str, password: &str) -> Result<LoginResult> {
+        let found = match parse_email(email) {
+            Ok(email) => self.store.account_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let account = match found {
+            Some((account, Some(hash))) => {
+                if !verify(password, hash).await {
+                    return Err(ControlError::Unauthenticated(BAD_CREDENTIALS));
+                }
+                account
+            }
+            // Unknown email, or an invited account that has not set a password yet.
+            _ => {
+                dummy_verify(password).await;
+                return Err(ControlError::Unauthenticated(BAD_CREDENTIALS));
+            }
+        };
+        let token = OpaqueToken::generate(SESSION_TOKEN_PREFIX);
+        let now = authsome_domain::now();
+        let expires_at = now + self.settings.session_ttl;
+        self.store
+            .create_session(&token.hash, &account.id, now, expires_at)
+            .await?;
+        let memberships = self.store.memberships(&account.id).await?;
+        Ok(LoginResult {
+            token: token.plaintext,
+            expires_at,
+            account,
+            memberships,
+        })
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<()> {
+        self.store.delete_session(&KeyHash::of(token)).await?;
+        Ok(())
+    }
+
+    /// The signed-in account and its memberships (session tokens only).
+    pub async fn me(&self, actor: &Actor, token: &str) -> Result<(Account, Vec<Member>)> {
+        let Actor::Account(id) = actor else {
+            return Err(ControlError::Forbidden(
+                "management keys have no account; use a session token".into(),
+            ));
+        };
+        let account = self
+            .store
+            .session_account(&KeyHash::of(token), authsome_domain::now())
+            .await?
+            .filter(|a| &a.id == id)
+            .ok_or(ControlError::Unauthenticated("session expired"))?;
+        let memberships = self.store.memberships(&account.id).await?;
+        Ok((account, memberships))
+    }
+
+    /// Resolves `Authorization: Bearer …` on the control plane: a session token or a management
+    /// key. Checksum-broken keys are refused before any storage read.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Actor> {
+        if bearer.starts_with(SESSION_TOKEN_PREFIX) {
+            let account = self
+                .store
+                .session_account(&KeyHash::of(bearer), authsome_domain::now())
+                .await?
+                .ok_or(ControlError::Unauthenticated(
+                    "invalid or expired session token",
+                ))?;
+            return Ok(Actor::Account(account.id));
+        }
+        let parsed =
+            parse_key(bearer).map_err(|_| ControlError::Unauthenticated("invalid credential"))?;
+        if parsed.kind != KeyKind::Management {
+            return Err(ControlError::Unauthenticated(
+                "application keys cannot call the control plane",
+            ));
+        }
+        let key = self
+            .usable_key(&parsed.hash())
+            .await?
+            .ok_or(ControlError::Unauthenticated("invalid credential"))?;
+        let role = key
+            .role
+            .ok_or(ControlError::Unauthenticated("invalid credential"))?;
+        Ok(Actor::ManagementKey {
+            key_id: key.id.clone(),
+            workspace_id: key.workspace_id.clone(),
+            role,
+        })
+    }
+
+    /// Consumes an invitation: sets the password (or checks it, for an account that already has
+    /// one) and activates the membership.
+    pub async fn accept_invitation(&self, input: AcceptInvitation) -> Result<Member> {
+        let name = input
+            .name
+            .as_deref()
+            .map(|n| parse_name("name", n))
+            .transpose()?;
+        let now = authsome_domain::now();
+        let invitation = self
+            .store
+            .pending_invitation(&KeyHash::of(&input.token), now)
+            .await?
+            .ok_or(ControlError::NotFound("invitation"))?;
+        let new_hash = match &invitation.password_hash {
+            Some(existing) => {
+                if !verify(&input.password, existing.clone()).await {
+                    return Err(ControlError::Unauthenticated(
+                        "this account already has a password; give that password to accept",
+                    ));
+                }
+                None
+            }
+            None => {
+                password::check_policy(&input.password)?;
+                Some(hash(input.password.clone()).await)
+            }
+        };
+        Ok(self
+            .store
+            .accept_invitation(&invitation, new_hash.as_deref(), name.as_deref(), now)
+            .await?)
+    }
+}
+
+// Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+pub(crate) async fn hash(password: String) -> String {
+    tokio::task::spawn_blocking(move || password::hash_password(&password))
+        .await
+        .unwrap_or_default()
+}
+
+async fn verify(password: &str, hash: String) -> bool {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || password::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+async fn dummy_verify(password: &str) {
+    let password = password.to_owned();
+    let _ = tokio::task::spawn_blocking(move || password::verify_against_dummy(&password)).await;
+}

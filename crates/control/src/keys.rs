@@ -1,0 +1,515 @@
+//! API keys: application publishable/secret keys and workspace management keys — create (shown
+//! once), list, roll with a grace period, revoke — and their verification, which is the hot path
+//! of every authenticated request.
+//!
+//! Verification is parse + checksum (no I/O for garbage) + SHA-256 + a cache lookup. The cache
+//! holds keys and applications for [`POSITIVE_TTL`]; a revocation, roll or deletion on this
+//! replica takes effect at once, on other replicas within that TTL. `lastUsedAt` is collected in
+//! memory and written in batches by [`ControlPlane::flush_key_usage`], never per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use authsome_domain::id::{ApplicationId, KeyId, WorkspaceId};
+use authsome_domain::keys::{generate_key, parse_key, KeyHash, KeyKind, KeyMode};
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::tenancy::{
+    parse_name, Actor, ApiKey, Application, KeyScope, Permission, Role,
+};
+use chrono::{DateTime, Utc};
+
+use crate::{ControlError, ControlPlane, Result};
+
+pub const POSITIVE_TTL: Duration = Duration::from_secs(30);
+const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+const MAX_ENTRIES: usize = 100_000;
+/// Longest grace period a rolled key may keep.
+pub const MAX_ROLL_GRACE_SECONDS: i64 = 30 * 24 * 3600;
+pub const DEFAULT_ROLL_GRACE_SECONDS: i64 = 24 * 3600;
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewAppKey {
+    /// `publishable` or `secret`.
+    #[serde(rename = "type")]
+    pub kind: KeyKind,
+    pub name: Option<String>,
+    /// Secret keys only; absent or empty means the full admin API.
+    pub scopes: Option<Vec<KeyScope>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewManagementKey {
+    pub name: Option<String>,
+    /// The role the key acts with (default `admin`; never `owner`).
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollKey {
+    /// How long the old key keeps working: 0 to 2592000 seconds, default 86400.
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// A key just created: `plaintext` is returned to the caller once and never stored.
+pub struct CreatedKey {
+    pub key: ApiKey,
+    pub plaintext: String,
+}
+
+pub struct RolledKey {
+    pub old: ApiKey,
+    pub new: CreatedKey,
+}
+
+struct Cached<T> {
+    value: Option<Arc<T>>,
+    at: Instant,
+}
+
+/// In-process cache of verified keys and their applications, plus pending `lastUsedAt` writes.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: RwLock<HashMap<KeyHash, Cached<ApiKey>>>,
+    apps: RwLock<HashMap<ApplicationId, Cached<Application>>>,
+    usage: Mutex<HashMap<KeyId, DateTime<Utc>>>,
+}
+
+fn fresh<T>(c: &Cached<T>) -> bool {
+    let ttl = if c.value.is_some() {
+        POSITIVE_TTL
+    } else {
+        NEGATIVE_TTL
+    };
+    c.at.elapsed() < ttl
+}
+
+impl KeyCache {
+    /// `Some(entry)` on a fresh hit (the entry itself may be a cached "no such key").
+    pub fn key(&self, hash: &KeyHash) -> Option<Option<Arc<ApiKey>>> {
+        let keys = self.keys.read().ok()?;
+        keys.get(hash).filter(|c| fresh(c)).map(|c| c.value.clone())
+    }
+
+    pub fn put_key(&self, hash: KeyHash, value: Option<Arc<ApiKey>>) {
+        if let Ok(mut keys) = self.keys.write() {
+            if keys.len() >= MAX_ENTRIES {
+                keys.retain(|_, c| fresh(c));
+            }
+            if keys.len() < MAX_ENTRIES {
+                keys.insert(
+                    hash,
+                    Cached {
+                        value,
+                        at: Instant::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn forget_key(&self, hash: &KeyHash) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.remove(hash);
+        }
+    }
+
+    fn application(&self, id: &ApplicationId) -> Option<Option<Arc<Application>>> {
+        let apps = self.apps.read().ok()?;
+        apps.get(id).filter(|c| fresh(c)).map(|c| c.value.clone())
+    }
+
+    fn put_application(&self, id: ApplicationId, value: Option<Arc<Application>>) {
+        if let Ok(mut apps) = self.apps.write() {
+            if apps.len() >= MAX_ENTRIES {
+                apps.retain(|_, c| fresh(c));
+            }
+            apps.insert(
+                id,
+                Cached {
+                    value,
+                    at: Instant::now(),
+                },
+            );
+        }
+    }
+
+    pub fn forget_application(&self, id: &ApplicationId) {
+        if let Ok(mut apps) = self.apps.write() {
+            apps.remove(id);
+        }
+    }
+
+    pub fn record_use(&self, id: &KeyId, at: DateTime<Utc>) {
+        if let Ok(mut usage) = self.usage.lock() {
+            usage.insert(id.clone(), at);
+        }
+    }
+
+    fn take_usage(&self) -> Vec<(KeyId, DateTime<Utc>)> {
+        match self.usage.lock() {
+            Ok(mut usage) => usage.drain().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn restore_usage(&self, uses: Vec<(KeyId, DateTime<Utc>)>) {
+        if let Ok(mut usage) = self.usage.lock() {
+            for (id, at) in uses {
+                let slot = usage.entry(id).or_insert(at);
+                *slot = (*slot).max(at);
+            }
+        }
+    }
+}
+
+impl ControlPlane {
+    /// The stored key for a credential hash, if it exists and is neither revoked nor expired.
+    /// Records the use for the next `lastUsedAt` flush.
+    pub(crate) async fn usable_key(&self, hash: &KeyHash) -> Result<Option<Arc<ApiKey>>> {
+        let key = match self.keys.key(hash) {
+            Some(hit) => hit,
+            None => {
+                let loaded = self.store.key_by_hash(hash).await?.map(Arc::new);
+                self.keys.put_key(*hash, loaded.clone());
+                loaded
+            }
+        };
+        let now = authsome_domain::now();
+        // The lookup was by hash; compare again in constant time as defence in depth.
+        let key = key.filter(|k| k.hash.ct_eq(hash) && k.is_usable_at(now));
+        if let Some(k) = &key {
+            self.keys.record_use(&k.id, now);
+        }
+        Ok(key)
+    }
+
+    /// Resolves a customer-API credential against the application in the path: which
+    /// application and which kind of key. A key of another application is `NotFound`.
+    pub async fn verify_app_key(
+        &self,
+        app_id: &str,
+        credential: &str,
+    ) -> Result<(Arc<Application>, ApiKey)> {
+        let parsed =
+            parse_key(credential).map_err(|_| ControlError::Unauthenticated("invalid API key"))?;
+        if parsed.kind == KeyKind::Management {
+            return Err(ControlError::Unauthenticated(
+                "management keys cannot call the customer API",
+            ));
+        }
+        let app_id =
+            ApplicationId::parse(app_id).map_err(|_| ControlError::NotFound("application"))?;
+        let key = self
+            .usable_key(&parsed.hash())
+            .await?
+            .ok_or(ControlError::Unauthenticated("invalid API key"))?;
+        if key.application_id.as_ref() != Some(&app_id) {
+            return Err(ControlError::NotFound("application"));
+        }
+        let app = match self.keys.application(&app_id) {
+            Some(hit) => hit,
+            None => {
+                let loaded = self
+                    .store
+                    .application(&key.workspace_id, &app_id)
+                    .await?
+                    .map(Arc::new);
+                self.keys.put_application(app_id.clone(), loaded.clone());
+                loaded
+            }
+        };
+        let app = app
+            .filter(|a| !a.is_deleted())
+            .ok_or(ControlError::NotFound("application"))?;
+        Ok((app, (*key).clone()))
+    }
+
+    /// Writes the batched `lastUsedAt` values. On failure they are kept for the next flush.
+    pub async fn flush_key_usage(&self) -> Result<usize> {
+        let uses = self.keys.take_usage();
+        if uses.is_empty() {
+            return Ok(0);
+        }
+        match self.store.record_key_use(&uses).await {
+            Ok(()) => Ok(uses.len()),
+            Err(e) => {
+                self.keys.restore_usage(uses);
+                Err(e.into())
+            }
+        }
+    }
+
+    pub async fn list_app_keys(
+        &self,
+        actor: &Actor,
+        app: &ApplicationId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>> {
+        let (app, _, _) = self
+            .application_for(actor, app, Permission::KeysRead)
+            .await?;
+        Ok(self
+            .store
+            .keys(&app.workspace_id, Some(&app.id), page)
+            .await?)
+    }
+
+    pub async fn create_app_key(
+        &self,
+        actor: &Actor,
+        app: &ApplicationId,
+        input: NewAppKey,
+    ) -> Result<CreatedKey> {
+        let (app, ws, _) = self
+            .application_for(actor, app, Permission::KeysCreate)
+            .await?;
+        ws.may_write()?;
+        if app.is_deleted() {
+            return Err(ControlError::Conflict("the application is deleted".into()));
+        }
+        let scopes = input.scopes.unwrap_or_default();
+        match input.kind {
+            KeyKind::Management => {
+                return Err(authsome_domain::ValidationError::new(
+                    "type",
+                    "must be publishable or secret",
+                )
+                .into())
+            }
+            KeyKind::Publishable if !scopes.is_empty() => {
+                return Err(authsome_domain::ValidationError::new(
+                    "scopes",
+                    "apply to secret keys only",
+                )
+                .into())
+            }
+            _ => {}
+        }
+        let name = input
+            .name
+            .as_deref()
+            .map(|n| parse_name("name", n))
+            .transpose()?;
+        let mut scopes = scopes;
+        scopes.sort_by_key(|s| s.as_str());
+        scopes.dedup();
+        let created = new_key(
+            &ws.id,
+            Some(&app.id),
+            input.kind,
+            app.environment.key_mode(),
+            name,
+            scopes,
+            None,
+        );
+        self.store.insert_key(&created.key).await?;
+        Ok(created)
+    }
+
+    pub async fn roll_app_key(
+        &self,
+        actor: &Actor,
+        app: &ApplicationId,
+        id: &KeyId,
+        input: RollKey,
+    ) -> Result<RolledKey> {
+        let (app, ws, _) = self
+            .application_for(actor, app, Permission::KeysRoll)
+            .await?;
+        if app.is_deleted() {
+            return Err(ControlError::Conflict("the application is deleted".into()));
+        }
+        self.roll(&ws.id, Some(&app.id), id, input).await
+    }
+
+    pub async fn revoke_app_key(
+        &self,
+        actor: &Actor,
+        app: &ApplicationId,
+        id: &KeyId,
+    ) -> Result<ApiKey> {
+        let (app, ws, _) = self
+            .application_for(actor, app, Permission::KeysRevoke)
+            .await?;
+        self.revoke(&ws.id, Some(&app.id), id).await
+    }
+
+    pub async fn list_management_keys(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>> {
+        self.workspace_for(actor, ws, Permission::ManagementKeysManage)
+            .await?;
+        Ok(self.store.keys(ws, None, page).await?)
+    }
+
+    pub async fn create_management_key(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        input: NewManagementKey,
+    ) -> Result<CreatedKey> {
+        // Only owners and admins manage keys, and no key is an owner: a key never holds more
+        // than its creator.
+        let (workspace, _) = self
+            .workspace_for(actor, ws, Permission::ManagementKeysManage)
+            .await?;
+        workspace.may_write()?;
+        let role = input.role.unwrap_or(Role::Admin);
+        if role == Role::Owner {
+            return Err(authsome_domain::ValidationError::new(
+                "role",
+                "a management key cannot be an owner",
+            )
+            .into());
+        }
+        let name = input
+            .name
+            .as_deref()
+            .map(|n| parse_name("name", n))
+            .transpose()?;
+        let created = new_key(
+            ws,
+            None,
+            KeyKind::Management,
+            KeyMode::Live,
+            name,
+            Vec::new(),
+            Some(role),
+        );
+        self.store.insert_key(&created.key).await?;
+        Ok(created)
+    }
+
+    pub async fn roll_management_key(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        id: &KeyId,
+        input: RollKey,
+    ) -> Result<RolledKey> {
+        self.workspace_for(actor, ws, Permission::ManagementKeysManage)
+            .await?;
+        self.roll(ws, None, id, input).await
+    }
+
+    pub async fn revoke_management_key(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        id: &KeyId,
+    ) -> Result<ApiKey> {
+        self.workspace_for(actor, ws, Permission::ManagementKeysManage)
+            .await?;
+        self.revoke(ws, None, id).await
+    }
+
+    async fn roll(
+        &self,
+        ws: &WorkspaceId,
+        app: Option<&ApplicationId>,
+        id: &KeyId,
+        input: RollKey,
+    ) -> Result<RolledKey> {
+        let grace = input
+            .expires_in_seconds
+            .unwrap_or(DEFAULT_ROLL_GRACE_SECONDS);
+        if !(0..=MAX_ROLL_GRACE_SECONDS).contains(&grace) {
+            return Err(authsome_domain::ValidationError::new(
+                "expiresInSeconds",
+                "must be between 0 and 2592000",
+            )
+            .into());
+        }
+        let old = self
+            .store
+            .key(ws, app, id)
+            .await?
+            .ok_or(ControlError::NotFound("key"))?;
+        let now = authsome_domain::now();
+        if !old.is_usable_at(now) || old.rolled_to.is_some() {
+            return Err(ControlError::Conflict(
+                "only a live key that was not rolled before can be rolled".into(),
+            ));
+        }
+        let new = new_key(
+            ws,
+            app,
+            old.kind,
+            old.mode,
+            old.name.clone(),
+            old.scopes.clone(),
+            old.role,
+        );
+        let old_expires_at = now + chrono::Duration::seconds(grace);
+        self.store.roll_key(&old, old_expires_at, &new.key).await?;
+        self.keys.forget_key(&old.hash);
+        let old = self
+            .store
+            .key(ws, app, id)
+            .await?
+            .ok_or(ControlError::NotFound("key"))?;
+        Ok(RolledKey { old, new })
+    }
+
+    async fn revoke(
+        &self,
+        ws: &WorkspaceId,
+        app: Option<&ApplicationId>,
+        id: &KeyId,
+    ) -> Result<ApiKey> {
+        let old = self
+            .store
+            .key(ws, app, id)
+            .await?
+            .ok_or(ControlError::NotFound("key"))?;
+        self.store.revoke_key(&old, authsome_domain::now()).await?;
+        self.keys.forget_key(&old.hash);
+        self.store
+            .key(ws, app, id)
+            .await?
+            .ok_or(ControlError::NotFound("key"))
+    }
+}
+
+pub(crate) fn new_key(
+    ws: &WorkspaceId,
+    app: Option<&ApplicationId>,
+    kind: KeyKind,
+    mode: KeyMode,
+    name: Option<String>,
+    scopes: Vec<KeyScope>,
+    role: Option<Role>,
+) -> CreatedKey {
+    let generated = generate_key(kind, mode);
+    let key = ApiKey {
+        id: KeyId::new(),
+        workspace_id: ws.clone(),
+        application_id: app.cloned(),
+        kind,
+        mode: generated.mode,
+        name,
+        scopes,
+        role,
+        hash: generated.hash,
+        last4: generated.last4(),
+        created_at: authsome_domain::now(),
+        last_used_at: None,
+        expires_at: None,
+        revoked_at: None,
+        rolled_to: None,
+    };
+    CreatedKey {
+        key,
+        plaintext: generated.plaintext,
+    }
+}

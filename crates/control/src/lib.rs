@@ -1,0 +1,161 @@
+//! The control plane's use cases: who may do what to which workspace, application or key, and in
+//! what order it happens. Each public method of [`ControlPlane`] is one API operation.
+//!
+//! **Architecture invariant:** permissions are decided here and only here, from the caller's role
+//! as the storage layer reports it for the workspace in question; storage never decides, and the
+//! HTTP layer never looks past this API. Nothing here knows about HTTP.
+//!
+//! **Architecture invariant:** a resource of a workspace the caller cannot see is `NotFound`,
+//! exactly as if it did not exist; `Forbidden` is only for callers who can see it.
+
+mod admin;
+mod applications;
+mod auth;
+mod bootstrap;
+mod keys;
+mod members;
+mod workspaces;
+
+use std::sync::Arc;
+
+use authsome_domain::tenancy::workspace::StandingError;
+use authsome_domain::tenancy::{Actor, Permission, Role, Workspace};
+use authsome_domain::ValidationError;
+use authsome_storage::{StorageError, Store};
+
+pub use admin::AdminWorkspacePatch;
+pub use applications::{ApplicationPatch, NewApplication};
+pub use auth::{AcceptInvitation, LoginResult};
+pub use bootstrap::BootstrapResult;
+pub use keys::{CreatedKey, KeyCache, NewAppKey, NewManagementKey, RollKey, RolledKey};
+pub use members::{Invitation, MemberPatch, NewMember};
+pub use workspaces::{NewWorkspace, WorkspacePatch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Invalid(#[from] ValidationError),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("storage failure")]
+    Storage(#[source] StorageError),
+}
+
+impl From<StorageError> for ControlError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::LastOwner => {
+                Self::Conflict("a workspace must keep at least one active owner".into())
+            }
+            StorageError::State(why) => Self::Conflict(why.into()),
+            other => Self::Storage(other),
+        }
+    }
+}
+
+impl From<StandingError> for ControlError {
+    fn from(e: StandingError) -> Self {
+        Self::Forbidden(e.to_string())
+    }
+}
+
+pub type Result<T, E = ControlError> = std::result::Result<T, E>;
+
+/// Tunables of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Lifetime of a dashboard session token.
+    pub session_ttl: chrono::Duration,
+    /// Region recorded on applications created without one.
+    pub default_region: String,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            session_ttl: chrono::Duration::hours(1),
+            default_region: "local".into(),
+        }
+    }
+}
+
+/// The control plane: the one entry point the HTTP layer and the CLI call.
+pub struct ControlPlane {
+    store: Arc<dyn Store>,
+    keys: KeyCache,
+    settings: ControlSettings,
+}
+
+impl ControlPlane {
+    pub fn new(store: Arc<dyn Store>, settings: ControlSettings) -> Self {
+        Self {
+            store,
+            keys: KeyCache::default(),
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn key_cache(&self) -> &KeyCache {
+        &self.keys
+    }
+
+    /// The workspace as the caller sees it, if the caller holds `permission` there.
+    async fn workspace_for(
+        &self,
+        actor: &Actor,
+        workspace: &authsome_domain::id::WorkspaceId,
+        permission: Permission,
+    ) -> Result<(Workspace, Role)> {
+        let (ws, role) = self
+            .store
+            .workspace_access(actor, workspace)
+            .await?
+            .ok_or(ControlError::NotFound("workspace"))?;
+        require(role, permission)?;
+        Ok((ws, role))
+    }
+
+    /// Periodic housekeeping: flushes batched key usage and removes what has expired.
+    pub async fn maintain(&self) -> Result<()> {
+        let now = authsome_domain::now();
+        self.flush_key_usage().await?;
+        let purged = self.store.purge_applications(now).await?;
+        if purged > 0 {
+            tracing::info!(purged, "purged applications past their undelete window");
+        }
+        self.store.purge_sessions(now).await?;
+        self.store
+            .purge_idempotency(now - chrono::Duration::hours(24))
+            .await?;
+        Ok(())
+    }
+}
+
+fn require(role: Role, permission: Permission) -> Result<()> {
+    if role.allows(permission) {
+        Ok(())
+    } else {
+        Err(ControlError::Forbidden(format!(
+            "the {} role may not do this",
+            role.as_str()
+        )))
+    }
+}
+
+/// Turns a unique-constraint violation into a conflict that names what collided.
+fn duplicate(what: &'static str) -> impl Fn(StorageError) -> ControlError {
+    move |e| match e {
+        StorageError::Duplicate => ControlError::Conflict(format!("{what} is already taken")),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,33 @@
+//! The AuthSome domain: identifiers, the key format, passwords, pagination, and the tenancy model
+//! (workspaces, members and roles, applications, API keys) with the rules that govern them.
+//!
+//! **Invariant:** this crate does no I/O. It knows nothing of HTTP, SQL or the clock beyond
+//! `chrono::Utc::now()` for creating records; storage and transport depend on it, never the
+//! reverse. Values that pass a `parse` function here are valid everywhere downstream.
+
+pub mod id;
+pub mod keys;
+pub mod master_key;
+pub mod page;
+pub mod password;
+pub mod tenancy;
+
+/// A request field that failed validation: which field, and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: &'static str,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, message: &'static str) -> Self {
+        Self { field, message }
+    }
+}
+
+/// The current time at millisecond precision: what storage can hold exactly on both backends.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}

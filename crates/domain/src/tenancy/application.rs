@@ -1,0 +1,162 @@
+//! The application: one isolated environment of a workspace, reached at `/v1/{appId}`.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::id::{ApplicationId, WorkspaceId};
+use crate::keys::KeyMode;
+use crate::tenancy::workspace::string_enum;
+use crate::ValidationError;
+
+string_enum!(
+    /// Production applications get live keys; staging and development get test keys.
+    Environment { Production => "production", Staging => "staging", Development => "development" });
+string_enum!(
+    /// Shared: served by the in-process engine. Dedicated: forwarded to the application's upstreams.
+    Tenancy { Shared => "shared", Dedicated => "dedicated" });
+string_enum!(
+    /// Lifecycle of an application.
+    AppStatus { Provisioning => "provisioning", Active => "active", Suspended => "suspended", Deleting => "deleting" });
+
+/// How long a deleted application can still be restored.
+pub const UNDELETE_WINDOW: Duration = Duration::days(7);
+
+impl Environment {
+    pub fn key_mode(self) -> KeyMode {
+        match self {
+            Environment::Production => KeyMode::Live,
+            Environment::Staging | Environment::Development => KeyMode::Test,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Application {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "app_01jd4v0z3c8x2m5q7w9e1r6t0y"))]
+    pub id: ApplicationId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub slug: String,
+    pub environment: Environment,
+    pub tenancy: Tenancy,
+    pub status: AppStatus,
+    pub region: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config: serde_json::Value,
+    /// Instances a dedicated application's traffic is forwarded to; empty when shared.
+    pub upstreams: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// When a deleted application's data is removed for good; until then it can be restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purge_at: Option<DateTime<Utc>>,
+}
+
+impl Application {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+}
+
+/// Checks the tenancy / upstreams pair: a dedicated application needs 1–16 `http(s)://host[:port]`
+/// upstreams; a shared one has none.
+pub fn parse_upstreams(
+    tenancy: Tenancy,
+    upstreams: Option<Vec<String>>,
+) -> Result<Vec<String>, ValidationError> {
+    let upstreams = upstreams.unwrap_or_default();
+    match tenancy {
+        Tenancy::Shared if !upstreams.is_empty() => Err(ValidationError::new(
+            "upstreams",
+            "only dedicated applications have upstreams",
+        )),
+        Tenancy::Shared => Ok(upstreams),
+        Tenancy::Dedicated if upstreams.is_empty() || upstreams.len() > 16 => Err(
+            ValidationError::new("upstreams", "a dedicated application needs 1-16 upstreams"),
+        ),
+        Tenancy::Dedicated => upstreams
+            .into_iter()
+            .map(|u| {
+                let parsed = url::Url::parse(&u).map_err(|_| {
+                    ValidationError::new("upstreams", "each upstream must be an http(s) URL")
+                })?;
+                let plain = matches!(parsed.scheme(), "http" | "https")
+                    && parsed.host().is_some()
+                    && parsed.username().is_empty()
+                    && parsed.password().is_none()
+                    && parsed.query().is_none()
+                    && parsed.fragment().is_none()
+                    && parsed.path() == "/";
+                if plain {
+                    Ok(u.trim_end_matches('/').to_owned())
+                } else {
+                    Err(ValidationError::new(
+                        "upstreams",
+                        "each upstream must be http(s)://host[:port] with no path or credentials",
+                    ))
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A region name: 1–32 characters of `a-z`, `0-9`, `-`.
+pub fn parse_region(s: &str) -> Result<String, ValidationError> {
+    if (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err(ValidationError::new(
+            "region",
+            "must be 1-32 characters of a-z, 0-9 and '-'",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_follow_tenancy() {
+        assert_eq!(
+            parse_upstreams(Tenancy::Shared, None).unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(parse_upstreams(Tenancy::Shared, Some(vec!["http://a:1".into()])).is_err());
+        assert!(parse_upstreams(Tenancy::Dedicated, None).is_err());
+        assert_eq!(
+            parse_upstreams(
+                Tenancy::Dedicated,
+                Some(vec!["http://10.0.0.1:8080/".into()])
+            )
+            .unwrap(),
+            vec!["http://10.0.0.1:8080".to_owned()]
+        );
+        for bad in [
+            "ftp://a",
+            "http://u:p@a",
+            "http://a/x",
+            "nope",
+            "http://a?x=1",
+        ] {
+            assert!(
+                parse_upstreams(Tenancy::Dedicated, Some(vec![bad.into()])).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn environments_map_to_key_modes() {
+        assert_eq!(Environment::Production.key_mode(), KeyMode::Live);
+        assert_eq!(Environment::Staging.key_mode(), KeyMode::Test);
+        assert_eq!(Environment::Development.key_mode(), KeyMode::Test);
+    }
+}

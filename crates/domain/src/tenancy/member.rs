@@ -1,0 +1,162 @@
+//! Team members, their roles and what each role may do.
+
+use chrono::{DateTime, Utc};
+
+use crate::id::{AccountId, MemberId, WorkspaceId};
+use crate::tenancy::workspace::string_enum;
+
+string_enum!(
+    /// A team member's role in a workspace.
+    Role { Owner => "owner", Admin => "admin", Operator => "operator", Viewer => "viewer", Auditor => "auditor" });
+string_enum!(
+    /// An invited member becomes active when they accept the invitation.
+    MemberStatus { Invited => "invited", Active => "active" });
+
+/// Every action on the control plane that a role may or may not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    WorkspaceRead,
+    WorkspaceUpdate,
+    WorkspaceDelete,
+    Billing,
+    MembersRead,
+    MembersManage,
+    OwnersManage,
+    ApplicationsRead,
+    ApplicationsWrite,
+    ApplicationsRestart,
+    KeysRead,
+    KeysCreate,
+    KeysRoll,
+    KeysRevoke,
+    ManagementKeysManage,
+    AuditRead,
+}
+
+impl Role {
+    /// The permission matrix. `owner`: everything; `admin`: everything but billing and owners;
+    /// `operator`: roll keys, restart, read; `viewer`: read; `auditor`: the audit log only.
+    pub fn allows(self, permission: Permission) -> bool {
+        use Permission::*;
+        let read = matches!(
+            permission,
+            WorkspaceRead | MembersRead | ApplicationsRead | KeysRead
+        );
+        match self {
+            Role::Owner => true,
+            Role::Admin => !matches!(permission, Billing | OwnersManage | WorkspaceDelete),
+            Role::Operator => read || matches!(permission, KeysRoll | ApplicationsRestart),
+            Role::Viewer => read,
+            Role::Auditor => matches!(permission, WorkspaceRead | AuditRead),
+        }
+    }
+}
+
+/// A person who signs in to the control plane. Email is unique, stored lowercased.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: AccountId,
+    pub email: String,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: MemberId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub workspace_id: WorkspaceId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub account_id: AccountId,
+    pub email: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub status: MemberStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Lowercases and checks an email address (one `@`, a dot in the domain, no spaces, ≤ 254 bytes).
+pub fn parse_email(s: &str) -> Result<String, crate::ValidationError> {
+    let s = s.trim().to_lowercase();
+    let valid = s.len() <= 254
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match s.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }
+            None => false,
+        };
+    if valid {
+        Ok(s)
+    } else {
+        Err(crate::ValidationError::new(
+            "email",
+            "must be a valid email address",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Permission::*;
+
+    #[test]
+    fn role_matrix() {
+        let all = [
+            WorkspaceRead,
+            WorkspaceUpdate,
+            WorkspaceDelete,
+            Billing,
+            MembersRead,
+            MembersManage,
+            OwnersManage,
+            ApplicationsRead,
+            ApplicationsWrite,
+            ApplicationsRestart,
+            KeysRead,
+            KeysCreate,
+            KeysRoll,
+            KeysRevoke,
+            ManagementKeysManage,
+            AuditRead,
+        ];
+        assert!(all.iter().all(|&p| Role::Owner.allows(p)));
+        assert!(!Role::Admin.allows(Billing) && !Role::Admin.allows(OwnersManage));
+        assert!(Role::Admin.allows(MembersManage) && Role::Admin.allows(KeysCreate));
+        assert!(Role::Operator.allows(KeysRoll) && !Role::Operator.allows(KeysCreate));
+        assert!(!Role::Operator.allows(KeysRevoke) && !Role::Operator.allows(ApplicationsWrite));
+        assert!(Role::Viewer.allows(KeysRead) && !Role::Viewer.allows(KeysRoll));
+        assert!(!Role::Viewer.allows(AuditRead));
+        assert!(Role::Auditor.allows(AuditRead) && !Role::Auditor.allows(ApplicationsRead));
+        assert!(!Role::Auditor.allows(MembersRead));
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(parse_email(" Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "a b@example.com",
+            "a@b@c.com",
+            "a@localhost",
+            "a@.com",
+        ] {
+            assert!(parse_email(bad).is_err(), "{bad}");
+        }
+    }
+}

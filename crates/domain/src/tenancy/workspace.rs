@@ -1,0 +1,105 @@
+//! The workspace: the customer account, with its plan and its standing (status, KYC, payment).
+
+use chrono::{DateTime, Utc};
+
+use crate::id::WorkspaceId;
+use crate::tenancy::Environment;
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+string_enum!(
+    /// The billing plan; decides rate limits, quotas and retention.
+    Plan { Free => "free", Pro => "pro", Enterprise => "enterprise" });
+string_enum!(
+    /// A suspended workspace keeps its data but loses access.
+    WorkspaceStatus { Active => "active", Suspended => "suspended" });
+string_enum!(
+    /// Know-your-customer standing, set by platform operators.
+    KycStatus { Pending => "pending", Completed => "completed", Partial => "partial", ReKycDue => "reKycDue" });
+string_enum!(
+    /// Billing standing; `pastDue` closes the customer API with 402.
+    PaymentStatus { Current => "current", PastDue => "pastDue" });
+
+/// Enterprise overrides of the plan's limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkspaceLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_second_per_key: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_month: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Workspace {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "ws_01jd4v0z3c8x2m5q7w9e1r6t0y"))]
+    pub id: WorkspaceId,
+    pub name: String,
+    pub slug: String,
+    pub plan: Plan,
+    pub status: WorkspaceStatus,
+    pub kyc_status: KycStatus,
+    pub payment_status: PaymentStatus,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: serde_json::Value,
+    pub limits: WorkspaceLimits,
+    /// The platform operators' own workspace, created by `authsome init`.
+    pub root: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Why a workspace may not do something right now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StandingError {
+    #[error("the workspace is suspended")]
+    Suspended,
+    #[error("the workspace's KYC is not completed: only staging and development applications can be created")]
+    KycIncomplete,
+}
+
+impl Workspace {
+    /// Creating applications needs an active workspace, and production ones a completed KYC.
+    pub fn may_create_application(&self, environment: Environment) -> Result<(), StandingError> {
+        if self.status == WorkspaceStatus::Suspended {
+            return Err(StandingError::Suspended);
+        }
+        if environment == Environment::Production && self.kyc_status != KycStatus::Completed {
+            return Err(StandingError::KycIncomplete);
+        }
+        Ok(())
+    }
+
+    /// Any write other than reading needs an active workspace.
+    pub fn may_write(&self) -> Result<(), StandingError> {
+        match self.status {
+            WorkspaceStatus::Active => Ok(()),
+            WorkspaceStatus::Suspended => Err(StandingError::Suspended),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The one mapping from failures to HTTP: every error leaves the server as
+//! `{"error": {"code", "message", "details"?, "requestId"}}` with the matching status.
+
+use authsome_control::ControlError;
+use authsome_domain::ValidationError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::request_id::current_request_id;
+
+/// The error body of CONTRACT.md.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// `invalid_request`, `unauthorized`, `payment_required`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `conflict`, `payload_too_large`, `rate_limit_exceeded`,
+    /// `internal_error` or `service_unavailable`.
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+    pub request_id: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub details: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+/// The error code for a status.
+pub fn code_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 415 | 422 => "invalid_request",
+        401 => "unauthorized",
+        402 => "payment_required",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        409 => "conflict",
+        413 => "payload_too_large",
+        429 => "rate_limit_exceeded",
+        503 => "service_unavailable",
+        _ => "internal_error",
+    }
+}
+
+/// Renders an error body for `status` with the current request's id.
+pub fn error_response(
+    status: StatusCode,
+    message: String,
+    details: Option<serde_json::Value>,
+) -> Response {
+    // 415 and 422 are reported as 400 `invalid_request`, the contract's status for bad input.
+    let status = match status.as_u16() {
+        415 | 422 => StatusCode::BAD_REQUEST,
+        _ => status,
+    };
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code_for(status),
+            message,
+            details,
+            request_id: current_request_id(),
+        },
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self.status, self.message, self.details)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::bad_request(e.to_string()).with_details(serde_json::json!({ "field": e.field }))
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(v) => v.into(),
+            ControlError::Unauthenticated(m) => ApiError::unauthorized(m),
+            ControlError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            ControlError::NotFound(what) => ApiError::not_found(what),
+            ControlError::Conflict(m) => ApiError::conflict(m),
+            ControlError::Storage(e) => {
+                // The cause chain goes to the log; the caller gets only the request id.
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "storage failure");
+                ApiError::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The HTTP surface of `authsome serve`: the control plane (`/control/v1`), the customer API
+//! (`/v1/{appId}`), health (`/health`, `/ready`) and the OpenAPI document (`/openapi.json`).
+//!
+//! **Architecture invariant:** handlers are thin. They parse the request into control-plane
+//! inputs, call one [`authsome_control::ControlPlane`] method, and render the result; they never
+//! touch storage directly except for the `/ready` probe and `Idempotency-Key` records. All error
+//! rendering goes through [`error`], so every response has the contract's error body.
+
+pub mod error;
+mod extract;
+mod idempotency;
+pub mod openapi;
+pub mod request_id;
+mod routes;
+mod views;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use authsome_control::ControlPlane;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// What the HTTP layer needs to know about the deployment.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// The externally visible base URL (issuer of tokens, links in responses).
+    pub public_url: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            public_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+pub struct ServerState {
+    pub control: ControlPlane,
+    pub http: HttpSettings,
+    draining: AtomicBool,
+}
+
+pub type AppState = Arc<ServerState>;
+
+impl ServerState {
+    pub fn new(control: ControlPlane, http: HttpSettings) -> AppState {
+        Arc::new(Self {
+            control,
+            http,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// From now on `/ready` answers 503, so load balancers stop sending traffic.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = openapi::router_and_spec();
+    let max_body = state.http.max_body_bytes;
+    router
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(request_id::panic_response))
+        .layer(axum::middleware::from_fn(request_id::layer))
+        .with_state(state)
+}
+
+/// Runs the background housekeeping (key-usage flushes, purges) until `shutdown` resolves, then
+/// flushes once more so nothing batched is lost.
+pub async fn run_maintenance(
+    state: AppState,
+    every: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = state.control.maintain().await {
+                    tracing::warn!(error = %e, "maintenance failed; will retry");
+                }
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    if let Err(e) = state.control.flush_key_usage().await {
+        tracing::error!(error = %e, "final key-usage flush failed");
+    }
+}

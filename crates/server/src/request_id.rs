@@ -1,0 +1,89 @@
+//! Request ids: every request gets a `req_…` id, carried in a task-local for error bodies and
+//! logs, and returned as `X-AuthSome-Request-ID`. Also the safety net that turns any error
+//! response not produced by [`crate::error`] (a panic, a layer's rejection) into the error body.
+
+use std::time::Instant;
+
+use authsome_domain::id::RequestId;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::error_response;
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-request-id");
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the request being served, or a fresh one outside any request.
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| RequestId::new().to_string())
+}
+
+pub async fn layer(request: Request, next: Next) -> Response {
+    let id = RequestId::new().to_string();
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = REQUEST_ID
+        .scope(id.clone(), async move {
+            let response = next.run(request).await;
+            ensure_error_body(response)
+        })
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    tracing::info!(
+        request_id = %id,
+        %method,
+        path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+fn ensure_error_body(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_owned(),
+        StatusCode::NOT_FOUND => "route not found".to_owned(),
+        s if s.is_server_error() => "internal error".to_owned(),
+        s => s.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let mut fixed = error_response(status, message, None);
+    if let Some(allow) = allow {
+        fixed.headers_mut().insert(header::ALLOW, allow);
+    }
+    fixed
+}
+
+/// Turns a panic in a handler into a logged 500 with the error body.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("handler panicked");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error".into(),
+        None,
+    )
+}

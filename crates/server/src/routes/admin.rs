@@ -1,0 +1,67 @@
+//! `/control/v1/admin`: platform operators (owners and admins of the root workspace) manage any
+//! workspace's standing, plan and limits. To anyone else these routes do not exist (404).
+
+use authsome_control::AdminWorkspacePatch;
+use authsome_domain::id::WorkspaceId;
+use authsome_domain::tenancy::Workspace;
+use axum::extract::{Path, State};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{path_id, Caller, Json, ListParams, Query};
+use crate::views::List;
+use crate::AppState;
+
+#[utoipa::path(get, path = "/control/v1/admin/workspaces", tag = "admin",
+    params(ListParams),
+    responses((status = 200, body = List<Workspace>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_workspaces(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<List<Workspace>>, ApiError> {
+    let page = state
+        .control
+        .admin_list_workspaces(&caller.actor, &params.page()?)
+        .await?;
+    Ok(axum::Json(List::from_page(page, |w| w)))
+}
+
+#[utoipa::path(get, path = "/control/v1/admin/workspaces/{wsId}", tag = "admin",
+    params(("wsId" = String, Path)),
+    responses((status = 200, body = Workspace), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> Result<axum::Json<Workspace>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    Ok(axum::Json(
+        state
+            .control
+            .admin_get_workspace(&caller.actor, &ws)
+            .await?,
+    ))
+}
+
+/// Sets status, kycStatus, paymentStatus, plan and (enterprise) limits.
+#[utoipa::path(patch, path = "/control/v1/admin/workspaces/{wsId}", tag = "admin",
+    params(("wsId" = String, Path)),
+    request_body = AdminWorkspacePatch,
+    responses((status = 200, body = Workspace), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(patch): Json<AdminWorkspacePatch>,
+) -> Result<axum::Json<Workspace>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    Ok(axum::Json(
+        state
+            .control
+            .admin_update_workspace(&caller.actor, &ws, patch)
+            .await?,
+    ))
+}

@@ -1,0 +1,330 @@
+//! Control-plane storage: narrow repository traits, and their SQLite and Postgres
+//! implementations generated from one set of SQL (see `sql.rs`).
+//!
+//! **Architecture invariant:** every query on a tenant-owned row (members, applications, keys,
+//! invitations) carries a `workspace_id` predicate, either given by the caller after an access
+//! check or derived, in the same statement, from the caller's own membership
+//! ([`WorkspaceRepository::workspace_access`], [`ApplicationRepository::application_access`]).
+//! There is no method that returns another tenant's row to a tenant-scoped caller. The only
+//! unscoped lookups are the ones a credential itself decides ([`KeyRepository::key_by_hash`],
+//! sessions by token hash) and the platform-operator reads, which say so in their names.
+//!
+//! This crate knows nothing of HTTP or of permissions: it stores what the control layer decided.
+
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use authsome_domain::id::{AccountId, ApplicationId, InvitationId, KeyId, MemberId, WorkspaceId};
+use authsome_domain::keys::KeyHash;
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::tenancy::{Account, Actor, ApiKey, Application, Member, Role, Workspace};
+use chrono::{DateTime, Utc};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A unique constraint was violated (slug, email, membership, …).
+    #[error("a record with the same unique value already exists")]
+    Duplicate,
+    /// The row to change does not exist (or not in this workspace).
+    #[error("record not found")]
+    NotFound,
+    /// The change would leave a workspace without an active owner.
+    #[error("a workspace must keep at least one owner")]
+    LastOwner,
+    /// The row is not in a state that allows the change (already rolled, revoked, accepted…).
+    #[error("the record is not in a state that allows this change: {0}")]
+    State(&'static str),
+    /// A stored value that does not parse: a bug or tampering, never user input.
+    #[error("corrupt stored value in {0}")]
+    Corrupt(&'static str),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Database-wide operations: health, migrations, settings the deployment keeps about itself.
+#[async_trait]
+pub trait SystemRepository {
+    fn backend(&self) -> Backend;
+    async fn ping(&self) -> Result<()>;
+    /// Applies pending migrations; safe when several processes start at once.
+    async fn migrate(&self) -> Result<()>;
+    /// Whether every embedded migration has been applied.
+    async fn is_migrated(&self) -> Result<bool>;
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
+    /// Stores a setting unless one with that name exists; returns whether it was stored.
+    async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool>;
+    /// Creates the root workspace, its owner and a management key, once.
+    async fn bootstrap(&self, root: &RootBootstrap) -> Result<BootstrapOutcome>;
+    /// The root (platform operators') workspace, if `init` has run.
+    async fn root_workspace_id(&self) -> Result<Option<WorkspaceId>>;
+}
+
+/// Everything `authsome init` writes, in one transaction.
+pub struct RootBootstrap {
+    pub account: Account,
+    pub password_hash: String,
+    pub workspace: Workspace,
+    pub member: Member,
+    pub key: ApiKey,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BootstrapOutcome {
+    Created,
+    AlreadyDone {
+        workspace_id: WorkspaceId,
+        owner_email: Option<String>,
+    },
+}
+
+/// Team-member accounts and their dashboard sessions.
+#[async_trait]
+pub trait AccountRepository {
+    /// The account with this (lowercased) email and its password hash, if it has one.
+    async fn account_by_email(&self, email: &str) -> Result<Option<(Account, Option<String>)>>;
+    async fn create_session(
+        &self,
+        token_hash: &KeyHash,
+        account: &AccountId,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The account behind an unexpired session token.
+    async fn session_account(
+        &self,
+        token_hash: &KeyHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Account>>;
+    async fn delete_session(&self, token_hash: &KeyHash) -> Result<()>;
+    async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// The account's memberships, every workspace.
+    async fn memberships(&self, account: &AccountId) -> Result<Vec<Member>>;
+}
+
+#[async_trait]
+pub trait WorkspaceRepository {
+    /// Creates a workspace with its first owner (an existing account) in one transaction.
+    async fn create_workspace(&self, workspace: &Workspace, owner: &Member) -> Result<()>;
+    /// The workspace and the caller's role in it, or `None` when the caller is not an active
+    /// member (or its management key belongs elsewhere).
+    async fn workspace_access(
+        &self,
+        actor: &Actor,
+        workspace: &WorkspaceId,
+    ) -> Result<Option<(Workspace, Role)>>;
+    /// The workspaces the caller belongs to, with its role in each.
+    async fn workspaces_of(
+        &self,
+        actor: &Actor,
+        page: &PageRequest,
+    ) -> Result<Page<(Workspace, Role)>>;
+    /// Platform operators only: any workspace.
+    async fn any_workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>>;
+    /// Platform operators only: all workspaces.
+    async fn all_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>>;
+    async fn update_workspace(&self, workspace: &Workspace) -> Result<()>;
+    /// Deletes a workspace that has no applications left (deleted ones included); `State` otherwise.
+    async fn delete_workspace(&self, id: &WorkspaceId) -> Result<()>;
+}
+
+/// An invitation found by its token, with what accepting it needs to know.
+#[derive(Debug, Clone)]
+pub struct PendingInvitation {
+    pub id: InvitationId,
+    pub workspace_id: WorkspaceId,
+    pub member_id: MemberId,
+    pub account: Account,
+    pub password_hash: Option<String>,
+}
+
+#[async_trait]
+pub trait MemberRepository {
+    async fn members(&self, workspace: &WorkspaceId, page: &PageRequest) -> Result<Page<Member>>;
+    async fn member(&self, workspace: &WorkspaceId, id: &MemberId) -> Result<Option<Member>>;
+    /// Adds an invited member for `email` (creating its account if new) with a one-time
+    /// invitation. `Duplicate` when that person is already a member.
+    async fn invite_member(
+        &self,
+        member: &Member,
+        invitation_id: &InvitationId,
+        token_hash: &KeyHash,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Member>;
+    /// Changes a role; `LastOwner` if that would leave no active owner.
+    async fn update_member_role(
+        &self,
+        workspace: &WorkspaceId,
+        id: &MemberId,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<Member>;
+    /// Removes a member; `LastOwner` if that would leave no active owner.
+    async fn remove_member(&self, workspace: &WorkspaceId, id: &MemberId) -> Result<()>;
+    async fn pending_invitation(
+        &self,
+        token_hash: &KeyHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PendingInvitation>>;
+    /// Consumes the invitation (once), activates the membership, and sets the password and name
+    /// when given. `State` when it was consumed concurrently.
+    async fn accept_invitation(
+        &self,
+        invitation: &PendingInvitation,
+        password_hash: Option<&str>,
+        name: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Member>;
+}
+
+#[async_trait]
+pub trait ApplicationRepository {
+    async fn create_application(&self, app: &Application) -> Result<()>;
+    /// The application with its workspace and the caller's role there, or `None` when the caller
+    /// has no access to its workspace. Deleted applications are included.
+    async fn application_access(
+        &self,
+        actor: &Actor,
+        id: &ApplicationId,
+    ) -> Result<Option<(Application, Workspace, Role)>>;
+    async fn application(
+        &self,
+        workspace: &WorkspaceId,
+        id: &ApplicationId,
+    ) -> Result<Option<Application>>;
+    async fn applications(
+        &self,
+        workspace: &WorkspaceId,
+        include_deleted: bool,
+        page: &PageRequest,
+    ) -> Result<Page<Application>>;
+    /// Writes every mutable field of an existing application of `app.workspace_id`.
+    async fn update_application(&self, app: &Application) -> Result<()>;
+    /// Removes deleted applications whose undelete window has passed; returns how many.
+    async fn purge_applications(&self, now: DateTime<Utc>) -> Result<u64>;
+}
+
+#[async_trait]
+pub trait KeyRepository {
+    async fn insert_key(&self, key: &ApiKey) -> Result<()>;
+    /// The key a credential hashes to, whatever its tenant: the credential decides.
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>>;
+    /// Keys of an application, or the workspace's management keys when `application` is `None`.
+    async fn keys(
+        &self,
+        workspace: &WorkspaceId,
+        application: Option<&ApplicationId>,
+        page: &PageRequest,
+    ) -> Result<Page<ApiKey>>;
+    async fn key(
+        &self,
+        workspace: &WorkspaceId,
+        application: Option<&ApplicationId>,
+        id: &KeyId,
+    ) -> Result<Option<ApiKey>>;
+    /// Stores `replacement` and gives the old key `old_expires_at`, atomically; `State` when the
+    /// old key was already rolled or revoked.
+    async fn roll_key(
+        &self,
+        old: &ApiKey,
+        old_expires_at: DateTime<Utc>,
+        replacement: &ApiKey,
+    ) -> Result<()>;
+    async fn revoke_key(&self, old: &ApiKey, now: DateTime<Utc>) -> Result<()>;
+    /// Batched `lastUsedAt` updates (never moves a timestamp backwards).
+    async fn record_key_use(&self, uses: &[(KeyId, DateTime<Utc>)]) -> Result<()>;
+}
+
+/// The first outcome of an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyBegin {
+    /// First use: run the request, then `idempotency_finish`.
+    Started,
+    /// Same key, same request: replay this response.
+    Replay { status: u16, body: String },
+    /// Same key, different request body.
+    Mismatch,
+    /// Same key, the first request has not finished.
+    InProgress,
+}
+
+#[async_trait]
+pub trait IdempotencyRepository {
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IdempotencyBegin>;
+    async fn idempotency_finish(
+        &self,
+        scope: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> Result<()>;
+    /// Forgets a record whose request failed unexpectedly, so a retry runs again.
+    async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()>;
+    async fn purge_idempotency(&self, older_than: DateTime<Utc>) -> Result<u64>;
+}
+
+/// Every repository of the control plane, as one object the server holds.
+pub trait Store:
+    SystemRepository
+    + AccountRepository
+    + WorkspaceRepository
+    + MemberRepository
+    + ApplicationRepository
+    + KeyRepository
+    + IdempotencyRepository
+    + Send
+    + Sync
+{
+}
+
+impl<T> Store for T where
+    T: SystemRepository
+        + AccountRepository
+        + WorkspaceRepository
+        + MemberRepository
+        + ApplicationRepository
+        + KeyRepository
+        + IdempotencyRepository
+        + Send
+        + Sync
+{
+}
+
+/// Opens the control-plane database: Postgres for a `postgres://` or `postgresql://` URL,
+/// otherwise SQLite in `data_dir/authsome.db` (or the `sqlite:` URL given).
+pub async fn connect(database_url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn Store>> {
+    match database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(PostgresStore::connect(url).await?))
+        }
+        Some(url) => Ok(Arc::new(SqliteStore::connect_url(url).await?)),
+        None => Ok(Arc::new(
+            SqliteStore::open(&data_dir.join("authsome.db")).await?,
+        )),
+    }
+}

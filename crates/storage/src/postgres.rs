@@ -1,0 +1,39 @@
+//! The server backend: Postgres, shared by any number of replicas. Migrations take sqlx's
+//! advisory lock, so replicas starting together apply each migration exactly once.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+pub struct PostgresStore {
+    pool: PgPool,
+    root: OnceLock<authsome_domain::id::WorkspaceId>,
+}
+
+impl crate::sql::HasDb for PostgresStore {
+    type Db = sqlx::Postgres;
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str) -> crate::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self {
+            pool,
+            root: OnceLock::new(),
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+crate::sql::impl_repositories!(PostgresStore, Backend::Postgres, MIGRATOR);

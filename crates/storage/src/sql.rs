@@ -1,0 +1,1068 @@
+//! The repository implementations, written once and instantiated for each backend by
+//! [`impl_repositories!`]. The SQL is portable: `$n` parameters (SQLite accepts them too), TEXT
+//! ids, BIGINT millisecond times, JSON kept as TEXT. Every transaction starts with a write, so on
+//! SQLite it takes the write lock first and never fails on a stale read snapshot; on Postgres the
+//! same first write (`UPDATE workspaces … WHERE id = $1`) serialises changes to one workspace.
+
+macro_rules! impl_repositories {
+    ($store:ty, $backend:expr, $migrator:expr) => {
+        use async_trait::async_trait;
+        use authsome_domain::id::{
+            AccountId, ApplicationId, InvitationId, KeyId, MemberId, WorkspaceId,
+        };
+        use authsome_domain::keys::KeyHash;
+        use authsome_domain::page::{Page, PageRequest};
+        use authsome_domain::tenancy::{
+            Account, Actor, ApiKey, Application, Member, Role, Workspace,
+        };
+        use chrono::{DateTime, Utc};
+
+        use crate::rows::*;
+        use crate::sql::HasDb;
+        use crate::*;
+
+        const ROOT_SETTING: &str = "root_workspace_id";
+
+        impl $store {
+            async fn root_id(&self) -> Result<Option<WorkspaceId>> {
+                if let Some(id) = self.root.get() {
+                    return Ok(Some(id.clone()));
+                }
+                let stored = self.setting(ROOT_SETTING).await?;
+                let id = stored
+                    .map(|s| WorkspaceId::parse(&s).map_err(|_| StorageError::Corrupt("root id")))
+                    .transpose()?;
+                if let Some(id) = &id {
+                    let _ = self.root.set(id.clone());
+                }
+                Ok(id)
+            }
+
+            async fn workspace_rows(&self, rows: Vec<WorkspaceRow>) -> Result<Vec<Workspace>> {
+                let root = self.root_id().await?;
+                rows.into_iter().map(|r| r.into_domain(root.as_ref())).collect()
+            }
+
+            async fn member_by_id(&self, workspace: &WorkspaceId, id: &MemberId) -> Result<Member> {
+                self.member(workspace, id).await?.ok_or(StorageError::NotFound)
+            }
+        }
+
+        fn after(page: &PageRequest) -> &str {
+            page.after.as_deref().unwrap_or("")
+        }
+
+        fn fetch_limit(page: &PageRequest) -> i64 {
+            i64::from(page.limit) + 1
+        }
+
+        #[async_trait]
+        impl SystemRepository for $store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> Result<()> {
+                $migrator.run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn is_migrated(&self) -> Result<bool> {
+                let latest = $migrator.iter().map(|m| m.version).max().unwrap_or(0);
+                let applied: Option<i64> = match sqlx::query_scalar(
+                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
+                )
+                .fetch_one(&self.pool)
+                .await
+                {
+                    Ok(v) => v,
+                    // No migrations table yet: nothing applied.
+                    Err(sqlx::Error::Database(_)) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(applied.unwrap_or(0) >= latest)
+            }
+
+            async fn setting(&self, name: &str) -> Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT value FROM system_settings WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn put_setting_if_absent(&self, name: &str, value: &str) -> Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO system_settings (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn bootstrap(&self, root: &RootBootstrap) -> Result<BootstrapOutcome> {
+                let mut tx = self.pool.begin().await?;
+                let claimed = sqlx::query(
+                    "INSERT INTO system_settings (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(ROOT_SETTING)
+                .bind(root.workspace.id.as_str())
+                .execute(&mut *tx)
+                .await;
+                let claimed = match claimed.map_err(unique) {
+                    Ok(done) => done.rows_affected() == 1,
+                    // A concurrent init on Postgres may surface as a unique violation.
+                    Err(StorageError::Duplicate) => false,
+                    Err(e) => return Err(e),
+                };
+                if !claimed {
+                    drop(tx);
+                    let workspace_id = self.root_id().await?.ok_or(StorageError::NotFound)?;
+                    let owner_email: Option<String> = sqlx::query_scalar(
+                        "SELECT a.email FROM members m JOIN accounts a ON a.id = m.account_id \
+                         WHERE m.workspace_id = $1 AND m.role = 'owner' ORDER BY m.id LIMIT 1",
+                    )
+                    .bind(workspace_id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    return Ok(BootstrapOutcome::AlreadyDone {
+                        workspace_id,
+                        owner_email,
+                    });
+                }
+                insert_account(&mut *tx, &root.account, Some(&root.password_hash)).await?;
+                insert_workspace(&mut *tx, &root.workspace).await?;
+                insert_member(&mut *tx, &root.member).await?;
+                insert_key(&mut *tx, &root.key).await?;
+                tx.commit().await?;
+                Ok(BootstrapOutcome::Created)
+            }
+
+            async fn root_workspace_id(&self) -> Result<Option<WorkspaceId>> {
+                self.root_id().await
+            }
+        }
+
+        async fn insert_account<'e, E>(exec: E, a: &Account, password_hash: Option<&str>) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = <$store as HasDb>::Db>,
+        {
+            sqlx::query(
+                "INSERT INTO accounts (id, email, name, password_hash, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(a.id.as_str())
+            .bind(&a.email)
+            .bind(a.name.as_deref())
+            .bind(password_hash)
+            .bind(ms(a.created_at))
+            .execute(exec)
+            .await
+            .map_err(unique)?;
+            Ok(())
+        }
+
+        async fn insert_workspace<'e, E>(exec: E, w: &Workspace) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = <$store as HasDb>::Db>,
+        {
+            sqlx::query(
+                "INSERT INTO workspaces (id, name, slug, plan, status, kyc_status, payment_status, \
+                 metadata, limits, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(w.id.as_str())
+            .bind(&w.name)
+            .bind(&w.slug)
+            .bind(w.plan.as_str())
+            .bind(w.status.as_str())
+            .bind(w.kyc_status.as_str())
+            .bind(w.payment_status.as_str())
+            .bind(w.metadata.to_string())
+            .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
+            .bind(ms(w.created_at))
+            .bind(ms(w.updated_at))
+            .execute(exec)
+            .await
+            .map_err(unique)?;
+            Ok(())
+        }
+
+        async fn insert_member<'e, E>(exec: E, m: &Member) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = <$store as HasDb>::Db>,
+        {
+            sqlx::query(
+                "INSERT INTO members (id, workspace_id, account_id, role, status, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(m.id.as_str())
+            .bind(m.workspace_id.as_str())
+            .bind(m.account_id.as_str())
+            .bind(m.role.as_str())
+            .bind(m.status.as_str())
+            .bind(ms(m.created_at))
+            .bind(ms(m.updated_at))
+            .execute(exec)
+            .await
+            .map_err(unique)?;
+            Ok(())
+        }
+
+        async fn insert_key<'e, E>(exec: E, k: &ApiKey) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = <$store as HasDb>::Db>,
+        {
+            let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO api_keys (id, workspace_id, application_id, kind, mode, name, scopes, \
+                 role, hash, last4, created_at, last_used_at, expires_at, revoked_at, rolled_to) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(k.id.as_str())
+            .bind(k.workspace_id.as_str())
+            .bind(k.application_id.as_ref().map(|a| a.as_str()))
+            .bind(k.kind.as_str())
+            .bind(k.mode.as_str())
+            .bind(k.name.as_deref())
+            .bind(serde_json::to_string(&scopes).unwrap_or_else(|_| "[]".into()))
+            .bind(k.role.map(|r| r.as_str()))
+            .bind(k.hash.to_hex())
+            .bind(&k.last4)
+            .bind(ms(k.created_at))
+            .bind(opt_ms(k.last_used_at))
+            .bind(opt_ms(k.expires_at))
+            .bind(opt_ms(k.revoked_at))
+            .bind(k.rolled_to.as_ref().map(|r| r.as_str()))
+            .execute(exec)
+            .await
+            .map_err(unique)?;
+            Ok(())
+        }
+
+        /// Takes the per-workspace write lock (see the module doc); `NotFound` if it is gone.
+        async fn lock_workspace<'e, E>(exec: E, id: &WorkspaceId) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = <$store as HasDb>::Db>,
+        {
+            let done = sqlx::query("UPDATE workspaces SET updated_at = updated_at WHERE id = $1")
+                .bind(id.as_str())
+                .execute(exec)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StorageError::NotFound);
+            }
+            Ok(())
+        }
+
+        async fn count_active_owners<'e, E>(exec: E, id: &WorkspaceId) -> Result<i64>
+        where
+            E: sqlx::Executor<'e, Database = <$store as HasDb>::Db>,
+        {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM members WHERE workspace_id = $1 AND role = 'owner' \
+                 AND status = 'active'",
+            )
+            .bind(id.as_str())
+            .fetch_one(exec)
+            .await?)
+        }
+
+        #[async_trait]
+        impl AccountRepository for $store {
+            async fn account_by_email(
+                &self,
+                email: &str,
+            ) -> Result<Option<(Account, Option<String>)>> {
+                sqlx::query_as::<_, AccountRow>(
+                    "SELECT id, email, name, password_hash, created_at FROM accounts WHERE email = $1",
+                )
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(AccountRow::into_domain)
+                .transpose()
+            }
+
+            async fn create_session(
+                &self,
+                token_hash: &KeyHash,
+                account: &AccountId,
+                created_at: DateTime<Utc>,
+                expires_at: DateTime<Utc>,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO control_sessions (token_hash, account_id, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(token_hash.to_hex())
+                .bind(account.as_str())
+                .bind(ms(created_at))
+                .bind(ms(expires_at))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn session_account(
+                &self,
+                token_hash: &KeyHash,
+                now: DateTime<Utc>,
+            ) -> Result<Option<Account>> {
+                Ok(sqlx::query_as::<_, AccountRow>(
+                    "SELECT a.id, a.email, a.name, a.password_hash, a.created_at \
+                     FROM control_sessions s JOIN accounts a ON a.id = s.account_id \
+                     WHERE s.token_hash = $1 AND s.expires_at > $2",
+                )
+                .bind(token_hash.to_hex())
+                .bind(ms(now))
+                .fetch_optional(&self.pool)
+                .await?
+                .map(AccountRow::into_domain)
+                .transpose()?
+                .map(|(account, _)| account))
+            }
+
+            async fn delete_session(&self, token_hash: &KeyHash) -> Result<()> {
+                sqlx::query("DELETE FROM control_sessions WHERE token_hash = $1")
+                    .bind(token_hash.to_hex())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64> {
+                Ok(sqlx::query("DELETE FROM control_sessions WHERE expires_at <= $1")
+                    .bind(ms(now))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+
+            async fn memberships(&self, account: &AccountId) -> Result<Vec<Member>> {
+                let sql = format!(
+                    "SELECT {MEMBER_COLUMNS} FROM members m JOIN accounts a ON a.id = m.account_id \
+                     WHERE m.account_id = $1 ORDER BY m.id"
+                );
+                sqlx::query_as::<_, MemberRow>(&sql)
+                    .bind(account.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(MemberRow::into_domain)
+                    .collect()
+            }
+        }
+
+        #[async_trait]
+        impl WorkspaceRepository for $store {
+            async fn create_workspace(&self, workspace: &Workspace, owner: &Member) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                insert_workspace(&mut *tx, workspace).await?;
+                insert_member(&mut *tx, owner).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn workspace_access(
+                &self,
+                actor: &Actor,
+                workspace: &WorkspaceId,
+            ) -> Result<Option<(Workspace, Role)>> {
+                let root = self.root_id().await?;
+                match actor {
+                    Actor::Account(account) => {
+                        let sql = format!(
+                            "SELECT {WORKSPACE_COLUMNS}, m.role AS member_role FROM workspaces w \
+                             JOIN members m ON m.workspace_id = w.id \
+                             WHERE w.id = $1 AND m.account_id = $2 AND m.status = 'active'"
+                        );
+                        sqlx::query_as::<_, WorkspaceRoleRow>(&sql)
+                            .bind(workspace.as_str())
+                            .bind(account.as_str())
+                            .fetch_optional(&self.pool)
+                            .await?
+                            .map(|r| r.into_domain(root.as_ref()))
+                            .transpose()
+                    }
+                    Actor::ManagementKey {
+                        workspace_id, role, ..
+                    } => {
+                        if workspace_id != workspace {
+                            return Ok(None);
+                        }
+                        let sql = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces w WHERE w.id = $1");
+                        sqlx::query_as::<_, WorkspaceRow>(&sql)
+                            .bind(workspace.as_str())
+                            .fetch_optional(&self.pool)
+                            .await?
+                            .map(|r| Ok((r.into_domain(root.as_ref())?, *role)))
+                            .transpose()
+                    }
+                }
+            }
+
+            async fn workspaces_of(
+                &self,
+                actor: &Actor,
+                page: &PageRequest,
+            ) -> Result<Page<(Workspace, Role)>> {
+                let root = self.root_id().await?;
+                let rows = match actor {
+                    Actor::Account(account) => {
+                        let sql = format!(
+                            "SELECT {WORKSPACE_COLUMNS}, m.role AS member_role FROM workspaces w \
+                             JOIN members m ON m.workspace_id = w.id \
+                             WHERE m.account_id = $1 AND m.status = 'active' AND w.id > $2 \
+                             ORDER BY w.id LIMIT $3"
+                        );
+                        sqlx::query_as::<_, WorkspaceRoleRow>(&sql)
+                            .bind(account.as_str())
+                            .bind(after(page))
+                            .bind(fetch_limit(page))
+                            .fetch_all(&self.pool)
+                            .await?
+                            .into_iter()
+                            .map(|r| r.into_domain(root.as_ref()))
+                            .collect::<Result<Vec<_>>>()?
+                    }
+                    Actor::ManagementKey { workspace_id, .. } => self
+                        .workspace_access(actor, workspace_id)
+                        .await?
+                        .into_iter()
+                        .filter(|(w, _)| w.id.as_str() > after(page))
+                        .collect(),
+                };
+                Ok(Page::from_rows(rows, page.limit, |(w, _)| w.id.as_str()))
+            }
+
+            async fn any_workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>> {
+                let sql = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces w WHERE w.id = $1");
+                let row = sqlx::query_as::<_, WorkspaceRow>(&sql)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(self.workspace_rows(row.into_iter().collect()).await?.pop())
+            }
+
+            async fn all_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>> {
+                let sql = format!(
+                    "SELECT {WORKSPACE_COLUMNS} FROM workspaces w WHERE w.id > $1 ORDER BY w.id LIMIT $2"
+                );
+                let rows = sqlx::query_as::<_, WorkspaceRow>(&sql)
+                    .bind(after(page))
+                    .bind(fetch_limit(page))
+                    .fetch_all(&self.pool)
+                    .await?;
+                let rows = self.workspace_rows(rows).await?;
+                Ok(Page::from_rows(rows, page.limit, |w| w.id.as_str()))
+            }
+
+            async fn update_workspace(&self, w: &Workspace) -> Result<()> {
+                let done = sqlx::query(
+                    "UPDATE workspaces SET name = $1, slug = $2, plan = $3, status = $4, \
+                     kyc_status = $5, payment_status = $6, metadata = $7, limits = $8, \
+                     updated_at = $9 WHERE id = $10",
+                )
+                .bind(&w.name)
+                .bind(&w.slug)
+                .bind(w.plan.as_str())
+                .bind(w.status.as_str())
+                .bind(w.kyc_status.as_str())
+                .bind(w.payment_status.as_str())
+                .bind(w.metadata.to_string())
+                .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
+                .bind(ms(w.updated_at))
+                .bind(w.id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(unique)?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_workspace(&self, id: &WorkspaceId) -> Result<()> {
+                let done = sqlx::query(
+                    "DELETE FROM workspaces WHERE id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM applications WHERE workspace_id = $1)",
+                )
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 1 {
+                    return Ok(());
+                }
+                match self.any_workspace(id).await? {
+                    Some(_) => Err(StorageError::State("the workspace still has applications")),
+                    None => Err(StorageError::NotFound),
+                }
+            }
+        }
+
+        #[async_trait]
+        impl MemberRepository for $store {
+            async fn members(&self, workspace: &WorkspaceId, page: &PageRequest) -> Result<Page<Member>> {
+                let sql = format!(
+                    "SELECT {MEMBER_COLUMNS} FROM members m JOIN accounts a ON a.id = m.account_id \
+                     WHERE m.workspace_id = $1 AND m.id > $2 ORDER BY m.id LIMIT $3"
+                );
+                let rows = sqlx::query_as::<_, MemberRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(after(page))
+                    .bind(fetch_limit(page))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(MemberRow::into_domain)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_rows(rows, page.limit, |m| m.id.as_str()))
+            }
+
+            async fn member(&self, workspace: &WorkspaceId, id: &MemberId) -> Result<Option<Member>> {
+                let sql = format!(
+                    "SELECT {MEMBER_COLUMNS} FROM members m JOIN accounts a ON a.id = m.account_id \
+                     WHERE m.workspace_id = $1 AND m.id = $2"
+                );
+                sqlx::query_as::<_, MemberRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(MemberRow::into_domain)
+                    .transpose()
+            }
+
+            async fn invite_member(
+                &self,
+                member: &Member,
+                invitation_id: &InvitationId,
+                token_hash: &KeyHash,
+                expires_at: DateTime<Utc>,
+            ) -> Result<Member> {
+                let mut tx = self.pool.begin().await?;
+                lock_workspace(&mut *tx, &member.workspace_id).await?;
+                sqlx::query(
+                    "INSERT INTO accounts (id, email, name, password_hash, created_at, updated_at) \
+                     VALUES ($1, $2, NULL, NULL, $3, $3) ON CONFLICT (email) DO NOTHING",
+                )
+                .bind(member.account_id.as_str())
+                .bind(&member.email)
+                .bind(ms(member.created_at))
+                .execute(&mut *tx)
+                .await?;
+                let account_id: String =
+                    sqlx::query_scalar("SELECT id FROM accounts WHERE email = $1")
+                        .bind(&member.email)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let account_id = AccountId::parse(&account_id)
+                    .map_err(|_| StorageError::Corrupt("accounts.id"))?;
+                let stored = Member {
+                    account_id,
+                    ..member.clone()
+                };
+                insert_member(&mut *tx, &stored).await?;
+                sqlx::query(
+                    "INSERT INTO invitations (id, workspace_id, member_id, token_hash, created_at, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(invitation_id.as_str())
+                .bind(member.workspace_id.as_str())
+                .bind(member.id.as_str())
+                .bind(token_hash.to_hex())
+                .bind(ms(member.created_at))
+                .bind(ms(expires_at))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                self.member_by_id(&member.workspace_id, &member.id).await
+            }
+
+            async fn update_member_role(
+                &self,
+                workspace: &WorkspaceId,
+                id: &MemberId,
+                role: Role,
+                now: DateTime<Utc>,
+            ) -> Result<Member> {
+                let mut tx = self.pool.begin().await?;
+                lock_workspace(&mut *tx, workspace).await?;
+                let done = sqlx::query(
+                    "UPDATE members SET role = $1, updated_at = $2 WHERE workspace_id = $3 AND id = $4",
+                )
+                .bind(role.as_str())
+                .bind(ms(now))
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                if count_active_owners(&mut *tx, workspace).await? == 0 {
+                    return Err(StorageError::LastOwner);
+                }
+                tx.commit().await?;
+                self.member_by_id(workspace, id).await
+            }
+
+            async fn remove_member(&self, workspace: &WorkspaceId, id: &MemberId) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                lock_workspace(&mut *tx, workspace).await?;
+                let done = sqlx::query("DELETE FROM members WHERE workspace_id = $1 AND id = $2")
+                    .bind(workspace.as_str())
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                if count_active_owners(&mut *tx, workspace).await? == 0 {
+                    return Err(StorageError::LastOwner);
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn pending_invitation(
+                &self,
+                token_hash: &KeyHash,
+                now: DateTime<Utc>,
+            ) -> Result<Option<PendingInvitation>> {
+                let row = sqlx::query_as::<_, InvitationRow>(
+                    "SELECT i.id AS invitation_id, i.workspace_id, i.member_id, a.id, a.email, \
+                     a.name, a.password_hash, a.created_at \
+                     FROM invitations i JOIN members m ON m.id = i.member_id \
+                     JOIN accounts a ON a.id = m.account_id \
+                     WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.expires_at > $2",
+                )
+                .bind(token_hash.to_hex())
+                .bind(ms(now))
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let (account, password_hash) = row.account.into_domain()?;
+                Ok(Some(PendingInvitation {
+                    id: InvitationId::parse(&row.invitation_id)
+                        .map_err(|_| StorageError::Corrupt("invitations.id"))?,
+                    workspace_id: WorkspaceId::parse(&row.workspace_id)
+                        .map_err(|_| StorageError::Corrupt("invitations.workspace_id"))?,
+                    member_id: MemberId::parse(&row.member_id)
+                        .map_err(|_| StorageError::Corrupt("invitations.member_id"))?,
+                    account,
+                    password_hash,
+                }))
+            }
+
+            async fn accept_invitation(
+                &self,
+                inv: &PendingInvitation,
+                password_hash: Option<&str>,
+                name: Option<&str>,
+                now: DateTime<Utc>,
+            ) -> Result<Member> {
+                let mut tx = self.pool.begin().await?;
+                let consumed = sqlx::query(
+                    "UPDATE invitations SET accepted_at = $1 \
+                     WHERE id = $2 AND accepted_at IS NULL AND expires_at > $1",
+                )
+                .bind(ms(now))
+                .bind(inv.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if consumed.rows_affected() == 0 {
+                    return Err(StorageError::State("the invitation was already used or has expired"));
+                }
+                sqlx::query(
+                    "UPDATE members SET status = 'active', updated_at = $1 \
+                     WHERE id = $2 AND workspace_id = $3",
+                )
+                .bind(ms(now))
+                .bind(inv.member_id.as_str())
+                .bind(inv.workspace_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE accounts SET password_hash = COALESCE($1, password_hash), \
+                     name = COALESCE($2, name), updated_at = $3 WHERE id = $4",
+                )
+                .bind(password_hash)
+                .bind(name)
+                .bind(ms(now))
+                .bind(inv.account.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                self.member_by_id(&inv.workspace_id, &inv.member_id).await
+            }
+        }
+
+        #[async_trait]
+        impl ApplicationRepository for $store {
+            async fn create_application(&self, a: &Application) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO applications (id, workspace_id, name, slug, environment, tenancy, \
+                     status, region, config, upstreams, created_at, updated_at, deleted_at, purge_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                )
+                .bind(a.id.as_str())
+                .bind(a.workspace_id.as_str())
+                .bind(&a.name)
+                .bind(&a.slug)
+                .bind(a.environment.as_str())
+                .bind(a.tenancy.as_str())
+                .bind(a.status.as_str())
+                .bind(&a.region)
+                .bind(a.config.to_string())
+                .bind(serde_json::to_string(&a.upstreams).unwrap_or_else(|_| "[]".into()))
+                .bind(ms(a.created_at))
+                .bind(ms(a.updated_at))
+                .bind(opt_ms(a.deleted_at))
+                .bind(opt_ms(a.purge_at))
+                .execute(&self.pool)
+                .await
+                .map_err(unique)?;
+                Ok(())
+            }
+
+            async fn application_access(
+                &self,
+                actor: &Actor,
+                id: &ApplicationId,
+            ) -> Result<Option<(Application, Workspace, Role)>> {
+                // Only the owning workspace's id leaves this lookup; access is then decided by
+                // the caller's membership of that workspace.
+                let owner: Option<String> =
+                    sqlx::query_scalar("SELECT workspace_id FROM applications WHERE id = $1")
+                        .bind(id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let Some(owner) = owner else { return Ok(None) };
+                let owner = WorkspaceId::parse(&owner)
+                    .map_err(|_| StorageError::Corrupt("applications.workspace_id"))?;
+                let Some((workspace, role)) = self.workspace_access(actor, &owner).await? else {
+                    return Ok(None);
+                };
+                Ok(self
+                    .application(&owner, id)
+                    .await?
+                    .map(|app| (app, workspace, role)))
+            }
+
+            async fn application(
+                &self,
+                workspace: &WorkspaceId,
+                id: &ApplicationId,
+            ) -> Result<Option<Application>> {
+                let sql = format!(
+                    "SELECT {APPLICATION_COLUMNS} FROM applications p \
+                     WHERE p.workspace_id = $1 AND p.id = $2"
+                );
+                sqlx::query_as::<_, ApplicationRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(ApplicationRow::into_domain)
+                    .transpose()
+            }
+
+            async fn applications(
+                &self,
+                workspace: &WorkspaceId,
+                include_deleted: bool,
+                page: &PageRequest,
+            ) -> Result<Page<Application>> {
+                let filter = if include_deleted { "" } else { "AND p.deleted_at IS NULL" };
+                let sql = format!(
+                    "SELECT {APPLICATION_COLUMNS} FROM applications p \
+                     WHERE p.workspace_id = $1 AND p.id > $2 {filter} ORDER BY p.id LIMIT $3"
+                );
+                let rows = sqlx::query_as::<_, ApplicationRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(after(page))
+                    .bind(fetch_limit(page))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(ApplicationRow::into_domain)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_rows(rows, page.limit, |a| a.id.as_str()))
+            }
+
+            async fn update_application(&self, a: &Application) -> Result<()> {
+                let done = sqlx::query(
+                    "UPDATE applications SET name = $1, slug = $2, status = $3, region = $4, \
+                     config = $5, upstreams = $6, updated_at = $7, deleted_at = $8, purge_at = $9 \
+                     WHERE workspace_id = $10 AND id = $11",
+                )
+                .bind(&a.name)
+                .bind(&a.slug)
+                .bind(a.status.as_str())
+                .bind(&a.region)
+                .bind(a.config.to_string())
+                .bind(serde_json::to_string(&a.upstreams).unwrap_or_else(|_| "[]".into()))
+                .bind(ms(a.updated_at))
+                .bind(opt_ms(a.deleted_at))
+                .bind(opt_ms(a.purge_at))
+                .bind(a.workspace_id.as_str())
+                .bind(a.id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(unique)?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn purge_applications(&self, now: DateTime<Utc>) -> Result<u64> {
+                Ok(sqlx::query(
+                    "DELETE FROM applications WHERE purge_at IS NOT NULL AND purge_at <= $1",
+                )
+                .bind(ms(now))
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            }
+        }
+
+        #[async_trait]
+        impl KeyRepository for $store {
+            async fn insert_key(&self, key: &ApiKey) -> Result<()> {
+                insert_key(&self.pool, key).await
+            }
+
+            async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>> {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1");
+                sqlx::query_as::<_, KeyRow>(&sql)
+                    .bind(hash.to_hex())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(KeyRow::into_domain)
+                    .transpose()
+            }
+
+            async fn keys(
+                &self,
+                workspace: &WorkspaceId,
+                application: Option<&ApplicationId>,
+                page: &PageRequest,
+            ) -> Result<Page<ApiKey>> {
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 \
+                     AND COALESCE(application_id, '') = $2 AND id > $3 ORDER BY id LIMIT $4"
+                );
+                let rows = sqlx::query_as::<_, KeyRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(application.map(|a| a.as_str()).unwrap_or(""))
+                    .bind(after(page))
+                    .bind(fetch_limit(page))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(KeyRow::into_domain)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_rows(rows, page.limit, |k| k.id.as_str()))
+            }
+
+            async fn key(
+                &self,
+                workspace: &WorkspaceId,
+                application: Option<&ApplicationId>,
+                id: &KeyId,
+            ) -> Result<Option<ApiKey>> {
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 \
+                     AND COALESCE(application_id, '') = $2 AND id = $3"
+                );
+                sqlx::query_as::<_, KeyRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(application.map(|a| a.as_str()).unwrap_or(""))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(KeyRow::into_domain)
+                    .transpose()
+            }
+
+            async fn roll_key(
+                &self,
+                old: &ApiKey,
+                old_expires_at: DateTime<Utc>,
+                replacement: &ApiKey,
+            ) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE api_keys SET rolled_to = $1, expires_at = CASE \
+                     WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END \
+                     WHERE workspace_id = $3 AND id = $4 AND rolled_to IS NULL AND revoked_at IS NULL",
+                )
+                .bind(replacement.id.as_str())
+                .bind(ms(old_expires_at))
+                .bind(old.workspace_id.as_str())
+                .bind(old.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::State("the key was already rolled or revoked"));
+                }
+                insert_key(&mut *tx, replacement).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn revoke_key(&self, old: &ApiKey, now: DateTime<Utc>) -> Result<()> {
+                let done = sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $1 \
+                     WHERE workspace_id = $2 AND id = $3 AND revoked_at IS NULL",
+                )
+                .bind(ms(now))
+                .bind(old.workspace_id.as_str())
+                .bind(old.id.as_str())
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::State("the key is already revoked"));
+                }
+                Ok(())
+            }
+
+            async fn record_key_use(&self, uses: &[(KeyId, DateTime<Utc>)]) -> Result<()> {
+                if uses.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for (id, at) in uses {
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $1 \
+                         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+                    )
+                    .bind(ms(*at))
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+
+        #[derive(sqlx::FromRow)]
+        struct IdempotencyRow {
+            request_hash: String,
+            status: Option<i32>,
+            body: Option<String>,
+        }
+
+        #[async_trait]
+        impl IdempotencyRepository for $store {
+            async fn idempotency_begin(
+                &self,
+                scope: &str,
+                key: &str,
+                request_hash: &str,
+                now: DateTime<Utc>,
+            ) -> Result<IdempotencyBegin> {
+                let expired = ms(now - chrono::Duration::hours(24));
+                sqlx::query(
+                    "DELETE FROM idempotency_records WHERE scope = $1 AND idem_key = $2 AND created_at < $3",
+                )
+                .bind(scope)
+                .bind(key)
+                .bind(expired)
+                .execute(&self.pool)
+                .await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO idempotency_records (scope, idem_key, request_hash, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (scope, idem_key) DO NOTHING",
+                )
+                .bind(scope)
+                .bind(key)
+                .bind(request_hash)
+                .bind(ms(now))
+                .execute(&self.pool)
+                .await?;
+                if inserted.rows_affected() == 1 {
+                    return Ok(IdempotencyBegin::Started);
+                }
+                let row = sqlx::query_as::<_, IdempotencyRow>(
+                    "SELECT request_hash, status, body FROM idempotency_records \
+                     WHERE scope = $1 AND idem_key = $2",
+                )
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    // Abandoned between our insert and read: treat as still running.
+                    None => IdempotencyBegin::InProgress,
+                    Some(r) if r.request_hash != request_hash => IdempotencyBegin::Mismatch,
+                    Some(IdempotencyRow {
+                        status: Some(status),
+                        body: Some(body),
+                        ..
+                    }) => IdempotencyBegin::Replay {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body,
+                    },
+                    Some(_) => IdempotencyBegin::InProgress,
+                })
+            }
+
+            async fn idempotency_finish(
+                &self,
+                scope: &str,
+                key: &str,
+                status: u16,
+                body: &str,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE idempotency_records SET status = $1, body = $2 \
+                     WHERE scope = $3 AND idem_key = $4",
+                )
+                .bind(i32::from(status))
+                .bind(body)
+                .bind(scope)
+                .bind(key)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn idempotency_abandon(&self, scope: &str, key: &str) -> Result<()> {
+                sqlx::query("DELETE FROM idempotency_records WHERE scope = $1 AND idem_key = $2")
+                    .bind(scope)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn purge_idempotency(&self, older_than: DateTime<Utc>) -> Result<u64> {
+                Ok(sqlx::query("DELETE FROM idempotency_records WHERE created_at < $1")
+                    .bind(ms(older_than))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_repositories;
+
+/// Names a store's sqlx database type, so the shared helpers can be generic over executors.
+pub(crate) trait HasDb {
+    type Db: sqlx::Database;
+}

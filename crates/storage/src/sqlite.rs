@@ -1,0 +1,56 @@
+//! The embedded backend: one SQLite file in WAL mode, for a laptop or a single node.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    root: OnceLock<authsome_domain::id::WorkspaceId>,
+}
+
+impl crate::sql::HasDb for SqliteStore {
+    type Db = sqlx::Sqlite;
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path) -> crate::Result<Self> {
+        Self::with_options(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    /// Opens a `sqlite:` URL (e.g. `sqlite:///var/lib/authsome/cp.db`).
+    pub async fn connect_url(url: &str) -> crate::Result<Self> {
+        Self::with_options(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    async fn with_options(options: SqliteConnectOptions) -> crate::Result<Self> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            pool,
+            root: OnceLock::new(),
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+crate::sql::impl_repositories!(SqliteStore, Backend::Sqlite, MIGRATOR);
