@@ -100,6 +100,8 @@ pub enum BootstrapOutcome {
 /// Team-member accounts and their dashboard sessions.
 #[async_trait]
 pub trait AccountRepository {
+    /// `Duplicate` when the email is taken.
+    async fn create_account(&self, account: &Account, password_hash: Option<&str>) -> Result<()>;
     /// The account with this (lowercased) email and its password hash, if it has one.
     async fn account_by_email(&self, email: &str) -> Result<Option<(Account, Option<String>)>>;
     async fn create_session(

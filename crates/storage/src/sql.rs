@@ -278,6 +278,10 @@ macro_rules! impl_repositories {
 
         #[async_trait]
         impl AccountRepository for $store {
+            async fn create_account(&self, account: &Account, password_hash: Option<&str>) -> Result<()> {
+                insert_account(&self.pool, account, password_hash).await
+            }
+
             async fn account_by_email(
                 &self,
                 email: &str,

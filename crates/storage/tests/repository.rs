@@ -1,0 +1,939 @@
+//! One repository suite, run against SQLite and Postgres. Every scenario below is instantiated
+//! once per backend by `backend_tests!`; each Postgres test gets a database of its own.
+
+use std::sync::Arc;
+
+use authsome_domain::id::{AccountId, ApplicationId, InvitationId, KeyId, MemberId, WorkspaceId};
+use authsome_domain::keys::{generate_key, KeyHash, KeyKind, KeyMode, OpaqueToken};
+use authsome_domain::page::PageRequest;
+use authsome_domain::tenancy::{
+    Account, Actor, ApiKey, AppStatus, Application, Environment, KeyScope, KycStatus, Member,
+    MemberStatus, PaymentStatus, Plan, Role, Tenancy, Workspace, WorkspaceLimits, WorkspaceStatus,
+};
+use authsome_storage::{
+    BootstrapOutcome, IdempotencyBegin, PostgresStore, RootBootstrap, SqliteStore, StorageError,
+    Store, SystemRepository,
+};
+use authsome_testkit::TestDatabase;
+use chrono::Duration;
+
+/// A store plus whatever must live as long as it (a temp dir or a throwaway database).
+struct Harness {
+    store: Arc<dyn Store>,
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+async fn sqlite() -> Option<Harness> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    Some(Harness {
+        store: Arc::new(store),
+        _guard: Box::new(dir),
+    })
+}
+
+async fn postgres() -> Option<Harness> {
+    let db = TestDatabase::create().await?;
+    let store = PostgresStore::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    Some(Harness {
+        store: Arc::new(store),
+        _guard: Box::new(db),
+    })
+}
+
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let h = super::sqlite().await.unwrap();
+                super::$name(h.store.clone()).await;
+            })*
+        }
+        mod postgres_backend {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(h) = super::postgres().await {
+                    super::$name(h.store.clone()).await;
+                }
+            })*
+        }
+    };
+}
+
+backend_tests!(
+    migrations_are_idempotent,
+    bootstrap_happens_once,
+    workspace_access_follows_membership,
+    workspace_pages_and_updates,
+    workspace_delete_needs_no_applications,
+    members_always_keep_an_owner,
+    concurrent_demotions_keep_an_owner,
+    invitations_are_single_use,
+    applications_are_scoped_to_their_workspace,
+    keys_roll_revoke_and_record_use,
+    idempotency_records,
+    sessions_expire,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Builders
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    authsome_domain::now()
+}
+
+fn account(email: &str) -> Account {
+    Account {
+        id: AccountId::new(),
+        email: email.to_owned(),
+        name: None,
+        created_at: now(),
+    }
+}
+
+fn workspace(slug: &str) -> Workspace {
+    Workspace {
+        id: WorkspaceId::new(),
+        name: slug.to_uppercase(),
+        slug: slug.to_owned(),
+        plan: Plan::Free,
+        status: WorkspaceStatus::Active,
+        kyc_status: KycStatus::Pending,
+        payment_status: PaymentStatus::Current,
+        metadata: serde_json::json!({"tier": "gold"}),
+        limits: WorkspaceLimits::default(),
+        root: false,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn member(ws: &WorkspaceId, account: &AccountId, email: &str, role: Role) -> Member {
+    Member {
+        id: MemberId::new(),
+        workspace_id: ws.clone(),
+        account_id: account.clone(),
+        email: email.to_owned(),
+        name: None,
+        role,
+        status: MemberStatus::Active,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn application(ws: &WorkspaceId, slug: &str) -> Application {
+    Application {
+        id: ApplicationId::new(),
+        workspace_id: ws.clone(),
+        name: slug.to_owned(),
+        slug: slug.to_owned(),
+        environment: Environment::Development,
+        tenancy: Tenancy::Shared,
+        status: AppStatus::Active,
+        region: "local".into(),
+        config: serde_json::json!({"a": 1}),
+        upstreams: vec![],
+        created_at: now(),
+        updated_at: now(),
+        deleted_at: None,
+        purge_at: None,
+    }
+}
+
+fn app_key(ws: &WorkspaceId, app: &ApplicationId) -> ApiKey {
+    let generated = generate_key(KeyKind::Secret, KeyMode::Test);
+    ApiKey {
+        id: KeyId::new(),
+        workspace_id: ws.clone(),
+        application_id: Some(app.clone()),
+        kind: KeyKind::Secret,
+        mode: KeyMode::Test,
+        name: Some("backend".into()),
+        scopes: vec![KeyScope::UsersRead],
+        role: None,
+        hash: generated.hash,
+        last4: generated.last4(),
+        created_at: now(),
+        last_used_at: None,
+        expires_at: None,
+        revoked_at: None,
+        rolled_to: None,
+    }
+}
+
+/// A workspace with one owner account; returns (workspace, owner actor, owner member).
+async fn seeded(store: &Arc<dyn Store>, slug: &str) -> (Workspace, Actor, Member) {
+    let owner_email = format!("owner@{slug}.test");
+    let acc = account(&owner_email);
+    store
+        .create_account(&acc, Some("$argon2id$fake"))
+        .await
+        .unwrap();
+    let ws = workspace(slug);
+    let owner = member(&ws.id, &acc.id, &owner_email, Role::Owner);
+    store.create_workspace(&ws, &owner).await.unwrap();
+    (ws, Actor::Account(acc.id), owner)
+}
+
+fn page(limit: u32) -> PageRequest {
+    PageRequest::first(limit)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+async fn migrations_are_idempotent(store: Arc<dyn Store>) {
+    assert!(store.is_migrated().await.unwrap());
+    let (a, b) = tokio::join!(store.migrate(), store.migrate());
+    a.unwrap();
+    b.unwrap();
+    assert!(store.is_migrated().await.unwrap());
+    store.ping().await.unwrap();
+    assert!(store.put_setting_if_absent("x", "1").await.unwrap());
+    assert!(!store.put_setting_if_absent("x", "2").await.unwrap());
+    assert_eq!(store.setting("x").await.unwrap().as_deref(), Some("1"));
+}
+
+async fn bootstrap_happens_once(store: Arc<dyn Store>) {
+    assert_eq!(store.root_workspace_id().await.unwrap(), None);
+    let build = || {
+        let acc = account("root@example.com");
+        let mut ws = workspace("root");
+        ws.root = true;
+        let m = member(&ws.id, &acc.id, &acc.email, Role::Owner);
+        let mut key = app_key(&ws.id, &ApplicationId::new());
+        key.application_id = None;
+        key.kind = KeyKind::Management;
+        key.mode = KeyMode::Live;
+        key.role = Some(Role::Admin);
+        key.scopes = vec![];
+        RootBootstrap {
+            account: acc,
+            password_hash: "$argon2id$x".into(),
+            workspace: ws,
+            member: m,
+            key,
+        }
+    };
+    let first = build();
+    assert_eq!(
+        store.bootstrap(&first).await.unwrap(),
+        BootstrapOutcome::Created
+    );
+    let second = build();
+    match store.bootstrap(&second).await.unwrap() {
+        BootstrapOutcome::AlreadyDone {
+            workspace_id,
+            owner_email,
+        } => {
+            assert_eq!(workspace_id, first.workspace.id);
+            assert_eq!(owner_email.as_deref(), Some("root@example.com"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.root_workspace_id().await.unwrap(),
+        Some(first.workspace.id.clone())
+    );
+    let root = store
+        .any_workspace(&first.workspace.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(root.root);
+    let key = store.key_by_hash(&first.key.hash).await.unwrap().unwrap();
+    assert_eq!(key.role, Some(Role::Admin));
+    assert_eq!(key.application_id, None);
+    // Nothing of the second attempt was written.
+    assert!(store
+        .any_workspace(&second.workspace.id)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn workspace_access_follows_membership(store: Arc<dyn Store>) {
+    let (a, owner_a, _) = seeded(&store, "alpha").await;
+    let (b, owner_b, _) = seeded(&store, "bravo").await;
+    let (ws, role) = store
+        .workspace_access(&owner_a, &a.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((ws.id.clone(), role), (a.id.clone(), Role::Owner));
+    assert_eq!(ws.metadata, serde_json::json!({"tier": "gold"}));
+    assert!(!ws.root);
+    // Crossing the boundary: A's owner sees nothing of B, in either direction.
+    assert!(store
+        .workspace_access(&owner_a, &b.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .workspace_access(&owner_b, &a.id)
+        .await
+        .unwrap()
+        .is_none());
+    let key_of_b = Actor::ManagementKey {
+        key_id: KeyId::new(),
+        workspace_id: b.id.clone(),
+        role: Role::Admin,
+    };
+    assert!(store
+        .workspace_access(&key_of_b, &a.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .workspace_access(&key_of_b, &b.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .1,
+        Role::Admin
+    );
+    let listed = store.workspaces_of(&owner_a, &page(10)).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].0.id, a.id);
+    // An invited (not yet active) member has no access.
+    let invited = Member {
+        status: MemberStatus::Invited,
+        ..member(&a.id, &AccountId::new(), "new@alpha.test", Role::Viewer)
+    };
+    let stored = store
+        .invite_member(
+            &invited,
+            &InvitationId::new(),
+            &KeyHash::of("t1"),
+            now() + Duration::days(7),
+        )
+        .await
+        .unwrap();
+    let invited_actor = Actor::Account(stored.account_id.clone());
+    assert!(store
+        .workspace_access(&invited_actor, &a.id)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn workspace_pages_and_updates(store: Arc<dyn Store>) {
+    let (first, owner, owner_member) = seeded(&store, "one").await;
+    let Actor::Account(acc) = &owner else {
+        unreachable!()
+    };
+    let mut ids = vec![first.id.clone()];
+    for slug in ["two", "three", "four", "five"] {
+        let ws = workspace(slug);
+        store
+            .create_workspace(&ws, &member(&ws.id, acc, &owner_member.email, Role::Owner))
+            .await
+            .unwrap();
+        ids.push(ws.id);
+    }
+    let mut seen = vec![];
+    let mut request = page(2);
+    loop {
+        let p = store.workspaces_of(&owner, &request).await.unwrap();
+        assert!(p.items.len() <= 2);
+        seen.extend(p.items.into_iter().map(|(w, _)| w.id));
+        match p.next_cursor {
+            Some(c) => request = PageRequest::parse(Some(2), Some(&c)).unwrap(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every workspace once, in creation order");
+    let all = store.all_workspaces(&page(100)).await.unwrap();
+    assert_eq!(all.items.len(), 5);
+
+    let mut updated = first.clone();
+    updated.name = "Renamed".into();
+    updated.plan = Plan::Enterprise;
+    updated.limits = WorkspaceLimits {
+        requests_per_second_per_key: Some(500),
+        requests_per_month: None,
+    };
+    updated.updated_at = now();
+    store.update_workspace(&updated).await.unwrap();
+    let read = store.any_workspace(&first.id).await.unwrap().unwrap();
+    assert_eq!(read, updated);
+    updated.slug = "two".into();
+    assert!(matches!(
+        store.update_workspace(&updated).await,
+        Err(StorageError::Duplicate)
+    ));
+    let ghost = workspace("ghost");
+    assert!(matches!(
+        store.update_workspace(&ghost).await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+async fn workspace_delete_needs_no_applications(store: Arc<dyn Store>) {
+    let (ws, owner, _) = seeded(&store, "deleteme").await;
+    let app = application(&ws.id, "app-one");
+    store.create_application(&app).await.unwrap();
+    assert!(matches!(
+        store.delete_workspace(&ws.id).await,
+        Err(StorageError::State(_))
+    ));
+    let mut deleted = app.clone();
+    deleted.deleted_at = Some(now());
+    deleted.purge_at = Some(now());
+    store.update_application(&deleted).await.unwrap();
+    assert_eq!(
+        store
+            .purge_applications(now() + Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    store.delete_workspace(&ws.id).await.unwrap();
+    assert!(store
+        .workspace_access(&owner, &ws.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        store.delete_workspace(&ws.id).await,
+        Err(StorageError::NotFound)
+    ));
+}
+
+async fn members_always_keep_an_owner(store: Arc<dyn Store>) {
+    let (ws, _, owner) = seeded(&store, "owners").await;
+    assert!(matches!(
+        store
+            .update_member_role(&ws.id, &owner.id, Role::Admin, now())
+            .await,
+        Err(StorageError::LastOwner)
+    ));
+    assert!(matches!(
+        store.remove_member(&ws.id, &owner.id).await,
+        Err(StorageError::LastOwner)
+    ));
+    // Still the owner after both refusals.
+    assert_eq!(
+        store.member(&ws.id, &owner.id).await.unwrap().unwrap().role,
+        Role::Owner
+    );
+
+    let candidate = Member {
+        status: MemberStatus::Invited,
+        ..member(&ws.id, &AccountId::new(), "second@owners.test", Role::Admin)
+    };
+    let second = store
+        .invite_member(
+            &candidate,
+            &InvitationId::new(),
+            &KeyHash::of("t2"),
+            now() + Duration::days(7),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.email, "second@owners.test");
+    assert_eq!(second.status, MemberStatus::Invited);
+    // The same person twice is a duplicate.
+    let again = Member {
+        id: MemberId::new(),
+        ..candidate.clone()
+    };
+    assert!(matches!(
+        store
+            .invite_member(&again, &InvitationId::new(), &KeyHash::of("t3"), now())
+            .await,
+        Err(StorageError::Duplicate)
+    ));
+    // An invited owner does not count until active.
+    store
+        .update_member_role(&ws.id, &second.id, Role::Owner, now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .update_member_role(&ws.id, &owner.id, Role::Viewer, now())
+            .await,
+        Err(StorageError::LastOwner)
+    ));
+    let pending = store
+        .pending_invitation(&KeyHash::of("t2"), now())
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .accept_invitation(&pending, Some("$argon2id$y"), Some("Second"), now())
+        .await
+        .unwrap();
+    let demoted = store
+        .update_member_role(&ws.id, &owner.id, Role::Viewer, now())
+        .await
+        .unwrap();
+    assert_eq!(demoted.role, Role::Viewer);
+    store.remove_member(&ws.id, &owner.id).await.unwrap();
+    assert!(store.member(&ws.id, &owner.id).await.unwrap().is_none());
+    let listed = store.members(&ws.id, &page(10)).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].name.as_deref(), Some("Second"));
+    // Another workspace's member cannot be reached through this one.
+    let (other, _, other_owner) = seeded(&store, "elsewhere").await;
+    assert!(store
+        .member(&ws.id, &other_owner.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        store
+            .update_member_role(&ws.id, &other_owner.id, Role::Viewer, now())
+            .await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(matches!(
+        store.remove_member(&ws.id, &other_owner.id).await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .member(&other.id, &other_owner.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .role,
+        Role::Owner
+    );
+}
+
+async fn concurrent_demotions_keep_an_owner(store: Arc<dyn Store>) {
+    let (ws, _, first) = seeded(&store, "race").await;
+    let acc = account("two@race.test");
+    store.create_account(&acc, None).await.unwrap();
+    // Two active owners, demoted at the same moment: at most one demotion may succeed.
+    let second = Member {
+        status: MemberStatus::Invited,
+        ..member(&ws.id, &acc.id, &acc.email, Role::Owner)
+    };
+    let second = store
+        .invite_member(
+            &second,
+            &InvitationId::new(),
+            &KeyHash::of("race"),
+            now() + Duration::days(1),
+        )
+        .await
+        .unwrap();
+    let pending = store
+        .pending_invitation(&KeyHash::of("race"), now())
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .accept_invitation(&pending, None, None, now())
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let (a, b) = tokio::join!(
+            store.update_member_role(&ws.id, &first.id, Role::Admin, now()),
+            store.update_member_role(&ws.id, &second.id, Role::Admin, now()),
+        );
+        let owners = store
+            .members(&ws.id, &page(10))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|m| m.role == Role::Owner)
+            .count();
+        assert!(owners >= 1, "a workspace lost its last owner: {a:?} {b:?}");
+        assert!(a.is_err() || b.is_err());
+        for m in [&first, &second] {
+            let _ = store
+                .update_member_role(&ws.id, &m.id, Role::Owner, now())
+                .await;
+        }
+    }
+}
+
+async fn invitations_are_single_use(store: Arc<dyn Store>) {
+    let (ws, _, _) = seeded(&store, "invites").await;
+    let token = OpaqueToken::generate("ivt_");
+    let candidate = Member {
+        status: MemberStatus::Invited,
+        ..member(
+            &ws.id,
+            &AccountId::new(),
+            "joiner@invites.test",
+            Role::Operator,
+        )
+    };
+    store
+        .invite_member(
+            &candidate,
+            &InvitationId::new(),
+            &token.hash,
+            now() + Duration::days(7),
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .pending_invitation(&KeyHash::of("wrong"), now())
+        .await
+        .unwrap()
+        .is_none());
+    // Past its expiry the token finds nothing.
+    assert!(store
+        .pending_invitation(&token.hash, now() + Duration::days(8))
+        .await
+        .unwrap()
+        .is_none());
+    let pending = store
+        .pending_invitation(&token.hash, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pending.account.email, "joiner@invites.test");
+    assert_eq!(pending.password_hash, None);
+    let accepted = store
+        .accept_invitation(&pending, Some("$argon2id$z"), None, now())
+        .await
+        .unwrap();
+    assert_eq!(accepted.status, MemberStatus::Active);
+    assert!(matches!(
+        store
+            .accept_invitation(&pending, Some("$argon2id$w"), None, now())
+            .await,
+        Err(StorageError::State(_))
+    ));
+    assert!(store
+        .pending_invitation(&token.hash, now())
+        .await
+        .unwrap()
+        .is_none());
+    let (acc, hash) = store
+        .account_by_email("joiner@invites.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hash.as_deref(), Some("$argon2id$z"));
+    assert_eq!(acc.id, accepted.account_id);
+}
+
+async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
+    let (a, owner_a, _) = seeded(&store, "apps-a").await;
+    let (b, owner_b, _) = seeded(&store, "apps-b").await;
+    let app = application(&a.id, "web");
+    store.create_application(&app).await.unwrap();
+    assert_eq!(
+        store.application(&a.id, &app.id).await.unwrap().unwrap(),
+        app
+    );
+    // Through B, A's application does not exist.
+    assert!(store.application(&b.id, &app.id).await.unwrap().is_none());
+    assert!(store
+        .application_access(&owner_b, &app.id)
+        .await
+        .unwrap()
+        .is_none());
+    let (found, ws, role) = store
+        .application_access(&owner_a, &app.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.id, ws.id, role),
+        (app.id.clone(), a.id.clone(), Role::Owner)
+    );
+    let mut hijack = app.clone();
+    hijack.workspace_id = b.id.clone();
+    hijack.name = "hijacked".into();
+    assert!(matches!(
+        store.update_application(&hijack).await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .application(&a.id, &app.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "web"
+    );
+    assert!(store
+        .applications(&b.id, true, &page(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // Slugs are unique among live applications of a workspace only.
+    let clash = application(&a.id, "web");
+    assert!(matches!(
+        store.create_application(&clash).await,
+        Err(StorageError::Duplicate)
+    ));
+    store
+        .create_application(&application(&b.id, "web"))
+        .await
+        .unwrap();
+    let mut deleted = app.clone();
+    deleted.status = AppStatus::Deleting;
+    deleted.deleted_at = Some(now());
+    deleted.purge_at = Some(now() + Duration::days(7));
+    store.update_application(&deleted).await.unwrap();
+    store.create_application(&clash).await.unwrap();
+    assert_eq!(
+        store
+            .applications(&a.id, false, &page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .applications(&a.id, true, &page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    // Purging respects the window.
+    assert_eq!(store.purge_applications(now()).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .purge_applications(now() + Duration::days(8))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.application(&a.id, &app.id).await.unwrap().is_none());
+}
+
+async fn keys_roll_revoke_and_record_use(store: Arc<dyn Store>) {
+    let (a, _, _) = seeded(&store, "keys-a").await;
+    let (b, _, _) = seeded(&store, "keys-b").await;
+    let app = application(&a.id, "api");
+    store.create_application(&app).await.unwrap();
+    let key = app_key(&a.id, &app.id);
+    store.insert_key(&key).await.unwrap();
+    assert_eq!(store.key_by_hash(&key.hash).await.unwrap().unwrap(), key);
+    assert!(store
+        .key(&b.id, Some(&app.id), &key.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(
+        store.key(&a.id, None, &key.id).await.unwrap().is_none(),
+        "not a management key"
+    );
+    assert_eq!(
+        store
+            .keys(&a.id, Some(&app.id), &page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert!(store
+        .keys(&a.id, None, &page(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    let replacement = app_key(&a.id, &app.id);
+    let grace_end = now() + Duration::hours(24);
+    store.roll_key(&key, grace_end, &replacement).await.unwrap();
+    let old = store
+        .key(&a.id, Some(&app.id), &key.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old.rolled_to.as_ref(), Some(&replacement.id));
+    assert_eq!(old.expires_at, Some(grace_end));
+    assert!(matches!(
+        store
+            .roll_key(&key, grace_end, &app_key(&a.id, &app.id))
+            .await,
+        Err(StorageError::State(_))
+    ));
+    // A failed roll wrote nothing.
+    assert_eq!(
+        store
+            .keys(&a.id, Some(&app.id), &page(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    // Another workspace cannot revoke it.
+    let mut foreign = replacement.clone();
+    foreign.workspace_id = b.id.clone();
+    assert!(store.revoke_key(&foreign, now()).await.is_err());
+    store.revoke_key(&replacement, now()).await.unwrap();
+    assert!(matches!(
+        store.revoke_key(&replacement, now()).await,
+        Err(StorageError::State(_))
+    ));
+    assert!(store
+        .key_by_hash(&replacement.hash)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+
+    let later = now() + Duration::seconds(10);
+    store
+        .record_key_use(&[(key.id.clone(), later)])
+        .await
+        .unwrap();
+    store
+        .record_key_use(&[(key.id.clone(), now())])
+        .await
+        .unwrap();
+    let used = store.key_by_hash(&key.hash).await.unwrap().unwrap();
+    assert_eq!(
+        used.last_used_at,
+        Some(later),
+        "lastUsedAt never moves backwards"
+    );
+
+    // Pagination over keys.
+    for _ in 0..4 {
+        store.insert_key(&app_key(&a.id, &app.id)).await.unwrap();
+    }
+    let first = store.keys(&a.id, Some(&app.id), &page(4)).await.unwrap();
+    assert_eq!(first.items.len(), 4);
+    let rest = store
+        .keys(
+            &a.id,
+            Some(&app.id),
+            &PageRequest::parse(Some(4), first.next_cursor.as_deref()).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 2);
+    assert!(rest.next_cursor.is_none());
+}
+
+async fn idempotency_records(store: Arc<dyn Store>) {
+    let t = now();
+    assert_eq!(
+        store.idempotency_begin("s", "k", "h1", t).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        store.idempotency_begin("s", "k", "h1", t).await.unwrap(),
+        IdempotencyBegin::InProgress
+    );
+    assert_eq!(
+        store.idempotency_begin("s", "k", "h2", t).await.unwrap(),
+        IdempotencyBegin::Mismatch
+    );
+    store
+        .idempotency_finish("s", "k", 201, "{\"id\":1}")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.idempotency_begin("s", "k", "h1", t).await.unwrap(),
+        IdempotencyBegin::Replay {
+            status: 201,
+            body: "{\"id\":1}".into()
+        }
+    );
+    // Scopes are separate; records expire after 24 hours.
+    assert_eq!(
+        store
+            .idempotency_begin("other", "k", "h1", t)
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        store
+            .idempotency_begin("s", "k", "h2", t + Duration::hours(25))
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+    store.idempotency_abandon("s", "k").await.unwrap();
+    assert_eq!(
+        store.idempotency_begin("s", "k", "h3", t).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        store
+            .purge_idempotency(t + Duration::hours(1))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+async fn sessions_expire(store: Arc<dyn Store>) {
+    let acc = account("session@example.com");
+    store
+        .create_account(&acc, Some("$argon2id$s"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_account(&account("session@example.com"), None)
+            .await,
+        Err(StorageError::Duplicate)
+    ));
+    let token = OpaqueToken::generate("cst_");
+    let t = now();
+    store
+        .create_session(&token.hash, &acc.id, t, t + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .session_account(&token.hash, t)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        acc.id
+    );
+    assert!(store
+        .session_account(&token.hash, t + Duration::hours(2))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .session_account(&KeyHash::of("other"), t)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.purge_sessions(t + Duration::hours(2)).await.unwrap(),
+        1
+    );
+    assert!(store
+        .session_account(&token.hash, t)
+        .await
+        .unwrap()
+        .is_none());
+    let again = OpaqueToken::generate("cst_");
+    store
+        .create_session(&again.hash, &acc.id, t, t + Duration::hours(1))
+        .await
+        .unwrap();
+    store.delete_session(&again.hash).await.unwrap();
+    assert!(store
+        .session_account(&again.hash, t)
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -1,0 +1,72 @@
+//! Test support shared by the integration tests of every crate: a throwaway Postgres database per
+//! test, created with a random name and dropped when the test ends (even when it fails).
+//!
+//! Postgres is found at `AUTHSOME_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Under `CI=true` a missing server fails the
+//! test; elsewhere the Postgres half of a suite is skipped with a message.
+
+use sqlx::{Connection, Executor, PgConnection};
+
+pub fn admin_url() -> String {
+    std::env::var("AUTHSOME_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// A Postgres database that exists for the lifetime of this value.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh database, or `None` (outside CI) when Postgres is not reachable.
+    pub async fn create() -> Option<Self> {
+        let admin = admin_url();
+        let mut conn = match PgConnection::connect(&admin).await {
+            Ok(c) => c,
+            Err(e) if !ci() => {
+                eprintln!("skipping the Postgres half of this test: {admin}: {e}");
+                return None;
+            }
+            Err(e) => panic!("CI=true and Postgres is unreachable at {admin}: {e}"),
+        };
+        let name = format!("authsome_test_{}", uuid::Uuid::now_v7().simple());
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
+        let _ = conn.close().await;
+        let url = match admin.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("AUTHSOME_TEST_POSTGRES_URL must end in /<database>"),
+        };
+        Some(Self { name, url })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside a test's runtime: do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
+                    let _ = conn
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
