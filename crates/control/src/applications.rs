@@ -160,6 +160,7 @@ impl ControlPlane {
             .update_application(&app)
             .await
             .map_err(duplicate("slug"))?;
+        self.keys.forget_application(&app.id);
         Ok(app)
     }
 
@@ -209,6 +210,7 @@ impl ControlPlane {
             .update_application(&app)
             .await
             .map_err(duplicate("slug"))?;
+        self.keys.forget_application(&app.id);
         Ok(app)
     }
 }

@@ -1,0 +1,280 @@
+//! `spawn_app()`: a fresh database, the root workspace bootstrapped, the real router served on
+//! 127.0.0.1:0. Plus small helpers to make tenants and call the API.
+
+use std::sync::Arc;
+
+use authsome_control::{BootstrapResult, ControlPlane, ControlSettings};
+use authsome_server::{AppState, HttpSettings, ServerState};
+use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub root_ws: String,
+    pub root_email: String,
+    pub root_password: String,
+    /// The bootstrap management key of the root workspace (admin role).
+    pub root_key: String,
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// A customer workspace with an owner who is not a platform operator.
+pub struct Tenant {
+    pub ws: String,
+    pub owner_email: String,
+    pub owner_token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(HttpSettings::default()).await
+}
+
+pub async fn spawn_with(http: HttpSettings) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    serve(Arc::new(store), http, Box::new(dir)).await
+}
+
+/// `None` outside CI when Postgres is not reachable.
+pub async fn spawn_postgres() -> Option<TestApp> {
+    let db = authsome_testkit::TestDatabase::create().await?;
+    let store = PostgresStore::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    Some(serve(Arc::new(store), HttpSettings::default(), Box::new(db)).await)
+}
+
+async fn serve(
+    store: Arc<dyn Store>,
+    http: HttpSettings,
+    guard: Box<dyn std::any::Any + Send>,
+) -> TestApp {
+    let control = ControlPlane::new(store, ControlSettings::default());
+    let root_email = "root@platform.test".to_owned();
+    let BootstrapResult::Created {
+        workspace_id,
+        password,
+        management_key,
+        ..
+    } = control.bootstrap(&root_email, None).await.unwrap()
+    else {
+        panic!("fresh database was already bootstrapped");
+    };
+    let state = ServerState::new(control, http);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = authsome_server::router(state.clone());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        state,
+        root_ws: workspace_id.to_string(),
+        root_email,
+        root_password: password.unwrap(),
+        root_key: management_key,
+        _guard: guard,
+    }
+}
+
+impl TestApp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        Self::read(response).await
+    }
+
+    pub async fn read(response: reqwest::Response) -> Response {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body {status}: {text}"))
+        };
+        Response {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let r = self
+            .call(
+                Method::POST,
+                "/control/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "login {email}: {}", r.body);
+        r.body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn root_token(&self) -> String {
+        self.login(&self.root_email, &self.root_password).await
+    }
+
+    /// Invites `email` with `role` into `ws` (as `inviter`), accepts, and signs in.
+    pub async fn add_member(
+        &self,
+        inviter: &str,
+        ws: &str,
+        email: &str,
+        role: &str,
+    ) -> (String, String) {
+        let r = self
+            .post(
+                &format!("/control/v1/workspaces/{ws}/members"),
+                inviter,
+                json!({"email": email, "role": role}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "invite {email}: {}", r.body);
+        let member_id = r.body["id"].as_str().unwrap().to_owned();
+        let token = r.body["invitation"]["token"].as_str().unwrap();
+        let password = format!("pw-{email}-long-enough");
+        let accepted = self
+            .call(
+                Method::POST,
+                "/control/v1/auth/accept-invitation",
+                None,
+                Some(json!({"token": token, "password": password})),
+            )
+            .await;
+        assert_eq!(accepted.status, 200, "accept {email}: {}", accepted.body);
+        (member_id, self.login(email, &password).await)
+    }
+
+    /// A workspace owned by a fresh person who is not a platform operator: the operator creates
+    /// it, hands ownership over, and leaves.
+    pub async fn tenant(&self, name: &str) -> Tenant {
+        let root = self.root_token().await;
+        let r = self
+            .post("/control/v1/workspaces", &root, json!({"name": name}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let ws = r.body["id"].as_str().unwrap().to_owned();
+        let owner_email = format!("owner@{}.test", name.to_lowercase().replace(' ', "-"));
+        let (_, owner_token) = self.add_member(&root, &ws, &owner_email, "owner").await;
+        let members = self
+            .get(&format!("/control/v1/workspaces/{ws}/members"), &root)
+            .await;
+        let root_member = members.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["email"] == self.root_email.as_str())
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let left = self
+            .delete(
+                &format!("/control/v1/workspaces/{ws}/members/{root_member}"),
+                &root,
+            )
+            .await;
+        assert_eq!(left.status, 204, "{}", left.body);
+        Tenant {
+            ws,
+            owner_email,
+            owner_token,
+        }
+    }
+
+    /// Creates an application in `ws` and returns its id.
+    pub async fn application(&self, token: &str, ws: &str, environment: &str) -> String {
+        let r = self
+            .post(
+                &format!("/control/v1/workspaces/{ws}/applications"),
+                token,
+                json!({"name": format!("{environment} app"), "environment": environment}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a key of `kind` on `app` and returns (key id, secret).
+    pub async fn key(&self, token: &str, app: &str, kind: &str) -> (String, String) {
+        let r = self
+            .post(
+                &format!("/control/v1/applications/{app}/keys"),
+                token,
+                json!({"type": kind}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        (
+            r.body["id"].as_str().unwrap().to_owned(),
+            r.body["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// `GET /v1/{app}` with `key` as a Bearer credential.
+    pub async fn identify(&self, app: &str, key: &str) -> Response {
+        self.get(&format!("/v1/{app}"), key).await
+    }
+}
+
+/// Asserts the contract's error body and status.
+pub fn assert_error(r: &Response, status: u16, code: &str) {
+    assert_eq!(r.status, status, "expected {status} {code}, got {}", r.body);
+    assert_eq!(r.body["error"]["code"], code, "{}", r.body);
+    let id = r.body["error"]["requestId"].as_str().unwrap();
+    assert!(id.starts_with("req_"), "{id}");
+    assert_eq!(
+        r.headers
+            .get("x-authsome-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        id
+    );
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+}

@@ -1,0 +1,133 @@
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_and_ready() {
+    let app = spawn_app().await;
+    let r = app.call(Method::GET, "/health", None, None).await;
+    assert_eq!((r.status, r.body.clone()), (200, json!({"status": "ok"})));
+    assert!(r.headers["x-authsome-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
+    let r = app.call(Method::GET, "/ready", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["checks"]["database"], "ok");
+    assert_eq!(r.body["checks"]["migrations"], "ok");
+    // Draining turns readiness off at once, with the failing check named.
+    app.state.start_draining();
+    let r = app.call(Method::GET, "/ready", None, None).await;
+    assert_error(&r, 503, "service_unavailable");
+    assert_eq!(r.body["error"]["details"]["checks"]["server"], "draining");
+    assert_eq!(
+        app.call(Method::GET, "/health", None, None).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_have_the_error_body() {
+    let app = spawn_app().await;
+    let r = app.call(Method::GET, "/nope", None, None).await;
+    assert_error(&r, 404, "not_found");
+    let r = app
+        .call(Method::GET, "/control/v1/nothing/here", None, None)
+        .await;
+    assert_error(&r, 404, "not_found");
+    let r = app.call(Method::DELETE, "/health", None, None).await;
+    assert_error(&r, 405, "method_not_allowed");
+    let r = app
+        .call(
+            Method::PUT,
+            "/control/v1/workspaces",
+            Some(&app.root_key),
+            Some(json!({})),
+        )
+        .await;
+    assert_error(&r, 405, "method_not_allowed");
+    // Request ids are unique per request.
+    let a = app.call(Method::GET, "/health", None, None).await;
+    let b = app.call(Method::GET, "/health", None, None).await;
+    assert_ne!(
+        a.headers["x-authsome-request-id"],
+        b.headers["x-authsome-request-id"]
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_and_committed() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let served = response.text().await.unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&served).unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/health",
+        "/ready",
+        "/openapi.json",
+        "/control/v1/auth/login",
+        "/control/v1/workspaces/{wsId}/members/{memId}",
+        "/control/v1/applications/{appId}/keys/{keyId}/roll",
+        "/control/v1/admin/workspaces/{wsId}",
+        "/v1/{appId}",
+    ] {
+        assert!(spec["paths"].get(path).is_some(), "{path} undocumented");
+    }
+    let committed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.json");
+    if std::env::var("UPDATE_OPENAPI").is_ok() {
+        std::fs::write(committed_path, &served).unwrap();
+    }
+    let committed = std::fs::read_to_string(committed_path).unwrap_or_default();
+    assert!(
+        committed == served,
+        "openapi.json at the repository root differs from the code; regenerate it with \
+         `UPDATE_OPENAPI=1 cargo test -p authsome-server openapi` and commit it"
+    );
+}
+
+/// The walk-through of the README, on Postgres.
+#[tokio::test]
+async fn postgres_walkthrough() {
+    let Some(app) = spawn_postgres().await else {
+        return;
+    };
+    let root = app.root_token().await;
+    let ws = app
+        .post("/control/v1/workspaces", &root, json!({"name": "Acme"}))
+        .await;
+    assert_eq!(ws.status, 201, "{}", ws.body);
+    let ws = ws.body["id"].as_str().unwrap().to_owned();
+    let app_id = app.application(&root, &ws, "development").await;
+    let (_, pk) = app.key(&root, &app_id, "publishable").await;
+    let (_, sk) = app.key(&root, &app_id, "secret").await;
+    let r = app.identify(&app_id, &pk).await;
+    assert_eq!(
+        (r.status, r.body["keyType"].clone()),
+        (200, json!("publishable"))
+    );
+    let r = app.identify(&app_id, &sk).await;
+    assert_eq!(
+        (r.status, r.body["keyType"].clone()),
+        (200, json!("secret"))
+    );
+    let listed = app
+        .get(&format!("/control/v1/applications/{app_id}/keys"), &root)
+        .await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 2);
+    let tenant = app.tenant("Beta").await;
+    let r = app
+        .get(
+            &format!("/control/v1/applications/{app_id}"),
+            &tenant.owner_token,
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+}
