@@ -35,23 +35,31 @@ const BAD_CREDENTIALS: &str = "invalid email or password";
 impl ControlPlane {
     /// Same error and same work for an unknown email as for a wrong password.
     pub async fn login(&self, email: &str, password: &str) -> Result<LoginResult> {
+        let normalized = email.trim().to_lowercase();
+        if let Err(wait) = self.logins.check(&normalized) {
+            return Err(ControlError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
         let found = match parse_email(email) {
             Ok(email) => self.store.account_by_email(&email).await?,
             Err(_) => None,
         };
         let account = match found {
-            Some((account, Some(hash))) => {
-                if !verify(password, hash).await {
-                    return Err(ControlError::Unauthenticated(BAD_CREDENTIALS));
-                }
-                account
+            Some((account, Some(hash))) if verify(password, hash.clone()).await => account,
+            Some((_, Some(_))) => {
+                self.logins.failed(&normalized);
+                return Err(ControlError::Unauthenticated(BAD_CREDENTIALS));
             }
-            // Unknown email, or an invited account that has not set a password yet.
+            // Unknown email, or an invited account that has not set a password yet: the same
+            // work, the same answer, the same throttling.
             _ => {
                 dummy_verify(password).await;
+                self.logins.failed(&normalized);
                 return Err(ControlError::Unauthenticated(BAD_CREDENTIALS));
             }
         };
+        self.logins.succeeded(&normalized);
         let token = OpaqueToken::generate(SESSION_TOKEN_PREFIX);
         let now = authsome_domain::now();
         let expires_at = now + self.settings.session_ttl;

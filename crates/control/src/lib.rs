@@ -14,6 +14,7 @@ mod auth;
 mod bootstrap;
 mod keys;
 mod members;
+mod throttle;
 mod workspaces;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub enum ControlError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("storage failure")]
     Storage(#[source] StorageError),
 }
@@ -89,6 +92,7 @@ impl Default for ControlSettings {
 pub struct ControlPlane {
     store: Arc<dyn Store>,
     keys: KeyCache,
+    logins: throttle::LoginThrottle,
     settings: ControlSettings,
 }
 
@@ -97,6 +101,7 @@ impl ControlPlane {
         Self {
             store,
             keys: KeyCache::default(),
+            logins: throttle::LoginThrottle::default(),
             settings,
         }
     }
@@ -129,6 +134,7 @@ impl ControlPlane {
     pub async fn maintain(&self) -> Result<()> {
         let now = authsome_domain::now();
         self.flush_key_usage().await?;
+        self.logins.prune();
         let purged = self.store.purge_applications(now).await?;
         if purged > 0 {
             tracing::info!(purged, "purged applications past their undelete window");

@@ -33,6 +33,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub details: Option<serde_json::Value>,
+    /// Seconds for `Retry-After` (429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -41,6 +43,7 @@ impl ApiError {
             status,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
     }
 
@@ -117,7 +120,13 @@ pub fn error_response(
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        error_response(self.status, self.message, self.details)
+        let mut response = error_response(self.status, self.message, self.details);
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -135,6 +144,13 @@ impl From<ControlError> for ApiError {
             ControlError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
             ControlError::NotFound(what) => ApiError::not_found(what),
             ControlError::Conflict(m) => ApiError::conflict(m),
+            ControlError::RateLimited { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many attempts; retry in {retry_after_secs} s"),
+                )
+            },
             ControlError::Storage(e) => {
                 // The cause chain goes to the log; the caller gets only the request id.
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "storage failure");

@@ -291,3 +291,61 @@ async fn a_workspace_keeps_its_last_owner_and_admins_do_not_touch_owners() {
         "not_found",
     );
 }
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_for_a_while() {
+    let app = spawn_app().await;
+    let attempt = |password: String| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                "/control/v1/auth/login",
+                None,
+                Some(json!({"email": app.root_email, "password": password})),
+            )
+            .await
+        }
+    };
+    for n in 0..5 {
+        assert_error(
+            &attempt(format!("wrong guess {n}")).await,
+            401,
+            "unauthorized",
+        );
+    }
+    // Locked: even the right password is refused, with a Retry-After.
+    let locked = attempt(app.root_password.clone()).await;
+    assert_error(&locked, 429, "rate_limit_exceeded");
+    let retry: u64 = locked.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    // Unknown emails are throttled the same way, so the lock reveals nothing.
+    for n in 0..5 {
+        let r = app
+            .call(
+                Method::POST,
+                "/control/v1/auth/login",
+                None,
+                Some(json!({"email": "ghost@nowhere.test", "password": format!("guess {n}")})),
+            )
+            .await;
+        assert_error(&r, 401, "unauthorized");
+    }
+    let r = app
+        .call(
+            Method::POST,
+            "/control/v1/auth/login",
+            None,
+            Some(json!({"email": "ghost@nowhere.test", "password": "guess"})),
+        )
+        .await;
+    assert_error(&r, 429, "rate_limit_exceeded");
+    // After the lock the right password works and clears the count.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(attempt(app.root_password.clone()).await.status, 200);
+    assert_error(&attempt("wrong again".into()).await, 401, "unauthorized");
+}

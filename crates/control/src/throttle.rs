@@ -1,0 +1,99 @@
+//! Brute-force protection for team-member sign-in: consecutive failures for one email lock it
+//! for a growing period (2 s after the 5th failure, doubling, at most 15 minutes). During a lock
+//! the password is not even checked, so a correct guess gains nothing. A success clears the count.
+//!
+//! In-process for now; the gateway work moves these counters to Redis so replicas share them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const FREE_ATTEMPTS: u32 = 5;
+const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Default)]
+pub struct LoginThrottle {
+    accounts: Mutex<HashMap<String, Failures>>,
+}
+
+struct Failures {
+    count: u32,
+    last: Instant,
+    locked_until: Option<Instant>,
+}
+
+impl LoginThrottle {
+    /// `Err(retry_after)` while `email` is locked.
+    pub fn check(&self, email: &str) -> Result<(), Duration> {
+        let Ok(accounts) = self.accounts.lock() else {
+            return Ok(());
+        };
+        match accounts.get(email).and_then(|f| f.locked_until) {
+            Some(until) if until > Instant::now() => Err(until - Instant::now()),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, email: &str) {
+        let Ok(mut accounts) = self.accounts.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let entry = accounts.entry(email.to_owned()).or_insert(Failures {
+            count: 0,
+            last: now,
+            locked_until: None,
+        });
+        // A quiet quarter of an hour forgives earlier failures.
+        if now.duration_since(entry.last) > MAX_LOCK {
+            entry.count = 0;
+        }
+        entry.count += 1;
+        entry.last = now;
+        if entry.count >= FREE_ATTEMPTS {
+            let exponent = (entry.count - FREE_ATTEMPTS).min(10);
+            let lock = Duration::from_secs(2u64 << exponent).min(MAX_LOCK);
+            entry.locked_until = Some(now + lock);
+        }
+    }
+
+    pub fn succeeded(&self, email: &str) {
+        if let Ok(mut accounts) = self.accounts.lock() {
+            accounts.remove(email);
+        }
+    }
+
+    /// Drops entries idle for longer than the longest lock.
+    pub fn prune(&self) {
+        if let Ok(mut accounts) = self.accounts.lock() {
+            accounts.retain(|_, f| f.last.elapsed() <= MAX_LOCK);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_after_repeated_failures_and_grows() {
+        let t = LoginThrottle::default();
+        for _ in 0..4 {
+            t.failed("a@x.test");
+            assert!(t.check("a@x.test").is_ok());
+        }
+        t.failed("a@x.test");
+        let first = t.check("a@x.test").unwrap_err();
+        assert!(first <= Duration::from_secs(2) && first > Duration::from_secs(1));
+        t.failed("a@x.test");
+        let second = t.check("a@x.test").unwrap_err();
+        assert!(second > Duration::from_secs(3), "{second:?}");
+        assert!(t.check("b@x.test").is_ok(), "per account");
+        for _ in 0..40 {
+            t.failed("a@x.test");
+        }
+        assert!(t.check("a@x.test").unwrap_err() <= MAX_LOCK);
+        t.succeeded("a@x.test");
+        assert!(t.check("a@x.test").is_ok());
+    }
+}
