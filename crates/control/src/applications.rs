@@ -72,9 +72,7 @@ impl ControlPlane {
             slug: slug.into_string(),
             environment: input.environment,
             tenancy,
-            // Nothing needs provisioning beyond the control-plane record yet; the provisioning
-            // controller will start applications in `provisioning` and move them on.
-            status: AppStatus::Active,
+            status: AppStatus::Provisioning,
             region,
             config,
             upstreams,
@@ -82,11 +80,18 @@ impl ControlPlane {
             updated_at: now,
             deleted_at: None,
             purge_at: None,
+            provisioned_at: None,
+            provision_attempts: 0,
+            provision_error: None,
         };
+        let mut app = app;
         self.store
             .create_application(&app)
             .await
             .map_err(duplicate("slug"))?;
+        // Usually ready before we answer; if not, the maintenance loop retries.
+        self.provision(&mut app).await?;
+        self.store.update_application(&app).await?;
         Ok(app)
     }
 
@@ -116,6 +121,16 @@ impl ControlPlane {
             .ok_or(ControlError::NotFound("application"))?;
         crate::require(role, permission)?;
         Ok((app, ws, role))
+    }
+
+    /// An application for the public customer-API routes (JWKS, discovery, access tokens):
+    /// anyone may name it; deleted ones do not exist.
+    pub async fn public_application(&self, id: &str) -> Result<std::sync::Arc<Application>> {
+        let id = ApplicationId::parse(id).map_err(|_| ControlError::NotFound("application"))?;
+        self.cached_application(&id, None)
+            .await?
+            .filter(|a| !a.is_deleted())
+            .ok_or(ControlError::NotFound("application"))
     }
 
     pub async fn get_application(&self, actor: &Actor, id: &ApplicationId) -> Result<Application> {
@@ -202,7 +217,11 @@ impl ControlPlane {
                 "the application is not deleted".into(),
             ));
         }
-        app.status = AppStatus::Active;
+        app.status = if app.provisioned_at.is_some() {
+            AppStatus::Active
+        } else {
+            AppStatus::Provisioning
+        };
         app.deleted_at = None;
         app.purge_at = None;
         app.updated_at = authsome_domain::now();

@@ -213,22 +213,30 @@ impl ControlPlane {
         if key.application_id.as_ref() != Some(&app_id) {
             return Err(ControlError::NotFound("application"));
         }
-        let app = match self.keys.application(&app_id) {
-            Some(hit) => hit,
-            None => {
-                let loaded = self
-                    .store
-                    .application(&key.workspace_id, &app_id)
-                    .await?
-                    .map(Arc::new);
-                self.keys.put_application(app_id.clone(), loaded.clone());
-                loaded
-            }
-        };
-        let app = app
+        let app = self
+            .cached_application(&app_id, Some(&key.workspace_id))
+            .await?
             .filter(|a| !a.is_deleted())
             .ok_or(ControlError::NotFound("application"))?;
         Ok((app, (*key).clone()))
+    }
+
+    /// The application from the cache or storage; scoped to `workspace` when the caller's
+    /// credential names one.
+    pub(crate) async fn cached_application(
+        &self,
+        id: &ApplicationId,
+        workspace: Option<&WorkspaceId>,
+    ) -> Result<Option<Arc<Application>>> {
+        let app = match self.keys.application(id) {
+            Some(hit) => hit,
+            None => {
+                let loaded = self.store.any_application(id).await?.map(Arc::new);
+                self.keys.put_application(id.clone(), loaded.clone());
+                loaded
+            }
+        };
+        Ok(app.filter(|a| workspace.is_none_or(|ws| &a.workspace_id == ws)))
     }
 
     /// Writes the batched `lastUsedAt` values. On failure they are kept for the next flush.

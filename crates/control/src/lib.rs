@@ -14,6 +14,7 @@ mod auth;
 mod bootstrap;
 mod keys;
 mod members;
+mod provisioning;
 mod throttle;
 mod workspaces;
 
@@ -30,6 +31,7 @@ pub use auth::{AcceptInvitation, LoginResult};
 pub use bootstrap::BootstrapResult;
 pub use keys::{CreatedKey, KeyCache, NewAppKey, NewManagementKey, RollKey, RolledKey};
 pub use members::{Invitation, MemberPatch, NewMember};
+pub use provisioning::Provisioner;
 pub use workspaces::{NewWorkspace, WorkspacePatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,7 @@ pub struct ControlPlane {
     store: Arc<dyn Store>,
     keys: KeyCache,
     logins: throttle::LoginThrottle,
+    provisioner: Option<Arc<dyn Provisioner>>,
     settings: ControlSettings,
 }
 
@@ -102,8 +105,15 @@ impl ControlPlane {
             store,
             keys: KeyCache::default(),
             logins: throttle::LoginThrottle::default(),
+            provisioner: None,
             settings,
         }
+    }
+
+    /// Gives the control plane the engine that creates and removes applications' resources.
+    pub fn with_provisioner(mut self, provisioner: Arc<dyn Provisioner>) -> Self {
+        self.provisioner = Some(provisioner);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -135,10 +145,8 @@ impl ControlPlane {
         let now = authsome_domain::now();
         self.flush_key_usage().await?;
         self.logins.prune();
-        let purged = self.store.purge_applications(now).await?;
-        if purged > 0 {
-            tracing::info!(purged, "purged applications past their undelete window");
-        }
+        self.retry_provisioning().await?;
+        self.purge_expired().await?;
         self.store.purge_sessions(now).await?;
         self.store
             .purge_idempotency(now - chrono::Duration::hours(24))

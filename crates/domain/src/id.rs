@@ -137,6 +137,18 @@ define_id!(
     /// An API key (application or workspace management key).
     KeyId, "key");
 define_id!(
+    /// An end user of one application.
+    UserId, "usr");
+define_id!(
+    /// A signed-in session of an application's user.
+    SessionId, "ses");
+define_id!(
+    /// An organization (org unit) inside an application.
+    OrganizationId, "org");
+define_id!(
+    /// A user's membership of an organization.
+    OrgMembershipId, "orm");
+define_id!(
     /// An invitation to join a workspace.
     InvitationId, "inv");
 define_id!(

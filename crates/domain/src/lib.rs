@@ -6,6 +6,7 @@
 //! reverse. Values that pass a `parse` function here are valid everywhere downstream.
 
 pub mod id;
+pub mod identity;
 pub mod keys;
 pub mod master_key;
 pub mod page;

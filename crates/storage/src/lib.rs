@@ -11,6 +11,7 @@
 //!
 //! This crate knows nothing of HTTP or of permissions: it stores what the control layer decided.
 
+pub mod app;
 mod postgres;
 mod rows;
 mod sql;
@@ -50,6 +51,9 @@ pub enum StorageError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// Creating or removing an application's database failed.
+    #[error("provisioning failed: {0}")]
+    Provisioning(String),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -221,8 +225,19 @@ pub trait ApplicationRepository {
     ) -> Result<Page<Application>>;
     /// Writes every mutable field of an existing application of `app.workspace_id`.
     async fn update_application(&self, app: &Application) -> Result<()>;
-    /// Removes deleted applications whose undelete window has passed; returns how many.
-    async fn purge_applications(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// Any application by id, whatever its workspace. For the public customer-API routes (JWKS,
+    /// discovery, token checks), where the application id in the path is the whole claim.
+    async fn any_application(&self, id: &ApplicationId) -> Result<Option<Application>>;
+    /// Applications still waiting for their database (for the provisioning retry loop).
+    async fn applications_to_provision(&self, limit: u32) -> Result<Vec<Application>>;
+    /// Deleted applications whose undelete window has passed.
+    async fn expired_applications(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ApplicationId>>;
+    /// Removes a deleted application's record for good (its database must be gone already).
+    async fn remove_application(&self, id: &ApplicationId) -> Result<()>;
 }
 
 #[async_trait]

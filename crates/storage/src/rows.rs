@@ -154,7 +154,8 @@ impl MemberRow {
 
 pub(crate) const APPLICATION_COLUMNS: &str = "p.id, p.workspace_id, p.name, p.slug, \
      p.environment, p.tenancy, p.status, p.region, p.config, p.upstreams, p.created_at, \
-     p.updated_at, p.deleted_at, p.purge_at";
+     p.updated_at, p.deleted_at, p.purge_at, p.provisioned_at, p.provision_attempts, \
+     p.provision_error";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ApplicationRow {
@@ -172,6 +173,9 @@ pub(crate) struct ApplicationRow {
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
     pub purge_at: Option<i64>,
+    pub provisioned_at: Option<i64>,
+    pub provision_attempts: i32,
+    pub provision_error: Option<String>,
 }
 
 impl ApplicationRow {
@@ -197,6 +201,9 @@ impl ApplicationRow {
             updated_at: time(self.updated_at, "applications.updated_at")?,
             deleted_at: opt_time(self.deleted_at, "applications.deleted_at")?,
             purge_at: opt_time(self.purge_at, "applications.purge_at")?,
+            provisioned_at: opt_time(self.provisioned_at, "applications.provisioned_at")?,
+            provision_attempts: u32::try_from(self.provision_attempts).unwrap_or(0),
+            provision_error: self.provision_error,
         })
     }
 }

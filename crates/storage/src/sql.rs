@@ -716,8 +716,9 @@ macro_rules! impl_repositories {
             async fn create_application(&self, a: &Application) -> Result<()> {
                 sqlx::query(
                     "INSERT INTO applications (id, workspace_id, name, slug, environment, tenancy, \
-                     status, region, config, upstreams, created_at, updated_at, deleted_at, purge_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                     status, region, config, upstreams, created_at, updated_at, deleted_at, purge_at, \
+                     provisioned_at, provision_attempts, provision_error) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
                 )
                 .bind(a.id.as_str())
                 .bind(a.workspace_id.as_str())
@@ -733,6 +734,9 @@ macro_rules! impl_repositories {
                 .bind(ms(a.updated_at))
                 .bind(opt_ms(a.deleted_at))
                 .bind(opt_ms(a.purge_at))
+                .bind(opt_ms(a.provisioned_at))
+                .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
+                .bind(a.provision_error.as_deref())
                 .execute(&self.pool)
                 .await
                 .map_err(unique)?;
@@ -807,7 +811,8 @@ macro_rules! impl_repositories {
             async fn update_application(&self, a: &Application) -> Result<()> {
                 let done = sqlx::query(
                     "UPDATE applications SET name = $1, slug = $2, status = $3, region = $4, \
-                     config = $5, upstreams = $6, updated_at = $7, deleted_at = $8, purge_at = $9 \
+                     config = $5, upstreams = $6, updated_at = $7, deleted_at = $8, purge_at = $9, \
+                     provisioned_at = $12, provision_attempts = $13, provision_error = $14 \
                      WHERE workspace_id = $10 AND id = $11",
                 )
                 .bind(&a.name)
@@ -821,6 +826,9 @@ macro_rules! impl_repositories {
                 .bind(opt_ms(a.purge_at))
                 .bind(a.workspace_id.as_str())
                 .bind(a.id.as_str())
+                .bind(opt_ms(a.provisioned_at))
+                .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
+                .bind(a.provision_error.as_deref())
                 .execute(&self.pool)
                 .await
                 .map_err(unique)?;
@@ -830,14 +838,50 @@ macro_rules! impl_repositories {
                 Ok(())
             }
 
-            async fn purge_applications(&self, now: DateTime<Utc>) -> Result<u64> {
-                Ok(sqlx::query(
-                    "DELETE FROM applications WHERE purge_at IS NOT NULL AND purge_at <= $1",
+            async fn any_application(&self, id: &ApplicationId) -> Result<Option<Application>> {
+                let sql = format!("SELECT {APPLICATION_COLUMNS} FROM applications p WHERE p.id = $1");
+                sqlx::query_as::<_, ApplicationRow>(&sql)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(ApplicationRow::into_domain)
+                    .transpose()
+            }
+
+            async fn applications_to_provision(&self, limit: u32) -> Result<Vec<Application>> {
+                let sql = format!(
+                    "SELECT {APPLICATION_COLUMNS} FROM applications p \
+                     WHERE p.status = 'provisioning' AND p.deleted_at IS NULL ORDER BY p.updated_at LIMIT $1"
+                );
+                sqlx::query_as::<_, ApplicationRow>(&sql)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(ApplicationRow::into_domain)
+                    .collect()
+            }
+
+            async fn expired_applications(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApplicationId>> {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM applications WHERE purge_at IS NOT NULL AND purge_at <= $1 \
+                     ORDER BY purge_at LIMIT $2",
                 )
                 .bind(ms(now))
-                .execute(&self.pool)
-                .await?
-                .rows_affected())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                ids.iter()
+                    .map(|id| ApplicationId::parse(id).map_err(|_| StorageError::Corrupt("applications.id")))
+                    .collect()
+            }
+
+            async fn remove_application(&self, id: &ApplicationId) -> Result<()> {
+                sqlx::query("DELETE FROM applications WHERE id = $1 AND purge_at IS NOT NULL")
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
         }
 

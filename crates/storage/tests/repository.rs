@@ -141,6 +141,9 @@ fn application(ws: &WorkspaceId, slug: &str) -> Application {
         updated_at: now(),
         deleted_at: None,
         purge_at: None,
+        provisioned_at: Some(now()),
+        provision_attempts: 0,
+        provision_error: None,
     }
 }
 
@@ -386,13 +389,12 @@ async fn workspace_delete_needs_no_applications(store: Arc<dyn Store>) {
     deleted.deleted_at = Some(now());
     deleted.purge_at = Some(now());
     store.update_application(&deleted).await.unwrap();
-    assert_eq!(
-        store
-            .purge_applications(now() + Duration::seconds(1))
-            .await
-            .unwrap(),
-        1
-    );
+    let expired = store
+        .expired_applications(now() + Duration::seconds(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(expired, vec![app.id.clone()]);
+    store.remove_application(&app.id).await.unwrap();
     store.delete_workspace(&ws.id).await.unwrap();
     assert!(store
         .workspace_access(&owner, &ws.id)
@@ -703,16 +705,60 @@ async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
             .len(),
         2
     );
-    // Purging respects the window.
-    assert_eq!(store.purge_applications(now()).await.unwrap(), 0);
+    // Purging respects the window, and only deleted applications can be removed.
+    assert!(store
+        .expired_applications(now(), 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         store
-            .purge_applications(now() + Duration::days(8))
+            .expired_applications(now() + Duration::days(8), 10)
             .await
             .unwrap(),
-        1
+        vec![app.id.clone()]
     );
+    store.remove_application(&clash.id).await.unwrap();
+    assert!(store.application(&a.id, &clash.id).await.unwrap().is_some());
+    store.remove_application(&app.id).await.unwrap();
     assert!(store.application(&a.id, &app.id).await.unwrap().is_none());
+    assert!(store.any_application(&app.id).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .any_application(&clash.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .workspace_id,
+        a.id
+    );
+    // The provisioning queue holds only live applications still provisioning.
+    let mut waiting = application(&b.id, "waiting");
+    waiting.status = AppStatus::Provisioning;
+    waiting.provisioned_at = None;
+    store.create_application(&waiting).await.unwrap();
+    let queue = store.applications_to_provision(10).await.unwrap();
+    assert_eq!(
+        queue.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
+        vec![waiting.id.clone()]
+    );
+    waiting.status = AppStatus::Active;
+    waiting.provision_attempts = 3;
+    waiting.provision_error = Some("boom".into());
+    store.update_application(&waiting).await.unwrap();
+    assert_eq!(
+        store
+            .application(&b.id, &waiting.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        waiting
+    );
+    assert!(store
+        .applications_to_provision(10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn keys_roll_revoke_and_record_use(store: Arc<dyn Store>) {

@@ -54,6 +54,13 @@ pub struct Application {
     /// When a deleted application's data is removed for good; until then it can be restored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purge_at: Option<DateTime<Utc>>,
+    /// When its database became ready.
+    pub provisioned_at: Option<DateTime<Utc>>,
+    /// Failed provisioning attempts so far (retried with backoff).
+    pub provision_attempts: u32,
+    /// The last provisioning error, while it is still provisioning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provision_error: Option<String>,
 }
 
 impl Application {

@@ -1,0 +1,361 @@
+//! Application data plane storage: one database per application (a SQLite file under
+//! `data_dir/apps/`, or a Postgres database `authsome_app_<id>` on the control plane's server),
+//! each with its own identity schema, and the pool manager that keeps one process able to serve
+//! thousands of them.
+//!
+//! **Architecture invariant:** the control-plane connection never reads these tables and an
+//! application's pool never reaches another application's database. Every method of
+//! [`IdentityRepository`] is scoped to one application by construction: the store *is* that
+//! application's database.
+
+mod sql;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use authsome_domain::id::{ApplicationId, SessionId, UserId};
+use authsome_domain::identity::{RefreshRecord, Session, SigningKeyRecord, User};
+use authsome_domain::keys::KeyHash;
+use authsome_domain::page::{Page, PageRequest};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Executor};
+
+use crate::{Result, StorageError};
+
+pub use sql::{PostgresAppStore, SqliteAppStore};
+
+/// How to find users in a listing.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Exact (case-insensitive) email.
+    pub email: Option<String>,
+    /// Substring of email or name, case-insensitive.
+    pub query: Option<String>,
+}
+
+/// What happened when a refresh token was presented for rotation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotation {
+    /// This call rotated it; the successor is stored.
+    Rotated,
+    /// It had already been rotated at this time (by a concurrent call, or it is being replayed).
+    AlreadyRotated(DateTime<Utc>),
+    /// No such live token.
+    Unknown,
+}
+
+/// Users, sessions, refresh tokens and signing keys of one application.
+#[async_trait]
+pub trait IdentityRepository: Send + Sync {
+    async fn ping(&self) -> Result<()>;
+    /// `Duplicate` when the email (case-insensitively) is taken.
+    async fn create_user(&self, user: &User, password_hash: Option<&str>) -> Result<()>;
+    async fn user(&self, id: &UserId) -> Result<Option<User>>;
+    /// The user with this (lowercased) email and their password hash.
+    async fn user_by_email(&self, email: &str) -> Result<Option<(User, Option<String>)>>;
+    async fn users(&self, filter: &UserFilter, page: &PageRequest) -> Result<Page<User>>;
+    /// Writes profile, metadata, disabled state; `Duplicate` on an email clash.
+    async fn update_user(&self, user: &User) -> Result<()>;
+    async fn set_password(
+        &self,
+        id: &UserId,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn delete_user(&self, id: &UserId) -> Result<()>;
+    async fn record_sign_in(&self, id: &UserId, at: DateTime<Utc>) -> Result<()>;
+
+    /// A new session with its first refresh token.
+    async fn create_session(&self, session: &Session, refresh: &RefreshRecord) -> Result<()>;
+    async fn session(&self, id: &SessionId) -> Result<Option<Session>>;
+    async fn sessions_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Session>>;
+    /// Revokes one session (idempotent); `NotFound` if it does not exist.
+    async fn revoke_session(&self, id: &SessionId, now: DateTime<Utc>) -> Result<()>;
+    async fn revoke_user_sessions(&self, user: &UserId, now: DateTime<Utc>) -> Result<u64>;
+
+    async fn refresh_token(&self, hash: &KeyHash) -> Result<Option<RefreshRecord>>;
+    /// Atomically marks `old` rotated and stores `successor`, unless `old` was rotated already.
+    async fn rotate_refresh(
+        &self,
+        old: &KeyHash,
+        successor: &RefreshRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Rotation>;
+    /// Stores an extra live token for a session (a double-submit inside the grace window).
+    async fn add_refresh(&self, record: &RefreshRecord, now: DateTime<Utc>) -> Result<()>;
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+}
+
+/// Where application databases live.
+#[derive(Debug, Clone)]
+pub enum AppDatabaseConfig {
+    /// `dir/<appId>.db`.
+    Sqlite { dir: PathBuf },
+    /// A database per application on the server of this (control-plane) URL.
+    Postgres { server_url: String },
+}
+
+struct OpenStore {
+    store: Arc<dyn IdentityRepository>,
+    closer: Closer,
+    last_used: Instant,
+}
+
+#[derive(Clone)]
+enum Closer {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Closer {
+    async fn close(&self) {
+        match self {
+            Closer::Sqlite(p) => p.close().await,
+            Closer::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Opens application databases lazily and keeps at most `max_open` pools; idle pools close.
+pub struct AppDatabases {
+    config: AppDatabaseConfig,
+    open: Mutex<HashMap<ApplicationId, OpenStore>>,
+    max_open: usize,
+    connections_per_app: u32,
+}
+
+/// Connections an application's pool may hold; with `max_open` pools this bounds the total.
+const CONNECTIONS_PER_APP: u32 = 4;
+
+impl AppDatabases {
+    pub fn new(config: AppDatabaseConfig, max_open: usize) -> Self {
+        Self {
+            config,
+            open: Mutex::new(HashMap::new()),
+            max_open: max_open.max(1),
+            connections_per_app: CONNECTIONS_PER_APP,
+        }
+    }
+
+    /// The Postgres database name of an application.
+    pub fn database_name(app: &ApplicationId) -> String {
+        format!("authsome_app_{}", &app.as_str()[4..])
+    }
+
+    fn sqlite_path(dir: &std::path::Path, app: &ApplicationId) -> PathBuf {
+        dir.join(format!("{app}.db"))
+    }
+
+    fn pg_options(server_url: &str, database: &str) -> Result<PgConnectOptions> {
+        Ok(PgConnectOptions::from_str(server_url)?.database(database))
+    }
+
+    /// Creates (if needed) and migrates the application's database. Idempotent.
+    pub async fn provision(&self, app: &ApplicationId) -> Result<()> {
+        match &self.config {
+            AppDatabaseConfig::Sqlite { dir } => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StorageError::Provisioning(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            AppDatabaseConfig::Postgres { server_url } => {
+                let name = Self::database_name(app);
+                let mut admin = PgConnectOptions::from_str(server_url)?.connect().await?;
+                let exists: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                        .bind(&name)
+                        .fetch_optional(&mut admin)
+                        .await?;
+                if exists.is_none() {
+                    // The name is derived from a validated id: lowercase base32 only.
+                    match admin
+                        .execute(format!("CREATE DATABASE {name}").as_str())
+                        .await
+                    {
+                        Ok(_) => {}
+                        // 42P04 duplicate_database: a concurrent provisioner won the race.
+                        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let _ = admin.close().await;
+            }
+        }
+        let store = self.open(app).await?;
+        drop(store);
+        self.migrate_open(app).await
+    }
+
+    async fn migrate_open(&self, app: &ApplicationId) -> Result<()> {
+        let closer = {
+            let open = self
+                .open
+                .lock()
+                .map_err(|_| StorageError::Corrupt("pool map"))?;
+            open.get(app).map(|o| o.closer.clone())
+        };
+        match closer {
+            Some(Closer::Sqlite(pool)) => sql::SQLITE_APP_MIGRATOR.run(&pool).await?,
+            Some(Closer::Postgres(pool)) => sql::POSTGRES_APP_MIGRATOR.run(&pool).await?,
+            None => return Err(StorageError::NotFound),
+        }
+        Ok(())
+    }
+
+    /// The application's store, opening its pool if needed. The database must exist
+    /// (see [`AppDatabases::provision`]).
+    pub async fn open(&self, app: &ApplicationId) -> Result<Arc<dyn IdentityRepository>> {
+        if let Ok(mut open) = self.open.lock() {
+            if let Some(entry) = open.get_mut(app) {
+                entry.last_used = Instant::now();
+                return Ok(entry.store.clone());
+            }
+        }
+        let (store, closer): (Arc<dyn IdentityRepository>, Closer) = match &self.config {
+            AppDatabaseConfig::Sqlite { dir } => {
+                let path = Self::sqlite_path(dir, app);
+                let options = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(self.connections_per_app)
+                    .min_connections(0)
+                    .idle_timeout(Duration::from_secs(60))
+                    .connect_lazy_with(options);
+                (
+                    Arc::new(SqliteAppStore::new(pool.clone())),
+                    Closer::Sqlite(pool),
+                )
+            }
+            AppDatabaseConfig::Postgres { server_url } => {
+                let options = Self::pg_options(server_url, &Self::database_name(app))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(self.connections_per_app)
+                    .min_connections(0)
+                    .idle_timeout(Duration::from_secs(60))
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_lazy_with(options);
+                (
+                    Arc::new(PostgresAppStore::new(pool.clone())),
+                    Closer::Postgres(pool),
+                )
+            }
+        };
+        let evicted = {
+            let mut open = self
+                .open
+                .lock()
+                .map_err(|_| StorageError::Corrupt("pool map"))?;
+            if let Some(existing) = open.get(app) {
+                // Another task opened it meanwhile: use theirs.
+                let store = existing.store.clone();
+                drop(open);
+                closer.close().await;
+                return Ok(store);
+            }
+            let evicted = if open.len() >= self.max_open {
+                open.iter()
+                    .min_by_key(|(_, o)| o.last_used)
+                    .map(|(id, _)| id.clone())
+                    .and_then(|id| open.remove(&id))
+            } else {
+                None
+            };
+            open.insert(
+                app.clone(),
+                OpenStore {
+                    store: store.clone(),
+                    closer,
+                    last_used: Instant::now(),
+                },
+            );
+            evicted
+        };
+        if let Some(evicted) = evicted {
+            evicted.closer.close().await;
+        }
+        Ok(store)
+    }
+
+    /// Closes the pools not used for `idle`.
+    pub async fn close_idle(&self, idle: Duration) {
+        let closing: Vec<Closer> = match self.open.lock() {
+            Ok(mut open) => {
+                let stale: Vec<ApplicationId> = open
+                    .iter()
+                    .filter(|(_, o)| o.last_used.elapsed() > idle)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                stale
+                    .into_iter()
+                    .filter_map(|id| open.remove(&id).map(|o| o.closer))
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for closer in closing {
+            closer.close().await;
+        }
+    }
+
+    pub fn open_pools(&self) -> usize {
+        self.open.lock().map(|o| o.len()).unwrap_or(0)
+    }
+
+    /// Closes the application's pool and removes its database for good.
+    pub async fn destroy(&self, app: &ApplicationId) -> Result<()> {
+        let closer = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|mut open| open.remove(app))
+            .map(|o| o.closer);
+        if let Some(closer) = closer {
+            closer.close().await;
+        }
+        match &self.config {
+            AppDatabaseConfig::Sqlite { dir } => {
+                let path = Self::sqlite_path(dir, app);
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(StorageError::Provisioning(format!(
+                                "cannot remove {}: {e}",
+                                file.display()
+                            )))
+                        }
+                    }
+                }
+            }
+            AppDatabaseConfig::Postgres { server_url } => {
+                let mut admin = PgConnectOptions::from_str(server_url)?.connect().await?;
+                admin
+                    .execute(
+                        format!(
+                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                            Self::database_name(app)
+                        )
+                        .as_str(),
+                    )
+                    .await?;
+                let _ = admin.close().await;
+            }
+        }
+        Ok(())
+    }
+}

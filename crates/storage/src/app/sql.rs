@@ -1,0 +1,504 @@
+//! [`IdentityRepository`] for SQLite and Postgres, from one body of portable SQL (the same
+//! conventions as the control plane's `sql.rs`: `$n` parameters, TEXT ids, BIGINT milliseconds).
+
+use authsome_domain::id::{SessionId, UserId};
+use authsome_domain::identity::{RefreshRecord, Session, SigningKeyRecord, User};
+use authsome_domain::keys::KeyHash;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::rows::{json, ms, opt_ms, time, unique};
+use crate::{Result, StorageError};
+
+pub(crate) static SQLITE_APP_MIGRATOR: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/app/sqlite");
+pub(crate) static POSTGRES_APP_MIGRATOR: sqlx::migrate::Migrator =
+    sqlx::migrate!("./migrations/app/postgres");
+
+pub struct SqliteAppStore {
+    pool: sqlx::SqlitePool,
+}
+
+impl SqliteAppStore {
+    pub(crate) fn new(pool: sqlx::SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+pub struct PostgresAppStore {
+    pool: sqlx::PgPool,
+}
+
+impl PostgresAppStore {
+    pub(crate) fn new(pool: sqlx::PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+fn opt_time(v: Option<i64>, what: &'static str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    v.map(|v| time(v, what)).transpose()
+}
+
+const USER_COLUMNS: &str = "id, email, name, password_hash, public_metadata, private_metadata, \
+     disabled_at, created_at, updated_at, last_sign_in_at";
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: Option<String>,
+    password_hash: Option<String>,
+    public_metadata: String,
+    private_metadata: String,
+    disabled_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    last_sign_in_at: Option<i64>,
+}
+
+impl UserRow {
+    fn into_domain(self) -> Result<(User, Option<String>)> {
+        Ok((
+            User {
+                id: UserId::parse(&self.id).map_err(|_| StorageError::Corrupt("users.id"))?,
+                email: self.email,
+                name: self.name,
+                public_metadata: json(&self.public_metadata, "users.public_metadata")?,
+                private_metadata: json(&self.private_metadata, "users.private_metadata")?,
+                disabled: self.disabled_at.is_some(),
+                created_at: time(self.created_at, "users.created_at")?,
+                updated_at: time(self.updated_at, "users.updated_at")?,
+                last_sign_in_at: opt_time(self.last_sign_in_at, "users.last_sign_in_at")?,
+            },
+            self.password_hash,
+        ))
+    }
+}
+
+const SESSION_COLUMNS: &str =
+    "id, user_id, ip, user_agent, created_at, last_active_at, expires_at, revoked_at";
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: String,
+    user_id: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    created_at: i64,
+    last_active_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl SessionRow {
+    fn into_domain(self) -> Result<Session> {
+        Ok(Session {
+            id: SessionId::parse(&self.id).map_err(|_| StorageError::Corrupt("sessions.id"))?,
+            user_id: UserId::parse(&self.user_id)
+                .map_err(|_| StorageError::Corrupt("sessions.user_id"))?,
+            ip: self.ip,
+            user_agent: self.user_agent,
+            created_at: time(self.created_at, "sessions.created_at")?,
+            last_active_at: time(self.last_active_at, "sessions.last_active_at")?,
+            expires_at: time(self.expires_at, "sessions.expires_at")?,
+            revoked_at: opt_time(self.revoked_at, "sessions.revoked_at")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RefreshRow {
+    hash: String,
+    session_id: String,
+    created_at: i64,
+    expires_at: i64,
+    rotated_at: Option<i64>,
+}
+
+impl RefreshRow {
+    fn into_domain(self) -> Result<RefreshRecord> {
+        Ok(RefreshRecord {
+            hash: KeyHash::from_hex(&self.hash).ok_or(StorageError::Corrupt("refresh.hash"))?,
+            session_id: SessionId::parse(&self.session_id)
+                .map_err(|_| StorageError::Corrupt("refresh.session_id"))?,
+            created_at: time(self.created_at, "refresh.created_at")?,
+            expires_at: time(self.expires_at, "refresh.expires_at")?,
+            rotated_at: opt_time(self.rotated_at, "refresh.rotated_at")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SigningKeyRow {
+    kid: String,
+    sealed_private: String,
+    public_key: String,
+    created_at: i64,
+    retired_at: Option<i64>,
+}
+
+impl SigningKeyRow {
+    fn into_domain(self) -> Result<SigningKeyRecord> {
+        let public = URL_SAFE_NO_PAD
+            .decode(&self.public_key)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or(StorageError::Corrupt("signing_keys.public_key"))?;
+        Ok(SigningKeyRecord {
+            kid: self.kid,
+            sealed_private: URL_SAFE_NO_PAD
+                .decode(&self.sealed_private)
+                .map_err(|_| StorageError::Corrupt("signing_keys.sealed_private"))?,
+            public,
+            created_at: time(self.created_at, "signing_keys.created_at")?,
+            retired_at: opt_time(self.retired_at, "signing_keys.retired_at")?,
+        })
+    }
+}
+
+/// `%text%` for LIKE, with the wildcards in `text` escaped.
+fn like_pattern(text: &str) -> String {
+    let escaped = text
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+macro_rules! impl_identity {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl super::IdentityRepository for $store {
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_user(&self, u: &User, password_hash: Option<&str>) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, email, name, password_hash, public_metadata, \
+                     private_metadata, disabled_at, created_at, updated_at, last_sign_in_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(u.id.as_str())
+                .bind(&u.email)
+                .bind(u.name.as_deref())
+                .bind(password_hash)
+                .bind(u.public_metadata.to_string())
+                .bind(u.private_metadata.to_string())
+                .bind(u.disabled.then(|| ms(u.updated_at)))
+                .bind(ms(u.created_at))
+                .bind(ms(u.updated_at))
+                .bind(opt_ms(u.last_sign_in_at))
+                .execute(&self.pool)
+                .await
+                .map_err(unique)?;
+                Ok(())
+            }
+
+            async fn user(&self, id: &UserId) -> Result<Option<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+                Ok(sqlx::query_as::<_, UserRow>(&sql)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(UserRow::into_domain)
+                    .transpose()?
+                    .map(|(u, _)| u))
+            }
+
+            async fn user_by_email(&self, email: &str) -> Result<Option<(User, Option<String>)>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+                sqlx::query_as::<_, UserRow>(&sql)
+                    .bind(email)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(UserRow::into_domain)
+                    .transpose()
+            }
+
+            async fn users(
+                &self,
+                filter: &super::UserFilter,
+                page: &authsome_domain::page::PageRequest,
+            ) -> Result<authsome_domain::page::Page<User>> {
+                let sql = format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE id > $1 \
+                     AND ($2 = '' OR email = $2) \
+                     AND ($3 = '' OR LOWER(email) LIKE $3 ESCAPE '\\' \
+                          OR LOWER(COALESCE(name, '')) LIKE $3 ESCAPE '\\') \
+                     ORDER BY id LIMIT $4"
+                );
+                let query = filter
+                    .query
+                    .as_deref()
+                    .filter(|q| !q.is_empty())
+                    .map(like_pattern)
+                    .unwrap_or_default();
+                let rows = sqlx::query_as::<_, UserRow>(&sql)
+                    .bind(page.after.as_deref().unwrap_or(""))
+                    .bind(filter.email.as_deref().unwrap_or(""))
+                    .bind(query)
+                    .bind(i64::from(page.limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.into_domain().map(|(u, _)| u))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |u| u.id.as_str()))
+            }
+
+            async fn update_user(&self, u: &User) -> Result<()> {
+                let done = sqlx::query(
+                    "UPDATE users SET email = $1, name = $2, public_metadata = $3, \
+                     private_metadata = $4, \
+                     disabled_at = CASE WHEN $5 THEN COALESCE(disabled_at, $6) ELSE NULL END, \
+                     updated_at = $6 WHERE id = $7",
+                )
+                .bind(&u.email)
+                .bind(u.name.as_deref())
+                .bind(u.public_metadata.to_string())
+                .bind(u.private_metadata.to_string())
+                .bind(u.disabled)
+                .bind(ms(u.updated_at))
+                .bind(u.id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(unique)?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn set_password(
+                &self,
+                id: &UserId,
+                password_hash: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<()> {
+                sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+                    .bind(password_hash)
+                    .bind(ms(now))
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_user(&self, id: &UserId) -> Result<()> {
+                let done = sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn record_sign_in(&self, id: &UserId, at: chrono::DateTime<chrono::Utc>) -> Result<()> {
+                sqlx::query("UPDATE users SET last_sign_in_at = $1 WHERE id = $2")
+                    .bind(ms(at))
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, ip, user_agent, created_at, last_active_at, \
+                     expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(s.id.as_str())
+                .bind(s.user_id.as_str())
+                .bind(s.ip.as_deref())
+                .bind(s.user_agent.as_deref())
+                .bind(ms(s.created_at))
+                .bind(ms(s.last_active_at))
+                .bind(ms(s.expires_at))
+                .bind(opt_ms(s.revoked_at))
+                .execute(&mut *tx)
+                .await?;
+                insert_refresh(&mut *tx, refresh).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn session(&self, id: &SessionId) -> Result<Option<Session>> {
+                let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
+                sqlx::query_as::<_, SessionRow>(&sql)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(SessionRow::into_domain)
+                    .transpose()
+            }
+
+            async fn sessions_of(
+                &self,
+                user: &UserId,
+                page: &authsome_domain::page::PageRequest,
+            ) -> Result<authsome_domain::page::Page<Session>> {
+                let sql = format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND id > $2 \
+                     ORDER BY id LIMIT $3"
+                );
+                let rows = sqlx::query_as::<_, SessionRow>(&sql)
+                    .bind(user.as_str())
+                    .bind(page.after.as_deref().unwrap_or(""))
+                    .bind(i64::from(page.limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(SessionRow::into_domain)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |s| s.id.as_str()))
+            }
+
+            async fn revoke_session(&self, id: &SessionId, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+                let done = sqlx::query(
+                    "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
+                )
+                .bind(ms(now))
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn revoke_user_sessions(&self, user: &UserId, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+                Ok(sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(ms(now))
+                .bind(user.as_str())
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            }
+
+            async fn refresh_token(&self, hash: &KeyHash) -> Result<Option<RefreshRecord>> {
+                sqlx::query_as::<_, RefreshRow>(
+                    "SELECT hash, session_id, created_at, expires_at, rotated_at \
+                     FROM refresh_tokens WHERE hash = $1",
+                )
+                .bind(hash.to_hex())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(RefreshRow::into_domain)
+                .transpose()
+            }
+
+            async fn rotate_refresh(
+                &self,
+                old: &KeyHash,
+                successor: &RefreshRecord,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<super::Rotation> {
+                let mut tx = self.pool.begin().await?;
+                let won = sqlx::query(
+                    "UPDATE refresh_tokens SET rotated_at = $1 \
+                     WHERE hash = $2 AND rotated_at IS NULL AND expires_at > $1",
+                )
+                .bind(ms(now))
+                .bind(old.to_hex())
+                .execute(&mut *tx)
+                .await?;
+                if won.rows_affected() == 1 {
+                    insert_refresh(&mut *tx, successor).await?;
+                    sqlx::query("UPDATE sessions SET last_active_at = $1 WHERE id = $2")
+                        .bind(ms(now))
+                        .bind(successor.session_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok(super::Rotation::Rotated);
+                }
+                drop(tx);
+                let rotated: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT rotated_at FROM refresh_tokens WHERE hash = $1")
+                        .bind(old.to_hex())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(match rotated {
+                    Some(Some(at)) => super::Rotation::AlreadyRotated(time(at, "refresh.rotated_at")?),
+                    _ => super::Rotation::Unknown,
+                })
+            }
+
+            async fn add_refresh(&self, record: &RefreshRecord, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                insert_refresh(&mut *tx, record).await?;
+                sqlx::query("UPDATE sessions SET last_active_at = $1 WHERE id = $2")
+                    .bind(ms(now))
+                    .bind(record.session_id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+                sqlx::query_as::<_, SigningKeyRow>(
+                    "SELECT kid, sealed_private, public_key, created_at, retired_at \
+                     FROM signing_keys ORDER BY created_at, kid",
+                )
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(SigningKeyRow::into_domain)
+                .collect()
+            }
+
+            async fn insert_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, sealed_private, public_key, created_at, retired_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&k.kid)
+                .bind(URL_SAFE_NO_PAD.encode(&k.sealed_private))
+                .bind(URL_SAFE_NO_PAD.encode(k.public))
+                .bind(ms(k.created_at))
+                .bind(opt_ms(k.retired_at))
+                .execute(&self.pool)
+                .await
+                .map_err(unique)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+async fn insert_refresh<'e, E, DB>(exec: E, r: &RefreshRecord) -> Result<()>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at, rotated_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(r.hash.to_hex())
+    .bind(r.session_id.as_str())
+    .bind(ms(r.created_at))
+    .bind(ms(r.expires_at))
+    .bind(opt_ms(r.rotated_at))
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+impl_identity!(SqliteAppStore);
+impl_identity!(PostgresAppStore);
