@@ -253,40 +253,50 @@ impl AppDatabases {
                 )
             }
         };
-        let evicted = {
+        enum Outcome {
+            Raced(Arc<dyn IdentityRepository>),
+            Inserted(Option<OpenStore>),
+        }
+        let outcome = {
             let mut open = self
                 .open
                 .lock()
                 .map_err(|_| StorageError::Corrupt("pool map"))?;
             if let Some(existing) = open.get(app) {
                 // Another task opened it meanwhile: use theirs.
-                let store = existing.store.clone();
-                drop(open);
-                closer.close().await;
-                return Ok(store);
-            }
-            let evicted = if open.len() >= self.max_open {
-                open.iter()
-                    .min_by_key(|(_, o)| o.last_used)
-                    .map(|(id, _)| id.clone())
-                    .and_then(|id| open.remove(&id))
+                Outcome::Raced(existing.store.clone())
             } else {
-                None
-            };
-            open.insert(
-                app.clone(),
-                OpenStore {
-                    store: store.clone(),
-                    closer,
-                    last_used: Instant::now(),
-                },
-            );
-            evicted
+                let evicted = if open.len() >= self.max_open {
+                    open.iter()
+                        .min_by_key(|(_, o)| o.last_used)
+                        .map(|(id, _)| id.clone())
+                        .and_then(|id| open.remove(&id))
+                } else {
+                    None
+                };
+                open.insert(
+                    app.clone(),
+                    OpenStore {
+                        store: store.clone(),
+                        closer: closer.clone(),
+                        last_used: Instant::now(),
+                    },
+                );
+                Outcome::Inserted(evicted)
+            }
         };
-        if let Some(evicted) = evicted {
-            evicted.closer.close().await;
+        match outcome {
+            Outcome::Raced(theirs) => {
+                closer.close().await;
+                Ok(theirs)
+            }
+            Outcome::Inserted(evicted) => {
+                if let Some(evicted) = evicted {
+                    evicted.closer.close().await;
+                }
+                Ok(store)
+            }
         }
-        Ok(store)
     }
 
     /// Closes the pools not used for `idle`.
