@@ -11,7 +11,10 @@ use authsome_server::{HttpSettings, ServerState};
 use authsome_storage::Store;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, LogFormat};
+use authsome_identity::Identity;
+use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
+
+use crate::config::{AppIsolation, Config, LogFormat};
 
 const MASTER_KEY_CHECK: &str = "master_key_check";
 
@@ -139,6 +142,29 @@ fn control_plane(config: &Config, store: Arc<dyn Store>) -> ControlPlane {
     )
 }
 
+/// The engine behind every application's customer API, with each application in a database of
+/// its own next to the control plane's.
+fn identity_engine(config: &Config, master_key: MasterKey) -> Result<Arc<Identity>> {
+    let databases = match (&config.database_url, config.app_isolation) {
+        (_, AppIsolation::Schema) => bail!(
+            "AUTHSOME_APP_ISOLATION: `schema` is not available yet; use `database` (the default)"
+        ),
+        (Some(url), AppIsolation::Database) if config.is_postgres() => {
+            AppDatabaseConfig::Postgres {
+                server_url: url.clone(),
+            }
+        }
+        _ => AppDatabaseConfig::Sqlite {
+            dir: config.data_dir.join("apps"),
+        },
+    };
+    Ok(Arc::new(Identity::new(
+        AppDatabases::new(databases, 512),
+        master_key,
+        config.public_url.clone(),
+    )))
+}
+
 pub async fn serve(config: Config) -> Result<()> {
     init_logging(&config);
     if let Some(url) = &config.redis_url {
@@ -149,12 +175,14 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     // Embedded mode makes its own key on first start; a shared database needs the one key that
     // every replica is given.
-    let (store, _master_key) = open_store(&config, !config.is_postgres()).await?;
+    let (store, master_key) = open_store(&config, !config.is_postgres()).await?;
+    let identity = identity_engine(&config, master_key)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("AUTHSOME_LISTEN: cannot listen on {}", config.listen))?;
     let state = ServerState::new(
         control_plane(&config, store),
+        identity,
         HttpSettings {
             max_body_bytes: config.max_body_bytes,
             public_url: config.public_url.clone(),

@@ -15,7 +15,6 @@ mod bootstrap;
 mod keys;
 mod members;
 mod provisioning;
-mod throttle;
 mod workspaces;
 
 use std::sync::Arc;
@@ -94,7 +93,7 @@ impl Default for ControlSettings {
 pub struct ControlPlane {
     store: Arc<dyn Store>,
     keys: KeyCache,
-    logins: throttle::LoginThrottle,
+    logins: authsome_domain::throttle::LoginThrottle,
     provisioner: Option<Arc<dyn Provisioner>>,
     settings: ControlSettings,
 }
@@ -104,7 +103,7 @@ impl ControlPlane {
         Self {
             store,
             keys: KeyCache::default(),
-            logins: throttle::LoginThrottle::default(),
+            logins: authsome_domain::throttle::LoginThrottle::default(),
             provisioner: None,
             settings,
         }

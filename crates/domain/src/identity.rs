@@ -26,8 +26,9 @@ pub struct User {
     /// Readable by the user's own frontend.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub public_metadata: serde_json::Value,
-    /// Readable only with the secret key.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// Readable only with the secret key: never serialised with the user itself (the admin API
+    /// adds it explicitly).
+    #[serde(skip)]
     pub private_metadata: serde_json::Value,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,

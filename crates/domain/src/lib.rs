@@ -12,6 +12,7 @@ pub mod master_key;
 pub mod page;
 pub mod password;
 pub mod tenancy;
+pub mod throttle;
 
 /// A request field that failed validation: which field, and what it must be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,6 +3,7 @@
 
 use authsome_control::ControlError;
 use authsome_domain::ValidationError;
+use authsome_identity::IdentityError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -154,6 +155,33 @@ impl From<ControlError> for ApiError {
             ControlError::Storage(e) => {
                 // The cause chain goes to the log; the caller gets only the request id.
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "storage failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Invalid(v) => v.into(),
+            IdentityError::Unauthenticated(m) => ApiError::unauthorized(m),
+            IdentityError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            IdentityError::NotFound(what) => ApiError::not_found(what),
+            IdentityError::Conflict(m) => ApiError::conflict(m),
+            IdentityError::RateLimited { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many attempts; retry in {retry_after_secs} s"),
+                )
+            },
+            IdentityError::Unavailable(m) => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
+            },
+            IdentityError::Storage(e) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "application storage failure");
                 ApiError::internal()
             }
         }

@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use authsome_control::ControlPlane;
+use authsome_control::{ControlPlane, Provisioner};
+use authsome_domain::id::ApplicationId;
+use authsome_identity::Identity;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -43,6 +45,7 @@ impl Default for HttpSettings {
 
 pub struct ServerState {
     pub control: ControlPlane,
+    pub identity: Arc<Identity>,
     pub http: HttpSettings,
     draining: AtomicBool,
 }
@@ -50,9 +53,13 @@ pub struct ServerState {
 pub type AppState = Arc<ServerState>;
 
 impl ServerState {
-    pub fn new(control: ControlPlane, http: HttpSettings) -> AppState {
+    /// Wires the control plane to the identity engine (which provisions applications) and
+    /// returns the state the router serves.
+    pub fn new(control: ControlPlane, identity: Arc<Identity>, http: HttpSettings) -> AppState {
+        let control = control.with_provisioner(Arc::new(IdentityProvisioner(identity.clone())));
         Arc::new(Self {
             control,
+            identity,
             http,
             draining: AtomicBool::new(false),
         })
@@ -101,6 +108,7 @@ pub async fn run_maintenance(
                 if let Err(e) = state.control.maintain().await {
                     tracing::warn!(error = %e, "maintenance failed; will retry");
                 }
+                state.identity.maintain().await;
             }
             _ = &mut shutdown => break,
         }
@@ -108,4 +116,30 @@ pub async fn run_maintenance(
     if let Err(e) = state.control.flush_key_usage().await {
         tracing::error!(error = %e, "final key-usage flush failed");
     }
+}
+
+/// The identity engine as the control plane's provisioner: an application's database and
+/// signing key are its resources.
+struct IdentityProvisioner(Arc<Identity>);
+
+#[async_trait::async_trait]
+impl Provisioner for IdentityProvisioner {
+    async fn provision(&self, app: &ApplicationId) -> Result<(), String> {
+        self.0.provision(app).await.map_err(|e| error_chain(&e))
+    }
+
+    async fn destroy(&self, app: &ApplicationId) -> Result<(), String> {
+        self.0.destroy(app).await.map_err(|e| error_chain(&e))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

@@ -12,7 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ErrorBody;
-use crate::routes::{admin, applications, auth, customer, health, keys, members, workspaces};
+use crate::routes::{
+    admin, applications, auth, customer, customer_auth, customer_users, health, keys, members,
+    workspaces,
+};
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -33,7 +36,8 @@ use crate::AppState;
         (name = "applications", description = "Applications: isolated environments"),
         (name = "keys", description = "Publishable, secret and management keys"),
         (name = "admin", description = "Platform operators"),
-        (name = "customer", description = "The customer API of one application"),
+        (name = "customer", description = "The customer API of one application: auth and tokens"),
+        (name = "users", description = "An application's users and sessions (secret key)"),
     )
 )]
 struct ApiDoc;
@@ -97,6 +101,23 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(admin::list_workspaces))
         .routes(routes!(admin::get_workspace, admin::update_workspace))
         .routes(routes!(customer::identify))
+        .routes(routes!(customer_auth::sign_up))
+        .routes(routes!(customer_auth::sign_in))
+        .routes(routes!(customer_auth::refresh))
+        .routes(routes!(customer_auth::sign_out))
+        .routes(routes!(customer_auth::me))
+        .routes(routes!(customer_auth::jwks))
+        .routes(routes!(customer_auth::openid_configuration))
+        .routes(routes!(customer_users::create, customer_users::list))
+        .routes(routes!(
+            customer_users::get,
+            customer_users::update,
+            customer_users::delete
+        ))
+        .routes(routes!(customer_users::disable))
+        .routes(routes!(customer_users::enable))
+        .routes(routes!(customer_users::sessions))
+        .routes(routes!(customer_users::revoke_session))
         .split_for_parts()
 }
 

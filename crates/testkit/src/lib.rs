@@ -50,6 +50,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let url = self.url.clone();
         // Drop runs inside a test's runtime: do the async cleanup on a thread of its own.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +60,26 @@ impl Drop for TestDatabase {
                 return;
             };
             rt.block_on(async {
+                // Applications' own databases (`authsome_app_<id>`) go with the control plane's.
+                let mut app_databases = Vec::new();
+                if let Ok(mut conn) = PgConnection::connect(&url).await {
+                    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM applications")
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    app_databases = ids
+                        .iter()
+                        .filter_map(|id| id.strip_prefix("app_"))
+                        .map(|body| format!("authsome_app_{body}"))
+                        .collect();
+                    let _ = conn.close().await;
+                }
                 if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
+                    for db in app_databases {
+                        let _ = conn
+                            .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+                            .await;
+                    }
                     let _ = conn
                         .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
                         .await;

@@ -1,11 +1,15 @@
 //! The customer API, `/v1/{appId}/…`: one application's own surface, reached with its
 //! publishable or secret key. Its first route says which application and key type a key is.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use authsome_domain::keys::KeyKind;
-use authsome_domain::tenancy::{AppStatus, Environment};
-use axum::extract::{Path, State};
+use authsome_domain::tenancy::{ApiKey, AppStatus, Application, Environment, KeyScope};
+use authsome_identity::ClientInfo;
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ErrorBody};
@@ -26,16 +30,105 @@ pub struct AppIdentity {
     pub key_type: KeyKind,
 }
 
-/// The key a customer-API request carries: `Authorization: Bearer` or `X-Publishable-Key`.
-fn credential(parts: &Parts) -> Option<&str> {
-    bearer(parts).or_else(|| {
+/// The key a customer-API request carries: `Authorization: Bearer` (unless that holds an access
+/// token) or `X-Publishable-Key`.
+pub fn credential(parts: &Parts) -> Option<&str> {
+    let header_key = || {
         parts
             .headers
             .get(PUBLISHABLE_KEY_HEADER)?
             .to_str()
             .ok()
             .map(str::trim)
-    })
+    };
+    match bearer(parts) {
+        Some(token) if looks_like_key(token) => Some(token),
+        _ => header_key(),
+    }
+}
+
+fn looks_like_key(token: &str) -> bool {
+    ["pk_", "sk_", "wk_"].iter().any(|p| token.starts_with(p))
+}
+
+/// The application of the path and the verified key of the request, for routes that need a key.
+/// The application must be ready to serve (`active`).
+pub async fn keyed(
+    state: &AppState,
+    app_id: &str,
+    parts: &Parts,
+) -> Result<(Arc<Application>, ApiKey), ApiError> {
+    let key = credential(parts).ok_or_else(|| {
+        ApiError::unauthorized("missing API key (Authorization: Bearer or X-Publishable-Key)")
+    })?;
+    let (app, key) = state.control.verify_app_key(app_id, key).await?;
+    ensure_serving(&app)?;
+    Ok((app, key))
+}
+
+/// The application of the path for routes reached without a key (JWKS, discovery, access-token
+/// routes).
+pub async fn public(state: &AppState, app_id: &str) -> Result<Arc<Application>, ApiError> {
+    let app = state.control.public_application(app_id).await?;
+    ensure_serving(&app)?;
+    Ok(app)
+}
+
+fn ensure_serving(app: &Application) -> Result<(), ApiError> {
+    match app.status {
+        AppStatus::Active => Ok(()),
+        AppStatus::Provisioning => Err(ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the application is still being provisioned",
+            )
+        }),
+        AppStatus::Suspended => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the application is suspended",
+        )),
+        AppStatus::Deleting => Err(ApiError::not_found("application")),
+    }
+}
+
+/// Secret keys only, and only with the scope the route needs.
+pub fn require_secret(key: &ApiKey, scope: KeyScope) -> Result<(), ApiError> {
+    if key.kind != KeyKind::Secret {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this route needs the application's secret key",
+        ));
+    }
+    if !key.has_scope(scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("this key lacks the `{}` scope", scope.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+/// The access token of a request (`Authorization: Bearer <JWT>`).
+pub fn access_token(parts: &Parts) -> Result<&str, ApiError> {
+    bearer(parts)
+        .filter(|t| !looks_like_key(t))
+        .ok_or_else(|| ApiError::unauthorized("missing access token (Authorization: Bearer <JWT>)"))
+}
+
+/// Client address (from the connection) and user agent, for sessions and throttling.
+pub fn client_info(parts: &Parts) -> ClientInfo {
+    ClientInfo {
+        ip: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }
 }
 
 /// Which application and key type the presented key belongs to.

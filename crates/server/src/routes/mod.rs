@@ -5,6 +5,8 @@ pub mod admin;
 pub mod applications;
 pub mod auth;
 pub mod customer;
+pub mod customer_auth;
+pub mod customer_users;
 pub mod health;
 pub mod keys;
 pub mod members;

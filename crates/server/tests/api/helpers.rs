@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use authsome_control::{BootstrapResult, ControlPlane, ControlSettings};
+use authsome_domain::master_key::MasterKey;
+use authsome_identity::Identity;
 use authsome_server::{AppState, HttpSettings, ServerState};
+use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
 use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -42,7 +45,10 @@ pub async fn spawn_with(http: HttpSettings) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
     store.migrate().await.unwrap();
-    serve(Arc::new(store), http, Box::new(dir)).await
+    let apps = AppDatabaseConfig::Sqlite {
+        dir: dir.path().join("apps"),
+    };
+    serve(Arc::new(store), apps, http, Box::new(dir)).await
 }
 
 /// `None` outside CI when Postgres is not reachable.
@@ -50,11 +56,15 @@ pub async fn spawn_postgres() -> Option<TestApp> {
     let db = authsome_testkit::TestDatabase::create().await?;
     let store = PostgresStore::connect(&db.url).await.unwrap();
     store.migrate().await.unwrap();
-    Some(serve(Arc::new(store), HttpSettings::default(), Box::new(db)).await)
+    let apps = AppDatabaseConfig::Postgres {
+        server_url: db.url.clone(),
+    };
+    Some(serve(Arc::new(store), apps, HttpSettings::default(), Box::new(db)).await)
 }
 
 async fn serve(
     store: Arc<dyn Store>,
+    apps: AppDatabaseConfig,
     http: HttpSettings,
     guard: Box<dyn std::any::Any + Send>,
 ) -> TestApp {
@@ -69,12 +79,29 @@ async fn serve(
     else {
         panic!("fresh database was already bootstrapped");
     };
-    let state = ServerState::new(control, http);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let identity = Arc::new(Identity::new(
+        AppDatabases::new(apps, 64),
+        MasterKey::generate(),
+        base.clone(),
+    ));
+    let state = ServerState::new(
+        control,
+        identity,
+        HttpSettings {
+            public_url: base.clone(),
+            ..http
+        },
+    );
     let app = authsome_server::router(state.clone());
     tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
     TestApp {
         base,

@@ -8,6 +8,7 @@ mod applications;
 mod auth_and_members;
 mod bad_input;
 mod cross_tenant;
+mod customer_auth;
 mod customer_keys;
 mod http_basics;
 mod role_matrix;

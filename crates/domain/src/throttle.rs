@@ -1,19 +1,27 @@
-//! Brute-force protection for team-member sign-in: consecutive failures for one email lock it
-//! for a growing period (2 s after the 5th failure, doubling, at most 15 minutes). During a lock
-//! the password is not even checked, so a correct guess gains nothing. A success clears the count.
+//! Brute-force protection for sign-in: consecutive failures for one subject (an email, a client
+//! address) lock it for a growing period (2 s after the allowed failures, doubling, at most 15
+//! minutes). During a lock the password is not even checked, so a correct guess gains nothing. A
+//! success clears the count.
 //!
-//! In-process for now; the gateway work moves these counters to Redis so replicas share them.
+//! In-process (a mutex and a map, no I/O); the gateway work moves these counters to Redis so
+//! replicas share them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const FREE_ATTEMPTS: u32 = 5;
 const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 
-#[derive(Default)]
 pub struct LoginThrottle {
+    free_attempts: u32,
     accounts: Mutex<HashMap<String, Failures>>,
+}
+
+impl Default for LoginThrottle {
+    /// Five failures before the first lock.
+    fn default() -> Self {
+        Self::new(5)
+    }
 }
 
 struct Failures {
@@ -23,6 +31,14 @@ struct Failures {
 }
 
 impl LoginThrottle {
+    /// Allows `free_attempts` consecutive failures before locking.
+    pub fn new(free_attempts: u32) -> Self {
+        Self {
+            free_attempts: free_attempts.max(1),
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// `Err(retry_after)` while `email` is locked.
     pub fn check(&self, email: &str) -> Result<(), Duration> {
         let Ok(accounts) = self.accounts.lock() else {
@@ -50,8 +66,8 @@ impl LoginThrottle {
         }
         entry.count += 1;
         entry.last = now;
-        if entry.count >= FREE_ATTEMPTS {
-            let exponent = (entry.count - FREE_ATTEMPTS).min(10);
+        if entry.count >= self.free_attempts {
+            let exponent = (entry.count - self.free_attempts).min(10);
             let lock = Duration::from_secs(2u64 << exponent).min(MAX_LOCK);
             entry.locked_until = Some(now + lock);
         }

@@ -1,0 +1,347 @@
+//! Sign-up, sign-in, refresh, sign-out, and checking an access token.
+
+use authsome_domain::id::{ApplicationId, SessionId, UserId};
+use authsome_domain::identity::{
+    check_user_password, RefreshRecord, Session, User, ACCESS_TOKEN_TTL, REFRESH_REUSE_GRACE,
+    SESSION_TTL,
+};
+use authsome_domain::keys::{KeyHash, OpaqueToken};
+use authsome_domain::password;
+use authsome_domain::tenancy::member::parse_email;
+use authsome_domain::tenancy::parse_name;
+use authsome_storage::app::{IdentityRepository, Rotation};
+use authsome_storage::StorageError;
+use chrono::{DateTime, Utc};
+
+use crate::tokens::Claims;
+use crate::{Identity, IdentityError, Result};
+
+const REFRESH_PREFIX: &str = "rt_";
+const BAD_CREDENTIALS: &str = "invalid email or password";
+const BAD_TOKEN: &str = "invalid or expired access token";
+const BAD_REFRESH: &str = "invalid or expired refresh token";
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignUp {
+    pub email: String,
+    pub password: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignIn {
+    pub email: String,
+    pub password: String,
+}
+
+/// Where a request came from, recorded on the session and used for throttling.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// `session` of the contract: the access token and the refresh token, each with its expiry.
+#[derive(Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedSession {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: SessionId,
+    /// EdDSA-signed JWT access token.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    /// Opaque; rotated on every use.
+    pub refresh_token: String,
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+impl Identity {
+    pub async fn sign_up(
+        &self,
+        app: &ApplicationId,
+        input: SignUp,
+        client: &ClientInfo,
+    ) -> Result<(User, IssuedSession)> {
+        let email = parse_email(&input.email)?;
+        check_user_password(&input.password)?;
+        let name = input
+            .name
+            .as_deref()
+            .map(|n| parse_name("name", n))
+            .transpose()?;
+        let store = self.store(app).await?;
+        let now = authsome_domain::now();
+        let user = User {
+            id: UserId::new(),
+            email,
+            name,
+            public_metadata: serde_json::json!({}),
+            private_metadata: serde_json::json!({}),
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            last_sign_in_at: Some(now),
+        };
+        let hash = hash(input.password).await;
+        store
+            .create_user(&user, Some(&hash))
+            .await
+            .map_err(|e| match e {
+                StorageError::Duplicate => {
+                    IdentityError::Conflict("a user with this email already exists".into())
+                }
+                other => other.into(),
+            })?;
+        let session = self.issue_session(app, &*store, &user, client).await?;
+        Ok((user, session))
+    }
+
+    /// Same error and same work for an unknown email as for a wrong password; repeated failures
+    /// per account and per client address lock sign-in for a growing while.
+    pub async fn sign_in(
+        &self,
+        app: &ApplicationId,
+        input: SignIn,
+        client: &ClientInfo,
+    ) -> Result<(User, IssuedSession)> {
+        let email = input.email.trim().to_lowercase();
+        let account_key = format!("{app}:{email}");
+        let address_key = client.ip.as_ref().map(|ip| format!("{app}|{ip}"));
+        let locked = self.account_throttle.check(&account_key).err().or_else(|| {
+            address_key
+                .as_ref()
+                .and_then(|k| self.address_throttle.check(k).err())
+        });
+        if let Some(wait) = locked {
+            return Err(IdentityError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+        let store = self.store(app).await?;
+        let found = match parse_email(&email) {
+            Ok(email) => store.user_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let verified = match found {
+            Some((user, Some(hash))) => verify(&input.password, hash).await.then_some(user),
+            _ => {
+                dummy(&input.password).await;
+                None
+            }
+        };
+        let Some(user) = verified else {
+            self.account_throttle.failed(&account_key);
+            if let Some(k) = &address_key {
+                self.address_throttle.failed(k);
+            }
+            return Err(IdentityError::Unauthenticated(BAD_CREDENTIALS));
+        };
+        self.account_throttle.succeeded(&account_key);
+        if user.disabled {
+            return Err(IdentityError::Forbidden("this user is disabled"));
+        }
+        let now = authsome_domain::now();
+        store.record_sign_in(&user.id, now).await?;
+        let session = self.issue_session(app, &*store, &user, client).await?;
+        Ok((
+            User {
+                last_sign_in_at: Some(now),
+                ..user
+            },
+            session,
+        ))
+    }
+
+    /// Exchanges a refresh token for a new pair. Each token works once: presenting a rotated one
+    /// again (after a short grace for concurrent double-submits) revokes the whole session.
+    pub async fn refresh(&self, app: &ApplicationId, refresh_token: &str) -> Result<IssuedSession> {
+        let store = self.store(app).await?;
+        let hash = KeyHash::of(refresh_token);
+        let now = authsome_domain::now();
+        let record = store
+            .refresh_token(&hash)
+            .await?
+            .filter(|r| r.expires_at > now)
+            .ok_or(IdentityError::Unauthenticated(BAD_REFRESH))?;
+        let (session, user) = self.live_session(&*store, &record.session_id, now).await?;
+        let successor = OpaqueToken::generate(REFRESH_PREFIX);
+        let successor_record = RefreshRecord {
+            hash: successor.hash,
+            session_id: session.id.clone(),
+            created_at: now,
+            expires_at: session.expires_at,
+            rotated_at: None,
+        };
+        match store.rotate_refresh(&hash, &successor_record, now).await? {
+            Rotation::Rotated => {}
+            Rotation::AlreadyRotated(at) if now - at <= REFRESH_REUSE_GRACE => {
+                store.add_refresh(&successor_record, now).await?;
+            }
+            Rotation::AlreadyRotated(_) => {
+                store.revoke_session(&session.id, now).await?;
+                tracing::warn!(app = %app, session = %session.id, "refresh token reuse: session revoked");
+                return Err(IdentityError::Unauthenticated(
+                    "refresh token reuse detected; the session is revoked",
+                ));
+            }
+            Rotation::Unknown => return Err(IdentityError::Unauthenticated(BAD_REFRESH)),
+        }
+        let token = self.access_token(app, &user, &session.id, now).await?;
+        Ok(IssuedSession {
+            id: session.id,
+            token: token.0,
+            expires_at: token.1,
+            refresh_token: successor.plaintext,
+            refresh_expires_at: successor_record.expires_at,
+        })
+    }
+
+    /// Ends the session of an access token.
+    pub async fn sign_out(&self, app: &ApplicationId, access_token: &str) -> Result<()> {
+        let (_, session, _) = self.authenticate(app, access_token).await?;
+        let store = self.store(app).await?;
+        store
+            .revoke_session(&session.id, authsome_domain::now())
+            .await?;
+        Ok(())
+    }
+
+    /// Verifies an access token and that its session and user are still good: a revoked
+    /// session or a disabled user fails at once, not when the token expires.
+    pub async fn authenticate(
+        &self,
+        app: &ApplicationId,
+        access_token: &str,
+    ) -> Result<(User, Session, Claims)> {
+        let keys = self.key_set(app).await?;
+        let now = authsome_domain::now();
+        let claims = keys
+            .verify(
+                access_token,
+                now.timestamp(),
+                &self.issuer(app),
+                app.as_str(),
+            )
+            .map_err(|_| IdentityError::Unauthenticated(BAD_TOKEN))?;
+        let session_id =
+            SessionId::parse(&claims.sid).map_err(|_| IdentityError::Unauthenticated(BAD_TOKEN))?;
+        let store = self.store(app).await?;
+        let (session, user) = self.live_session(&*store, &session_id, now).await?;
+        if user.id.as_str() != claims.sub {
+            return Err(IdentityError::Unauthenticated(BAD_TOKEN));
+        }
+        Ok((user, session, claims))
+    }
+
+    async fn live_session(
+        &self,
+        store: &dyn IdentityRepository,
+        id: &SessionId,
+        now: DateTime<Utc>,
+    ) -> Result<(Session, User)> {
+        let session = store
+            .session(id)
+            .await?
+            .filter(|s| s.is_live_at(now))
+            .ok_or(IdentityError::Unauthenticated("the session has ended"))?;
+        let user = store
+            .user(&session.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(IdentityError::Unauthenticated("the session has ended"))?;
+        Ok((session, user))
+    }
+
+    async fn issue_session(
+        &self,
+        app: &ApplicationId,
+        store: &dyn IdentityRepository,
+        user: &User,
+        client: &ClientInfo,
+    ) -> Result<IssuedSession> {
+        let now = authsome_domain::now();
+        let session = Session {
+            id: SessionId::new(),
+            user_id: user.id.clone(),
+            ip: client.ip.clone(),
+            user_agent: client
+                .user_agent
+                .as_ref()
+                .map(|ua| ua.chars().take(512).collect()),
+            created_at: now,
+            last_active_at: now,
+            expires_at: now + SESSION_TTL,
+            revoked_at: None,
+        };
+        let refresh = OpaqueToken::generate(REFRESH_PREFIX);
+        store
+            .create_session(
+                &session,
+                &RefreshRecord {
+                    hash: refresh.hash,
+                    session_id: session.id.clone(),
+                    created_at: now,
+                    expires_at: session.expires_at,
+                    rotated_at: None,
+                },
+            )
+            .await?;
+        let (token, expires_at) = self.access_token(app, user, &session.id, now).await?;
+        Ok(IssuedSession {
+            id: session.id,
+            token,
+            expires_at,
+            refresh_token: refresh.plaintext,
+            refresh_expires_at: session.expires_at,
+        })
+    }
+
+    async fn access_token(
+        &self,
+        app: &ApplicationId,
+        user: &User,
+        session: &SessionId,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>)> {
+        let keys = self.key_set(app).await?;
+        let expires_at = now + ACCESS_TOKEN_TTL;
+        let claims = Claims {
+            iss: self.issuer(app),
+            sub: user.id.to_string(),
+            aud: app.to_string(),
+            sid: session.to_string(),
+            iat: now.timestamp(),
+            exp: expires_at.timestamp(),
+            org: None,
+            org_role: None,
+            cnf: None,
+        };
+        let token = keys.sign(&claims).ok_or_else(|| {
+            IdentityError::Unavailable("the application has no active signing key".into())
+        })?;
+        Ok((token, expires_at))
+    }
+}
+
+pub(crate) async fn hash(password: String) -> String {
+    tokio::task::spawn_blocking(move || password::hash_password(&password))
+        .await
+        .unwrap_or_default()
+}
+
+async fn verify(password: &str, hash: String) -> bool {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || password::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+async fn dummy(password: &str) {
+    let password = password.to_owned();
+    let _ = tokio::task::spawn_blocking(move || password::verify_against_dummy(&password)).await;
+}

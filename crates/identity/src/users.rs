@@ -1,0 +1,208 @@
+//! The admin API of an application's users and sessions (secret key only).
+
+use authsome_domain::id::{ApplicationId, SessionId, UserId};
+use authsome_domain::identity::{check_user_password, Session, User};
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::tenancy::member::parse_email;
+use authsome_domain::tenancy::{parse_json_object, parse_name};
+use authsome_storage::app::UserFilter;
+use authsome_storage::StorageError;
+
+use crate::{Identity, IdentityError, Result};
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewUser {
+    pub email: String,
+    /// Optional: a user without a password cannot sign in with one.
+    pub password: Option<String>,
+    pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub public_metadata: Option<serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub private_metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserPatch {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub password: Option<String>,
+    /// Replaces the whole object.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub public_metadata: Option<serde_json::Value>,
+    /// Replaces the whole object.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub private_metadata: Option<serde_json::Value>,
+}
+
+fn email_taken(e: StorageError) -> IdentityError {
+    match e {
+        StorageError::Duplicate => {
+            IdentityError::Conflict("a user with this email already exists".into())
+        }
+        StorageError::NotFound => IdentityError::NotFound("user"),
+        other => other.into(),
+    }
+}
+
+impl Identity {
+    pub async fn create_user(&self, app: &ApplicationId, input: NewUser) -> Result<User> {
+        let email = parse_email(&input.email)?;
+        if let Some(p) = &input.password {
+            check_user_password(p)?;
+        }
+        let now = authsome_domain::now();
+        let user = User {
+            id: UserId::new(),
+            email,
+            name: input
+                .name
+                .as_deref()
+                .map(|n| parse_name("name", n))
+                .transpose()?,
+            public_metadata: object_or_empty("publicMetadata", input.public_metadata)?,
+            private_metadata: object_or_empty("privateMetadata", input.private_metadata)?,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            last_sign_in_at: None,
+        };
+        let hash = match input.password {
+            Some(p) => Some(crate::auth::hash(p).await),
+            None => None,
+        };
+        self.store(app)
+            .await?
+            .create_user(&user, hash.as_deref())
+            .await
+            .map_err(email_taken)?;
+        Ok(user)
+    }
+
+    pub async fn get_user(&self, app: &ApplicationId, id: &UserId) -> Result<User> {
+        self.store(app)
+            .await?
+            .user(id)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))
+    }
+
+    pub async fn list_users(
+        &self,
+        app: &ApplicationId,
+        email: Option<&str>,
+        query: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<User>> {
+        let filter = UserFilter {
+            email: email.map(|e| e.trim().to_lowercase()),
+            query: query.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()),
+        };
+        Ok(self.store(app).await?.users(&filter, page).await?)
+    }
+
+    pub async fn update_user(
+        &self,
+        app: &ApplicationId,
+        id: &UserId,
+        patch: UserPatch,
+    ) -> Result<User> {
+        let store = self.store(app).await?;
+        let mut user = store
+            .user(id)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
+        if let Some(email) = patch.email {
+            user.email = parse_email(&email)?;
+        }
+        if let Some(name) = patch.name {
+            user.name = Some(parse_name("name", &name)?);
+        }
+        if let Some(m) = patch.public_metadata {
+            user.public_metadata = parse_json_object("publicMetadata", m)?;
+        }
+        if let Some(m) = patch.private_metadata {
+            user.private_metadata = parse_json_object("privateMetadata", m)?;
+        }
+        let new_hash = match patch.password {
+            Some(p) => {
+                check_user_password(&p)?;
+                Some(crate::auth::hash(p).await)
+            }
+            None => None,
+        };
+        let now = authsome_domain::now();
+        user.updated_at = now;
+        store.update_user(&user).await.map_err(email_taken)?;
+        if let Some(hash) = new_hash {
+            store.set_password(id, &hash, now).await?;
+        }
+        Ok(user)
+    }
+
+    pub async fn delete_user(&self, app: &ApplicationId, id: &UserId) -> Result<()> {
+        self.store(app)
+            .await?
+            .delete_user(id)
+            .await
+            .map_err(email_taken)
+    }
+
+    /// Disabling ends every session and refresh token of the user at once.
+    pub async fn set_disabled(
+        &self,
+        app: &ApplicationId,
+        id: &UserId,
+        disabled: bool,
+    ) -> Result<User> {
+        let store = self.store(app).await?;
+        let mut user = store
+            .user(id)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
+        let now = authsome_domain::now();
+        user.disabled = disabled;
+        user.updated_at = now;
+        store.update_user(&user).await.map_err(email_taken)?;
+        if disabled {
+            store.revoke_user_sessions(id, now).await?;
+        }
+        Ok(user)
+    }
+
+    pub async fn user_sessions(
+        &self,
+        app: &ApplicationId,
+        id: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Session>> {
+        let store = self.store(app).await?;
+        store
+            .user(id)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
+        Ok(store.sessions_of(id, page).await?)
+    }
+
+    pub async fn revoke_session(&self, app: &ApplicationId, id: &SessionId) -> Result<()> {
+        self.store(app)
+            .await?
+            .revoke_session(id, authsome_domain::now())
+            .await
+            .map_err(|e| match e {
+                StorageError::NotFound => IdentityError::NotFound("session"),
+                other => other.into(),
+            })
+    }
+}
+
+fn object_or_empty(field: &'static str, v: Option<serde_json::Value>) -> Result<serde_json::Value> {
+    Ok(match v {
+        Some(v) => parse_json_object(field, v)?,
+        None => serde_json::json!({}),
+    })
+}
