@@ -133,6 +133,26 @@ impl ControlPlane {
             .ok_or(ControlError::NotFound("application"))
     }
 
+    /// The application, if the caller holds `permission` on it and it is not deleted: for
+    /// operations another engine carries out (signing-key rotation, usage).
+    pub async fn authorize_application(
+        &self,
+        actor: &Actor,
+        id: &ApplicationId,
+        permission: Permission,
+    ) -> Result<Application> {
+        let (app, _, _) = self.application_for(actor, id, permission).await?;
+        if app.is_deleted() {
+            return Err(ControlError::Conflict("the application is deleted".into()));
+        }
+        if app.status == AppStatus::Provisioning {
+            return Err(ControlError::Conflict(
+                "the application is still being provisioned".into(),
+            ));
+        }
+        Ok(app)
+    }
+
     pub async fn get_application(&self, actor: &Actor, id: &ApplicationId) -> Result<Application> {
         Ok(self
             .application_for(actor, id, Permission::ApplicationsRead)

@@ -1,15 +1,16 @@
 //! Sign-up, sign-in, refresh, sign-out, and checking an access token.
 
-use authsome_domain::id::{ApplicationId, SessionId, UserId};
+use authsome_domain::id::{ApplicationId, OrganizationId, SessionId, UserId};
 use authsome_domain::identity::{
     check_user_password, RefreshRecord, Session, User, ACCESS_TOKEN_TTL, REFRESH_REUSE_GRACE,
     SESSION_TTL,
 };
 use authsome_domain::keys::{KeyHash, OpaqueToken};
+use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::password;
 use authsome_domain::tenancy::member::parse_email;
 use authsome_domain::tenancy::parse_name;
-use authsome_storage::app::{IdentityRepository, Rotation};
+use authsome_storage::app::{AppRepository, Rotation};
 use authsome_storage::StorageError;
 use chrono::{DateTime, Utc};
 
@@ -36,6 +37,28 @@ pub struct SignUp {
 pub struct SignIn {
     pub email: String,
     pub password: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SwitchOrganization {
+    /// The organization to act in, or `null` to act as the user alone.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub organization_id: Option<OrganizationId>,
+}
+
+/// A re-issued access token for the same session (after switching organization).
+#[derive(Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AccessToken {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: SessionId,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub active_organization_id: Option<OrganizationId>,
 }
 
 /// Where a request came from, recorded on the session and used for throttling.
@@ -98,6 +121,7 @@ impl Identity {
                 other => other.into(),
             })?;
         let session = self.issue_session(app, &*store, &user, client).await?;
+        self.note_active(app, &user.id, now);
         Ok((user, session))
     }
 
@@ -148,6 +172,7 @@ impl Identity {
         let now = authsome_domain::now();
         store.record_sign_in(&user.id, now).await?;
         let session = self.issue_session(app, &*store, &user, client).await?;
+        self.note_active(app, &user.id, now);
         Ok((
             User {
                 last_sign_in_at: Some(now),
@@ -191,7 +216,10 @@ impl Identity {
             }
             Rotation::Unknown => return Err(IdentityError::Unauthenticated(BAD_REFRESH)),
         }
-        let token = self.access_token(app, &user, &session.id, now).await?;
+        self.note_active(app, &user.id, now);
+        let token = self
+            .access_token(app, &*store, &user, &session, now)
+            .await?;
         Ok(IssuedSession {
             id: session.id,
             token: token.0,
@@ -238,9 +266,69 @@ impl Identity {
         Ok((user, session, claims))
     }
 
+    /// Acts in another organization (or none): the session remembers it and a new access token
+    /// carries `org` and `orgRole`. Only organizations the user belongs to can be chosen.
+    pub async fn switch_organization(
+        &self,
+        app: &ApplicationId,
+        access_token: &str,
+        input: SwitchOrganization,
+    ) -> Result<AccessToken> {
+        let (user, mut session, _) = self.authenticate(app, access_token).await?;
+        let store = self.store(app).await?;
+        if let Some(org) = &input.organization_id {
+            store
+                .membership_of(org, &user.id)
+                .await?
+                .ok_or(IdentityError::NotFound("organization"))?;
+        }
+        store
+            .set_active_organization(&session.id, input.organization_id.as_ref())
+            .await?;
+        session.active_organization_id = input.organization_id;
+        let (token, expires_at) = self
+            .access_token(app, &*store, &user, &session, authsome_domain::now())
+            .await?;
+        Ok(AccessToken {
+            id: session.id,
+            token,
+            expires_at,
+            active_organization_id: session.active_organization_id,
+        })
+    }
+
+    /// The signed-in user's own sessions.
+    pub async fn my_sessions(
+        &self,
+        app: &ApplicationId,
+        access_token: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Session>> {
+        let (user, _, _) = self.authenticate(app, access_token).await?;
+        Ok(self.store(app).await?.sessions_of(&user.id, page).await?)
+    }
+
+    /// The signed-in user ends one of their own sessions; another user's is `NotFound`.
+    pub async fn revoke_my_session(
+        &self,
+        app: &ApplicationId,
+        access_token: &str,
+        id: &SessionId,
+    ) -> Result<()> {
+        let (user, _, _) = self.authenticate(app, access_token).await?;
+        let store = self.store(app).await?;
+        store
+            .session(id)
+            .await?
+            .filter(|s| s.user_id == user.id)
+            .ok_or(IdentityError::NotFound("session"))?;
+        store.revoke_session(id, authsome_domain::now()).await?;
+        Ok(())
+    }
+
     async fn live_session(
         &self,
-        store: &dyn IdentityRepository,
+        store: &dyn AppRepository,
         id: &SessionId,
         now: DateTime<Utc>,
     ) -> Result<(Session, User)> {
@@ -260,7 +348,7 @@ impl Identity {
     async fn issue_session(
         &self,
         app: &ApplicationId,
-        store: &dyn IdentityRepository,
+        store: &dyn AppRepository,
         user: &User,
         client: &ClientInfo,
     ) -> Result<IssuedSession> {
@@ -277,6 +365,7 @@ impl Identity {
             last_active_at: now,
             expires_at: now + SESSION_TTL,
             revoked_at: None,
+            active_organization_id: None,
         };
         let refresh = OpaqueToken::generate(REFRESH_PREFIX);
         store
@@ -291,7 +380,7 @@ impl Identity {
                 },
             )
             .await?;
-        let (token, expires_at) = self.access_token(app, user, &session.id, now).await?;
+        let (token, expires_at) = self.access_token(app, store, user, &session, now).await?;
         Ok(IssuedSession {
             id: session.id,
             token,
@@ -301,24 +390,31 @@ impl Identity {
         })
     }
 
+    /// Signs an access token for the session, with the organization it acts in (if the user is
+    /// still a member of it).
     async fn access_token(
         &self,
         app: &ApplicationId,
+        store: &dyn AppRepository,
         user: &User,
-        session: &SessionId,
+        session: &Session,
         now: DateTime<Utc>,
     ) -> Result<(String, DateTime<Utc>)> {
         let keys = self.key_set(app).await?;
         let expires_at = now + ACCESS_TOKEN_TTL;
+        let membership = match &session.active_organization_id {
+            Some(org) => store.membership_of(org, &user.id).await?,
+            None => None,
+        };
         let claims = Claims {
             iss: self.issuer(app),
             sub: user.id.to_string(),
             aud: app.to_string(),
-            sid: session.to_string(),
+            sid: session.id.to_string(),
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
-            org: None,
-            org_role: None,
+            org: membership.as_ref().map(|m| m.organization_id.to_string()),
+            org_role: membership.map(|m| m.role),
             cnf: None,
         };
         let token = keys.sign(&claims).ok_or_else(|| {

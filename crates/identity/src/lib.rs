@@ -8,23 +8,30 @@
 //! works only inside that application's database.
 
 mod auth;
+mod organizations;
 pub mod tokens;
+mod usage;
 mod users;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use authsome_domain::id::ApplicationId;
 use authsome_domain::identity::SigningKeyRecord;
 use authsome_domain::master_key::MasterKey;
 use authsome_domain::throttle::LoginThrottle;
 use authsome_domain::ValidationError;
-use authsome_storage::app::{AppDatabases, IdentityRepository};
+use authsome_storage::app::{AppDatabases, AppRepository};
 use authsome_storage::StorageError;
 use ed25519_dalek::SigningKey;
 use rand::RngCore;
 
-pub use auth::{ClientInfo, IssuedSession, SignIn, SignUp};
+pub use auth::{AccessToken, ClientInfo, IssuedSession, SignIn, SignUp, SwitchOrganization};
+pub use organizations::{
+    AcceptOrgInvitation, CreatedOrgInvitation, MembershipPatch, NewMembership, NewOrgInvitation,
+    NewOrganization, OrganizationPatch,
+};
 pub use tokens::{Claims, KeySet};
 pub use users::{NewUser, UserPatch};
 
@@ -61,10 +68,17 @@ pub struct Identity {
     databases: AppDatabases,
     master_key: MasterKey,
     public_url: String,
-    keys: RwLock<HashMap<ApplicationId, Arc<KeySet>>>,
+    keys: RwLock<HashMap<ApplicationId, (Arc<KeySet>, Instant)>>,
     account_throttle: LoginThrottle,
     address_throttle: LoginThrottle,
+    active_users: Mutex<usage::ActiveUsers>,
 }
+
+/// How long unsealed keys are cached before the key table is read again (rotations made by
+/// another replica become visible within this time).
+const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Longest lead a rotation may give verifiers to fetch the next key before it signs.
+pub const MAX_ROTATION_LEAD_SECONDS: i64 = 24 * 3600;
 
 fn signing_key_context(app: &ApplicationId, kid: &str) -> Vec<u8> {
     format!("authsome:signing-key:v1:{app}:{kid}").into_bytes()
@@ -79,6 +93,7 @@ impl Identity {
             keys: RwLock::new(HashMap::new()),
             account_throttle: LoginThrottle::new(5),
             address_throttle: LoginThrottle::new(20),
+            active_users: Mutex::new(usage::ActiveUsers::default()),
         }
     }
 
@@ -91,7 +106,7 @@ impl Identity {
         format!("{}/v1/{app}", self.public_url)
     }
 
-    async fn store(&self, app: &ApplicationId) -> Result<Arc<dyn IdentityRepository>> {
+    async fn store(&self, app: &ApplicationId) -> Result<Arc<dyn AppRepository>> {
         Ok(self.databases.open(app).await?)
     }
 
@@ -100,21 +115,71 @@ impl Identity {
         self.databases.provision(app).await?;
         let store = self.store(app).await?;
         if store.signing_keys().await?.is_empty() {
-            let mut seed = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut seed);
-            let key = SigningKey::from_bytes(&seed);
-            let kid = authsome_domain::keys::random_base62()[..16].to_owned();
+            let now = authsome_domain::now();
             store
-                .insert_signing_key(&SigningKeyRecord {
-                    sealed_private: self.master_key.seal(&signing_key_context(app, &kid), &seed),
-                    public: key.verifying_key().to_bytes(),
-                    kid,
-                    created_at: authsome_domain::now(),
-                    retired_at: None,
-                })
+                .insert_signing_key(&self.new_signing_key(app, now, now))
                 .await?;
         }
         Ok(())
+    }
+
+    fn new_signing_key(
+        &self,
+        app: &ApplicationId,
+        created_at: chrono::DateTime<chrono::Utc>,
+        activates_at: chrono::DateTime<chrono::Utc>,
+    ) -> SigningKeyRecord {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let key = SigningKey::from_bytes(&seed);
+        let kid = authsome_domain::keys::random_base62()[..16].to_owned();
+        SigningKeyRecord {
+            sealed_private: self.master_key.seal(&signing_key_context(app, &kid), &seed),
+            public: key.verifying_key().to_bytes(),
+            kid,
+            created_at,
+            activates_at,
+            retired_at: None,
+        }
+    }
+
+    /// Rotates the application's signing key: the next key is published in JWKS now and signs
+    /// from `lead_seconds` on, when the current one retires (it keeps verifying until its last
+    /// token has expired). Returns the key table after the change.
+    pub async fn rotate_signing_key(
+        &self,
+        app: &ApplicationId,
+        lead_seconds: i64,
+    ) -> Result<Vec<SigningKeyRecord>> {
+        if !(0..=MAX_ROTATION_LEAD_SECONDS).contains(&lead_seconds) {
+            return Err(
+                ValidationError::new("activateInSeconds", "must be between 0 and 86400").into(),
+            );
+        }
+        let store = self.store(app).await?;
+        let now = authsome_domain::now();
+        let switch_at = now + chrono::Duration::seconds(lead_seconds);
+        let keys = store.signing_keys().await?;
+        if keys.iter().any(|k| k.activates_at > now) {
+            return Err(IdentityError::Conflict(
+                "a rotation is already pending; wait until the next key signs".into(),
+            ));
+        }
+        store
+            .insert_signing_key(&self.new_signing_key(app, now, switch_at))
+            .await?;
+        for old in keys.iter().filter(|k| k.retired_at.is_none()) {
+            store.retire_signing_key(&old.kid, switch_at).await?;
+        }
+        if let Ok(mut cache) = self.keys.write() {
+            cache.remove(app);
+        }
+        Ok(store.signing_keys().await?)
+    }
+
+    /// The application's signing keys as stored (public halves only are meaningful outside).
+    pub async fn signing_keys(&self, app: &ApplicationId) -> Result<Vec<SigningKeyRecord>> {
+        Ok(self.store(app).await?.signing_keys().await?)
     }
 
     /// Removes the application's database for good.
@@ -125,33 +190,43 @@ impl Identity {
         Ok(self.databases.destroy(app).await?)
     }
 
-    /// The application's keys, unsealed once and cached.
+    /// The application's keys, unsealed once and cached for a short while. Only keys that may
+    /// still verify a live token are in the set; the newest key whose time has come signs.
     pub async fn key_set(&self, app: &ApplicationId) -> Result<Arc<KeySet>> {
-        if let Some(keys) = self.keys.read().ok().and_then(|k| k.get(app).cloned()) {
-            return Ok(keys);
+        let cached = self.keys.read().ok().and_then(|k| k.get(app).cloned());
+        if let Some((keys, at)) = cached {
+            let switching = keys
+                .next_switch
+                .is_some_and(|t| authsome_domain::now() >= t);
+            if at.elapsed() < KEY_CACHE_TTL && !switching {
+                return Ok(keys);
+            }
         }
         let records = self.store(app).await?.signing_keys().await?;
+        let now = authsome_domain::now();
+        let corrupt = |what| IdentityError::Storage(StorageError::Corrupt(what));
         let mut verifying = Vec::new();
         let mut active = None;
-        for record in &records {
-            let public = ed25519_dalek::VerifyingKey::from_bytes(&record.public).map_err(|_| {
-                IdentityError::Storage(StorageError::Corrupt("signing_keys.public_key"))
-            })?;
+        let mut next_switch = None;
+        for record in records.iter().filter(|r| r.verifies_at(now)) {
+            let public = ed25519_dalek::VerifyingKey::from_bytes(&record.public)
+                .map_err(|_| corrupt("signing_keys.public_key"))?;
             verifying.push((record.kid.clone(), public));
-            if record.retired_at.is_none() {
+            if record.activates_at > now {
+                next_switch = Some(record.activates_at);
+            }
+            if record.signs_at(now) {
                 let seed = self
                     .master_key
                     .open(
                         &signing_key_context(app, &record.kid),
                         &record.sealed_private,
                     )
-                    .map_err(|_| {
-                        IdentityError::Storage(StorageError::Corrupt("signing_keys.sealed_private"))
-                    })?;
-                let seed: [u8; 32] = seed.try_into().map_err(|_| {
-                    IdentityError::Storage(StorageError::Corrupt("signing_keys.sealed_private"))
-                })?;
-                // The newest unretired key signs.
+                    .map_err(|_| corrupt("signing_keys.sealed_private"))?;
+                let seed: [u8; 32] = seed
+                    .try_into()
+                    .map_err(|_| corrupt("signing_keys.sealed_private"))?;
+                // Records come in activation order: the last one that signs wins.
                 active = Some((record.kid.clone(), SigningKey::from_bytes(&seed)));
             }
         }
@@ -160,18 +235,24 @@ impl Identity {
                 "the application has no signing key yet".into(),
             ));
         }
-        let set = Arc::new(KeySet { active, verifying });
+        let set = Arc::new(KeySet {
+            active,
+            verifying,
+            next_switch,
+        });
         if let Ok(mut keys) = self.keys.write() {
-            keys.insert(app.clone(), set.clone());
+            keys.insert(app.clone(), (set.clone(), Instant::now()));
         }
         Ok(set)
     }
 
-    /// Housekeeping: closes idle application pools and forgets stale throttle entries.
+    /// Housekeeping: writes batched MAU records, closes idle application pools, forgets stale
+    /// throttle entries.
     pub async fn maintain(&self) {
-        self.databases
-            .close_idle(std::time::Duration::from_secs(300))
-            .await;
+        if let Err(e) = self.flush_active_users().await {
+            tracing::warn!(error = %e, "could not record monthly active users; will retry");
+        }
+        self.databases.close_idle(Duration::from_secs(300)).await;
         self.account_throttle.prune();
         self.address_throttle.prune();
     }

@@ -51,6 +51,8 @@ pub enum TokenError {
 pub struct KeySet {
     pub active: Option<(String, SigningKey)>,
     pub verifying: Vec<(String, VerifyingKey)>,
+    /// When a published next key starts signing (the set must be rebuilt then).
+    pub next_switch: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl KeySet {
@@ -147,6 +149,7 @@ mod tests {
         KeySet {
             verifying: vec![("k1".into(), key.verifying_key())],
             active: Some(("k1".into(), key)),
+            next_switch: None,
         }
     }
 
@@ -190,6 +193,7 @@ mod tests {
         let foreign = KeySet {
             verifying: vec![("k1".into(), other.verifying_key())],
             active: Some(("k1".into(), other)),
+            next_switch: None,
         };
         assert_eq!(
             foreign.verify(&token, 50, "http://x/v1/app_1", "app_1"),

@@ -116,6 +116,9 @@ pub async fn run_maintenance(
     if let Err(e) = state.control.flush_key_usage().await {
         tracing::error!(error = %e, "final key-usage flush failed");
     }
+    if let Err(e) = state.identity.flush_active_users().await {
+        tracing::error!(error = %e, "final monthly-active-users flush failed");
+    }
 }
 
 /// The identity engine as the control plane's provisioner: an application's database and

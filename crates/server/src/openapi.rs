@@ -13,8 +13,8 @@ use utoipa_axum::routes;
 
 use crate::error::ErrorBody;
 use crate::routes::{
-    admin, applications, auth, customer, customer_auth, customer_users, health, keys, members,
-    workspaces,
+    admin, applications, auth, customer, customer_auth, customer_orgs, customer_users, health,
+    keys, members, workspaces,
 };
 use crate::AppState;
 
@@ -38,6 +38,7 @@ use crate::AppState;
         (name = "admin", description = "Platform operators"),
         (name = "customer", description = "The customer API of one application: auth and tokens"),
         (name = "users", description = "An application's users and sessions (secret key)"),
+        (name = "organizations", description = "An application's organizations and memberships"),
     )
 )]
 struct ApiDoc;
@@ -95,6 +96,9 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
             applications::delete
         ))
         .routes(routes!(applications::restore))
+        .routes(routes!(applications::usage))
+        .routes(routes!(applications::signing_keys))
+        .routes(routes!(applications::rotate_signing_key))
         .routes(routes!(keys::list_app_keys, keys::create_app_key))
         .routes(routes!(keys::roll_app_key))
         .routes(routes!(keys::revoke_app_key))
@@ -118,6 +122,25 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(customer_users::enable))
         .routes(routes!(customer_users::sessions))
         .routes(routes!(customer_users::revoke_session))
+        .routes(routes!(customer_auth::my_sessions))
+        .routes(routes!(customer_auth::revoke_my_session))
+        .routes(routes!(customer_orgs::switch_organization))
+        .routes(routes!(customer_orgs::create, customer_orgs::list))
+        .routes(routes!(
+            customer_orgs::get,
+            customer_orgs::update,
+            customer_orgs::delete
+        ))
+        .routes(routes!(
+            customer_orgs::add_membership,
+            customer_orgs::memberships
+        ))
+        .routes(routes!(
+            customer_orgs::update_membership,
+            customer_orgs::remove_membership
+        ))
+        .routes(routes!(customer_orgs::invite))
+        .routes(routes!(customer_orgs::accept_invitation))
         .split_for_parts()
 }
 

@@ -2,7 +2,7 @@
 
 use authsome_control::{ApplicationPatch, NewApplication};
 use authsome_domain::id::{ApplicationId, WorkspaceId};
-use authsome_domain::tenancy::Application;
+use authsome_domain::tenancy::{Application, Permission};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
@@ -139,4 +139,124 @@ pub async fn restore(
             .restore_application(&caller.actor, &app)
             .await?,
     ))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// `YYYY-MM` (UTC); default the current month.
+    pub month: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageView {
+    pub application_id: String,
+    pub month: String,
+    /// Distinct users whose first authentication (sign-up, sign-in, refresh) fell in the month.
+    pub monthly_active_users: u64,
+}
+
+/// Monthly active users of an application, exact.
+#[utoipa::path(get, path = "/control/v1/applications/{appId}/usage", tag = "applications",
+    params(("appId" = String, Path), UsageParams),
+    responses((status = 200, body = UsageView), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app): Path<String>,
+    Query(params): Query<UsageParams>,
+) -> Result<axum::Json<UsageView>, ApiError> {
+    let app: ApplicationId = path_id(&app, "application")?;
+    let app = state
+        .control
+        .authorize_application(&caller.actor, &app, Permission::ApplicationsRead)
+        .await?;
+    let month = params
+        .month
+        .unwrap_or_else(|| authsome_domain::identity::month_of(authsome_domain::now()));
+    let count = state.identity.monthly_active_users(&app.id, &month).await?;
+    Ok(axum::Json(UsageView {
+        application_id: app.id.to_string(),
+        month,
+        monthly_active_users: count,
+    }))
+}
+
+/// A signing key as the control plane shows it: public half and schedule.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyView {
+    pub kid: String,
+    /// Published in JWKS from here on.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Signs from here on.
+    pub activates_at: chrono::DateTime<chrono::Utc>,
+    /// Stops signing here; verifies until its last token has expired.
+    pub retired_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn signing_views(keys: Vec<authsome_domain::identity::SigningKeyRecord>) -> Vec<SigningKeyView> {
+    keys.into_iter()
+        .map(|k| SigningKeyView {
+            kid: k.kid,
+            created_at: k.created_at,
+            activates_at: k.activates_at,
+            retired_at: k.retired_at,
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotateSigningKey {
+    /// Seconds the next key is published before it signs (0-86400, default 300), so verifiers
+    /// that cache the JWKS fetch it first.
+    pub activate_in_seconds: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/control/v1/applications/{appId}/signing-keys", tag = "applications",
+    params(("appId" = String, Path)),
+    responses((status = 200, body = Vec<SigningKeyView>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn signing_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app): Path<String>,
+) -> Result<axum::Json<Vec<SigningKeyView>>, ApiError> {
+    let app: ApplicationId = path_id(&app, "application")?;
+    let app = state
+        .control
+        .authorize_application(&caller.actor, &app, Permission::KeysRead)
+        .await?;
+    Ok(axum::Json(signing_views(
+        state.identity.signing_keys(&app.id).await?,
+    )))
+}
+
+/// Rotates the application's token-signing key.
+#[utoipa::path(post, path = "/control/v1/applications/{appId}/signing-keys/rotate", tag = "applications",
+    params(("appId" = String, Path)),
+    request_body(content = Option<RotateSigningKey>),
+    responses((status = 200, body = Vec<SigningKeyView>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate_signing_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app): Path<String>,
+    body: Option<Json<RotateSigningKey>>,
+) -> Result<axum::Json<Vec<SigningKeyView>>, ApiError> {
+    let app: ApplicationId = path_id(&app, "application")?;
+    let app = state
+        .control
+        .authorize_application(&caller.actor, &app, Permission::KeysRoll)
+        .await?;
+    let lead = body
+        .and_then(|Json(b)| b.activate_in_seconds)
+        .unwrap_or(300);
+    Ok(axum::Json(signing_views(
+        state.identity.rotate_signing_key(&app.id, lead).await?,
+    )))
 }

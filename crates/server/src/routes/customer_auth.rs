@@ -166,3 +166,42 @@ pub async fn openid_configuration(
         "claims_supported": ["iss", "sub", "aud", "sid", "iat", "exp", "org", "orgRole"],
     })))
 }
+
+/// The signed-in user's own sessions.
+#[utoipa::path(get, path = "/v1/{appId}/me/sessions", tag = "customer",
+    params(("appId" = String, Path), crate::routes::customer_users::PageParams),
+    responses((status = 200, body = crate::views::List<authsome_domain::identity::Session>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn my_sessions(
+    State(state): State<AppState>,
+    Path(app_id): Path<String>,
+    crate::extract::Query(params): crate::extract::Query<crate::routes::customer_users::PageParams>,
+    parts: Parts,
+) -> Result<axum::Json<crate::views::List<authsome_domain::identity::Session>>, ApiError> {
+    let app = public(&state, &app_id).await?;
+    let page = authsome_domain::page::PageRequest::parse(params.limit, params.cursor.as_deref())?;
+    let sessions = state
+        .identity
+        .my_sessions(&app.id, access_token(&parts)?, &page)
+        .await?;
+    Ok(axum::Json(crate::views::List::from_page(sessions, |s| s)))
+}
+
+/// Ends one of the signed-in user's own sessions (another user's is 404).
+#[utoipa::path(delete, path = "/v1/{appId}/me/sessions/{sesId}", tag = "customer",
+    params(("appId" = String, Path), ("sesId" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke_my_session(
+    State(state): State<AppState>,
+    Path((app_id, session)): Path<(String, String)>,
+    parts: Parts,
+) -> Result<StatusCode, ApiError> {
+    let app = public(&state, &app_id).await?;
+    let session: authsome_domain::id::SessionId = crate::extract::path_id(&session, "session")?;
+    state
+        .identity
+        .revoke_my_session(&app.id, access_token(&parts)?, &session)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

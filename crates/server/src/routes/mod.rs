@@ -6,6 +6,7 @@ pub mod applications;
 pub mod auth;
 pub mod customer;
 pub mod customer_auth;
+pub mod customer_orgs;
 pub mod customer_users;
 pub mod health;
 pub mod keys;

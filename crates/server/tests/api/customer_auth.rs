@@ -5,13 +5,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-struct Customer {
-    app: String,
-    pk: String,
-    sk: String,
+pub struct Customer {
+    pub app: String,
+    pub pk: String,
+    pub sk: String,
+    pub owner_token: String,
 }
 
-async fn customer_app(app: &TestApp, name: &str) -> Customer {
+pub async fn customer_app(app: &TestApp, name: &str) -> Customer {
     let t = app.tenant(name).await;
     let app_id = app.application(&t.owner_token, &t.ws, "development").await;
     let got = app
@@ -32,10 +33,11 @@ async fn customer_app(app: &TestApp, name: &str) -> Customer {
         app: app_id,
         pk,
         sk,
+        owner_token: t.owner_token,
     }
 }
 
-async fn call_with(
+pub async fn call_with(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -56,7 +58,7 @@ async fn call_with(
     TestApp::read(request.send().await.unwrap()).await
 }
 
-fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str, audience: &str) -> Value {
+pub fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str, audience: &str) -> Value {
     let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);

@@ -10,6 +10,7 @@ mod bad_input;
 mod cross_tenant;
 mod customer_auth;
 mod customer_keys;
+mod customer_orgs;
 mod http_basics;
 mod role_matrix;
 mod workspaces_and_admin;

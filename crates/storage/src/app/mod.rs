@@ -17,8 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use authsome_domain::id::{ApplicationId, SessionId, UserId};
-use authsome_domain::identity::{RefreshRecord, Session, SigningKeyRecord, User};
+use authsome_domain::id::{
+    ApplicationId, InvitationId, OrgMembershipId, OrganizationId, SessionId, UserId,
+};
+use authsome_domain::identity::{
+    OrgInvitation, OrgMembership, Organization, RefreshRecord, Session, SigningKeyRecord, User,
+};
 use authsome_domain::keys::KeyHash;
 use authsome_domain::page::{Page, PageRequest};
 use chrono::{DateTime, Utc};
@@ -90,9 +94,85 @@ pub trait IdentityRepository: Send + Sync {
     /// Stores an extra live token for a session (a double-submit inside the grace window).
     async fn add_refresh(&self, record: &RefreshRecord, now: DateTime<Utc>) -> Result<()>;
 
+    /// Sets (or clears) the organization a session acts in.
+    async fn set_active_organization(
+        &self,
+        session: &SessionId,
+        organization: Option<&OrganizationId>,
+    ) -> Result<()>;
+
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+    async fn retire_signing_key(&self, kid: &str, at: DateTime<Utc>) -> Result<()>;
+
+    /// Records first authentications of the month (`(month, user, at)`); repeats are ignored.
+    async fn record_active_users(&self, entries: &[(String, UserId, DateTime<Utc>)]) -> Result<()>;
+    /// Distinct users who authenticated in `month` (`YYYY-MM`).
+    async fn active_users(&self, month: &str) -> Result<u64>;
 }
+
+/// Organizations, memberships and invitations of one application; every membership and
+/// invitation query is scoped by its organization.
+#[async_trait]
+pub trait OrganizationRepository: Send + Sync {
+    /// `Duplicate` on a slug clash. `first_member` (the creator, usually) joins atomically.
+    async fn create_organization(
+        &self,
+        org: &Organization,
+        first_member: Option<&OrgMembership>,
+    ) -> Result<()>;
+    async fn organization(&self, id: &OrganizationId) -> Result<Option<Organization>>;
+    async fn organizations(&self, page: &PageRequest) -> Result<Page<Organization>>;
+    async fn update_organization(&self, org: &Organization) -> Result<()>;
+    async fn delete_organization(&self, id: &OrganizationId) -> Result<()>;
+
+    /// `Duplicate` when the user is already a member.
+    async fn add_membership(&self, membership: &OrgMembership) -> Result<()>;
+    async fn membership(
+        &self,
+        org: &OrganizationId,
+        id: &OrgMembershipId,
+    ) -> Result<Option<OrgMembership>>;
+    async fn membership_of(
+        &self,
+        org: &OrganizationId,
+        user: &UserId,
+    ) -> Result<Option<OrgMembership>>;
+    async fn memberships(
+        &self,
+        org: &OrganizationId,
+        page: &PageRequest,
+    ) -> Result<Page<OrgMembership>>;
+    async fn user_memberships(&self, user: &UserId) -> Result<Vec<OrgMembership>>;
+    async fn update_membership_role(
+        &self,
+        org: &OrganizationId,
+        id: &OrgMembershipId,
+        role: &str,
+        now: DateTime<Utc>,
+    ) -> Result<OrgMembership>;
+    async fn remove_membership(&self, org: &OrganizationId, id: &OrgMembershipId) -> Result<()>;
+
+    async fn create_invitation(&self, invitation: &OrgInvitation) -> Result<()>;
+    /// A live (unaccepted, unexpired) invitation.
+    async fn invitation_by_token(
+        &self,
+        token_hash: &KeyHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<OrgInvitation>>;
+    /// Consumes the invitation once and adds the membership, atomically; `State` when it was
+    /// consumed already, `Duplicate` when the user is a member already.
+    async fn accept_org_invitation(
+        &self,
+        invitation: &InvitationId,
+        membership: &OrgMembership,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+}
+
+/// Everything one application's database holds.
+pub trait AppRepository: IdentityRepository + OrganizationRepository {}
+impl<T: IdentityRepository + OrganizationRepository> AppRepository for T {}
 
 /// Where application databases live.
 #[derive(Debug, Clone)]
@@ -104,7 +184,7 @@ pub enum AppDatabaseConfig {
 }
 
 struct OpenStore {
-    store: Arc<dyn IdentityRepository>,
+    store: Arc<dyn AppRepository>,
     closer: Closer,
     last_used: Instant,
 }
@@ -212,14 +292,14 @@ impl AppDatabases {
 
     /// The application's store, opening its pool if needed. The database must exist
     /// (see [`AppDatabases::provision`]).
-    pub async fn open(&self, app: &ApplicationId) -> Result<Arc<dyn IdentityRepository>> {
+    pub async fn open(&self, app: &ApplicationId) -> Result<Arc<dyn AppRepository>> {
         if let Ok(mut open) = self.open.lock() {
             if let Some(entry) = open.get_mut(app) {
                 entry.last_used = Instant::now();
                 return Ok(entry.store.clone());
             }
         }
-        let (store, closer): (Arc<dyn IdentityRepository>, Closer) = match &self.config {
+        let (store, closer): (Arc<dyn AppRepository>, Closer) = match &self.config {
             AppDatabaseConfig::Sqlite { dir } => {
                 let path = Self::sqlite_path(dir, app);
                 let options = SqliteConnectOptions::new()
@@ -254,7 +334,7 @@ impl AppDatabases {
             }
         };
         enum Outcome {
-            Raced(Arc<dyn IdentityRepository>),
+            Raced(Arc<dyn AppRepository>),
             Inserted(Option<OpenStore>),
         }
         let outcome = {

@@ -1,8 +1,10 @@
 //! [`IdentityRepository`] for SQLite and Postgres, from one body of portable SQL (the same
 //! conventions as the control plane's `sql.rs`: `$n` parameters, TEXT ids, BIGINT milliseconds).
 
-use authsome_domain::id::{SessionId, UserId};
-use authsome_domain::identity::{RefreshRecord, Session, SigningKeyRecord, User};
+use authsome_domain::id::{InvitationId, OrgMembershipId, OrganizationId, SessionId, UserId};
+use authsome_domain::identity::{
+    OrgInvitation, OrgMembership, Organization, RefreshRecord, Session, SigningKeyRecord, User,
+};
 use authsome_domain::keys::KeyHash;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -75,8 +77,8 @@ impl UserRow {
     }
 }
 
-const SESSION_COLUMNS: &str =
-    "id, user_id, ip, user_agent, created_at, last_active_at, expires_at, revoked_at";
+const SESSION_COLUMNS: &str = "id, user_id, ip, user_agent, created_at, last_active_at, \
+     expires_at, revoked_at, active_org_id";
 
 #[derive(sqlx::FromRow)]
 struct SessionRow {
@@ -88,6 +90,7 @@ struct SessionRow {
     last_active_at: i64,
     expires_at: i64,
     revoked_at: Option<i64>,
+    active_org_id: Option<String>,
 }
 
 impl SessionRow {
@@ -102,6 +105,13 @@ impl SessionRow {
             last_active_at: time(self.last_active_at, "sessions.last_active_at")?,
             expires_at: time(self.expires_at, "sessions.expires_at")?,
             revoked_at: opt_time(self.revoked_at, "sessions.revoked_at")?,
+            active_organization_id: self
+                .active_org_id
+                .map(|o| {
+                    OrganizationId::parse(&o)
+                        .map_err(|_| StorageError::Corrupt("sessions.active_org_id"))
+                })
+                .transpose()?,
         })
     }
 }
@@ -134,6 +144,7 @@ struct SigningKeyRow {
     sealed_private: String,
     public_key: String,
     created_at: i64,
+    activates_at: i64,
     retired_at: Option<i64>,
 }
 
@@ -151,6 +162,7 @@ impl SigningKeyRow {
                 .map_err(|_| StorageError::Corrupt("signing_keys.sealed_private"))?,
             public,
             created_at: time(self.created_at, "signing_keys.created_at")?,
+            activates_at: time(self.activates_at, "signing_keys.activates_at")?,
             retired_at: opt_time(self.retired_at, "signing_keys.retired_at")?,
         })
     }
@@ -311,7 +323,7 @@ macro_rules! impl_identity {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, ip, user_agent, created_at, last_active_at, \
-                     expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     expires_at, revoked_at, active_org_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(s.id.as_str())
                 .bind(s.user_id.as_str())
@@ -321,6 +333,7 @@ macro_rules! impl_identity {
                 .bind(ms(s.last_active_at))
                 .bind(ms(s.expires_at))
                 .bind(opt_ms(s.revoked_at))
+                .bind(s.active_organization_id.as_ref().map(|o| o.as_str()))
                 .execute(&mut *tx)
                 .await?;
                 insert_refresh(&mut *tx, refresh).await?;
@@ -447,8 +460,8 @@ macro_rules! impl_identity {
 
             async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
                 sqlx::query_as::<_, SigningKeyRow>(
-                    "SELECT kid, sealed_private, public_key, created_at, retired_at \
-                     FROM signing_keys ORDER BY created_at, kid",
+                    "SELECT kid, sealed_private, public_key, created_at, activates_at, retired_at \
+                     FROM signing_keys ORDER BY activates_at, kid",
                 )
                 .fetch_all(&self.pool)
                 .await?
@@ -459,21 +472,447 @@ macro_rules! impl_identity {
 
             async fn insert_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
                 sqlx::query(
-                    "INSERT INTO signing_keys (kid, sealed_private, public_key, created_at, retired_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO signing_keys (kid, sealed_private, public_key, created_at, \
+                     activates_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&k.kid)
                 .bind(URL_SAFE_NO_PAD.encode(&k.sealed_private))
                 .bind(URL_SAFE_NO_PAD.encode(k.public))
                 .bind(ms(k.created_at))
+                .bind(ms(k.activates_at))
                 .bind(opt_ms(k.retired_at))
                 .execute(&self.pool)
                 .await
                 .map_err(unique)?;
                 Ok(())
             }
+
+            async fn retire_signing_key(&self, kid: &str, at: chrono::DateTime<chrono::Utc>) -> Result<()> {
+                sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL")
+                    .bind(ms(at))
+                    .bind(kid)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_active_organization(
+                &self,
+                session: &SessionId,
+                organization: Option<&OrganizationId>,
+            ) -> Result<()> {
+                sqlx::query("UPDATE sessions SET active_org_id = $1 WHERE id = $2")
+                    .bind(organization.map(|o| o.as_str()))
+                    .bind(session.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn record_active_users(
+                &self,
+                entries: &[(String, UserId, chrono::DateTime<chrono::Utc>)],
+            ) -> Result<()> {
+                if entries.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for (month, user, at) in entries {
+                    sqlx::query(
+                        "INSERT INTO monthly_active_users (month, user_id, first_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (month, user_id) DO NOTHING",
+                    )
+                    .bind(month)
+                    .bind(user.as_str())
+                    .bind(ms(*at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn active_users(&self, month: &str) -> Result<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM monthly_active_users WHERE month = $1")
+                    .bind(month)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl super::OrganizationRepository for $store {
+            async fn create_organization(
+                &self,
+                org: &Organization,
+                first_member: Option<&OrgMembership>,
+            ) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO organizations (id, name, slug, metadata, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(org.id.as_str())
+                .bind(&org.name)
+                .bind(&org.slug)
+                .bind(org.metadata.to_string())
+                .bind(ms(org.created_at))
+                .bind(ms(org.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(unique)?;
+                if let Some(m) = first_member {
+                    insert_membership(&mut *tx, m).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn organization(&self, id: &OrganizationId) -> Result<Option<Organization>> {
+                sqlx::query_as::<_, OrgRow>(&format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(OrgRow::into_domain)
+                    .transpose()
+            }
+
+            async fn organizations(
+                &self,
+                page: &authsome_domain::page::PageRequest,
+            ) -> Result<authsome_domain::page::Page<Organization>> {
+                let rows = sqlx::query_as::<_, OrgRow>(&format!(
+                    "SELECT {ORG_COLUMNS} FROM organizations WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(page.after.as_deref().unwrap_or(""))
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(OrgRow::into_domain)
+                .collect::<Result<Vec<_>>>()?;
+                Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |o| o.id.as_str()))
+            }
+
+            async fn update_organization(&self, org: &Organization) -> Result<()> {
+                let done = sqlx::query(
+                    "UPDATE organizations SET name = $1, slug = $2, metadata = $3, updated_at = $4 WHERE id = $5",
+                )
+                .bind(&org.name)
+                .bind(&org.slug)
+                .bind(org.metadata.to_string())
+                .bind(ms(org.updated_at))
+                .bind(org.id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(unique)?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_organization(&self, id: &OrganizationId) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("DELETE FROM organizations WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                sqlx::query("UPDATE sessions SET active_org_id = NULL WHERE active_org_id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn add_membership(&self, m: &OrgMembership) -> Result<()> {
+                insert_membership(&self.pool, m).await
+            }
+
+            async fn membership(
+                &self,
+                org: &OrganizationId,
+                id: &OrgMembershipId,
+            ) -> Result<Option<OrgMembership>> {
+                sqlx::query_as::<_, MembershipRow>(&format!(
+                    "SELECT {MEMBERSHIP_COLUMNS} FROM org_memberships WHERE organization_id = $1 AND id = $2"
+                ))
+                .bind(org.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(MembershipRow::into_domain)
+                .transpose()
+            }
+
+            async fn membership_of(
+                &self,
+                org: &OrganizationId,
+                user: &UserId,
+            ) -> Result<Option<OrgMembership>> {
+                sqlx::query_as::<_, MembershipRow>(&format!(
+                    "SELECT {MEMBERSHIP_COLUMNS} FROM org_memberships WHERE organization_id = $1 AND user_id = $2"
+                ))
+                .bind(org.as_str())
+                .bind(user.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(MembershipRow::into_domain)
+                .transpose()
+            }
+
+            async fn memberships(
+                &self,
+                org: &OrganizationId,
+                page: &authsome_domain::page::PageRequest,
+            ) -> Result<authsome_domain::page::Page<OrgMembership>> {
+                let rows = sqlx::query_as::<_, MembershipRow>(&format!(
+                    "SELECT {MEMBERSHIP_COLUMNS} FROM org_memberships \
+                     WHERE organization_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(org.as_str())
+                .bind(page.after.as_deref().unwrap_or(""))
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(MembershipRow::into_domain)
+                .collect::<Result<Vec<_>>>()?;
+                Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |m| m.id.as_str()))
+            }
+
+            async fn user_memberships(&self, user: &UserId) -> Result<Vec<OrgMembership>> {
+                sqlx::query_as::<_, MembershipRow>(&format!(
+                    "SELECT {MEMBERSHIP_COLUMNS} FROM org_memberships WHERE user_id = $1 ORDER BY id"
+                ))
+                .bind(user.as_str())
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(MembershipRow::into_domain)
+                .collect()
+            }
+
+            async fn update_membership_role(
+                &self,
+                org: &OrganizationId,
+                id: &OrgMembershipId,
+                role: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<OrgMembership> {
+                let done = sqlx::query(
+                    "UPDATE org_memberships SET role = $1, updated_at = $2 \
+                     WHERE organization_id = $3 AND id = $4",
+                )
+                .bind(role)
+                .bind(ms(now))
+                .bind(org.as_str())
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StorageError::NotFound);
+                }
+                self.membership(org, id).await?.ok_or(StorageError::NotFound)
+            }
+
+            async fn remove_membership(&self, org: &OrganizationId, id: &OrgMembershipId) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let user: Option<String> = sqlx::query_scalar(
+                    "DELETE FROM org_memberships WHERE organization_id = $1 AND id = $2 RETURNING user_id",
+                )
+                .bind(org.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(user) = user else { return Err(StorageError::NotFound) };
+                // Sessions acting in the organization lose it at once.
+                sqlx::query(
+                    "UPDATE sessions SET active_org_id = NULL WHERE user_id = $1 AND active_org_id = $2",
+                )
+                .bind(&user)
+                .bind(org.as_str())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_invitation(&self, inv: &OrgInvitation) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO org_invitations (id, organization_id, email, role, token_hash, \
+                     created_at, expires_at, accepted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(inv.id.as_str())
+                .bind(inv.organization_id.as_str())
+                .bind(&inv.email)
+                .bind(&inv.role)
+                .bind(inv.token_hash.to_hex())
+                .bind(ms(inv.created_at))
+                .bind(ms(inv.expires_at))
+                .bind(opt_ms(inv.accepted_at))
+                .execute(&self.pool)
+                .await
+                .map_err(unique)?;
+                Ok(())
+            }
+
+            async fn invitation_by_token(
+                &self,
+                token_hash: &KeyHash,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Option<OrgInvitation>> {
+                sqlx::query_as::<_, InvitationRow>(
+                    "SELECT id, organization_id, email, role, token_hash, created_at, expires_at, accepted_at \
+                     FROM org_invitations WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
+                )
+                .bind(token_hash.to_hex())
+                .bind(ms(now))
+                .fetch_optional(&self.pool)
+                .await?
+                .map(InvitationRow::into_domain)
+                .transpose()
+            }
+
+            async fn accept_org_invitation(
+                &self,
+                invitation: &InvitationId,
+                membership: &OrgMembership,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let consumed = sqlx::query(
+                    "UPDATE org_invitations SET accepted_at = $1 \
+                     WHERE id = $2 AND organization_id = $3 AND accepted_at IS NULL AND expires_at > $1",
+                )
+                .bind(ms(now))
+                .bind(invitation.as_str())
+                .bind(membership.organization_id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if consumed.rows_affected() == 0 {
+                    return Err(StorageError::State("the invitation was already used or has expired"));
+                }
+                insert_membership(&mut *tx, membership).await?;
+                tx.commit().await?;
+                Ok(())
+            }
         }
     };
+}
+
+const ORG_COLUMNS: &str = "id, name, slug, metadata, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct OrgRow {
+    id: String,
+    name: String,
+    slug: String,
+    metadata: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl OrgRow {
+    fn into_domain(self) -> Result<Organization> {
+        Ok(Organization {
+            id: OrganizationId::parse(&self.id)
+                .map_err(|_| StorageError::Corrupt("organizations.id"))?,
+            name: self.name,
+            slug: self.slug,
+            metadata: json(&self.metadata, "organizations.metadata")?,
+            created_at: time(self.created_at, "organizations.created_at")?,
+            updated_at: time(self.updated_at, "organizations.updated_at")?,
+        })
+    }
+}
+
+const MEMBERSHIP_COLUMNS: &str = "id, organization_id, user_id, role, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct MembershipRow {
+    id: String,
+    organization_id: String,
+    user_id: String,
+    role: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl MembershipRow {
+    fn into_domain(self) -> Result<OrgMembership> {
+        Ok(OrgMembership {
+            id: OrgMembershipId::parse(&self.id)
+                .map_err(|_| StorageError::Corrupt("org_memberships.id"))?,
+            organization_id: OrganizationId::parse(&self.organization_id)
+                .map_err(|_| StorageError::Corrupt("org_memberships.organization_id"))?,
+            user_id: UserId::parse(&self.user_id)
+                .map_err(|_| StorageError::Corrupt("org_memberships.user_id"))?,
+            role: self.role,
+            created_at: time(self.created_at, "org_memberships.created_at")?,
+            updated_at: time(self.updated_at, "org_memberships.updated_at")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct InvitationRow {
+    id: String,
+    organization_id: String,
+    email: String,
+    role: String,
+    token_hash: String,
+    created_at: i64,
+    expires_at: i64,
+    accepted_at: Option<i64>,
+}
+
+impl InvitationRow {
+    fn into_domain(self) -> Result<OrgInvitation> {
+        Ok(OrgInvitation {
+            id: InvitationId::parse(&self.id)
+                .map_err(|_| StorageError::Corrupt("org_invitations.id"))?,
+            organization_id: OrganizationId::parse(&self.organization_id)
+                .map_err(|_| StorageError::Corrupt("org_invitations.organization_id"))?,
+            email: self.email,
+            role: self.role,
+            token_hash: KeyHash::from_hex(&self.token_hash)
+                .ok_or(StorageError::Corrupt("org_invitations.token_hash"))?,
+            created_at: time(self.created_at, "org_invitations.created_at")?,
+            expires_at: time(self.expires_at, "org_invitations.expires_at")?,
+            accepted_at: opt_time(self.accepted_at, "org_invitations.accepted_at")?,
+        })
+    }
+}
+
+async fn insert_membership<'e, E, DB>(exec: E, m: &OrgMembership) -> Result<()>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO org_memberships (id, organization_id, user_id, role, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(m.id.as_str())
+    .bind(m.organization_id.as_str())
+    .bind(m.user_id.as_str())
+    .bind(m.role.as_str())
+    .bind(ms(m.created_at))
+    .bind(ms(m.updated_at))
+    .execute(exec)
+    .await
+    .map_err(unique)?;
+    Ok(())
 }
 
 async fn insert_refresh<'e, E, DB>(exec: E, r: &RefreshRecord) -> Result<()>

@@ -22,7 +22,9 @@ CREATE TABLE sessions (
     created_at     BIGINT NOT NULL,
     last_active_at BIGINT NOT NULL,
     expires_at     BIGINT NOT NULL,
-    revoked_at     BIGINT
+    revoked_at     BIGINT,
+    -- The organization the user acts in; carried in access tokens as `org` / `orgRole`.
+    active_org_id  TEXT
 );
 CREATE INDEX sessions_user ON sessions (user_id, id);
 
@@ -35,10 +37,53 @@ CREATE TABLE refresh_tokens (
 );
 CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
 
+-- A key is published in JWKS from `created_at`, signs from `activates_at` until `retired_at`,
+-- and is dropped from JWKS once every token it signed has expired.
 CREATE TABLE signing_keys (
     kid            TEXT PRIMARY KEY,
     sealed_private TEXT NOT NULL,
     public_key     TEXT NOT NULL,
     created_at     BIGINT NOT NULL,
+    activates_at   BIGINT NOT NULL,
     retired_at     BIGINT
+);
+
+CREATE TABLE organizations (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    name       TEXT NOT NULL,
+    slug       TEXT NOT NULL UNIQUE,
+    metadata   TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE org_memberships (
+    id              TEXT COLLATE "C" PRIMARY KEY,
+    organization_id TEXT COLLATE "C" NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    user_id         TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    role            TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    UNIQUE (organization_id, user_id)
+);
+CREATE INDEX org_memberships_user ON org_memberships (user_id);
+
+CREATE TABLE org_invitations (
+    id              TEXT COLLATE "C" PRIMARY KEY,
+    organization_id TEXT COLLATE "C" NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    email           TEXT NOT NULL,
+    role            TEXT NOT NULL,
+    token_hash      TEXT NOT NULL UNIQUE,
+    created_at      BIGINT NOT NULL,
+    expires_at      BIGINT NOT NULL,
+    accepted_at     BIGINT
+);
+
+-- Monthly active users: one row per user per calendar month (UTC), written at their first
+-- authentication of the month.
+CREATE TABLE monthly_active_users (
+    month      TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    first_at   BIGINT NOT NULL,
+    PRIMARY KEY (month, user_id)
 );

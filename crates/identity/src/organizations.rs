@@ -1,0 +1,353 @@
+//! Organizations (org units) of an application's users: create, list, update, delete;
+//! memberships with roles; invitations by email, accepted once by the signed-in invitee.
+
+use authsome_domain::id::{ApplicationId, InvitationId, OrgMembershipId, OrganizationId, UserId};
+use authsome_domain::identity::{
+    parse_org_role, OrgInvitation, OrgMembership, Organization, ORG_INVITATION_TTL,
+};
+use authsome_domain::keys::{KeyHash, OpaqueToken};
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::tenancy::member::parse_email;
+use authsome_domain::tenancy::{parse_json_object, parse_name, Slug};
+use authsome_storage::StorageError;
+use chrono::{DateTime, Utc};
+
+use crate::{Identity, IdentityError, Result};
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewOrganization {
+    pub name: String,
+    pub slug: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<serde_json::Value>,
+    /// A user who joins as `admin` at once (typically the creator).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub created_by: Option<UserId>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrganizationPatch {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewMembership {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub user_id: UserId,
+    /// `admin`, `member`, `auditor` or a custom role name.
+    pub role: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MembershipPatch {
+    pub role: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewOrgInvitation {
+    pub email: String,
+    pub role: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcceptOrgInvitation {
+    pub token: String,
+}
+
+/// An invitation as created: the token is shown once.
+#[derive(Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedOrgInvitation {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: InvitationId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub organization_id: OrganizationId,
+    pub email: String,
+    pub role: String,
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn storage(what: &'static str) -> impl Fn(StorageError) -> IdentityError {
+    move |e| match e {
+        StorageError::Duplicate => IdentityError::Conflict(format!("{what} already exists")),
+        StorageError::NotFound => IdentityError::NotFound(what),
+        StorageError::State(why) => IdentityError::Conflict(why.into()),
+        other => other.into(),
+    }
+}
+
+impl Identity {
+    pub async fn create_organization(
+        &self,
+        app: &ApplicationId,
+        input: NewOrganization,
+    ) -> Result<(Organization, Option<OrgMembership>)> {
+        let name = parse_name("name", &input.name)?;
+        let slug = match input.slug {
+            Some(s) => Slug::parse("slug", &s)?,
+            None => Slug::derive(&name),
+        };
+        let metadata = match input.metadata {
+            Some(m) => parse_json_object("metadata", m)?,
+            None => serde_json::json!({}),
+        };
+        let store = self.store(app).await?;
+        let now = authsome_domain::now();
+        let org = Organization {
+            id: OrganizationId::new(),
+            name,
+            slug: slug.into_string(),
+            metadata,
+            created_at: now,
+            updated_at: now,
+        };
+        let creator = match input.created_by {
+            Some(user) => {
+                store
+                    .user(&user)
+                    .await?
+                    .ok_or(IdentityError::NotFound("user"))?;
+                Some(OrgMembership {
+                    id: OrgMembershipId::new(),
+                    organization_id: org.id.clone(),
+                    user_id: user,
+                    role: "admin".into(),
+                    created_at: now,
+                    updated_at: now,
+                })
+            }
+            None => None,
+        };
+        store
+            .create_organization(&org, creator.as_ref())
+            .await
+            .map_err(|e| match e {
+                StorageError::Duplicate => IdentityError::Conflict("slug is already taken".into()),
+                other => other.into(),
+            })?;
+        Ok((org, creator))
+    }
+
+    pub async fn organization(
+        &self,
+        app: &ApplicationId,
+        id: &OrganizationId,
+    ) -> Result<Organization> {
+        self.store(app)
+            .await?
+            .organization(id)
+            .await?
+            .ok_or(IdentityError::NotFound("organization"))
+    }
+
+    pub async fn organizations(
+        &self,
+        app: &ApplicationId,
+        page: &PageRequest,
+    ) -> Result<Page<Organization>> {
+        Ok(self.store(app).await?.organizations(page).await?)
+    }
+
+    pub async fn update_organization(
+        &self,
+        app: &ApplicationId,
+        id: &OrganizationId,
+        patch: OrganizationPatch,
+    ) -> Result<Organization> {
+        let store = self.store(app).await?;
+        let mut org = store
+            .organization(id)
+            .await?
+            .ok_or(IdentityError::NotFound("organization"))?;
+        if let Some(name) = patch.name {
+            org.name = parse_name("name", &name)?;
+        }
+        if let Some(slug) = patch.slug {
+            org.slug = Slug::parse("slug", &slug)?.into_string();
+        }
+        if let Some(m) = patch.metadata {
+            org.metadata = parse_json_object("metadata", m)?;
+        }
+        org.updated_at = authsome_domain::now();
+        store.update_organization(&org).await.map_err(|e| match e {
+            StorageError::Duplicate => IdentityError::Conflict("slug is already taken".into()),
+            other => storage("organization")(other),
+        })?;
+        Ok(org)
+    }
+
+    pub async fn delete_organization(
+        &self,
+        app: &ApplicationId,
+        id: &OrganizationId,
+    ) -> Result<()> {
+        self.store(app)
+            .await?
+            .delete_organization(id)
+            .await
+            .map_err(storage("organization"))
+    }
+
+    pub async fn add_membership(
+        &self,
+        app: &ApplicationId,
+        org: &OrganizationId,
+        input: NewMembership,
+    ) -> Result<OrgMembership> {
+        let role = parse_org_role(&input.role)?;
+        let store = self.store(app).await?;
+        store
+            .organization(org)
+            .await?
+            .ok_or(IdentityError::NotFound("organization"))?;
+        store
+            .user(&input.user_id)
+            .await?
+            .ok_or(IdentityError::NotFound("user"))?;
+        let now = authsome_domain::now();
+        let membership = OrgMembership {
+            id: OrgMembershipId::new(),
+            organization_id: org.clone(),
+            user_id: input.user_id,
+            role,
+            created_at: now,
+            updated_at: now,
+        };
+        store
+            .add_membership(&membership)
+            .await
+            .map_err(storage("membership"))?;
+        Ok(membership)
+    }
+
+    pub async fn memberships(
+        &self,
+        app: &ApplicationId,
+        org: &OrganizationId,
+        page: &PageRequest,
+    ) -> Result<Page<OrgMembership>> {
+        let store = self.store(app).await?;
+        store
+            .organization(org)
+            .await?
+            .ok_or(IdentityError::NotFound("organization"))?;
+        Ok(store.memberships(org, page).await?)
+    }
+
+    pub async fn update_membership(
+        &self,
+        app: &ApplicationId,
+        org: &OrganizationId,
+        id: &OrgMembershipId,
+        patch: MembershipPatch,
+    ) -> Result<OrgMembership> {
+        let role = parse_org_role(&patch.role)?;
+        self.store(app)
+            .await?
+            .update_membership_role(org, id, &role, authsome_domain::now())
+            .await
+            .map_err(storage("membership"))
+    }
+
+    pub async fn remove_membership(
+        &self,
+        app: &ApplicationId,
+        org: &OrganizationId,
+        id: &OrgMembershipId,
+    ) -> Result<()> {
+        self.store(app)
+            .await?
+            .remove_membership(org, id)
+            .await
+            .map_err(storage("membership"))
+    }
+
+    pub async fn invite_to_organization(
+        &self,
+        app: &ApplicationId,
+        org: &OrganizationId,
+        input: NewOrgInvitation,
+    ) -> Result<CreatedOrgInvitation> {
+        let email = parse_email(&input.email)?;
+        let role = parse_org_role(&input.role)?;
+        let store = self.store(app).await?;
+        store
+            .organization(org)
+            .await?
+            .ok_or(IdentityError::NotFound("organization"))?;
+        let token = OpaqueToken::generate("oit_");
+        let now = authsome_domain::now();
+        let invitation = OrgInvitation {
+            id: InvitationId::new(),
+            organization_id: org.clone(),
+            email: email.clone(),
+            role: role.clone(),
+            token_hash: token.hash,
+            created_at: now,
+            expires_at: now + ORG_INVITATION_TTL,
+            accepted_at: None,
+        };
+        store.create_invitation(&invitation).await?;
+        Ok(CreatedOrgInvitation {
+            id: invitation.id,
+            organization_id: org.clone(),
+            email,
+            role,
+            token: token.plaintext,
+            expires_at: invitation.expires_at,
+        })
+    }
+
+    /// The signed-in user (of `access_token`) accepts an invitation addressed to their email.
+    pub async fn accept_org_invitation(
+        &self,
+        app: &ApplicationId,
+        access_token: &str,
+        input: AcceptOrgInvitation,
+    ) -> Result<OrgMembership> {
+        let (user, _, _) = self.authenticate(app, access_token).await?;
+        let store = self.store(app).await?;
+        let now = authsome_domain::now();
+        let invitation = store
+            .invitation_by_token(&KeyHash::of(&input.token), now)
+            .await?
+            .ok_or(IdentityError::NotFound("invitation"))?;
+        if invitation.email != user.email {
+            // Someone else's invitation: as if it did not exist.
+            return Err(IdentityError::NotFound("invitation"));
+        }
+        let membership = OrgMembership {
+            id: OrgMembershipId::new(),
+            organization_id: invitation.organization_id.clone(),
+            user_id: user.id,
+            role: invitation.role.clone(),
+            created_at: now,
+            updated_at: now,
+        };
+        store
+            .accept_org_invitation(&invitation.id, &membership, now)
+            .await
+            .map_err(|e| match e {
+                StorageError::State(_) => IdentityError::NotFound("invitation"),
+                other => storage("membership")(other),
+            })?;
+        Ok(membership)
+    }
+}
