@@ -144,7 +144,7 @@ fn control_plane(config: &Config, store: Arc<dyn Store>) -> ControlPlane {
 
 /// The engine behind every application's customer API, with each application in a database of
 /// its own next to the control plane's.
-fn identity_engine(config: &Config, master_key: MasterKey) -> Result<Arc<Identity>> {
+fn identity_engine(config: &Config, master_key: MasterKey) -> Result<Identity> {
     let databases = match (&config.database_url, config.app_isolation) {
         (_, AppIsolation::Schema) => bail!(
             "AUTHSOME_APP_ISOLATION: `schema` is not available yet; use `database` (the default)"
@@ -158,11 +158,11 @@ fn identity_engine(config: &Config, master_key: MasterKey) -> Result<Arc<Identit
             dir: config.data_dir.join("apps"),
         },
     };
-    Ok(Arc::new(Identity::new(
+    Ok(Identity::new(
         AppDatabases::new(databases, 512),
         master_key,
         config.public_url.clone(),
-    )))
+    ))
 }
 
 pub async fn serve(config: Config) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Platform-operator actions: the owners and admins of the root workspace (or its management
 //! keys with the admin role) set any workspace's standing, plan and limits.
 
+use authsome_domain::event::DomainEvent;
 use authsome_domain::id::WorkspaceId;
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{
@@ -93,6 +94,12 @@ impl ControlPlane {
         }
         ws.updated_at = authsome_domain::now();
         self.store.update_workspace(&ws).await?;
+        self.emit(
+            actor,
+            DomainEvent::new("admin.workspace.updated")
+                .workspace(&ws.id)
+                .target(&ws.id),
+        );
         Ok(ws)
     }
 }

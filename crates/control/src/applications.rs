@@ -92,6 +92,7 @@ impl ControlPlane {
         // Usually ready before we answer; if not, the maintenance loop retries.
         self.provision(&mut app).await?;
         self.store.update_application(&app).await?;
+        self.emit_app(actor, "application.created", &app);
         Ok(app)
     }
 
@@ -196,6 +197,7 @@ impl ControlPlane {
             .await
             .map_err(duplicate("slug"))?;
         self.keys.forget_application(&app.id);
+        self.emit_app(actor, "application.updated", &app);
         Ok(app)
     }
 
@@ -220,6 +222,7 @@ impl ControlPlane {
         app.updated_at = now;
         self.store.update_application(&app).await?;
         self.keys.forget_application(&app.id);
+        self.emit_app(actor, "application.deleted", &app);
         Ok(app)
     }
 
@@ -250,6 +253,7 @@ impl ControlPlane {
             .await
             .map_err(duplicate("slug"))?;
         self.keys.forget_application(&app.id);
+        self.emit_app(actor, "application.restored", &app);
         Ok(app)
     }
 }

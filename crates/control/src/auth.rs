@@ -1,6 +1,7 @@
 //! Team-member sign-in (email + argon2id password → short-lived session token), sign-out,
 //! invitation acceptance, and turning a bearer credential into an [`Actor`].
 
+use authsome_domain::event::DomainEvent;
 use authsome_domain::keys::{parse_key, KeyHash, KeyKind, OpaqueToken};
 use authsome_domain::password;
 use authsome_domain::tenancy::member::parse_email;
@@ -67,6 +68,10 @@ impl ControlPlane {
             .create_session(&token.hash, &account.id, now, expires_at)
             .await?;
         let memberships = self.store.memberships(&account.id).await?;
+        self.emit(
+            &Actor::Account(account.id.clone()),
+            DomainEvent::new("account.signed_in").target(&account.id),
+        );
         Ok(LoginResult {
             token: token.plaintext,
             expires_at,
@@ -159,10 +164,17 @@ impl ControlPlane {
                 Some(hash(input.password.clone()).await)
             }
         };
-        Ok(self
+        let member = self
             .store
             .accept_invitation(&invitation, new_hash.as_deref(), name.as_deref(), now)
-            .await?)
+            .await?;
+        self.emit(
+            &Actor::Account(member.account_id.clone()),
+            DomainEvent::new("workspace.member.joined")
+                .workspace(&member.workspace_id)
+                .target(&member.id),
+        );
+        Ok(member)
     }
 }
 

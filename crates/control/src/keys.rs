@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use authsome_domain::event::DomainEvent;
 use authsome_domain::id::{ApplicationId, KeyId, WorkspaceId};
 use authsome_domain::keys::{generate_key, parse_key, KeyHash, KeyKind, KeyMode};
 use authsome_domain::page::{Page, PageRequest};
@@ -318,6 +319,13 @@ impl ControlPlane {
             None,
         );
         self.store.insert_key(&created.key).await?;
+        self.emit(
+            actor,
+            DomainEvent::new("application.key.created")
+                .workspace(&ws.id)
+                .application(&app.id)
+                .target(&created.key.id),
+        );
         Ok(created)
     }
 
@@ -334,7 +342,15 @@ impl ControlPlane {
         if app.is_deleted() {
             return Err(ControlError::Conflict("the application is deleted".into()));
         }
-        self.roll(&ws.id, Some(&app.id), id, input).await
+        let rolled = self.roll(&ws.id, Some(&app.id), id, input).await?;
+        self.emit(
+            actor,
+            DomainEvent::new("application.key.rolled")
+                .workspace(&ws.id)
+                .application(&app.id)
+                .target(id),
+        );
+        Ok(rolled)
     }
 
     pub async fn revoke_app_key(
@@ -346,7 +362,15 @@ impl ControlPlane {
         let (app, ws, _) = self
             .application_for(actor, app, Permission::KeysRevoke)
             .await?;
-        self.revoke(&ws.id, Some(&app.id), id).await
+        let revoked = self.revoke(&ws.id, Some(&app.id), id).await?;
+        self.emit(
+            actor,
+            DomainEvent::new("application.key.revoked")
+                .workspace(&ws.id)
+                .application(&app.id)
+                .target(id),
+        );
+        Ok(revoked)
     }
 
     pub async fn list_management_keys(
@@ -395,6 +419,12 @@ impl ControlPlane {
             Some(role),
         );
         self.store.insert_key(&created.key).await?;
+        self.emit(
+            actor,
+            DomainEvent::new("workspace.key.created")
+                .workspace(ws)
+                .target(&created.key.id),
+        );
         Ok(created)
     }
 
@@ -407,7 +437,14 @@ impl ControlPlane {
     ) -> Result<RolledKey> {
         self.workspace_for(actor, ws, Permission::ManagementKeysManage)
             .await?;
-        self.roll(ws, None, id, input).await
+        let rolled = self.roll(ws, None, id, input).await?;
+        self.emit(
+            actor,
+            DomainEvent::new("workspace.key.rolled")
+                .workspace(ws)
+                .target(id),
+        );
+        Ok(rolled)
     }
 
     pub async fn revoke_management_key(
@@ -418,7 +455,14 @@ impl ControlPlane {
     ) -> Result<ApiKey> {
         self.workspace_for(actor, ws, Permission::ManagementKeysManage)
             .await?;
-        self.revoke(ws, None, id).await
+        let revoked = self.revoke(ws, None, id).await?;
+        self.emit(
+            actor,
+            DomainEvent::new("workspace.key.revoked")
+                .workspace(ws)
+                .target(id),
+        );
+        Ok(revoked)
     }
 
     async fn roll(

@@ -19,6 +19,7 @@ mod workspaces;
 
 use std::sync::Arc;
 
+use authsome_domain::event::{DomainEvent, EventActor, EventSink, NoEvents};
 use authsome_domain::tenancy::workspace::StandingError;
 use authsome_domain::tenancy::{Actor, Permission, Role, Workspace};
 use authsome_domain::ValidationError;
@@ -95,6 +96,7 @@ pub struct ControlPlane {
     keys: KeyCache,
     logins: authsome_domain::throttle::LoginThrottle,
     provisioner: Option<Arc<dyn Provisioner>>,
+    events: Arc<dyn EventSink>,
     settings: ControlSettings,
 }
 
@@ -105,8 +107,39 @@ impl ControlPlane {
             keys: KeyCache::default(),
             logins: authsome_domain::throttle::LoginThrottle::default(),
             provisioner: None,
+            events: Arc::new(NoEvents),
             settings,
         }
+    }
+
+    /// Sends the control plane's domain events to `sink`.
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    /// Announces a write done by `actor`.
+    fn emit(&self, actor: &Actor, event: DomainEvent) {
+        let actor = match actor {
+            Actor::Account(id) => EventActor::Account(id.clone()),
+            Actor::ManagementKey { key_id, .. } => EventActor::Key(key_id.clone()),
+        };
+        self.events.emit(event.actor(actor));
+    }
+
+    fn emit_app(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        app: &authsome_domain::tenancy::Application,
+    ) {
+        self.emit(
+            actor,
+            DomainEvent::new(action)
+                .workspace(&app.workspace_id)
+                .application(&app.id)
+                .target(&app.id),
+        );
     }
 
     /// Gives the control plane the engine that creates and removes applications' resources.

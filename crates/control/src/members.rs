@@ -1,6 +1,7 @@
 //! Team members: invite by email (a one-time token, 7 days), change roles, remove. A workspace
 //! always keeps at least one active owner; only owners touch owners.
 
+use authsome_domain::event::DomainEvent;
 use authsome_domain::id::{AccountId, InvitationId, MemberId, WorkspaceId};
 use authsome_domain::keys::OpaqueToken;
 use authsome_domain::page::{Page, PageRequest};
@@ -99,6 +100,12 @@ impl ControlPlane {
                 }
                 other => other.into(),
             })?;
+        self.emit(
+            actor,
+            DomainEvent::new("workspace.member.invited")
+                .workspace(ws)
+                .target(&member.id),
+        );
         Ok((member, invitation))
     }
 
@@ -121,10 +128,17 @@ impl ControlPlane {
         if target.role == Role::Owner || patch.role == Role::Owner {
             require(role, Permission::OwnersManage)?;
         }
-        Ok(self
+        let member = self
             .store
             .update_member_role(ws, id, patch.role, authsome_domain::now())
-            .await?)
+            .await?;
+        self.emit(
+            actor,
+            DomainEvent::new("workspace.member.role_changed")
+                .workspace(ws)
+                .target(id),
+        );
+        Ok(member)
     }
 
     /// Removes a member. Anyone may leave a workspace themselves (unless they are its last owner).
@@ -151,6 +165,13 @@ impl ControlPlane {
                 require(role, Permission::OwnersManage)?;
             }
         }
-        Ok(self.store.remove_member(ws, id).await?)
+        self.store.remove_member(ws, id).await?;
+        self.emit(
+            actor,
+            DomainEvent::new("workspace.member.removed")
+                .workspace(ws)
+                .target(id),
+        );
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use authsome_domain::event::{DomainEvent, EventActor};
 use authsome_domain::id::ApplicationId;
 use authsome_domain::tenancy::{AppStatus, Application};
 
@@ -45,6 +46,13 @@ impl ControlPlane {
                 app.status = AppStatus::Active;
                 app.provisioned_at = Some(now);
                 app.provision_error = None;
+                self.events.emit(
+                    DomainEvent::new("application.provisioned")
+                        .actor(EventActor::System)
+                        .workspace(&app.workspace_id)
+                        .application(&app.id)
+                        .target(&app.id),
+                );
             }
             Err(error) => {
                 tracing::warn!(app = %app.id, %error, attempt = app.provision_attempts + 1, "provisioning failed");
@@ -88,6 +96,12 @@ impl ControlPlane {
             }
             self.store.remove_application(&id).await?;
             self.keys.forget_application(&id);
+            self.events.emit(
+                DomainEvent::new("application.purged")
+                    .actor(EventActor::System)
+                    .application(&id)
+                    .target(&id),
+            );
             tracing::info!(app = %id, "purged application past its undelete window");
         }
         Ok(())

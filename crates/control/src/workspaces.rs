@@ -1,5 +1,6 @@
 //! Workspaces: create (the creator becomes owner), list, read, update, delete.
 
+use authsome_domain::event::DomainEvent;
 use authsome_domain::id::{MemberId, WorkspaceId};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{
@@ -91,6 +92,12 @@ impl ControlPlane {
             .create_workspace(&workspace, &owner)
             .await
             .map_err(duplicate("slug"))?;
+        self.emit(
+            actor,
+            DomainEvent::new("workspace.created")
+                .workspace(&workspace.id)
+                .target(&workspace.id),
+        );
         Ok((workspace, Role::Owner))
     }
 
@@ -134,6 +141,12 @@ impl ControlPlane {
             .update_workspace(&ws)
             .await
             .map_err(duplicate("slug"))?;
+        self.emit(
+            actor,
+            DomainEvent::new("workspace.updated")
+                .workspace(&ws.id)
+                .target(&ws.id),
+        );
         Ok((ws, role))
     }
 
@@ -149,7 +162,16 @@ impl ControlPlane {
         }
         match self.store.delete_workspace(id).await {
             Err(StorageError::NotFound) => Err(ControlError::NotFound("workspace")),
-            other => Ok(other?),
+            other => {
+                other?;
+                self.emit(
+                    actor,
+                    DomainEvent::new("workspace.deleted")
+                        .workspace(id)
+                        .target(id),
+                );
+                Ok(())
+            }
         }
     }
 }

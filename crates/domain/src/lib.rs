@@ -5,6 +5,7 @@
 //! `chrono::Utc::now()` for creating records; storage and transport depend on it, never the
 //! reverse. Values that pass a `parse` function here are valid everywhere downstream.
 
+pub mod event;
 pub mod id;
 pub mod identity;
 pub mod keys;

@@ -122,6 +122,7 @@ impl Identity {
             })?;
         let session = self.issue_session(app, &*store, &user, client).await?;
         self.note_active(app, &user.id, now);
+        self.emit(app, "user.signed_up", &user.id, Some(&user.id));
         Ok((user, session))
     }
 
@@ -173,6 +174,7 @@ impl Identity {
         store.record_sign_in(&user.id, now).await?;
         let session = self.issue_session(app, &*store, &user, client).await?;
         self.note_active(app, &user.id, now);
+        self.emit(app, "user.signed_in", &session.id, Some(&user.id));
         Ok((
             User {
                 last_sign_in_at: Some(now),
@@ -209,6 +211,7 @@ impl Identity {
             }
             Rotation::AlreadyRotated(_) => {
                 store.revoke_session(&session.id, now).await?;
+                self.emit(app, "session.revoked_on_reuse", &session.id, Some(&user.id));
                 tracing::warn!(app = %app, session = %session.id, "refresh token reuse: session revoked");
                 return Err(IdentityError::Unauthenticated(
                     "refresh token reuse detected; the session is revoked",
@@ -217,6 +220,7 @@ impl Identity {
             Rotation::Unknown => return Err(IdentityError::Unauthenticated(BAD_REFRESH)),
         }
         self.note_active(app, &user.id, now);
+        self.emit(app, "session.refreshed", &session.id, Some(&user.id));
         let token = self
             .access_token(app, &*store, &user, &session, now)
             .await?;
@@ -231,11 +235,12 @@ impl Identity {
 
     /// Ends the session of an access token.
     pub async fn sign_out(&self, app: &ApplicationId, access_token: &str) -> Result<()> {
-        let (_, session, _) = self.authenticate(app, access_token).await?;
+        let (user, session, _) = self.authenticate(app, access_token).await?;
         let store = self.store(app).await?;
         store
             .revoke_session(&session.id, authsome_domain::now())
             .await?;
+        self.emit(app, "user.signed_out", &session.id, Some(&user.id));
         Ok(())
     }
 
@@ -286,6 +291,12 @@ impl Identity {
             .set_active_organization(&session.id, input.organization_id.as_ref())
             .await?;
         session.active_organization_id = input.organization_id;
+        self.emit(
+            app,
+            "session.organization_switched",
+            &session.id,
+            Some(&user.id),
+        );
         let (token, expires_at) = self
             .access_token(app, &*store, &user, &session, authsome_domain::now())
             .await?;
@@ -323,6 +334,7 @@ impl Identity {
             .filter(|s| s.user_id == user.id)
             .ok_or(IdentityError::NotFound("session"))?;
         store.revoke_session(id, authsome_domain::now()).await?;
+        self.emit(app, "session.revoked", id, Some(&user.id));
         Ok(())
     }
 

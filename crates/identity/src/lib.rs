@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use authsome_domain::event::{DomainEvent, EventActor, EventSink, NoEvents};
 use authsome_domain::id::ApplicationId;
 use authsome_domain::identity::SigningKeyRecord;
 use authsome_domain::master_key::MasterKey;
@@ -72,6 +73,7 @@ pub struct Identity {
     account_throttle: LoginThrottle,
     address_throttle: LoginThrottle,
     active_users: Mutex<usage::ActiveUsers>,
+    events: Arc<dyn EventSink>,
 }
 
 /// How long unsealed keys are cached before the key table is read again (rotations made by
@@ -94,7 +96,32 @@ impl Identity {
             account_throttle: LoginThrottle::new(5),
             address_throttle: LoginThrottle::new(20),
             active_users: Mutex::new(usage::ActiveUsers::default()),
+            events: Arc::new(NoEvents),
         }
+    }
+
+    /// Sends the identity engine's domain events to `sink`.
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = sink;
+        self
+    }
+
+    /// Announces a write in `app`; `user` is the actor when an end user did it (otherwise the
+    /// sink takes the caller from the request).
+    pub(crate) fn emit(
+        &self,
+        app: &ApplicationId,
+        action: &'static str,
+        target: impl std::fmt::Display,
+        user: Option<&authsome_domain::id::UserId>,
+    ) {
+        let actor = user.map_or(EventActor::Unknown, |u| EventActor::User(u.clone()));
+        self.events.emit(
+            DomainEvent::new(action)
+                .application(app)
+                .target(target)
+                .actor(actor),
+        );
     }
 
     pub fn databases(&self) -> &AppDatabases {
@@ -174,6 +201,7 @@ impl Identity {
         if let Ok(mut cache) = self.keys.write() {
             cache.remove(app);
         }
+        self.emit(app, "application.signing_key.rotated", app, None);
         Ok(store.signing_keys().await?)
     }
 

@@ -142,6 +142,7 @@ impl Identity {
                 StorageError::Duplicate => IdentityError::Conflict("slug is already taken".into()),
                 other => other.into(),
             })?;
+        self.emit(app, "organization.created", &org.id, None);
         Ok((org, creator))
     }
 
@@ -190,6 +191,7 @@ impl Identity {
             StorageError::Duplicate => IdentityError::Conflict("slug is already taken".into()),
             other => storage("organization")(other),
         })?;
+        self.emit(app, "organization.updated", &org.id, None);
         Ok(org)
     }
 
@@ -202,7 +204,9 @@ impl Identity {
             .await?
             .delete_organization(id)
             .await
-            .map_err(storage("organization"))
+            .map_err(storage("organization"))?;
+        self.emit(app, "organization.deleted", id, None);
+        Ok(())
     }
 
     pub async fn add_membership(
@@ -234,6 +238,7 @@ impl Identity {
             .add_membership(&membership)
             .await
             .map_err(storage("membership"))?;
+        self.emit(app, "organization.membership.added", &membership.id, None);
         Ok(membership)
     }
 
@@ -259,11 +264,14 @@ impl Identity {
         patch: MembershipPatch,
     ) -> Result<OrgMembership> {
         let role = parse_org_role(&patch.role)?;
-        self.store(app)
+        let membership = self
+            .store(app)
             .await?
             .update_membership_role(org, id, &role, authsome_domain::now())
             .await
-            .map_err(storage("membership"))
+            .map_err(storage("membership"))?;
+        self.emit(app, "organization.membership.updated", id, None);
+        Ok(membership)
     }
 
     pub async fn remove_membership(
@@ -276,7 +284,9 @@ impl Identity {
             .await?
             .remove_membership(org, id)
             .await
-            .map_err(storage("membership"))
+            .map_err(storage("membership"))?;
+        self.emit(app, "organization.membership.removed", id, None);
+        Ok(())
     }
 
     pub async fn invite_to_organization(
@@ -305,6 +315,7 @@ impl Identity {
             accepted_at: None,
         };
         store.create_invitation(&invitation).await?;
+        self.emit(app, "organization.invitation.created", &invitation.id, None);
         Ok(CreatedOrgInvitation {
             id: invitation.id,
             organization_id: org.clone(),
@@ -348,6 +359,12 @@ impl Identity {
                 StorageError::State(_) => IdentityError::NotFound("invitation"),
                 other => storage("membership")(other),
             })?;
+        self.emit(
+            app,
+            "organization.invitation.accepted",
+            &invitation.id,
+            Some(&membership.user_id),
+        );
         Ok(membership)
     }
 }

@@ -80,6 +80,7 @@ impl Identity {
             .create_user(&user, hash.as_deref())
             .await
             .map_err(email_taken)?;
+        self.emit(app, "user.created", &user.id, None);
         Ok(user)
     }
 
@@ -141,6 +142,7 @@ impl Identity {
         if let Some(hash) = new_hash {
             store.set_password(id, &hash, now).await?;
         }
+        self.emit(app, "user.updated", id, None);
         Ok(user)
     }
 
@@ -149,7 +151,9 @@ impl Identity {
             .await?
             .delete_user(id)
             .await
-            .map_err(email_taken)
+            .map_err(email_taken)?;
+        self.emit(app, "user.deleted", id, None);
+        Ok(())
     }
 
     /// Disabling ends every session and refresh token of the user at once.
@@ -169,6 +173,16 @@ impl Identity {
         user.updated_at = now;
         store.update_user(&user).await.map_err(email_taken)?;
         if disabled {
+            self.emit(
+                app,
+                if disabled {
+                    "user.disabled"
+                } else {
+                    "user.enabled"
+                },
+                id,
+                None,
+            );
             store.revoke_user_sessions(id, now).await?;
         }
         Ok(user)
@@ -196,7 +210,9 @@ impl Identity {
             .map_err(|e| match e {
                 StorageError::NotFound => IdentityError::NotFound("session"),
                 other => other.into(),
-            })
+            })?;
+        self.emit(app, "session.revoked", id, None);
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::str::FromStr;
 
+use authsome_domain::event::EventActor;
 use authsome_domain::page::PageRequest;
 use authsome_domain::tenancy::Actor;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -118,6 +119,10 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer credential"))?
             .to_owned();
         let actor = state.control.authenticate(&token).await?;
+        crate::request_id::set_actor(match &actor {
+            Actor::Account(id) => EventActor::Account(id.clone()),
+            Actor::ManagementKey { key_id, .. } => EventActor::Key(key_id.clone()),
+        });
         Ok(Caller { actor, token })
     }
 }

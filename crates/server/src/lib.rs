@@ -7,6 +7,7 @@
 //! rendering goes through [`error`], so every response has the contract's error body.
 
 pub mod error;
+pub mod events;
 mod extract;
 mod idempotency;
 pub mod openapi;
@@ -23,6 +24,7 @@ use authsome_domain::id::ApplicationId;
 use authsome_identity::Identity;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use events::EventBus;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// What the HTTP layer needs to know about the deployment.
@@ -46,6 +48,7 @@ impl Default for HttpSettings {
 pub struct ServerState {
     pub control: ControlPlane,
     pub identity: Arc<Identity>,
+    pub events: Arc<EventBus>,
     pub http: HttpSettings,
     draining: AtomicBool,
 }
@@ -55,11 +58,16 @@ pub type AppState = Arc<ServerState>;
 impl ServerState {
     /// Wires the control plane to the identity engine (which provisions applications) and
     /// returns the state the router serves.
-    pub fn new(control: ControlPlane, identity: Arc<Identity>, http: HttpSettings) -> AppState {
-        let control = control.with_provisioner(Arc::new(IdentityProvisioner(identity.clone())));
+    pub fn new(control: ControlPlane, identity: Identity, http: HttpSettings) -> AppState {
+        let events = Arc::new(EventBus::new(4096));
+        let identity = Arc::new(identity.with_events(events.clone()));
+        let control = control
+            .with_provisioner(Arc::new(IdentityProvisioner(identity.clone())))
+            .with_events(events.clone());
         Arc::new(Self {
             control,
             identity,
+            events,
             http,
             draining: AtomicBool::new(false),
         })

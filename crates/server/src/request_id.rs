@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use authsome_domain::event::EventActor;
 use authsome_domain::id::RequestId;
 use axum::body::Body;
 use axum::extract::Request;
@@ -15,15 +16,41 @@ use crate::error::error_response;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-request-id");
 
+/// What the server knows about the request being served.
+pub struct RequestContext {
+    pub id: String,
+    actor: std::sync::Mutex<Option<EventActor>>,
+}
+
+impl RequestContext {
+    pub fn actor(&self) -> Option<EventActor> {
+        self.actor.lock().ok().and_then(|a| a.clone())
+    }
+}
+
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static REQUEST: std::sync::Arc<RequestContext>;
+}
+
+/// The context of the request being served, if any.
+pub fn context() -> Option<std::sync::Arc<RequestContext>> {
+    REQUEST.try_with(Clone::clone).ok()
+}
+
+/// Records who is calling, once their credential is verified (for events and logs).
+pub fn set_actor(actor: EventActor) {
+    if let Some(context) = context() {
+        if let Ok(mut slot) = context.actor.lock() {
+            *slot = Some(actor);
+        }
+    }
 }
 
 /// The id of the request being served, or a fresh one outside any request.
 pub fn current_request_id() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| RequestId::new().to_string())
+    context()
+        .map(|c| c.id.clone())
+        .unwrap_or_else(|| RequestId::new().to_string())
 }
 
 pub async fn layer(request: Request, next: Next) -> Response {
@@ -31,8 +58,12 @@ pub async fn layer(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let mut response = REQUEST_ID
-        .scope(id.clone(), async move {
+    let context = std::sync::Arc::new(RequestContext {
+        id: id.clone(),
+        actor: std::sync::Mutex::new(None),
+    });
+    let mut response = REQUEST
+        .scope(context, async move {
             let response = next.run(request).await;
             ensure_error_body(response)
         })

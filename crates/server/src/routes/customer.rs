@@ -62,6 +62,7 @@ pub async fn keyed(
         ApiError::unauthorized("missing API key (Authorization: Bearer or X-Publishable-Key)")
     })?;
     let (app, key) = state.control.verify_app_key(app_id, key).await?;
+    crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
     ensure_serving(&app)?;
     Ok((app, key))
 }

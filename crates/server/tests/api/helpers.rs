@@ -81,11 +81,11 @@ async fn serve(
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let identity = Arc::new(Identity::new(
+    let identity = Identity::new(
         AppDatabases::new(apps, 64),
         MasterKey::generate(),
         base.clone(),
-    ));
+    );
     let state = ServerState::new(
         control,
         identity,

@@ -11,6 +11,7 @@ mod cross_tenant;
 mod customer_auth;
 mod customer_keys;
 mod customer_orgs;
+mod events;
 mod http_basics;
 mod role_matrix;
 mod workspaces_and_admin;

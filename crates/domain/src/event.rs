@@ -1,0 +1,91 @@
+//! Domain events: every write on the control plane and the customer API is announced as one
+//! typed event into one sink, which the audit log and webhooks subscribe to. Emitting code says
+//! what happened and to what; the sink stamps who did it and the request id from the request it
+//! runs in (it knows the transport; this crate does not).
+
+use chrono::{DateTime, Utc};
+
+use crate::id::{AccountId, ApplicationId, EventId, KeyId, UserId, WorkspaceId};
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", content = "id", rename_all = "camelCase")]
+pub enum EventActor {
+    /// A team member signed in to the control plane.
+    Account(AccountId),
+    /// A workspace management key or an application key.
+    Key(KeyId),
+    /// An application's end user (with an access token, or signing in/up).
+    User(UserId),
+    /// AuthSome itself (maintenance, provisioning).
+    System,
+    /// Not known where the event was raised; the sink fills it from the request.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainEvent {
+    pub id: EventId,
+    pub at: DateTime<Utc>,
+    /// A stable dotted name: `application.created`, `application.key.rolled`, `user.signed_in`.
+    pub action: &'static str,
+    pub actor: EventActor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<WorkspaceId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<ApplicationId>,
+    /// The id of what the action was done to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl DomainEvent {
+    pub fn new(action: &'static str) -> Self {
+        Self {
+            id: EventId::new(),
+            at: crate::now(),
+            action,
+            actor: EventActor::Unknown,
+            workspace_id: None,
+            application_id: None,
+            target: None,
+            request_id: None,
+        }
+    }
+
+    pub fn actor(mut self, actor: EventActor) -> Self {
+        self.actor = actor;
+        self
+    }
+
+    pub fn workspace(mut self, id: &WorkspaceId) -> Self {
+        self.workspace_id = Some(id.clone());
+        self
+    }
+
+    pub fn application(mut self, id: &ApplicationId) -> Self {
+        self.application_id = Some(id.clone());
+        self
+    }
+
+    pub fn target(mut self, target: impl std::fmt::Display) -> Self {
+        self.target = Some(target.to_string());
+        self
+    }
+}
+
+/// Where events go. Emitting never fails the write that caused it (delivery guarantees are the
+/// audit log's business: it will own a transactional outbox).
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: DomainEvent);
+}
+
+/// A sink that drops everything (tools and tests that do not care).
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn emit(&self, _: DomainEvent) {}
+}
