@@ -308,21 +308,7 @@ async fn full_flow(app: TestApp) {
     assert_eq!(sessions.body["data"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn sign_up_sign_in_refresh_sign_out_on_sqlite() {
-    full_flow(spawn_app().await).await;
-}
-
-#[tokio::test]
-async fn sign_up_sign_in_refresh_sign_out_on_postgres() {
-    if let Some(app) = spawn_postgres().await {
-        full_flow(app).await;
-    }
-}
-
-#[tokio::test]
-async fn refresh_token_reuse_revokes_the_session() {
-    let app = spawn_app().await;
+async fn refresh_token_reuse_revokes_the_session(app: TestApp) {
     let c = customer_app(&app, "Reuse").await;
     let base = format!("/v1/{}", c.app);
     let signup = call_with(
@@ -401,9 +387,7 @@ async fn refresh_token_reuse_revokes_the_session() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_refreshes_all_succeed_without_forking_the_session() {
-    let app = spawn_app().await;
+async fn concurrent_refreshes_all_succeed_without_forking_the_session(app: TestApp) {
     let c = customer_app(&app, "Concurrent").await;
     let base = format!("/v1/{}", c.app);
     let signup = call_with(
@@ -479,9 +463,7 @@ async fn futures_join_all<F: std::future::Future<Output = Response>>(
     out
 }
 
-#[tokio::test]
-async fn disabled_users_lose_their_sessions_at_once() {
-    let app = spawn_app().await;
+async fn disabled_users_lose_their_sessions_at_once(app: TestApp) {
     let c = customer_app(&app, "Disable").await;
     let base = format!("/v1/{}", c.app);
     let signup = call_with(
@@ -570,9 +552,7 @@ async fn disabled_users_lose_their_sessions_at_once() {
     assert_eq!(signin.status, 200);
 }
 
-#[tokio::test]
-async fn applications_are_isolated_from_each_other() {
-    let app = spawn_app().await;
+async fn applications_are_isolated_from_each_other(app: TestApp) {
     let a = customer_app(&app, "Iso A").await;
     let b = customer_app(&app, "Iso B").await;
     let body = json!({"email": "same@example.com", "password": "long-password"});
@@ -667,9 +647,7 @@ async fn applications_are_isolated_from_each_other() {
     assert_eq!(users_b.body["data"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn user_admin_api() {
-    let app = spawn_app().await;
+async fn user_admin_api(app: TestApp) {
     let c = customer_app(&app, "Admin").await;
     let base = format!("/v1/{}", c.app);
     let created = call_with(
@@ -883,9 +861,7 @@ async fn user_admin_api() {
     );
 }
 
-#[tokio::test]
-async fn scoped_secret_keys_and_sign_in_lockout() {
-    let app = spawn_app().await;
+async fn scoped_secret_keys_and_sign_in_lockout(app: TestApp) {
     let t = app.tenant("Scopes").await;
     let app_id = app.application(&t.owner_token, &t.ws, "development").await;
     let r = app
@@ -955,3 +931,13 @@ async fn scoped_secret_keys_and_sign_in_lockout() {
     assert_error(&locked, 429, "rate_limit_exceeded");
     assert!(locked.headers.get("retry-after").is_some());
 }
+
+on_both_backends!(
+    full_flow,
+    refresh_token_reuse_revokes_the_session,
+    concurrent_refreshes_all_succeed_without_forking_the_session,
+    disabled_users_lose_their_sessions_at_once,
+    applications_are_isolated_from_each_other,
+    user_admin_api,
+    scoped_secret_keys_and_sign_in_lockout,
+);

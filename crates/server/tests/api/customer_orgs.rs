@@ -21,9 +21,7 @@ async fn sign_up(app: &TestApp, base: &str, pk: &str, email: &str) -> Value {
     r.body
 }
 
-#[tokio::test]
-async fn organizations_memberships_invitations_and_the_active_organization() {
-    let app = spawn_app().await;
+async fn organizations_memberships_invitations_and_the_active_organization(app: TestApp) {
     let c = customer_app(&app, "Orgs").await;
     let base = format!("/v1/{}", c.app);
     let alice = sign_up(&app, &base, &c.pk, "alice@example.com").await;
@@ -369,9 +367,7 @@ async fn organizations_memberships_invitations_and_the_active_organization() {
     );
 }
 
-#[tokio::test]
-async fn monthly_active_users_count_each_user_once() {
-    let app = spawn_app().await;
+async fn monthly_active_users_count_each_user_once(app: TestApp) {
     let c = customer_app(&app, "Mau").await;
     let base = format!("/v1/{}", c.app);
     let usage_path = format!("/control/v1/applications/{}/usage", c.app);
@@ -435,9 +431,7 @@ async fn monthly_active_users_count_each_user_once() {
     );
 }
 
-#[tokio::test]
-async fn signing_key_rotation_publishes_before_it_signs() {
-    let app = spawn_app().await;
+async fn signing_key_rotation_publishes_before_it_signs(app: TestApp) {
     let c = customer_app(&app, "Rotate").await;
     let base = format!("/v1/{}", c.app);
     let keys_path = format!("/control/v1/applications/{}/signing-keys", c.app);
@@ -540,9 +534,7 @@ async fn signing_key_rotation_publishes_before_it_signs() {
     );
 }
 
-#[tokio::test]
-async fn users_manage_their_own_sessions() {
-    let app = spawn_app().await;
+async fn users_manage_their_own_sessions(app: TestApp) {
     let c = customer_app(&app, "SelfService").await;
     let base = format!("/v1/{}", c.app);
     let first = sign_up(&app, &base, &c.pk, "me@example.com").await;
@@ -637,3 +629,10 @@ async fn users_manage_their_own_sessions() {
         "unauthorized",
     );
 }
+
+on_both_backends!(
+    organizations_memberships_invitations_and_the_active_organization,
+    monthly_active_users_count_each_user_once,
+    signing_key_rotation_publishes_before_it_signs,
+    users_manage_their_own_sessions,
+);

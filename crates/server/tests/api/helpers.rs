@@ -21,6 +21,8 @@ pub struct TestApp {
     pub root_password: String,
     /// The bootstrap management key of the root workspace (admin role).
     pub root_key: String,
+    /// Where application databases live (SQLite runs only).
+    pub apps_dir: Option<std::path::PathBuf>,
     _guard: Box<dyn std::any::Any + Send>,
 }
 
@@ -48,7 +50,10 @@ pub async fn spawn_with(http: HttpSettings) -> TestApp {
     let apps = AppDatabaseConfig::Sqlite {
         dir: dir.path().join("apps"),
     };
-    serve(Arc::new(store), apps, http, Box::new(dir)).await
+    let apps_dir = dir.path().join("apps");
+    let mut app = serve(Arc::new(store), apps, http, Box::new(dir)).await;
+    app.apps_dir = Some(apps_dir);
+    app
 }
 
 /// `None` outside CI when Postgres is not reachable.
@@ -111,6 +116,7 @@ async fn serve(
         root_email,
         root_password: password.unwrap(),
         root_key: management_key,
+        apps_dir: None,
         _guard: guard,
     }
 }

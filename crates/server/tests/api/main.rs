@@ -2,6 +2,27 @@
 //! binary; modules by area. Each test gets its own database (a temp SQLite file, or a throwaway
 //! Postgres database for the `postgres` module).
 
+/// Runs each named `async fn(TestApp)` twice: on SQLite, and on Postgres (skipped outside CI
+/// when no Postgres is reachable).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::helpers::spawn_app().await).await;
+            })*
+        }
+        mod postgres_backend {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(app) = crate::helpers::spawn_postgres().await {
+                    super::$name(app).await;
+                }
+            })*
+        }
+    };
+}
+
 mod helpers;
 
 mod applications;
@@ -13,5 +34,6 @@ mod customer_keys;
 mod customer_orgs;
 mod events;
 mod http_basics;
+mod provisioning;
 mod role_matrix;
 mod workspaces_and_admin;
