@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use authsome_domain::master_key::MasterKey;
+use authsome_domain::password::{self, Argon2Params, PasswordPolicy};
 
 /// One configurable setting.
 pub struct Setting {
@@ -119,6 +120,48 @@ pub const SETTINGS: &[Setting] = &[
         help: "Lifetime of a team member's dashboard session token.",
     },
     Setting {
+        key: "password_min_length",
+        env: "AUTHSOME_PASSWORD_MIN_LENGTH",
+        default: Some("8"),
+        secret: false,
+        help: "Shortest password an application user may choose (8-128).",
+    },
+    Setting {
+        key: "password_check_common",
+        env: "AUTHSOME_PASSWORD_CHECK_COMMON",
+        default: Some("true"),
+        secret: false,
+        help: "Refuse passwords from the built-in offline list of common passwords.",
+    },
+    Setting {
+        key: "password_denylist_path",
+        env: "AUTHSOME_PASSWORD_DENYLIST_PATH",
+        default: None,
+        secret: false,
+        help: "A file of further refused passwords, one per line (added to the built-in list).",
+    },
+    Setting {
+        key: "argon2_memory_kib",
+        env: "AUTHSOME_ARGON2_MEMORY_KIB",
+        default: Some("19456"),
+        secret: false,
+        help: "argon2id memory cost for new password hashes, in KiB (OWASP: 19456).",
+    },
+    Setting {
+        key: "argon2_iterations",
+        env: "AUTHSOME_ARGON2_ITERATIONS",
+        default: Some("2"),
+        secret: false,
+        help: "argon2id time cost (OWASP: 2).",
+    },
+    Setting {
+        key: "argon2_parallelism",
+        env: "AUTHSOME_ARGON2_PARALLELISM",
+        default: Some("1"),
+        secret: false,
+        help: "argon2id lanes (OWASP: 1).",
+    },
+    Setting {
         key: "shutdown_grace_seconds",
         env: "AUTHSOME_SHUTDOWN_GRACE_SECONDS",
         default: Some("30"),
@@ -213,6 +256,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub session_ttl_seconds: i64,
     pub shutdown_grace_seconds: u64,
+    pub password_policy: PasswordPolicy,
 }
 
 impl Config {
@@ -418,6 +462,7 @@ impl RawConfig {
             max_body_bytes: number("AUTHSOME_MAX_BODY_BYTES", 1024, 64 * 1024 * 1024)? as usize,
             session_ttl_seconds: number("AUTHSOME_SESSION_TTL_SECONDS", 60, 7 * 24 * 3600)? as i64,
             shutdown_grace_seconds: number("AUTHSOME_SHUTDOWN_GRACE_SECONDS", 0, 3600)?,
+            password_policy: self.password_policy(&number)?,
         };
         if config.app_isolation == AppIsolation::Schema && !config.is_postgres() {
             return Err(bad(
@@ -426,6 +471,48 @@ impl RawConfig {
             ));
         }
         Ok(config)
+    }
+
+    fn password_policy(
+        &self,
+        number: &dyn Fn(&str, u64, u64) -> Result<u64, ConfigError>,
+    ) -> Result<PasswordPolicy, ConfigError> {
+        let argon2 = Argon2Params {
+            memory_kib: number("AUTHSOME_ARGON2_MEMORY_KIB", 7168, 1024 * 1024)? as u32,
+            iterations: number("AUTHSOME_ARGON2_ITERATIONS", 1, 10)? as u32,
+            parallelism: number("AUTHSOME_ARGON2_PARALLELISM", 1, 16)? as u32,
+        }
+        .validate()
+        .map_err(|m| bad("AUTHSOME_ARGON2_MEMORY_KIB", m))?;
+        let check_common = match self.get("AUTHSOME_PASSWORD_CHECK_COMMON").unwrap_or("true") {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => {
+                return Err(bad(
+                    "AUTHSOME_PASSWORD_CHECK_COMMON",
+                    format!("`{other}` is not true or false"),
+                ))
+            }
+        };
+        let mut denylist = if check_common {
+            password::common_passwords()
+        } else {
+            Default::default()
+        };
+        if let Some(path) = self.get("AUTHSOME_PASSWORD_DENYLIST_PATH") {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                bad(
+                    "AUTHSOME_PASSWORD_DENYLIST_PATH",
+                    format!("cannot read {path}: {e}"),
+                )
+            })?;
+            denylist.extend(password::parse_password_list(&text));
+        }
+        Ok(PasswordPolicy {
+            min_length: number("AUTHSOME_PASSWORD_MIN_LENGTH", 8, 128)? as usize,
+            denylist: (!denylist.is_empty()).then(|| std::sync::Arc::new(denylist)),
+            argon2,
+        })
     }
 
     /// `VARIABLE = value  # source` lines, secrets redacted.
@@ -525,6 +612,10 @@ mod tests {
             ("AUTHSOME_MAX_BODY_BYTES", "-1"),
             ("AUTHSOME_PUBLIC_URL", "ftp://x"),
             ("AUTHSOME_BOOTSTRAP_EMAIL", "nobody"),
+            ("AUTHSOME_ARGON2_MEMORY_KIB", "1024"),
+            ("AUTHSOME_PASSWORD_MIN_LENGTH", "4"),
+            ("AUTHSOME_PASSWORD_CHECK_COMMON", "maybe"),
+            ("AUTHSOME_PASSWORD_DENYLIST_PATH", "/nonexistent/list.txt"),
         ] {
             let err = gather(None, &env_of(&[(var, value)]))
                 .and_then(|r| r.parse())

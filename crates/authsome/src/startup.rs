@@ -162,7 +162,8 @@ fn identity_engine(config: &Config, master_key: MasterKey) -> Result<Identity> {
         AppDatabases::new(databases, 512),
         master_key,
         config.public_url.clone(),
-    ))
+    )
+    .with_password_policy(config.password_policy.clone()))
 }
 
 pub async fn serve(config: Config) -> Result<()> {

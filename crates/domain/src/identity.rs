@@ -179,23 +179,6 @@ pub fn parse_month(s: &str) -> Result<String, ValidationError> {
     }
 }
 
-/// Application users' passwords: 8 to 256 bytes (NIST SP 800-63B).
-pub fn check_user_password(password: &str) -> Result<(), ValidationError> {
-    if password.chars().count() < 8 {
-        return Err(ValidationError::new(
-            "password",
-            "must be at least 8 characters",
-        ));
-    }
-    if password.len() > 256 {
-        return Err(ValidationError::new(
-            "password",
-            "must be at most 256 bytes",
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,7 @@
 
 use authsome_domain::id::{ApplicationId, OrganizationId, SessionId, UserId};
 use authsome_domain::identity::{
-    check_user_password, RefreshRecord, Session, User, ACCESS_TOKEN_TTL, REFRESH_REUSE_GRACE,
-    SESSION_TTL,
+    RefreshRecord, Session, User, ACCESS_TOKEN_TTL, REFRESH_REUSE_GRACE, SESSION_TTL,
 };
 use authsome_domain::keys::{KeyHash, OpaqueToken};
 use authsome_domain::page::{Page, PageRequest};
@@ -91,7 +90,7 @@ impl Identity {
         client: &ClientInfo,
     ) -> Result<(User, IssuedSession)> {
         let email = parse_email(&input.email)?;
-        check_user_password(&input.password)?;
+        self.policy.check(&input.password)?;
         let name = input
             .name
             .as_deref()
@@ -110,7 +109,7 @@ impl Identity {
             updated_at: now,
             last_sign_in_at: Some(now),
         };
-        let hash = hash(input.password).await;
+        let hash = self.hash_password(input.password).await;
         store
             .create_user(&user, Some(&hash))
             .await
@@ -434,12 +433,6 @@ impl Identity {
         })?;
         Ok((token, expires_at))
     }
-}
-
-pub(crate) async fn hash(password: String) -> String {
-    tokio::task::spawn_blocking(move || password::hash_password(&password))
-        .await
-        .unwrap_or_default()
 }
 
 async fn verify(password: &str, hash: String) -> bool {

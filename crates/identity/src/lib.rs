@@ -21,6 +21,7 @@ use authsome_domain::event::{DomainEvent, EventActor, EventSink, NoEvents};
 use authsome_domain::id::ApplicationId;
 use authsome_domain::identity::SigningKeyRecord;
 use authsome_domain::master_key::MasterKey;
+use authsome_domain::password::PasswordPolicy;
 use authsome_domain::throttle::LoginThrottle;
 use authsome_domain::ValidationError;
 use authsome_storage::app::{AppDatabases, AppRepository};
@@ -74,6 +75,7 @@ pub struct Identity {
     address_throttle: LoginThrottle,
     active_users: Mutex<usage::ActiveUsers>,
     events: Arc<dyn EventSink>,
+    policy: PasswordPolicy,
 }
 
 /// How long unsealed keys are cached before the key table is read again (rotations made by
@@ -97,7 +99,22 @@ impl Identity {
             address_throttle: LoginThrottle::new(20),
             active_users: Mutex::new(usage::ActiveUsers::default()),
             events: Arc::new(NoEvents),
+            policy: PasswordPolicy::default(),
         }
+    }
+
+    /// The deployment's password rules and argon2id cost for application users.
+    pub fn with_password_policy(mut self, policy: PasswordPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// argon2id takes tens of milliseconds of CPU: off the async workers.
+    pub(crate) async fn hash_password(&self, password: String) -> String {
+        let policy = self.policy.clone();
+        tokio::task::spawn_blocking(move || policy.hash(&password))
+            .await
+            .unwrap_or_default()
     }
 
     /// Sends the identity engine's domain events to `sink`.

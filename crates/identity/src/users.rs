@@ -1,7 +1,7 @@
 //! The admin API of an application's users and sessions (secret key only).
 
 use authsome_domain::id::{ApplicationId, SessionId, UserId};
-use authsome_domain::identity::{check_user_password, Session, User};
+use authsome_domain::identity::{Session, User};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::member::parse_email;
 use authsome_domain::tenancy::{parse_json_object, parse_name};
@@ -53,7 +53,7 @@ impl Identity {
     pub async fn create_user(&self, app: &ApplicationId, input: NewUser) -> Result<User> {
         let email = parse_email(&input.email)?;
         if let Some(p) = &input.password {
-            check_user_password(p)?;
+            self.policy.check(p)?;
         }
         let now = authsome_domain::now();
         let user = User {
@@ -72,7 +72,7 @@ impl Identity {
             last_sign_in_at: None,
         };
         let hash = match input.password {
-            Some(p) => Some(crate::auth::hash(p).await),
+            Some(p) => Some(self.hash_password(p).await),
             None => None,
         };
         self.store(app)
@@ -131,8 +131,8 @@ impl Identity {
         }
         let new_hash = match patch.password {
             Some(p) => {
-                check_user_password(&p)?;
-                Some(crate::auth::hash(p).await)
+                self.policy.check(&p)?;
+                Some(self.hash_password(p).await)
             }
             None => None,
         };

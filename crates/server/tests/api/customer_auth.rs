@@ -941,3 +941,80 @@ on_both_backends!(
     user_admin_api,
     scoped_secret_keys_and_sign_in_lockout,
 );
+
+#[tokio::test]
+async fn the_password_policy_refuses_short_and_common_passwords() {
+    let app = spawn_app().await;
+    let c = customer_app(&app, "Policy").await;
+    let base = format!("/v1/{}", c.app);
+    for password in ["short", "Password123", "qwertyuiop", &"x".repeat(257)] {
+        let r = call_with(
+            &app,
+            Method::POST,
+            &format!("{base}/auth/signup"),
+            Some(&c.pk),
+            None,
+            Some(json!({"email": "p@example.com", "password": password})),
+        )
+        .await;
+        assert_error(&r, 400, "invalid_request");
+        assert_eq!(r.body["error"]["details"]["field"], "password");
+    }
+    for body in [
+        json!({"email": "not-an-email", "password": "long-password"}),
+        json!({"email": "p@example.com"}),
+        json!({"email": "p@example.com", "password": "long-password", "admin": true}),
+    ] {
+        let r = call_with(
+            &app,
+            Method::POST,
+            &format!("{base}/auth/signup"),
+            Some(&c.pk),
+            None,
+            Some(body),
+        )
+        .await;
+        assert_error(&r, 400, "invalid_request");
+    }
+    let r = call_with(
+        &app,
+        Method::POST,
+        &format!("{base}/auth/refresh"),
+        Some(&c.pk),
+        None,
+        Some(json!({"refreshToken": "rt_forged"})),
+    )
+    .await;
+    assert_error(&r, 401, "unauthorized");
+    let r = call_with(
+        &app,
+        Method::GET,
+        &format!("{base}/me"),
+        None,
+        Some("not.a.jwt"),
+        None,
+    )
+    .await;
+    assert_error(&r, 401, "unauthorized");
+    let r = call_with(&app, Method::GET, &format!("{base}/me"), None, None, None).await;
+    assert_error(&r, 401, "unauthorized");
+    let r = call_with(
+        &app,
+        Method::POST,
+        &format!("{base}/auth/signin"),
+        None,
+        None,
+        Some(json!({"email": "p@example.com", "password": "long-password"})),
+    )
+    .await;
+    assert_error(&r, 401, "unauthorized");
+    let r = app
+        .call(
+            Method::GET,
+            "/v1/app_01h455vb4pex5vsknk084sn02q/.well-known/jwks.json",
+            None,
+            None,
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+}
