@@ -144,26 +144,29 @@ fn control_plane(config: &Config, store: Arc<dyn Store>) -> ControlPlane {
 
 /// The engine behind every application's customer API, with each application in a database of
 /// its own next to the control plane's.
-fn identity_engine(config: &Config, master_key: MasterKey) -> Result<Identity> {
+fn identity_engine(config: &Config, master_key: MasterKey) -> Identity {
     let databases = match (&config.database_url, config.app_isolation) {
-        (_, AppIsolation::Schema) => bail!(
-            "AUTHSOME_APP_ISOLATION: `schema` is not available yet; use `database` (the default)"
-        ),
+        (Some(url), AppIsolation::Schema) if config.is_postgres() => {
+            AppDatabaseConfig::PostgresSchema {
+                server_url: url.clone(),
+            }
+        }
         (Some(url), AppIsolation::Database) if config.is_postgres() => {
             AppDatabaseConfig::Postgres {
                 server_url: url.clone(),
             }
         }
+        // Configuration validation allows `schema` only with Postgres.
         _ => AppDatabaseConfig::Sqlite {
             dir: config.data_dir.join("apps"),
         },
     };
-    Ok(Identity::new(
+    Identity::new(
         AppDatabases::new(databases, 512),
         master_key,
         config.public_url.clone(),
     )
-    .with_password_policy(config.password_policy.clone()))
+    .with_password_policy(config.password_policy.clone())
 }
 
 pub async fn serve(config: Config) -> Result<()> {
@@ -177,7 +180,7 @@ pub async fn serve(config: Config) -> Result<()> {
     // Embedded mode makes its own key on first start; a shared database needs the one key that
     // every replica is given.
     let (store, master_key) = open_store(&config, !config.is_postgres()).await?;
-    let identity = identity_engine(&config, master_key)?;
+    let identity = identity_engine(&config, master_key);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("AUTHSOME_LISTEN: cannot listen on {}", config.listen))?;

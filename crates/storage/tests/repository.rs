@@ -983,3 +983,150 @@ async fn sessions_expire(store: Arc<dyn Store>) {
         .unwrap()
         .is_none());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Application databases
+
+mod app_databases {
+    use authsome_domain::id::{ApplicationId, UserId};
+    use authsome_domain::identity::User;
+    use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
+    use authsome_testkit::TestDatabase;
+    use sqlx::{Connection, Executor};
+
+    fn user(email: &str) -> User {
+        let now = authsome_domain::now();
+        User {
+            id: UserId::new(),
+            email: email.into(),
+            name: None,
+            public_metadata: serde_json::json!({}),
+            private_metadata: serde_json::json!({}),
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+            last_sign_in_at: None,
+        }
+    }
+
+    /// Provision, use, destroy, provision again: the application starts empty.
+    async fn lifecycle(dbs: AppDatabases) {
+        let app = ApplicationId::new();
+        dbs.provision(&app).await.unwrap();
+        dbs.provision(&app).await.unwrap();
+        let store = dbs.open(&app).await.unwrap();
+        store
+            .create_user(&user("a@example.com"), None)
+            .await
+            .unwrap();
+        assert!(store
+            .user_by_email("a@example.com")
+            .await
+            .unwrap()
+            .is_some());
+        drop(store);
+        assert_eq!(dbs.open_pools(), 1);
+        dbs.destroy(&app).await.unwrap();
+        assert_eq!(dbs.open_pools(), 0);
+        dbs.provision(&app).await.unwrap();
+        let store = dbs.open(&app).await.unwrap();
+        assert!(store
+            .user_by_email("a@example.com")
+            .await
+            .unwrap()
+            .is_none());
+        drop(store);
+        dbs.destroy(&app).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_lifecycle_and_pool_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let dbs = AppDatabases::new(
+            AppDatabaseConfig::Sqlite {
+                dir: dir.path().join("apps"),
+            },
+            2,
+        );
+        let apps: Vec<ApplicationId> = (0..3).map(|_| ApplicationId::new()).collect();
+        for app in &apps {
+            dbs.provision(app).await.unwrap();
+        }
+        assert!(dbs.open_pools() <= 2, "at most max_open pools stay open");
+        // An evicted pool reopens on demand.
+        let store = dbs.open(&apps[0]).await.unwrap();
+        store.ping().await.unwrap();
+        dbs.close_idle(std::time::Duration::ZERO).await;
+        assert_eq!(dbs.open_pools(), 0);
+        lifecycle(AppDatabases::new(
+            AppDatabaseConfig::Sqlite {
+                dir: dir.path().join("other"),
+            },
+            4,
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn postgres_database_per_application() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let dbs = AppDatabases::new(
+            AppDatabaseConfig::Postgres {
+                server_url: db.url.clone(),
+            },
+            4,
+        );
+        lifecycle(dbs).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_schema_per_application_is_enforced_by_the_database() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let config = AppDatabaseConfig::PostgresSchema {
+            server_url: db.url.clone(),
+        };
+        lifecycle(AppDatabases::new(config.clone(), 4)).await;
+        let dbs = AppDatabases::new(config, 4);
+        let (a, b) = (ApplicationId::new(), ApplicationId::new());
+        dbs.provision(&a).await.unwrap();
+        dbs.provision(&b).await.unwrap();
+        dbs.open(&b)
+            .await
+            .unwrap()
+            .create_user(&user("b@example.com"), None)
+            .await
+            .unwrap();
+        // Acting as A's role, B's schema is out of reach even when named explicitly.
+        let shared = AppDatabases::shared_database(&db.url).unwrap();
+        let url = format!("{}/{shared}", db.url.rsplit_once('/').unwrap().0);
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        conn.execute(format!("SET ROLE {}", AppDatabases::schema_role(&a)).as_str())
+            .await
+            .unwrap();
+        let own = format!(
+            "SELECT COUNT(*) FROM {}.users",
+            AppDatabases::schema_name(&a)
+        );
+        let count: i64 = sqlx::query_scalar(&own).fetch_one(&mut conn).await.unwrap();
+        assert_eq!(count, 0);
+        let other = format!(
+            "SELECT COUNT(*) FROM {}.users",
+            AppDatabases::schema_name(&b)
+        );
+        let denied = sqlx::query_scalar::<_, i64>(&other)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_err();
+        match denied {
+            sqlx::Error::Database(e) => assert_eq!(e.code().as_deref(), Some("42501"), "{e}"),
+            other => panic!("{other}"),
+        }
+        let _ = conn.close().await;
+        dbs.destroy(&a).await.unwrap();
+        dbs.destroy(&b).await.unwrap();
+    }
+}

@@ -75,9 +75,19 @@ impl Drop for TestDatabase {
                     let _ = conn.close().await;
                 }
                 if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
-                    for db in app_databases {
+                    // Schema isolation keeps every application in `<name>_apps`.
+                    let _ = conn
+                        .execute(
+                            format!("DROP DATABASE IF EXISTS {name}_apps WITH (FORCE)").as_str(),
+                        )
+                        .await;
+                    for db in &app_databases {
                         let _ = conn
                             .execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str())
+                            .await;
+                        // The same name is the role that owns the schema in schema mode.
+                        let _ = conn
+                            .execute(format!("DROP ROLE IF EXISTS {db}").as_str())
                             .await;
                     }
                     let _ = conn

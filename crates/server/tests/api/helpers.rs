@@ -56,6 +56,18 @@ pub async fn spawn_with(http: HttpSettings) -> TestApp {
     app
 }
 
+/// Postgres with `AUTHSOME_APP_ISOLATION=schema`: every application a schema and a role in one
+/// shared database.
+pub async fn spawn_postgres_schema() -> Option<TestApp> {
+    let db = authsome_testkit::TestDatabase::create().await?;
+    let store = PostgresStore::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    let apps = AppDatabaseConfig::PostgresSchema {
+        server_url: db.url.clone(),
+    };
+    Some(serve(Arc::new(store), apps, HttpSettings::default(), Box::new(db)).await)
+}
+
 /// `None` outside CI when Postgres is not reachable.
 pub async fn spawn_postgres() -> Option<TestApp> {
     let db = authsome_testkit::TestDatabase::create().await?;

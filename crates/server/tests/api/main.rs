@@ -2,8 +2,8 @@
 //! binary; modules by area. Each test gets its own database (a temp SQLite file, or a throwaway
 //! Postgres database for the `postgres` module).
 
-/// Runs each named `async fn(TestApp)` twice: on SQLite, and on Postgres (skipped outside CI
-/// when no Postgres is reachable).
+/// Runs each named `async fn(TestApp)` on SQLite, on Postgres with a database per application,
+/// and on Postgres with a schema per application (Postgres skipped outside CI when unreachable).
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -16,6 +16,14 @@ macro_rules! on_both_backends {
             $(#[tokio::test]
             async fn $name() {
                 if let Some(app) = crate::helpers::spawn_postgres().await {
+                    super::$name(app).await;
+                }
+            })*
+        }
+        mod postgres_schema_isolation {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(app) = crate::helpers::spawn_postgres_schema().await {
                     super::$name(app).await;
                 }
             })*

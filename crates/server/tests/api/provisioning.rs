@@ -93,12 +93,21 @@ async fn purge_removes_the_database(app: TestApp) {
                         sqlx::Connection::connect(&authsome_testkit::admin_url())
                             .await
                             .unwrap();
-                    sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_database WHERE datname = $1")
-                        .bind(name)
-                        .fetch_optional(&mut conn)
-                        .await
-                        .unwrap()
-                        .is_some()
+                    // A database of its own, or (schema isolation) a role of its own.
+                    let database = sqlx::query_scalar::<_, i32>(
+                        "SELECT 1 FROM pg_database WHERE datname = $1",
+                    )
+                    .bind(&name)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .unwrap();
+                    let role =
+                        sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_roles WHERE rolname = $1")
+                            .bind(AppDatabases::schema_role(&app_id))
+                            .fetch_optional(&mut conn)
+                            .await
+                            .unwrap();
+                    database.is_some() || role.is_some()
                 }
             }
         }

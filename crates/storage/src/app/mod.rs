@@ -179,6 +179,10 @@ impl<T: IdentityRepository + OrganizationRepository> AppRepository for T {}
 pub enum AppDatabaseConfig {
     /// `dir/<appId>.db`.
     Sqlite { dir: PathBuf },
+    /// One schema (owned by a role of its own) per application, all in one shared database
+    /// `<control-plane database>_apps` on the same server: for thousands of applications, where a
+    /// database each would cost too much.
+    PostgresSchema { server_url: String },
     /// A database per application on the server of this (control-plane) URL.
     Postgres { server_url: String },
 }
@@ -212,6 +216,30 @@ pub struct AppDatabases {
     connections_per_app: u32,
 }
 
+/// Creates a database unless it exists (concurrent callers are fine).
+async fn ensure_database(server_url: &str, name: &str) -> Result<()> {
+    let mut admin = PgConnectOptions::from_str(server_url)?.connect().await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut admin)
+        .await?;
+    if exists.is_none() {
+        // The name is derived from a validated id: lowercase base32 only.
+        match admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+        {
+            Ok(_) => {}
+            // 42P04 duplicate_database, 23505 unique_violation: a concurrent caller won.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = admin.close().await;
+    Ok(())
+}
+
 /// Connections an application's pool may hold; with `max_open` pools this bounds the total.
 const CONNECTIONS_PER_APP: u32 = 4;
 
@@ -228,6 +256,33 @@ impl AppDatabases {
     /// The Postgres database name of an application.
     pub fn database_name(app: &ApplicationId) -> String {
         format!("authsome_app_{}", &app.as_str()[4..])
+    }
+
+    /// Schema mode: the application's schema.
+    pub fn schema_name(app: &ApplicationId) -> String {
+        format!("app_{}", &app.as_str()[4..])
+    }
+
+    /// Schema mode: the role that owns the application's schema.
+    pub fn schema_role(app: &ApplicationId) -> String {
+        format!("authsome_app_{}", &app.as_str()[4..])
+    }
+
+    /// Schema mode: the database all application schemas share, named after the control
+    /// plane's (`<database>_apps`).
+    pub fn shared_database(server_url: &str) -> Result<String> {
+        let options = PgConnectOptions::from_str(server_url)?;
+        let base = options.get_database().unwrap_or("authsome").to_owned();
+        let valid = !base.is_empty()
+            && base
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(StorageError::Provisioning(format!(
+                "schema isolation needs a control-plane database name of a-z, 0-9 and _, not `{base}`"
+            )));
+        }
+        Ok(format!("{base}_apps"))
     }
 
     fn sqlite_path(dir: &std::path::Path, app: &ApplicationId) -> PathBuf {
@@ -247,22 +302,34 @@ impl AppDatabases {
                 })?;
             }
             AppDatabaseConfig::Postgres { server_url } => {
-                let name = Self::database_name(app);
-                let mut admin = PgConnectOptions::from_str(server_url)?.connect().await?;
-                let exists: Option<i32> =
-                    sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                        .bind(&name)
-                        .fetch_optional(&mut admin)
-                        .await?;
-                if exists.is_none() {
-                    // The name is derived from a validated id: lowercase base32 only.
-                    match admin
-                        .execute(format!("CREATE DATABASE {name}").as_str())
-                        .await
-                    {
+                ensure_database(server_url, &Self::database_name(app)).await?;
+            }
+            AppDatabaseConfig::PostgresSchema { server_url } => {
+                let shared = Self::shared_database(server_url)?;
+                ensure_database(server_url, &shared).await?;
+                let mut admin = Self::pg_options(server_url, &shared)?.connect().await?;
+                let role = Self::schema_role(app);
+                let schema = Self::schema_name(app);
+                // Names derive from a validated id: lowercase base32 only. The role owns its
+                // schema and nothing else; PUBLIC keeps no rights on the shared database.
+                let statements = [
+                    format!(
+                        "DO $$ BEGIN CREATE ROLE {role} NOLOGIN; \
+                         EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+                    ),
+                    format!("GRANT {role} TO CURRENT_USER"),
+                    format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}"),
+                    format!("REVOKE ALL ON SCHEMA {schema} FROM PUBLIC"),
+                    "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned(),
+                    format!("REVOKE ALL ON DATABASE {shared} FROM PUBLIC"),
+                    format!("GRANT CONNECT ON DATABASE {shared} TO {role}"),
+                ];
+                for statement in statements {
+                    match admin.execute(statement.as_str()).await {
                         Ok(_) => {}
-                        // 42P04 duplicate_database: a concurrent provisioner won the race.
-                        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                        // 23505/42710: a concurrent provisioner created it first.
+                        Err(sqlx::Error::Database(e))
+                            if matches!(e.code().as_deref(), Some("23505") | Some("42710")) => {}
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -317,6 +384,33 @@ impl AppDatabases {
                 (
                     Arc::new(SqliteAppStore::new(pool.clone())),
                     Closer::Sqlite(pool),
+                )
+            }
+            AppDatabaseConfig::PostgresSchema { server_url } => {
+                let options = Self::pg_options(server_url, &Self::shared_database(server_url)?)?;
+                // Every connection acts as the application's role, inside its schema: the
+                // database itself refuses any other application's tables.
+                let setup = format!(
+                    "SET ROLE {}; SET search_path TO {}",
+                    Self::schema_role(app),
+                    Self::schema_name(app)
+                );
+                let pool = PgPoolOptions::new()
+                    .max_connections(self.connections_per_app)
+                    .min_connections(0)
+                    .idle_timeout(Duration::from_secs(60))
+                    .acquire_timeout(Duration::from_secs(5))
+                    .after_connect(move |conn, _| {
+                        let setup = setup.clone();
+                        Box::pin(async move {
+                            conn.execute(setup.as_str()).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy_with(options);
+                (
+                    Arc::new(PostgresAppStore::new(pool.clone())),
+                    Closer::Postgres(pool),
                 )
             }
             AppDatabaseConfig::Postgres { server_url } => {
@@ -442,6 +536,25 @@ impl AppDatabases {
                         )
                         .as_str(),
                     )
+                    .await?;
+                let _ = admin.close().await;
+            }
+            AppDatabaseConfig::PostgresSchema { server_url } => {
+                let shared = Self::shared_database(server_url)?;
+                let mut admin = Self::pg_options(server_url, &shared)?.connect().await?;
+                let role = Self::schema_role(app);
+                admin
+                    .execute(
+                        format!("DROP SCHEMA IF EXISTS {} CASCADE", Self::schema_name(app))
+                            .as_str(),
+                    )
+                    .await?;
+                admin
+                    .execute(format!("DROP OWNED BY {role}").as_str())
+                    .await
+                    .ok();
+                admin
+                    .execute(format!("DROP ROLE IF EXISTS {role}").as_str())
                     .await?;
                 let _ = admin.close().await;
             }
