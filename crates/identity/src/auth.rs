@@ -343,17 +343,11 @@ impl Identity {
         id: &SessionId,
         now: DateTime<Utc>,
     ) -> Result<(Session, User)> {
-        let session = store
-            .session(id)
+        store
+            .session_with_user(id)
             .await?
-            .filter(|s| s.is_live_at(now))
-            .ok_or(IdentityError::Unauthenticated("the session has ended"))?;
-        let user = store
-            .user(&session.user_id)
-            .await?
-            .filter(|u| !u.disabled)
-            .ok_or(IdentityError::Unauthenticated("the session has ended"))?;
-        Ok((session, user))
+            .filter(|(s, u)| s.is_live_at(now) && !u.disabled)
+            .ok_or(IdentityError::Unauthenticated("the session has ended"))
     }
 
     async fn issue_session(

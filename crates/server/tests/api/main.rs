@@ -38,6 +38,7 @@ mod auth_and_members;
 mod bad_input;
 mod cross_tenant;
 mod customer_auth;
+mod customer_bad_input;
 mod customer_keys;
 mod customer_orgs;
 mod events;

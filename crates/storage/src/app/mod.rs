@@ -78,6 +78,8 @@ pub trait IdentityRepository: Send + Sync {
     /// A new session with its first refresh token.
     async fn create_session(&self, session: &Session, refresh: &RefreshRecord) -> Result<()>;
     async fn session(&self, id: &SessionId) -> Result<Option<Session>>;
+    /// The session and its user in one round trip (the hot path of every token check).
+    async fn session_with_user(&self, id: &SessionId) -> Result<Option<(Session, User)>>;
     async fn sessions_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Session>>;
     /// Revokes one session (idempotent); `NotFound` if it does not exist.
     async fn revoke_session(&self, id: &SessionId, now: DateTime<Utc>) -> Result<()>;
@@ -376,8 +378,10 @@ impl AppDatabases {
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(10));
+                // One connection per application database: SQLite has one writer at a time
+                // anyway, and queuing in the pool is cheaper than its busy-wait sleeps.
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(self.connections_per_app)
+                    .max_connections(1)
                     .min_connections(0)
                     .idle_timeout(Duration::from_secs(60))
                     .connect_lazy_with(options);

@@ -117,6 +117,40 @@ impl SessionRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct SessionUserRow {
+    s_id: String,
+    s_user_id: String,
+    s_ip: Option<String>,
+    s_user_agent: Option<String>,
+    s_created_at: i64,
+    s_last_active_at: i64,
+    s_expires_at: i64,
+    s_revoked_at: Option<i64>,
+    s_active_org_id: Option<String>,
+    #[sqlx(flatten)]
+    user: UserRow,
+}
+
+impl SessionUserRow {
+    fn into_domain(self) -> Result<(Session, User)> {
+        let session = SessionRow {
+            id: self.s_id,
+            user_id: self.s_user_id,
+            ip: self.s_ip,
+            user_agent: self.s_user_agent,
+            created_at: self.s_created_at,
+            last_active_at: self.s_last_active_at,
+            expires_at: self.s_expires_at,
+            revoked_at: self.s_revoked_at,
+            active_org_id: self.s_active_org_id,
+        }
+        .into_domain()?;
+        let (user, _) = self.user.into_domain()?;
+        Ok((session, user))
+    }
+}
+
+#[derive(sqlx::FromRow)]
 struct RefreshRow {
     hash: String,
     session_id: String,
@@ -349,6 +383,23 @@ macro_rules! impl_identity {
                     .await?
                     .map(SessionRow::into_domain)
                     .transpose()
+            }
+
+            async fn session_with_user(&self, id: &SessionId) -> Result<Option<(Session, User)>> {
+                sqlx::query_as::<_, SessionUserRow>(
+                    "SELECT s.id AS s_id, s.user_id AS s_user_id, s.ip AS s_ip, \
+                     s.user_agent AS s_user_agent, s.created_at AS s_created_at, \
+                     s.last_active_at AS s_last_active_at, s.expires_at AS s_expires_at, \
+                     s.revoked_at AS s_revoked_at, s.active_org_id AS s_active_org_id, \
+                     u.id, u.email, u.name, u.password_hash, u.public_metadata, u.private_metadata, \
+                     u.disabled_at, u.created_at, u.updated_at, u.last_sign_in_at \
+                     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+                )
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(SessionUserRow::into_domain)
+                .transpose()
             }
 
             async fn sessions_of(

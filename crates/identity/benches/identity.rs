@@ -1,0 +1,284 @@
+//! Identity engine benchmarks (numbers for the issue note, not pass/fail tests).
+//!
+//! `cargo bench -p authsome-identity --bench identity` (Postgres figures too when
+//! `AUTHSOME_TEST_POSTGRES_URL`, default local, is reachable).
+//!
+//! 1. sign-in throughput over raw argon2id verifications/s, same parameters, same concurrency;
+//! 2. refresh-token exchanges per second on one core (SQLite, Postgres);
+//! 3. access-token verification against the JWKS per second on one core;
+//! 4. resident memory with 1,000 applications provisioned and 100 of them active.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authsome_domain::id::ApplicationId;
+use authsome_domain::master_key::MasterKey;
+use authsome_domain::password::{self, PasswordPolicy};
+use authsome_identity::{ClientInfo, Identity, SignIn, SignUp};
+use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
+
+const PASSWORD: &str = "a benchmark password";
+
+fn identity(config: AppDatabaseConfig, max_open: usize) -> Identity {
+    Identity::new(
+        AppDatabases::new(config, max_open),
+        MasterKey::generate(),
+        "http://bench".into(),
+    )
+}
+
+async fn app_with_user(identity: &Identity, email: &str) -> (ApplicationId, String) {
+    let app = ApplicationId::new();
+    identity.provision(&app).await.expect("provision");
+    let (_, session) = identity
+        .sign_up(
+            &app,
+            SignUp {
+                email: email.into(),
+                password: PASSWORD.into(),
+                name: None,
+            },
+            &ClientInfo::default(),
+        )
+        .await
+        .expect("sign up");
+    (app, session.refresh_token)
+}
+
+fn rate(n: u64, elapsed: Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64()
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+async fn refresh_rate(
+    identity: &Identity,
+    app: &ApplicationId,
+    mut token: String,
+    seconds: u64,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        token = identity
+            .refresh(app, &token)
+            .await
+            .expect("refresh")
+            .refresh_token;
+        n += 1;
+    }
+    rate(n, started.elapsed())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "memory") {
+        return memory();
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // 1. Sign-in vs raw argon2id, both with `workers` concurrent callers.
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let signin_rate = multi.block_on(async {
+        let identity = Arc::new(identity(
+            AppDatabaseConfig::Sqlite {
+                dir: dir.path().join("signin"),
+            },
+            16,
+        ));
+        let (app, _) = app_with_user(&identity, "bench@example.com").await;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(5);
+        let tasks: Vec<_> = (0..workers)
+            .map(|_| {
+                let identity = identity.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        identity
+                            .sign_in(
+                                &app,
+                                SignIn {
+                                    email: "bench@example.com".into(),
+                                    password: PASSWORD.into(),
+                                },
+                                &ClientInfo::default(),
+                            )
+                            .await
+                            .expect("sign in");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        rate(total, started.elapsed())
+    });
+    let hash = PasswordPolicy::default().hash(PASSWORD);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(5);
+    let raw: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let hash = hash.clone();
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        assert!(password::verify_password(PASSWORD, &hash));
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    let raw_rate = rate(raw, started.elapsed());
+    println!(
+        "sign-in: {signin_rate:.1}/s, raw argon2id verify: {raw_rate:.1}/s ({workers} workers) -> ratio {:.3}",
+        signin_rate / raw_rate
+    );
+
+    // 2 and 3 on one core.
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    single.block_on(async {
+        let identity = identity(
+            AppDatabaseConfig::Sqlite {
+                dir: dir.path().join("refresh"),
+            },
+            16,
+        );
+        let (app, token) = app_with_user(&identity, "r@example.com").await;
+        println!(
+            "refresh exchanges (SQLite, 1 core): {:.0}/s",
+            refresh_rate(&identity, &app, token, 5).await
+        );
+
+        if let Some(db) = authsome_testkit::TestDatabase::create().await {
+            let pg = self::identity(
+                AppDatabaseConfig::Postgres {
+                    server_url: db.url.clone(),
+                },
+                16,
+            );
+            let (app, token) = app_with_user(&pg, "r@example.com").await;
+            println!(
+                "refresh exchanges (Postgres, 1 core): {:.0}/s",
+                refresh_rate(&pg, &app, token, 5).await
+            );
+            pg.destroy(&app).await.ok();
+        }
+
+        let (_, session) = identity
+            .sign_in(
+                &app,
+                SignIn {
+                    email: "r@example.com".into(),
+                    password: PASSWORD.into(),
+                },
+                &ClientInfo::default(),
+            )
+            .await
+            .expect("sign in");
+        let keys = identity.key_set(&app).await.expect("keys");
+        let issuer = identity.issuer(&app);
+        let now = authsome_domain::now().timestamp();
+        let n = 200_000u64;
+        let started = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(
+                keys.verify(
+                    std::hint::black_box(&session.token),
+                    now,
+                    &issuer,
+                    app.as_str(),
+                )
+                .expect("valid"),
+            );
+        }
+        println!(
+            "access-token verification against the JWKS keys (1 core): {:.0}/s",
+            rate(n, started.elapsed())
+        );
+        let n = 20_000u64;
+        let started = Instant::now();
+        for _ in 0..n {
+            identity
+                .authenticate(&app, &session.token)
+                .await
+                .expect("valid");
+        }
+        println!(
+            "access token + live session + user check (SQLite, 1 core): {:.0}/s",
+            rate(n, started.elapsed())
+        );
+    });
+
+    // 4. Memory, in a fresh process so nothing above inflates it.
+    let me = std::env::current_exe().expect("exe");
+    let status = std::process::Command::new(me).arg("memory").status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("memory benchmark failed");
+    }
+}
+
+fn memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    multi.block_on(async {
+        let before = rss_mib();
+        let identity = identity(AppDatabaseConfig::Sqlite { dir: dir.path().join("many") }, 512);
+        let mut apps = Vec::new();
+        let started = Instant::now();
+        for i in 0..1000 {
+            let app = ApplicationId::new();
+            identity.provision(&app).await.expect("provision");
+            if i < 100 {
+                apps.push(app);
+            }
+        }
+        let provisioned_in = started.elapsed();
+        identity.databases().close_idle(Duration::ZERO).await;
+        for (i, app) in apps.iter().enumerate() {
+            identity
+                .sign_up(app, SignUp { email: format!("u{i}@example.com"), password: PASSWORD.into(), name: None }, &ClientInfo::default())
+                .await
+                .expect("sign up");
+        }
+        println!(
+            "1,000 applications provisioned in {:.1} s; with 100 active: RSS {:.0} MiB (process total, {:.0} MiB before), {} open pools",
+            provisioned_in.as_secs_f64(),
+            rss_mib(),
+            before,
+            identity.databases().open_pools()
+        );
+    });
+}
