@@ -273,6 +273,8 @@ fn memory() {
                 .await
                 .expect("sign up");
         }
+        // What the maintenance loop does every few seconds.
+        identity.maintain().await;
         println!(
             "1,000 applications provisioned in {:.1} s; with 100 active: RSS {:.0} MiB (process total, {:.0} MiB before), {} open pools",
             provisioned_in.as_secs_f64(),

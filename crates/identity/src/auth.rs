@@ -152,9 +152,9 @@ impl Identity {
             Err(_) => None,
         };
         let verified = match found {
-            Some((user, Some(hash))) => verify(&input.password, hash).await.then_some(user),
+            Some((user, Some(hash))) => self.verify(&input.password, hash).await.then_some(user),
             _ => {
-                dummy(&input.password).await;
+                self.dummy(&input.password).await;
                 None
             }
         };
@@ -429,14 +429,18 @@ impl Identity {
     }
 }
 
-async fn verify(password: &str, hash: String) -> bool {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || password::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false)
-}
+impl Identity {
+    async fn verify(&self, password: &str, hash: String) -> bool {
+        let password = password.to_owned();
+        self.hashing(move || password::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false)
+    }
 
-async fn dummy(password: &str) {
-    let password = password.to_owned();
-    let _ = tokio::task::spawn_blocking(move || password::verify_against_dummy(&password)).await;
+    async fn dummy(&self, password: &str) {
+        let password = password.to_owned();
+        let _ = self
+            .hashing(move || password::verify_against_dummy(&password))
+            .await;
+    }
 }

@@ -377,7 +377,10 @@ impl AppDatabases {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10));
+                    .busy_timeout(Duration::from_secs(10))
+                    // 1 MiB of page cache per application (SQLite's default is 2 MiB): with
+                    // hundreds of open applications the cache is most of the memory.
+                    .pragma("cache_size", "-1024");
                 // One connection per application database: SQLite has one writer at a time
                 // anyway, and queuing in the pool is cheaper than its busy-wait sleeps.
                 let pool = SqlitePoolOptions::new()
@@ -474,6 +477,19 @@ impl AppDatabases {
                 }
                 Ok(store)
             }
+        }
+    }
+
+    /// Closes the application's pool now, if open (it reopens on the next use).
+    pub async fn release(&self, app: &ApplicationId) {
+        let closer = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|mut open| open.remove(app))
+            .map(|o| o.closer);
+        if let Some(closer) = closer {
+            closer.close().await;
         }
     }
 
