@@ -189,12 +189,14 @@ impl Identity {
         let store = self.store(app).await?;
         let hash = KeyHash::of(refresh_token);
         let now = authsome_domain::now();
-        let record = store
-            .refresh_token(&hash)
+        let (_, session, user) = store
+            .refresh_with_session(&hash)
             .await?
-            .filter(|r| r.expires_at > now)
+            .filter(|(r, _, _)| r.expires_at > now)
             .ok_or(IdentityError::Unauthenticated(BAD_REFRESH))?;
-        let (session, user) = self.live_session(&*store, &record.session_id, now).await?;
+        if !session.is_live_at(now) || user.disabled {
+            return Err(IdentityError::Unauthenticated("the session has ended"));
+        }
         let successor = OpaqueToken::generate(REFRESH_PREFIX);
         let successor_record = RefreshRecord {
             hash: successor.hash,
@@ -203,7 +205,12 @@ impl Identity {
             expires_at: session.expires_at,
             rotated_at: None,
         };
-        match store.rotate_refresh(&hash, &successor_record, now).await? {
+        // Recording activity more often than once a minute is not worth a write per refresh.
+        let touch = now - session.last_active_at > chrono::Duration::minutes(1);
+        match store
+            .rotate_refresh(&hash, &successor_record, now, touch)
+            .await?
+        {
             Rotation::Rotated => {}
             Rotation::AlreadyRotated(at) if now - at <= REFRESH_REUSE_GRACE => {
                 store.add_refresh(&successor_record, now).await?;

@@ -86,12 +86,20 @@ pub trait IdentityRepository: Send + Sync {
     async fn revoke_user_sessions(&self, user: &UserId, now: DateTime<Utc>) -> Result<u64>;
 
     async fn refresh_token(&self, hash: &KeyHash) -> Result<Option<RefreshRecord>>;
+    /// A refresh token with its session and user, in one round trip.
+    async fn refresh_with_session(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<(RefreshRecord, Session, User)>>;
     /// Atomically marks `old` rotated and stores `successor`, unless `old` was rotated already.
+    /// `touch_session` also records the session as active now (callers skip it when it was
+    /// recorded recently, to save a write).
     async fn rotate_refresh(
         &self,
         old: &KeyHash,
         successor: &RefreshRecord,
         now: DateTime<Utc>,
+        touch_session: bool,
     ) -> Result<Rotation>;
     /// Stores an extra live token for a session (a double-submit inside the grace window).
     async fn add_refresh(&self, record: &RefreshRecord, now: DateTime<Utc>) -> Result<()>;

@@ -151,6 +151,31 @@ impl SessionUserRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct RefreshSessionRow {
+    r_hash: String,
+    r_created_at: i64,
+    r_expires_at: i64,
+    r_rotated_at: Option<i64>,
+    #[sqlx(flatten)]
+    session: SessionUserRow,
+}
+
+impl RefreshSessionRow {
+    fn into_domain(self) -> Result<(RefreshRecord, Session, User)> {
+        let (session, user) = self.session.into_domain()?;
+        let refresh = RefreshRow {
+            hash: self.r_hash,
+            session_id: session.id.to_string(),
+            created_at: self.r_created_at,
+            expires_at: self.r_expires_at,
+            rotated_at: self.r_rotated_at,
+        }
+        .into_domain()?;
+        Ok((refresh, session, user))
+    }
+}
+
+#[derive(sqlx::FromRow)]
 struct RefreshRow {
     hash: String,
     session_id: String,
@@ -448,6 +473,29 @@ macro_rules! impl_identity {
                 .rows_affected())
             }
 
+            async fn refresh_with_session(
+                &self,
+                hash: &KeyHash,
+            ) -> Result<Option<(RefreshRecord, Session, User)>> {
+                sqlx::query_as::<_, RefreshSessionRow>(
+                    "SELECT r.hash AS r_hash, r.created_at AS r_created_at, \
+                     r.expires_at AS r_expires_at, r.rotated_at AS r_rotated_at, \
+                     s.id AS s_id, s.user_id AS s_user_id, s.ip AS s_ip, \
+                     s.user_agent AS s_user_agent, s.created_at AS s_created_at, \
+                     s.last_active_at AS s_last_active_at, s.expires_at AS s_expires_at, \
+                     s.revoked_at AS s_revoked_at, s.active_org_id AS s_active_org_id, \
+                     u.id, u.email, u.name, u.password_hash, u.public_metadata, u.private_metadata, \
+                     u.disabled_at, u.created_at, u.updated_at, u.last_sign_in_at \
+                     FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
+                     JOIN users u ON u.id = s.user_id WHERE r.hash = $1",
+                )
+                .bind(hash.to_hex())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(RefreshSessionRow::into_domain)
+                .transpose()
+            }
+
             async fn refresh_token(&self, hash: &KeyHash) -> Result<Option<RefreshRecord>> {
                 sqlx::query_as::<_, RefreshRow>(
                     "SELECT hash, session_id, created_at, expires_at, rotated_at \
@@ -465,6 +513,7 @@ macro_rules! impl_identity {
                 old: &KeyHash,
                 successor: &RefreshRecord,
                 now: chrono::DateTime<chrono::Utc>,
+                touch_session: bool,
             ) -> Result<super::Rotation> {
                 let mut tx = self.pool.begin().await?;
                 let won = sqlx::query(
@@ -477,11 +526,13 @@ macro_rules! impl_identity {
                 .await?;
                 if won.rows_affected() == 1 {
                     insert_refresh(&mut *tx, successor).await?;
-                    sqlx::query("UPDATE sessions SET last_active_at = $1 WHERE id = $2")
-                        .bind(ms(now))
-                        .bind(successor.session_id.as_str())
-                        .execute(&mut *tx)
-                        .await?;
+                    if touch_session {
+                        sqlx::query("UPDATE sessions SET last_active_at = $1 WHERE id = $2")
+                            .bind(ms(now))
+                            .bind(successor.session_id.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     tx.commit().await?;
                     return Ok(super::Rotation::Rotated);
                 }
