@@ -233,6 +233,8 @@ pub async fn serve(config: Config) -> Result<()> {
         _ = drained => tracing::warn!("drain period elapsed with requests still in flight"),
     }
     let _ = maintenance.await;
+    // Requests that were in flight at the signal may have batched more: flush after draining.
+    authsome_server::flush_batched(&state).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -346,7 +348,12 @@ pub async fn init(config: Config, json: bool) -> Result<()> {
 /// Probes `/health` over plain HTTP/1.1 with std only, so the container image needs no curl.
 pub async fn healthcheck(config: Config, url: Option<String>) -> Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let base = url.unwrap_or_else(|| format!("http://{}", config.listen));
+    // A server listening on every interface (0.0.0.0, as in the container) answers on loopback.
+    let mut probe_addr = config.listen;
+    if probe_addr.ip().is_unspecified() {
+        probe_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let base = url.unwrap_or_else(|| format!("http://{probe_addr}"));
     let parsed = url::Url::parse(&base).context("--url is not a URL")?;
     if parsed.scheme() != "http" {
         bail!("--url must be http:// (the probe runs inside the container)");

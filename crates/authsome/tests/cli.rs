@@ -300,3 +300,259 @@ async fn replicas_migrate_one_postgres_database_at_once() {
     let again: Value = serde_json::from_str(stdout(&again).trim()).unwrap();
     assert!(again.get("managementKey").is_none());
 }
+
+#[test]
+fn self_hosting_guide_documents_every_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = stdout(&run(dir.path(), &[], &["config", "--reference"]));
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/guides/self-hosting.md"
+    ))
+    .unwrap();
+    let section = guide
+        .split("<!-- BEGIN CONFIG REFERENCE -->\n")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- END CONFIG REFERENCE -->").next())
+        .expect("the guide has the reference markers");
+    assert_eq!(
+        section, reference,
+        "docs/guides/self-hosting.md is out of date: paste `authsome config --reference` between its markers"
+    );
+}
+
+/// The image's ENV, ENTRYPOINT, CMD and HEALTHCHECK, read from the Dockerfile.
+struct Image {
+    env: Vec<(String, String)>,
+    command: Vec<String>,
+    healthcheck: Vec<String>,
+}
+
+fn json_array(line: &str) -> Vec<String> {
+    let start = line.find('[').expect("exec form");
+    serde_json::from_str(&line[start..]).expect("a JSON array")
+}
+
+fn image() -> Image {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Dockerfile")).unwrap();
+    let joined = text.replace("\\\n", " ");
+    // The runtime stage is the last one.
+    let runtime = joined.rsplit("\nFROM ").next().unwrap();
+    let mut image = Image {
+        env: Vec::new(),
+        command: Vec::new(),
+        healthcheck: Vec::new(),
+    };
+    let mut entrypoint = Vec::new();
+    let mut cmd = Vec::new();
+    for line in runtime.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("ENV ") {
+            for pair in rest.split_whitespace() {
+                let (k, v) = pair.split_once('=').expect("ENV key=value");
+                image.env.push((k.to_owned(), v.to_owned()));
+            }
+        } else if line.starts_with("ENTRYPOINT ") {
+            entrypoint = json_array(line);
+        } else if line.starts_with("CMD ") {
+            cmd = json_array(line);
+        } else if line.starts_with("HEALTHCHECK ") {
+            image.healthcheck = json_array(&line[line.find(" CMD ").expect("HEALTHCHECK CMD")..]);
+        }
+    }
+    image.command = entrypoint.into_iter().chain(cmd).collect();
+    image
+}
+
+/// The binary under test: the release build when CI sets `AUTHSOME_TEST_BIN`, else this build.
+fn binary() -> String {
+    std::env::var("AUTHSOME_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_authsome").to_owned())
+}
+
+#[tokio::test]
+async fn runs_as_the_container_entrypoint() {
+    let image = image();
+    assert_eq!(image.command, ["authsome", "serve"]);
+    assert_eq!(image.healthcheck, ["authsome", "healthcheck"]);
+    let data = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    // The image's variables, with the data volume and the port moved to free places.
+    let mut env: Vec<(String, String)> = image.env.clone();
+    for (k, v) in env.iter_mut() {
+        match k.as_str() {
+            "AUTHSOME_DATA_DIR" => *v = data.path().display().to_string(),
+            "AUTHSOME_LISTEN" => {
+                assert!(
+                    v.starts_with("0.0.0.0:"),
+                    "the image listens on every interface"
+                );
+                *v = format!("0.0.0.0:{port}");
+            }
+            _ => {}
+        }
+    }
+    let command = |args: &[String]| {
+        let mut cmd = Command::new(binary());
+        cmd.env_clear().args(&args[1..]);
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let mut server = command(&image.command)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/ready"))
+            .send()
+            .await
+        {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = command(&image.healthcheck).output().unwrap();
+    assert!(
+        health.status.success(),
+        "HEALTHCHECK failed: {}",
+        stderr(&health)
+    );
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let status = server.wait().unwrap();
+    assert!(status.success());
+    let mut logs = String::new();
+    std::io::Read::read_to_string(server.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    let first = logs.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with('{'),
+        "AUTHSOME_LOG_FORMAT=json logs JSON lines: {first}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_flushes_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = run(dir.path(), &[], &["init", "--json"]);
+    let init: Value = serde_json::from_str(stdout(&init).trim()).unwrap();
+    let key = init["managementKey"].as_str().unwrap().to_owned();
+    let ws = init["workspaceId"].as_str().unwrap().to_owned();
+    let port = closed_port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = format!("http://{listen}");
+    let start = || {
+        authsome(dir.path(), &[("AUTHSOME_LISTEN", &listen)], &["serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let client = reqwest::Client::new();
+    let wait_ready = || async {
+        let started = Instant::now();
+        while client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut server = start();
+    wait_ready().await;
+    let app: Value = client
+        .post(format!("{base}/control/v1/workspaces/{ws}/applications"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"name": "Drain", "environment": "development"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let app = app["id"].as_str().unwrap().to_owned();
+    let created: Value = client
+        .post(format!("{base}/control/v1/applications/{app}/keys"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"type": "publishable"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pk = created["secret"].as_str().unwrap().to_owned();
+
+    // Slow requests (argon2id sign-ups) in flight when SIGTERM arrives.
+    let in_flight: Vec<_> = (0..6)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/v1/{app}/auth/signup");
+            let pk = pk.clone();
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("X-Publishable-Key", pk)
+                    .json(&serde_json::json!({"email": format!("drain{i}@example.com"), "password": "long-password"}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    for request in in_flight {
+        assert_eq!(request.await.unwrap().expect("completed, not cut off"), 201);
+    }
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // After a restart, nothing batched was lost.
+    let mut server = start();
+    wait_ready().await;
+    let keys: Value = client
+        .get(format!("{base}/control/v1/applications/{app}/keys"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(keys["data"][0]["lastUsedAt"].as_str().is_some(), "{keys}");
+    let usage: Value = client
+        .get(format!("{base}/control/v1/applications/{app}/usage"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["monthlyActiveUsers"], 6, "{usage}");
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    server.wait().unwrap();
+}

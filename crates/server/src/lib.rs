@@ -101,7 +101,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Runs the background housekeeping (key-usage flushes, purges) until `shutdown` resolves, then
-/// flushes once more so nothing batched is lost.
+/// flushes once more.
 pub async fn run_maintenance(
     state: AppState,
     every: Duration,
@@ -121,11 +121,17 @@ pub async fn run_maintenance(
             _ = &mut shutdown => break,
         }
     }
+    flush_batched(&state).await;
+}
+
+/// Writes everything batched in memory (key `lastUsedAt`, monthly active users). Called when
+/// the maintenance loop stops and again once the server has drained its last requests.
+pub async fn flush_batched(state: &AppState) {
     if let Err(e) = state.control.flush_key_usage().await {
-        tracing::error!(error = %e, "final key-usage flush failed");
+        tracing::error!(error = %e, "key-usage flush failed");
     }
     if let Err(e) = state.identity.flush_active_users().await {
-        tracing::error!(error = %e, "final monthly-active-users flush failed");
+        tracing::error!(error = %e, "monthly-active-users flush failed");
     }
 }
 
