@@ -22,6 +22,9 @@ pub struct SqliteAppStore {
 }
 
 impl SqliteAppStore {
+    /// SQLite has no data-modifying CTEs: rotations use a transaction.
+    const DATA_MODIFYING_CTE: bool = false;
+
     pub(crate) fn new(pool: sqlx::SqlitePool) -> Self {
         Self { pool }
     }
@@ -32,6 +35,8 @@ pub struct PostgresAppStore {
 }
 
 impl PostgresAppStore {
+    const DATA_MODIFYING_CTE: bool = true;
+
     pub(crate) fn new(pool: sqlx::PgPool) -> Self {
         Self { pool }
     }
@@ -239,6 +244,23 @@ fn like_pattern(text: &str) -> String {
 
 macro_rules! impl_identity {
     ($store:ty) => {
+        impl $store {
+            /// Why a rotation did not happen: rotated already (and when), or no such token.
+            async fn rotation_state(&self, old: &KeyHash) -> Result<super::Rotation> {
+                let rotated: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT rotated_at FROM refresh_tokens WHERE hash = $1")
+                        .bind(old.to_hex())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(match rotated {
+                    Some(Some(at)) => {
+                        super::Rotation::AlreadyRotated(time(at, "refresh.rotated_at")?)
+                    }
+                    _ => super::Rotation::Unknown,
+                })
+            }
+        }
+
         #[async_trait::async_trait]
         impl super::IdentityRepository for $store {
             async fn ping(&self) -> Result<()> {
@@ -515,6 +537,35 @@ macro_rules! impl_identity {
                 now: chrono::DateTime<chrono::Utc>,
                 touch_session: bool,
             ) -> Result<super::Rotation> {
+                if <$store>::DATA_MODIFYING_CTE {
+                    // One atomic statement, one round trip: mark the old token rotated, insert
+                    // its successor only if that happened, and touch the session if asked.
+                    let won: i64 = sqlx::query_scalar(
+                        "WITH old AS ( \
+                             UPDATE refresh_tokens SET rotated_at = $1 \
+                             WHERE hash = $2 AND rotated_at IS NULL AND expires_at > $1 \
+                             RETURNING session_id), \
+                         ins AS ( \
+                             INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) \
+                             SELECT $3, session_id, $4, $5 FROM old RETURNING session_id), \
+                         touch AS ( \
+                             UPDATE sessions SET last_active_at = $1 \
+                             WHERE $6 AND id IN (SELECT session_id FROM ins) RETURNING 1) \
+                         SELECT (SELECT COUNT(*) FROM ins) + 0 * (SELECT COUNT(*) FROM touch)",
+                    )
+                    .bind(ms(now))
+                    .bind(old.to_hex())
+                    .bind(successor.hash.to_hex())
+                    .bind(ms(successor.created_at))
+                    .bind(ms(successor.expires_at))
+                    .bind(touch_session)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    if won == 1 {
+                        return Ok(super::Rotation::Rotated);
+                    }
+                    return self.rotation_state(old).await;
+                }
                 let mut tx = self.pool.begin().await?;
                 let won = sqlx::query(
                     "UPDATE refresh_tokens SET rotated_at = $1 \
@@ -537,15 +588,7 @@ macro_rules! impl_identity {
                     return Ok(super::Rotation::Rotated);
                 }
                 drop(tx);
-                let rotated: Option<Option<i64>> =
-                    sqlx::query_scalar("SELECT rotated_at FROM refresh_tokens WHERE hash = $1")
-                        .bind(old.to_hex())
-                        .fetch_optional(&self.pool)
-                        .await?;
-                Ok(match rotated {
-                    Some(Some(at)) => super::Rotation::AlreadyRotated(time(at, "refresh.rotated_at")?),
-                    _ => super::Rotation::Unknown,
-                })
+                self.rotation_state(old).await
             }
 
             async fn add_refresh(&self, record: &RefreshRecord, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
