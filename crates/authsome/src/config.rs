@@ -161,6 +161,8 @@ pub const SETTINGS: &[Setting] = &[
         secret: false,
         help: "argon2id lanes (OWASP: 1).",
     },
+    Setting { key: "redis_prefix", env: "AUTHSOME_REDIS_PREFIX", default: Some("authsome:"), secret: false,
+        help: "Prefix of every Redis key this deployment writes (several deployments can share a Redis)." },
     Setting {
         key: "shutdown_grace_seconds",
         env: "AUTHSOME_SHUTDOWN_GRACE_SECONDS",
@@ -257,6 +259,7 @@ pub struct Config {
     pub session_ttl_seconds: i64,
     pub shutdown_grace_seconds: u64,
     pub password_policy: PasswordPolicy,
+    pub redis_prefix: String,
 }
 
 impl Config {
@@ -463,6 +466,10 @@ impl RawConfig {
             session_ttl_seconds: number("AUTHSOME_SESSION_TTL_SECONDS", 60, 7 * 24 * 3600)? as i64,
             shutdown_grace_seconds: number("AUTHSOME_SHUTDOWN_GRACE_SECONDS", 0, 3600)?,
             password_policy: self.password_policy(&number)?,
+            redis_prefix: self
+                .get("AUTHSOME_REDIS_PREFIX")
+                .unwrap_or("authsome:")
+                .to_owned(),
         };
         if config.app_isolation == AppIsolation::Schema && !config.is_postgres() {
             return Err(bad(

@@ -11,6 +11,7 @@ use authsome_server::{HttpSettings, ServerState};
 use authsome_storage::Store;
 use tokio::net::TcpListener;
 
+use authsome_gateway::{InProcessLimiter, RateLimiter, RedisLimiter};
 use authsome_identity::Identity;
 use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
 
@@ -184,13 +185,23 @@ pub async fn serve(config: Config) -> Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("AUTHSOME_LISTEN: cannot listen on {}", config.listen))?;
-    let state = ServerState::new(
+    // With Redis, every replica enforces the same per-key limits; without, each process its own.
+    let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
+        Some(url) => Arc::new(
+            RedisLimiter::connect(url.as_str(), &config.redis_prefix)
+                .await
+                .context("AUTHSOME_REDIS_URL")?,
+        ),
+        None => Arc::new(InProcessLimiter::default()),
+    };
+    let state = ServerState::with_limiter(
         control_plane(&config, store),
         identity,
         HttpSettings {
             max_body_bytes: config.max_body_bytes,
             public_url: config.public_url.clone(),
         },
+        limiter,
     );
     let app = authsome_server::router(state.clone());
     let local = listener.local_addr()?;

@@ -16,13 +16,15 @@ use authsome_domain::id::{ApplicationId, KeyId, WorkspaceId};
 use authsome_domain::keys::{generate_key, parse_key, KeyHash, KeyKind, KeyMode};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{
-    parse_name, Actor, ApiKey, Application, KeyScope, Permission, Role,
+    parse_name, Actor, ApiKey, Application, KeyScope, Permission, Role, Workspace,
 };
 use chrono::{DateTime, Utc};
 
 use crate::{ControlError, ControlPlane, Result};
 
 pub const POSITIVE_TTL: Duration = Duration::from_secs(30);
+/// How stale the entry point's view of a workspace's standing may be.
+pub const WORKSPACE_TTL: Duration = Duration::from_secs(1);
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 const MAX_ENTRIES: usize = 100_000;
 /// Longest grace period a rolled key may keep.
@@ -78,6 +80,7 @@ struct Cached<T> {
 #[derive(Default)]
 pub struct KeyCache {
     keys: RwLock<HashMap<KeyHash, Cached<ApiKey>>>,
+    workspaces: RwLock<HashMap<WorkspaceId, Cached<Workspace>>>,
     apps: RwLock<HashMap<ApplicationId, Cached<Application>>>,
     usage: Mutex<HashMap<KeyId, DateTime<Utc>>>,
 }
@@ -238,6 +241,38 @@ impl ControlPlane {
             }
         };
         Ok(app.filter(|a| workspace.is_none_or(|ws| &a.workspace_id == ws)))
+    }
+
+    /// The workspace's standing and plan as the customer API's entry point sees it: cached for
+    /// one second, so a status change reaches every replica within that.
+    pub async fn workspace_view(&self, id: &WorkspaceId) -> Result<Arc<Workspace>> {
+        let hit = self.keys.workspaces.read().ok().and_then(|w| {
+            w.get(id)
+                .filter(|c| c.at.elapsed() < WORKSPACE_TTL)
+                .and_then(|c| c.value.clone())
+        });
+        if let Some(ws) = hit {
+            return Ok(ws);
+        }
+        let ws = self
+            .store
+            .any_workspace(id)
+            .await?
+            .map(Arc::new)
+            .ok_or(ControlError::NotFound("workspace"))?;
+        if let Ok(mut map) = self.keys.workspaces.write() {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(
+                id.clone(),
+                Cached {
+                    value: Some(ws.clone()),
+                    at: Instant::now(),
+                },
+            );
+        }
+        Ok(ws)
     }
 
     /// Writes the batched `lastUsedAt` values. On failure they are kept for the next flush.

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use authsome_control::{ControlPlane, Provisioner};
 use authsome_domain::id::ApplicationId;
+use authsome_gateway::{InProcessLimiter, RateLimiter};
 use authsome_identity::Identity;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -49,6 +50,8 @@ pub struct ServerState {
     pub control: ControlPlane,
     pub identity: Arc<Identity>,
     pub events: Arc<EventBus>,
+    /// Per-key request limits of the customer API (in process, or shared through Redis).
+    pub limiter: Arc<dyn RateLimiter>,
     pub http: HttpSettings,
     draining: AtomicBool,
 }
@@ -59,6 +62,21 @@ impl ServerState {
     /// Wires the control plane to the identity engine (which provisions applications) and
     /// returns the state the router serves.
     pub fn new(control: ControlPlane, identity: Identity, http: HttpSettings) -> AppState {
+        Self::with_limiter(
+            control,
+            identity,
+            http,
+            Arc::new(InProcessLimiter::default()),
+        )
+    }
+
+    /// As [`ServerState::new`], with the given rate limiter (e.g. Redis-backed for replicas).
+    pub fn with_limiter(
+        control: ControlPlane,
+        identity: Identity,
+        http: HttpSettings,
+        limiter: Arc<dyn RateLimiter>,
+    ) -> AppState {
         let events = Arc::new(EventBus::new(4096));
         let identity = Arc::new(identity.with_events(events.clone()));
         let control = control
@@ -68,6 +86,7 @@ impl ServerState {
             control,
             identity,
             events,
+            limiter,
             http,
             draining: AtomicBool::new(false),
         })

@@ -20,6 +20,33 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-re
 pub struct RequestContext {
     pub id: String,
     actor: std::sync::Mutex<Option<EventActor>>,
+    customer: std::sync::Mutex<CustomerHeaders>,
+}
+
+/// Headers every customer-API response carries once the application (and the key's rate
+/// limit) is known.
+#[derive(Default, Clone)]
+struct CustomerHeaders {
+    app_id: Option<String>,
+    rate_limit: Option<authsome_gateway::Decision>,
+}
+
+/// Records the application of a customer-API request (`X-AuthSome-App-ID`).
+pub fn set_app(app_id: &str) {
+    if let Some(context) = context() {
+        if let Ok(mut c) = context.customer.lock() {
+            c.app_id = Some(app_id.to_owned());
+        }
+    }
+}
+
+/// Records the rate-limit decision (`X-RateLimit-*`).
+pub fn set_rate_limit(decision: authsome_gateway::Decision) {
+    if let Some(context) = context() {
+        if let Ok(mut c) = context.customer.lock() {
+            c.rate_limit = Some(decision);
+        }
+    }
 }
 
 impl RequestContext {
@@ -61,15 +88,41 @@ pub async fn layer(request: Request, next: Next) -> Response {
     let context = std::sync::Arc::new(RequestContext {
         id: id.clone(),
         actor: std::sync::Mutex::new(None),
+        customer: std::sync::Mutex::new(CustomerHeaders::default()),
     });
+    let scoped = context.clone();
     let mut response = REQUEST
-        .scope(context, async move {
+        .scope(scoped, async move {
             let response = next.run(request).await;
             ensure_error_body(response)
         })
         .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let customer = context
+        .customer
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    let headers = response.headers_mut();
+    if let Some(app) = customer.app_id.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        headers.insert(HeaderName::from_static("x-authsome-app-id"), app);
+    }
+    if let Some(d) = customer.rate_limit {
+        let reset = d.reset_after.as_secs_f64().ceil() as u64;
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(d.limit),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(d.remaining),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(reset),
+        );
     }
     tracing::info!(
         request_id = %id,

@@ -95,6 +95,16 @@ impl Workspace {
         Ok(())
     }
 
+    /// Requests per second each key of this workspace may make on the customer API: free 10,
+    /// pro 100, enterprise as configured (default 1,000).
+    pub fn requests_per_second_per_key(&self) -> u32 {
+        match self.plan {
+            Plan::Free => 10,
+            Plan::Pro => 100,
+            Plan::Enterprise => self.limits.requests_per_second_per_key.unwrap_or(1000),
+        }
+    }
+
     /// Any write other than reading needs an active workspace.
     pub fn may_write(&self) -> Result<(), StandingError> {
         match self.status {

@@ -5,18 +5,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use authsome_domain::keys::KeyKind;
-use authsome_domain::tenancy::{ApiKey, AppStatus, Application, Environment, KeyScope};
+use authsome_domain::tenancy::{
+    ApiKey, AppStatus, Application, Environment, KeyScope, PaymentStatus, Workspace,
+    WorkspaceStatus,
+};
+use authsome_gateway::Limit;
 use authsome_identity::ClientInfo;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::bearer;
 use crate::AppState;
 
-pub const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-app-id");
 const PUBLISHABLE_KEY_HEADER: HeaderName = HeaderName::from_static("x-publishable-key");
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -58,19 +61,76 @@ pub async fn keyed(
     app_id: &str,
     parts: &Parts,
 ) -> Result<(Arc<Application>, ApiKey), ApiError> {
+    let (app, key) = entry(state, app_id, parts).await?;
+    ensure_serving(&app)?;
+    Ok((app, key))
+}
+
+/// The entry point of every keyed request: the key verified against the application, the
+/// workspace's standing, and the key's rate limit.
+async fn entry(
+    state: &AppState,
+    app_id: &str,
+    parts: &Parts,
+) -> Result<(Arc<Application>, ApiKey), ApiError> {
     let key = credential(parts).ok_or_else(|| {
         ApiError::unauthorized("missing API key (Authorization: Bearer or X-Publishable-Key)")
     })?;
     let (app, key) = state.control.verify_app_key(app_id, key).await?;
     crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
-    ensure_serving(&app)?;
+    crate::request_id::set_app(app.id.as_str());
+    let workspace = state.control.workspace_view(&app.workspace_id).await?;
+    ensure_standing(&workspace)?;
+    let limit = Limit {
+        per_second: workspace.requests_per_second_per_key(),
+    };
+    let decision = match state.limiter.check(key.id.as_str(), limit).await {
+        Ok(d) => d,
+        Err(e) => {
+            // The shared limiter is down: keep serving (logged); limits resume with it.
+            tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
+            return Ok((app, key));
+        }
+    };
+    crate::request_id::set_rate_limit(decision);
+    if let Some(wait) = decision.retry_after {
+        return Err(ApiError {
+            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "rate limit of {} requests per second exceeded",
+                    decision.limit
+                ),
+            )
+        });
+    }
     Ok((app, key))
+}
+
+/// A suspended workspace is closed (403); one past due on payment gets 402.
+fn ensure_standing(workspace: &Workspace) -> Result<(), ApiError> {
+    if workspace.status == WorkspaceStatus::Suspended {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the workspace is suspended",
+        ));
+    }
+    if workspace.payment_status == PaymentStatus::PastDue {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "the workspace's payment is past due",
+        ));
+    }
+    Ok(())
 }
 
 /// The application of the path for routes reached without a key (JWKS, discovery, access-token
 /// routes).
 pub async fn public(state: &AppState, app_id: &str) -> Result<Arc<Application>, ApiError> {
     let app = state.control.public_application(app_id).await?;
+    crate::request_id::set_app(app.id.as_str());
+    ensure_standing(&*state.control.workspace_view(&app.workspace_id).await?)?;
     ensure_serving(&app)?;
     Ok(app)
 }
@@ -144,20 +204,13 @@ pub async fn identify(
     Path(app_id): Path<String>,
     parts: Parts,
 ) -> Result<Response, ApiError> {
-    let key = credential(&parts).ok_or_else(|| {
-        ApiError::unauthorized("missing API key (Authorization: Bearer or X-Publishable-Key)")
-    })?;
-    let (app, key) = state.control.verify_app_key(&app_id, key).await?;
-    let mut response = axum::Json(AppIdentity {
+    let (app, key) = entry(&state, &app_id, &parts).await?;
+    Ok(axum::Json(AppIdentity {
         id: app.id.to_string(),
         name: app.name.clone(),
         environment: app.environment,
         status: app.status,
         key_type: key.kind,
     })
-    .into_response();
-    if let Ok(value) = HeaderValue::from_str(app.id.as_str()) {
-        response.headers_mut().insert(APP_ID_HEADER, value);
-    }
-    Ok(response)
+    .into_response())
 }

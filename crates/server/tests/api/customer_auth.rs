@@ -12,8 +12,25 @@ pub struct Customer {
     pub owner_token: String,
 }
 
+/// A customer application on the pro plan (100 requests per second per key), so tests of
+/// behaviour are not throttled by the free plan's 10.
 pub async fn customer_app(app: &TestApp, name: &str) -> Customer {
+    customer_app_on(app, name, "pro").await
+}
+
+pub async fn customer_app_on(app: &TestApp, name: &str, plan: &str) -> Customer {
     let t = app.tenant(name).await;
+    if plan != "free" {
+        let root = app.root_token().await;
+        let r = app
+            .patch(
+                &format!("/control/v1/admin/workspaces/{}", t.ws),
+                &root,
+                json!({"plan": plan}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     let app_id = app.application(&t.owner_token, &t.ws, "development").await;
     let got = app
         .get(

@@ -85,6 +85,82 @@ async fn serve(
     http: HttpSettings,
     guard: Box<dyn std::any::Any + Send>,
 ) -> TestApp {
+    serve_with_limiter(store, apps, http, guard, None).await
+}
+
+/// Two replicas on one SQLite control plane whose rate limits live in Redis under a fresh
+/// prefix: the first as a `TestApp`, the second's base URL. `None` outside CI without Redis.
+pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
+    let url = std::env::var("AUTHSOME_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("authsome-test-{}:", uuid::Uuid::now_v7().simple());
+    let limiter = |prefix: String| {
+        let url = url.clone();
+        async move {
+            match authsome_gateway::RedisLimiter::connect(&url, &prefix).await {
+                Ok(l) => Some(Arc::new(l) as Arc<dyn authsome_gateway::RateLimiter>),
+                Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                    panic!("CI=true and Redis is unreachable at {url}: {e}")
+                }
+                Err(e) => {
+                    eprintln!("skipping the Redis test: {e}");
+                    None
+                }
+            }
+        }
+    };
+    let first_limiter = limiter(prefix.clone()).await?;
+    let second_limiter = limiter(prefix).await?;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("cp.db")).await.unwrap());
+    store.migrate().await.unwrap();
+    let apps_dir = dir.path().join("apps");
+    let second_store = store.clone();
+    let first = serve_with_limiter(
+        store,
+        AppDatabaseConfig::Sqlite {
+            dir: apps_dir.clone(),
+        },
+        HttpSettings::default(),
+        Box::new(dir),
+        Some(first_limiter),
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = ServerState::with_limiter(
+        ControlPlane::new(second_store, ControlSettings::default()),
+        Identity::new(
+            AppDatabases::new(AppDatabaseConfig::Sqlite { dir: apps_dir }, 64),
+            MasterKey::generate(),
+            base.clone(),
+        ),
+        HttpSettings {
+            public_url: base.clone(),
+            ..HttpSettings::default()
+        },
+        second_limiter,
+    );
+    let router = authsome_server::router(state);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    Some((first, base))
+}
+
+async fn serve_with_limiter(
+    store: Arc<dyn Store>,
+    apps: AppDatabaseConfig,
+    http: HttpSettings,
+    guard: Box<dyn std::any::Any + Send>,
+    limiter: Option<Arc<dyn authsome_gateway::RateLimiter>>,
+) -> TestApp {
     let control = ControlPlane::new(store, ControlSettings::default());
     let root_email = "root@platform.test".to_owned();
     let BootstrapResult::Created {
@@ -103,14 +179,14 @@ async fn serve(
         MasterKey::generate(),
         base.clone(),
     );
-    let state = ServerState::new(
-        control,
-        identity,
-        HttpSettings {
-            public_url: base.clone(),
-            ..http
-        },
-    );
+    let http = HttpSettings {
+        public_url: base.clone(),
+        ..http
+    };
+    let state = match limiter {
+        Some(limiter) => ServerState::with_limiter(control, identity, http, limiter),
+        None => ServerState::new(control, identity, http),
+    };
     let app = authsome_server::router(state.clone());
     tokio::spawn(async move {
         axum::serve(

@@ -1,0 +1,155 @@
+//! Entry-point policy of the customer API. For now: rate limits per key with GCRA (the generic
+//! cell rate algorithm), either in process (one replica, no services) or as one atomic Redis
+//! script so the limit holds across any number of replicas.
+//!
+//! **Architecture invariant:** this crate knows nothing of keys, plans or HTTP; it is given a
+//! subject string and a limit and answers allow/deny with the numbers for the response headers.
+
+mod redis_limiter;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+pub use redis_limiter::RedisLimiter;
+
+/// A sustained rate with a burst of the same size (one second's worth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub per_second: u32,
+}
+
+impl Limit {
+    fn interval_us(self) -> i64 {
+        1_000_000 / i64::from(self.per_second.max(1))
+    }
+
+    fn window_us(self) -> i64 {
+        self.interval_us() * i64::from(self.per_second.max(1))
+    }
+}
+
+/// The answer for one request, with what the `X-RateLimit-*` headers report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Until the limit is fully replenished.
+    pub reset_after: Duration,
+    /// When denied: how long until one request would be allowed.
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    #[error("rate-limit store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    async fn check(&self, subject: &str, limit: Limit) -> Result<Decision, RateLimitError>;
+}
+
+/// GCRA on a theoretical arrival time `tat` (µs): the pure core both limiters share.
+/// Returns the decision and the new `tat` to store when allowed.
+pub fn gcra(now_us: i64, tat_us: Option<i64>, limit: Limit) -> (Decision, Option<i64>) {
+    let interval = limit.interval_us();
+    let window = limit.window_us();
+    let tat = tat_us.unwrap_or(now_us).max(now_us);
+    let new_tat = tat + interval;
+    let us = |v: i64| Duration::from_micros(u64::try_from(v.max(0)).unwrap_or(0));
+    if new_tat - now_us > window {
+        let decision = Decision {
+            allowed: false,
+            limit: limit.per_second,
+            remaining: 0,
+            reset_after: us(tat - now_us),
+            retry_after: Some(us(new_tat - now_us - window)),
+        };
+        return (decision, None);
+    }
+    let remaining = (window - (new_tat - now_us)) / interval;
+    let decision = Decision {
+        allowed: true,
+        limit: limit.per_second,
+        remaining: u32::try_from(remaining).unwrap_or(0),
+        reset_after: us(new_tat - now_us),
+        retry_after: None,
+    };
+    (decision, Some(new_tat))
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// One replica's limiter: a map of arrival times, pruned when it grows.
+#[derive(Default)]
+pub struct InProcessLimiter {
+    tats: Mutex<HashMap<String, i64>>,
+}
+
+#[async_trait]
+impl RateLimiter for InProcessLimiter {
+    async fn check(&self, subject: &str, limit: Limit) -> Result<Decision, RateLimitError> {
+        let now = now_us();
+        let mut tats = self
+            .tats
+            .lock()
+            .map_err(|_| RateLimitError::Unavailable("poisoned".into()))?;
+        if tats.len() > 100_000 {
+            tats.retain(|_, tat| *tat > now);
+        }
+        let (decision, new_tat) = gcra(now, tats.get(subject).copied(), limit);
+        if let Some(t) = new_tat {
+            tats.insert(subject.to_owned(), t);
+        }
+        Ok(decision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_steady_rate() {
+        let limit = Limit { per_second: 10 };
+        let mut tat = None;
+        let now = 1_000_000_000;
+        for n in 0..10 {
+            let (d, t) = gcra(now, tat, limit);
+            assert!(d.allowed, "request {n}");
+            assert_eq!(d.remaining, 9 - n);
+            tat = t;
+        }
+        let (denied, t) = gcra(now, tat, limit);
+        assert!(!denied.allowed && t.is_none());
+        assert_eq!(denied.retry_after, Some(Duration::from_millis(100)));
+        assert_eq!(denied.reset_after, Duration::from_secs(1));
+        // One interval later, one more fits.
+        let (later, _) = gcra(now + 100_000, tat, limit);
+        assert!(later.allowed);
+        assert_eq!(later.remaining, 0);
+        // A second later everything is back.
+        let (fresh, _) = gcra(now + 1_000_000, tat, limit);
+        assert_eq!(fresh.remaining, 9);
+    }
+
+    #[tokio::test]
+    async fn in_process_subjects_are_separate() {
+        let limiter = InProcessLimiter::default();
+        let limit = Limit { per_second: 2 };
+        assert!(limiter.check("a", limit).await.unwrap().allowed);
+        assert!(limiter.check("a", limit).await.unwrap().allowed);
+        assert!(!limiter.check("a", limit).await.unwrap().allowed);
+        assert!(limiter.check("b", limit).await.unwrap().allowed);
+    }
+}
