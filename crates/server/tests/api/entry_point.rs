@@ -18,28 +18,49 @@ async fn identify_at(app: &TestApp, base: &str, app_id: &str, key: &str) -> Resp
     TestApp::read(r).await
 }
 
+/// Sends requests as fast as it can until the first 429; returns (allowed, elapsed, the 429).
+async fn until_limited(
+    app: &TestApp,
+    bases: &[String],
+    app_id: &str,
+    key: &str,
+) -> (u32, f64, Response) {
+    let started = std::time::Instant::now();
+    let mut allowed = 0;
+    for n in 0..200 {
+        let r = identify_at(app, &bases[n % bases.len()], app_id, key).await;
+        match r.status {
+            200 => allowed += 1,
+            429 => return (allowed, started.elapsed().as_secs_f64(), r),
+            other => panic!("{other}: {}", r.body),
+        }
+    }
+    panic!("never limited");
+}
+
 #[tokio::test]
 async fn keys_are_rate_limited_by_plan_with_headers() {
     let app = spawn_app().await;
     let c = customer_app_on(&app, "Limits", "free").await;
-    for n in 0..10u32 {
-        let r = app.identify(&c.app, &c.sk).await;
-        assert_eq!(r.status, 200, "request {n}: {}", r.body);
-        assert_eq!(r.headers["x-ratelimit-limit"], "10");
-        assert_eq!(
-            r.headers["x-ratelimit-remaining"],
-            (9 - n).to_string().as_str()
-        );
-        assert_eq!(r.headers["x-authsome-app-id"], c.app.as_str());
-        assert!(r.headers.get("x-ratelimit-reset").is_some());
-    }
-    let limited = app.identify(&c.app, &c.sk).await;
+    let first = app.identify(&c.app, &c.sk).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers["x-ratelimit-limit"], "10");
+    assert_eq!(first.headers["x-ratelimit-remaining"], "9");
+    assert_eq!(first.headers["x-ratelimit-reset"], "1");
+    assert_eq!(first.headers["x-authsome-app-id"], c.app.as_str());
+    let (allowed, elapsed, limited) =
+        until_limited(&app, std::slice::from_ref(&app.base), &c.app, &c.sk).await;
+    // GCRA: a burst of 10, then 10 per second.
+    let bound = 9.0 + elapsed * 10.0 + 1.0;
+    assert!(
+        allowed >= 9 && f64::from(allowed) <= bound,
+        "{allowed} allowed in {elapsed:.3}s"
+    );
     assert_error(&limited, 429, "rate_limit_exceeded");
     assert_eq!(limited.headers["retry-after"], "1");
     assert_eq!(limited.headers["x-ratelimit-remaining"], "0");
-    // Each key has its own budget.
+    // Each key has its own budget; the control plane is not limited by it.
     assert_eq!(app.identify(&c.app, &c.pk).await.status, 200);
-    // The control plane is not limited by the customer-API budget.
     assert_eq!(
         app.get(
             &format!("/control/v1/applications/{}", c.app),
@@ -49,11 +70,14 @@ async fn keys_are_rate_limited_by_plan_with_headers() {
         .status,
         200
     );
-    // After a second the budget is back.
     tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
-    assert_eq!(app.identify(&c.app, &c.sk).await.status, 200);
+    assert_eq!(
+        app.identify(&c.app, &c.sk).await.status,
+        200,
+        "the budget refills"
+    );
 
-    // Pro: 100 per second; enterprise: as configured.
+    // Enterprise: as configured.
     let ws = app
         .get(
             &format!("/control/v1/applications/{}", c.app),
@@ -125,24 +149,32 @@ async fn a_redis_limit_holds_across_replicas() {
         return;
     };
     let c = customer_app_on(&app, "Shared Limit", "free").await;
-    let mut allowed = 0;
-    let mut denied = 0;
-    for n in 0..14 {
-        let base = if n % 2 == 0 {
-            app.base.clone()
-        } else {
-            second.clone()
-        };
-        let r = identify_at(&app, &base, &c.app, &c.sk).await;
-        match r.status {
-            200 => allowed += 1,
-            429 => denied += 1,
-            other => panic!("{other}: {}", r.body),
-        }
-    }
-    assert_eq!(
-        (allowed, denied),
-        (10, 4),
-        "one budget of 10 shared by both replicas"
+    // A limit of 2 per second: two replicas with a budget each would allow 4 in a quick burst.
+    let ws = app
+        .get(
+            &format!("/control/v1/applications/{}", c.app),
+            &c.owner_token,
+        )
+        .await
+        .body["workspaceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let root = app.root_token().await;
+    app.patch(
+        &format!("/control/v1/admin/workspaces/{ws}"),
+        &root,
+        json!({"plan": "enterprise", "limits": {"requestsPerSecondPerKey": 2}}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (allowed, elapsed, limited) =
+        until_limited(&app, &[app.base.clone(), second], &c.app, &c.sk).await;
+    assert_error(&limited, 429, "rate_limit_exceeded");
+    let bound = 2.0 + (elapsed + 0.05) * 2.0;
+    assert!(
+        f64::from(allowed) <= bound,
+        "{allowed} allowed in {elapsed:.3}s: the budget is shared"
     );
+    assert!(allowed >= 2);
 }
