@@ -11,8 +11,9 @@ use authsome_server::{HttpSettings, ServerState};
 use authsome_storage::Store;
 use tokio::net::TcpListener;
 
-use authsome_gateway::{InProcessLimiter, RateLimiter, RedisLimiter};
+use authsome_gateway::{InProcessLimiter, RateLimiter, RedisChannel, RedisLimiter};
 use authsome_identity::Identity;
+use authsome_server::RedisInvalidations;
 use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
 
 use crate::config::{AppIsolation, Config, LogFormat};
@@ -185,17 +186,27 @@ pub async fn serve(config: Config) -> Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("AUTHSOME_LISTEN: cannot listen on {}", config.listen))?;
-    // With Redis, every replica enforces the same per-key limits; without, each process its own.
-    let limiter: Arc<dyn RateLimiter> = match &config.redis_url {
-        Some(url) => Arc::new(
-            RedisLimiter::connect(url.as_str(), &config.redis_prefix)
+    // With Redis, every replica enforces the same per-key limits and hears of every cache
+    // invalidation; without, each process keeps its own.
+    let mut control = control_plane(&config, store);
+    let (limiter, channel): (Arc<dyn RateLimiter>, _) = match &config.redis_url {
+        Some(url) => {
+            let limiter = RedisLimiter::connect(url.as_str(), &config.redis_prefix)
                 .await
-                .context("AUTHSOME_REDIS_URL")?,
-        ),
-        None => Arc::new(InProcessLimiter::default()),
+                .context("AUTHSOME_REDIS_URL")?;
+            let channel = RedisChannel::connect(
+                url.as_str(),
+                &format!("{}invalidations", config.redis_prefix),
+            )
+            .await
+            .context("AUTHSOME_REDIS_URL")?;
+            control = control.with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone())));
+            (Arc::new(limiter), Some(channel))
+        }
+        None => (Arc::new(InProcessLimiter::default()), None),
     };
     let state = ServerState::with_limiter(
-        control_plane(&config, store),
+        control,
         identity,
         HttpSettings {
             max_body_bytes: config.max_body_bytes,
@@ -203,6 +214,9 @@ pub async fn serve(config: Config) -> Result<()> {
         },
         limiter,
     );
+    if let Some(channel) = &channel {
+        authsome_server::listen_for_invalidations(&state, channel);
+    }
     let app = authsome_server::router(state.clone());
     let local = listener.local_addr()?;
     tracing::info!(address = %local, public_url = %config.public_url, "authsome listening");

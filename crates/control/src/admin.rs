@@ -94,6 +94,7 @@ impl ControlPlane {
         }
         ws.updated_at = authsome_domain::now();
         self.store.update_workspace(&ws).await?;
+        self.invalidate(crate::keys::Invalidation::Workspace(ws.id.clone()));
         self.emit(
             actor,
             DomainEvent::new("admin.workspace.updated")

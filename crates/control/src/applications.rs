@@ -196,7 +196,7 @@ impl ControlPlane {
             .update_application(&app)
             .await
             .map_err(duplicate("slug"))?;
-        self.keys.forget_application(&app.id);
+        self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         self.emit_app(actor, "application.updated", &app);
         Ok(app)
     }
@@ -221,7 +221,7 @@ impl ControlPlane {
         app.purge_at = Some(now + UNDELETE_WINDOW);
         app.updated_at = now;
         self.store.update_application(&app).await?;
-        self.keys.forget_application(&app.id);
+        self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         self.emit_app(actor, "application.deleted", &app);
         Ok(app)
     }
@@ -252,7 +252,7 @@ impl ControlPlane {
             .update_application(&app)
             .await
             .map_err(duplicate("slug"))?;
-        self.keys.forget_application(&app.id);
+        self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         self.emit_app(actor, "application.restored", &app);
         Ok(app)
     }

@@ -76,6 +76,49 @@ struct Cached<T> {
     at: Instant,
 }
 
+/// A cache entry that changed: forgotten here at once, and announced to the other replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    Key(KeyHash),
+    Application(ApplicationId),
+    Workspace(WorkspaceId),
+}
+
+impl Invalidation {
+    /// `k:<hash hex>`, `a:<app id>`, `w:<workspace id>`.
+    pub fn encode(&self) -> String {
+        match self {
+            Invalidation::Key(h) => format!("k:{}", h.to_hex()),
+            Invalidation::Application(id) => format!("a:{id}"),
+            Invalidation::Workspace(id) => format!("w:{id}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (kind, value) = s.split_once(':')?;
+        match kind {
+            "k" => KeyHash::from_hex(value).map(Invalidation::Key),
+            "a" => ApplicationId::parse(value)
+                .ok()
+                .map(Invalidation::Application),
+            "w" => WorkspaceId::parse(value).ok().map(Invalidation::Workspace),
+            _ => None,
+        }
+    }
+}
+
+/// Carries invalidations to the other replicas (Redis pub/sub when configured).
+pub trait InvalidationBus: Send + Sync {
+    fn publish(&self, invalidation: &Invalidation);
+}
+
+/// A single process has nobody to tell.
+pub struct LocalOnly;
+
+impl InvalidationBus for LocalOnly {
+    fn publish(&self, _: &Invalidation) {}
+}
+
 /// In-process cache of verified keys and their applications, plus pending `lastUsedAt` writes.
 #[derive(Default)]
 pub struct KeyCache {
@@ -174,6 +217,25 @@ impl KeyCache {
 }
 
 impl ControlPlane {
+    /// Forgets a changed entry here and tells the other replicas to do the same.
+    pub(crate) fn invalidate(&self, what: Invalidation) {
+        self.apply_invalidation(&what);
+        self.invalidation.publish(&what);
+    }
+
+    /// Applies an invalidation (local, or received from another replica).
+    pub fn apply_invalidation(&self, what: &Invalidation) {
+        match what {
+            Invalidation::Key(hash) => self.keys.forget_key(hash),
+            Invalidation::Application(id) => self.keys.forget_application(id),
+            Invalidation::Workspace(id) => {
+                if let Ok(mut map) = self.keys.workspaces.write() {
+                    map.remove(id);
+                }
+            }
+        }
+    }
+
     /// The stored key for a credential hash, if it exists and is neither revoked nor expired.
     /// Records the use for the next `lastUsedAt` flush.
     pub(crate) async fn usable_key(&self, hash: &KeyHash) -> Result<Option<Arc<ApiKey>>> {
@@ -539,7 +601,7 @@ impl ControlPlane {
         );
         let old_expires_at = now + chrono::Duration::seconds(grace);
         self.store.roll_key(&old, old_expires_at, &new.key).await?;
-        self.keys.forget_key(&old.hash);
+        self.invalidate(Invalidation::Key(old.hash));
         let old = self
             .store
             .key(ws, app, id)
@@ -560,7 +622,7 @@ impl ControlPlane {
             .await?
             .ok_or(ControlError::NotFound("key"))?;
         self.store.revoke_key(&old, authsome_domain::now()).await?;
-        self.keys.forget_key(&old.hash);
+        self.invalidate(Invalidation::Key(old.hash));
         self.store
             .key(ws, app, id)
             .await?

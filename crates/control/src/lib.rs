@@ -29,7 +29,10 @@ pub use admin::AdminWorkspacePatch;
 pub use applications::{ApplicationPatch, NewApplication};
 pub use auth::{AcceptInvitation, LoginResult};
 pub use bootstrap::BootstrapResult;
-pub use keys::{CreatedKey, KeyCache, NewAppKey, NewManagementKey, RollKey, RolledKey};
+pub use keys::{
+    CreatedKey, Invalidation, InvalidationBus, KeyCache, LocalOnly, NewAppKey, NewManagementKey,
+    RollKey, RolledKey,
+};
 pub use members::{Invitation, MemberPatch, NewMember};
 pub use provisioning::Provisioner;
 pub use workspaces::{NewWorkspace, WorkspacePatch};
@@ -97,6 +100,7 @@ pub struct ControlPlane {
     logins: authsome_domain::throttle::LoginThrottle,
     provisioner: Option<Arc<dyn Provisioner>>,
     events: Arc<dyn EventSink>,
+    invalidation: Arc<dyn InvalidationBus>,
     settings: ControlSettings,
 }
 
@@ -108,8 +112,15 @@ impl ControlPlane {
             logins: authsome_domain::throttle::LoginThrottle::default(),
             provisioner: None,
             events: Arc::new(NoEvents),
+            invalidation: Arc::new(LocalOnly),
             settings,
         }
+    }
+
+    /// Announces cache invalidations to the other replicas through `bus`.
+    pub fn with_invalidation_bus(mut self, bus: Arc<dyn InvalidationBus>) -> Self {
+        self.invalidation = bus;
+        self
     }
 
     /// Sends the control plane's domain events to `sink`.

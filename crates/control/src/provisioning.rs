@@ -79,7 +79,7 @@ impl ControlPlane {
             }
             self.provision(&mut app).await?;
             self.store.update_application(&app).await?;
-            self.keys.forget_application(&app.id);
+            self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         }
         Ok(())
     }
@@ -95,7 +95,7 @@ impl ControlPlane {
                 }
             }
             self.store.remove_application(&id).await?;
-            self.keys.forget_application(&id);
+            self.invalidate(crate::keys::Invalidation::Application(id.clone()));
             self.events.emit(
                 DomainEvent::new("application.purged")
                     .actor(EventActor::System)

@@ -5,6 +5,7 @@
 //! **Architecture invariant:** this crate knows nothing of keys, plans or HTTP; it is given a
 //! subject string and a limit and answers allow/deny with the numbers for the response headers.
 
+mod channel;
 mod redis_limiter;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+pub use channel::RedisChannel;
 pub use redis_limiter::RedisLimiter;
 
 /// A sustained rate with a burst of the same size (one second's worth).

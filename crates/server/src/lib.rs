@@ -179,3 +179,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Cache invalidations carried to the other replicas over a Redis channel.
+pub struct RedisInvalidations(pub authsome_gateway::RedisChannel);
+
+impl authsome_control::InvalidationBus for RedisInvalidations {
+    fn publish(&self, invalidation: &authsome_control::Invalidation) {
+        self.0.publish(invalidation.encode());
+    }
+}
+
+/// Applies the invalidations other replicas publish on `channel` to this replica's caches, so a
+/// revoked key or a changed workspace standing takes effect everywhere within milliseconds.
+pub fn listen_for_invalidations(
+    state: &AppState,
+    channel: &authsome_gateway::RedisChannel,
+) -> tokio::task::JoinHandle<()> {
+    let state = Arc::downgrade(state);
+    channel.subscribe(Arc::new(move |message: String| {
+        let decoded = authsome_control::Invalidation::decode(&message);
+        if let (Some(state), Some(invalidation)) = (state.upgrade(), decoded) {
+            state.control.apply_invalidation(&invalidation);
+        }
+    }))
+}

@@ -178,3 +178,47 @@ async fn a_redis_limit_holds_across_replicas() {
     );
     assert!(allowed >= 2);
 }
+
+#[tokio::test]
+async fn a_revoked_key_fails_on_every_replica_within_moments() {
+    let Some((app, second)) = spawn_two_replicas_with_redis().await else {
+        return;
+    };
+    let c = customer_app_on(&app, "Revoke Everywhere", "pro").await;
+    let keys = app
+        .get(
+            &format!("/control/v1/applications/{}/keys", c.app),
+            &c.owner_token,
+        )
+        .await;
+    let sk_id = keys.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["type"] == "secret")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The second replica verifies (and caches) the key.
+    assert_eq!(identify_at(&app, &second, &c.app, &c.sk).await.status, 200);
+    // Revoked through the first replica.
+    let revoked = app
+        .delete(
+            &format!("/control/v1/applications/{}/keys/{sk_id}", c.app),
+            &c.owner_token,
+        )
+        .await;
+    assert_eq!(revoked.status, 200);
+    let started = std::time::Instant::now();
+    loop {
+        if identify_at(&app, &second, &c.app, &c.sk).await.status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "the second replica still accepts the key (its cache would keep it 30 s)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use authsome_control::{BootstrapResult, ControlPlane, ControlSettings};
 use authsome_domain::master_key::MasterKey;
 use authsome_identity::Identity;
-use authsome_server::{AppState, HttpSettings, ServerState};
+use authsome_server::{AppState, HttpSettings, RedisInvalidations, ServerState};
 use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
 use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
 use reqwest::Method;
@@ -110,7 +110,10 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
         }
     };
     let first_limiter = limiter(prefix.clone()).await?;
-    let second_limiter = limiter(prefix).await?;
+    let second_limiter = limiter(prefix.clone()).await?;
+    let channel = authsome_gateway::RedisChannel::connect(&url, &format!("{prefix}invalidations"))
+        .await
+        .ok()?;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("cp.db")).await.unwrap());
@@ -124,13 +127,14 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
         },
         HttpSettings::default(),
         Box::new(dir),
-        Some(first_limiter),
+        Some((first_limiter, channel.clone())),
     )
     .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = ServerState::with_limiter(
-        ControlPlane::new(second_store, ControlSettings::default()),
+        ControlPlane::new(second_store, ControlSettings::default())
+            .with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone()))),
         Identity::new(
             AppDatabases::new(AppDatabaseConfig::Sqlite { dir: apps_dir }, 64),
             MasterKey::generate(),
@@ -142,6 +146,7 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
         },
         second_limiter,
     );
+    authsome_server::listen_for_invalidations(&state, &channel);
     let router = authsome_server::router(state);
     tokio::spawn(async move {
         axum::serve(
@@ -159,7 +164,10 @@ async fn serve_with_limiter(
     apps: AppDatabaseConfig,
     http: HttpSettings,
     guard: Box<dyn std::any::Any + Send>,
-    limiter: Option<Arc<dyn authsome_gateway::RateLimiter>>,
+    shared: Option<(
+        Arc<dyn authsome_gateway::RateLimiter>,
+        authsome_gateway::RedisChannel,
+    )>,
 ) -> TestApp {
     let control = ControlPlane::new(store, ControlSettings::default());
     let root_email = "root@platform.test".to_owned();
@@ -183,8 +191,14 @@ async fn serve_with_limiter(
         public_url: base.clone(),
         ..http
     };
-    let state = match limiter {
-        Some(limiter) => ServerState::with_limiter(control, identity, http, limiter),
+    let state = match shared {
+        Some((limiter, channel)) => {
+            let control =
+                control.with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone())));
+            let state = ServerState::with_limiter(control, identity, http, limiter);
+            authsome_server::listen_for_invalidations(&state, &channel);
+            state
+        }
         None => ServerState::new(control, identity, http),
     };
     let app = authsome_server::router(state.clone());
