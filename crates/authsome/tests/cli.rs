@@ -550,6 +550,10 @@ async fn sigterm_finishes_in_flight_requests_and_flushes_counters() {
         .await
         .unwrap();
     assert_eq!(usage["monthlyActiveUsers"], 6, "{usage}");
+    assert_eq!(
+        usage["requests"], 6,
+        "request counts survive the restart: {usage}"
+    );
     Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()

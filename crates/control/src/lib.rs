@@ -14,6 +14,7 @@ mod auth;
 mod bootstrap;
 mod keys;
 mod members;
+mod metering;
 mod provisioning;
 mod workspaces;
 
@@ -34,6 +35,7 @@ pub use keys::{
     RollKey, RolledKey,
 };
 pub use members::{Invitation, MemberPatch, NewMember};
+pub use metering::month_bounds;
 pub use provisioning::Provisioner;
 pub use workspaces::{NewWorkspace, WorkspacePatch};
 
@@ -101,6 +103,7 @@ pub struct ControlPlane {
     provisioner: Option<Arc<dyn Provisioner>>,
     events: Arc<dyn EventSink>,
     invalidation: Arc<dyn InvalidationBus>,
+    meter: metering::RequestMeter,
     settings: ControlSettings,
 }
 
@@ -113,6 +116,7 @@ impl ControlPlane {
             provisioner: None,
             events: Arc::new(NoEvents),
             invalidation: Arc::new(LocalOnly),
+            meter: metering::RequestMeter::default(),
             settings,
         }
     }
@@ -187,6 +191,7 @@ impl ControlPlane {
     pub async fn maintain(&self) -> Result<()> {
         let now = authsome_domain::now();
         self.flush_key_usage().await?;
+        self.flush_request_counts().await?;
         self.logins.prune();
         self.retry_provisioning().await?;
         self.purge_expired().await?;

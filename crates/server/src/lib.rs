@@ -143,11 +143,14 @@ pub async fn run_maintenance(
     flush_batched(&state).await;
 }
 
-/// Writes everything batched in memory (key `lastUsedAt`, monthly active users). Called when
+/// Writes everything batched in memory (key `lastUsedAt`, request counts, monthly active users). Called when
 /// the maintenance loop stops and again once the server has drained its last requests.
 pub async fn flush_batched(state: &AppState) {
     if let Err(e) = state.control.flush_key_usage().await {
         tracing::error!(error = %e, "key-usage flush failed");
+    }
+    if let Err(e) = state.control.flush_request_counts().await {
+        tracing::error!(error = %e, "request-count flush failed");
     }
     if let Err(e) = state.identity.flush_active_users().await {
         tracing::error!(error = %e, "monthly-active-users flush failed");

@@ -271,6 +271,15 @@ pub trait KeyRepository {
     async fn record_key_use(&self, uses: &[(KeyId, DateTime<Utc>)]) -> Result<()>;
 }
 
+/// Request metering: counts per application, key and hour.
+#[async_trait]
+pub trait UsageRepository {
+    /// Adds batched counts `(application, key, unix hour, requests)`.
+    async fn add_request_counts(&self, counts: &[(ApplicationId, KeyId, i64, u64)]) -> Result<()>;
+    /// Requests of an application from `from_hour` (inclusive) on.
+    async fn requests_since(&self, application: &ApplicationId, from_hour: i64) -> Result<u64>;
+}
+
 /// The first outcome of an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IdempotencyBegin {
@@ -314,6 +323,7 @@ pub trait Store:
     + ApplicationRepository
     + KeyRepository
     + IdempotencyRepository
+    + UsageRepository
     + Send
     + Sync
 {
@@ -327,6 +337,7 @@ impl<T> Store for T where
         + ApplicationRepository
         + KeyRepository
         + IdempotencyRepository
+        + UsageRepository
         + Send
         + Sync
 {

@@ -1006,6 +1006,46 @@ macro_rules! impl_repositories {
             }
         }
 
+        #[async_trait]
+        impl UsageRepository for $store {
+            async fn add_request_counts(
+                &self,
+                counts: &[(ApplicationId, KeyId, i64, u64)],
+            ) -> Result<()> {
+                if counts.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for (app, key, hour, n) in counts {
+                    sqlx::query(
+                        "INSERT INTO request_counts (application_id, key_id, hour, requests) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (application_id, key_id, hour) \
+                         DO UPDATE SET requests = request_counts.requests + excluded.requests",
+                    )
+                    .bind(app.as_str())
+                    .bind(key.as_str())
+                    .bind(*hour)
+                    .bind(i64::try_from(*n).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn requests_since(&self, application: &ApplicationId, from_hour: i64) -> Result<u64> {
+                let total: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(SUM(requests) AS BIGINT) FROM request_counts \
+                     WHERE application_id = $1 AND hour >= $2",
+                )
+                .bind(application.as_str())
+                .bind(from_hour)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(u64::try_from(total.unwrap_or(0)).unwrap_or(0))
+            }
+        }
+
         #[derive(sqlx::FromRow)]
         struct IdempotencyRow {
             request_hash: String,

@@ -105,6 +105,16 @@ impl Workspace {
         }
     }
 
+    /// Customer-API requests per calendar month (UTC) across the workspace's applications:
+    /// free 100,000, pro 10,000,000, enterprise as configured (unlimited if not).
+    pub fn requests_per_month(&self) -> Option<u64> {
+        match self.plan {
+            Plan::Free => Some(100_000),
+            Plan::Pro => Some(10_000_000),
+            Plan::Enterprise => self.limits.requests_per_month,
+        }
+    }
+
     /// Any write other than reading needs an active workspace.
     pub fn may_write(&self) -> Result<(), StandingError> {
         match self.status {

@@ -156,6 +156,9 @@ pub struct UsageView {
     pub month: String,
     /// Distinct users whose first authentication (sign-up, sign-in, refresh) fell in the month.
     pub monthly_active_users: u64,
+    /// Customer-API requests this calendar month (UTC), when `month` is the current month.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
 }
 
 /// Monthly active users of an application, exact.
@@ -178,10 +181,18 @@ pub async fn usage(
         .month
         .unwrap_or_else(|| authsome_domain::identity::month_of(authsome_domain::now()));
     let count = state.identity.monthly_active_users(&app.id, &month).await?;
+    let current = authsome_domain::identity::month_of(authsome_domain::now()) == month;
+    let requests = if current {
+        state.control.flush_request_counts().await?;
+        Some(state.control.month_requests(&app.id).await?)
+    } else {
+        None
+    };
     Ok(axum::Json(UsageView {
         application_id: app.id.to_string(),
         month,
         monthly_active_users: count,
+        requests,
     }))
 }
 

@@ -105,6 +105,20 @@ async fn entry(
             )
         });
     }
+    if let Some(quota) = workspace.requests_per_month() {
+        if state.control.month_requests(&app.id).await? >= quota {
+            let (_, next_month) = authsome_control::month_bounds(chrono::Utc::now());
+            let wait = (next_month - chrono::Utc::now()).num_seconds().max(1) as u64;
+            return Err(ApiError {
+                retry_after: Some(wait),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("monthly quota of {quota} requests exceeded"),
+                )
+            });
+        }
+    }
+    state.control.record_request(&app.id, &key.id);
     Ok((app, key))
 }
 

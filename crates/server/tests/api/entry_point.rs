@@ -222,3 +222,66 @@ async fn a_revoked_key_fails_on_every_replica_within_moments() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn requests_are_metered_and_monthly_quotas_enforced() {
+    let app = spawn_app().await;
+    let c = customer_app_on(&app, "Quota", "free").await;
+    let usage_path = format!("/control/v1/applications/{}/usage", c.app);
+    for _ in 0..4 {
+        assert_eq!(app.identify(&c.app, &c.sk).await.status, 200);
+    }
+    let usage = app.get(&usage_path, &c.owner_token).await;
+    assert_eq!(usage.body["requests"], 4, "{}", usage.body);
+    // Counts are written in batches, and survive that.
+    app.state.control.flush_request_counts().await.unwrap();
+    assert_eq!(
+        app.get(&usage_path, &c.owner_token).await.body["requests"],
+        4
+    );
+    assert!(app
+        .get(&format!("{usage_path}?month=2020-01"), &c.owner_token)
+        .await
+        .body
+        .get("requests")
+        .is_none());
+
+    // An enterprise quota of 6 requests a month: two more pass, then 429 until next month.
+    let ws = app
+        .get(
+            &format!("/control/v1/applications/{}", c.app),
+            &c.owner_token,
+        )
+        .await
+        .body["workspaceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let root = app.root_token().await;
+    app.patch(
+        &format!("/control/v1/admin/workspaces/{ws}"),
+        &root,
+        json!({"plan": "enterprise", "limits": {"requestsPerMonth": 6}}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(app.identify(&c.app, &c.pk).await.status, 200);
+    assert_eq!(app.identify(&c.app, &c.pk).await.status, 200);
+    let over = app.identify(&c.app, &c.sk).await;
+    assert_error(&over, 429, "rate_limit_exceeded");
+    assert!(over.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("monthly quota"));
+    let wait: u64 = over.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=31 * 24 * 3600).contains(&wait));
+    assert_eq!(
+        app.get(&usage_path, &c.owner_token).await.body["requests"],
+        6,
+        "refused requests are not counted"
+    );
+}
