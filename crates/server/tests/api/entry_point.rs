@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::customer_auth::customer_app_on;
+use crate::customer_auth::{customer_app_on, Customer};
 use crate::helpers::*;
 
 async fn identify_at(app: &TestApp, base: &str, app_id: &str, key: &str) -> Response {
@@ -16,6 +16,24 @@ async fn identify_at(app: &TestApp, base: &str, app_id: &str, key: &str) -> Resp
         .await
         .unwrap();
     TestApp::read(r).await
+}
+
+/// A platform operator changes the application's workspace; the entry point sees it within
+/// its one-second cache.
+async fn set_standing(app: &TestApp, c: &Customer, patch: serde_json::Value) {
+    let got = app
+        .get(
+            &format!("/control/v1/applications/{}", c.app),
+            &c.owner_token,
+        )
+        .await;
+    let ws = got.body["workspaceId"].as_str().unwrap();
+    let root = app.root_token().await;
+    let r = app
+        .patch(&format!("/control/v1/admin/workspaces/{ws}"), &root, patch)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 }
 
 /// Sends requests as fast as it can until the first 429; returns (allowed, elapsed, the 429).
@@ -78,24 +96,12 @@ async fn keys_are_rate_limited_by_plan_with_headers() {
     );
 
     // Enterprise: as configured.
-    let ws = app
-        .get(
-            &format!("/control/v1/applications/{}", c.app),
-            &c.owner_token,
-        )
-        .await
-        .body["workspaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let root = app.root_token().await;
-    app.patch(
-        &format!("/control/v1/admin/workspaces/{ws}"),
-        &root,
+    set_standing(
+        &app,
+        &c,
         json!({"plan": "enterprise", "limits": {"requestsPerSecondPerKey": 3}}),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let r = app.identify(&c.app, &c.pk).await;
     assert_eq!(r.headers["x-ratelimit-limit"], "3", "{:?}", r.headers);
 }
@@ -150,24 +156,12 @@ async fn a_redis_limit_holds_across_replicas() {
     };
     let c = customer_app_on(&app, "Shared Limit", "free").await;
     // A limit of 2 per second: two replicas with a budget each would allow 4 in a quick burst.
-    let ws = app
-        .get(
-            &format!("/control/v1/applications/{}", c.app),
-            &c.owner_token,
-        )
-        .await
-        .body["workspaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let root = app.root_token().await;
-    app.patch(
-        &format!("/control/v1/admin/workspaces/{ws}"),
-        &root,
+    set_standing(
+        &app,
+        &c,
         json!({"plan": "enterprise", "limits": {"requestsPerSecondPerKey": 2}}),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (allowed, elapsed, limited) =
         until_limited(&app, &[app.base.clone(), second], &c.app, &c.sk).await;
     assert_error(&limited, 429, "rate_limit_exceeded");
@@ -247,24 +241,12 @@ async fn requests_are_metered_and_monthly_quotas_enforced() {
         .is_none());
 
     // An enterprise quota of 6 requests a month: two more pass, then 429 until next month.
-    let ws = app
-        .get(
-            &format!("/control/v1/applications/{}", c.app),
-            &c.owner_token,
-        )
-        .await
-        .body["workspaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let root = app.root_token().await;
-    app.patch(
-        &format!("/control/v1/admin/workspaces/{ws}"),
-        &root,
+    set_standing(
+        &app,
+        &c,
         json!({"plan": "enterprise", "limits": {"requestsPerMonth": 6}}),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(app.identify(&c.app, &c.pk).await.status, 200);
     assert_eq!(app.identify(&c.app, &c.pk).await.status, 200);
     let over = app.identify(&c.app, &c.sk).await;
