@@ -210,7 +210,6 @@ pub async fn serve(config: Config) -> Result<()> {
         identity,
         HttpSettings {
             max_body_bytes: config.max_body_bytes,
-            public_url: config.public_url.clone(),
         },
         limiter,
     );

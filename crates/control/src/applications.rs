@@ -65,7 +65,7 @@ impl ControlPlane {
         };
         workspace.may_create_application(input.environment)?;
         let now = authsome_domain::now();
-        let app = Application {
+        let mut app = Application {
             id: ApplicationId::new(),
             workspace_id: ws.clone(),
             name,
@@ -84,7 +84,6 @@ impl ControlPlane {
             provision_attempts: 0,
             provision_error: None,
         };
-        let mut app = app;
         self.store
             .create_application(&app)
             .await

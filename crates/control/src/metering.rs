@@ -19,8 +19,28 @@ const TOTAL_TTL: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct RequestMeter {
-    pending: Mutex<HashMap<(ApplicationId, KeyId, i64), u64>>,
+    pending: Mutex<Pending>,
     totals: RwLock<HashMap<ApplicationId, (i64, u64, Instant)>>,
+}
+
+/// Counts not yet written: per (application, key, hour), and per application and month-start
+/// hour so the quota check reads one entry instead of scanning.
+#[derive(Default)]
+struct Pending {
+    counts: HashMap<(ApplicationId, KeyId, i64), u64>,
+    per_app: HashMap<(ApplicationId, i64), u64>,
+}
+
+impl Pending {
+    fn add(&mut self, app: ApplicationId, key: KeyId, hour: i64, n: u64) {
+        let month = month_bounds(hour_start(hour)).0;
+        *self.per_app.entry((app.clone(), month)).or_insert(0) += n;
+        *self.counts.entry((app, key, hour)).or_insert(0) += n;
+    }
+}
+
+fn hour_start(hour: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default()
 }
 
 fn hour_of(t: DateTime<Utc>) -> i64 {
@@ -47,14 +67,21 @@ impl ControlPlane {
     pub fn record_request(&self, app: &ApplicationId, key: &KeyId) {
         let hour = hour_of(Utc::now());
         if let Ok(mut pending) = self.meter.pending.lock() {
-            *pending.entry((app.clone(), key.clone(), hour)).or_insert(0) += 1;
+            pending.add(app.clone(), key.clone(), hour, 1);
         }
     }
 
     /// Writes the counted requests; on failure they are kept for the next flush.
     pub async fn flush_request_counts(&self) -> Result<usize> {
         let counts: Vec<_> = match self.meter.pending.lock() {
-            Ok(mut pending) => pending.drain().map(|((a, k, h), n)| (a, k, h, n)).collect(),
+            Ok(mut pending) => {
+                let taken = std::mem::take(&mut *pending);
+                taken
+                    .counts
+                    .into_iter()
+                    .map(|((a, k, h), n)| (a, k, h, n))
+                    .collect()
+            }
             Err(_) => return Ok(0),
         };
         if counts.is_empty() {
@@ -73,7 +100,7 @@ impl ControlPlane {
             Err(e) => {
                 if let Ok(mut pending) = self.meter.pending.lock() {
                     for (a, k, h, n) in counts {
-                        *pending.entry((a, k, h)).or_insert(0) += n;
+                        pending.add(a, k, h, n);
                     }
                 }
                 Err(e.into())
@@ -102,16 +129,12 @@ impl ControlPlane {
                 n
             }
         };
-        let pending: u64 = self
+        let pending = self
             .meter
             .pending
             .lock()
-            .map(|p| {
-                p.iter()
-                    .filter(|((a, _, h), _)| a == app && *h >= from_hour)
-                    .map(|(_, n)| *n)
-                    .sum()
-            })
+            .ok()
+            .and_then(|p| p.per_app.get(&(app.clone(), from_hour)).copied())
             .unwrap_or(0);
         Ok(stored + pending)
     }

@@ -33,15 +33,12 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub struct HttpSettings {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
-    /// The externally visible base URL (issuer of tokens, links in responses).
-    pub public_url: String,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
-            public_url: "http://127.0.0.1:8080".into(),
         }
     }
 }

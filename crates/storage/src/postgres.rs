@@ -28,10 +28,6 @@ impl PostgresStore {
             root: OnceLock::new(),
         })
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

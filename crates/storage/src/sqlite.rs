@@ -45,10 +45,6 @@ impl SqliteStore {
             root: OnceLock::new(),
         })
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -140,10 +140,7 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
             MasterKey::generate(),
             base.clone(),
         ),
-        HttpSettings {
-            public_url: base.clone(),
-            ..HttpSettings::default()
-        },
+        HttpSettings::default(),
         second_limiter,
     );
     authsome_server::listen_for_invalidations(&state, &channel);
@@ -187,10 +184,6 @@ async fn serve_with_limiter(
         MasterKey::generate(),
         base.clone(),
     );
-    let http = HttpSettings {
-        public_url: base.clone(),
-        ..http
-    };
     let state = match shared {
         Some((limiter, channel)) => {
             let control =

@@ -85,7 +85,6 @@ pub trait IdentityRepository: Send + Sync {
     async fn revoke_session(&self, id: &SessionId, now: DateTime<Utc>) -> Result<()>;
     async fn revoke_user_sessions(&self, user: &UserId, now: DateTime<Utc>) -> Result<u64>;
 
-    async fn refresh_token(&self, hash: &KeyHash) -> Result<Option<RefreshRecord>>;
     /// A refresh token with its session and user, in one round trip.
     async fn refresh_with_session(
         &self,

@@ -518,18 +518,6 @@ macro_rules! impl_identity {
                 .transpose()
             }
 
-            async fn refresh_token(&self, hash: &KeyHash) -> Result<Option<RefreshRecord>> {
-                sqlx::query_as::<_, RefreshRow>(
-                    "SELECT hash, session_id, created_at, expires_at, rotated_at \
-                     FROM refresh_tokens WHERE hash = $1",
-                )
-                .bind(hash.to_hex())
-                .fetch_optional(&self.pool)
-                .await?
-                .map(RefreshRow::into_domain)
-                .transpose()
-            }
-
             async fn rotate_refresh(
                 &self,
                 old: &KeyHash,
