@@ -112,10 +112,8 @@ pub fn verify_export(
     let mut previous: Option<Row> = None;
     // A broken link waiting for one more row to tell which side was altered.
     let mut suspect: Option<(Row, Row)> = None;
-    let mut line_no = 0u64;
-    for line in export.lines() {
+    for (line_no, line) in (1u64..).zip(export.lines()) {
         let line = line.map_err(|e| VerifyError::Io(e.to_string()))?;
-        line_no += 1;
         let fail = |index: Option<u64>, id: Option<String>, why: String| VerifyError::Entry {
             line: line_no,
             index,
