@@ -285,7 +285,7 @@ impl Checkpoint {
         let size = lines
             .next()
             .and_then(|l| {
-                !(l.starts_with('+') || (l.len() > 1 && l.starts_with('0')))
+                (!(l.starts_with('+') || (l.len() > 1 && l.starts_with('0'))))
                     .then(|| l.parse().ok())
                     .flatten()
             })
