@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(signer.verifier().encode(), VKEY);
         assert_eq!(signer.sign(TEXT).unwrap(), SIGNED);
         let verifier = NoteVerifier::parse(VKEY).unwrap();
-        let (text, sigs) = open(SIGNED, &[verifier.clone()]).unwrap();
+        let (text, sigs) = open(SIGNED, std::slice::from_ref(&verifier)).unwrap();
         assert_eq!(text, TEXT);
         assert_eq!(sigs[0].id, 0xc74f20a3);
         let forged = SIGNED.replace("cryptography", "cryptographY");
