@@ -12,6 +12,7 @@
 //! This crate knows nothing of HTTP or of permissions: it stores what the control layer decided.
 
 pub mod app;
+pub mod audit;
 mod postgres;
 mod rows;
 mod sql;
@@ -27,6 +28,9 @@ use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{Account, Actor, ApiKey, Application, Member, Role, Workspace};
 use chrono::{DateTime, Utc};
 
+pub use audit::{
+    AuditFilter, AuditHead, AuditRepository, AuditRow, AuditSigningKey, StoredCheckpoint,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -324,6 +328,7 @@ pub trait Store:
     + KeyRepository
     + IdempotencyRepository
     + UsageRepository
+    + AuditRepository
     + Send
     + Sync
 {
@@ -338,6 +343,7 @@ impl<T> Store for T where
         + KeyRepository
         + IdempotencyRepository
         + UsageRepository
+        + AuditRepository
         + Send
         + Sync
 {

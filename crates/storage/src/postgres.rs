@@ -33,3 +33,5 @@ impl PostgresStore {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 crate::sql::impl_repositories!(PostgresStore, Backend::Postgres, MIGRATOR);
+
+crate::audit::impl_audit!(PostgresStore);

@@ -50,3 +50,5 @@ impl SqliteStore {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 crate::sql::impl_repositories!(SqliteStore, Backend::Sqlite, MIGRATOR);
+
+crate::audit::impl_audit!(SqliteStore);

@@ -11,8 +11,8 @@ use authsome_domain::tenancy::{
     MemberStatus, PaymentStatus, Plan, Role, Tenancy, Workspace, WorkspaceLimits, WorkspaceStatus,
 };
 use authsome_storage::{
-    BootstrapOutcome, IdempotencyBegin, PostgresStore, RootBootstrap, SqliteStore, StorageError,
-    Store, SystemRepository,
+    AuditFilter, AuditRow, AuditSigningKey, BootstrapOutcome, IdempotencyBegin, PostgresStore,
+    RootBootstrap, SqliteStore, StorageError, Store, StoredCheckpoint, SystemRepository,
 };
 use authsome_testkit::TestDatabase;
 use chrono::Duration;
@@ -76,6 +76,8 @@ backend_tests!(
     keys_roll_revoke_and_record_use,
     idempotency_records,
     sessions_expire,
+    audit_appends_are_optimistic_filtered_and_scoped,
+    audit_signing_keys_rotate_with_one_active,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1129,4 +1131,191 @@ mod app_databases {
         dbs.destroy(&a).await.unwrap();
         dbs.destroy(&b).await.unwrap();
     }
+}
+
+fn audit_row(index: u64, action: &str, actor: &str, outcome: &str, at_ms: i64) -> AuditRow {
+    AuditRow {
+        index,
+        id: format!("evt_{}", uuid::Uuid::now_v7().simple()),
+        at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap(),
+        action: action.into(),
+        actor_id: Some(actor.into()),
+        application_id: None,
+        outcome: outcome.into(),
+        leaf_hash: vec![index as u8; 32],
+        body: Some(format!("{{\"index\":{index}}}")),
+    }
+}
+
+async fn audit_appends_are_optimistic_filtered_and_scoped(store: Arc<dyn Store>) {
+    let (a, _, _) = seeded(&store, "audit-a").await;
+    let (b, _, _) = seeded(&store, "audit-b").await;
+    let head = store
+        .open_audit_log(&a.id, b"range0", "sealed", now())
+        .await
+        .unwrap();
+    assert_eq!((head.size, head.hmac_key.as_str()), (0, "sealed"));
+    // Opening again keeps the existing log.
+    let again = store
+        .open_audit_log(&a.id, b"other", "other", now())
+        .await
+        .unwrap();
+    assert_eq!(again, head);
+    store
+        .open_audit_log(&b.id, b"range0", "sealed-b", now())
+        .await
+        .unwrap();
+
+    let rows = vec![
+        audit_row(0, "application.created", "acc_1", "success", 1_000),
+        audit_row(1, "application.key.rolled", "acc_2", "success", 2_000),
+        audit_row(2, "permission.denied", "acc_2", "denied", 3_000),
+    ];
+    assert!(store
+        .append_audit(&a.id, 0, &rows, &[1; 32], b"range3")
+        .await
+        .unwrap());
+    // A writer that read the old head loses and writes nothing.
+    let late = vec![audit_row(0, "late", "acc_9", "success", 4_000)];
+    assert!(!store
+        .append_audit(&a.id, 0, &late, &[2; 32], b"x")
+        .await
+        .unwrap());
+    let head = store.audit_head(&a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (head.size, head.head_hash, head.compact_range),
+        (3, vec![1; 32], b"range3".to_vec())
+    );
+
+    let all = store
+        .audit_entries(&a.id, &AuditFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![2, 1, 0]
+    );
+    assert_eq!(all[2], rows[0]);
+    let by_prefix = AuditFilter {
+        action_prefix: Some("application.".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .audit_entries(&a.id, &by_prefix, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // LIKE wildcards in the prefix are literal.
+    let wildcard = AuditFilter {
+        action_prefix: Some("%".into()),
+        ..Default::default()
+    };
+    assert!(store
+        .audit_entries(&a.id, &wildcard, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let denied = AuditFilter {
+        outcome: Some("denied".into()),
+        actor_id: Some("acc_2".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.audit_entries(&a.id, &denied, None, 10).await.unwrap()[0].index,
+        2
+    );
+    let window = AuditFilter {
+        from: chrono::DateTime::from_timestamp_millis(2_000),
+        to: chrono::DateTime::from_timestamp_millis(3_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.audit_entries(&a.id, &window, None, 10).await.unwrap()[0].index,
+        1
+    );
+    let page2 = store
+        .audit_entries(&a.id, &AuditFilter::default(), Some(2), 1)
+        .await
+        .unwrap();
+    assert_eq!(page2[0].index, 1);
+    assert_eq!(store.audit_range(&a.id, 1, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        store.audit_leaf_hashes(&a.id, 0, 2).await.unwrap(),
+        vec![vec![0u8; 32], vec![1u8; 32]]
+    );
+
+    // The other workspace sees none of it.
+    assert!(store
+        .audit_entries(&b.id, &AuditFilter::default(), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.audit_range(&b.id, 0, 10).await.unwrap().is_empty());
+
+    // Checkpoints: the log needs one until it is taken.
+    let pending = store.audit_logs_to_checkpoint().await.unwrap();
+    assert!(
+        pending.iter().any(|h| h.workspace_id == a.id)
+            && !pending.iter().any(|h| h.workspace_id == b.id)
+    );
+    let cp = StoredCheckpoint {
+        size: 3,
+        root_hash: vec![5; 32],
+        at: now(),
+        key_id: "k+00000001".into(),
+        note: "note".into(),
+    };
+    store.add_audit_checkpoint(&a.id, &cp).await.unwrap();
+    store.add_audit_checkpoint(&a.id, &cp).await.unwrap();
+    assert!(!store
+        .audit_logs_to_checkpoint()
+        .await
+        .unwrap()
+        .iter()
+        .any(|h| h.workspace_id == a.id));
+    assert_eq!(
+        store.latest_audit_checkpoint(&a.id).await.unwrap(),
+        Some(cp.clone())
+    );
+    assert_eq!(store.audit_checkpoint(&a.id, 3).await.unwrap(), Some(cp));
+    assert_eq!(store.latest_audit_checkpoint(&b.id).await.unwrap(), None);
+}
+
+fn signing_key(id: &str, at_ms: i64) -> AuditSigningKey {
+    AuditSigningKey {
+        id: id.into(),
+        name: "example/audit".into(),
+        public_key: vec![1; 32],
+        sealed_seed: "sealed".into(),
+        created_at: chrono::DateTime::from_timestamp_millis(at_ms).unwrap(),
+        retired_at: None,
+    }
+}
+
+async fn audit_signing_keys_rotate_with_one_active(store: Arc<dyn Store>) {
+    assert!(store
+        .add_first_audit_signing_key(&signing_key("k1", 1_000))
+        .await
+        .unwrap());
+    assert!(!store
+        .add_first_audit_signing_key(&signing_key("k2", 2_000))
+        .await
+        .unwrap());
+    store
+        .rotate_audit_signing_key(&signing_key("k3", 3_000))
+        .await
+        .unwrap();
+    let keys = store.audit_signing_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        vec!["k1", "k3"]
+    );
+    assert_eq!(
+        keys[0].retired_at,
+        chrono::DateTime::from_timestamp_millis(3_000)
+    );
+    assert_eq!(keys[1].retired_at, None);
 }
