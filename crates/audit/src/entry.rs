@@ -62,7 +62,7 @@ impl Outcome {
 /// Who did it, from where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryActor {
-    /// `account`, `key`, `user` or `system`.
+    /// `account`, `key`, `user`, `system`, or `anonymous` (no credential, e.g. a failed sign-in).
     pub kind: String,
     pub id: Option<String>,
     pub ip: Option<String>,

@@ -35,6 +35,10 @@ impl ControlPlane {
     }
 
     /// Callers who are not platform operators learn nothing: the admin routes do not exist for them.
+    pub async fn require_platform_operator(&self, actor: &Actor) -> Result<()> {
+        self.require_operator(actor).await
+    }
+
     async fn require_operator(&self, actor: &Actor) -> Result<()> {
         if self.is_platform_operator(actor).await? {
             Ok(())

@@ -119,7 +119,7 @@ impl ControlPlane {
             .application_access(actor, id)
             .await?
             .ok_or(ControlError::NotFound("application"))?;
-        crate::require(role, permission)?;
+        self.require_for(actor, &ws.id, role, permission)?;
         Ok((app, ws, role))
     }
 

@@ -38,6 +38,7 @@ impl ControlPlane {
     pub async fn login(&self, email: &str, password: &str) -> Result<LoginResult> {
         let normalized = email.trim().to_lowercase();
         if let Err(wait) = self.logins.check(&normalized) {
+            self.login_failed(&normalized, None, "locked").await;
             return Err(ControlError::RateLimited {
                 retry_after_secs: wait.as_secs().max(1),
             });
@@ -48,8 +49,10 @@ impl ControlPlane {
         };
         let account = match found {
             Some((account, Some(hash))) if verify(password, hash.clone()).await => account,
-            Some((_, Some(_))) => {
+            Some((account, Some(_))) => {
                 self.logins.failed(&normalized);
+                self.login_failed(&normalized, Some(&account.id), "bad_credentials")
+                    .await;
                 return Err(ControlError::Unauthenticated(BAD_CREDENTIALS));
             }
             // Unknown email, or an invited account that has not set a password yet: the same
@@ -57,6 +60,8 @@ impl ControlPlane {
             _ => {
                 dummy_verify(password).await;
                 self.logins.failed(&normalized);
+                self.login_failed(&normalized, None, "bad_credentials")
+                    .await;
                 return Err(ControlError::Unauthenticated(BAD_CREDENTIALS));
             }
         };
@@ -68,16 +73,71 @@ impl ControlPlane {
             .create_session(&token.hash, &account.id, now, expires_at)
             .await?;
         let memberships = self.store.memberships(&account.id).await?;
-        self.emit(
-            &Actor::Account(account.id.clone()),
-            DomainEvent::new("account.signed_in").target(&account.id),
-        );
+        // Each workspace the account belongs to sees its sign-ins in its own audit log.
+        let actor = Actor::Account(account.id.clone());
+        if memberships.is_empty() {
+            self.emit(
+                &actor,
+                DomainEvent::new("account.signed_in").target(&account.id),
+            );
+        }
+        for m in &memberships {
+            self.emit(
+                &actor,
+                DomainEvent::new("account.signed_in")
+                    .workspace(&m.workspace_id)
+                    .target(&account.id),
+            );
+        }
         Ok(LoginResult {
             token: token.plaintext,
             expires_at,
             account,
             memberships,
         })
+    }
+
+    /// Records a failed sign-in in the logs of the account's workspaces, or (for an email no
+    /// account has) in the platform operators' log; the typed email only as a keyed HMAC.
+    async fn login_failed(
+        &self,
+        email: &str,
+        account: Option<&authsome_domain::id::AccountId>,
+        reason: &'static str,
+    ) {
+        let event = DomainEvent::new("account.sign_in_failed")
+            .outcome(authsome_domain::event::Outcome::Failure)
+            .change("reason", reason)
+            .identifying("email", email);
+        let account = match account {
+            Some(a) => Some(a.clone()),
+            None => match parse_email(email) {
+                Ok(e) => self
+                    .store
+                    .account_by_email(&e)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|(a, _)| a.id),
+                Err(_) => None,
+            },
+        };
+        let workspaces = match &account {
+            Some(a) => self.store.memberships(a).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if workspaces.is_empty() {
+            self.events.emit(event);
+            return;
+        }
+        for m in workspaces {
+            let mut e = event.clone().workspace(&m.workspace_id);
+            e.id = authsome_domain::id::EventId::new();
+            if let Some(a) = &account {
+                e = e.target(a);
+            }
+            self.events.emit(e);
+        }
     }
 
     pub async fn logout(&self, token: &str) -> Result<()> {

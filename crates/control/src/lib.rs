@@ -10,6 +10,7 @@
 
 mod admin;
 mod applications;
+pub mod audit;
 mod auth;
 mod bootstrap;
 mod keys;
@@ -183,7 +184,7 @@ impl ControlPlane {
             .workspace_access(actor, workspace)
             .await?
             .ok_or(ControlError::NotFound("workspace"))?;
-        require(role, permission)?;
+        self.require_for(actor, workspace, role, permission)?;
         Ok((ws, role))
     }
 
@@ -200,6 +201,30 @@ impl ControlPlane {
             .purge_idempotency(now - chrono::Duration::hours(24))
             .await?;
         Ok(())
+    }
+}
+
+impl ControlPlane {
+    /// [`require`], recording a denial in the workspace's audit log.
+    fn require_for(
+        &self,
+        actor: &Actor,
+        workspace: &authsome_domain::id::WorkspaceId,
+        role: Role,
+        permission: Permission,
+    ) -> Result<()> {
+        let decided = require(role, permission);
+        if decided.is_err() {
+            self.emit(
+                actor,
+                DomainEvent::new("permission.denied")
+                    .workspace(workspace)
+                    .outcome(authsome_domain::event::Outcome::Denied)
+                    .change("permission", format!("{permission:?}"))
+                    .change("role", role.as_str()),
+            );
+        }
+        decided
     }
 }
 

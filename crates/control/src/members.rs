@@ -10,7 +10,7 @@ use authsome_domain::tenancy::{Actor, Member, MemberStatus, Permission, Role};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::INVITATION_TOKEN_PREFIX;
-use crate::{require, ControlError, ControlPlane, Result};
+use crate::{ControlError, ControlPlane, Result};
 
 /// How long an invitation token stays valid.
 pub const INVITATION_TTL: Duration = Duration::days(7);
@@ -64,7 +64,7 @@ impl ControlPlane {
             .await?;
         workspace.may_write()?;
         if input.role == Role::Owner {
-            require(role, Permission::OwnersManage)?;
+            self.require_for(actor, ws, role, Permission::OwnersManage)?;
         }
         let email = parse_email(&input.email)?;
         let now = authsome_domain::now();
@@ -126,7 +126,7 @@ impl ControlPlane {
             .await?
             .ok_or(ControlError::NotFound("member"))?;
         if target.role == Role::Owner || patch.role == Role::Owner {
-            require(role, Permission::OwnersManage)?;
+            self.require_for(actor, ws, role, Permission::OwnersManage)?;
         }
         let member = self
             .store
@@ -160,9 +160,9 @@ impl ControlPlane {
             .ok_or(ControlError::NotFound("member"))?;
         let leaving = matches!(actor, Actor::Account(a) if *a == target.account_id);
         if !leaving {
-            require(role, Permission::MembersManage)?;
+            self.require_for(actor, ws, role, Permission::MembersManage)?;
             if target.role == Role::Owner {
-                require(role, Permission::OwnersManage)?;
+                self.require_for(actor, ws, role, Permission::OwnersManage)?;
             }
         }
         self.store.remove_member(ws, id).await?;

@@ -23,6 +23,18 @@ pub enum EventActor {
     Unknown,
 }
 
+/// How the attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    #[default]
+    Success,
+    /// Attempted and failed (a wrong password).
+    Failure,
+    /// The caller was not allowed to do it.
+    Denied,
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DomainEvent {
@@ -40,6 +52,18 @@ pub struct DomainEvent {
     pub target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    pub outcome: Outcome,
+    /// What changed (new values of the fields that changed; never a secret).
+    pub changes: serde_json::Map<String, serde_json::Value>,
+    /// Values that identify someone or something but must not be readable in the audit log
+    /// (an email typed at a failed sign-in): the audit log stores a keyed HMAC of each.
+    #[serde(skip)]
+    pub identifying: Vec<(&'static str, String)>,
+    /// The caller's address and user agent, stamped by the sink from the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 impl DomainEvent {
@@ -53,7 +77,29 @@ impl DomainEvent {
             application_id: None,
             target: None,
             request_id: None,
+            outcome: Outcome::Success,
+            changes: serde_json::Map::new(),
+            identifying: Vec::new(),
+            ip: None,
+            user_agent: None,
         }
+    }
+
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// Records a changed field's new value.
+    pub fn change(mut self, field: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.changes.insert(field.to_owned(), value.into());
+        self
+    }
+
+    /// Records a value that identifies but must not be readable (stored as a keyed HMAC).
+    pub fn identifying(mut self, field: &'static str, value: impl Into<String>) -> Self {
+        self.identifying.push((field, value.into()));
+        self
     }
 
     pub fn actor(mut self, actor: EventActor) -> Self {

@@ -1,5 +1,6 @@
 //! Sign-up, sign-in, refresh, sign-out, and checking an access token.
 
+use authsome_domain::event::{DomainEvent, Outcome};
 use authsome_domain::id::{ApplicationId, OrganizationId, SessionId, UserId};
 use authsome_domain::identity::{
     RefreshRecord, Session, User, ACCESS_TOKEN_TTL, REFRESH_REUSE_GRACE, SESSION_TTL,
@@ -142,6 +143,7 @@ impl Identity {
                 .and_then(|k| self.address_throttle.check(k).err())
         });
         if let Some(wait) = locked {
+            self.sign_in_failed(app, &email, None, "locked");
             return Err(IdentityError::RateLimited {
                 retry_after_secs: wait.as_secs().max(1),
             });
@@ -151,6 +153,7 @@ impl Identity {
             Ok(email) => store.user_by_email(&email).await?,
             Err(_) => None,
         };
+        let known = found.as_ref().map(|(u, _)| u.id.clone());
         let verified = match found {
             Some((user, Some(hash))) => self.verify(&input.password, hash).await.then_some(user),
             _ => {
@@ -163,10 +166,12 @@ impl Identity {
             if let Some(k) = &address_key {
                 self.address_throttle.failed(k);
             }
+            self.sign_in_failed(app, &email, known.as_ref(), "bad_credentials");
             return Err(IdentityError::Unauthenticated(BAD_CREDENTIALS));
         };
         self.account_throttle.succeeded(&account_key);
         if user.disabled {
+            self.sign_in_failed(app, &email, Some(&user.id), "disabled");
             return Err(IdentityError::Forbidden("this user is disabled"));
         }
         let now = authsome_domain::now();
@@ -181,6 +186,25 @@ impl Identity {
             },
             session,
         ))
+    }
+
+    /// Records a failed sign-in: the typed email only as a keyed HMAC, the user when known.
+    fn sign_in_failed(
+        &self,
+        app: &ApplicationId,
+        email: &str,
+        user: Option<&authsome_domain::id::UserId>,
+        reason: &'static str,
+    ) {
+        let mut event = DomainEvent::new("user.sign_in_failed")
+            .application(app)
+            .outcome(Outcome::Failure)
+            .change("reason", reason)
+            .identifying("email", email);
+        if let Some(user) = user {
+            event = event.target(user);
+        }
+        self.events.emit(event);
     }
 
     /// Exchanges a refresh token for a new pair. Each token works once: presenting a rotated one

@@ -69,7 +69,7 @@ pub type Result<T, E = IdentityError> = std::result::Result<T, E>;
 /// The identity engine shared by all applications of this process.
 pub struct Identity {
     databases: AppDatabases,
-    master_key: MasterKey,
+    master_key: Arc<MasterKey>,
     public_url: String,
     keys: RwLock<HashMap<ApplicationId, (Arc<KeySet>, Instant)>>,
     account_throttle: LoginThrottle,
@@ -105,7 +105,7 @@ impl Identity {
     pub fn new(databases: AppDatabases, master_key: MasterKey, public_url: String) -> Self {
         Self {
             databases,
-            master_key,
+            master_key: Arc::new(master_key),
             public_url: public_url.trim_end_matches('/').to_owned(),
             keys: RwLock::new(HashMap::new()),
             account_throttle: LoginThrottle::new(5),
@@ -117,6 +117,17 @@ impl Identity {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
         }
+    }
+
+    /// The master key, shared with the other services of the process that seal data (the
+    /// audit log's keys).
+    pub fn master_key(&self) -> Arc<MasterKey> {
+        self.master_key.clone()
+    }
+
+    /// The deployment's public base URL (issuer prefix).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// The deployment's password rules and argon2id cost for application users.

@@ -1,7 +1,11 @@
-//! The one place domain events go: a broadcast channel the audit log and webhooks will
-//! subscribe to. The sink stamps each event with the request it happened in (its id, and the
-//! caller when the emitting code did not know it).
+//! The one place domain events go: the audit log, which stores every one, and a broadcast
+//! channel that webhooks and tests subscribe to. The sink stamps each event with the request it
+//! happened in (its id, the caller's address and user agent, and the caller when the emitting
+//! code did not know it).
 
+use std::sync::Arc;
+
+use authsome_control::audit::AuditLog;
 use authsome_domain::event::{DomainEvent, EventActor, EventSink};
 use tokio::sync::broadcast;
 
@@ -9,13 +13,23 @@ use crate::request_id;
 
 pub struct EventBus {
     sender: broadcast::Sender<DomainEvent>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl EventBus {
     /// `capacity` events are buffered for slow subscribers before they lag.
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(16));
-        Self { sender }
+        Self {
+            sender,
+            audit: None,
+        }
+    }
+
+    /// Also records every event in `audit`.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<DomainEvent> {
@@ -27,6 +41,8 @@ impl EventSink for EventBus {
     fn emit(&self, mut event: DomainEvent) {
         if let Some(context) = request_id::context() {
             event.request_id = Some(context.id.clone());
+            event.ip.clone_from(&context.ip);
+            event.user_agent.clone_from(&context.user_agent);
             if event.actor == EventActor::Unknown {
                 if let Some(actor) = context.actor() {
                     event.actor = actor;
@@ -36,6 +52,9 @@ impl EventSink for EventBus {
             event.actor = EventActor::System;
         }
         tracing::debug!(action = event.action, target = ?event.target, "event");
+        if let Some(audit) = &self.audit {
+            audit.record(event.clone());
+        }
         // No subscriber yet is fine: nothing is lost that anyone asked for.
         let _ = self.sender.send(event);
     }

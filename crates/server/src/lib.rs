@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use authsome_control::audit::{AuditLog, AuditSettings};
 use authsome_control::{ControlPlane, Provisioner};
 use authsome_domain::id::ApplicationId;
 use authsome_gateway::{InProcessLimiter, RateLimiter};
@@ -45,6 +46,8 @@ impl Default for HttpSettings {
 
 pub struct ServerState {
     pub control: ControlPlane,
+    /// The tamper-evident audit log every event is recorded in.
+    pub audit: Arc<AuditLog>,
     pub identity: Arc<Identity>,
     pub events: Arc<EventBus>,
     /// Per-key request limits of the customer API (in process, or shared through Redis).
@@ -74,13 +77,20 @@ impl ServerState {
         http: HttpSettings,
         limiter: Arc<dyn RateLimiter>,
     ) -> AppState {
-        let events = Arc::new(EventBus::new(4096));
+        let audit = AuditLog::new(
+            control.store().clone(),
+            identity.master_key(),
+            AuditSettings::for_public_url(identity.public_url()),
+        );
+        audit.spawn_writer();
+        let events = Arc::new(EventBus::new(4096).with_audit(audit.clone()));
         let identity = Arc::new(identity.with_events(events.clone()));
         let control = control
             .with_provisioner(Arc::new(IdentityProvisioner(identity.clone())))
             .with_events(events.clone());
         Arc::new(Self {
             control,
+            audit,
             identity,
             events,
             limiter,
@@ -151,6 +161,17 @@ pub async fn flush_batched(state: &AppState) {
     }
     if let Err(e) = state.identity.flush_active_users().await {
         tracing::error!(error = %e, "monthly-active-users flush failed");
+    }
+    // The audit writer retries until its database takes the queue; shutdown waits a bounded
+    // time for it, then signs a checkpoint over what was written.
+    if tokio::time::timeout(Duration::from_secs(10), state.audit.flush())
+        .await
+        .is_err()
+    {
+        tracing::error!("audit log flush timed out; queued entries were not written");
+    }
+    if let Err(e) = state.audit.checkpoint_all().await {
+        tracing::error!(error = %e, "audit checkpoint failed");
     }
 }
 

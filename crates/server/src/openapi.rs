@@ -13,8 +13,8 @@ use utoipa_axum::routes;
 
 use crate::error::ErrorBody;
 use crate::routes::{
-    admin, applications, auth, customer, customer_auth, customer_orgs, customer_users, health,
-    keys, members, workspaces,
+    admin, applications, audit, auth, customer, customer_auth, customer_orgs, customer_users,
+    health, keys, members, workspaces,
 };
 use crate::AppState;
 
@@ -36,6 +36,7 @@ use crate::AppState;
         (name = "applications", description = "Applications: isolated environments"),
         (name = "keys", description = "Publishable, secret and management keys"),
         (name = "admin", description = "Platform operators"),
+        (name = "audit", description = "The tamper-evident audit log: entries, export, signed checkpoints, proofs"),
         (name = "customer", description = "The customer API of one application: auth and tokens"),
         (name = "users", description = "An application's users and sessions (secret key)"),
         (name = "organizations", description = "An application's organizations and memberships"),
@@ -102,6 +103,15 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(keys::list_app_keys, keys::create_app_key))
         .routes(routes!(keys::roll_app_key))
         .routes(routes!(keys::revoke_app_key))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::export))
+        .routes(routes!(audit::latest_checkpoint))
+        .routes(routes!(audit::keys))
+        .routes(routes!(audit::proof))
+        .routes(routes!(audit::consistency))
+        .routes(routes!(audit::verify))
+        .routes(routes!(audit::hash))
+        .routes(routes!(audit::rotate_signing_key))
         .routes(routes!(admin::list_workspaces))
         .routes(routes!(admin::get_workspace, admin::update_workspace))
         .routes(routes!(customer::identify))

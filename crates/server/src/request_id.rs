@@ -19,6 +19,9 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-re
 /// What the server knows about the request being served.
 pub struct RequestContext {
     pub id: String,
+    /// The peer address and `User-Agent`, for audit entries.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
     actor: std::sync::Mutex<Option<EventActor>>,
     customer: std::sync::Mutex<CustomerHeaders>,
 }
@@ -85,8 +88,19 @@ pub async fn layer(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let ip = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(512).collect());
     let context = std::sync::Arc::new(RequestContext {
         id: id.clone(),
+        ip,
+        user_agent,
         actor: std::sync::Mutex::new(None),
         customer: std::sync::Mutex::new(CustomerHeaders::default()),
     });

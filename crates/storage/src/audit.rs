@@ -92,12 +92,12 @@ pub trait AuditRepository {
         head_hash: &[u8],
         compact_range: &[u8],
     ) -> Result<bool>;
-    /// Entries matching `filter`, newest first, with indices below `before`.
+    /// Entries matching `filter`, newest first, older than the entry with id `before`.
     async fn audit_entries(
         &self,
         workspace: &WorkspaceId,
         filter: &AuditFilter,
-        before: Option<u64>,
+        before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<AuditRow>>;
     /// Entries from index `from`, oldest first (the export and verification read these).
@@ -130,6 +130,8 @@ pub trait AuditRepository {
         workspace: &WorkspaceId,
         size: u64,
     ) -> Result<Option<StoredCheckpoint>>;
+    /// Every checkpoint of the log, smallest first.
+    async fn audit_checkpoints(&self, workspace: &WorkspaceId) -> Result<Vec<StoredCheckpoint>>;
     async fn audit_signing_keys(&self) -> Result<Vec<AuditSigningKey>>;
     /// Adds `key` and retires every other active key, at once.
     async fn rotate_audit_signing_key(&self, key: &AuditSigningKey) -> Result<()>;
@@ -375,12 +377,13 @@ macro_rules! impl_audit {
                     &self,
                     workspace: &WorkspaceId,
                     filter: &AuditFilter,
-                    before: Option<u64>,
+                    before: Option<&str>,
                     limit: u32,
                 ) -> Result<Vec<AuditRow>> {
                     sqlx::query_as::<_, EntryRow>(&format!(
                         "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE workspace_id = $1 \
-                         AND body IS NOT NULL AND idx < $2 \
+                         AND body IS NOT NULL AND ($2 IS NULL OR idx < (SELECT b.idx \
+                         FROM audit_entries b WHERE b.workspace_id = $1 AND b.id = $2)) \
                          AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
                          AND ($5 IS NULL OR actor_id = $5) \
                          AND ($6 IS NULL OR action LIKE $6 ESCAPE '\\') \
@@ -389,7 +392,7 @@ macro_rules! impl_audit {
                          ORDER BY idx DESC LIMIT $9"
                     ))
                     .bind(workspace.as_str())
-                    .bind(before.map_or(i64::MAX, i))
+                    .bind(before)
                     .bind(opt_ms(filter.from))
                     .bind(opt_ms(filter.to))
                     .bind(filter.actor_id.as_deref())
@@ -514,6 +517,22 @@ macro_rules! impl_audit {
                     .await?
                     .map(CheckpointRow::into_checkpoint)
                     .transpose()
+                }
+
+                async fn audit_checkpoints(
+                    &self,
+                    workspace: &WorkspaceId,
+                ) -> Result<Vec<StoredCheckpoint>> {
+                    sqlx::query_as::<_, CheckpointRow>(
+                        "SELECT size, root_hash, at, key_id, note FROM audit_checkpoints \
+                         WHERE workspace_id = $1 ORDER BY size",
+                    )
+                    .bind(workspace.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(CheckpointRow::into_checkpoint)
+                    .collect()
                 }
 
                 async fn audit_signing_keys(&self) -> Result<Vec<AuditSigningKey>> {

@@ -1237,7 +1237,7 @@ async fn audit_appends_are_optimistic_filtered_and_scoped(store: Arc<dyn Store>)
         1
     );
     let page2 = store
-        .audit_entries(&a.id, &AuditFilter::default(), Some(2), 1)
+        .audit_entries(&a.id, &AuditFilter::default(), Some(rows[2].id.as_str()), 1)
         .await
         .unwrap();
     assert_eq!(page2[0].index, 1);

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod applications;
+pub mod audit;
 pub mod auth;
 pub mod customer;
 pub mod customer_auth;

@@ -23,6 +23,9 @@ pub struct TestApp {
     pub root_key: String,
     /// Where application databases live (SQLite runs only).
     pub apps_dir: Option<std::path::PathBuf>,
+    /// The control-plane database (`sqlite://…` or `postgres://…`), for tests that must reach
+    /// past the API (tampering with stored rows).
+    pub db_url: String,
     _guard: Box<dyn std::any::Any + Send>,
 }
 
@@ -51,8 +54,10 @@ pub async fn spawn_with(http: HttpSettings) -> TestApp {
         dir: dir.path().join("apps"),
     };
     let apps_dir = dir.path().join("apps");
+    let db_url = format!("sqlite://{}", dir.path().join("cp.db").display());
     let mut app = serve(Arc::new(store), apps, http, Box::new(dir)).await;
     app.apps_dir = Some(apps_dir);
+    app.db_url = db_url;
     app
 }
 
@@ -65,7 +70,10 @@ pub async fn spawn_postgres_schema() -> Option<TestApp> {
     let apps = AppDatabaseConfig::PostgresSchema {
         server_url: db.url.clone(),
     };
-    Some(serve(Arc::new(store), apps, HttpSettings::default(), Box::new(db)).await)
+    let db_url = db.url.clone();
+    let mut app = serve(Arc::new(store), apps, HttpSettings::default(), Box::new(db)).await;
+    app.db_url = db_url;
+    Some(app)
 }
 
 /// `None` outside CI when Postgres is not reachable.
@@ -76,7 +84,10 @@ pub async fn spawn_postgres() -> Option<TestApp> {
     let apps = AppDatabaseConfig::Postgres {
         server_url: db.url.clone(),
     };
-    Some(serve(Arc::new(store), apps, HttpSettings::default(), Box::new(db)).await)
+    let db_url = db.url.clone();
+    let mut app = serve(Arc::new(store), apps, HttpSettings::default(), Box::new(db)).await;
+    app.db_url = db_url;
+    Some(app)
 }
 
 async fn serve(
@@ -137,7 +148,8 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
             .with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone()))),
         Identity::new(
             AppDatabases::new(AppDatabaseConfig::Sqlite { dir: apps_dir }, 64),
-            MasterKey::generate(),
+            // Replicas share the deployment's master key.
+            MasterKey::from_base64(&first.state.identity.master_key().to_base64()).unwrap(),
             base.clone(),
         ),
         HttpSettings::default(),
@@ -212,6 +224,7 @@ async fn serve_with_limiter(
         root_password: password.unwrap(),
         root_key: management_key,
         apps_dir: None,
+        db_url: String::new(),
         _guard: guard,
     }
 }

@@ -34,6 +34,7 @@ macro_rules! on_both_backends {
 mod helpers;
 
 mod applications;
+mod audit;
 mod auth_and_members;
 mod bad_input;
 mod cross_tenant;

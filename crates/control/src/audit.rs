@@ -1,0 +1,925 @@
+//! The audit log service: turns domain events into entries of each workspace's tamper-evident
+//! log (format and cryptography in `authsome-audit`), signs checkpoints, and answers the audit
+//! API with the workspace's owner / admin / auditor permission.
+//!
+//! Writing: [`AuditLog::record`] queues an event; one writer task per process batches the queue,
+//! groups it by workspace, builds the entries (chain hash, Merkle leaf, compact range) and
+//! appends them with an optimistic check on the log's size, so replicas sharing one database
+//! never fork a log. Customer-API events name an application; the writer finds its workspace.
+//! Events that belong to no workspace (a sign-in attempt for an unknown email) go to the root
+//! workspace's log, the platform operators'.
+//!
+//! Values that identify but must not be readable are stored as `hmac-sha256:<hex>` under a key
+//! of the workspace's own, sealed under the master key (as Vault's audit devices do); the audit
+//! API computes the same HMAC of a value an auditor is looking for.
+//!
+//! **Boundary:** it reads and writes only the audit tables (and looks up an application's
+//! workspace); it never changes what the events describe.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authsome_audit::entry::Outcome as EntryOutcome;
+use authsome_audit::merkle::{self, CompactRange, Hash};
+use authsome_audit::note::{Checkpoint, NoteSigner, NoteVerifier};
+use authsome_audit::{chain_hash, Entry, EntryActor};
+use authsome_domain::event::{DomainEvent, EventActor, Outcome};
+use authsome_domain::id::{ApplicationId, WorkspaceId};
+use authsome_domain::master_key::MasterKey;
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::tenancy::{Actor, Permission};
+use authsome_storage::{
+    AuditFilter, AuditHead, AuditRow, AuditSigningKey, StorageError, Store, StoredCheckpoint,
+};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{ControlError, Result};
+
+/// Events taken from the queue per write.
+const BATCH: usize = 2_000;
+/// Rows read per query when exporting or verifying.
+pub const EXPORT_CHUNK: u32 = 1_000;
+/// Largest tree a proof is computed over in one request.
+const MAX_PROOF_TREE: u64 = 5_000_000;
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// `host[/path]` of the deployment: the checkpoint key is named `<host>/audit` and a
+    /// workspace's log has the origin `<host>/audit/<workspace id>`.
+    pub host: String,
+    /// How often logs that grew get a new signed checkpoint.
+    pub checkpoint_every: Duration,
+}
+
+impl AuditSettings {
+    /// From the public URL (`https://auth.example.com` → `auth.example.com`).
+    pub fn for_public_url(public_url: &str) -> Self {
+        let host = public_url
+            .split_once("://")
+            .map_or(public_url, |(_, rest)| rest)
+            .trim_end_matches('/')
+            .replace(|c: char| c.is_whitespace() || c == '+', "");
+        Self {
+            host: if host.is_empty() {
+                "authsome".into()
+            } else {
+                host
+            },
+            checkpoint_every: Duration::from_secs(30),
+        }
+    }
+}
+
+enum Msg {
+    Event(Box<DomainEvent>),
+    Flush(oneshot::Sender<()>),
+}
+
+struct ActiveSigner {
+    signer: NoteSigner,
+    key_id: String,
+}
+
+/// The log of one workspace as the writer last saw it.
+struct CachedHead {
+    size: u64,
+    head: Hash,
+    range: CompactRange,
+    hmac_key: Arc<[u8; 32]>,
+}
+
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    master: Arc<MasterKey>,
+    settings: AuditSettings,
+    queue: mpsc::UnboundedSender<Msg>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Msg>>>,
+    signer: tokio::sync::Mutex<Option<Arc<ActiveSigner>>>,
+    hmac_keys: Mutex<HashMap<WorkspaceId, Arc<[u8; 32]>>>,
+}
+
+/// One entry as the audit API shows it.
+#[derive(Debug, Clone)]
+pub struct AuditEntryView {
+    pub index: u64,
+    pub id: String,
+    /// The canonical line (the Merkle leaf).
+    pub line: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub tree_size: u64,
+    pub leaf_hash: Hash,
+    pub root_hash: Hash,
+    pub proof: Vec<Hash>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    pub from_root: Hash,
+    pub to_root: Hash,
+    pub proof: Vec<Hash>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVerification {
+    pub entries: u64,
+    pub checkpoints: u64,
+    pub root_hash: Hash,
+}
+
+/// Why a stored log does not verify, naming the first entry that fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFailure {
+    pub index: Option<u64>,
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+fn storage(e: StorageError) -> ControlError {
+    e.into()
+}
+
+fn hmac_context(ws: &WorkspaceId) -> Vec<u8> {
+    format!("authsome:audit-hmac-key:v1:{ws}").into_bytes()
+}
+
+fn seed_context(id: &str) -> Vec<u8> {
+    format!("authsome:audit-signing-key:v1:{id}").into_bytes()
+}
+
+fn rfc3339_ms(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn hash_of(bytes: &[u8], what: &'static str) -> Result<Hash> {
+    Hash::try_from(bytes).map_err(|_| ControlError::Storage(StorageError::Corrupt(what)))
+}
+
+impl AuditLog {
+    /// The log; call [`AuditLog::spawn_writer`] once inside a runtime to start writing.
+    pub fn new(
+        store: Arc<dyn Store>,
+        master: Arc<MasterKey>,
+        settings: AuditSettings,
+    ) -> Arc<Self> {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        Arc::new(Self {
+            store,
+            master,
+            settings,
+            queue,
+            receiver: Mutex::new(Some(receiver)),
+            signer: tokio::sync::Mutex::new(None),
+            hmac_keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts the writer task (once; later calls do nothing). It also signs checkpoints.
+    pub fn spawn_writer(self: &Arc<Self>) {
+        let Some(receiver) = self.receiver.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        let log = self.clone();
+        tokio::spawn(async move { log.run(receiver).await });
+    }
+
+    /// Queues an event for its workspace's log.
+    pub fn record(&self, event: DomainEvent) {
+        if self.queue.send(Msg::Event(Box::new(event))).is_err() {
+            tracing::error!("audit writer stopped; an audit event was not queued");
+        }
+    }
+
+    /// Waits until every event queued before this call is stored.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(Msg::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut receiver: mpsc::UnboundedReceiver<Msg>) {
+        let mut heads: HashMap<WorkspaceId, CachedHead> = HashMap::new();
+        let mut workspaces: HashMap<ApplicationId, WorkspaceId> = HashMap::new();
+        let mut tick = tokio::time::interval(self.settings.checkpoint_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                m = receiver.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    if let Err(e) = self.checkpoint_all().await {
+                        tracing::warn!(error = %e, "audit checkpoints failed; will retry");
+                    }
+                    continue;
+                }
+            };
+            let mut events = Vec::new();
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Event(e) => events.push(*e),
+                    Msg::Flush(f) => flushes.push(f),
+                }
+                if events.len() < BATCH {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            let mut backoff = Duration::from_millis(50);
+            while let Err(e) = self.write(&events, &mut heads, &mut workspaces).await {
+                // Nothing is dropped: the batch is retried until the database takes it.
+                tracing::error!(error = %e, events = events.len(), "audit append failed; retrying");
+                heads.clear();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            for f in flushes {
+                let _ = f.send(());
+            }
+        }
+    }
+
+    async fn workspace_of(
+        &self,
+        event: &DomainEvent,
+        workspaces: &mut HashMap<ApplicationId, WorkspaceId>,
+    ) -> Result<Option<WorkspaceId>> {
+        if let Some(ws) = &event.workspace_id {
+            return Ok(Some(ws.clone()));
+        }
+        if let Some(app) = &event.application_id {
+            if let Some(ws) = workspaces.get(app) {
+                return Ok(Some(ws.clone()));
+            }
+            if let Some(found) = self.store.any_application(app).await? {
+                workspaces.insert(app.clone(), found.workspace_id.clone());
+                return Ok(Some(found.workspace_id));
+            }
+        }
+        Ok(self.store.root_workspace_id().await?)
+    }
+
+    async fn write(
+        &self,
+        events: &[DomainEvent],
+        heads: &mut HashMap<WorkspaceId, CachedHead>,
+        workspaces: &mut HashMap<ApplicationId, WorkspaceId>,
+    ) -> Result<()> {
+        let mut by_workspace: Vec<(WorkspaceId, Vec<&DomainEvent>)> = Vec::new();
+        for event in events {
+            let Some(ws) = self.workspace_of(event, workspaces).await? else {
+                tracing::warn!(
+                    action = event.action,
+                    "audit event with no workspace and no root workspace; dropped"
+                );
+                continue;
+            };
+            match by_workspace.iter_mut().find(|(w, _)| *w == ws) {
+                Some((_, list)) => list.push(event),
+                None => by_workspace.push((ws, vec![event])),
+            }
+        }
+        for (ws, list) in by_workspace {
+            loop {
+                let head = match heads.remove(&ws) {
+                    Some(h) => h,
+                    None => self.load_head(&ws).await?,
+                };
+                let (rows, next) = self.build(
+                    &ws,
+                    head.size,
+                    head.head,
+                    head.range.clone(),
+                    &head.hmac_key,
+                    &list,
+                )?;
+                let appended = self
+                    .store
+                    .append_audit(&ws, head.size, &rows, &next.head, &next.range.encode())
+                    .await?;
+                if appended {
+                    heads.insert(
+                        ws.clone(),
+                        CachedHead {
+                            hmac_key: head.hmac_key,
+                            ..next
+                        },
+                    );
+                    break;
+                }
+                // Another replica appended first: read its head and build again on top of it.
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_head(&self, ws: &WorkspaceId) -> Result<CachedHead> {
+        let head = match self.store.audit_head(ws).await? {
+            Some(h) => h,
+            None => {
+                let mut key = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut key);
+                let sealed = B64.encode(self.master.seal(&hmac_context(ws), &key));
+                self.store
+                    .open_audit_log(
+                        ws,
+                        &CompactRange::new().encode(),
+                        &sealed,
+                        authsome_domain::now(),
+                    )
+                    .await?
+            }
+        };
+        let hmac_key = self.hmac_key_of(&head)?;
+        Ok(CachedHead {
+            size: head.size,
+            head: hash_of(&head.head_hash, "audit_logs.head_hash")?,
+            range: CompactRange::decode(&head.compact_range).map_err(|_| {
+                ControlError::Storage(StorageError::Corrupt("audit_logs.compact_range"))
+            })?,
+            hmac_key,
+        })
+    }
+
+    fn hmac_key_of(&self, head: &AuditHead) -> Result<Arc<[u8; 32]>> {
+        if let Some(k) = self
+            .hmac_keys
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&head.workspace_id).cloned())
+        {
+            return Ok(k);
+        }
+        let corrupt = || ControlError::Storage(StorageError::Corrupt("audit_logs.hmac_key"));
+        let sealed = B64.decode(&head.hmac_key).map_err(|_| corrupt())?;
+        let key: [u8; 32] = self
+            .master
+            .open(&hmac_context(&head.workspace_id), &sealed)
+            .map_err(|_| corrupt())?
+            .try_into()
+            .map_err(|_| corrupt())?;
+        let key = Arc::new(key);
+        if let Ok(mut m) = self.hmac_keys.lock() {
+            m.insert(head.workspace_id.clone(), key.clone());
+        }
+        Ok(key)
+    }
+
+    fn build(
+        &self,
+        ws: &WorkspaceId,
+        size: u64,
+        mut prev: Hash,
+        mut range: CompactRange,
+        hmac_key: &[u8; 32],
+        events: &[&DomainEvent],
+    ) -> Result<(Vec<AuditRow>, CachedHead)> {
+        let mut rows = Vec::with_capacity(events.len());
+        for (offset, event) in events.iter().enumerate() {
+            let index = size + offset as u64;
+            let mut changes = event.changes.clone();
+            for (field, value) in &event.identifying {
+                changes.insert((*field).to_owned(), hmac_value(hmac_key, value).into());
+            }
+            let (kind, actor_id) = match &event.actor {
+                EventActor::Account(id) => ("account", Some(id.to_string())),
+                EventActor::Key(id) => ("key", Some(id.to_string())),
+                EventActor::User(id) => ("user", Some(id.to_string())),
+                EventActor::System => ("system", None),
+                // In a request, but no credential was verified (a failed sign-in).
+                EventActor::Unknown => ("anonymous", None),
+            };
+            let entry = Entry {
+                index,
+                id: event.id.to_string(),
+                at: rfc3339_ms(event.at),
+                workspace_id: ws.to_string(),
+                application_id: event.application_id.as_ref().map(ToString::to_string),
+                actor: EntryActor {
+                    kind: kind.into(),
+                    id: actor_id.clone(),
+                    ip: event.ip.clone(),
+                    user_agent: event.user_agent.clone(),
+                },
+                action: event.action.to_owned(),
+                target: event.target.clone(),
+                outcome: match event.outcome {
+                    Outcome::Success => EntryOutcome::Success,
+                    Outcome::Failure => EntryOutcome::Failure,
+                    Outcome::Denied => EntryOutcome::Denied,
+                },
+                request_id: event.request_id.clone(),
+                changes,
+                prev_hash: prev,
+            };
+            let line = entry.canonical();
+            let leaf = merkle::leaf_hash(line.as_bytes());
+            prev = chain_hash(line.as_bytes());
+            range.push(leaf);
+            rows.push(AuditRow {
+                index,
+                id: entry.id,
+                at: event.at,
+                action: entry.action,
+                actor_id,
+                application_id: entry.application_id,
+                outcome: entry.outcome.as_str().to_owned(),
+                leaf_hash: leaf.to_vec(),
+                body: Some(line),
+            });
+        }
+        Ok((
+            rows,
+            CachedHead {
+                size: size + events.len() as u64,
+                head: prev,
+                range,
+                hmac_key: Arc::new(*hmac_key),
+            },
+        ))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Checkpoints
+
+    fn key_name(&self) -> String {
+        format!("{}/audit", self.settings.host)
+    }
+
+    fn origin(&self, ws: &WorkspaceId) -> String {
+        format!("{}/audit/{ws}", self.settings.host)
+    }
+
+    async fn active_signer(&self) -> Result<Arc<ActiveSigner>> {
+        let mut slot = self.signer.lock().await;
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        for _ in 0..2 {
+            let keys = self.store.audit_signing_keys().await?;
+            if let Some(active) = keys.iter().rev().find(|k| k.retired_at.is_none()) {
+                let signer = Arc::new(self.open_signer(active)?);
+                *slot = Some(signer.clone());
+                return Ok(signer);
+            }
+            let key = self.new_signing_key()?;
+            self.store.add_first_audit_signing_key(&key).await?;
+        }
+        Err(ControlError::Storage(StorageError::Corrupt(
+            "audit_signing_keys",
+        )))
+    }
+
+    fn open_signer(&self, key: &AuditSigningKey) -> Result<ActiveSigner> {
+        let corrupt =
+            || ControlError::Storage(StorageError::Corrupt("audit_signing_keys.sealed_seed"));
+        let sealed = B64.decode(&key.sealed_seed).map_err(|_| corrupt())?;
+        let seed: [u8; 32] = self
+            .master
+            .open(&seed_context(&key.id), &sealed)
+            .map_err(|_| corrupt())?
+            .try_into()
+            .map_err(|_| corrupt())?;
+        let signer = NoteSigner::new(&key.name, &seed).map_err(|_| corrupt())?;
+        Ok(ActiveSigner {
+            signer,
+            key_id: key.id.clone(),
+        })
+    }
+
+    fn new_signing_key(&self) -> Result<AuditSigningKey> {
+        let mut seed = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut seed);
+        let name = self.key_name();
+        let signer = NoteSigner::new(&name, &seed)
+            .map_err(|e| ControlError::Conflict(format!("cannot name the audit key: {e}")))?;
+        let id = format!("{name}+{:08x}", signer.id());
+        Ok(AuditSigningKey {
+            sealed_seed: B64.encode(self.master.seal(&seed_context(&id), &seed)),
+            id,
+            name,
+            public_key: signer.verifier().public_key().to_vec(),
+            created_at: authsome_domain::now(),
+            retired_at: None,
+        })
+    }
+
+    /// Replaces the checkpoint signing key; older checkpoints keep verifying with the retired
+    /// key, which `/audit/keys` keeps listing.
+    pub async fn rotate_signing_key(&self) -> Result<String> {
+        let key = self.new_signing_key()?;
+        self.store.rotate_audit_signing_key(&key).await?;
+        *self.signer.lock().await = None;
+        Ok(key.id)
+    }
+
+    /// Signs a checkpoint for every log that grew since its last one.
+    pub async fn checkpoint_all(&self) -> Result<u64> {
+        let mut signed = 0;
+        for head in self.store.audit_logs_to_checkpoint().await? {
+            self.checkpoint(&head).await?;
+            signed += 1;
+        }
+        Ok(signed)
+    }
+
+    async fn checkpoint(&self, head: &AuditHead) -> Result<StoredCheckpoint> {
+        let signer = self.active_signer().await?;
+        let range = CompactRange::decode(&head.compact_range).map_err(|_| {
+            ControlError::Storage(StorageError::Corrupt("audit_logs.compact_range"))
+        })?;
+        let at = authsome_domain::now();
+        let checkpoint = Checkpoint {
+            origin: self.origin(&head.workspace_id),
+            size: range.size(),
+            root: range.root(),
+            extensions: vec![format!("time {}", at.timestamp_millis())],
+        };
+        let note = signer
+            .signer
+            .sign(&checkpoint.to_text())
+            .map_err(|e| ControlError::Conflict(e.to_string()))?;
+        let stored = StoredCheckpoint {
+            size: checkpoint.size,
+            root_hash: checkpoint.root.to_vec(),
+            at,
+            key_id: signer.key_id.clone(),
+            note,
+        };
+        self.store
+            .add_audit_checkpoint(&head.workspace_id, &stored)
+            .await?;
+        Ok(stored)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reading (owner, admin and auditor)
+
+    async fn authorize(&self, actor: &Actor, ws: &WorkspaceId) -> Result<()> {
+        let (_, role) = self
+            .store
+            .workspace_access(actor, ws)
+            .await?
+            .ok_or(ControlError::NotFound("workspace"))?;
+        if role.allows(Permission::AuditRead) {
+            return Ok(());
+        }
+        let actor_event = match actor {
+            Actor::Account(id) => EventActor::Account(id.clone()),
+            Actor::ManagementKey { key_id, .. } => EventActor::Key(key_id.clone()),
+        };
+        self.record(
+            DomainEvent::new("permission.denied")
+                .workspace(ws)
+                .actor(actor_event)
+                .outcome(Outcome::Denied)
+                .change("permission", "audit.read"),
+        );
+        Err(ControlError::Forbidden(format!(
+            "the {} role may not read the audit log",
+            role.as_str()
+        )))
+    }
+
+    pub async fn list(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntryView>> {
+        self.authorize(actor, ws).await?;
+        self.flush().await;
+        let rows = self
+            .store
+            .audit_entries(ws, filter, page.after.as_deref(), page.limit + 1)
+            .await?;
+        let views: Vec<AuditEntryView> = rows
+            .into_iter()
+            .filter_map(|r| {
+                r.body.map(|line| AuditEntryView {
+                    index: r.index,
+                    id: r.id,
+                    line,
+                })
+            })
+            .collect();
+        Ok(Page::from_rows(views, page.limit, |v| &v.id))
+    }
+
+    /// Checks access and returns a reader of the whole log, oldest first, in chunks.
+    pub async fn export(&self, actor: &Actor, ws: &WorkspaceId) -> Result<AuditReader> {
+        self.authorize(actor, ws).await?;
+        self.flush().await;
+        let head = self.store.audit_head(ws).await?;
+        Ok(AuditReader {
+            store: self.store.clone(),
+            workspace: ws.clone(),
+            next: head.as_ref().map_or(0, |h| h.first_kept),
+            end: head.map_or(0, |h| h.size),
+        })
+    }
+
+    /// The latest signed checkpoint, first signing one if the log grew since.
+    pub async fn latest_checkpoint(&self, actor: &Actor, ws: &WorkspaceId) -> Result<String> {
+        self.authorize(actor, ws).await?;
+        self.flush().await;
+        let head = self.current_head(ws).await?;
+        if head.size > head.checkpoint_size || head.size == 0 {
+            if let Some(existing) = self.store.audit_checkpoint(ws, head.size).await? {
+                return Ok(existing.note);
+            }
+            return Ok(self.checkpoint(&head).await?.note);
+        }
+        match self.store.latest_audit_checkpoint(ws).await? {
+            Some(c) => Ok(c.note),
+            None => Ok(self.checkpoint(&head).await?.note),
+        }
+    }
+
+    async fn current_head(&self, ws: &WorkspaceId) -> Result<AuditHead> {
+        if let Some(h) = self.store.audit_head(ws).await? {
+            return Ok(h);
+        }
+        self.load_head(ws).await?;
+        self.store
+            .audit_head(ws)
+            .await?
+            .ok_or(ControlError::NotFound("audit log"))
+    }
+
+    /// Every checkpoint verifier key, active and retired, in the Go `note` format.
+    pub async fn verifier_keys(&self, actor: &Actor, ws: &WorkspaceId) -> Result<Vec<String>> {
+        self.authorize(actor, ws).await?;
+        self.active_signer().await?;
+        self.all_verifier_keys().await
+    }
+
+    async fn all_verifier_keys(&self) -> Result<Vec<String>> {
+        let keys = self.store.audit_signing_keys().await?;
+        keys.iter()
+            .map(|k| {
+                let public: [u8; 32] = k.public_key.as_slice().try_into().map_err(|_| {
+                    ControlError::Storage(StorageError::Corrupt("audit_signing_keys.public_key"))
+                })?;
+                let id = authsome_audit::note::key_id(&k.name, &public);
+                let mut bytes = vec![0x01];
+                bytes.extend_from_slice(&public);
+                let vkey = format!("{}+{id:08x}+{}", k.name, B64.encode(bytes));
+                NoteVerifier::parse(&vkey).map_err(|_| {
+                    ControlError::Storage(StorageError::Corrupt("audit_signing_keys"))
+                })?;
+                Ok(vkey)
+            })
+            .collect()
+    }
+
+    async fn leaves(&self, ws: &WorkspaceId, size: u64) -> Result<Vec<Hash>> {
+        let head = self.current_head(ws).await?;
+        if size > head.size {
+            return Err(ControlError::Invalid(
+                authsome_domain::ValidationError::new("treeSize", "is larger than the log"),
+            ));
+        }
+        if size > MAX_PROOF_TREE {
+            return Err(ControlError::Invalid(
+                authsome_domain::ValidationError::new(
+                    "treeSize",
+                    "is too large for one proof request",
+                ),
+            ));
+        }
+        self.store
+            .audit_leaf_hashes(ws, 0, size)
+            .await?
+            .iter()
+            .map(|h| hash_of(h, "audit_entries.leaf_hash"))
+            .collect()
+    }
+
+    pub async fn inclusion_proof(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        index: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof> {
+        self.authorize(actor, ws).await?;
+        self.flush().await;
+        if index >= tree_size {
+            return Err(ControlError::Invalid(
+                authsome_domain::ValidationError::new("index", "must be below treeSize"),
+            ));
+        }
+        let leaves = self.leaves(ws, tree_size).await?;
+        let proof = merkle::inclusion_proof(&leaves, index).map_err(|_| {
+            ControlError::Invalid(authsome_domain::ValidationError::new(
+                "index",
+                "must be below treeSize",
+            ))
+        })?;
+        Ok(InclusionProof {
+            index,
+            tree_size,
+            leaf_hash: leaves[index as usize],
+            root_hash: merkle::root(&leaves),
+            proof,
+        })
+    }
+
+    pub async fn consistency_proof(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyProof> {
+        self.authorize(actor, ws).await?;
+        self.flush().await;
+        if from > to {
+            return Err(ControlError::Invalid(
+                authsome_domain::ValidationError::new("from", "must not be larger than to"),
+            ));
+        }
+        let leaves = self.leaves(ws, to).await?;
+        let proof = merkle::consistency_proof(&leaves, from).map_err(|_| {
+            ControlError::Invalid(authsome_domain::ValidationError::new(
+                "from",
+                "must not be larger than to",
+            ))
+        })?;
+        Ok(ConsistencyProof {
+            from,
+            to,
+            from_root: merkle::root(&leaves[..from as usize]),
+            to_root: merkle::root(&leaves),
+            proof,
+        })
+    }
+
+    /// The keyed HMAC the log stores for `value` in this workspace, so an auditor can search
+    /// for an email without the log holding it.
+    pub async fn hash_value(&self, actor: &Actor, ws: &WorkspaceId, value: &str) -> Result<String> {
+        self.authorize(actor, ws).await?;
+        let head = self.current_head(ws).await?;
+        let key = self.hmac_key_of(&head)?;
+        Ok(hmac_value(&key, value))
+    }
+
+    /// Re-checks the stored log: each body against its stored leaf hash, the chain, the head
+    /// and every stored checkpoint's root. Names the first entry that fails.
+    pub async fn verify_stored(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+    ) -> Result<std::result::Result<StoredVerification, StoredFailure>> {
+        self.authorize(actor, ws).await?;
+        self.flush().await;
+        let head = self.current_head(ws).await?;
+        let checkpoints = self.store.audit_checkpoints(ws).await?;
+        let sizes: std::collections::HashSet<u64> = checkpoints.iter().map(|c| c.size).collect();
+        let mut range = CompactRange::new();
+        let mut prev = authsome_audit::GENESIS;
+        let mut roots: HashMap<u64, Hash> = HashMap::new();
+        roots.insert(0, range.root());
+        let fail = |index: Option<u64>, id: Option<String>, reason: String| {
+            Ok(Err(StoredFailure { index, id, reason }))
+        };
+        let mut reader = AuditReader {
+            store: self.store.clone(),
+            workspace: ws.clone(),
+            next: 0,
+            end: head.size,
+        };
+        while let Some(rows) = reader.next_chunk().await? {
+            for row in rows {
+                let (index, id) = (Some(row.index), Some(row.id.clone()));
+                if row.index != range.size() {
+                    return fail(index, id, format!("entry {} is missing", range.size()));
+                }
+                let stored_leaf = hash_of(&row.leaf_hash, "audit_entries.leaf_hash")?;
+                match &row.body {
+                    Some(line) => {
+                        if merkle::leaf_hash(line.as_bytes()) != stored_leaf {
+                            return fail(
+                                index,
+                                id,
+                                "altered: its body does not match its leaf hash".into(),
+                            );
+                        }
+                        let entry = match Entry::parse(line) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                return fail(index, id, format!("not a canonical entry: {e}"))
+                            }
+                        };
+                        if entry.index != row.index || entry.id != row.id {
+                            return fail(index, id, "its body names another entry".into());
+                        }
+                        if entry.prev_hash != prev {
+                            return fail(
+                                index,
+                                id,
+                                "altered: its prevHash does not chain to the entry before".into(),
+                            );
+                        }
+                        prev = chain_hash(line.as_bytes());
+                    }
+                    None if row.index < head.first_kept => {}
+                    None => return fail(index, id, "its body is missing".into()),
+                }
+                range.push(stored_leaf);
+                if sizes.contains(&range.size()) {
+                    roots.insert(range.size(), range.root());
+                }
+            }
+        }
+        if range.size() != head.size {
+            return fail(
+                None,
+                None,
+                format!(
+                    "the head says {} entries and {} are stored",
+                    head.size,
+                    range.size()
+                ),
+            );
+        }
+        if head.size > 0 && hash_of(&head.head_hash, "audit_logs.head_hash")? != prev {
+            return fail(
+                Some(head.size - 1),
+                None,
+                "the last entry does not match the log's head".into(),
+            );
+        }
+        for cp in &checkpoints {
+            match roots.get(&cp.size) {
+                Some(root) if root.as_slice() == cp.root_hash.as_slice() => {}
+                _ => {
+                    return fail(
+                        None,
+                        None,
+                        format!(
+                            "the entries before index {} do not match the checkpoint signed at that size",
+                            cp.size
+                        ),
+                    )
+                }
+            }
+        }
+        Ok(Ok(StoredVerification {
+            entries: head.size,
+            checkpoints: checkpoints.len() as u64,
+            root_hash: range.root(),
+        }))
+    }
+}
+
+fn hmac_value(key: &[u8; 32], value: &str) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return "hmac-sha256:".into();
+    };
+    mac.update(value.as_bytes());
+    format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Reads a log oldest first, one chunk at a time (bounded memory for any size).
+pub struct AuditReader {
+    store: Arc<dyn Store>,
+    workspace: WorkspaceId,
+    next: u64,
+    end: u64,
+}
+
+impl AuditReader {
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<AuditRow>>> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let limit = EXPORT_CHUNK.min(u32::try_from(self.end - self.next).unwrap_or(EXPORT_CHUNK));
+        let rows = self
+            .store
+            .audit_range(&self.workspace, self.next, limit)
+            .await
+            .map_err(storage)?;
+        let Some(last) = rows.last() else {
+            return Ok(None);
+        };
+        self.next = last.index + 1;
+        Ok(Some(rows))
+    }
+}
