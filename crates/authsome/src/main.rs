@@ -3,6 +3,7 @@
 //! are the operator's tools. Everything here is wiring: configuration, start-up checks,
 //! signals. The behaviour lives in the library crates.
 
+mod audit_cli;
 mod config;
 mod startup;
 
@@ -45,6 +46,11 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Audit-log tools that need no server.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Exit 0 when the local server answers /health (for container health checks).
     Healthcheck {
         /// Base URL to probe (default: http://<AUTHSOME_LISTEN>).
@@ -53,8 +59,49 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify an exported log offline: the hash chain, the Merkle root against a signed
+    /// checkpoint, and consistency with earlier checkpoints. Names the first entry that fails.
+    Verify {
+        /// The JSON Lines export (`GET /control/v1/workspaces/{wsId}/audit/export`).
+        #[arg(long, value_name = "FILE")]
+        export: PathBuf,
+        /// A signed checkpoint (`GET …/audit/checkpoints/latest`).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        /// An earlier signed checkpoint to check consistency with (repeatable).
+        #[arg(long, value_name = "FILE")]
+        earlier: Vec<PathBuf>,
+        /// Verifier keys, one per line (`GET …/audit/keys`).
+        #[arg(long = "key", value_name = "FILE")]
+        keys: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Offline verification needs no configuration: a customer runs it on their own machine.
+    if let Command::Audit {
+        command:
+            AuditCommand::Verify {
+                export,
+                checkpoint,
+                earlier,
+                keys,
+            },
+    } = cli.command
+    {
+        return match audit_cli::verify(audit_cli::VerifyArgs {
+            export,
+            checkpoint,
+            earlier,
+            keys,
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{e:#}")),
+        };
+    }
     let env = |k: &str| std::env::var(k).ok();
     let raw = match config::gather(cli.config.as_deref(), &env) {
         Ok(raw) => raw,
@@ -94,7 +141,7 @@ fn main() -> ExitCode {
             Command::Init { json } => startup::init(config, json).await,
             Command::Migrate => startup::migrate(config).await,
             Command::Healthcheck { url } => startup::healthcheck(config, url).await,
-            Command::Config { .. } | Command::Version => Ok(()),
+            Command::Config { .. } | Command::Version | Command::Audit { .. } => Ok(()),
         }
     });
     match result {
