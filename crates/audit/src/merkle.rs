@@ -247,6 +247,19 @@ impl CompactRange {
         self.size
     }
 
+    /// The range of a tree of `size` leaves from its perfect-subtree roots, largest first.
+    pub fn from_peaks(size: u64, peaks: Vec<Hash>) -> Result<Self, ProofError> {
+        if peaks.len() != size.count_ones() as usize {
+            return Err(ProofError::MalformedRange);
+        }
+        Ok(Self { size, peaks })
+    }
+
+    /// The perfect-subtree roots, largest (leftmost) first.
+    pub fn peaks(&self) -> &[Hash] {
+        &self.peaks
+    }
+
     pub fn push(&mut self, leaf: Hash) {
         let mut hash = leaf;
         // Each trailing one bit of the old size is a subtree the new leaf completes.

@@ -84,6 +84,19 @@ pub fn verify_export(
     checkpoints: &[String],
     keys: &[NoteVerifier],
 ) -> Result<Report, VerifyError> {
+    verify_export_from(export, checkpoints, keys, None)
+}
+
+/// As [`verify_export`], for a log whose oldest entries were pruned by retention: `prefix` is
+/// the compact range of the pruned leaves (the server's `/audit/prefix`), the export starts at
+/// index `prefix.size()`, and its first `prevHash` is taken as the chain's anchor. A wrong
+/// prefix cannot pass: the roots it leads to are checked against the signed checkpoints.
+pub fn verify_export_from(
+    export: impl BufRead,
+    checkpoints: &[String],
+    keys: &[NoteVerifier],
+    prefix: Option<&CompactRange>,
+) -> Result<Report, VerifyError> {
     let mut points = Vec::new();
     for (which, signed) in checkpoints.iter().enumerate() {
         let (cp, signed_by) =
@@ -101,11 +114,21 @@ pub fn verify_export(
             });
         }
     }
-    let mut range = CompactRange::new();
+    let mut range = prefix.cloned().unwrap_or_default();
+    let pruned = range.size();
     let mut roots_at: Vec<(u64, Hash)> = Vec::new();
     let wanted: std::collections::BTreeSet<u64> = points.iter().map(|(_, c, _)| c.size).collect();
-    if wanted.contains(&0) {
-        roots_at.push((0, range.root()));
+    if let Some((which, cp, _)) = points.iter().find(|(_, c, _)| c.size < pruned) {
+        return Err(VerifyError::Checkpoint {
+            which: *which,
+            why: format!(
+                "it covers {} entries, all pruned before this export (which starts at {pruned})",
+                cp.size
+            ),
+        });
+    }
+    if wanted.contains(&pruned) {
+        roots_at.push((pruned, range.root()));
     }
     let mut workspace: Option<String> = None;
     // The last row, kept until the row after it decides whether its link holds.
@@ -159,7 +182,12 @@ pub fn verify_export(
             };
             return Err(altered(culprit));
         }
-        let expected_prev = previous.as_ref().map_or(GENESIS, |p| p.hash);
+        let expected_prev = match &previous {
+            Some(p) => p.hash,
+            // The first kept entry of a pruned log anchors the chain.
+            None if pruned > 0 => row.entry.prev_hash,
+            None => GENESIS,
+        };
         if row.entry.prev_hash != expected_prev {
             match previous.take() {
                 None => {
@@ -318,6 +346,38 @@ mod tests {
         assert_eq!(report.entries, 10);
         assert_eq!(report.checkpoints.len(), 2);
         assert_eq!(report.checkpoints[0].size, 4);
+    }
+
+    #[test]
+    fn a_pruned_log_verifies_from_its_prefix() {
+        let signer = NoteSigner::new("example/audit", &[1; 32]).unwrap();
+        let lines = log(10);
+        let cps = [
+            checkpoint(&signer, &lines[..6]),
+            checkpoint(&signer, &lines),
+        ];
+        let mut prefix = CompactRange::new();
+        for l in &lines[..4] {
+            prefix.push(leaf_hash(l.as_bytes()));
+        }
+        let text = lines[4..]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>();
+        let report =
+            verify_export_from(text.as_bytes(), &cps, &[signer.verifier()], Some(&prefix)).unwrap();
+        assert_eq!((report.entries, report.checkpoints.len()), (10, 2));
+        // A prefix that is not the pruned entries' leads to other roots.
+        let mut wrong = CompactRange::new();
+        for l in &lines[1..5] {
+            wrong.push(leaf_hash(l.as_bytes()));
+        }
+        assert!(matches!(
+            verify_export_from(text.as_bytes(), &cps, &[signer.verifier()], Some(&wrong)),
+            Err(VerifyError::Checkpoint { .. })
+        ));
+        // Without the prefix the export does not start at 0.
+        assert!(verify_export(text.as_bytes(), &cps, &[signer.verifier()]).is_err());
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use authsome_audit::merkle::CompactRange;
 use authsome_audit::note::NoteVerifier;
-use authsome_audit::verify::verify_export;
+use authsome_audit::verify::verify_export_from;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
@@ -15,6 +16,33 @@ pub struct VerifyArgs {
     pub checkpoint: PathBuf,
     pub earlier: Vec<PathBuf>,
     pub keys: PathBuf,
+    pub prefix: Option<PathBuf>,
+}
+
+/// `GET …/audit/prefix`: `{"treeSize": n, "peaks": [base64, …]}`.
+fn prefix(path: &Path) -> Result<CompactRange> {
+    let text = read(path, "prefix file")?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the prefix file {} is not JSON", path.display()))?;
+    let bad = || {
+        anyhow!(
+            "the prefix file {} is not a treeSize and peaks",
+            path.display()
+        )
+    };
+    let size = value["treeSize"].as_u64().ok_or_else(bad)?;
+    let peaks = value["peaks"]
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .and_then(|p| B64.decode(p).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(bad)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    CompactRange::from_peaks(size, peaks).map_err(|_| bad())
 }
 
 fn read(path: &Path, what: &str) -> Result<String> {
@@ -51,7 +79,8 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     }
     let file = std::fs::File::open(&args.export)
         .with_context(|| format!("cannot read the export {}", args.export.display()))?;
-    let report = verify_export(BufReader::new(file), &checkpoints, &keys)
+    let prefix = args.prefix.as_deref().map(prefix).transpose()?;
+    let report = verify_export_from(BufReader::new(file), &checkpoints, &keys, prefix.as_ref())
         .map_err(|e| anyhow!("verification failed: {e}"))?;
     println!(
         "ok: {} entries{}, chain intact, Merkle root {}",

@@ -76,6 +76,9 @@ enum AuditCommand {
         /// Verifier keys, one per line (`GET …/audit/keys`).
         #[arg(long = "key", value_name = "FILE")]
         keys: PathBuf,
+        /// For a log pruned by retention: the pruned prefix (`GET …/audit/prefix`).
+        #[arg(long, value_name = "FILE")]
+        prefix: Option<PathBuf>,
     },
 }
 
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
                 checkpoint,
                 earlier,
                 keys,
+                prefix,
             },
     } = cli.command
     {
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
             checkpoint,
             earlier,
             keys,
+            prefix,
         }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&format!("{e:#}")),

@@ -102,7 +102,11 @@ pub struct AuditLog {
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Msg>>>,
     signer: tokio::sync::Mutex<Option<Arc<ActiveSigner>>>,
     hmac_keys: Mutex<HashMap<WorkspaceId, Arc<[u8; 32]>>>,
+    last_prune: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// One entry as the audit API shows it.
 #[derive(Debug, Clone)]
@@ -182,6 +186,7 @@ impl AuditLog {
             receiver: Mutex::new(Some(receiver)),
             signer: tokio::sync::Mutex::new(None),
             hmac_keys: Mutex::new(HashMap::new()),
+            last_prune: Mutex::new(None),
         })
     }
 
@@ -527,6 +532,37 @@ impl AuditLog {
         Ok(key.id)
     }
 
+    /// [`AuditLog::prune`], at most once an hour (called from the maintenance loop).
+    pub async fn prune_if_due(&self) -> Result<u64> {
+        {
+            let Ok(mut last) = self.last_prune.lock() else {
+                return Ok(0);
+            };
+            if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+                return Ok(0);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.prune(authsome_domain::now()).await
+    }
+
+    /// Retention: removes the bodies of entries older than each workspace's plan keeps them
+    /// (their hashes and every signed checkpoint stay). Returns the entries pruned.
+    pub async fn prune(&self, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let mut pruned = 0;
+        for head in self.store.audit_heads().await? {
+            let Some(ws) = self.store.any_workspace(&head.workspace_id).await? else {
+                continue;
+            };
+            let first_kept = self
+                .store
+                .prune_audit(&head.workspace_id, now - ws.audit_retention())
+                .await?;
+            pruned += first_kept.saturating_sub(head.first_kept);
+        }
+        Ok(pruned)
+    }
+
     /// Signs a checkpoint for every log that grew since its last one.
     pub async fn checkpoint_all(&self) -> Result<u64> {
         let mut signed = 0;
@@ -771,6 +807,18 @@ impl AuditLog {
         })
     }
 
+    /// The compact range of the entries retention pruned (empty when none were): with it, an
+    /// export that starts at the first kept entry still leads to the signed roots.
+    pub async fn prefix(&self, actor: &Actor, ws: &WorkspaceId) -> Result<CompactRange> {
+        self.authorize(actor, ws).await?;
+        let head = self.current_head(ws).await?;
+        let mut range = CompactRange::new();
+        for leaf in self.store.audit_leaf_hashes(ws, 0, head.first_kept).await? {
+            range.push(hash_of(&leaf, "audit_entries.leaf_hash")?);
+        }
+        Ok(range)
+    }
+
     /// The keyed HMAC the log stores for `value` in this workspace, so an auditor can search
     /// for an email without the log holding it.
     pub async fn hash_value(&self, actor: &Actor, ws: &WorkspaceId, value: &str) -> Result<String> {
@@ -829,6 +877,10 @@ impl AuditLog {
                         };
                         if entry.index != row.index || entry.id != row.id {
                             return fail(index, id, "its body names another entry".into());
+                        }
+                        if row.index == head.first_kept && head.first_kept > 0 {
+                            // The first kept entry of a pruned log anchors the chain.
+                            prev = entry.prev_hash;
                         }
                         if entry.prev_hash != prev {
                             return fail(

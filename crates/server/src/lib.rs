@@ -143,6 +143,9 @@ pub async fn run_maintenance(
                     tracing::warn!(error = %e, "maintenance failed; will retry");
                 }
                 state.identity.maintain().await;
+                if let Err(e) = state.audit.prune_if_due().await {
+                    tracing::warn!(error = %e, "audit retention failed; will retry");
+                }
             }
             _ = &mut shutdown => break,
         }

@@ -110,6 +110,7 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(audit::proof))
         .routes(routes!(audit::consistency))
         .routes(routes!(audit::verify))
+        .routes(routes!(audit::prefix))
         .routes(routes!(audit::hash))
         .routes(routes!(audit::rotate_signing_key))
         .routes(routes!(admin::list_workspaces))

@@ -114,6 +114,12 @@ pub trait AuditRepository {
         from: u64,
         to: u64,
     ) -> Result<Vec<Vec<u8>>>;
+    /// Every log's head.
+    async fn audit_heads(&self) -> Result<Vec<AuditHead>>;
+    /// Retention: removes the bodies of the log's oldest entries, those before the first
+    /// entry at or after `cutoff`, keeping their leaf hashes (the tree stays provable) and
+    /// moving `first_kept`. Returns the new `first_kept`.
+    async fn prune_audit(&self, workspace: &WorkspaceId, cutoff: DateTime<Utc>) -> Result<u64>;
     /// Logs that grew since their last checkpoint.
     async fn audit_logs_to_checkpoint(&self) -> Result<Vec<AuditHead>>;
     async fn add_audit_checkpoint(
@@ -442,6 +448,70 @@ macro_rules! impl_audit {
                     .bind(i(to))
                     .fetch_all(&self.pool)
                     .await?)
+                }
+
+                async fn audit_heads(&self) -> Result<Vec<AuditHead>> {
+                    sqlx::query_as::<_, HeadRow>(&format!(
+                        "SELECT {HEAD_COLUMNS} FROM audit_logs ORDER BY workspace_id"
+                    ))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(HeadRow::into_head)
+                    .collect()
+                }
+
+                async fn prune_audit(
+                    &self,
+                    workspace: &WorkspaceId,
+                    cutoff: DateTime<Utc>,
+                ) -> Result<u64> {
+                    let mut tx = self.pool.begin().await?;
+                    // A write first: the log's row lock (Postgres) or the write lock (SQLite).
+                    sqlx::query(
+                        "UPDATE audit_logs SET first_kept = first_kept WHERE workspace_id = $1",
+                    )
+                    .bind(workspace.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    let head: Option<(i64, i64)> = sqlx::query_as(
+                        "SELECT size, first_kept FROM audit_logs WHERE workspace_id = $1",
+                    )
+                    .bind(workspace.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((size, first_kept)) = head else {
+                        return Ok(0);
+                    };
+                    let first_recent: Option<i64> = sqlx::query_scalar(
+                        "SELECT MIN(idx) FROM audit_entries WHERE workspace_id = $1 \
+                         AND idx >= $2 AND at >= $3",
+                    )
+                    .bind(workspace.as_str())
+                    .bind(first_kept)
+                    .bind(ms(cutoff))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let keep_from = first_recent.unwrap_or(size);
+                    if keep_from <= first_kept {
+                        return u(first_kept, "audit_logs.first_kept");
+                    }
+                    sqlx::query(
+                        "UPDATE audit_entries SET body = NULL WHERE workspace_id = $1 \
+                         AND idx >= $2 AND idx < $3",
+                    )
+                    .bind(workspace.as_str())
+                    .bind(first_kept)
+                    .bind(keep_from)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE audit_logs SET first_kept = $2 WHERE workspace_id = $1")
+                        .bind(workspace.as_str())
+                        .bind(keep_from)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    u(keep_from, "audit_logs.first_kept")
                 }
 
                 async fn audit_logs_to_checkpoint(&self) -> Result<Vec<AuditHead>> {

@@ -362,6 +362,7 @@ async fn workspace_pages_and_updates(store: Arc<dyn Store>) {
     updated.limits = WorkspaceLimits {
         requests_per_second_per_key: Some(500),
         requests_per_month: None,
+        audit_retention_days: Some(90),
     };
     updated.updated_at = now();
     store.update_workspace(&updated).await.unwrap();

@@ -51,6 +51,9 @@ pub struct WorkspaceLimits {
     pub requests_per_second_per_key: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_per_month: Option<u64>,
+    /// Days audit entries are kept (enterprise; default 365).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -113,6 +116,17 @@ impl Workspace {
             Plan::Pro => Some(10_000_000),
             Plan::Enterprise => self.limits.requests_per_month,
         }
+    }
+
+    /// How long audit entries keep their bodies: free 7 days, pro 30, enterprise as
+    /// configured (default a year). Hashes and signed checkpoints are kept for ever.
+    pub fn audit_retention(&self) -> chrono::Duration {
+        let days = match self.plan {
+            Plan::Free => 7,
+            Plan::Pro => 30,
+            Plan::Enterprise => self.limits.audit_retention_days.unwrap_or(365),
+        };
+        chrono::Duration::days(i64::from(days.max(1)))
     }
 
     /// Any write other than reading needs an active workspace.

@@ -486,6 +486,34 @@ pub async fn verify(
     Ok(axum::Json(view))
 }
 
+/// The compact range (RFC 6962 perfect-subtree roots, largest first, base64) of the entries
+/// retention pruned: what an export that starts at the first kept entry is verified from.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrefixView {
+    /// Entries pruned: the export starts at this index.
+    pub tree_size: u64,
+    pub peaks: Vec<String>,
+}
+
+/// The pruned prefix of the log, for `authsome audit verify --prefix`.
+#[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/audit/prefix", tag = "audit",
+    params(("wsId" = String, Path)),
+    responses((status = 200, body = PrefixView), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn prefix(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> Result<axum::Json<PrefixView>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let range = state.audit.prefix(&caller.actor, &ws).await?;
+    Ok(axum::Json(PrefixView {
+        tree_size: range.size(),
+        peaks: range.peaks().iter().map(|h| B64.encode(h)).collect(),
+    }))
+}
+
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HashRequest {

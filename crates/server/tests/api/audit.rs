@@ -23,6 +23,7 @@ on_both_backends!(
     tampering_in_the_database_is_named,
     proofs_agree_with_an_independent_rfc6962_implementation,
     rotated_checkpoint_keys_keep_old_checkpoints_verifiable,
+    retention_prunes_bodies_and_the_rest_still_verifies,
 );
 
 /// Every entry of the workspace's log, oldest first, through the paginated API.
@@ -436,6 +437,80 @@ async fn tampering_in_the_database_is_named(app: TestApp) {
     assert_eq!(r.body["failure"]["index"], 2, "{}", r.body);
     let reason = r.body["failure"]["reason"].as_str().unwrap();
     assert!(reason.contains("altered"), "{reason}");
+}
+
+async fn retention_prunes_bodies_and_the_rest_still_verifies(app: TestApp) {
+    let (t, export, first_checkpoint, _) = history(&app, "Retained").await;
+    let total = export.lines().count();
+    // Five entries are eight days old: past the free plan's seven.
+    tamper(
+        &app,
+        "UPDATE audit_entries SET at = at - 691200000 WHERE workspace_id = $1 AND idx < $2",
+        &t.ws,
+        5,
+    )
+    .await;
+    assert_eq!(
+        app.state.audit.prune(authsome_domain::now()).await.unwrap(),
+        5
+    );
+    let base = format!("/control/v1/workspaces/{}/audit", t.ws);
+    let listed = all_entries(&app, &t.owner_token, &t.ws, "").await;
+    assert_eq!(
+        listed[0]["index"], 5,
+        "pruned entries are gone from the listing"
+    );
+    let (_, export) = text(&app, &format!("{base}/export"), &t.owner_token).await;
+    assert!(export.lines().next().unwrap().contains("\"index\":5,"));
+    let (_, checkpoint) = text(&app, &format!("{base}/checkpoints/latest"), &t.owner_token).await;
+    let (_, keys) = text(&app, &format!("{base}/keys"), &t.owner_token).await;
+    let keys: Vec<NoteVerifier> = keys
+        .lines()
+        .map(|k| NoteVerifier::parse(k).unwrap())
+        .collect();
+    let prefix = app.get(&format!("{base}/prefix"), &t.owner_token).await;
+    assert_eq!(prefix.body["treeSize"], 5, "{}", prefix.body);
+    let peaks: Vec<[u8; 32]> = prefix.body["peaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(decode)
+        .collect();
+    let range = authsome_audit::CompactRange::from_peaks(5, peaks).unwrap();
+    // The old checkpoint (signed before pruning) and the new one both verify from the prefix.
+    let report = authsome_audit::verify::verify_export_from(
+        export.as_bytes(),
+        &[first_checkpoint, checkpoint],
+        &keys,
+        Some(&range),
+    )
+    .unwrap();
+    assert!(report.entries as usize >= total);
+    assert_eq!(report.checkpoints.len(), 2);
+    let verified = app.get(&format!("{base}/verify"), &t.owner_token).await;
+    assert_eq!(verified.body["valid"], true, "{}", verified.body);
+
+    // On the pro plan eight days old is kept.
+    let root = app.root_token().await;
+    let r = app
+        .patch(
+            &format!("/control/v1/admin/workspaces/{}", t.ws),
+            &root,
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    tamper(
+        &app,
+        "UPDATE audit_entries SET at = at - 691200000 WHERE workspace_id = $1 AND idx < $2",
+        &t.ws,
+        8,
+    )
+    .await;
+    assert_eq!(
+        app.state.audit.prune(authsome_domain::now()).await.unwrap(),
+        0
+    );
 }
 
 async fn tampering_with_a_deleted_row_is_named(app: TestApp) {
