@@ -97,14 +97,15 @@ impl ControlPlane {
             );
         }
         ws.updated_at = authsome_domain::now();
-        self.store.update_workspace(&ws).await?;
-        self.invalidate(crate::keys::Invalidation::Workspace(ws.id.clone()));
-        self.emit(
-            actor,
-            DomainEvent::new("admin.workspace.updated")
+        self.audited(
+            Some(actor),
+            vec![DomainEvent::new("admin.workspace.updated")
                 .workspace(&ws.id)
-                .target(&ws.id),
-        );
+                .target(&ws.id)],
+            self.store.update_workspace(&ws),
+        )
+        .await?;
+        self.invalidate(crate::keys::Invalidation::Workspace(ws.id.clone()));
         Ok(ws)
     }
 }

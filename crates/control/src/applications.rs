@@ -84,14 +84,21 @@ impl ControlPlane {
             provision_attempts: 0,
             provision_error: None,
         };
-        self.store
-            .create_application(&app)
-            .await
-            .map_err(duplicate("slug"))?;
+        self.audited(
+            Some(actor),
+            vec![Self::app_event("application.created", &app)],
+            async {
+                self.store
+                    .create_application(&app)
+                    .await
+                    .map_err(duplicate("slug"))
+            },
+        )
+        .await?;
         // Usually ready before we answer; if not, the maintenance loop retries.
-        self.provision(&mut app).await?;
-        self.store.update_application(&app).await?;
-        self.emit_app(actor, "application.created", &app);
+        let provisioned = self.provision(&mut app).await?;
+        self.audited(None, provisioned, self.store.update_application(&app))
+            .await?;
         Ok(app)
     }
 
@@ -191,12 +198,18 @@ impl ControlPlane {
             app.upstreams = parse_upstreams(app.tenancy, Some(upstreams))?;
         }
         app.updated_at = authsome_domain::now();
-        self.store
-            .update_application(&app)
-            .await
-            .map_err(duplicate("slug"))?;
+        self.audited(
+            Some(actor),
+            vec![Self::app_event("application.updated", &app)],
+            async {
+                self.store
+                    .update_application(&app)
+                    .await
+                    .map_err(duplicate("slug"))
+            },
+        )
+        .await?;
         self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
-        self.emit_app(actor, "application.updated", &app);
         Ok(app)
     }
 
@@ -219,9 +232,13 @@ impl ControlPlane {
         app.deleted_at = Some(now);
         app.purge_at = Some(now + UNDELETE_WINDOW);
         app.updated_at = now;
-        self.store.update_application(&app).await?;
+        self.audited(
+            Some(actor),
+            vec![Self::app_event("application.deleted", &app)],
+            self.store.update_application(&app),
+        )
+        .await?;
         self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
-        self.emit_app(actor, "application.deleted", &app);
         Ok(app)
     }
 
@@ -247,12 +264,18 @@ impl ControlPlane {
         app.deleted_at = None;
         app.purge_at = None;
         app.updated_at = authsome_domain::now();
-        self.store
-            .update_application(&app)
-            .await
-            .map_err(duplicate("slug"))?;
+        self.audited(
+            Some(actor),
+            vec![Self::app_event("application.restored", &app)],
+            async {
+                self.store
+                    .update_application(&app)
+                    .await
+                    .map_err(duplicate("slug"))
+            },
+        )
+        .await?;
         self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
-        self.emit_app(actor, "application.restored", &app);
         Ok(app)
     }
 }

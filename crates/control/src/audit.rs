@@ -24,11 +24,12 @@ use authsome_audit::entry::Outcome as EntryOutcome;
 use authsome_audit::merkle::{self, CompactRange, Hash};
 use authsome_audit::note::{Checkpoint, NoteSigner, NoteVerifier};
 use authsome_audit::{chain_hash, Entry, EntryActor};
-use authsome_domain::event::{DomainEvent, EventActor, Outcome};
+use authsome_domain::event::{DomainEvent, EventActor, Outcome, StoredIn};
 use authsome_domain::id::{ApplicationId, WorkspaceId};
 use authsome_domain::master_key::MasterKey;
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{Actor, Permission};
+use authsome_storage::outbox::OutboxRow;
 use authsome_storage::{
     AuditFilter, AuditHead, AuditRow, AuditSigningKey, StorageError, Store, StoredCheckpoint,
 };
@@ -77,8 +78,30 @@ impl AuditSettings {
 }
 
 enum Msg {
-    Event(Box<DomainEvent>),
+    Event(Box<Queued>),
     Flush(oneshot::Sender<()>),
+}
+
+/// An event waiting for the writer, and the outbox it is also stored in (if it is a write's).
+struct Queued {
+    event: DomainEvent,
+    stored_in: Option<StoredIn>,
+}
+
+/// How long an outbox row may wait before the writer assumes the process that stored it will
+/// not hand it over (it crashed between commit and hand-over) and takes it from the table.
+const OUTBOX_GRACE: chrono::Duration = chrono::Duration::seconds(10);
+
+/// The applications' outboxes, which live in their own databases (the identity engine's).
+#[async_trait::async_trait]
+pub trait AppOutbox: Send + Sync {
+    /// Deletes rows the audit log now holds.
+    async fn delete(&self, app: &ApplicationId, ids: &[String]) -> std::result::Result<(), String>;
+    /// Rows older than `before` in the outboxes of the applications this process has open.
+    async fn stale(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(ApplicationId, Vec<OutboxRow>)>;
 }
 
 struct ActiveSigner {
@@ -103,6 +126,7 @@ pub struct AuditLog {
     signer: tokio::sync::Mutex<Option<Arc<ActiveSigner>>>,
     hmac_keys: Mutex<HashMap<WorkspaceId, Arc<[u8; 32]>>>,
     last_prune: Mutex<Option<std::time::Instant>>,
+    app_outbox: std::sync::OnceLock<Arc<dyn AppOutbox>>,
 }
 
 /// How often retention runs.
@@ -187,6 +211,7 @@ impl AuditLog {
             signer: tokio::sync::Mutex::new(None),
             hmac_keys: Mutex::new(HashMap::new()),
             last_prune: Mutex::new(None),
+            app_outbox: std::sync::OnceLock::new(),
         })
     }
 
@@ -199,9 +224,28 @@ impl AuditLog {
         tokio::spawn(async move { log.run(receiver).await });
     }
 
-    /// Queues an event for its workspace's log.
+    /// Where the writer deletes applications' outbox rows once it holds them.
+    pub fn set_app_outbox(&self, outbox: Arc<dyn AppOutbox>) {
+        let _ = self.app_outbox.set(outbox);
+    }
+
+    /// Queues an event that is not a write (a denial, a failed sign-in) for its log.
     pub fn record(&self, event: DomainEvent) {
-        if self.queue.send(Msg::Event(Box::new(event))).is_err() {
+        self.enqueue(event, None);
+    }
+
+    /// Queues a write's event already committed to `stored_in`'s outbox; the writer deletes
+    /// that row when it appends the entry.
+    pub fn record_stored(&self, event: DomainEvent, stored_in: StoredIn) {
+        self.enqueue(event, Some(stored_in));
+    }
+
+    fn enqueue(&self, event: DomainEvent, stored_in: Option<StoredIn>) {
+        if self
+            .queue
+            .send(Msg::Event(Box::new(Queued { event, stored_in })))
+            .is_err()
+        {
             tracing::error!("audit writer stopped; an audit event was not queued");
         }
     }
@@ -226,6 +270,9 @@ impl AuditLog {
                     None => return,
                 },
                 _ = tick.tick() => {
+                    if let Err(e) = self.recover(&mut heads, &mut workspaces).await {
+                        tracing::warn!(error = %e, "audit outbox recovery failed; will retry");
+                    }
                     if let Err(e) = self.checkpoint_all().await {
                         tracing::warn!(error = %e, "audit checkpoints failed; will retry");
                     }
@@ -237,7 +284,7 @@ impl AuditLog {
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 match m {
-                    Msg::Event(e) => events.push(*e),
+                    Msg::Event(q) => events.push(*q),
                     Msg::Flush(f) => flushes.push(f),
                 }
                 if events.len() < BATCH {
@@ -246,14 +293,87 @@ impl AuditLog {
             }
             let mut backoff = Duration::from_millis(50);
             while let Err(e) = self.write(&events, &mut heads, &mut workspaces).await {
-                // Nothing is dropped: the batch is retried until the database takes it.
+                // Nothing is dropped: the batch is retried until the database takes it, less
+                // the entries another replica's outbox recovery appended meanwhile.
                 tracing::error!(error = %e, events = events.len(), "audit append failed; retrying");
                 heads.clear();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+                let ids: Vec<String> = events.iter().map(|q| q.event.id.to_string()).collect();
+                if let Ok(held) = self.store.existing_audit_ids(&ids).await {
+                    events.retain(|q| !held.contains(&q.event.id.to_string()));
+                }
             }
             for f in flushes {
                 let _ = f.send(());
+            }
+        }
+    }
+
+    /// Takes outbox rows whose hand-over never came (their process stopped between commit and
+    /// hand-over), skipping those the log already holds: each lands exactly once.
+    async fn recover(
+        &self,
+        heads: &mut HashMap<WorkspaceId, CachedHead>,
+        workspaces: &mut HashMap<ApplicationId, WorkspaceId>,
+    ) -> Result<()> {
+        let before = authsome_domain::now() - OUTBOX_GRACE;
+        let mut sources: Vec<(StoredIn, Vec<OutboxRow>)> = Vec::new();
+        let control = self.store.audit_outbox(before, BATCH as u32).await?;
+        if !control.is_empty() {
+            sources.push((StoredIn::ControlPlane, control));
+        }
+        if let Some(apps) = self.app_outbox.get() {
+            for (app, rows) in apps.stale(before).await {
+                sources.push((StoredIn::Application(app), rows));
+            }
+        }
+        for (stored_in, rows) in sources {
+            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            let held = self.store.existing_audit_ids(&ids).await?;
+            if !held.is_empty() {
+                self.delete_outbox(&stored_in, &held).await?;
+            }
+            let mut queued = Vec::new();
+            for row in rows.into_iter().filter(|r| !held.contains(&r.id)) {
+                match serde_json::from_str::<DomainEvent>(&row.body) {
+                    Ok(event) => queued.push(Queued {
+                        event,
+                        stored_in: Some(stored_in.clone()),
+                    }),
+                    // Kept, not dropped: an operator must look at it.
+                    Err(e) => {
+                        tracing::error!(id = %row.id, error = %e, "unreadable audit outbox row")
+                    }
+                }
+            }
+            if !queued.is_empty() {
+                tracing::warn!(
+                    entries = queued.len(),
+                    "audit entries recovered from an outbox"
+                );
+                self.write(&queued, heads, workspaces).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recovers abandoned outbox rows now (the writer also does it every checkpoint interval).
+    pub async fn recover_outboxes(&self) -> Result<()> {
+        self.recover(&mut HashMap::new(), &mut HashMap::new()).await
+    }
+
+    async fn delete_outbox(&self, stored_in: &StoredIn, ids: &[String]) -> Result<()> {
+        match stored_in {
+            StoredIn::ControlPlane => Ok(self.store.delete_audit_outbox(ids).await?),
+            StoredIn::Application(app) => {
+                if let Some(apps) = self.app_outbox.get() {
+                    if let Err(e) = apps.delete(app, ids).await {
+                        // The rows stay; recovery finds them already held and deletes them.
+                        tracing::warn!(app = %app, error = %e, "cannot delete audit outbox rows yet");
+                    }
+                }
+                Ok(())
             }
         }
     }
@@ -280,25 +400,29 @@ impl AuditLog {
 
     async fn write(
         &self,
-        events: &[DomainEvent],
+        events: &[Queued],
         heads: &mut HashMap<WorkspaceId, CachedHead>,
         workspaces: &mut HashMap<ApplicationId, WorkspaceId>,
     ) -> Result<()> {
-        let mut by_workspace: Vec<(WorkspaceId, Vec<&DomainEvent>)> = Vec::new();
-        for event in events {
-            let Some(ws) = self.workspace_of(event, workspaces).await? else {
-                tracing::warn!(
-                    action = event.action,
-                    "audit event with no workspace and no root workspace; dropped"
-                );
+        let mut by_workspace: Vec<(WorkspaceId, Vec<&Queued>)> = Vec::new();
+        for queued in events {
+            let Some(ws) = self.workspace_of(&queued.event, workspaces).await? else {
+                tracing::warn!(action = %queued.event.action, "audit event with no workspace and no root workspace; dropped");
                 continue;
             };
             match by_workspace.iter_mut().find(|(w, _)| *w == ws) {
-                Some((_, list)) => list.push(event),
-                None => by_workspace.push((ws, vec![event])),
+                Some((_, list)) => list.push(queued),
+                None => by_workspace.push((ws, vec![queued])),
             }
         }
+        let mut app_rows: Vec<(ApplicationId, Vec<String>)> = Vec::new();
         for (ws, list) in by_workspace {
+            let outbox_ids: Vec<String> = list
+                .iter()
+                .filter(|q| q.stored_in == Some(StoredIn::ControlPlane))
+                .map(|q| q.event.id.to_string())
+                .collect();
+            let events: Vec<&DomainEvent> = list.iter().map(|q| &q.event).collect();
             loop {
                 let head = match heads.remove(&ws) {
                     Some(h) => h,
@@ -310,11 +434,18 @@ impl AuditLog {
                     head.head,
                     head.range.clone(),
                     &head.hmac_key,
-                    &list,
+                    &events,
                 )?;
                 let appended = self
                     .store
-                    .append_audit(&ws, head.size, &rows, &next.head, &next.range.encode())
+                    .append_audit(
+                        &ws,
+                        head.size,
+                        &rows,
+                        &next.head,
+                        &next.range.encode(),
+                        &outbox_ids,
+                    )
                     .await?;
                 if appended {
                     heads.insert(
@@ -328,6 +459,19 @@ impl AuditLog {
                 }
                 // Another replica appended first: read its head and build again on top of it.
             }
+            for q in &list {
+                if let Some(StoredIn::Application(app)) = &q.stored_in {
+                    let id = q.event.id.to_string();
+                    match app_rows.iter_mut().find(|(a, _)| a == app) {
+                        Some((_, ids)) => ids.push(id),
+                        None => app_rows.push((app.clone(), vec![id])),
+                    }
+                }
+            }
+        }
+        for (app, ids) in app_rows {
+            self.delete_outbox(&StoredIn::Application(app), &ids)
+                .await?;
         }
         Ok(())
     }
@@ -398,7 +542,7 @@ impl AuditLog {
             let index = size + offset as u64;
             let mut changes = event.changes.clone();
             for (field, value) in &event.identifying {
-                changes.insert((*field).to_owned(), hmac_value(hmac_key, value).into());
+                changes.insert(field.clone(), hmac_value(hmac_key, value).into());
             }
             let (kind, actor_id) = match &event.actor {
                 EventActor::Account(id) => ("account", Some(id.to_string())),
@@ -420,7 +564,7 @@ impl AuditLog {
                     ip: event.ip.clone(),
                     user_agent: event.user_agent.clone(),
                 },
-                action: event.action.to_owned(),
+                action: event.action.clone(),
                 target: event.target.clone(),
                 outcome: match event.outcome {
                     Outcome::Success => EntryOutcome::Success,

@@ -69,26 +69,27 @@ impl ControlPlane {
         let token = OpaqueToken::generate(SESSION_TOKEN_PREFIX);
         let now = authsome_domain::now();
         let expires_at = now + self.settings.session_ttl;
-        self.store
-            .create_session(&token.hash, &account.id, now, expires_at)
-            .await?;
         let memberships = self.store.memberships(&account.id).await?;
         // Each workspace the account belongs to sees its sign-ins in its own audit log.
         let actor = Actor::Account(account.id.clone());
-        if memberships.is_empty() {
-            self.emit(
-                &actor,
-                DomainEvent::new("account.signed_in").target(&account.id),
-            );
-        }
-        for m in &memberships {
-            self.emit(
-                &actor,
+        let mut events: Vec<DomainEvent> = memberships
+            .iter()
+            .map(|m| {
                 DomainEvent::new("account.signed_in")
                     .workspace(&m.workspace_id)
-                    .target(&account.id),
-            );
+                    .target(&account.id)
+            })
+            .collect();
+        if events.is_empty() {
+            events.push(DomainEvent::new("account.signed_in").target(&account.id));
         }
+        self.audited(
+            Some(&actor),
+            events,
+            self.store
+                .create_session(&token.hash, &account.id, now, expires_at),
+        )
+        .await?;
         Ok(LoginResult {
             token: token.plaintext,
             expires_at,
@@ -225,15 +226,19 @@ impl ControlPlane {
             }
         };
         let member = self
-            .store
-            .accept_invitation(&invitation, new_hash.as_deref(), name.as_deref(), now)
+            .audited(
+                Some(&Actor::Account(invitation.account.id.clone())),
+                vec![DomainEvent::new("workspace.member.joined")
+                    .workspace(&invitation.workspace_id)
+                    .target(&invitation.member_id)],
+                self.store.accept_invitation(
+                    &invitation,
+                    new_hash.as_deref(),
+                    name.as_deref(),
+                    now,
+                ),
+            )
             .await?;
-        self.emit(
-            &Actor::Account(member.account_id.clone()),
-            DomainEvent::new("workspace.member.joined")
-                .workspace(&member.workspace_id)
-                .target(&member.id),
-        );
         Ok(member)
     }
 }

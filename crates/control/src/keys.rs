@@ -415,14 +415,16 @@ impl ControlPlane {
             scopes,
             None,
         );
-        self.store.insert_key(&created.key).await?;
-        self.emit(
-            actor,
-            DomainEvent::new("application.key.created")
+        self.audited(
+            Some(actor),
+            vec![DomainEvent::new("application.key.created")
                 .workspace(&ws.id)
                 .application(&app.id)
-                .target(&created.key.id),
-        );
+                .target(&created.key.id)
+                .change("type", created.key.kind.as_str())],
+            self.store.insert_key(&created.key),
+        )
+        .await?;
         Ok(created)
     }
 
@@ -439,14 +441,13 @@ impl ControlPlane {
         if app.is_deleted() {
             return Err(ControlError::Conflict("the application is deleted".into()));
         }
-        let rolled = self.roll(&ws.id, Some(&app.id), id, input).await?;
-        self.emit(
-            actor,
-            DomainEvent::new("application.key.rolled")
-                .workspace(&ws.id)
-                .application(&app.id)
-                .target(id),
-        );
+        let event = DomainEvent::new("application.key.rolled")
+            .workspace(&ws.id)
+            .application(&app.id)
+            .target(id);
+        let rolled = self
+            .roll(actor, event, &ws.id, Some(&app.id), id, input)
+            .await?;
         Ok(rolled)
     }
 
@@ -459,14 +460,11 @@ impl ControlPlane {
         let (app, ws, _) = self
             .application_for(actor, app, Permission::KeysRevoke)
             .await?;
-        let revoked = self.revoke(&ws.id, Some(&app.id), id).await?;
-        self.emit(
-            actor,
-            DomainEvent::new("application.key.revoked")
-                .workspace(&ws.id)
-                .application(&app.id)
-                .target(id),
-        );
+        let event = DomainEvent::new("application.key.revoked")
+            .workspace(&ws.id)
+            .application(&app.id)
+            .target(id);
+        let revoked = self.revoke(actor, event, &ws.id, Some(&app.id), id).await?;
         Ok(revoked)
     }
 
@@ -515,13 +513,15 @@ impl ControlPlane {
             Vec::new(),
             Some(role),
         );
-        self.store.insert_key(&created.key).await?;
-        self.emit(
-            actor,
-            DomainEvent::new("workspace.key.created")
+        self.audited(
+            Some(actor),
+            vec![DomainEvent::new("workspace.key.created")
                 .workspace(ws)
-                .target(&created.key.id),
-        );
+                .target(&created.key.id)
+                .change("role", role.as_str())],
+            self.store.insert_key(&created.key),
+        )
+        .await?;
         Ok(created)
     }
 
@@ -534,13 +534,10 @@ impl ControlPlane {
     ) -> Result<RolledKey> {
         self.workspace_for(actor, ws, Permission::ManagementKeysManage)
             .await?;
-        let rolled = self.roll(ws, None, id, input).await?;
-        self.emit(
-            actor,
-            DomainEvent::new("workspace.key.rolled")
-                .workspace(ws)
-                .target(id),
-        );
+        let event = DomainEvent::new("workspace.key.rolled")
+            .workspace(ws)
+            .target(id);
+        let rolled = self.roll(actor, event, ws, None, id, input).await?;
         Ok(rolled)
     }
 
@@ -552,18 +549,17 @@ impl ControlPlane {
     ) -> Result<ApiKey> {
         self.workspace_for(actor, ws, Permission::ManagementKeysManage)
             .await?;
-        let revoked = self.revoke(ws, None, id).await?;
-        self.emit(
-            actor,
-            DomainEvent::new("workspace.key.revoked")
-                .workspace(ws)
-                .target(id),
-        );
+        let event = DomainEvent::new("workspace.key.revoked")
+            .workspace(ws)
+            .target(id);
+        let revoked = self.revoke(actor, event, ws, None, id).await?;
         Ok(revoked)
     }
 
     async fn roll(
         &self,
+        actor: &Actor,
+        event: DomainEvent,
         ws: &WorkspaceId,
         app: Option<&ApplicationId>,
         id: &KeyId,
@@ -600,7 +596,12 @@ impl ControlPlane {
             old.role,
         );
         let old_expires_at = now + chrono::Duration::seconds(grace);
-        self.store.roll_key(&old, old_expires_at, &new.key).await?;
+        self.audited(
+            Some(actor),
+            vec![event.change("successor", new.key.id.to_string())],
+            self.store.roll_key(&old, old_expires_at, &new.key),
+        )
+        .await?;
         self.invalidate(Invalidation::Key(old.hash));
         let old = self
             .store
@@ -612,6 +613,8 @@ impl ControlPlane {
 
     async fn revoke(
         &self,
+        actor: &Actor,
+        event: DomainEvent,
         ws: &WorkspaceId,
         app: Option<&ApplicationId>,
         id: &KeyId,
@@ -621,7 +624,12 @@ impl ControlPlane {
             .key(ws, app, id)
             .await?
             .ok_or(ControlError::NotFound("key"))?;
-        self.store.revoke_key(&old, authsome_domain::now()).await?;
+        self.audited(
+            Some(actor),
+            vec![event],
+            self.store.revoke_key(&old, authsome_domain::now()),
+        )
+        .await?;
         self.invalidate(Invalidation::Key(old.hash));
         self.store
             .key(ws, app, id)

@@ -21,7 +21,7 @@ mod workspaces;
 
 use std::sync::Arc;
 
-use authsome_domain::event::{DomainEvent, EventActor, EventSink, NoEvents};
+use authsome_domain::event::{DomainEvent, EventActor, EventSink, NoEvents, StoredIn};
 use authsome_domain::tenancy::workspace::StandingError;
 use authsome_domain::tenancy::{Actor, Permission, Role, Workspace};
 use authsome_domain::ValidationError;
@@ -134,28 +134,62 @@ impl ControlPlane {
         self
     }
 
-    /// Announces a write done by `actor`.
+    /// Announces something done by `actor` that is not a write (a denial, a failed sign-in).
     fn emit(&self, actor: &Actor, event: DomainEvent) {
-        let actor = match actor {
-            Actor::Account(id) => EventActor::Account(id.clone()),
-            Actor::ManagementKey { key_id, .. } => EventActor::Key(key_id.clone()),
-        };
-        self.events.emit(event.actor(actor));
+        self.events.emit(event.actor(event_actor(actor)));
     }
 
-    fn emit_app(
+    /// Performs `write` with its `events` committed to the control-plane audit outbox in the
+    /// write's own transaction, then hands them to the audit log. Fail closed: when the outbox
+    /// row cannot be stored, the write rolls back with it and the caller gets the error.
+    /// `actor` is `None` for AuthSome's own work (events already say `System`).
+    async fn audited<T, E>(
         &self,
-        actor: &Actor,
-        action: &'static str,
-        app: &authsome_domain::tenancy::Application,
-    ) {
-        self.emit(
-            actor,
-            DomainEvent::new(action)
-                .workspace(&app.workspace_id)
-                .application(&app.id)
-                .target(&app.id),
-        );
+        actor: Option<&Actor>,
+        events: Vec<DomainEvent>,
+        write: impl std::future::Future<Output = std::result::Result<T, E>>,
+    ) -> Result<T>
+    where
+        ControlError: From<E>,
+    {
+        let events: Vec<DomainEvent> = events
+            .into_iter()
+            .map(|e| {
+                let mut e = match actor {
+                    Some(a) => e.actor(event_actor(a)),
+                    None => e,
+                };
+                self.events.stamp(&mut e);
+                e
+            })
+            .collect();
+        let rows = events
+            .iter()
+            .map(authsome_storage::outbox::OutboxRow::of)
+            .collect();
+        let (result, stored) = authsome_storage::outbox::scope(rows, write).await;
+        let value = result?;
+        for event in events {
+            if stored {
+                self.events.emit_stored(event, StoredIn::ControlPlane);
+            } else {
+                tracing::error!(action = %event.action, "an audited write stored no outbox row");
+                debug_assert!(
+                    false,
+                    "audited write without an outbox row: {}",
+                    event.action
+                );
+                self.events.emit(event);
+            }
+        }
+        Ok(value)
+    }
+
+    fn app_event(action: &'static str, app: &authsome_domain::tenancy::Application) -> DomainEvent {
+        DomainEvent::new(action)
+            .workspace(&app.workspace_id)
+            .application(&app.id)
+            .target(&app.id)
     }
 
     /// Gives the control plane the engine that creates and removes applications' resources.
@@ -225,6 +259,13 @@ impl ControlPlane {
             );
         }
         decided
+    }
+}
+
+fn event_actor(actor: &Actor) -> EventActor {
+    match actor {
+        Actor::Account(id) => EventActor::Account(id.clone()),
+        Actor::ManagementKey { key_id, .. } => EventActor::Key(key_id.clone()),
     }
 }
 

@@ -86,26 +86,30 @@ impl ControlPlane {
             expires_at: now + INVITATION_TTL,
         };
         let member = self
-            .store
-            .invite_member(
-                &candidate,
-                &invitation.id,
-                &token.hash,
-                invitation.expires_at,
+            .audited(
+                Some(actor),
+                vec![DomainEvent::new("workspace.member.invited")
+                    .workspace(ws)
+                    .target(&candidate.id)
+                    .change("role", candidate.role.as_str())],
+                async {
+                    self.store
+                        .invite_member(
+                            &candidate,
+                            &invitation.id,
+                            &token.hash,
+                            invitation.expires_at,
+                        )
+                        .await
+                        .map_err(|e| match e {
+                            authsome_storage::StorageError::Duplicate => {
+                                ControlError::Conflict("that person is already a member".into())
+                            }
+                            other => other.into(),
+                        })
+                },
             )
-            .await
-            .map_err(|e| match e {
-                authsome_storage::StorageError::Duplicate => {
-                    ControlError::Conflict("that person is already a member".into())
-                }
-                other => other.into(),
-            })?;
-        self.emit(
-            actor,
-            DomainEvent::new("workspace.member.invited")
-                .workspace(ws)
-                .target(&member.id),
-        );
+            .await?;
         Ok((member, invitation))
     }
 
@@ -129,15 +133,16 @@ impl ControlPlane {
             self.require_for(actor, ws, role, Permission::OwnersManage)?;
         }
         let member = self
-            .store
-            .update_member_role(ws, id, patch.role, authsome_domain::now())
+            .audited(
+                Some(actor),
+                vec![DomainEvent::new("workspace.member.role_changed")
+                    .workspace(ws)
+                    .target(id)
+                    .change("role", patch.role.as_str())],
+                self.store
+                    .update_member_role(ws, id, patch.role, authsome_domain::now()),
+            )
             .await?;
-        self.emit(
-            actor,
-            DomainEvent::new("workspace.member.role_changed")
-                .workspace(ws)
-                .target(id),
-        );
         Ok(member)
     }
 
@@ -165,13 +170,14 @@ impl ControlPlane {
                 self.require_for(actor, ws, role, Permission::OwnersManage)?;
             }
         }
-        self.store.remove_member(ws, id).await?;
-        self.emit(
-            actor,
-            DomainEvent::new("workspace.member.removed")
+        self.audited(
+            Some(actor),
+            vec![DomainEvent::new("workspace.member.removed")
                 .workspace(ws)
-                .target(id),
-        );
+                .target(id)],
+            self.store.remove_member(ws, id),
+        )
+        .await?;
         Ok(())
     }
 }

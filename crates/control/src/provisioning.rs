@@ -27,13 +27,14 @@ pub trait Provisioner: Send + Sync {
 }
 
 impl ControlPlane {
-    /// One provisioning attempt; records the outcome on the application.
-    pub(crate) async fn provision(&self, app: &mut Application) -> Result<()> {
+    /// One provisioning attempt; records the outcome on the application (which the caller
+    /// stores, with the returned event when it succeeded).
+    pub(crate) async fn provision(&self, app: &mut Application) -> Result<Vec<DomainEvent>> {
         let Some(provisioner) = &self.provisioner else {
             // Control-plane-only deployments (tests of the control plane) have nothing to create.
             app.status = AppStatus::Active;
             app.provisioned_at = Some(authsome_domain::now());
-            return Ok(());
+            return Ok(Vec::new());
         };
         let outcome =
             match tokio::time::timeout(ATTEMPT_TIMEOUT, provisioner.provision(&app.id)).await {
@@ -41,17 +42,14 @@ impl ControlPlane {
                 Err(_) => Err("timed out".to_owned()),
             };
         let now = authsome_domain::now();
+        let mut events = Vec::new();
         match outcome {
             Ok(()) => {
                 app.status = AppStatus::Active;
                 app.provisioned_at = Some(now);
                 app.provision_error = None;
-                self.events.emit(
-                    DomainEvent::new("application.provisioned")
-                        .actor(EventActor::System)
-                        .workspace(&app.workspace_id)
-                        .application(&app.id)
-                        .target(&app.id),
+                events.push(
+                    Self::app_event("application.provisioned", app).actor(EventActor::System),
                 );
             }
             Err(error) => {
@@ -61,7 +59,7 @@ impl ControlPlane {
             }
         }
         app.updated_at = now;
-        Ok(())
+        Ok(events)
     }
 
     /// Retries applications stuck in `provisioning` whose backoff has elapsed.
@@ -77,8 +75,9 @@ impl ControlPlane {
             {
                 continue;
             }
-            self.provision(&mut app).await?;
-            self.store.update_application(&app).await?;
+            let provisioned = self.provision(&mut app).await?;
+            self.audited(None, provisioned, self.store.update_application(&app))
+                .await?;
             self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         }
         Ok(())
@@ -94,14 +93,16 @@ impl ControlPlane {
                     continue;
                 }
             }
-            self.store.remove_application(&id).await?;
+            let mut purged = DomainEvent::new("application.purged")
+                .actor(EventActor::System)
+                .application(&id)
+                .target(&id);
+            if let Some(app) = self.store.any_application(&id).await? {
+                purged = purged.workspace(&app.workspace_id);
+            }
+            self.audited(None, vec![purged], self.store.remove_application(&id))
+                .await?;
             self.invalidate(crate::keys::Invalidation::Application(id.clone()));
-            self.events.emit(
-                DomainEvent::new("application.purged")
-                    .actor(EventActor::System)
-                    .application(&id)
-                    .target(&id),
-            );
             tracing::info!(app = %id, "purged application past its undelete window");
         }
         Ok(())

@@ -88,16 +88,19 @@ impl ControlPlane {
             created_at: now,
             updated_at: now,
         };
-        self.store
-            .create_workspace(&workspace, &owner)
-            .await
-            .map_err(duplicate("slug"))?;
-        self.emit(
-            actor,
-            DomainEvent::new("workspace.created")
+        self.audited(
+            Some(actor),
+            vec![DomainEvent::new("workspace.created")
                 .workspace(&workspace.id)
-                .target(&workspace.id),
-        );
+                .target(&workspace.id)],
+            async {
+                self.store
+                    .create_workspace(&workspace, &owner)
+                    .await
+                    .map_err(duplicate("slug"))
+            },
+        )
+        .await?;
         Ok((workspace, Role::Owner))
     }
 
@@ -137,16 +140,19 @@ impl ControlPlane {
             ws.metadata = parse_json_object("metadata", metadata)?;
         }
         ws.updated_at = authsome_domain::now();
-        self.store
-            .update_workspace(&ws)
-            .await
-            .map_err(duplicate("slug"))?;
-        self.emit(
-            actor,
-            DomainEvent::new("workspace.updated")
+        self.audited(
+            Some(actor),
+            vec![DomainEvent::new("workspace.updated")
                 .workspace(&ws.id)
-                .target(&ws.id),
-        );
+                .target(&ws.id)],
+            async {
+                self.store
+                    .update_workspace(&ws)
+                    .await
+                    .map_err(duplicate("slug"))
+            },
+        )
+        .await?;
         Ok((ws, role))
     }
 
@@ -160,18 +166,18 @@ impl ControlPlane {
                 "the root workspace cannot be deleted".into(),
             ));
         }
-        match self.store.delete_workspace(id).await {
-            Err(StorageError::NotFound) => Err(ControlError::NotFound("workspace")),
-            other => {
-                other?;
-                self.emit(
-                    actor,
-                    DomainEvent::new("workspace.deleted")
-                        .workspace(id)
-                        .target(id),
-                );
-                Ok(())
-            }
-        }
+        self.audited(
+            Some(actor),
+            vec![DomainEvent::new("workspace.deleted")
+                .workspace(id)
+                .target(id)],
+            async {
+                match self.store.delete_workspace(id).await {
+                    Err(StorageError::NotFound) => Err(ControlError::NotFound("workspace")),
+                    other => Ok(other?),
+                }
+            },
+        )
+        .await
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::id::{AccountId, ApplicationId, EventId, KeyId, UserId, WorkspaceId};
 
 /// Who caused an event.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", content = "id", rename_all = "camelCase")]
 pub enum EventActor {
     /// A team member signed in to the control plane.
@@ -24,7 +24,7 @@ pub enum EventActor {
 }
 
 /// How the attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Outcome {
     #[default]
@@ -35,13 +35,15 @@ pub enum Outcome {
     Denied,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// An event, in the form it is also stored in an audit outbox (JSON) until the audit log
+/// takes it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DomainEvent {
     pub id: EventId,
     pub at: DateTime<Utc>,
     /// A stable dotted name: `application.created`, `application.key.rolled`, `user.signed_in`.
-    pub action: &'static str,
+    pub action: String,
     pub actor: EventActor,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace_id: Option<WorkspaceId>,
@@ -57,8 +59,8 @@ pub struct DomainEvent {
     pub changes: serde_json::Map<String, serde_json::Value>,
     /// Values that identify someone or something but must not be readable in the audit log
     /// (an email typed at a failed sign-in): the audit log stores a keyed HMAC of each.
-    #[serde(skip)]
-    pub identifying: Vec<(&'static str, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identifying: Vec<(String, String)>,
     /// The caller's address and user agent, stamped by the sink from the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -71,7 +73,7 @@ impl DomainEvent {
         Self {
             id: EventId::new(),
             at: crate::now(),
-            action,
+            action: action.to_owned(),
             actor: EventActor::Unknown,
             workspace_id: None,
             application_id: None,
@@ -98,7 +100,7 @@ impl DomainEvent {
 
     /// Records a value that identifies but must not be readable (stored as a keyed HMAC).
     pub fn identifying(mut self, field: &'static str, value: impl Into<String>) -> Self {
-        self.identifying.push((field, value.into()));
+        self.identifying.push((field.to_owned(), value.into()));
         self
     }
 
@@ -123,10 +125,33 @@ impl DomainEvent {
     }
 }
 
-/// Where events go. Emitting never fails the write that caused it (delivery guarantees are the
-/// audit log's business: it will own a transactional outbox).
+/// Where a committed event was stored in the same transaction as its write (the audit
+/// outbox of that database), so the audit log can take it from there exactly once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredIn {
+    /// The control-plane database's outbox.
+    ControlPlane,
+    /// That application's database's outbox.
+    Application(ApplicationId),
+}
+
+/// Where events go.
+///
+/// Writes are audited fail-closed: the emitting code first has the sink [`EventSink::stamp`]
+/// the event (request id, caller, address), stores it in the outbox of the database it writes,
+/// in the write's own transaction, and after the commit hands it to
+/// [`EventSink::emit_stored`]. Events that are not writes (a denied request, a failed
+/// sign-in) go to [`EventSink::emit`].
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: DomainEvent);
+
+    /// Completes the event from the request it is raised in, before it is stored.
+    fn stamp(&self, _event: &mut DomainEvent) {}
+
+    /// An event already stored in an outbox with its write.
+    fn emit_stored(&self, event: DomainEvent, _stored_in: StoredIn) {
+        self.emit(event);
+    }
 }
 
 /// A sink that drops everything (tools and tests that do not care).

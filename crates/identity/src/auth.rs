@@ -111,18 +111,26 @@ impl Identity {
             last_sign_in_at: Some(now),
         };
         let hash = self.hash_password(input.password).await;
-        store
-            .create_user(&user, Some(&hash))
-            .await
-            .map_err(|e| match e {
-                StorageError::Duplicate => {
-                    IdentityError::Conflict("a user with this email already exists".into())
-                }
-                other => other.into(),
-            })?;
-        let session = self.issue_session(app, &*store, &user, client).await?;
+        self.audited(
+            app,
+            Self::event(app, "user.signed_up", &user.id, Some(&user.id)),
+            async {
+                store
+                    .create_user(&user, Some(&hash))
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::Duplicate => {
+                            IdentityError::Conflict("a user with this email already exists".into())
+                        }
+                        other => other.into(),
+                    })
+            },
+        )
+        .await?;
+        let session = self
+            .issue_session(app, &*store, &user, client, None)
+            .await?;
         self.note_active(app, &user.id, now);
-        self.emit(app, "user.signed_up", &user.id, Some(&user.id));
         Ok((user, session))
     }
 
@@ -176,9 +184,10 @@ impl Identity {
         }
         let now = authsome_domain::now();
         store.record_sign_in(&user.id, now).await?;
-        let session = self.issue_session(app, &*store, &user, client).await?;
+        let session = self
+            .issue_session(app, &*store, &user, client, Some("user.signed_in"))
+            .await?;
         self.note_active(app, &user.id, now);
-        self.emit(app, "user.signed_in", &session.id, Some(&user.id));
         Ok((
             User {
                 last_sign_in_at: Some(now),
@@ -231,17 +240,27 @@ impl Identity {
         };
         // Recording activity more often than once a minute is not worth a write per refresh.
         let touch = now - session.last_active_at > chrono::Duration::minutes(1);
-        match store
-            .rotate_refresh(&hash, &successor_record, now, touch)
-            .await?
-        {
+        let refreshed = Self::event(app, "session.refreshed", &session.id, Some(&user.id));
+        let (rotation, _) = self
+            .audited_if_written(
+                app,
+                refreshed.clone(),
+                store.rotate_refresh(&hash, &successor_record, now, touch),
+            )
+            .await?;
+        match rotation {
             Rotation::Rotated => {}
             Rotation::AlreadyRotated(at) if now - at <= REFRESH_REUSE_GRACE => {
-                store.add_refresh(&successor_record, now).await?;
+                self.audited(app, refreshed, store.add_refresh(&successor_record, now))
+                    .await?;
             }
             Rotation::AlreadyRotated(_) => {
-                store.revoke_session(&session.id, now).await?;
-                self.emit(app, "session.revoked_on_reuse", &session.id, Some(&user.id));
+                self.audited(
+                    app,
+                    Self::event(app, "session.revoked_on_reuse", &session.id, Some(&user.id)),
+                    store.revoke_session(&session.id, now),
+                )
+                .await?;
                 tracing::warn!(app = %app, session = %session.id, "refresh token reuse: session revoked");
                 return Err(IdentityError::Unauthenticated(
                     "refresh token reuse detected; the session is revoked",
@@ -250,7 +269,6 @@ impl Identity {
             Rotation::Unknown => return Err(IdentityError::Unauthenticated(BAD_REFRESH)),
         }
         self.note_active(app, &user.id, now);
-        self.emit(app, "session.refreshed", &session.id, Some(&user.id));
         let token = self
             .access_token(app, &*store, &user, &session, now)
             .await?;
@@ -267,10 +285,12 @@ impl Identity {
     pub async fn sign_out(&self, app: &ApplicationId, access_token: &str) -> Result<()> {
         let (user, session, _) = self.authenticate(app, access_token).await?;
         let store = self.store(app).await?;
-        store
-            .revoke_session(&session.id, authsome_domain::now())
-            .await?;
-        self.emit(app, "user.signed_out", &session.id, Some(&user.id));
+        self.audited(
+            app,
+            Self::event(app, "user.signed_out", &session.id, Some(&user.id)),
+            store.revoke_session(&session.id, authsome_domain::now()),
+        )
+        .await?;
         Ok(())
     }
 
@@ -317,16 +337,18 @@ impl Identity {
                 .await?
                 .ok_or(IdentityError::NotFound("organization"))?;
         }
-        store
-            .set_active_organization(&session.id, input.organization_id.as_ref())
-            .await?;
-        session.active_organization_id = input.organization_id;
-        self.emit(
+        self.audited(
             app,
-            "session.organization_switched",
-            &session.id,
-            Some(&user.id),
-        );
+            Self::event(
+                app,
+                "session.organization_switched",
+                &session.id,
+                Some(&user.id),
+            ),
+            store.set_active_organization(&session.id, input.organization_id.as_ref()),
+        )
+        .await?;
+        session.active_organization_id = input.organization_id;
         let (token, expires_at) = self
             .access_token(app, &*store, &user, &session, authsome_domain::now())
             .await?;
@@ -363,8 +385,12 @@ impl Identity {
             .await?
             .filter(|s| s.user_id == user.id)
             .ok_or(IdentityError::NotFound("session"))?;
-        store.revoke_session(id, authsome_domain::now()).await?;
-        self.emit(app, "session.revoked", id, Some(&user.id));
+        self.audited(
+            app,
+            Self::event(app, "session.revoked", id, Some(&user.id)),
+            store.revoke_session(id, authsome_domain::now()),
+        )
+        .await?;
         Ok(())
     }
 
@@ -387,6 +413,7 @@ impl Identity {
         store: &dyn AppRepository,
         user: &User,
         client: &ClientInfo,
+        action: Option<&'static str>,
     ) -> Result<IssuedSession> {
         let now = authsome_domain::now();
         let session = Session {
@@ -404,18 +431,25 @@ impl Identity {
             active_organization_id: None,
         };
         let refresh = OpaqueToken::generate(REFRESH_PREFIX);
-        store
-            .create_session(
-                &session,
-                &RefreshRecord {
-                    hash: refresh.hash,
-                    session_id: session.id.clone(),
-                    created_at: now,
-                    expires_at: session.expires_at,
-                    rotated_at: None,
-                },
-            )
-            .await?;
+        let record = RefreshRecord {
+            hash: refresh.hash,
+            session_id: session.id.clone(),
+            created_at: now,
+            expires_at: session.expires_at,
+            rotated_at: None,
+        };
+        match action {
+            Some(action) => {
+                self.audited(
+                    app,
+                    Self::event(app, action, &session.id, Some(&user.id)),
+                    store.create_session(&session, &record),
+                )
+                .await?
+            }
+            // Part of a write that is audited itself (sign-up).
+            None => store.create_session(&session, &record).await?,
+        }
         let (token, expires_at) = self.access_token(app, store, user, &session, now).await?;
         Ok(IssuedSession {
             id: session.id,

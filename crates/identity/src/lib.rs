@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use authsome_domain::event::{DomainEvent, EventActor, EventSink, NoEvents};
+use authsome_domain::event::{DomainEvent, EventActor, EventSink, NoEvents, StoredIn};
 use authsome_domain::id::ApplicationId;
 use authsome_domain::identity::SigningKeyRecord;
 use authsome_domain::master_key::MasterKey;
@@ -159,22 +159,86 @@ impl Identity {
         self
     }
 
-    /// Announces a write in `app`; `user` is the actor when an end user did it (otherwise the
-    /// sink takes the caller from the request).
-    pub(crate) fn emit(
-        &self,
+    /// An event of `app`; `user` is the actor when an end user did it (otherwise the sink
+    /// takes the caller from the request).
+    pub(crate) fn event(
         app: &ApplicationId,
         action: &'static str,
         target: impl std::fmt::Display,
         user: Option<&authsome_domain::id::UserId>,
-    ) {
+    ) -> DomainEvent {
         let actor = user.map_or(EventActor::Unknown, |u| EventActor::User(u.clone()));
-        self.events.emit(
-            DomainEvent::new(action)
-                .application(app)
-                .target(target)
-                .actor(actor),
-        );
+        DomainEvent::new(action)
+            .application(app)
+            .target(target)
+            .actor(actor)
+    }
+
+    /// Performs `write` with `event` committed to the application's audit outbox in the
+    /// write's own transaction, then hands the event to the audit log. Fail closed: when the
+    /// outbox row cannot be stored, the write rolls back with it and the caller gets the error.
+    pub(crate) async fn audited<T, E>(
+        &self,
+        app: &ApplicationId,
+        event: DomainEvent,
+        write: impl std::future::Future<Output = std::result::Result<T, E>>,
+    ) -> Result<T>
+    where
+        IdentityError: From<E>,
+    {
+        let (value, stored) = self.audited_if_written(app, event, write).await?;
+        if !stored {
+            tracing::error!(app = %app, "an audited write stored no outbox row");
+            debug_assert!(false, "audited write without an outbox row");
+        }
+        Ok(value)
+    }
+
+    /// As [`Identity::audited`], for a write that may legitimately write nothing (a refresh
+    /// that lost the race): the event is announced only when it was stored.
+    pub(crate) async fn audited_if_written<T, E>(
+        &self,
+        app: &ApplicationId,
+        mut event: DomainEvent,
+        write: impl std::future::Future<Output = std::result::Result<T, E>>,
+    ) -> Result<(T, bool)>
+    where
+        IdentityError: From<E>,
+    {
+        self.events.stamp(&mut event);
+        let rows = vec![authsome_storage::outbox::OutboxRow::of(&event)];
+        let (result, stored) = authsome_storage::outbox::scope(rows, write).await;
+        let value = result?;
+        if stored {
+            self.events
+                .emit_stored(event, StoredIn::Application(app.clone()));
+        }
+        Ok((value, stored))
+    }
+
+    /// Deletes audit outbox rows of `app` that the audit log now holds.
+    pub async fn delete_outbox(&self, app: &ApplicationId, ids: &[String]) -> Result<()> {
+        Ok(self.store(app).await?.delete_outbox(ids).await?)
+    }
+
+    /// Audit outbox rows older than `before` in the applications this process has open
+    /// (those whose hand-over to the audit log never happened).
+    pub async fn stale_outboxes(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(ApplicationId, Vec<authsome_storage::outbox::OutboxRow>)> {
+        let mut found = Vec::new();
+        for app in self.databases.open_applications() {
+            let Ok(store) = self.store(&app).await else {
+                continue;
+            };
+            match store.outbox(before, 1_000).await {
+                Ok(rows) if !rows.is_empty() => found.push((app, rows)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(app = %app, error = %e, "cannot read the audit outbox"),
+            }
+        }
+        found
     }
 
     pub fn databases(&self) -> &AppDatabases {
@@ -248,16 +312,18 @@ impl Identity {
                 "a rotation is already pending; wait until the next key signs".into(),
             ));
         }
-        store
-            .insert_signing_key(&self.new_signing_key(app, now, switch_at))
-            .await?;
+        self.audited(
+            app,
+            Self::event(app, "application.signing_key.rotated", app, None),
+            store.insert_signing_key(&self.new_signing_key(app, now, switch_at)),
+        )
+        .await?;
         for old in keys.iter().filter(|k| k.retired_at.is_none()) {
             store.retire_signing_key(&old.kid, switch_at).await?;
         }
         if let Ok(mut cache) = self.keys.write() {
             cache.remove(app);
         }
-        self.emit(app, "application.signing_key.rotated", app, None);
         Ok(store.signing_keys().await?)
     }
 

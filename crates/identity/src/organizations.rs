@@ -135,14 +135,22 @@ impl Identity {
             }
             None => None,
         };
-        store
-            .create_organization(&org, creator.as_ref())
-            .await
-            .map_err(|e| match e {
-                StorageError::Duplicate => IdentityError::Conflict("slug is already taken".into()),
-                other => other.into(),
-            })?;
-        self.emit(app, "organization.created", &org.id, None);
+        self.audited(
+            app,
+            Self::event(app, "organization.created", &org.id, None),
+            async {
+                store
+                    .create_organization(&org, creator.as_ref())
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::Duplicate => {
+                            IdentityError::Conflict("slug is already taken".into())
+                        }
+                        other => other.into(),
+                    })
+            },
+        )
+        .await?;
         Ok((org, creator))
     }
 
@@ -187,11 +195,19 @@ impl Identity {
             org.metadata = parse_json_object("metadata", m)?;
         }
         org.updated_at = authsome_domain::now();
-        store.update_organization(&org).await.map_err(|e| match e {
-            StorageError::Duplicate => IdentityError::Conflict("slug is already taken".into()),
-            other => storage("organization")(other),
-        })?;
-        self.emit(app, "organization.updated", &org.id, None);
+        self.audited(
+            app,
+            Self::event(app, "organization.updated", &org.id, None),
+            async {
+                store.update_organization(&org).await.map_err(|e| match e {
+                    StorageError::Duplicate => {
+                        IdentityError::Conflict("slug is already taken".into())
+                    }
+                    other => storage("organization")(other),
+                })
+            },
+        )
+        .await?;
         Ok(org)
     }
 
@@ -200,12 +216,18 @@ impl Identity {
         app: &ApplicationId,
         id: &OrganizationId,
     ) -> Result<()> {
-        self.store(app)
-            .await?
-            .delete_organization(id)
-            .await
-            .map_err(storage("organization"))?;
-        self.emit(app, "organization.deleted", id, None);
+        let store = self.store(app).await?;
+        self.audited(
+            app,
+            Self::event(app, "organization.deleted", id, None),
+            async {
+                store
+                    .delete_organization(id)
+                    .await
+                    .map_err(storage("organization"))
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -234,11 +256,18 @@ impl Identity {
             created_at: now,
             updated_at: now,
         };
-        store
-            .add_membership(&membership)
-            .await
-            .map_err(storage("membership"))?;
-        self.emit(app, "organization.membership.added", &membership.id, None);
+        self.audited(
+            app,
+            Self::event(app, "organization.membership.added", &membership.id, None)
+                .change("role", membership.role.clone()),
+            async {
+                store
+                    .add_membership(&membership)
+                    .await
+                    .map_err(storage("membership"))
+            },
+        )
+        .await?;
         Ok(membership)
     }
 
@@ -264,13 +293,20 @@ impl Identity {
         patch: MembershipPatch,
     ) -> Result<OrgMembership> {
         let role = parse_org_role(&patch.role)?;
+        let store = self.store(app).await?;
         let membership = self
-            .store(app)
-            .await?
-            .update_membership_role(org, id, &role, authsome_domain::now())
-            .await
-            .map_err(storage("membership"))?;
-        self.emit(app, "organization.membership.updated", id, None);
+            .audited(
+                app,
+                Self::event(app, "organization.membership.updated", id, None)
+                    .change("role", role.clone()),
+                async {
+                    store
+                        .update_membership_role(org, id, &role, authsome_domain::now())
+                        .await
+                        .map_err(storage("membership"))
+                },
+            )
+            .await?;
         Ok(membership)
     }
 
@@ -280,12 +316,18 @@ impl Identity {
         org: &OrganizationId,
         id: &OrgMembershipId,
     ) -> Result<()> {
-        self.store(app)
-            .await?
-            .remove_membership(org, id)
-            .await
-            .map_err(storage("membership"))?;
-        self.emit(app, "organization.membership.removed", id, None);
+        let store = self.store(app).await?;
+        self.audited(
+            app,
+            Self::event(app, "organization.membership.removed", id, None),
+            async {
+                store
+                    .remove_membership(org, id)
+                    .await
+                    .map_err(storage("membership"))
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -314,8 +356,14 @@ impl Identity {
             expires_at: now + ORG_INVITATION_TTL,
             accepted_at: None,
         };
-        store.create_invitation(&invitation).await?;
-        self.emit(app, "organization.invitation.created", &invitation.id, None);
+        self.audited(
+            app,
+            Self::event(app, "organization.invitation.created", &invitation.id, None)
+                .change("role", role.clone())
+                .identifying("email", email.clone()),
+            store.create_invitation(&invitation),
+        )
+        .await?;
         Ok(CreatedOrgInvitation {
             id: invitation.id,
             organization_id: org.clone(),
@@ -352,19 +400,25 @@ impl Identity {
             created_at: now,
             updated_at: now,
         };
-        store
-            .accept_org_invitation(&invitation.id, &membership, now)
-            .await
-            .map_err(|e| match e {
-                StorageError::State(_) => IdentityError::NotFound("invitation"),
-                other => storage("membership")(other),
-            })?;
-        self.emit(
+        self.audited(
             app,
-            "organization.invitation.accepted",
-            &invitation.id,
-            Some(&membership.user_id),
-        );
+            Self::event(
+                app,
+                "organization.invitation.accepted",
+                &invitation.id,
+                Some(&membership.user_id),
+            ),
+            async {
+                store
+                    .accept_org_invitation(&invitation.id, &membership, now)
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::State(_) => IdentityError::NotFound("invitation"),
+                        other => storage("membership")(other),
+                    })
+            },
+        )
+        .await?;
         Ok(membership)
     }
 }

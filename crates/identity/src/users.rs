@@ -75,12 +75,18 @@ impl Identity {
             Some(p) => Some(self.hash_password(p).await),
             None => None,
         };
-        self.store(app)
-            .await?
-            .create_user(&user, hash.as_deref())
-            .await
-            .map_err(email_taken)?;
-        self.emit(app, "user.created", &user.id, None);
+        let store = self.store(app).await?;
+        self.audited(
+            app,
+            Self::event(app, "user.created", &user.id, None),
+            async {
+                store
+                    .create_user(&user, hash.as_deref())
+                    .await
+                    .map_err(email_taken)
+            },
+        )
+        .await?;
         Ok(user)
     }
 
@@ -138,21 +144,26 @@ impl Identity {
         };
         let now = authsome_domain::now();
         user.updated_at = now;
-        store.update_user(&user).await.map_err(email_taken)?;
+        let mut event = Self::event(app, "user.updated", id, None);
+        if new_hash.is_some() {
+            event = event.change("password", "changed");
+        }
+        self.audited(app, event, async {
+            store.update_user(&user).await.map_err(email_taken)
+        })
+        .await?;
         if let Some(hash) = new_hash {
             store.set_password(id, &hash, now).await?;
         }
-        self.emit(app, "user.updated", id, None);
         Ok(user)
     }
 
     pub async fn delete_user(&self, app: &ApplicationId, id: &UserId) -> Result<()> {
-        self.store(app)
-            .await?
-            .delete_user(id)
-            .await
-            .map_err(email_taken)?;
-        self.emit(app, "user.deleted", id, None);
+        let store = self.store(app).await?;
+        self.audited(app, Self::event(app, "user.deleted", id, None), async {
+            store.delete_user(id).await.map_err(email_taken)
+        })
+        .await?;
         Ok(())
     }
 
@@ -171,18 +182,16 @@ impl Identity {
         let now = authsome_domain::now();
         user.disabled = disabled;
         user.updated_at = now;
-        store.update_user(&user).await.map_err(email_taken)?;
+        let action = if disabled {
+            "user.disabled"
+        } else {
+            "user.enabled"
+        };
+        self.audited(app, Self::event(app, action, id, None), async {
+            store.update_user(&user).await.map_err(email_taken)
+        })
+        .await?;
         if disabled {
-            self.emit(
-                app,
-                if disabled {
-                    "user.disabled"
-                } else {
-                    "user.enabled"
-                },
-                id,
-                None,
-            );
             store.revoke_user_sessions(id, now).await?;
         }
         Ok(user)
@@ -203,15 +212,17 @@ impl Identity {
     }
 
     pub async fn revoke_session(&self, app: &ApplicationId, id: &SessionId) -> Result<()> {
-        self.store(app)
-            .await?
-            .revoke_session(id, authsome_domain::now())
-            .await
-            .map_err(|e| match e {
-                StorageError::NotFound => IdentityError::NotFound("session"),
-                other => other.into(),
-            })?;
-        self.emit(app, "session.revoked", id, None);
+        let store = self.store(app).await?;
+        self.audited(app, Self::event(app, "session.revoked", id, None), async {
+            store
+                .revoke_session(id, authsome_domain::now())
+                .await
+                .map_err(|e| match e {
+                    StorageError::NotFound => IdentityError::NotFound("session"),
+                    other => other.into(),
+                })
+        })
+        .await?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use authsome_control::audit::AuditLog;
-use authsome_domain::event::{DomainEvent, EventActor, EventSink};
+use authsome_domain::event::{DomainEvent, EventActor, EventSink, StoredIn};
 use tokio::sync::broadcast;
 
 use crate::request_id;
@@ -38,7 +38,7 @@ impl EventBus {
 }
 
 impl EventSink for EventBus {
-    fn emit(&self, mut event: DomainEvent) {
+    fn stamp(&self, event: &mut DomainEvent) {
         if let Some(context) = request_id::context() {
             event.request_id = Some(context.id.clone());
             event.ip.clone_from(&context.ip);
@@ -51,11 +51,23 @@ impl EventSink for EventBus {
         } else if event.actor == EventActor::Unknown {
             event.actor = EventActor::System;
         }
-        tracing::debug!(action = event.action, target = ?event.target, "event");
+    }
+
+    fn emit(&self, mut event: DomainEvent) {
+        self.stamp(&mut event);
+        tracing::debug!(action = %event.action, target = ?event.target, "event");
         if let Some(audit) = &self.audit {
             audit.record(event.clone());
         }
         // No subscriber yet is fine: nothing is lost that anyone asked for.
+        let _ = self.sender.send(event);
+    }
+
+    fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
+        tracing::debug!(action = %event.action, target = ?event.target, "event");
+        if let Some(audit) = &self.audit {
+            audit.record_stored(event.clone(), stored_in);
+        }
         let _ = self.sender.send(event);
     }
 }

@@ -85,6 +85,7 @@ impl ServerState {
         audit.spawn_writer();
         let events = Arc::new(EventBus::new(4096).with_audit(audit.clone()));
         let identity = Arc::new(identity.with_events(events.clone()));
+        audit.set_app_outbox(Arc::new(IdentityOutbox(identity.clone())));
         let control = control
             .with_provisioner(Arc::new(IdentityProvisioner(identity.clone())))
             .with_events(events.clone());
@@ -175,6 +176,26 @@ pub async fn flush_batched(state: &AppState) {
     }
     if let Err(e) = state.audit.checkpoint_all().await {
         tracing::error!(error = %e, "audit checkpoint failed");
+    }
+}
+
+/// The applications' audit outboxes, which live in their databases (the identity engine's).
+struct IdentityOutbox(Arc<Identity>);
+
+#[async_trait::async_trait]
+impl authsome_control::audit::AppOutbox for IdentityOutbox {
+    async fn delete(&self, app: &ApplicationId, ids: &[String]) -> Result<(), String> {
+        self.0
+            .delete_outbox(app, ids)
+            .await
+            .map_err(|e| error_chain(&e))
+    }
+
+    async fn stale(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(ApplicationId, Vec<authsome_storage::outbox::OutboxRow>)> {
+        self.0.stale_outboxes(before).await
     }
 }
 

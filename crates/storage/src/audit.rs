@@ -83,7 +83,8 @@ pub trait AuditRepository {
     ) -> Result<AuditHead>;
     async fn audit_head(&self, workspace: &WorkspaceId) -> Result<Option<AuditHead>>;
     /// Appends `rows` (indices `expected_size..`) and moves the head, only if the log still
-    /// has `expected_size` entries; `false` when another writer got there first.
+    /// has `expected_size` entries; `false` when another writer got there first. Deletes the
+    /// control-plane outbox rows `outbox_ids` in the same transaction (exactly once).
     async fn append_audit(
         &self,
         workspace: &WorkspaceId,
@@ -91,7 +92,18 @@ pub trait AuditRepository {
         rows: &[AuditRow],
         head_hash: &[u8],
         compact_range: &[u8],
+        outbox_ids: &[String],
     ) -> Result<bool>;
+    /// Control-plane outbox rows created before `before`, oldest first.
+    async fn audit_outbox(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::outbox::OutboxRow>>;
+    /// Deletes control-plane outbox rows (ones the log already holds).
+    async fn delete_audit_outbox(&self, ids: &[String]) -> Result<()>;
+    /// Which of `ids` the audit log already holds.
+    async fn existing_audit_ids(&self, ids: &[String]) -> Result<Vec<String>>;
     /// Entries matching `filter`, newest first, older than the entry with id `before`.
     async fn audit_entries(
         &self,
@@ -338,6 +350,7 @@ macro_rules! impl_audit {
                     rows: &[AuditRow],
                     head_hash: &[u8],
                     compact_range: &[u8],
+                    outbox_ids: &[String],
                 ) -> Result<bool> {
                     let mut tx = self.pool.begin().await?;
                     // The head moves first: on SQLite this takes the write lock, on Postgres the
@@ -375,8 +388,74 @@ macro_rules! impl_audit {
                         });
                         insert.build().execute(&mut *tx).await?;
                     }
+                    for chunk in outbox_ids.chunks(ROWS_PER_INSERT) {
+                        let mut delete =
+                            sqlx::QueryBuilder::<Db>::new("DELETE FROM audit_outbox WHERE id IN (");
+                        let mut ids = delete.separated(", ");
+                        for id in chunk {
+                            ids.push_bind(id);
+                        }
+                        delete.push(")");
+                        delete.build().execute(&mut *tx).await?;
+                    }
                     tx.commit().await?;
                     Ok(true)
+                }
+
+                async fn audit_outbox(
+                    &self,
+                    before: DateTime<Utc>,
+                    limit: u32,
+                ) -> Result<Vec<crate::outbox::OutboxRow>> {
+                    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                        "SELECT id, body, created_at FROM audit_outbox WHERE created_at < $1 \
+                         ORDER BY created_at, id LIMIT $2",
+                    )
+                    .bind(ms(before))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter()
+                        .map(|(id, body, at)| {
+                            Ok(crate::outbox::OutboxRow {
+                                id,
+                                body,
+                                created_at: time(at, "audit_outbox.created_at")?,
+                            })
+                        })
+                        .collect()
+                }
+
+                async fn delete_audit_outbox(&self, ids: &[String]) -> Result<()> {
+                    for chunk in ids.chunks(ROWS_PER_INSERT) {
+                        let mut delete =
+                            sqlx::QueryBuilder::<Db>::new("DELETE FROM audit_outbox WHERE id IN (");
+                        let mut list = delete.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id);
+                        }
+                        delete.push(")");
+                        delete.build().execute(&self.pool).await?;
+                    }
+                    Ok(())
+                }
+
+                async fn existing_audit_ids(&self, ids: &[String]) -> Result<Vec<String>> {
+                    let mut found = Vec::new();
+                    for chunk in ids.chunks(ROWS_PER_INSERT) {
+                        let mut select = sqlx::QueryBuilder::<Db>::new(
+                            "SELECT id FROM audit_entries WHERE id IN (",
+                        );
+                        let mut list = select.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id);
+                        }
+                        select.push(")");
+                        let rows: Vec<(String,)> =
+                            select.build_query_as().fetch_all(&self.pool).await?;
+                        found.extend(rows.into_iter().map(|(id,)| id));
+                    }
+                    Ok(found)
                 }
 
                 async fn audit_entries(

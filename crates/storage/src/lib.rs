@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod outbox;
 mod postgres;
 mod rows;
 mod sql;

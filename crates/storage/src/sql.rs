@@ -48,6 +48,8 @@ macro_rules! impl_repositories {
             }
         }
 
+        crate::outbox::outbox_writer!(<$store as HasDb>::Db);
+
         fn after(page: &PageRequest) -> &str {
             page.after.as_deref().unwrap_or("")
         }
@@ -142,7 +144,9 @@ macro_rules! impl_repositories {
                 insert_workspace(&mut *tx, &root.workspace).await?;
                 insert_member(&mut *tx, &root.member).await?;
                 insert_key(&mut *tx, &root.key).await?;
+                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(BootstrapOutcome::Created)
             }
 
@@ -303,6 +307,7 @@ macro_rules! impl_repositories {
                 created_at: DateTime<Utc>,
                 expires_at: DateTime<Utc>,
             ) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO control_sessions (token_hash, account_id, created_at, expires_at) \
                      VALUES ($1, $2, $3, $4)",
@@ -311,8 +316,11 @@ macro_rules! impl_repositories {
                 .bind(account.as_str())
                 .bind(ms(created_at))
                 .bind(ms(expires_at))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -372,7 +380,9 @@ macro_rules! impl_repositories {
                 let mut tx = self.pool.begin().await?;
                 insert_workspace(&mut *tx, workspace).await?;
                 insert_member(&mut *tx, owner).await?;
+                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -471,6 +481,7 @@ macro_rules! impl_repositories {
             }
 
             async fn update_workspace(&self, w: &Workspace) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE workspaces SET name = $1, slug = $2, plan = $3, status = $4, \
                      kyc_status = $5, payment_status = $6, metadata = $7, limits = $8, \
@@ -486,26 +497,34 @@ macro_rules! impl_repositories {
                 .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
                 .bind(ms(w.updated_at))
                 .bind(w.id.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
             async fn delete_workspace(&self, id: &WorkspaceId) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "DELETE FROM workspaces WHERE id = $1 \
                      AND NOT EXISTS (SELECT 1 FROM applications WHERE workspace_id = $1)",
                 )
                 .bind(id.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 1 {
+                    let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                     return Ok(());
                 }
+                drop(tx);
                 match self.any_workspace(id).await? {
                     Some(_) => Err(StorageError::State("the workspace still has applications")),
                     None => Err(StorageError::NotFound),
@@ -588,7 +607,9 @@ macro_rules! impl_repositories {
                 .bind(ms(expires_at))
                 .execute(&mut *tx)
                 .await?;
+                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 self.member_by_id(&member.workspace_id, &member.id).await
             }
 
@@ -616,7 +637,9 @@ macro_rules! impl_repositories {
                 if count_active_owners(&mut *tx, workspace).await? == 0 {
                     return Err(StorageError::LastOwner);
                 }
+                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 self.member_by_id(workspace, id).await
             }
 
@@ -634,7 +657,9 @@ macro_rules! impl_repositories {
                 if count_active_owners(&mut *tx, workspace).await? == 0 {
                     return Err(StorageError::LastOwner);
                 }
+                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -706,7 +731,9 @@ macro_rules! impl_repositories {
                 .bind(inv.account.id.as_str())
                 .execute(&mut *tx)
                 .await?;
+                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 self.member_by_id(&inv.workspace_id, &inv.member_id).await
             }
         }
@@ -714,6 +741,7 @@ macro_rules! impl_repositories {
         #[async_trait]
         impl ApplicationRepository for $store {
             async fn create_application(&self, a: &Application) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO applications (id, workspace_id, name, slug, environment, tenancy, \
                      status, region, config, upstreams, created_at, updated_at, deleted_at, purge_at, \
@@ -737,9 +765,12 @@ macro_rules! impl_repositories {
                 .bind(opt_ms(a.provisioned_at))
                 .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
                 .bind(a.provision_error.as_deref())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -809,6 +840,7 @@ macro_rules! impl_repositories {
             }
 
             async fn update_application(&self, a: &Application) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE applications SET name = $1, slug = $2, status = $3, region = $4, \
                      config = $5, upstreams = $6, updated_at = $7, deleted_at = $8, purge_at = $9, \
@@ -829,12 +861,15 @@ macro_rules! impl_repositories {
                 .bind(opt_ms(a.provisioned_at))
                 .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
                 .bind(a.provision_error.as_deref())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -877,10 +912,14 @@ macro_rules! impl_repositories {
             }
 
             async fn remove_application(&self, id: &ApplicationId) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query("DELETE FROM applications WHERE id = $1 AND purge_at IS NOT NULL")
                     .bind(id.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
         }
@@ -888,7 +927,12 @@ macro_rules! impl_repositories {
         #[async_trait]
         impl KeyRepository for $store {
             async fn insert_key(&self, key: &ApiKey) -> Result<()> {
-                insert_key(&self.pool, key).await
+                let mut tx = self.pool.begin().await?;
+                insert_key(&mut *tx, key).await?;
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
+                Ok(())
             }
 
             async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>> {
@@ -966,11 +1010,14 @@ macro_rules! impl_repositories {
                     return Err(StorageError::State("the key was already rolled or revoked"));
                 }
                 insert_key(&mut *tx, replacement).await?;
+                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
             async fn revoke_key(&self, old: &ApiKey, now: DateTime<Utc>) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE api_keys SET revoked_at = $1 \
                      WHERE workspace_id = $2 AND id = $3 AND revoked_at IS NULL",
@@ -978,11 +1025,14 @@ macro_rules! impl_repositories {
                 .bind(ms(now))
                 .bind(old.workspace_id.as_str())
                 .bind(old.id.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::State("the key is already revoked"));
                 }
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -1001,7 +1051,9 @@ macro_rules! impl_repositories {
                     .execute(&mut *tx)
                     .await?;
                 }
+                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
         }
@@ -1029,7 +1081,9 @@ macro_rules! impl_repositories {
                     .execute(&mut *tx)
                     .await?;
                 }
+                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 

@@ -78,6 +78,7 @@ backend_tests!(
     sessions_expire,
     audit_appends_are_optimistic_filtered_and_scoped,
     audit_signing_keys_rotate_with_one_active,
+    outbox_rows_commit_with_their_write_or_not_at_all,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1173,13 +1174,13 @@ async fn audit_appends_are_optimistic_filtered_and_scoped(store: Arc<dyn Store>)
         audit_row(2, "permission.denied", "acc_2", "denied", 3_000),
     ];
     assert!(store
-        .append_audit(&a.id, 0, &rows, &[1; 32], b"range3")
+        .append_audit(&a.id, 0, &rows, &[1; 32], b"range3", &[])
         .await
         .unwrap());
     // A writer that read the old head loses and writes nothing.
     let late = vec![audit_row(0, "late", "acc_9", "success", 4_000)];
     assert!(!store
-        .append_audit(&a.id, 0, &late, &[2; 32], b"x")
+        .append_audit(&a.id, 0, &late, &[2; 32], b"x", &[])
         .await
         .unwrap());
     let head = store.audit_head(&a.id).await.unwrap().unwrap();
@@ -1319,4 +1320,62 @@ async fn audit_signing_keys_rotate_with_one_active(store: Arc<dyn Store>) {
         chrono::DateTime::from_timestamp_millis(3_000)
     );
     assert_eq!(keys[1].retired_at, None);
+}
+
+fn outbox_row(id: &str) -> authsome_storage::outbox::OutboxRow {
+    authsome_storage::outbox::OutboxRow {
+        id: id.into(),
+        body: format!("{{\"id\":\"{id}\"}}"),
+        created_at: now(),
+    }
+}
+
+async fn outbox_rows_commit_with_their_write_or_not_at_all(store: Arc<dyn Store>) {
+    use authsome_storage::outbox::scope;
+    let (ws, _, _) = seeded(&store, "outboxed").await;
+    let later = now() + Duration::seconds(1);
+    // Committed with the write.
+    let mut updated = ws.clone();
+    updated.name = "Outboxed".into();
+    let (result, stored) = scope(vec![outbox_row("evt_a")], store.update_workspace(&updated)).await;
+    result.unwrap();
+    assert!(stored);
+    // A write that fails takes its outbox row with it.
+    let mut missing = ws.clone();
+    missing.id = WorkspaceId::new();
+    let (result, stored) = scope(vec![outbox_row("evt_b")], store.update_workspace(&missing)).await;
+    assert!(matches!(result, Err(StorageError::NotFound)));
+    assert!(!stored);
+    // No scope, no row.
+    store.update_workspace(&updated).await.unwrap();
+    let rows = store.audit_outbox(later, 10).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["evt_a"]
+    );
+    // Appending deletes the rows it took, in its own transaction.
+    store
+        .open_audit_log(&ws.id, b"r", "k", now())
+        .await
+        .unwrap();
+    let entry = AuditRow {
+        id: "evt_a".into(),
+        ..audit_row(0, "workspace.updated", "acc_1", "success", 1)
+    };
+    assert!(store
+        .append_audit(&ws.id, 0, &[entry], &[1; 32], b"r1", &["evt_a".to_owned()])
+        .await
+        .unwrap());
+    assert!(store.audit_outbox(later, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .existing_audit_ids(&["evt_a".into(), "evt_z".into()])
+            .await
+            .unwrap(),
+        vec!["evt_a".to_owned()]
+    );
+    store
+        .delete_audit_outbox(&["evt_nothing".into()])
+        .await
+        .unwrap();
 }

@@ -24,6 +24,8 @@ on_both_backends!(
     proofs_agree_with_an_independent_rfc6962_implementation,
     rotated_checkpoint_keys_keep_old_checkpoints_verifiable,
     retention_prunes_bodies_and_the_rest_still_verifies,
+    a_write_whose_audit_entry_cannot_be_stored_does_not_happen,
+    outbox_rows_left_by_a_crash_land_exactly_once,
 );
 
 /// Every entry of the workspace's log, oldest first, through the paginated API.
@@ -787,4 +789,214 @@ async fn a_100k_entry_export_streams_and_verifies_on_postgres() {
     if let Some(app) = spawn_postgres().await {
         a_large_export_streams(app).await;
     }
+}
+
+/// Runs one statement on the control-plane database, past the API.
+async fn raw(app: &TestApp, sql: &str, binds: &[&str]) {
+    if app.db_url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        let mut q = sqlx::query(sql);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        q.execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
+        let mut q = sqlx::query(sql);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        q.execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+async fn a_write_whose_audit_entry_cannot_be_stored_does_not_happen(app: TestApp) {
+    let t = app.tenant("Fail closed").await;
+    let apps = format!("/control/v1/workspaces/{}/applications", t.ws);
+    // The audit outbox cannot take rows: every audited write must fail, and not happen.
+    raw(
+        &app,
+        "ALTER TABLE audit_outbox RENAME TO audit_outbox_away",
+        &[],
+    )
+    .await;
+    let r = app
+        .post(
+            &apps,
+            &t.owner_token,
+            json!({"name": "Unaudited", "environment": "development"}),
+        )
+        .await;
+    assert_error(&r, 500, "internal_error");
+    let r = app
+        .patch(
+            &format!("/control/v1/workspaces/{}", t.ws),
+            &t.owner_token,
+            json!({"name": "Renamed unaudited"}),
+        )
+        .await;
+    assert_error(&r, 500, "internal_error");
+    raw(
+        &app,
+        "ALTER TABLE audit_outbox_away RENAME TO audit_outbox",
+        &[],
+    )
+    .await;
+    let listed = app.get(&apps, &t.owner_token).await;
+    assert_eq!(
+        listed.body["data"].as_array().unwrap().len(),
+        0,
+        "{}",
+        listed.body
+    );
+    let ws = app
+        .get(&format!("/control/v1/workspaces/{}", t.ws), &t.owner_token)
+        .await;
+    assert_ne!(ws.body["name"], "Renamed unaudited");
+    // With the outbox back, the same write happens and is audited once.
+    let r = app
+        .post(
+            &apps,
+            &t.owner_token,
+            json!({"name": "Audited", "environment": "development"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let entries = all_entries(&app, &t.owner_token, &t.ws, "&action=application.created").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["target"], r.body["id"]);
+}
+
+async fn outbox_rows_left_by_a_crash_land_exactly_once(app: TestApp) {
+    let t = app.tenant("Crashed").await;
+    let ws: WorkspaceId = t.ws.parse().unwrap();
+    app.state.audit.flush().await;
+    // A row whose hand-over never came (the process stopped after the commit) ...
+    let mut lost = DomainEvent::new("workspace.updated")
+        .workspace(&ws)
+        .target(&ws);
+    lost.at = authsome_domain::now() - chrono::Duration::minutes(1);
+    // ... and one the log already holds (stopped after the append, before the delete).
+    let held = all_entries(&app, &t.owner_token, &t.ws, "").await;
+    let held_id = held[0]["id"].as_str().unwrap().to_owned();
+    let duplicate = DomainEvent::new("workspace.created").workspace(&ws);
+    let old = (authsome_domain::now() - chrono::Duration::minutes(1))
+        .timestamp_millis()
+        .to_string();
+    for (id, body) in [
+        (lost.id.to_string(), serde_json::to_string(&lost).unwrap()),
+        (held_id.clone(), serde_json::to_string(&duplicate).unwrap()),
+    ] {
+        raw(
+            &app,
+            "INSERT INTO audit_outbox (id, body, created_at) VALUES ($1, $2, CAST($3 AS BIGINT))",
+            &[&id, &body, &old],
+        )
+        .await;
+    }
+    app.state.audit.recover_outboxes().await.unwrap();
+    app.state.audit.recover_outboxes().await.unwrap();
+    let entries = all_entries(&app, &t.owner_token, &t.ws, "").await;
+    assert_eq!(entries.len(), held.len() + 1, "{entries:?}");
+    let recovered: Vec<_> = entries
+        .iter()
+        .filter(|e| e["id"] == lost.id.to_string())
+        .collect();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0]["action"], "workspace.updated");
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["id"] == held_id.as_str())
+            .count(),
+        1
+    );
+    let verified = app
+        .get(
+            &format!("/control/v1/workspaces/{}/audit/verify", t.ws),
+            &t.owner_token,
+        )
+        .await;
+    assert_eq!(verified.body["valid"], true, "{}", verified.body);
+}
+
+#[tokio::test]
+async fn an_application_write_fails_closed_and_its_outbox_is_recovered() {
+    let app = spawn_app().await;
+    let t = app.tenant("App outbox").await;
+    let app_id = app.application(&t.owner_token, &t.ws, "development").await;
+    let (_, sk) = app.key(&t.owner_token, &app_id, "secret").await;
+    let users = format!("/v1/{app_id}/users");
+    let created = app
+        .post(&users, &sk, json!({"email": "kept@example.com"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let db = format!(
+        "sqlite://{}",
+        app.apps_dir
+            .as_ref()
+            .unwrap()
+            .join(format!("{app_id}.db"))
+            .display()
+    );
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("ALTER TABLE audit_outbox RENAME TO audit_outbox_away")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let r = app
+        .post(&users, &sk, json!({"email": "unaudited@example.com"}))
+        .await;
+    assert_error(&r, 500, "internal_error");
+    sqlx::query("ALTER TABLE audit_outbox_away RENAME TO audit_outbox")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let listed = app
+        .get(&format!("{users}?email=unaudited@example.com"), &sk)
+        .await;
+    assert_eq!(
+        listed.body["data"].as_array().unwrap().len(),
+        0,
+        "{}",
+        listed.body
+    );
+
+    // A row abandoned in the application's outbox is taken exactly once.
+    let app_typed: authsome_domain::id::ApplicationId = app_id.parse().unwrap();
+    let mut lost = DomainEvent::new("user.updated")
+        .application(&app_typed)
+        .target("usr_lost");
+    lost.at = authsome_domain::now() - chrono::Duration::minutes(1);
+    sqlx::query("INSERT INTO audit_outbox (id, body, created_at) VALUES ($1, $2, $3)")
+        .bind(lost.id.to_string())
+        .bind(serde_json::to_string(&lost).unwrap())
+        .bind(lost.at.timestamp_millis())
+        .execute(&pool)
+        .await
+        .unwrap();
+    app.state.audit.recover_outboxes().await.unwrap();
+    app.state.audit.recover_outboxes().await.unwrap();
+    let entries = all_entries(&app, &t.owner_token, &t.ws, "&action=user.").await;
+    let found: Vec<_> = entries
+        .iter()
+        .filter(|e| e["id"] == lost.id.to_string())
+        .collect();
+    assert_eq!(found.len(), 1, "{entries:?}");
+    assert_eq!(found[0]["workspaceId"], t.ws.as_str());
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    // The user created before is audited once too.
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["action"] == "user.created")
+            .count(),
+        1
+    );
 }

@@ -34,12 +34,13 @@ async fn writes_emit_typed_events_with_actor_and_request_id() {
         .unwrap()
         .to_owned();
     let events = drain(&mut rx);
-    let actions: Vec<_> = events.iter().map(|e| e.action).collect();
+    let actions: Vec<_> = events.iter().map(|e| e.action.as_str()).collect();
+    // The creation is committed first, then provisioning marks the application active.
     assert_eq!(
         actions,
-        vec!["application.provisioned", "application.created"]
+        vec!["application.created", "application.provisioned"]
     );
-    let e = &events[1];
+    let e = &events[0];
     assert!(matches!(e.actor, EventActor::Account(_)));
     assert_eq!(e.request_id.as_deref(), Some(request_id.as_str()));
     assert_eq!(
@@ -51,7 +52,7 @@ async fn writes_emit_typed_events_with_actor_and_request_id() {
         Some(app_id.clone())
     );
     assert_eq!(e.target.as_deref(), Some(app_id.as_str()));
-    assert_eq!(events[0].actor, EventActor::System);
+    assert_eq!(events[1].actor, EventActor::System);
 
     let (key_id, sk) = app.key(&t.owner_token, &app_id, "secret").await;
     let (_, pk) = app.key(&t.owner_token, &app_id, "publishable").await;
@@ -81,7 +82,7 @@ async fn writes_emit_typed_events_with_actor_and_request_id() {
     )
     .await;
     let events = drain(&mut rx);
-    let actions: Vec<_> = events.iter().map(|e| e.action).collect();
+    let actions: Vec<_> = events.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, vec!["user.signed_up", "user.created"]);
     assert_eq!(events[0].actor, EventActor::User(user_id.parse().unwrap()));
     assert_eq!(events[1].actor, EventActor::Key(key_id.parse().unwrap()));

@@ -115,6 +115,14 @@ pub trait IdentityRepository: Send + Sync {
     async fn retire_signing_key(&self, kid: &str, at: DateTime<Utc>) -> Result<()>;
 
     /// Records first authentications of the month (`(month, user, at)`); repeats are ignored.
+    /// Outbox rows created before `before`, oldest first (see `crate::outbox`).
+    async fn outbox(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::outbox::OutboxRow>>;
+    /// Deletes outbox rows the audit log now holds.
+    async fn delete_outbox(&self, ids: &[String]) -> Result<()>;
     async fn record_active_users(&self, entries: &[(String, UserId, DateTime<Utc>)]) -> Result<()>;
     /// Distinct users who authenticated in `month` (`YYYY-MM`).
     async fn active_users(&self, month: &str) -> Result<u64>;
@@ -482,6 +490,19 @@ impl AppDatabases {
                 if let Some(evicted) = evicted {
                     evicted.closer.close().await;
                 }
+                // Once per process and application: a database created by an older version
+                // gets the newer migrations before its first use.
+                let migrated = match &closer {
+                    Closer::Sqlite(pool) => sql::SQLITE_APP_MIGRATOR.run(pool).await,
+                    Closer::Postgres(pool) => sql::POSTGRES_APP_MIGRATOR.run(pool).await,
+                };
+                if let Err(e) = migrated {
+                    if let Ok(mut open) = self.open.lock() {
+                        open.remove(app);
+                    }
+                    closer.close().await;
+                    return Err(e.into());
+                }
                 Ok(store)
             }
         }
@@ -519,6 +540,14 @@ impl AppDatabases {
         for closer in closing {
             closer.close().await;
         }
+    }
+
+    /// The applications whose pools are open now.
+    pub fn open_applications(&self) -> Vec<ApplicationId> {
+        self.open
+            .lock()
+            .map(|open| open.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn open_pools(&self) -> usize {

@@ -243,8 +243,10 @@ fn like_pattern(text: &str) -> String {
 }
 
 macro_rules! impl_identity {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
         impl $store {
+            crate::outbox::outbox_writer!($db);
+
             /// Why a rotation did not happen: rotated already (and when), or no such token.
             async fn rotation_state(&self, old: &KeyHash) -> Result<super::Rotation> {
                 let rotated: Option<Option<i64>> =
@@ -269,6 +271,7 @@ macro_rules! impl_identity {
             }
 
             async fn create_user(&self, u: &User, password_hash: Option<&str>) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO users (id, email, name, password_hash, public_metadata, \
                      private_metadata, disabled_at, created_at, updated_at, last_sign_in_at) \
@@ -284,9 +287,12 @@ macro_rules! impl_identity {
                 .bind(ms(u.created_at))
                 .bind(ms(u.updated_at))
                 .bind(opt_ms(u.last_sign_in_at))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -343,6 +349,7 @@ macro_rules! impl_identity {
             }
 
             async fn update_user(&self, u: &User) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE users SET email = $1, name = $2, public_metadata = $3, \
                      private_metadata = $4, \
@@ -356,12 +363,15 @@ macro_rules! impl_identity {
                 .bind(u.disabled)
                 .bind(ms(u.updated_at))
                 .bind(u.id.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -371,23 +381,31 @@ macro_rules! impl_identity {
                 password_hash: &str,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
                     .bind(password_hash)
                     .bind(ms(now))
                     .bind(id.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
             async fn delete_user(&self, id: &UserId) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(id.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -418,7 +436,9 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await?;
                 insert_refresh(&mut *tx, refresh).await?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -471,28 +491,37 @@ macro_rules! impl_identity {
             }
 
             async fn revoke_session(&self, id: &SessionId, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
                 )
                 .bind(ms(now))
                 .bind(id.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
             async fn revoke_user_sessions(&self, user: &UserId, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-                Ok(sqlx::query(
+                let mut tx = self.pool.begin().await?;
+                let revoked = sqlx::query(
                     "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
                 )
                 .bind(ms(now))
                 .bind(user.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected())
+                .rows_affected();
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
+                Ok(revoked)
             }
 
             async fn refresh_with_session(
@@ -525,7 +554,9 @@ macro_rules! impl_identity {
                 now: chrono::DateTime<chrono::Utc>,
                 touch_session: bool,
             ) -> Result<super::Rotation> {
-                if <$store>::DATA_MODIFYING_CTE {
+                let pending = crate::outbox::pending();
+                if <$store>::DATA_MODIFYING_CTE && pending.len() <= 1 {
+                    let event = pending.first();
                     // One atomic statement, one round trip: mark the old token rotated, insert
                     // its successor only if that happened, and touch the session if asked.
                     let won: i64 = sqlx::query_scalar(
@@ -538,8 +569,12 @@ macro_rules! impl_identity {
                              SELECT $3, session_id, $4, $5 FROM old RETURNING session_id), \
                          touch AS ( \
                              UPDATE sessions SET last_active_at = $1 \
-                             WHERE $6 AND id IN (SELECT session_id FROM ins) RETURNING 1) \
-                         SELECT (SELECT COUNT(*) FROM ins) + 0 * (SELECT COUNT(*) FROM touch)",
+                             WHERE $6 AND id IN (SELECT session_id FROM ins) RETURNING 1), \
+                         outbox AS ( \
+                             INSERT INTO audit_outbox (id, body, created_at) \
+                             SELECT $7, $8, $4 FROM ins WHERE $7 IS NOT NULL RETURNING 1) \
+                         SELECT (SELECT COUNT(*) FROM ins) + 0 * (SELECT COUNT(*) FROM touch) \
+                             + 0 * (SELECT COUNT(*) FROM outbox)",
                     )
                     .bind(ms(now))
                     .bind(old.to_hex())
@@ -547,9 +582,12 @@ macro_rules! impl_identity {
                     .bind(ms(successor.created_at))
                     .bind(ms(successor.expires_at))
                     .bind(touch_session)
+                    .bind(event.map(|e| e.id.as_str()))
+                    .bind(event.map(|e| e.body.as_str()))
                     .fetch_one(&self.pool)
                     .await?;
                     if won == 1 {
+                        crate::outbox::committed(event.is_some());
                         return Ok(super::Rotation::Rotated);
                     }
                     return self.rotation_state(old).await;
@@ -572,7 +610,9 @@ macro_rules! impl_identity {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    tx.commit().await?;
+                    let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                     return Ok(super::Rotation::Rotated);
                 }
                 drop(tx);
@@ -587,7 +627,9 @@ macro_rules! impl_identity {
                     .bind(record.session_id.as_str())
                     .execute(&mut *tx)
                     .await?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -604,6 +646,7 @@ macro_rules! impl_identity {
             }
 
             async fn insert_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO signing_keys (kid, sealed_private, public_key, created_at, \
                      activates_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -614,18 +657,25 @@ macro_rules! impl_identity {
                 .bind(ms(k.created_at))
                 .bind(ms(k.activates_at))
                 .bind(opt_ms(k.retired_at))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
             async fn retire_signing_key(&self, kid: &str, at: chrono::DateTime<chrono::Utc>) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL")
                     .bind(ms(at))
                     .bind(kid)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -634,11 +684,53 @@ macro_rules! impl_identity {
                 session: &SessionId,
                 organization: Option<&OrganizationId>,
             ) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query("UPDATE sessions SET active_org_id = $1 WHERE id = $2")
                     .bind(organization.map(|o| o.as_str()))
                     .bind(session.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
+                Ok(())
+            }
+
+            async fn outbox(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> Result<Vec<crate::outbox::OutboxRow>> {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT id, body, created_at FROM audit_outbox WHERE created_at < $1 \
+                     ORDER BY created_at, id LIMIT $2",
+                )
+                .bind(ms(before))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(id, body, at)| {
+                        Ok(crate::outbox::OutboxRow {
+                            id,
+                            body,
+                            created_at: time(at, "audit_outbox.created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn delete_outbox(&self, ids: &[String]) -> Result<()> {
+                for chunk in ids.chunks(500) {
+                    let mut delete =
+                        sqlx::QueryBuilder::<$db>::new("DELETE FROM audit_outbox WHERE id IN (");
+                    let mut list = delete.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    delete.push(")");
+                    delete.build().execute(&self.pool).await?;
+                }
                 Ok(())
             }
 
@@ -661,7 +753,9 @@ macro_rules! impl_identity {
                     .execute(&mut *tx)
                     .await?;
                 }
+                let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -698,7 +792,9 @@ macro_rules! impl_identity {
                 if let Some(m) = first_member {
                     insert_membership(&mut *tx, m).await?;
                 }
+                let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -729,6 +825,7 @@ macro_rules! impl_identity {
             }
 
             async fn update_organization(&self, org: &Organization) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE organizations SET name = $1, slug = $2, metadata = $3, updated_at = $4 WHERE id = $5",
                 )
@@ -737,12 +834,15 @@ macro_rules! impl_identity {
                 .bind(org.metadata.to_string())
                 .bind(ms(org.updated_at))
                 .bind(org.id.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -759,12 +859,19 @@ macro_rules! impl_identity {
                     .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
             async fn add_membership(&self, m: &OrgMembership) -> Result<()> {
-                insert_membership(&self.pool, m).await
+                let mut tx = self.pool.begin().await?;
+                insert_membership(&mut *tx, m).await?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
+                Ok(())
             }
 
             async fn membership(
@@ -838,6 +945,7 @@ macro_rules! impl_identity {
                 role: &str,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<OrgMembership> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE org_memberships SET role = $1, updated_at = $2 \
                      WHERE organization_id = $3 AND id = $4",
@@ -846,11 +954,14 @@ macro_rules! impl_identity {
                 .bind(ms(now))
                 .bind(org.as_str())
                 .bind(id.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 self.membership(org, id).await?.ok_or(StorageError::NotFound)
             }
 
@@ -872,11 +983,14 @@ macro_rules! impl_identity {
                 .bind(org.as_str())
                 .execute(&mut *tx)
                 .await?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
             async fn create_invitation(&self, inv: &OrgInvitation) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO org_invitations (id, organization_id, email, role, token_hash, \
                      created_at, expires_at, accepted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -889,9 +1003,12 @@ macro_rules! impl_identity {
                 .bind(ms(inv.created_at))
                 .bind(ms(inv.expires_at))
                 .bind(opt_ms(inv.accepted_at))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -932,7 +1049,9 @@ macro_rules! impl_identity {
                     return Err(StorageError::State("the invitation was already used or has expired"));
                 }
                 insert_membership(&mut *tx, membership).await?;
+                let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
+                crate::outbox::committed(outboxed);
                 Ok(())
             }
         }
@@ -1072,5 +1191,5 @@ where
     Ok(())
 }
 
-impl_identity!(SqliteAppStore);
-impl_identity!(PostgresAppStore);
+impl_identity!(SqliteAppStore, sqlx::Sqlite);
+impl_identity!(PostgresAppStore, sqlx::Postgres);

@@ -1,0 +1,108 @@
+//! The audit outbox: how a write and its audit event are committed together or not at all.
+//!
+//! The control plane and the identity engine run each audited write inside [`scope`] with the
+//! write's event already serialised. The storage method that performs the write inserts the
+//! pending rows into its own database's `audit_outbox` table in the write's transaction, and
+//! reports them stored only once that transaction commits. The audit writer later moves each
+//! row into the workspace's log and deletes it, skipping ids the log already holds, so every
+//! row lands exactly once. A write whose outbox row cannot be stored rolls back with it.
+//!
+//! **Invariant:** every storage method that writes something audited calls the backend's
+//! `write_outbox` in its transaction and [`committed`] after the commit.
+
+use std::cell::RefCell;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+/// An event waiting in an outbox: its id (`evt_…`) and JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl OutboxRow {
+    /// The row of an event: its id and its JSON.
+    pub fn of(event: &authsome_domain::event::DomainEvent) -> Self {
+        Self {
+            id: event.id.to_string(),
+            body: serde_json::to_string(event).unwrap_or_default(),
+            created_at: event.at,
+        }
+    }
+}
+
+struct Pending {
+    rows: Vec<OutboxRow>,
+    stored: bool,
+}
+
+tokio::task_local! {
+    static PENDING: RefCell<Pending>;
+}
+
+/// Runs `write` with `rows` pending; returns its output and whether the rows were committed
+/// with it.
+pub async fn scope<F: Future>(rows: Vec<OutboxRow>, write: F) -> (F::Output, bool) {
+    let pending = RefCell::new(Pending {
+        rows,
+        stored: false,
+    });
+    PENDING
+        .scope(pending, async move {
+            let output = write.await;
+            let stored = PENDING.with(|p| p.borrow().stored);
+            (output, stored)
+        })
+        .await
+}
+
+/// The rows the current write must store (none outside a [`scope`], or once stored).
+pub(crate) fn pending() -> Vec<OutboxRow> {
+    PENDING
+        .try_with(|p| {
+            let p = p.borrow();
+            if p.stored {
+                Vec::new()
+            } else {
+                p.rows.clone()
+            }
+        })
+        .unwrap_or_default()
+}
+
+/// Called after the transaction that wrote the pending rows committed.
+pub(crate) fn committed(wrote: bool) {
+    if wrote {
+        let _ = PENDING.try_with(|p| p.borrow_mut().stored = true);
+    }
+}
+
+/// `write_outbox(executor) -> Result<bool>` for one backend: inserts the pending rows (if
+/// any) through `executor`, which must be the write's transaction.
+macro_rules! outbox_writer {
+    ($db:ty) => {
+        async fn write_outbox<'e, E>(exec: E) -> $crate::Result<bool>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            let rows = $crate::outbox::pending();
+            if rows.is_empty() {
+                return Ok(false);
+            }
+            let mut insert =
+                sqlx::QueryBuilder::<$db>::new("INSERT INTO audit_outbox (id, body, created_at) ");
+            insert.push_values(&rows, |mut b, r| {
+                b.push_bind(&r.id)
+                    .push_bind(&r.body)
+                    .push_bind(r.created_at.timestamp_millis());
+            });
+            insert.build().execute(exec).await?;
+            Ok(true)
+        }
+    };
+}
+
+pub(crate) use outbox_writer;
