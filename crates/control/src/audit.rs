@@ -44,6 +44,8 @@ use crate::{ControlError, Result};
 
 /// Events taken from the queue per write.
 const BATCH: usize = 2_000;
+/// How long the writer waits for more entries before appending a small batch.
+const LINGER: Duration = Duration::from_millis(20);
 /// Rows read per query when exporting or verifying.
 pub const EXPORT_CHUNK: u32 = 1_000;
 /// Largest tree a proof is computed over in one request.
@@ -281,15 +283,28 @@ impl AuditLog {
             };
             let mut events = Vec::new();
             let mut flushes = Vec::new();
+            // Entries trickling in one by one (sequential writes) are worth a short wait: one
+            // append transaction for many entries instead of one each. A flush ends the wait.
+            let linger_until = tokio::time::Instant::now() + LINGER;
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 match m {
                     Msg::Event(q) => events.push(*q),
                     Msg::Flush(f) => flushes.push(f),
                 }
-                if events.len() < BATCH {
-                    next = receiver.try_recv().ok();
+                if events.len() >= BATCH {
+                    break;
                 }
+                next = match receiver.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(_) if flushes.is_empty() => {
+                        tokio::time::timeout_at(linger_until, receiver.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    Err(_) => None,
+                };
             }
             let mut backoff = Duration::from_millis(50);
             while let Err(e) = self.write(&events, &mut heads, &mut workspaces).await {

@@ -1,0 +1,233 @@
+//! Audit log throughput and the cost of auditing a write, on SQLite and on Postgres.
+//!
+//! `cargo bench -p authsome-control --bench audit`
+//!
+//! 1. Appends: events queued for one workspace, written by the audit writer with the hash
+//!    chain, the canonical encoding, the Merkle leaf and the compact range maintained, timed
+//!    until all are stored. Target: at least 10,000 entries per second.
+//! 2. Overhead on a control-plane write, timed until the log holds every entry:
+//!    a. the bare storage write (`update_workspace`), plain vs with its outbox row and the
+//!    writer's append;
+//!    b. the control-plane operation (`ControlPlane::update_workspace`: access check, then the
+//!    audited write), against the same storage statements without the audit.
+//!    Target: under 10%.
+//!
+//! Postgres comes from `AUTHSOME_TEST_POSTGRES_URL` (a throwaway database is created); it is
+//! skipped with a message when unreachable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authsome_control::audit::{AuditLog, AuditSettings};
+use authsome_control::{ControlPlane, ControlSettings, WorkspacePatch};
+use authsome_domain::event::{DomainEvent, EventSink, StoredIn};
+use authsome_domain::id::{AccountId, MemberId, WorkspaceId};
+use authsome_domain::master_key::MasterKey;
+use authsome_domain::tenancy::{
+    Actor, KycStatus, Member, MemberStatus, PaymentStatus, Plan, Role, Workspace, WorkspaceLimits,
+    WorkspaceStatus,
+};
+use authsome_storage::outbox::{scope, OutboxRow};
+use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
+
+const APPENDS: usize = 50_000;
+const WRITES: usize = 2_000;
+
+fn workspace() -> (Workspace, Member) {
+    let now = authsome_domain::now();
+    let id = WorkspaceId::new();
+    let ws = Workspace {
+        id: id.clone(),
+        name: "Bench".into(),
+        slug: format!("bench-{}", &id.to_string()[3..13]),
+        plan: Plan::Pro,
+        status: WorkspaceStatus::Active,
+        kyc_status: KycStatus::Completed,
+        payment_status: PaymentStatus::Current,
+        metadata: serde_json::json!({}),
+        limits: WorkspaceLimits::default(),
+        root: false,
+        created_at: now,
+        updated_at: now,
+    };
+    let owner = Member {
+        id: MemberId::new(),
+        workspace_id: id,
+        account_id: AccountId::new(),
+        email: String::new(),
+        name: None,
+        role: Role::Owner,
+        status: MemberStatus::Active,
+        created_at: now,
+        updated_at: now,
+    };
+    (ws, owner)
+}
+
+async fn entries(store: &Arc<dyn Store>, ws: &WorkspaceId) -> u64 {
+    store
+        .audit_head(ws)
+        .await
+        .ok()
+        .flatten()
+        .map_or(0, |h| h.size)
+}
+
+async fn run(backend: &str, store: Arc<dyn Store>) {
+    let audit = AuditLog::new(
+        store.clone(),
+        Arc::new(MasterKey::generate()),
+        AuditSettings::for_public_url("http://bench.local"),
+    );
+    audit.spawn_writer();
+
+    // 1. Appends.
+    let (ws, _) = workspace();
+    let started = Instant::now();
+    for i in 0..APPENDS {
+        audit.record(
+            DomainEvent::new("workspace.updated")
+                .workspace(&ws.id)
+                .target(format!("bench-{i}"))
+                .change("name", "Bench"),
+        );
+    }
+    audit.flush().await;
+    let elapsed = started.elapsed();
+    assert_eq!(entries(&store, &ws.id).await, APPENDS as u64);
+    println!(
+        "{backend:<9} audit appends (chain + Merkle tree) {:>9.0} entries/s",
+        APPENDS as f64 / elapsed.as_secs_f64()
+    );
+
+    // 2. Overhead on a write.
+    let (ws, owner) = workspace();
+    store
+        .create_account(
+            &authsome_domain::tenancy::Account {
+                id: owner.account_id.clone(),
+                email: format!("{}@bench.local", owner.id),
+                name: None,
+                created_at: ws.created_at,
+            },
+            None,
+        )
+        .await
+        .expect("account");
+    store
+        .create_workspace(&ws, &owner)
+        .await
+        .expect("workspace");
+    let mut plain = ws.clone();
+    let started = Instant::now();
+    for i in 0..WRITES {
+        plain.name = format!("Plain {i}");
+        let (done, _) = scope(Vec::new(), store.update_workspace(&plain)).await;
+        done.expect("write");
+    }
+    let baseline = started.elapsed();
+    let before = entries(&store, &ws.id).await;
+    let started = Instant::now();
+    for i in 0..WRITES {
+        plain.name = format!("Audited {i}");
+        let event = DomainEvent::new("workspace.updated")
+            .workspace(&ws.id)
+            .target(&ws.id)
+            .change("name", plain.name.clone());
+        let (done, stored) =
+            scope(vec![OutboxRow::of(&event)], store.update_workspace(&plain)).await;
+        done.expect("write");
+        assert!(stored);
+        audit.record_stored(event, StoredIn::ControlPlane);
+    }
+    audit.flush().await;
+    let audited = started.elapsed();
+    assert_eq!(entries(&store, &ws.id).await, before + WRITES as u64);
+    report(backend, "storage write", baseline, audited);
+
+    // b. The whole control-plane operation.
+    let control = ControlPlane::new(store.clone(), ControlSettings::default())
+        .with_events(Arc::new(Recorder(audit.clone())));
+    let actor = Actor::Account(owner.account_id.clone());
+    let started = Instant::now();
+    for i in 0..WRITES {
+        // What the operation does, without its audit: the access check and the write.
+        let (mut current, _) = store
+            .workspace_access(&actor, &ws.id)
+            .await
+            .expect("access")
+            .expect("member");
+        current.name = format!("Plain op {i}");
+        current.updated_at = authsome_domain::now();
+        let (done, _) = scope(Vec::new(), store.update_workspace(&current)).await;
+        done.expect("write");
+    }
+    let baseline = started.elapsed();
+    let before = entries(&store, &ws.id).await;
+    let started = Instant::now();
+    for i in 0..WRITES {
+        control
+            .update_workspace(
+                &actor,
+                &ws.id,
+                WorkspacePatch {
+                    name: Some(format!("Audited op {i}")),
+                    slug: None,
+                    metadata: None,
+                },
+            )
+            .await
+            .expect("update");
+    }
+    audit.flush().await;
+    let audited = started.elapsed();
+    assert_eq!(entries(&store, &ws.id).await, before + WRITES as u64);
+    report(backend, "control-plane operation", baseline, audited);
+}
+
+/// The server's event sink, reduced to what the audit needs.
+struct Recorder(Arc<AuditLog>);
+
+impl EventSink for Recorder {
+    fn emit(&self, event: DomainEvent) {
+        self.0.record(event);
+    }
+
+    fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
+        self.0.record_stored(event, stored_in);
+    }
+}
+
+fn report(backend: &str, what: &str, baseline: Duration, audited: Duration) {
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / WRITES as f64;
+    println!(
+        "{backend:<9} {what:<24} plain {:>7.1} µs   audited {:>7.1} µs   overhead {:+.1}%",
+        per(baseline),
+        per(audited),
+        (audited.as_secs_f64() / baseline.as_secs_f64() - 1.0) * 100.0
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = SqliteStore::open(&dir.path().join("bench.db"))
+            .await
+            .expect("open");
+        sqlite.migrate().await.expect("migrate");
+        run("sqlite", Arc::new(sqlite)).await;
+        match authsome_testkit::TestDatabase::create().await {
+            Some(db) => {
+                let pg = PostgresStore::connect(&db.url).await.expect("connect");
+                pg.migrate().await.expect("migrate");
+                run("postgres", Arc::new(pg)).await;
+            }
+            None => println!("postgres  skipped: not reachable"),
+        }
+    });
+}
