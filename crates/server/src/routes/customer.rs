@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use authsome_domain::event::{DomainEvent, EventActor, EventSink, Outcome};
 use authsome_domain::keys::KeyKind;
 use authsome_domain::tenancy::{
     ApiKey, AppStatus, Application, Environment, KeyScope, PaymentStatus, Workspace,
@@ -168,20 +169,25 @@ fn ensure_serving(app: &Application) -> Result<(), ApiError> {
 }
 
 /// Secret keys only, and only with the scope the route needs.
-pub fn require_secret(key: &ApiKey, scope: KeyScope) -> Result<(), ApiError> {
-    if key.kind != KeyKind::Secret {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "this route needs the application's secret key",
-        ));
+/// The admin API needs the application's secret key with `scope`; a refusal is audited.
+pub fn require_secret(state: &AppState, key: &ApiKey, scope: KeyScope) -> Result<(), ApiError> {
+    let refusal = if key.kind != KeyKind::Secret {
+        "this route needs the application's secret key".to_owned()
+    } else if !key.has_scope(scope) {
+        format!("this key lacks the `{}` scope", scope.as_str())
+    } else {
+        return Ok(());
+    };
+    let mut denied = DomainEvent::new("permission.denied")
+        .workspace(&key.workspace_id)
+        .actor(EventActor::Key(key.id.clone()))
+        .outcome(Outcome::Denied)
+        .change("scope", scope.as_str());
+    if let Some(app) = &key.application_id {
+        denied = denied.application(app);
     }
-    if !key.has_scope(scope) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("this key lacks the `{}` scope", scope.as_str()),
-        ));
-    }
-    Ok(())
+    state.events.emit(denied);
+    Err(ApiError::new(StatusCode::FORBIDDEN, refusal))
 }
 
 /// The access token of a request (`Authorization: Bearer <JWT>`).

@@ -67,7 +67,7 @@ pub async fn create(
     Json(input): Json<NewUser>,
 ) -> Result<(StatusCode, axum::Json<AdminUser>), ApiError> {
     let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&key, KeyScope::UsersWrite)?;
+    require_secret(&state, &key, KeyScope::UsersWrite)?;
     let user = state.identity.create_user(&app.id, input).await?;
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
@@ -83,7 +83,7 @@ pub async fn list(
     parts: Parts,
 ) -> Result<axum::Json<List<AdminUser>>, ApiError> {
     let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&key, KeyScope::UsersRead)?;
+    require_secret(&state, &key, KeyScope::UsersRead)?;
     let page = authsome_domain::page::PageRequest::parse(params.limit, params.cursor.as_deref())?;
     let users = state
         .identity
@@ -107,7 +107,7 @@ pub async fn get(
     parts: Parts,
 ) -> Result<axum::Json<AdminUser>, ApiError> {
     let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&key, KeyScope::UsersRead)?;
+    require_secret(&state, &key, KeyScope::UsersRead)?;
     let user: UserId = path_id(&user, "user")?;
     Ok(axum::Json(
         state.identity.get_user(&app.id, &user).await?.into(),
@@ -126,7 +126,7 @@ pub async fn update(
     Json(patch): Json<UserPatch>,
 ) -> Result<axum::Json<AdminUser>, ApiError> {
     let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&key, KeyScope::UsersWrite)?;
+    require_secret(&state, &key, KeyScope::UsersWrite)?;
     let user: UserId = path_id(&user, "user")?;
     Ok(axum::Json(
         state
@@ -147,7 +147,7 @@ pub async fn delete(
     parts: Parts,
 ) -> Result<StatusCode, ApiError> {
     let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&key, KeyScope::UsersWrite)?;
+    require_secret(&state, &key, KeyScope::UsersWrite)?;
     let user: UserId = path_id(&user, "user")?;
     state.identity.delete_user(&app.id, &user).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -186,7 +186,7 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<axum::Json<AdminUser>, ApiError> {
     let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&key, KeyScope::UsersWrite)?;
+    require_secret(&state, &key, KeyScope::UsersWrite)?;
     let user: UserId = path_id(&user, "user")?;
     Ok(axum::Json(
         state
@@ -208,7 +208,7 @@ pub async fn sessions(
     parts: Parts,
 ) -> Result<axum::Json<List<Session>>, ApiError> {
     let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&key, KeyScope::SessionsRead)?;
+    require_secret(&state, &key, KeyScope::SessionsRead)?;
     let user: UserId = path_id(&user, "user")?;
     let page = authsome_domain::page::PageRequest::parse(params.limit, params.cursor.as_deref())?;
     let sessions = state.identity.user_sessions(&app.id, &user, &page).await?;
@@ -226,7 +226,7 @@ pub async fn revoke_session(
     parts: Parts,
 ) -> Result<StatusCode, ApiError> {
     let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&key, KeyScope::SessionsWrite)?;
+    require_secret(&state, &key, KeyScope::SessionsWrite)?;
     let session: SessionId = path_id(&session, "session")?;
     state.identity.revoke_session(&app.id, &session).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -153,7 +153,7 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
     assert_eq!(failed.status, 401);
 
     // A viewer is denied a write: recorded as a denial.
-    let (_, viewer) = app
+    let (viewer_id, viewer) = app
         .add_member(&t.owner_token, ws, "viewer@audited.test", "viewer")
         .await;
     let denied = app
@@ -164,8 +164,83 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
         )
         .await;
     assert_eq!(denied.status, 403);
+    // A publishable key on the admin API: a denial too, by that key.
+    let refused = call_with(
+        &app,
+        Method::GET,
+        &format!("/v1/{app_id}/users"),
+        None,
+        Some(&pk),
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    // More writes, each audited once.
+    let renamed = app
+        .patch(
+            &format!("/control/v1/workspaces/{ws}"),
+            &t.owner_token,
+            json!({"name": "Audited renamed"}),
+        )
+        .await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    let r = app
+        .patch(
+            &format!("/control/v1/workspaces/{ws}/members/{viewer_id}"),
+            &t.owner_token,
+            json!({"role": "auditor"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = app
+        .delete(
+            &format!("/control/v1/workspaces/{ws}/members/{viewer_id}"),
+            &t.owner_token,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let user_id = signed_up.body["user"]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .post(
+            &format!("/v1/{app_id}/users/{user_id}/disable"),
+            &sk,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let org = app
+        .post(
+            &format!("/v1/{app_id}/organizations"),
+            &sk,
+            json!({"name": "Audited org"}),
+        )
+        .await;
+    assert_eq!(org.status, 201, "{}", org.body);
 
     let entries = all_entries(&app, &t.owner_token, ws, "").await;
+    assert_eq!(one(&entries, "workspace.updated")["target"], ws.as_str());
+    assert_eq!(
+        one(&entries, "workspace.member.role_changed")["changes"]["role"],
+        "auditor"
+    );
+    // (The platform operator who set the tenant up left it first.)
+    let removed = entries
+        .iter()
+        .filter(|e| e["action"] == "workspace.member.removed" && e["target"] == viewer_id.as_str());
+    assert_eq!(removed.count(), 1);
+    let disabled = one(&entries, "user.disabled");
+    assert_eq!(disabled["target"], user_id.as_str());
+    assert_eq!(disabled["actor"]["type"], "key");
+    assert_eq!(
+        one(&entries, "organization.created")["target"],
+        org.body["id"]
+    );
+    let scope_denial: Vec<_> = entries
+        .iter()
+        .filter(|e| e["action"] == "permission.denied" && e["changes"]["scope"] == "users:read")
+        .collect();
+    assert_eq!(scope_denial.len(), 1, "{entries:?}");
+    assert_eq!(scope_denial[0]["applicationId"], app_id.as_str());
     let c = one(&entries, "application.created");
     assert_eq!(c["workspaceId"], ws.as_str());
     assert_eq!(c["applicationId"], app_id.as_str());
@@ -214,9 +289,12 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
         .as_str()
         .unwrap()
         .starts_with("hmac-sha256:"));
-    let d = one(&entries, "permission.denied");
-    assert_eq!(d["outcome"], "denied");
-    assert_eq!(d["changes"]["role"], "viewer");
+    let d: Vec<_> = entries
+        .iter()
+        .filter(|e| e["action"] == "permission.denied" && e["changes"]["role"] == "viewer")
+        .collect();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["outcome"], "denied");
     assert!(entries
         .iter()
         .any(|e| e["action"] == "account.signed_in" && e["workspaceId"] == ws.as_str()));

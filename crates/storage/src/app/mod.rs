@@ -542,6 +542,14 @@ impl AppDatabases {
         }
     }
 
+    /// The application's store if its pool is open now (never opens or creates anything).
+    pub fn if_open(&self, app: &ApplicationId) -> Option<Arc<dyn AppRepository>> {
+        self.open
+            .lock()
+            .ok()
+            .and_then(|open| open.get(app).map(|o| o.store.clone()))
+    }
+
     /// The applications whose pools are open now.
     pub fn open_applications(&self) -> Vec<ApplicationId> {
         self.open
