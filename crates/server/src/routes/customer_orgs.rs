@@ -37,7 +37,7 @@ async fn admin(
     scope: KeyScope,
 ) -> Result<authsome_domain::id::ApplicationId, ApiError> {
     let (app, key) = keyed(state, app_id, parts).await?;
-    require_secret(&state, &key, scope)?;
+    require_secret(state, &key, scope)?;
     Ok(app.id.clone())
 }
 
