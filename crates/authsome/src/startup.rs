@@ -11,7 +11,10 @@ use authsome_server::{HttpSettings, ServerState};
 use authsome_storage::Store;
 use tokio::net::TcpListener;
 
-use authsome_gateway::{InProcessLimiter, RateLimiter, RedisChannel, RedisLimiter};
+use authsome_gateway::{
+    InProcessLimiter, InProcessReplayCache, RateLimiter, RedisChannel, RedisLimiter,
+    RedisReplayCache, ReplayCache,
+};
 use authsome_identity::Identity;
 use authsome_server::RedisInvalidations;
 use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
@@ -189,9 +192,14 @@ pub async fn serve(config: Config) -> Result<()> {
     // With Redis, every replica enforces the same per-key limits and hears of every cache
     // invalidation; without, each process keeps its own.
     let mut control = control_plane(&config, store);
-    let (limiter, channel): (Arc<dyn RateLimiter>, _) = match &config.redis_url {
+    let (limiter, replay, channel): (Arc<dyn RateLimiter>, Arc<dyn ReplayCache>, _) = match &config
+        .redis_url
+    {
         Some(url) => {
             let limiter = RedisLimiter::connect(url.as_str(), &config.redis_prefix)
+                .await
+                .context("AUTHSOME_REDIS_URL")?;
+            let replay = RedisReplayCache::connect(url.as_str(), &config.redis_prefix)
                 .await
                 .context("AUTHSOME_REDIS_URL")?;
             let channel = RedisChannel::connect(
@@ -201,17 +209,22 @@ pub async fn serve(config: Config) -> Result<()> {
             .await
             .context("AUTHSOME_REDIS_URL")?;
             control = control.with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone())));
-            (Arc::new(limiter), Some(channel))
+            (Arc::new(limiter), Arc::new(replay), Some(channel))
         }
-        None => (Arc::new(InProcessLimiter::default()), None),
+        None => (
+            Arc::new(InProcessLimiter::default()),
+            Arc::new(InProcessReplayCache::default()),
+            None,
+        ),
     };
-    let state = ServerState::with_limiter(
+    let state = ServerState::with_shared_state(
         control,
         identity,
         HttpSettings {
             max_body_bytes: config.max_body_bytes,
         },
         limiter,
+        replay,
     );
     if let Some(channel) = &channel {
         authsome_server::listen_for_invalidations(&state, channel);

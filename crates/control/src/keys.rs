@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use authsome_domain::event::DomainEvent;
 use authsome_domain::id::{ApplicationId, KeyId, WorkspaceId};
-use authsome_domain::keys::{generate_key, parse_key, KeyHash, KeyKind, KeyMode};
+use authsome_domain::keys::{generate_key, parse_key, signing, KeyHash, KeyKind, KeyMode};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{
     parse_name, Actor, ApiKey, Application, KeyScope, Permission, Role, Workspace,
 };
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use chrono::{DateTime, Utc};
 
 use crate::{ControlError, ControlPlane, Result};
@@ -256,6 +258,89 @@ impl ControlPlane {
         Ok(key)
     }
 
+    /// Seals a new secret key under the master key, so it can sign requests.
+    fn with_signing_secret(&self, mut created: CreatedKey) -> CreatedKey {
+        if let (KeyKind::Secret, Some(master)) = (created.key.kind, &self.master_key) {
+            let sealed = master.seal(
+                &signing_context(&created.key.id),
+                created.plaintext.as_bytes(),
+            );
+            created.key.signing_secret = Some(B64.encode(sealed));
+        }
+        created
+    }
+
+    /// Resolves an HMAC-signed customer-API request (CONTRACT.md): the key it names must be a
+    /// live secret key of the application in the path, the timestamp within ±300 s, and the
+    /// signature (over method, path with query, timestamp and body digest) its own. The caller
+    /// then refuses a signature it has seen before (replay).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn verify_signed_request(
+        &self,
+        app_id: &str,
+        key_id: &str,
+        timestamp: &str,
+        signature: &str,
+        method: &str,
+        path_with_query: &str,
+        body_digest: &str,
+    ) -> Result<(Arc<Application>, ApiKey)> {
+        let bad = || ControlError::Unauthenticated("invalid request signature");
+        let app_id =
+            ApplicationId::parse(app_id).map_err(|_| ControlError::NotFound("application"))?;
+        let key_id = KeyId::parse(key_id.trim()).map_err(|_| bad())?;
+        let sent: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| ControlError::Unauthenticated("X-Timestamp must be Unix seconds"))?;
+        let now = authsome_domain::now();
+        if (now.timestamp() - sent).abs() > signing::MAX_SKEW_SECONDS {
+            return Err(ControlError::Unauthenticated(
+                "the request's X-Timestamp is more than 300 s from the server's clock",
+            ));
+        }
+        // Unscoped by id: nothing about the key is revealed unless the signature is its own.
+        let key = self
+            .store
+            .key_by_id(&key_id)
+            .await?
+            .filter(|k| k.kind == KeyKind::Secret && k.is_usable_at(now))
+            .ok_or_else(bad)?;
+        let (Some(sealed), Some(master)) = (&key.signing_secret, &self.master_key) else {
+            return Err(ControlError::Unauthenticated(
+                "this key cannot sign requests (created before signing existed: roll it)",
+            ));
+        };
+        let secret = B64
+            .decode(sealed)
+            .ok()
+            .and_then(|b| master.open(&signing_context(&key.id), &b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(ControlError::Storage(
+                authsome_storage::StorageError::Corrupt("api_keys.signing_secret"),
+            ))?;
+        if !signing::verify(
+            &secret,
+            signature,
+            method,
+            path_with_query,
+            timestamp.trim(),
+            body_digest,
+        ) {
+            return Err(bad());
+        }
+        if key.application_id.as_ref() != Some(&app_id) {
+            return Err(ControlError::NotFound("application"));
+        }
+        let app = self
+            .cached_application(&app_id, Some(&key.workspace_id))
+            .await?
+            .filter(|a| !a.is_deleted())
+            .ok_or(ControlError::NotFound("application"))?;
+        self.keys.record_use(&key.id, now);
+        Ok((app, key))
+    }
+
     /// Resolves a customer-API credential against the application in the path: which
     /// application and which kind of key. A key of another application is `NotFound`.
     pub async fn verify_app_key(
@@ -406,7 +491,7 @@ impl ControlPlane {
         let mut scopes = scopes;
         scopes.sort_by_key(|s| s.as_str());
         scopes.dedup();
-        let created = new_key(
+        let created = self.with_signing_secret(new_key(
             &ws.id,
             Some(&app.id),
             input.kind,
@@ -414,7 +499,7 @@ impl ControlPlane {
             name,
             scopes,
             None,
-        );
+        ));
         self.audited(
             Some(actor),
             vec![DomainEvent::new("application.key.created")
@@ -586,7 +671,7 @@ impl ControlPlane {
                 "only a live key that was not rolled before can be rolled".into(),
             ));
         }
-        let new = new_key(
+        let new = self.with_signing_secret(new_key(
             ws,
             app,
             old.kind,
@@ -594,7 +679,7 @@ impl ControlPlane {
             old.name.clone(),
             old.scopes.clone(),
             old.role,
-        );
+        ));
         let old_expires_at = now + chrono::Duration::seconds(grace);
         self.audited(
             Some(actor),
@@ -638,6 +723,10 @@ impl ControlPlane {
     }
 }
 
+fn signing_context(key: &KeyId) -> Vec<u8> {
+    format!("authsome:key-signing-secret:v1:{key}").into_bytes()
+}
+
 pub(crate) fn new_key(
     ws: &WorkspaceId,
     app: Option<&ApplicationId>,
@@ -664,6 +753,7 @@ pub(crate) fn new_key(
         expires_at: None,
         revoked_at: None,
         rolled_to: None,
+        signing_secret: None,
     };
     CreatedKey {
         key,

@@ -106,6 +106,7 @@ pub struct ControlPlane {
     invalidation: Arc<dyn InvalidationBus>,
     meter: metering::RequestMeter,
     settings: ControlSettings,
+    master_key: Option<Arc<authsome_domain::master_key::MasterKey>>,
 }
 
 impl ControlPlane {
@@ -119,7 +120,14 @@ impl ControlPlane {
             invalidation: Arc::new(LocalOnly),
             meter: metering::RequestMeter::default(),
             settings,
+            master_key: None,
         }
+    }
+
+    /// The master key, to seal new secret keys so they can sign requests.
+    pub fn with_master_key(mut self, key: Arc<authsome_domain::master_key::MasterKey>) -> Self {
+        self.master_key = Some(key);
+        self
     }
 
     /// Announces cache invalidations to the other replicas through `bus`.

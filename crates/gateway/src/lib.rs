@@ -1,12 +1,14 @@
-//! Entry-point policy of the customer API. For now: rate limits per key with GCRA (the generic
-//! cell rate algorithm), either in process (one replica, no services) or as one atomic Redis
-//! script so the limit holds across any number of replicas.
+//! Entry-point policy of the customer API: rate limits per key with GCRA (the generic cell rate
+//! algorithm), either in process (one replica, no services) or as one atomic Redis script so
+//! the limit holds across any number of replicas; and replay caches for one-time values
+//! (request signatures), in process or in Redis.
 //!
 //! **Architecture invariant:** this crate knows nothing of keys, plans or HTTP; it is given a
 //! subject string and a limit and answers allow/deny with the numbers for the response headers.
 
 mod channel;
 mod redis_limiter;
+mod replay;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +18,7 @@ use async_trait::async_trait;
 
 pub use channel::RedisChannel;
 pub use redis_limiter::RedisLimiter;
+pub use replay::{InProcessReplayCache, RedisReplayCache, ReplayCache};
 
 /// A sustained rate with a burst of the same size (one second's worth).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use std::time::Duration;
 use authsome_control::audit::{AuditLog, AuditSettings};
 use authsome_control::{ControlPlane, Provisioner};
 use authsome_domain::id::ApplicationId;
-use authsome_gateway::{InProcessLimiter, RateLimiter};
+use authsome_gateway::{InProcessLimiter, InProcessReplayCache, RateLimiter, ReplayCache};
 use authsome_identity::Identity;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -52,6 +52,8 @@ pub struct ServerState {
     pub events: Arc<EventBus>,
     /// Per-key request limits of the customer API (in process, or shared through Redis).
     pub limiter: Arc<dyn RateLimiter>,
+    /// One-time values already used (request signatures), in process or shared in Redis.
+    pub replay: Arc<dyn ReplayCache>,
     pub http: HttpSettings,
     draining: AtomicBool,
 }
@@ -77,6 +79,23 @@ impl ServerState {
         http: HttpSettings,
         limiter: Arc<dyn RateLimiter>,
     ) -> AppState {
+        Self::with_shared_state(
+            control,
+            identity,
+            http,
+            limiter,
+            Arc::new(InProcessReplayCache::default()),
+        )
+    }
+
+    /// As [`ServerState::new`], with the state replicas share (rate limits, replay cache).
+    pub fn with_shared_state(
+        control: ControlPlane,
+        identity: Identity,
+        http: HttpSettings,
+        limiter: Arc<dyn RateLimiter>,
+        replay: Arc<dyn ReplayCache>,
+    ) -> AppState {
         let audit = AuditLog::new(
             control.store().clone(),
             identity.master_key(),
@@ -87,6 +106,7 @@ impl ServerState {
         let identity = Arc::new(identity.with_events(events.clone()));
         audit.set_app_outbox(Arc::new(IdentityOutbox(identity.clone())));
         let control = control
+            .with_master_key(identity.master_key())
             .with_provisioner(Arc::new(IdentityProvisioner(identity.clone())))
             .with_events(events.clone());
         Arc::new(Self {
@@ -95,6 +115,7 @@ impl ServerState {
             identity,
             events,
             limiter,
+            replay,
             http,
             draining: AtomicBool::new(false),
         })
@@ -117,6 +138,10 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::customer::digest_signed_body,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,

@@ -56,7 +56,10 @@ impl Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "Control plane: a session token (`cst_…`) or management key (`wk_live_…`). \
-                         Customer API: a publishable or secret key.",
+                         Customer API: a publishable or secret key, or instead a request signed \
+                         with a secret key (`X-Api-Key-Id`, `X-Timestamp`, `X-Signature`: hex \
+                         HMAC-SHA256 of method, path with query, timestamp and hex SHA-256 of \
+                         the body, one per line; ±300 s; each signature once).",
                     ))
                     .build(),
             ),

@@ -250,6 +250,9 @@ pub trait KeyRepository {
     async fn insert_key(&self, key: &ApiKey) -> Result<()>;
     /// The key a credential hashes to, whatever its tenant: the credential decides.
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>>;
+    /// The key a signed request names, whatever its tenant: the signature decides (checked
+    /// by the caller against the sealed secret before anything is revealed).
+    async fn key_by_id(&self, id: &KeyId) -> Result<Option<ApiKey>>;
     /// Keys of an application, or the workspace's management keys when `application` is `None`.
     async fn keys(
         &self,

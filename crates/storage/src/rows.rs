@@ -209,7 +209,7 @@ impl ApplicationRow {
 }
 
 pub(crate) const KEY_COLUMNS: &str = "id, workspace_id, application_id, kind, mode, name, scopes, \
-     role, hash, last4, created_at, last_used_at, expires_at, revoked_at, rolled_to";
+     role, hash, last4, created_at, last_used_at, expires_at, revoked_at, rolled_to, signing_secret";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
@@ -228,6 +228,7 @@ pub(crate) struct KeyRow {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub rolled_to: Option<String>,
+    pub signing_secret: Option<String>,
 }
 
 impl KeyRow {
@@ -260,6 +261,7 @@ impl KeyRow {
             last_used_at: opt_time(self.last_used_at, "api_keys.last_used_at")?,
             expires_at: opt_time(self.expires_at, "api_keys.expires_at")?,
             revoked_at: opt_time(self.revoked_at, "api_keys.revoked_at")?,
+            signing_secret: self.signing_secret,
             rolled_to: self
                 .rolled_to
                 .map(|k| id(KeyId::parse(&k), "api_keys.rolled_to"))

@@ -228,8 +228,9 @@ macro_rules! impl_repositories {
             let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
             sqlx::query(
                 "INSERT INTO api_keys (id, workspace_id, application_id, kind, mode, name, scopes, \
-                 role, hash, last4, created_at, last_used_at, expires_at, revoked_at, rolled_to) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 role, hash, last4, created_at, last_used_at, expires_at, revoked_at, rolled_to, \
+                 signing_secret) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(k.id.as_str())
             .bind(k.workspace_id.as_str())
@@ -246,6 +247,7 @@ macro_rules! impl_repositories {
             .bind(opt_ms(k.expires_at))
             .bind(opt_ms(k.revoked_at))
             .bind(k.rolled_to.as_ref().map(|r| r.as_str()))
+            .bind(k.signing_secret.as_deref())
             .execute(exec)
             .await
             .map_err(unique)?;
@@ -933,6 +935,16 @@ macro_rules! impl_repositories {
                 tx.commit().await?;
                 crate::outbox::committed(outboxed);
                 Ok(())
+            }
+
+            async fn key_by_id(&self, id: &KeyId) -> Result<Option<ApiKey>> {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+                sqlx::query_as::<_, KeyRow>(&sql)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(KeyRow::into_domain)
+                    .transpose()
             }
 
             async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>> {

@@ -153,6 +153,7 @@ fn application(ws: &WorkspaceId, slug: &str) -> Application {
 fn app_key(ws: &WorkspaceId, app: &ApplicationId) -> ApiKey {
     let generated = generate_key(KeyKind::Secret, KeyMode::Test);
     ApiKey {
+        signing_secret: Some("sealed".into()),
         id: KeyId::new(),
         workspace_id: ws.clone(),
         application_id: Some(app.clone()),

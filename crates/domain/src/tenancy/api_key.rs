@@ -49,6 +49,10 @@ pub struct ApiKey {
     /// The key that replaced this one when it was rolled.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub rolled_to: Option<KeyId>,
+    /// Secret keys: the key itself sealed under the master key (base64), so the server can
+    /// check HMAC-signed requests. Never shown.
+    #[serde(skip)]
+    pub signing_secret: Option<String>,
 }
 
 impl ApiKey {
@@ -79,6 +83,7 @@ mod tests {
 
     fn key(kind: KeyKind, scopes: Vec<KeyScope>) -> ApiKey {
         ApiKey {
+            signing_secret: None,
             id: KeyId::new(),
             workspace_id: WorkspaceId::new(),
             application_id: Some(ApplicationId::new()),

@@ -74,10 +74,17 @@ async fn entry(
     app_id: &str,
     parts: &Parts,
 ) -> Result<(Arc<Application>, ApiKey), ApiError> {
-    let key = credential(parts).ok_or_else(|| {
-        ApiError::unauthorized("missing API key (Authorization: Bearer or X-Publishable-Key)")
-    })?;
-    let (app, key) = state.control.verify_app_key(app_id, key).await?;
+    let (app, key) = match signed(parts) {
+        Some(signed) => verify_signed(state, app_id, parts, signed).await?,
+        None => {
+            let key = credential(parts).ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing API key (Authorization: Bearer, X-Publishable-Key or a signed request)",
+                )
+            })?;
+            state.control.verify_app_key(app_id, key).await?
+        }
+    };
     crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
     crate::request_id::set_app(app.id.as_str());
     let workspace = state.control.workspace_view(&app.workspace_id).await?;
@@ -121,6 +128,123 @@ async fn entry(
     }
     state.control.record_request(&app.id, &key.id);
     Ok((app, key))
+}
+
+const KEY_ID_HEADER: HeaderName = HeaderName::from_static("x-api-key-id");
+const TIMESTAMP_HEADER: HeaderName = HeaderName::from_static("x-timestamp");
+pub(crate) const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("x-signature");
+
+/// How long a signature is remembered: its whole validity window (±300 s) and a margin.
+const SIGNATURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(660);
+
+/// The three headers of a signed request, when it is one.
+struct Signed<'a> {
+    key_id: &'a str,
+    timestamp: &'a str,
+    signature: &'a str,
+}
+
+fn signed(parts: &Parts) -> Option<Result<Signed<'_>, ApiError>> {
+    let header = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let key_id = header(&KEY_ID_HEADER)?;
+    Some(
+        match (header(&TIMESTAMP_HEADER), header(&SIGNATURE_HEADER)) {
+            (Some(timestamp), Some(signature)) => Ok(Signed {
+                key_id,
+                timestamp,
+                signature,
+            }),
+            _ => Err(ApiError::unauthorized(
+                "a signed request needs X-Api-Key-Id, X-Timestamp and X-Signature",
+            )),
+        },
+    )
+}
+
+/// The body's SHA-256 (hex), computed by [`digest_signed_body`] before the handler reads it.
+#[derive(Clone)]
+pub(crate) struct BodyDigest(pub String);
+
+/// For signed requests only: reads the body (within the size limit), records its digest and
+/// hands the same bytes on.
+pub(crate) async fn digest_signed_body(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !request.headers().contains_key(SIGNATURE_HEADER) {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                .into_response()
+        }
+    };
+    parts
+        .extensions
+        .insert(BodyDigest(authsome_domain::keys::signing::body_digest(
+            &bytes,
+        )));
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+async fn verify_signed(
+    state: &AppState,
+    app_id: &str,
+    parts: &Parts,
+    signed: Result<Signed<'_>, ApiError>,
+) -> Result<(Arc<Application>, ApiKey), ApiError> {
+    let signed = signed?;
+    let digest = parts
+        .extensions
+        .get::<BodyDigest>()
+        .map(|d| d.0.clone())
+        .unwrap_or_else(|| authsome_domain::keys::signing::body_digest(b""));
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    let verified = state
+        .control
+        .verify_signed_request(
+            app_id,
+            signed.key_id,
+            signed.timestamp,
+            signed.signature,
+            parts.method.as_str(),
+            path,
+            &digest,
+        )
+        .await?;
+    // Each signature is accepted once, on any replica. Without the replay cache, refuse.
+    let memo = format!(
+        "sig:{}:{}",
+        verified.1.id,
+        signed.signature.trim().to_ascii_lowercase()
+    );
+    match state.replay.first_use(&memo, SIGNATURE_MEMORY).await {
+        Ok(true) => Ok(verified),
+        Ok(false) => Err(ApiError::unauthorized(
+            "this request signature was already used",
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "replay cache unavailable; signed request refused");
+            Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "request signatures cannot be checked right now",
+                )
+            })
+        }
+    }
 }
 
 /// A suspended workspace is closed (403); one past due on payment gets 402.

@@ -267,3 +267,41 @@ async fn requests_are_metered_and_monthly_quotas_enforced() {
         "refused requests are not counted"
     );
 }
+
+#[tokio::test]
+async fn a_signature_used_on_one_replica_is_refused_on_the_other() {
+    let Some((app, second)) = spawn_two_replicas_with_redis().await else {
+        return;
+    };
+    let c = customer_app_on(&app, "Signed Twice", "pro").await;
+    let (key_id, secret) = app.key(&c.owner_token, &c.app, "secret").await;
+    let path = format!("/v1/{}", c.app);
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let signature = authsome_domain::keys::signing::sign(
+        &secret,
+        "GET",
+        &path,
+        &ts,
+        &authsome_domain::keys::signing::body_digest(b""),
+    );
+    let send = |base: String| {
+        let client = app.client.clone();
+        let (path, key_id, ts, signature) =
+            (path.clone(), key_id.clone(), ts.clone(), signature.clone());
+        async move {
+            TestApp::read(
+                client
+                    .get(format!("{base}{path}"))
+                    .header("X-Api-Key-Id", key_id)
+                    .header("X-Timestamp", ts)
+                    .header("X-Signature", signature)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    assert_eq!(send(app.base.clone()).await.status, 200);
+    assert_error(&send(second).await, 401, "unauthorized");
+}

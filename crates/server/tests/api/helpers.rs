@@ -122,6 +122,11 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
     };
     let first_limiter = limiter(prefix.clone()).await?;
     let second_limiter = limiter(prefix.clone()).await?;
+    let replay = Arc::new(
+        authsome_gateway::RedisReplayCache::connect(&url, &prefix)
+            .await
+            .ok()?,
+    );
     let channel = authsome_gateway::RedisChannel::connect(&url, &format!("{prefix}invalidations"))
         .await
         .ok()?;
@@ -138,12 +143,12 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
         },
         HttpSettings::default(),
         Box::new(dir),
-        Some((first_limiter, channel.clone())),
+        Some((first_limiter, channel.clone(), replay.clone())),
     )
     .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = ServerState::with_limiter(
+    let state = ServerState::with_shared_state(
         ControlPlane::new(second_store, ControlSettings::default())
             .with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone()))),
         Identity::new(
@@ -154,6 +159,7 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
         ),
         HttpSettings::default(),
         second_limiter,
+        replay,
     );
     authsome_server::listen_for_invalidations(&state, &channel);
     let router = authsome_server::router(state);
@@ -176,6 +182,7 @@ async fn serve_with_limiter(
     shared: Option<(
         Arc<dyn authsome_gateway::RateLimiter>,
         authsome_gateway::RedisChannel,
+        Arc<authsome_gateway::RedisReplayCache>,
     )>,
 ) -> TestApp {
     let control = ControlPlane::new(store, ControlSettings::default());
@@ -197,10 +204,10 @@ async fn serve_with_limiter(
         base.clone(),
     );
     let state = match shared {
-        Some((limiter, channel)) => {
+        Some((limiter, channel, replay)) => {
             let control =
                 control.with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone())));
-            let state = ServerState::with_limiter(control, identity, http, limiter);
+            let state = ServerState::with_shared_state(control, identity, http, limiter, replay);
             authsome_server::listen_for_invalidations(&state, &channel);
             state
         }

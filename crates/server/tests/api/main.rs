@@ -47,4 +47,5 @@ mod events;
 mod http_basics;
 mod provisioning;
 mod role_matrix;
+mod signed_requests;
 mod workspaces_and_admin;
