@@ -113,6 +113,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "Largest accepted request body in bytes.",
     },
     Setting {
+        key: "dpop_require_nonce",
+        env: "AUTHSOME_DPOP_REQUIRE_NONCE",
+        default: Some("false"),
+        secret: false,
+        help: "`true`: every DPoP proof must carry a current server nonce (`DPoP-Nonce`).",
+    },
+    Setting {
         key: "session_ttl_seconds",
         env: "AUTHSOME_SESSION_TTL_SECONDS",
         default: Some("3600"),
@@ -260,6 +267,7 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     pub password_policy: PasswordPolicy,
     pub redis_prefix: String,
+    pub dpop_require_nonce: bool,
 }
 
 impl Config {
@@ -470,6 +478,11 @@ impl RawConfig {
                 .get("AUTHSOME_REDIS_PREFIX")
                 .unwrap_or("authsome:")
                 .to_owned(),
+            dpop_require_nonce: match self.get("AUTHSOME_DPOP_REQUIRE_NONCE").unwrap_or("false") {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(bad("AUTHSOME_DPOP_REQUIRE_NONCE", "must be true or false")),
+            },
         };
         if config.app_isolation == AppIsolation::Schema && !config.is_postgres() {
             return Err(bad(

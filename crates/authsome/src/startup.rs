@@ -222,6 +222,7 @@ pub async fn serve(config: Config) -> Result<()> {
         identity,
         HttpSettings {
             max_body_bytes: config.max_body_bytes,
+            dpop_require_nonce: config.dpop_require_nonce,
         },
         limiter,
         replay,

@@ -53,6 +53,9 @@ pub struct Session {
     /// The organization the user acts in, if any.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub active_organization_id: Option<OrganizationId>,
+    /// RFC 9449: the thumbprint of the key the session's tokens are bound to (DPoP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 impl Session {

@@ -82,6 +82,17 @@ impl MasterKey {
     }
 
     /// A value stored with the data at first start; opening it later proves the key is the same.
+    /// A key for another purpose, derived from this one (HMAC-SHA256 over `context`): the same
+    /// on every replica, useless for anything else.
+    pub fn derive(&self, context: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0) else {
+            return [0; 32];
+        };
+        mac.update(context);
+        mac.finalize().into_bytes().into()
+    }
+
     pub fn check_value(&self) -> String {
         STANDARD.encode(self.seal(CHECK_CONTEXT, CHECK_PLAINTEXT))
     }

@@ -229,7 +229,7 @@ fn main() {
         let started = Instant::now();
         for _ in 0..n {
             identity
-                .authenticate(&app, &session.token)
+                .authenticate(&app, session.token.as_str().into())
                 .await
                 .expect("valid");
         }

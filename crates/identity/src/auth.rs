@@ -61,11 +61,32 @@ pub struct AccessToken {
     pub active_organization_id: Option<OrganizationId>,
 }
 
+/// An access token as a request presented it: with the key thumbprint of a verified DPoP
+/// proof when it came as `Authorization: DPoP` (RFC 9449). A token bound to a key (`cnf.jkt`)
+/// is accepted only with a proof made with that key.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub token: &'a str,
+    pub dpop_jkt: Option<&'a str>,
+}
+
+impl<'a> From<&'a str> for Presented<'a> {
+    fn from(token: &'a str) -> Self {
+        Self {
+            token,
+            dpop_jkt: None,
+        }
+    }
+}
+
 /// Where a request came from, recorded on the session and used for throttling.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// The thumbprint of the key of a verified DPoP proof (RFC 9449) the request carried: the
+    /// session's tokens are then bound to that key.
+    pub dpop_jkt: Option<String>,
 }
 
 /// `session` of the contract: the access token and the refresh token, each with its expiry.
@@ -81,6 +102,17 @@ pub struct IssuedSession {
     /// Opaque; rotated on every use.
     pub refresh_token: String,
     pub refresh_expires_at: DateTime<Utc>,
+    /// `Bearer`, or `DPoP` when the tokens are bound to the client's key (RFC 9449): then
+    /// every use needs a proof made with that key.
+    pub token_type: &'static str,
+}
+
+fn token_type(session: &Session) -> &'static str {
+    if session.dpop_jkt.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
 }
 
 impl Identity {
@@ -219,6 +251,17 @@ impl Identity {
     /// Exchanges a refresh token for a new pair. Each token works once: presenting a rotated one
     /// again (after a short grace for concurrent double-submits) revokes the whole session.
     pub async fn refresh(&self, app: &ApplicationId, refresh_token: &str) -> Result<IssuedSession> {
+        self.refresh_with_proof(app, refresh_token, None).await
+    }
+
+    /// As [`Identity::refresh`], with the key thumbprint of a verified DPoP proof: a session
+    /// bound to a key refreshes only with a proof made with that key (RFC 9449 §5).
+    pub async fn refresh_with_proof(
+        &self,
+        app: &ApplicationId,
+        refresh_token: &str,
+        dpop_jkt: Option<&str>,
+    ) -> Result<IssuedSession> {
         let store = self.store(app).await?;
         let hash = KeyHash::of(refresh_token);
         let now = authsome_domain::now();
@@ -229,6 +272,13 @@ impl Identity {
             .ok_or(IdentityError::Unauthenticated(BAD_REFRESH))?;
         if !session.is_live_at(now) || user.disabled {
             return Err(IdentityError::Unauthenticated("the session has ended"));
+        }
+        if let Some(bound) = &session.dpop_jkt {
+            if dpop_jkt != Some(bound.as_str()) {
+                return Err(IdentityError::Unauthenticated(
+                    "this session is bound to a key: refresh with a DPoP proof made with it",
+                ));
+            }
         }
         let successor = OpaqueToken::generate(REFRESH_PREFIX);
         let successor_record = RefreshRecord {
@@ -273,6 +323,7 @@ impl Identity {
             .access_token(app, &*store, &user, &session, now)
             .await?;
         Ok(IssuedSession {
+            token_type: token_type(&session),
             id: session.id,
             token: token.0,
             expires_at: token.1,
@@ -282,7 +333,7 @@ impl Identity {
     }
 
     /// Ends the session of an access token.
-    pub async fn sign_out(&self, app: &ApplicationId, access_token: &str) -> Result<()> {
+    pub async fn sign_out(&self, app: &ApplicationId, access_token: Presented<'_>) -> Result<()> {
         let (user, session, _) = self.authenticate(app, access_token).await?;
         let store = self.store(app).await?;
         self.audited(
@@ -299,13 +350,13 @@ impl Identity {
     pub async fn authenticate(
         &self,
         app: &ApplicationId,
-        access_token: &str,
+        access_token: Presented<'_>,
     ) -> Result<(User, Session, Claims)> {
         let keys = self.key_set(app).await?;
         let now = authsome_domain::now();
         let claims = keys
             .verify(
-                access_token,
+                access_token.token,
                 now.timestamp(),
                 &self.issuer(app),
                 app.as_str(),
@@ -318,6 +369,30 @@ impl Identity {
         if user.id.as_str() != claims.sub {
             return Err(IdentityError::Unauthenticated(BAD_TOKEN));
         }
+        let bound = claims
+            .cnf
+            .as_ref()
+            .and_then(|c| c.get("jkt"))
+            .and_then(serde_json::Value::as_str);
+        match (bound, access_token.dpop_jkt) {
+            (Some(bound), Some(proof)) if bound == proof => {}
+            (Some(_), Some(_)) => {
+                return Err(IdentityError::Unauthenticated(
+                    "the DPoP proof is not made with the key this token is bound to",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(IdentityError::Unauthenticated(
+                    "this access token is bound to a key: send it as `Authorization: DPoP` with a proof",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(IdentityError::Unauthenticated(
+                    "a DPoP proof came with an access token that is not bound to a key",
+                ))
+            }
+            (None, None) => {}
+        }
         Ok((user, session, claims))
     }
 
@@ -326,7 +401,7 @@ impl Identity {
     pub async fn switch_organization(
         &self,
         app: &ApplicationId,
-        access_token: &str,
+        access_token: Presented<'_>,
         input: SwitchOrganization,
     ) -> Result<AccessToken> {
         let (user, mut session, _) = self.authenticate(app, access_token).await?;
@@ -364,7 +439,7 @@ impl Identity {
     pub async fn my_sessions(
         &self,
         app: &ApplicationId,
-        access_token: &str,
+        access_token: Presented<'_>,
         page: &PageRequest,
     ) -> Result<Page<Session>> {
         let (user, _, _) = self.authenticate(app, access_token).await?;
@@ -375,7 +450,7 @@ impl Identity {
     pub async fn revoke_my_session(
         &self,
         app: &ApplicationId,
-        access_token: &str,
+        access_token: Presented<'_>,
         id: &SessionId,
     ) -> Result<()> {
         let (user, _, _) = self.authenticate(app, access_token).await?;
@@ -429,6 +504,7 @@ impl Identity {
             expires_at: now + SESSION_TTL,
             revoked_at: None,
             active_organization_id: None,
+            dpop_jkt: client.dpop_jkt.clone(),
         };
         let refresh = OpaqueToken::generate(REFRESH_PREFIX);
         let record = RefreshRecord {
@@ -452,6 +528,7 @@ impl Identity {
         }
         let (token, expires_at) = self.access_token(app, store, user, &session, now).await?;
         Ok(IssuedSession {
+            token_type: token_type(&session),
             id: session.id,
             token,
             expires_at,
@@ -485,7 +562,10 @@ impl Identity {
             exp: expires_at.timestamp(),
             org: membership.as_ref().map(|m| m.organization_id.to_string()),
             org_role: membership.map(|m| m.role),
-            cnf: None,
+            cnf: session
+                .dpop_jkt
+                .as_ref()
+                .map(|jkt| serde_json::json!({ "jkt": jkt })),
         };
         let token = keys.sign(&claims).ok_or_else(|| {
             IdentityError::Unavailable("the application has no active signing key".into())

@@ -8,6 +8,7 @@
 //! works only inside that application's database.
 
 mod auth;
+pub mod dpop;
 mod hashing;
 mod organizations;
 pub mod tokens;
@@ -30,7 +31,9 @@ use authsome_storage::StorageError;
 use ed25519_dalek::SigningKey;
 use rand::RngCore;
 
-pub use auth::{AccessToken, ClientInfo, IssuedSession, SignIn, SignUp, SwitchOrganization};
+pub use auth::{
+    AccessToken, ClientInfo, IssuedSession, Presented, SignIn, SignUp, SwitchOrganization,
+};
 pub use organizations::{
     AcceptOrgInvitation, CreatedOrgInvitation, MembershipPatch, NewMembership, NewOrgInvitation,
     NewOrganization, OrganizationPatch,

@@ -378,7 +378,7 @@ impl Identity {
     pub async fn accept_org_invitation(
         &self,
         app: &ApplicationId,
-        access_token: &str,
+        access_token: crate::Presented<'_>,
         input: AcceptOrgInvitation,
     ) -> Result<OrgMembership> {
         let (user, _, _) = self.authenticate(app, access_token).await?;

@@ -4,7 +4,7 @@
 use authsome_control::ControlError;
 use authsome_domain::ValidationError;
 use authsome_identity::IdentityError;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::request_id::current_request_id;
@@ -36,6 +36,8 @@ pub struct ApiError {
     pub details: Option<serde_json::Value>,
     /// Seconds for `Retry-After` (429 and 503).
     pub retry_after: Option<u64>,
+    /// Further response headers (`WWW-Authenticate`, `DPoP-Nonce`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -45,7 +47,13 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -126,6 +134,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         response
     }

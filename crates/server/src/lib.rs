@@ -6,6 +6,7 @@
 //! touch storage directly except for the `/ready` probe and `Idempotency-Key` records. All error
 //! rendering goes through [`error`], so every response has the contract's error body.
 
+pub mod dpop;
 pub mod error;
 pub mod events;
 mod extract;
@@ -34,12 +35,15 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub struct HttpSettings {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Every DPoP proof must carry a current server nonce (RFC 9449 §8).
+    pub dpop_require_nonce: bool,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            dpop_require_nonce: false,
         }
     }
 }

@@ -32,6 +32,16 @@ pub struct RequestContext {
 struct CustomerHeaders {
     app_id: Option<String>,
     rate_limit: Option<authsome_gateway::Decision>,
+    dpop_nonce: Option<String>,
+}
+
+/// Records the `DPoP-Nonce` the response offers.
+pub fn set_dpop_nonce(nonce: String) {
+    if let Some(context) = context() {
+        if let Ok(mut c) = context.customer.lock() {
+            c.dpop_nonce = Some(nonce);
+        }
+    }
 }
 
 /// Records the application of a customer-API request (`X-AuthSome-App-ID`).
@@ -120,6 +130,12 @@ pub async fn layer(request: Request, next: Next) -> Response {
         .map(|c| c.clone())
         .unwrap_or_default();
     let headers = response.headers_mut();
+    if let Some(nonce) = customer
+        .dpop_nonce
+        .and_then(|n| HeaderValue::from_str(&n).ok())
+    {
+        headers.insert(crate::dpop::NONCE_HEADER, nonce);
+    }
     if let Some(app) = customer.app_id.and_then(|a| HeaderValue::from_str(&a).ok()) {
         headers.insert(HeaderName::from_static("x-authsome-app-id"), app);
     }

@@ -314,11 +314,64 @@ pub fn require_secret(state: &AppState, key: &ApiKey, scope: KeyScope) -> Result
     Err(ApiError::new(StatusCode::FORBIDDEN, refusal))
 }
 
-/// The access token of a request (`Authorization: Bearer <JWT>`).
-pub fn access_token(parts: &Parts) -> Result<&str, ApiError> {
-    bearer(parts)
-        .filter(|t| !looks_like_key(t))
-        .ok_or_else(|| ApiError::unauthorized("missing access token (Authorization: Bearer <JWT>)"))
+/// The access token of a request, with the key thumbprint of its DPoP proof when it comes as
+/// `Authorization: DPoP <token>` (RFC 9449; the proof is then required). `Bearer` tokens carry
+/// none, and a token bound to a key is refused without one by the identity engine.
+pub async fn presented(state: &AppState, parts: &Parts) -> Result<PresentedToken, ApiError> {
+    let missing =
+        || ApiError::unauthorized("missing access token (Authorization: Bearer or DPoP <JWT>)");
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(missing)?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(missing)?;
+    let token = token.trim();
+    if token.is_empty() || looks_like_key(token) {
+        return Err(missing());
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(PresentedToken {
+            token: token.to_owned(),
+            jkt: None,
+        });
+    }
+    if !scheme.eq_ignore_ascii_case("dpop") {
+        return Err(missing());
+    }
+    let jkt = crate::dpop::verify(state, parts, Some(token))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("Authorization: DPoP needs a DPoP proof header"))?;
+    Ok(PresentedToken {
+        token: token.to_owned(),
+        jkt: Some(jkt),
+    })
+}
+
+/// An access token and its verified proof's key thumbprint.
+pub struct PresentedToken {
+    token: String,
+    jkt: Option<String>,
+}
+
+impl PresentedToken {
+    pub fn get(&self) -> authsome_identity::Presented<'_> {
+        authsome_identity::Presented {
+            token: &self.token,
+            dpop_jkt: self.jkt.as_deref(),
+        }
+    }
+}
+
+/// [`client_info`], with the key thumbprint of the request's DPoP proof, if it has one (sign-up
+/// and sign-in bind the new session to that key).
+pub async fn client_info_with_proof(
+    state: &AppState,
+    parts: &Parts,
+) -> Result<ClientInfo, ApiError> {
+    let mut client = client_info(parts);
+    client.dpop_jkt = crate::dpop::verify(state, parts, None).await?;
+    Ok(client)
 }
 
 /// Client address (from the connection) and user agent, for sessions and throttling.
@@ -333,6 +386,7 @@ pub fn client_info(parts: &Parts) -> ClientInfo {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        dpop_jkt: None,
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Json;
-use crate::routes::customer::{access_token, client_info, keyed, public};
+use crate::routes::customer::{client_info_with_proof, keyed, presented, public};
 use crate::AppState;
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -47,7 +47,11 @@ pub async fn sign_up(
     let (app, _) = keyed(&state, &app_id, &parts).await?;
     let (user, session) = state
         .identity
-        .sign_up(&app.id, input, &client_info(&parts))
+        .sign_up(
+            &app.id,
+            input,
+            &client_info_with_proof(&state, &parts).await?,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -71,7 +75,11 @@ pub async fn sign_in(
     let (app, _) = keyed(&state, &app_id, &parts).await?;
     let (user, session) = state
         .identity
-        .sign_in(&app.id, input, &client_info(&parts))
+        .sign_in(
+            &app.id,
+            input,
+            &client_info_with_proof(&state, &parts).await?,
+        )
         .await?;
     Ok(axum::Json(AuthResponse { user, session }))
 }
@@ -89,9 +97,10 @@ pub async fn refresh(
     Json(input): Json<RefreshRequest>,
 ) -> Result<axum::Json<RefreshResponse>, ApiError> {
     let (app, _) = keyed(&state, &app_id, &parts).await?;
+    let jkt = crate::dpop::verify(&state, &parts, None).await?;
     let session = state
         .identity
-        .refresh(&app.id, &input.refresh_token)
+        .refresh_with_proof(&app.id, &input.refresh_token, jkt.as_deref())
         .await?;
     Ok(axum::Json(RefreshResponse { session }))
 }
@@ -109,7 +118,7 @@ pub async fn sign_out(
     let app = public(&state, &app_id).await?;
     state
         .identity
-        .sign_out(&app.id, access_token(&parts)?)
+        .sign_out(&app.id, presented(&state, &parts).await?.get())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -127,7 +136,7 @@ pub async fn me(
     let app = public(&state, &app_id).await?;
     let (user, _, _) = state
         .identity
-        .authenticate(&app.id, access_token(&parts)?)
+        .authenticate(&app.id, presented(&state, &parts).await?.get())
         .await?;
     Ok(axum::Json(user))
 }
@@ -182,7 +191,7 @@ pub async fn my_sessions(
     let page = authsome_domain::page::PageRequest::parse(params.limit, params.cursor.as_deref())?;
     let sessions = state
         .identity
-        .my_sessions(&app.id, access_token(&parts)?, &page)
+        .my_sessions(&app.id, presented(&state, &parts).await?.get(), &page)
         .await?;
     Ok(axum::Json(crate::views::List::from_page(sessions, |s| s)))
 }
@@ -201,7 +210,7 @@ pub async fn revoke_my_session(
     let session: authsome_domain::id::SessionId = crate::extract::path_id(&session, "session")?;
     state
         .identity
-        .revoke_my_session(&app.id, access_token(&parts)?, &session)
+        .revoke_my_session(&app.id, presented(&state, &parts).await?.get(), &session)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

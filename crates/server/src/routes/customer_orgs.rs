@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{path_id, Json, Query};
-use crate::routes::customer::{access_token, keyed, public, require_secret};
+use crate::routes::customer::{keyed, presented, public, require_secret};
 use crate::routes::customer_users::PageParams;
 use crate::views::List;
 use crate::AppState;
@@ -251,7 +251,7 @@ pub async fn accept_invitation(
     Ok(axum::Json(
         state
             .identity
-            .accept_org_invitation(&app.id, access_token(&parts)?, input)
+            .accept_org_invitation(&app.id, presented(&state, &parts).await?.get(), input)
             .await?,
     ))
 }
@@ -271,7 +271,7 @@ pub async fn switch_organization(
     let app = public(&state, &app_id).await?;
     let token = state
         .identity
-        .switch_organization(&app.id, access_token(&parts)?, input)
+        .switch_organization(&app.id, presented(&state, &parts).await?.get(), input)
         .await?;
     Ok(axum::Json(serde_json::json!({ "session": token })))
 }

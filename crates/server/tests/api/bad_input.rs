@@ -7,6 +7,7 @@ use crate::helpers::*;
 async fn malformed_bodies_and_queries() {
     let app = spawn_with(authsome_server::HttpSettings {
         max_body_bytes: 4096,
+        ..Default::default()
     })
     .await;
     let root = app.root_token().await;

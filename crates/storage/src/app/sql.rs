@@ -83,7 +83,7 @@ impl UserRow {
 }
 
 const SESSION_COLUMNS: &str = "id, user_id, ip, user_agent, created_at, last_active_at, \
-     expires_at, revoked_at, active_org_id";
+     expires_at, revoked_at, active_org_id, dpop_jkt";
 
 #[derive(sqlx::FromRow)]
 struct SessionRow {
@@ -96,6 +96,7 @@ struct SessionRow {
     expires_at: i64,
     revoked_at: Option<i64>,
     active_org_id: Option<String>,
+    dpop_jkt: Option<String>,
 }
 
 impl SessionRow {
@@ -117,6 +118,7 @@ impl SessionRow {
                         .map_err(|_| StorageError::Corrupt("sessions.active_org_id"))
                 })
                 .transpose()?,
+            dpop_jkt: self.dpop_jkt,
         })
     }
 }
@@ -132,6 +134,7 @@ struct SessionUserRow {
     s_expires_at: i64,
     s_revoked_at: Option<i64>,
     s_active_org_id: Option<String>,
+    s_dpop_jkt: Option<String>,
     #[sqlx(flatten)]
     user: UserRow,
 }
@@ -148,6 +151,7 @@ impl SessionUserRow {
             expires_at: self.s_expires_at,
             revoked_at: self.s_revoked_at,
             active_org_id: self.s_active_org_id,
+            dpop_jkt: self.s_dpop_jkt,
         }
         .into_domain()?;
         let (user, _) = self.user.into_domain()?;
@@ -422,7 +426,8 @@ macro_rules! impl_identity {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, ip, user_agent, created_at, last_active_at, \
-                     expires_at, revoked_at, active_org_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     expires_at, revoked_at, active_org_id, dpop_jkt) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(s.id.as_str())
                 .bind(s.user_id.as_str())
@@ -433,6 +438,7 @@ macro_rules! impl_identity {
                 .bind(ms(s.expires_at))
                 .bind(opt_ms(s.revoked_at))
                 .bind(s.active_organization_id.as_ref().map(|o| o.as_str()))
+                .bind(s.dpop_jkt.as_deref())
                 .execute(&mut *tx)
                 .await?;
                 insert_refresh(&mut *tx, refresh).await?;
@@ -457,7 +463,7 @@ macro_rules! impl_identity {
                     "SELECT s.id AS s_id, s.user_id AS s_user_id, s.ip AS s_ip, \
                      s.user_agent AS s_user_agent, s.created_at AS s_created_at, \
                      s.last_active_at AS s_last_active_at, s.expires_at AS s_expires_at, \
-                     s.revoked_at AS s_revoked_at, s.active_org_id AS s_active_org_id, \
+                     s.revoked_at AS s_revoked_at, s.active_org_id AS s_active_org_id, s.dpop_jkt AS s_dpop_jkt, \
                      u.id, u.email, u.name, u.password_hash, u.public_metadata, u.private_metadata, \
                      u.disabled_at, u.created_at, u.updated_at, u.last_sign_in_at \
                      FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
@@ -534,7 +540,7 @@ macro_rules! impl_identity {
                      s.id AS s_id, s.user_id AS s_user_id, s.ip AS s_ip, \
                      s.user_agent AS s_user_agent, s.created_at AS s_created_at, \
                      s.last_active_at AS s_last_active_at, s.expires_at AS s_expires_at, \
-                     s.revoked_at AS s_revoked_at, s.active_org_id AS s_active_org_id, \
+                     s.revoked_at AS s_revoked_at, s.active_org_id AS s_active_org_id, s.dpop_jkt AS s_dpop_jkt, \
                      u.id, u.email, u.name, u.password_hash, u.public_metadata, u.private_metadata, \
                      u.disabled_at, u.created_at, u.updated_at, u.last_sign_in_at \
                      FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id \
