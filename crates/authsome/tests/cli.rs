@@ -646,3 +646,206 @@ async fn sigterm_finishes_in_flight_requests_and_flushes_counters() {
         .unwrap();
     server.wait().unwrap();
 }
+
+/// Issue 4's replicas test, with real processes: two `authsome serve` on one Postgres and one
+/// Redis act as one service.
+#[tokio::test]
+async fn two_serve_processes_share_sessions_revocations_and_limits() {
+    let Some(db) = authsome_testkit::TestDatabase::create().await else {
+        return;
+    };
+    let redis = std::env::var("AUTHSOME_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("authsome-cli-{}-{}:", std::process::id(), closed_port());
+    let dir = tempfile::tempdir().unwrap();
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let (p1, p2) = (closed_port(), closed_port());
+    let (l1, l2) = (format!("127.0.0.1:{p1}"), format!("127.0.0.1:{p2}"));
+    let common = [
+        ("AUTHSOME_DATABASE_URL", db.url.as_str()),
+        ("AUTHSOME_MASTER_KEY", key),
+        ("AUTHSOME_REDIS_URL", redis.as_str()),
+        ("AUTHSOME_REDIS_PREFIX", prefix.as_str()),
+        // One public URL for both, as behind a load balancer.
+        ("AUTHSOME_PUBLIC_URL", "http://auth.example.test"),
+    ];
+    let init = run(dir.path(), &common, &["init", "--json"]);
+    if !init.status.success() && stderr(&init).contains("AUTHSOME_REDIS_URL") {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true and Redis is unreachable: {}",
+            stderr(&init)
+        );
+        return;
+    }
+    assert!(init.status.success(), "{}", stderr(&init));
+    let init: Value = serde_json::from_str(stdout(&init).trim()).unwrap();
+    let mk = init["managementKey"].as_str().unwrap().to_owned();
+    let ws = init["workspaceId"].as_str().unwrap().to_owned();
+    let start = |listen: &str| {
+        let mut envs = common.to_vec();
+        envs.push(("AUTHSOME_LISTEN", listen));
+        authsome(dir.path(), &envs, &["serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (mut first, mut second) = (start(&l1), start(&l2));
+    let client = reqwest::Client::new();
+    let (b1, b2) = (format!("http://{l1}"), format!("http://{l2}"));
+    for base in [&b1, &b2] {
+        let started = Instant::now();
+        while client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{base} never ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let post = |base: &str, path: &str, bearer: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+    };
+    // A free-plan workspace's application: 10 requests per second per key.
+    let app: Value = post(
+        &b1,
+        &format!("/control/v1/workspaces/{ws}/applications"),
+        &mk,
+        serde_json::json!({"name": "Replicated", "environment": "development"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let app = app["id"].as_str().unwrap().to_owned();
+    let sk: Value = post(
+        &b1,
+        &format!("/control/v1/applications/{app}/keys"),
+        &mk,
+        serde_json::json!({"type": "secret"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let sk = sk["secret"].as_str().unwrap().to_owned();
+
+    // Sign in on the first, refresh on the second.
+    let signup = post(
+        &b1,
+        &format!("/v1/{app}/auth/signup"),
+        &sk,
+        serde_json::json!({"email": "twice@example.com", "password": "two-replicas-1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(signup.status(), 201);
+    let signin: Value = post(
+        &b1,
+        &format!("/v1/{app}/auth/signin"),
+        &sk,
+        serde_json::json!({"email": "twice@example.com", "password": "two-replicas-1"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let session = signin["session"]["id"].as_str().unwrap().to_owned();
+    let refresh_token = signin["session"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refreshed = post(
+        &b2,
+        &format!("/v1/{app}/auth/refresh"),
+        &sk,
+        serde_json::json!({"refreshToken": refresh_token}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    let access = refreshed["session"]["token"].as_str().unwrap().to_owned();
+    let me = |base: String| {
+        let (client, access, app) = (client.clone(), access.clone(), app.clone());
+        async move {
+            client
+                .get(format!("{base}/v1/{app}/me"))
+                .bearer_auth(access)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(me(b2.clone()).await, 200);
+    // Revoked on the first, refused on the second at once.
+    let revoked = client
+        .delete(format!("{b1}/v1/{app}/sessions/{session}"))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert_eq!(me(b2.clone()).await, 401);
+
+    // One rate limit for both: 5 per second for this workspace, so a quick burst of 30 split
+    // between the replicas sees at most ~5 (plus what refills meanwhile) succeed.
+    let limited = client
+        .patch(format!("{b1}/control/v1/admin/workspaces/{ws}"))
+        .bearer_auth(&mk)
+        .json(&serde_json::json!({"plan": "enterprise", "limits": {"requestsPerSecondPerKey": 5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 200);
+    // Both replicas see the new standing within a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = Instant::now();
+    let mut allowed = 0;
+    for i in 0..30 {
+        let base = if i % 2 == 0 { &b1 } else { &b2 };
+        let r = client
+            .get(format!("{base}/v1/{app}"))
+            .bearer_auth(&sk)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            allowed += 1;
+        } else {
+            assert_eq!(r.status(), 429);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        f64::from(allowed) <= 5.0 + (elapsed + 0.1) * 5.0,
+        "{allowed} allowed in {elapsed:.2}s: the limit is shared"
+    );
+    assert!(allowed < 30, "the limit applied at all");
+
+    for child in [&mut first, &mut second] {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    for child in [first, second] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
