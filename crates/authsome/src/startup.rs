@@ -13,10 +13,10 @@ use tokio::net::TcpListener;
 
 use authsome_gateway::{
     InProcessLimiter, InProcessReplayCache, RateLimiter, RedisChannel, RedisLimiter,
-    RedisReplayCache, ReplayCache,
+    RedisReplayCache, RedisThrottle, ReplayCache,
 };
 use authsome_identity::Identity;
-use authsome_server::RedisInvalidations;
+use authsome_server::{RedisInvalidations, SharedThrottle};
 use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
 
 use crate::config::{AppIsolation, Config, LogFormat};
@@ -185,7 +185,27 @@ pub async fn serve(config: Config) -> Result<()> {
     // Embedded mode makes its own key on first start; a shared database needs the one key that
     // every replica is given.
     let (store, master_key) = open_store(&config, !config.is_postgres()).await?;
-    let identity = identity_engine(&config, master_key);
+    let mut identity = identity_engine(&config, master_key);
+    if let Some(url) = &config.redis_url {
+        // Sign-in failure counters shared by every replica.
+        let throttle = |name: &'static str, free: u32| {
+            let url = url.clone();
+            let prefix = config.redis_prefix.clone();
+            async move {
+                RedisThrottle::connect(url.as_str(), &prefix, name, free)
+                    .await
+                    .context("AUTHSOME_REDIS_URL")
+            }
+        };
+        identity = identity.with_throttles(
+            Arc::new(SharedThrottle(
+                throttle("account", authsome_identity::ACCOUNT_FREE_ATTEMPTS).await?,
+            )),
+            Arc::new(SharedThrottle(
+                throttle("address", authsome_identity::ADDRESS_FREE_ATTEMPTS).await?,
+            )),
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("AUTHSOME_LISTEN: cannot listen on {}", config.listen))?;

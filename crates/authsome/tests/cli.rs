@@ -803,6 +803,33 @@ async fn two_serve_processes_share_sessions_revocations_and_limits() {
     assert!(revoked.status().is_success(), "{}", revoked.status());
     assert_eq!(me(b2.clone()).await, 401);
 
+    // Sign-in failures add up across replicas: five wrong passwords spread over both lock the
+    // account on both (a correct password then gains nothing).
+    for i in 0..5 {
+        let base = if i % 2 == 0 { &b1 } else { &b2 };
+        let r = post(
+            base,
+            &format!("/v1/{app}/auth/signin"),
+            &sk,
+            serde_json::json!({"email": "twice@example.com", "password": "wrong-password-x"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    for base in [&b1, &b2] {
+        let r = post(
+            base,
+            &format!("/v1/{app}/auth/signin"),
+            &sk,
+            serde_json::json!({"email": "twice@example.com", "password": "two-replicas-1"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(r.headers().get("retry-after").is_some());
+    }
+
     // One rate limit for both: 5 per second for this workspace, so a quick burst of 30 split
     // between the replicas sees at most ~5 (plus what refills meanwhile) succeed.
     let limited = client

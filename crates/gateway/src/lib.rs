@@ -9,6 +9,7 @@
 mod channel;
 mod redis_limiter;
 mod replay;
+mod throttle;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 pub use channel::RedisChannel;
 pub use redis_limiter::RedisLimiter;
 pub use replay::{InProcessReplayCache, RedisReplayCache, ReplayCache};
+pub use throttle::RedisThrottle;
 
 /// A sustained rate with a burst of the same size (one second's worth).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -177,11 +177,20 @@ impl Identity {
         let email = input.email.trim().to_lowercase();
         let account_key = format!("{app}:{email}");
         let address_key = client.ip.as_ref().map(|ip| format!("{app}|{ip}"));
-        let locked = self.account_throttle.check(&account_key).err().or_else(|| {
-            address_key
-                .as_ref()
-                .and_then(|k| self.address_throttle.check(k).err())
-        });
+        let unavailable = |e: crate::throttle::ThrottleUnavailable| {
+            tracing::error!(error = %e, "sign-in refused: throttle state unavailable");
+            IdentityError::Unavailable("sign-in is unavailable right now".into())
+        };
+        let mut locked = self
+            .account_throttle
+            .check(&account_key)
+            .await
+            .map_err(unavailable)?;
+        if locked.is_none() {
+            if let Some(k) = &address_key {
+                locked = self.address_throttle.check(k).await.map_err(unavailable)?;
+            }
+        }
         if let Some(wait) = locked {
             self.sign_in_failed(app, &email, None, "locked");
             return Err(IdentityError::RateLimited {
@@ -202,14 +211,20 @@ impl Identity {
             }
         };
         let Some(user) = verified else {
-            self.account_throttle.failed(&account_key);
+            self.account_throttle
+                .failed(&account_key)
+                .await
+                .map_err(unavailable)?;
             if let Some(k) = &address_key {
-                self.address_throttle.failed(k);
+                self.address_throttle.failed(k).await.map_err(unavailable)?;
             }
             self.sign_in_failed(app, &email, known.as_ref(), "bad_credentials");
             return Err(IdentityError::Unauthenticated(BAD_CREDENTIALS));
         };
-        self.account_throttle.succeeded(&account_key);
+        self.account_throttle
+            .succeeded(&account_key)
+            .await
+            .map_err(unavailable)?;
         if user.disabled {
             self.sign_in_failed(app, &email, Some(&user.id), "disabled");
             return Err(IdentityError::Forbidden("this user is disabled"));

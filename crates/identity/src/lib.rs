@@ -11,6 +11,7 @@ mod auth;
 pub mod dpop;
 mod hashing;
 mod organizations;
+pub mod throttle;
 pub mod tokens;
 mod usage;
 mod users;
@@ -25,6 +26,12 @@ use authsome_domain::identity::SigningKeyRecord;
 use authsome_domain::master_key::MasterKey;
 use authsome_domain::password::PasswordPolicy;
 use authsome_domain::throttle::LoginThrottle;
+use throttle::{LocalThrottle, SignInThrottle};
+
+/// Failures allowed before an email is locked out (per application).
+pub const ACCOUNT_FREE_ATTEMPTS: u32 = 5;
+/// Failures allowed before a client address is locked out (per application).
+pub const ADDRESS_FREE_ATTEMPTS: u32 = 20;
 use authsome_domain::ValidationError;
 use authsome_storage::app::{AppDatabases, AppRepository};
 use authsome_storage::StorageError;
@@ -75,8 +82,8 @@ pub struct Identity {
     master_key: Arc<MasterKey>,
     public_url: String,
     keys: RwLock<HashMap<ApplicationId, (Arc<KeySet>, Instant)>>,
-    account_throttle: LoginThrottle,
-    address_throttle: LoginThrottle,
+    account_throttle: Arc<dyn SignInThrottle>,
+    address_throttle: Arc<dyn SignInThrottle>,
     active_users: Mutex<usage::ActiveUsers>,
     events: Arc<dyn EventSink>,
     policy: PasswordPolicy,
@@ -111,8 +118,8 @@ impl Identity {
             master_key: Arc::new(master_key),
             public_url: public_url.trim_end_matches('/').to_owned(),
             keys: RwLock::new(HashMap::new()),
-            account_throttle: LoginThrottle::new(5),
-            address_throttle: LoginThrottle::new(20),
+            account_throttle: Arc::new(LocalThrottle(LoginThrottle::new(ACCOUNT_FREE_ATTEMPTS))),
+            address_throttle: Arc::new(LocalThrottle(LoginThrottle::new(ADDRESS_FREE_ATTEMPTS))),
             active_users: Mutex::new(usage::ActiveUsers::default()),
             events: Arc::new(NoEvents),
             policy: PasswordPolicy::default(),
@@ -131,6 +138,18 @@ impl Identity {
     /// The deployment's public base URL (issuer prefix).
     pub fn public_url(&self) -> &str {
         &self.public_url
+    }
+
+    /// Keeps sign-in failure counters in `account` (per application and email) and `address`
+    /// (per application and client address), e.g. shared by all replicas through Redis.
+    pub fn with_throttles(
+        mut self,
+        account: Arc<dyn SignInThrottle>,
+        address: Arc<dyn SignInThrottle>,
+    ) -> Self {
+        self.account_throttle = account;
+        self.address_throttle = address;
+        self
     }
 
     /// The deployment's password rules and argon2id cost for application users.

@@ -208,6 +208,42 @@ pub async fn flush_batched(state: &AppState) {
     }
 }
 
+/// Sign-in failure counters in Redis, shared by every replica.
+pub struct SharedThrottle(pub authsome_gateway::RedisThrottle);
+
+#[async_trait::async_trait]
+impl authsome_identity::throttle::SignInThrottle for SharedThrottle {
+    async fn check(
+        &self,
+        subject: &str,
+    ) -> Result<Option<Duration>, authsome_identity::throttle::ThrottleUnavailable> {
+        self.0
+            .check(subject)
+            .await
+            .map_err(|e| authsome_identity::throttle::ThrottleUnavailable(e.to_string()))
+    }
+
+    async fn failed(
+        &self,
+        subject: &str,
+    ) -> Result<(), authsome_identity::throttle::ThrottleUnavailable> {
+        self.0
+            .failed(subject)
+            .await
+            .map_err(|e| authsome_identity::throttle::ThrottleUnavailable(e.to_string()))
+    }
+
+    async fn succeeded(
+        &self,
+        subject: &str,
+    ) -> Result<(), authsome_identity::throttle::ThrottleUnavailable> {
+        self.0
+            .succeeded(subject)
+            .await
+            .map_err(|e| authsome_identity::throttle::ThrottleUnavailable(e.to_string()))
+    }
+}
+
 /// The applications' audit outboxes, which live in their databases (the identity engine's).
 struct IdentityOutbox(Arc<Identity>);
 

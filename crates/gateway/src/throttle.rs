@@ -1,0 +1,146 @@
+//! Sign-in failure counters shared by replicas, in Redis: consecutive failures of one subject
+//! lock it for a growing period (2 s after the free attempts, doubling, at most 15 minutes),
+//! the same policy as the in-process `LoginThrottle`, with Redis's clock. A quiet quarter of an
+//! hour forgives (the key expires). Unreachable Redis is an error: callers refuse sign-in.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+use crate::RateLimitError;
+
+const FAIL: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+local free = tonumber(ARGV[1])
+if count >= free then
+  local exponent = math.min(count - free, 10)
+  local lock = math.min(2000 * (2 ^ exponent), 900000)
+  redis.call('HSET', KEYS[1], 'until', now + lock)
+end
+redis.call('PEXPIRE', KEYS[1], 900000)
+return count
+"#;
+
+const CHECK: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if untl > now then return untl - now end
+return 0
+"#;
+
+#[derive(Clone)]
+pub struct RedisThrottle {
+    connection: ConnectionManager,
+    prefix: String,
+    free_attempts: u32,
+    fail: redis::Script,
+    check: redis::Script,
+}
+
+impl RedisThrottle {
+    /// Counters under `prefix` + `throttle:` + `name` + `:`, locking after `free_attempts`.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        name: &str,
+        free_attempts: u32,
+    ) -> Result<Self, RateLimitError> {
+        let client =
+            redis::Client::open(url).map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+        let connection = ConnectionManager::new(client)
+            .await
+            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            connection,
+            prefix: format!("{prefix}throttle:{name}:"),
+            free_attempts: free_attempts.max(1),
+            fail: redis::Script::new(FAIL),
+            check: redis::Script::new(CHECK),
+        })
+    }
+
+    fn key(&self, subject: &str) -> String {
+        format!("{}{subject}", self.prefix)
+    }
+
+    /// `Some(wait)` while `subject` is locked.
+    pub async fn check(&self, subject: &str) -> Result<Option<Duration>, RateLimitError> {
+        let mut connection = self.connection.clone();
+        let wait_ms: i64 = self
+            .check
+            .key(self.key(subject))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
+    }
+
+    pub async fn failed(&self, subject: &str) -> Result<(), RateLimitError> {
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .fail
+            .key(self.key(subject))
+            .arg(self.free_attempts)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    pub async fn succeeded(&self, subject: &str) -> Result<(), RateLimitError> {
+        let mut connection = self.connection.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.key(subject))
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn failures_lock_across_connections_and_success_clears() {
+        let url = std::env::var("AUTHSOME_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("authsome-test-throttle-{}:", std::process::id());
+        let first = match RedisThrottle::connect(&url, &prefix, "account", 3).await {
+            Ok(t) => t,
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true and Redis is unreachable at {url}: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping the Redis throttle test: {e}");
+                return;
+            }
+        };
+        let second = RedisThrottle::connect(&url, &prefix, "account", 3)
+            .await
+            .unwrap();
+        let subject = format!("app:{}@example.com", std::process::id());
+        first.succeeded(&subject).await.unwrap();
+        // Failures on two replicas add up: the third locks, for about two seconds.
+        first.failed(&subject).await.unwrap();
+        second.failed(&subject).await.unwrap();
+        assert_eq!(first.check(&subject).await.unwrap(), None);
+        first.failed(&subject).await.unwrap();
+        let wait = second.check(&subject).await.unwrap().expect("locked");
+        assert!(
+            wait <= Duration::from_secs(2) && wait > Duration::from_millis(1500),
+            "{wait:?}"
+        );
+        // The next failure doubles the lock.
+        second.failed(&subject).await.unwrap();
+        let wait = first.check(&subject).await.unwrap().expect("locked");
+        assert!(wait > Duration::from_secs(3), "{wait:?}");
+        // Success (after the lock) clears everything.
+        first.succeeded(&subject).await.unwrap();
+        assert_eq!(second.check(&subject).await.unwrap(), None);
+    }
+}
