@@ -22,6 +22,45 @@ pub use redis_limiter::RedisLimiter;
 pub use replay::{InProcessReplayCache, RedisReplayCache, ReplayCache};
 pub use throttle::RedisThrottle;
 
+/// A Redis connection that fails fast: a command that gets no answer within a second, or a
+/// connection not made within two, is an error (which the callers turn into their documented
+/// behaviour) instead of a request hanging; it reconnects in the background.
+pub(crate) async fn connect(url: &str) -> Result<redis::aio::ConnectionManager, RateLimitError> {
+    let client =
+        redis::Client::open(url).map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(1))
+        .set_number_of_retries(2);
+    redis::aio::ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| RateLimitError::Unavailable(e.to_string()))
+}
+
+/// Every Redis command answers within this, or is an error (whatever the client library does
+/// while it reconnects).
+const COMMAND_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Bounds a Redis command by [`COMMAND_DEADLINE`] and maps its errors.
+pub(crate) trait WithDeadline<T> {
+    fn with_deadline(self) -> impl std::future::Future<Output = Result<T, RateLimitError>>;
+}
+
+impl<T, F> WithDeadline<T> for F
+where
+    F: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    async fn with_deadline(self) -> Result<T, RateLimitError> {
+        match tokio::time::timeout(COMMAND_DEADLINE, self).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RateLimitError::Unavailable(e.to_string())),
+            Err(_) => Err(RateLimitError::Unavailable(
+                "Redis did not answer in time".into(),
+            )),
+        }
+    }
+}
+
 /// A sustained rate with a burst of the same size (one second's worth).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
-use crate::{gcra, Decision, Limit, RateLimitError, RateLimiter};
+use crate::{gcra, Decision, Limit, RateLimitError, RateLimiter, WithDeadline};
 
 /// Returns {allowed, tat_before_us, now_us}; advances the stored tat when allowed.
 const SCRIPT: &str = r#"
@@ -33,11 +33,7 @@ impl RedisLimiter {
     /// Connects (failing now, not later, when Redis does not answer). Keys are `prefix` +
     /// `ratelimit:` + subject.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, RateLimitError> {
-        let client =
-            redis::Client::open(url).map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
-        let connection = ConnectionManager::new(client)
-            .await
-            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+        let connection = crate::connect(url).await?;
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
@@ -56,8 +52,8 @@ impl RateLimiter for RedisLimiter {
             .arg(limit.interval_us())
             .arg(limit.window_us())
             .invoke_async(&mut connection)
-            .await
-            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+            .with_deadline()
+            .await?;
         // Recompute the numbers from the same inputs the script used.
         let (decision, _) = gcra(now, Some(tat), limit);
         debug_assert_eq!(decision.allowed, allowed == 1);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
-use crate::RateLimitError;
+use crate::{RateLimitError, WithDeadline};
 
 #[async_trait]
 pub trait ReplayCache: Send + Sync {
@@ -56,11 +56,7 @@ pub struct RedisReplayCache {
 
 impl RedisReplayCache {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, RateLimitError> {
-        let client =
-            redis::Client::open(url).map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
-        let connection = ConnectionManager::new(client)
-            .await
-            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+        let connection = crate::connect(url).await?;
         Ok(Self {
             connection,
             prefix: format!("{prefix}replay:"),
@@ -79,8 +75,8 @@ impl ReplayCache for RedisReplayCache {
             .arg("PX")
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
             .query_async(&mut connection)
-            .await
-            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+            .with_deadline()
+            .await?;
         Ok(set.is_some())
     }
 }

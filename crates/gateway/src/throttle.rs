@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use crate::RateLimitError;
+use crate::{RateLimitError, WithDeadline};
 
 const FAIL: &str = r#"
 local t = redis.call('TIME')
@@ -48,11 +48,7 @@ impl RedisThrottle {
         name: &str,
         free_attempts: u32,
     ) -> Result<Self, RateLimitError> {
-        let client =
-            redis::Client::open(url).map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
-        let connection = ConnectionManager::new(client)
-            .await
-            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+        let connection = crate::connect(url).await?;
         Ok(Self {
             connection,
             prefix: format!("{prefix}throttle:{name}:"),
@@ -73,8 +69,8 @@ impl RedisThrottle {
             .check
             .key(self.key(subject))
             .invoke_async(&mut connection)
-            .await
-            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+            .with_deadline()
+            .await?;
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
     }
 
@@ -85,8 +81,8 @@ impl RedisThrottle {
             .key(self.key(subject))
             .arg(self.free_attempts)
             .invoke_async(&mut connection)
-            .await
-            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+            .with_deadline()
+            .await?;
         Ok(())
     }
 
@@ -95,8 +91,8 @@ impl RedisThrottle {
         let _: i64 = redis::cmd("DEL")
             .arg(self.key(subject))
             .query_async(&mut connection)
-            .await
-            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+            .with_deadline()
+            .await?;
         Ok(())
     }
 }

@@ -99,6 +99,65 @@ async fn serve(
     serve_with_limiter(store, apps, http, guard, None).await
 }
 
+type Throttles = (
+    Arc<dyn authsome_identity::throttle::SignInThrottle>,
+    Arc<dyn authsome_identity::throttle::SignInThrottle>,
+);
+
+thread_local! {
+    /// Sign-in throttles for the next app this thread serves (Redis-backed tests).
+    static THROTTLES: std::cell::RefCell<Option<Throttles>> = const { std::cell::RefCell::new(None) };
+}
+
+/// An app whose shared state (rate limits, invalidations, replay memory, sign-in throttles)
+/// lives in the Redis at `url`. `None` when it cannot connect.
+pub async fn spawn_with_redis_at(url: &str) -> Option<TestApp> {
+    let prefix = format!("authsome-test-{}:", uuid::Uuid::now_v7().simple());
+    let limiter = authsome_gateway::RedisLimiter::connect(url, &prefix)
+        .await
+        .ok()?;
+    let channel = authsome_gateway::RedisChannel::connect(url, &format!("{prefix}invalidations"))
+        .await
+        .ok()?;
+    let replay = Arc::new(
+        authsome_gateway::RedisReplayCache::connect(url, &prefix)
+            .await
+            .ok()?,
+    );
+    let throttle = |name: &'static str, free: u32| {
+        let (url, prefix) = (url.to_owned(), prefix.clone());
+        async move { authsome_gateway::RedisThrottle::connect(&url, &prefix, name, free).await }
+    };
+    let account = throttle("account", authsome_identity::ACCOUNT_FREE_ATTEMPTS)
+        .await
+        .ok()?;
+    let address = throttle("address", authsome_identity::ADDRESS_FREE_ATTEMPTS)
+        .await
+        .ok()?;
+    THROTTLES.with(|t| {
+        *t.borrow_mut() = Some((
+            Arc::new(authsome_server::SharedThrottle(account)),
+            Arc::new(authsome_server::SharedThrottle(address)),
+        ))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    let apps_dir = dir.path().join("apps");
+    let mut app = serve_with_limiter(
+        Arc::new(store),
+        AppDatabaseConfig::Sqlite {
+            dir: apps_dir.clone(),
+        },
+        HttpSettings::default(),
+        Box::new(dir),
+        Some((Arc::new(limiter), channel, replay)),
+    )
+    .await;
+    app.apps_dir = Some(apps_dir);
+    Some(app)
+}
+
 /// Two replicas on one SQLite control plane whose rate limits live in Redis under a fresh
 /// prefix: the first as a `TestApp`, the second's base URL. `None` outside CI without Redis.
 pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
@@ -198,11 +257,14 @@ async fn serve_with_limiter(
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let identity = Identity::new(
+    let mut identity = Identity::new(
         AppDatabases::new(apps, 64),
         MasterKey::generate(),
         base.clone(),
     );
+    if let Some((account, address)) = THROTTLES.with(|t| t.borrow_mut().take()) {
+        identity = identity.with_throttles(account, address);
+    }
     let state = match shared {
         Some((limiter, channel, replay)) => {
             let control =

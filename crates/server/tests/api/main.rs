@@ -47,6 +47,7 @@ mod entry_point;
 mod events;
 mod http_basics;
 mod provisioning;
+mod redis_outage;
 mod role_matrix;
 mod signed_requests;
 mod workspaces_and_admin;
