@@ -388,16 +388,7 @@ macro_rules! impl_audit {
                         });
                         insert.build().execute(&mut *tx).await?;
                     }
-                    for chunk in outbox_ids.chunks(ROWS_PER_INSERT) {
-                        let mut delete =
-                            sqlx::QueryBuilder::<Db>::new("DELETE FROM audit_outbox WHERE id IN (");
-                        let mut ids = delete.separated(", ");
-                        for id in chunk {
-                            ids.push_bind(id);
-                        }
-                        delete.push(")");
-                        delete.build().execute(&mut *tx).await?;
-                    }
+                    delete_outbox_ids(&mut *tx, outbox_ids).await?;
                     tx.commit().await?;
                     Ok(true)
                 }
@@ -407,37 +398,11 @@ macro_rules! impl_audit {
                     before: DateTime<Utc>,
                     limit: u32,
                 ) -> Result<Vec<crate::outbox::OutboxRow>> {
-                    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-                        "SELECT id, body, created_at FROM audit_outbox WHERE created_at < $1 \
-                         ORDER BY created_at, id LIMIT $2",
-                    )
-                    .bind(ms(before))
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
-                    rows.into_iter()
-                        .map(|(id, body, at)| {
-                            Ok(crate::outbox::OutboxRow {
-                                id,
-                                body,
-                                created_at: time(at, "audit_outbox.created_at")?,
-                            })
-                        })
-                        .collect()
+                    read_outbox(&self.pool, before, limit).await
                 }
 
                 async fn delete_audit_outbox(&self, ids: &[String]) -> Result<()> {
-                    for chunk in ids.chunks(ROWS_PER_INSERT) {
-                        let mut delete =
-                            sqlx::QueryBuilder::<Db>::new("DELETE FROM audit_outbox WHERE id IN (");
-                        let mut list = delete.separated(", ");
-                        for id in chunk {
-                            list.push_bind(id);
-                        }
-                        delete.push(")");
-                        delete.build().execute(&self.pool).await?;
-                    }
-                    Ok(())
+                    delete_outbox_ids(&self.pool, ids).await
                 }
 
                 async fn existing_audit_ids(&self, ids: &[String]) -> Result<Vec<String>> {

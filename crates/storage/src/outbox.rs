@@ -80,9 +80,12 @@ pub(crate) fn committed(wrote: bool) {
     }
 }
 
-/// `write_outbox(executor) -> Result<bool>` for one backend: inserts the pending rows (if
-/// any) through `executor`, which must be the write's transaction.
-macro_rules! outbox_writer {
+/// The outbox's SQL for one backend (the table is the same in every database):
+/// `write_outbox(executor)` inserts the pending rows (if any) through the write's transaction;
+/// `read_outbox(executor, before, limit)` lists rows older than `before`;
+/// `delete_outbox_ids(executor, ids)` deletes rows by id, in one statement (callers pass at most
+/// one writer batch, well under both backends' parameter limits).
+macro_rules! outbox_sql {
     ($db:ty) => {
         async fn write_outbox<'e, E>(exec: E) -> $crate::Result<bool>
         where
@@ -102,7 +105,53 @@ macro_rules! outbox_writer {
             insert.build().execute(exec).await?;
             Ok(true)
         }
+
+        async fn read_outbox<'e, E>(
+            exec: E,
+            before: chrono::DateTime<chrono::Utc>,
+            limit: u32,
+        ) -> $crate::Result<Vec<$crate::outbox::OutboxRow>>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT id, body, created_at FROM audit_outbox WHERE created_at < $1 \
+                 ORDER BY created_at, id LIMIT $2",
+            )
+            .bind(before.timestamp_millis())
+            .bind(i64::from(limit))
+            .fetch_all(exec)
+            .await?;
+            rows.into_iter()
+                .map(|(id, body, at)| {
+                    Ok($crate::outbox::OutboxRow {
+                        id,
+                        body,
+                        created_at: chrono::DateTime::from_timestamp_millis(at)
+                            .ok_or($crate::StorageError::Corrupt("audit_outbox.created_at"))?,
+                    })
+                })
+                .collect()
+        }
+
+        async fn delete_outbox_ids<'e, E>(exec: E, ids: &[String]) -> $crate::Result<()>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let mut delete =
+                sqlx::QueryBuilder::<$db>::new("DELETE FROM audit_outbox WHERE id IN (");
+            let mut list = delete.separated(", ");
+            for id in ids {
+                list.push_bind(id);
+            }
+            delete.push(")");
+            delete.build().execute(exec).await?;
+            Ok(())
+        }
     };
 }
 
-pub(crate) use outbox_writer;
+pub(crate) use outbox_sql;

@@ -48,7 +48,7 @@ macro_rules! impl_repositories {
             }
         }
 
-        crate::outbox::outbox_writer!(<$store as HasDb>::Db);
+        crate::outbox::outbox_sql!(<$store as HasDb>::Db);
 
         fn after(page: &PageRequest) -> &str {
             page.after.as_deref().unwrap_or("")

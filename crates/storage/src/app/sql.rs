@@ -249,7 +249,7 @@ fn like_pattern(text: &str) -> String {
 macro_rules! impl_identity {
     ($store:ty, $db:ty) => {
         impl $store {
-            crate::outbox::outbox_writer!($db);
+            crate::outbox::outbox_sql!($db);
 
             /// Why a rotation did not happen: rotated already (and when), or no such token.
             async fn rotation_state(&self, old: &KeyHash) -> Result<super::Rotation> {
@@ -707,37 +707,11 @@ macro_rules! impl_identity {
                 before: chrono::DateTime<chrono::Utc>,
                 limit: u32,
             ) -> Result<Vec<crate::outbox::OutboxRow>> {
-                let rows: Vec<(String, String, i64)> = sqlx::query_as(
-                    "SELECT id, body, created_at FROM audit_outbox WHERE created_at < $1 \
-                     ORDER BY created_at, id LIMIT $2",
-                )
-                .bind(ms(before))
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-                rows.into_iter()
-                    .map(|(id, body, at)| {
-                        Ok(crate::outbox::OutboxRow {
-                            id,
-                            body,
-                            created_at: time(at, "audit_outbox.created_at")?,
-                        })
-                    })
-                    .collect()
+                Self::read_outbox(&self.pool, before, limit).await
             }
 
             async fn delete_outbox(&self, ids: &[String]) -> Result<()> {
-                for chunk in ids.chunks(500) {
-                    let mut delete =
-                        sqlx::QueryBuilder::<$db>::new("DELETE FROM audit_outbox WHERE id IN (");
-                    let mut list = delete.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id);
-                    }
-                    delete.push(")");
-                    delete.build().execute(&self.pool).await?;
-                }
-                Ok(())
+                Self::delete_outbox_ids(&self.pool, ids).await
             }
 
             async fn record_active_users(
