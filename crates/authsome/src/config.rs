@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use authsome_domain::master_key::MasterKey;
 use authsome_domain::password::{self, Argon2Params, PasswordPolicy};
@@ -118,6 +119,27 @@ pub const SETTINGS: &[Setting] = &[
         default: Some("false"),
         secret: false,
         help: "`true`: every DPoP proof must carry a current server nonce (`DPoP-Nonce`).",
+    },
+    Setting {
+        key: "upstream_connect_timeout_ms",
+        env: "AUTHSOME_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default: Some("2000"),
+        secret: false,
+        help: "Dedicated applications: longest wait for a TCP connection to an instance.",
+    },
+    Setting {
+        key: "upstream_timeout_ms",
+        env: "AUTHSOME_UPSTREAM_TIMEOUT_MS",
+        default: Some("30000"),
+        secret: false,
+        help: "Dedicated applications: longest wait for an instance's response head, per attempt (then 504).",
+    },
+    Setting {
+        key: "upstream_health_interval_ms",
+        env: "AUTHSOME_UPSTREAM_HEALTH_INTERVAL_MS",
+        default: Some("2000"),
+        secret: false,
+        help: "Dedicated applications: how often each instance's `/health` is checked; two failures in a row take it out of rotation, one success brings it back.",
     },
     Setting {
         key: "session_ttl_seconds",
@@ -268,6 +290,7 @@ pub struct Config {
     pub password_policy: PasswordPolicy,
     pub redis_prefix: String,
     pub dpop_require_nonce: bool,
+    pub proxy: authsome_gateway::proxy::ProxySettings,
 }
 
 impl Config {
@@ -482,6 +505,24 @@ impl RawConfig {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" => false,
                 _ => return Err(bad("AUTHSOME_DPOP_REQUIRE_NONCE", "must be true or false")),
+            },
+            proxy: authsome_gateway::proxy::ProxySettings {
+                connect_timeout: Duration::from_millis(number(
+                    "AUTHSOME_UPSTREAM_CONNECT_TIMEOUT_MS",
+                    10,
+                    60_000,
+                )?),
+                response_timeout: Duration::from_millis(number(
+                    "AUTHSOME_UPSTREAM_TIMEOUT_MS",
+                    10,
+                    600_000,
+                )?),
+                health_interval: Duration::from_millis(number(
+                    "AUTHSOME_UPSTREAM_HEALTH_INTERVAL_MS",
+                    50,
+                    60_000,
+                )?),
+                unhealthy_after: 2,
             },
         };
         if config.app_isolation == AppIsolation::Schema && !config.is_postgres() {

@@ -29,7 +29,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: control plane, customer API and health in one process.
-    Serve,
+    Serve {
+        /// Run as the instance of one dedicated application: serve only its customer API
+        /// (`/v1/<appId>/…`) and health, behind the gateway that forwards to it.
+        #[arg(long, value_name = "APP_ID")]
+        app: Option<String>,
+    },
     /// Create the data dir, the master key, the root workspace and its break-glass owner, once.
     Init {
         /// Print exactly one JSON object on stdout.
@@ -142,7 +147,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => startup::serve(config).await,
+            Command::Serve { app } => startup::serve(config, app).await,
             Command::Init { json } => startup::init(config, json).await,
             Command::Migrate => startup::migrate(config).await,
             Command::Healthcheck { url } => startup::healthcheck(config, url).await,

@@ -174,8 +174,14 @@ fn identity_engine(config: &Config, master_key: MasterKey) -> Identity {
     .with_password_policy(config.password_policy.clone())
 }
 
-pub async fn serve(config: Config) -> Result<()> {
+pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
     init_logging(&config);
+    let only_app = only_app
+        .map(|id| {
+            authsome_domain::id::ApplicationId::parse(&id)
+                .map_err(|_| anyhow::anyhow!("--app: `{id}` is not an application id (app_…)"))
+        })
+        .transpose()?;
     if let Some(url) = &config.redis_url {
         reachable("AUTHSOME_REDIS_URL", url, 6379).await?;
     }
@@ -243,6 +249,8 @@ pub async fn serve(config: Config) -> Result<()> {
         HttpSettings {
             max_body_bytes: config.max_body_bytes,
             dpop_require_nonce: config.dpop_require_nonce,
+            proxy: config.proxy.clone(),
+            only_app: only_app.clone(),
         },
         limiter,
         replay,
@@ -250,9 +258,22 @@ pub async fn serve(config: Config) -> Result<()> {
     if let Some(channel) = &channel {
         authsome_server::listen_for_invalidations(&state, channel);
     }
+    if let Some(app) = &only_app {
+        // An instance of an application that does not exist would only ever answer 404.
+        state
+            .control
+            .public_application(app.as_str())
+            .await
+            .map_err(|_| anyhow::anyhow!("--app: application {app} not found"))?;
+    }
     let app = authsome_server::router(state.clone());
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, public_url = %config.public_url, "authsome listening");
+    match &only_app {
+        Some(only) => tracing::info!(address = %local, app = %only, "authsome instance listening"),
+        None => {
+            tracing::info!(address = %local, public_url = %config.public_url, "authsome listening")
+        }
+    }
 
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let signalled = {

@@ -355,10 +355,31 @@ impl ControlPlane {
                 "management keys cannot call the customer API",
             ));
         }
+        self.app_key_by_hash(app_id, &parsed.hash()).await
+    }
+
+    /// As [`ControlPlane::verify_app_key`], for a key the gateway already verified and names by
+    /// its hash (hex) in a forwarding assertion: a dedicated instance still refuses a key revoked
+    /// or rolled out since.
+    pub async fn verify_forwarded_key(
+        &self,
+        app_id: &str,
+        key_hash: &str,
+    ) -> Result<(Arc<Application>, ApiKey)> {
+        let hash =
+            KeyHash::from_hex(key_hash).ok_or(ControlError::Unauthenticated("invalid API key"))?;
+        self.app_key_by_hash(app_id, &hash).await
+    }
+
+    async fn app_key_by_hash(
+        &self,
+        app_id: &str,
+        hash: &KeyHash,
+    ) -> Result<(Arc<Application>, ApiKey)> {
         let app_id =
             ApplicationId::parse(app_id).map_err(|_| ControlError::NotFound("application"))?;
         let key = self
-            .usable_key(&parsed.hash())
+            .usable_key(hash)
             .await?
             .ok_or(ControlError::Unauthenticated("invalid API key"))?;
         if key.application_id.as_ref() != Some(&app_id) {

@@ -1,12 +1,17 @@
 //! Entry-point policy of the customer API: rate limits per key with GCRA (the generic cell rate
 //! algorithm), either in process (one replica, no services) or as one atomic Redis script so
 //! the limit holds across any number of replicas; and replay caches for one-time values
-//! (request signatures), in process or in Redis.
+//! (request signatures), in process or in Redis; and the forwarding hop to dedicated instances
+//! ([`proxy`]: balancing, health checks, retries, timeouts; [`forward`]: header hygiene and the
+//! gateway's signed assertion).
 //!
-//! **Architecture invariant:** this crate knows nothing of keys, plans or HTTP; it is given a
-//! subject string and a limit and answers allow/deny with the numbers for the response headers.
+//! **Architecture invariant:** this crate knows nothing of keys, plans or routes; it is given a
+//! subject string and a limit and answers allow/deny with the numbers for the response headers,
+//! and it is given a prepared request and a list of upstreams and forwards it.
 
 mod channel;
+pub mod forward;
+pub mod proxy;
 mod redis_limiter;
 mod replay;
 mod throttle;

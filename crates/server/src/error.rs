@@ -20,7 +20,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// `invalid_request`, `unauthorized`, `payment_required`, `forbidden`, `not_found`,
     /// `method_not_allowed`, `conflict`, `payload_too_large`, `rate_limit_exceeded`,
-    /// `internal_error` or `service_unavailable`.
+    /// `internal_error`, `bad_gateway` (a dedicated instance failed), `service_unavailable` or
+    /// `gateway_timeout` (a dedicated instance did not answer in time).
     pub code: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,7 +95,9 @@ pub fn code_for(status: StatusCode) -> &'static str {
         409 => "conflict",
         413 => "payload_too_large",
         429 => "rate_limit_exceeded",
+        502 => "bad_gateway",
         503 => "service_unavailable",
+        504 => "gateway_timeout",
         _ => "internal_error",
     }
 }

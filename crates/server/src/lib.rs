@@ -10,6 +10,7 @@ pub mod dpop;
 pub mod error;
 pub mod events;
 mod extract;
+pub mod gateway;
 mod idempotency;
 pub mod openapi;
 pub mod request_id;
@@ -23,6 +24,8 @@ use std::time::Duration;
 use authsome_control::audit::{AuditLog, AuditSettings};
 use authsome_control::{ControlPlane, Provisioner};
 use authsome_domain::id::ApplicationId;
+use authsome_gateway::forward::ForwardKey;
+use authsome_gateway::proxy::{Proxy, ProxySettings};
 use authsome_gateway::{InProcessLimiter, InProcessReplayCache, RateLimiter, ReplayCache};
 use authsome_identity::Identity;
 use axum::extract::DefaultBodyLimit;
@@ -37,6 +40,11 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Every DPoP proof must carry a current server nonce (RFC 9449 §8).
     pub dpop_require_nonce: bool,
+    /// Forwarding to dedicated applications' instances: timeouts and health checks.
+    pub proxy: ProxySettings,
+    /// Run as one dedicated application's instance (`authsome serve --app`): serve only its
+    /// customer API and health.
+    pub only_app: Option<ApplicationId>,
 }
 
 impl Default for HttpSettings {
@@ -44,6 +52,8 @@ impl Default for HttpSettings {
         Self {
             max_body_bytes: 1024 * 1024,
             dpop_require_nonce: false,
+            proxy: ProxySettings::default(),
+            only_app: None,
         }
     }
 }
@@ -59,6 +69,10 @@ pub struct ServerState {
     /// One-time values already used (request signatures), in process or shared in Redis.
     pub replay: Arc<dyn ReplayCache>,
     pub http: HttpSettings,
+    /// The client that forwards dedicated applications' traffic to their instances.
+    pub proxy: Arc<Proxy<axum::body::Body>>,
+    /// Signs (gateway) and checks (instance) the assertion on forwarded requests.
+    pub forward_key: ForwardKey,
     draining: AtomicBool,
 }
 
@@ -109,6 +123,10 @@ impl ServerState {
         let events = Arc::new(EventBus::new(4096).with_audit(audit.clone()));
         let identity = Arc::new(identity.with_events(events.clone()));
         audit.set_app_outbox(Arc::new(IdentityOutbox(identity.clone())));
+        let forward_key =
+            ForwardKey::new(identity.master_key().derive(b"authsome.gateway.forward.v1"));
+        let proxy = Proxy::new(http.proxy.clone());
+        proxy.spawn_health_checks();
         let control = control
             .with_master_key(identity.master_key())
             .with_provisioner(Arc::new(IdentityProvisioner(identity.clone())))
@@ -121,6 +139,8 @@ impl ServerState {
             limiter,
             replay,
             http,
+            proxy,
+            forward_key,
             draining: AtomicBool::new(false),
         })
     }
@@ -144,6 +164,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            gateway::dispatch,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             routes::customer::digest_signed_body,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -153,6 +177,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(request_id::panic_response))
         .layer(axum::middleware::from_fn(request_id::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gateway::trust_forwarded,
+        ))
         .with_state(state)
 }
 

@@ -94,7 +94,11 @@ pub fn current_request_id() -> String {
 }
 
 pub async fn layer(request: Request, next: Next) -> Response {
-    let id = RequestId::new().to_string();
+    // A request the gateway forwarded keeps the gateway's id, so both logs tell one story.
+    let id = request
+        .extensions()
+        .get::<crate::gateway::Forwarded>()
+        .map_or_else(|| RequestId::new().to_string(), |f| f.0.request_id.clone());
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();

@@ -69,8 +69,9 @@ impl Application {
     }
 }
 
-/// Checks the tenancy / upstreams pair: a dedicated application needs 1–16 `http(s)://host[:port]`
-/// upstreams; a shared one has none.
+/// Checks the tenancy / upstreams pair: a dedicated application needs 1–16 `http://host[:port]`
+/// upstreams; a shared one has none. The hop to an instance is plain HTTP on the deployment's
+/// private network (or a service mesh's mTLS): the gateway does not speak TLS to instances.
 pub fn parse_upstreams(
     tenancy: Tenancy,
     upstreams: Option<Vec<String>>,
@@ -89,9 +90,16 @@ pub fn parse_upstreams(
             .into_iter()
             .map(|u| {
                 let parsed = url::Url::parse(&u).map_err(|_| {
-                    ValidationError::new("upstreams", "each upstream must be an http(s) URL")
+                    ValidationError::new("upstreams", "each upstream must be an http:// URL")
                 })?;
-                let plain = matches!(parsed.scheme(), "http" | "https")
+                if parsed.scheme() == "https" {
+                    return Err(ValidationError::new(
+                        "upstreams",
+                        "https upstreams are not supported: the gateway reaches instances over \
+                         plain HTTP on a private network (put TLS in a service mesh)",
+                    ));
+                }
+                let plain = parsed.scheme() == "http"
                     && parsed.host().is_some()
                     && parsed.username().is_empty()
                     && parsed.password().is_none()
@@ -103,7 +111,7 @@ pub fn parse_upstreams(
                 } else {
                     Err(ValidationError::new(
                         "upstreams",
-                        "each upstream must be http(s)://host[:port] with no path or credentials",
+                        "each upstream must be http://host[:port] with no path or credentials",
                     ))
                 }
             })
@@ -148,6 +156,7 @@ mod tests {
         );
         for bad in [
             "ftp://a",
+            "https://a:8443",
             "http://u:p@a",
             "http://a/x",
             "nope",

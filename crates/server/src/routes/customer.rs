@@ -74,6 +74,19 @@ async fn entry(
     app_id: &str,
     parts: &Parts,
 ) -> Result<(Arc<Application>, ApiKey), ApiError> {
+    // On a dedicated instance, the gateway already verified the key and applied the rate
+    // limit, quota and metering; the key is looked up again only to refuse one revoked since.
+    if let Some(hash) = parts
+        .extensions
+        .get::<crate::gateway::Forwarded>()
+        .and_then(|f| f.0.key_hash.as_deref())
+    {
+        let (app, key) = state.control.verify_forwarded_key(app_id, hash).await?;
+        crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
+        crate::request_id::set_app(app.id.as_str());
+        ensure_standing(&*state.control.workspace_view(&app.workspace_id).await?)?;
+        return Ok((app, key));
+    }
     let (app, key) = match signed(parts) {
         Some(signed) => verify_signed(state, app_id, parts, signed).await?,
         None => {
@@ -142,6 +155,11 @@ struct Signed<'a> {
     key_id: &'a str,
     timestamp: &'a str,
     signature: &'a str,
+}
+
+/// Whether the request claims to be signed (`X-Api-Key-Id`).
+pub fn is_signed(parts: &Parts) -> bool {
+    parts.headers.contains_key(KEY_ID_HEADER)
 }
 
 fn signed(parts: &Parts) -> Option<Result<Signed<'_>, ApiError>> {

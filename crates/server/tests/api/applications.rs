@@ -180,20 +180,33 @@ async fn dedicated_applications_need_upstreams() {
         .post(&path, &t.owner_token, json!({"name": "D", "environment": "staging", "tenancy": "dedicated", "upstreams": ["file:///etc/passwd"]}))
         .await;
     assert_error(&bad_url, 400, "invalid_request");
+    // The gateway reaches instances over plain HTTP on a private network.
+    let tls = app
+        .post(&path, &t.owner_token, json!({"name": "D", "environment": "staging", "tenancy": "dedicated", "upstreams": ["https://auth.example.com"]}))
+        .await;
+    assert_error(&tls, 400, "invalid_request");
+    assert!(
+        tls.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("https"),
+        "{}",
+        tls.body
+    );
     let ok = app
         .post(
             &path,
             &t.owner_token,
             json!({
                 "name": "D", "environment": "staging", "tenancy": "dedicated",
-                "upstreams": ["http://10.0.0.1:8080/", "https://auth.example.com"]
+                "upstreams": ["http://10.0.0.1:8080/", "http://auth.internal:8080"]
             }),
         )
         .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
     assert_eq!(
         ok.body["upstreams"],
-        json!(["http://10.0.0.1:8080", "https://auth.example.com"])
+        json!(["http://10.0.0.1:8080", "http://auth.internal:8080"])
     );
     let id = ok.body["id"].as_str().unwrap();
     let moved = app

@@ -488,3 +488,113 @@ pub fn assert_error(r: &Response, status: u16, code: &str) {
         .as_str()
         .is_some_and(|m| !m.is_empty()));
 }
+
+/// A dedicated application's instance (`authsome serve --app`) beside a gateway `TestApp`: the
+/// same control plane and application databases and master key, in instance mode, on its own
+/// runtime in its own thread, so that [`Instance::stop`] ends it the way a crash would (every
+/// connection closed at once).
+pub struct Instance {
+    pub base: String,
+    /// Requests this instance received.
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A port for an instance that is not started yet (the application must name its upstreams
+/// when it is created).
+pub fn reserve_port() -> std::net::TcpListener {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    listener
+}
+
+pub fn spawn_instance(
+    gateway: &TestApp,
+    app_id: &str,
+    listener: std::net::TcpListener,
+) -> Instance {
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let db = gateway
+        .db_url
+        .strip_prefix("sqlite://")
+        .expect("instances run on the SQLite gateway")
+        .to_owned();
+    let apps_dir = gateway.apps_dir.clone().unwrap();
+    let master = gateway.state.identity.master_key().to_base64();
+    let public_url = gateway.base.clone();
+    let only_app = authsome_domain::id::ApplicationId::parse(app_id).unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let counter = hits.clone();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let store = SqliteStore::open(std::path::Path::new(&db)).await.unwrap();
+            let state = ServerState::new(
+                ControlPlane::new(Arc::new(store), ControlSettings::default()),
+                Identity::new(
+                    AppDatabases::new(AppDatabaseConfig::Sqlite { dir: apps_dir }, 64),
+                    MasterKey::from_base64(&master).unwrap(),
+                    public_url,
+                ),
+                HttpSettings {
+                    only_app: Some(only_app),
+                    ..HttpSettings::default()
+                },
+            );
+            let router = authsome_server::router(state).layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    if request.uri().path() != "/health" {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    next.run(request)
+                },
+            ));
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            ready_tx.send(()).unwrap();
+            tokio::select! {
+                _ = axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                ) => {}
+                _ = stopped => {}
+            }
+        });
+        // Dropping the runtime ends every task: each connection closes at once.
+        drop(runtime);
+    });
+    ready.recv().unwrap();
+    Instance {
+        base,
+        hits,
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+impl Instance {
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,296 @@
+//! The hop from the gateway to a dedicated instance: which headers may cross it, and the signed
+//! assertion (`X-AuthSome-Forwarded`) with which the gateway vouches for what it checked (the
+//! application, the key, the client's address, the request id).
+//!
+//! A client can send any header, so everything that names an identity (`X-Forwarded-*`,
+//! `Forwarded`, `X-Real-IP`, every `X-AuthSome-*`) is removed before the gateway adds its own;
+//! an instance believes a forwarded address or key only under a valid assertion. The assertion
+//! is an HMAC-SHA256 under a key every replica derives from the deployment's master key, over
+//! the method, path, application, request id, client address and key, valid for
+//! [`MAX_SKEW_SECONDS`].
+
+use std::fmt::Write as _;
+
+use hmac::{Hmac, Mac};
+use http::header::{HeaderMap, HeaderName, CONNECTION};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+/// The gateway's signed statement about a forwarded request.
+pub const FORWARDED_HEADER: HeaderName = HeaderName::from_static("x-authsome-forwarded");
+
+/// How far the assertion's time may be from the instance's clock.
+pub const MAX_SKEW_SECONDS: u64 = 60;
+
+/// Connection-level headers (RFC 9110 §7.6.1): meaningful for one hop only.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers with which a client could claim another address or origin.
+const SPOOFABLE: [&str; 9] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+];
+
+/// Removes the hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes what a client could use to pass as someone or somewhere else: forwarding headers and
+/// every `X-AuthSome-*` header (only the gateway sets those).
+pub fn strip_client_identity(headers: &mut HeaderMap) {
+    for name in SPOOFABLE {
+        headers.remove(name);
+    }
+    let ours: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-authsome-"))
+        .cloned()
+        .collect();
+    for name in ours {
+        headers.remove(name);
+    }
+}
+
+/// What the gateway checked before forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assertion {
+    /// Unix seconds when the gateway signed it.
+    pub issued_at: u64,
+    pub app_id: String,
+    pub request_id: String,
+    /// The client's address as the gateway saw it.
+    pub client_ip: String,
+    /// SHA-256 (hex) of the API key the gateway verified, if the request carried one.
+    pub key_hash: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ForwardError {
+    #[error("malformed forwarding assertion")]
+    Malformed,
+    #[error("forwarding assertion outside its time window")]
+    Stale,
+    #[error("forwarding assertion signature does not match")]
+    BadSignature,
+}
+
+/// The key gateways sign assertions with and instances check them with (derived from the
+/// master key, so every process of one deployment shares it and nobody else has it).
+pub struct ForwardKey([u8; 32]);
+
+impl ForwardKey {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self(key)
+    }
+
+    /// The `X-AuthSome-Forwarded` value for `assertion` on a request `method path_and_query`.
+    pub fn sign(&self, assertion: &Assertion, method: &str, path_and_query: &str) -> String {
+        let sig = self.mac(assertion, method, path_and_query);
+        let mut value = String::with_capacity(200);
+        let _ = write!(
+            value,
+            "v1 t={} app={} rid={} ip={} key={} sig={}",
+            assertion.issued_at,
+            assertion.app_id,
+            assertion.request_id,
+            assertion.client_ip,
+            assertion.key_hash.as_deref().unwrap_or("-"),
+            hex::encode(sig)
+        );
+        value
+    }
+
+    /// Checks a header value against the request it came with, at `now` (unix seconds).
+    pub fn verify(
+        &self,
+        value: &str,
+        method: &str,
+        path_and_query: &str,
+        now: u64,
+    ) -> Result<Assertion, ForwardError> {
+        let mut fields = value.split(' ');
+        if fields.next() != Some("v1") {
+            return Err(ForwardError::Malformed);
+        }
+        let mut get = |name: &str| {
+            fields
+                .next()
+                .and_then(|f| f.strip_prefix(name))
+                .and_then(|f| f.strip_prefix('='))
+                .filter(|v| !v.is_empty())
+                .ok_or(ForwardError::Malformed)
+        };
+        let issued_at = get("t")?
+            .parse::<u64>()
+            .map_err(|_| ForwardError::Malformed)?;
+        let app_id = get("app")?.to_owned();
+        let request_id = get("rid")?.to_owned();
+        let client_ip = get("ip")?.to_owned();
+        let key = get("key")?;
+        let sig = hex::decode(get("sig")?).map_err(|_| ForwardError::Malformed)?;
+        if fields.next().is_some() {
+            return Err(ForwardError::Malformed);
+        }
+        let assertion = Assertion {
+            issued_at,
+            app_id,
+            request_id,
+            client_ip,
+            key_hash: (key != "-").then(|| key.to_owned()),
+        };
+        let expected = self.mac(&assertion, method, path_and_query);
+        if !bool::from(expected.as_slice().ct_eq(&sig)) {
+            return Err(ForwardError::BadSignature);
+        }
+        if issued_at.abs_diff(now) > MAX_SKEW_SECONDS {
+            return Err(ForwardError::Stale);
+        }
+        Ok(assertion)
+    }
+
+    fn mac(&self, a: &Assertion, method: &str, path_and_query: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .expect("HMAC-SHA256 takes a key of any length");
+        for part in [
+            "authsome.forward.v1",
+            &a.issued_at.to_string(),
+            method,
+            path_and_query,
+            &a.app_id,
+            &a.request_id,
+            &a.client_ip,
+            a.key_hash.as_deref().unwrap_or("-"),
+        ] {
+            mac.update(part.as_bytes());
+            mac.update(b"\n");
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn assertion() -> Assertion {
+        Assertion {
+            issued_at: 1_700_000_000,
+            app_id: "app_01jd4v0z3c8x2m5q7w9e1r6t0y".into(),
+            request_id: "req_01jd4v0z3c8x2m5q7w9e1r6t0y".into(),
+            client_ip: "2001:db8::1".into(),
+            key_hash: Some("ab".repeat(32)),
+        }
+    }
+
+    #[test]
+    fn an_assertion_verifies_only_for_its_request_key_and_time() {
+        let key = ForwardKey::new([7; 32]);
+        let a = assertion();
+        let value = key.sign(&a, "POST", "/v1/app/users?limit=2");
+        let now = a.issued_at + 30;
+        assert_eq!(
+            key.verify(&value, "POST", "/v1/app/users?limit=2", now),
+            Ok(a.clone())
+        );
+        for (method, path) in [("GET", "/v1/app/users?limit=2"), ("POST", "/v1/app/users")] {
+            assert_eq!(
+                key.verify(&value, method, path, now),
+                Err(ForwardError::BadSignature)
+            );
+        }
+        assert_eq!(
+            ForwardKey::new([8; 32]).verify(&value, "POST", "/v1/app/users?limit=2", now),
+            Err(ForwardError::BadSignature)
+        );
+        assert_eq!(
+            key.verify(&value, "POST", "/v1/app/users?limit=2", a.issued_at + 61),
+            Err(ForwardError::Stale)
+        );
+        // Any changed field breaks the signature.
+        let forged = value.replace("ip=2001:db8::1", "ip=10.0.0.1");
+        assert_eq!(
+            key.verify(&forged, "POST", "/v1/app/users?limit=2", now),
+            Err(ForwardError::BadSignature)
+        );
+        let keyless = Assertion {
+            key_hash: None,
+            ..a.clone()
+        };
+        let value = key.sign(&keyless, "GET", "/v1/app/.well-known/jwks.json");
+        assert!(value.contains(" key=- "));
+        assert_eq!(
+            key.verify(&value, "GET", "/v1/app/.well-known/jwks.json", now),
+            Ok(keyless)
+        );
+        for bad in [
+            "",
+            "v2 t=1",
+            "v1 t=x app=a rid=r ip=i key=- sig=00",
+            "v1 t=1",
+        ] {
+            assert_eq!(
+                key.verify(bad, "GET", "/", now),
+                Err(ForwardError::Malformed),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn hygiene_removes_hop_by_hop_and_identity_headers() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-authsome-app-id", "app_other"),
+            ("x-authsome-forwarded", "v1 forged"),
+            ("authorization", "Bearer sk_test_x"),
+            ("content-type", "application/json"),
+            ("x-custom", "kept"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut h);
+        strip_client_identity(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["authorization", "content-type", "x-custom"]);
+    }
+}

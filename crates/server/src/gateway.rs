@@ -1,0 +1,281 @@
+//! Routing of the customer API by application: a `tenancy: shared` application is served by the
+//! engine in this process; a `tenancy: dedicated` one is checked here (key, standing, rate
+//! limit, quota, metering: the same entry point as in process) and then forwarded to one of its
+//! upstream instances, which are this binary run as `authsome serve --app <appId>`.
+//!
+//! An instance (`HttpSettings::only_app`) serves only its application's `/v1/{appId}/…` and
+//! health. It believes what the gateway checked (key, client address, request id) only under a
+//! valid `X-AuthSome-Forwarded` assertion ([`authsome_gateway::forward`]); a request that
+//! reaches it directly goes through the whole entry point itself.
+//!
+//! This module must not know what a route does: it routes by the path's application and never
+//! looks at bodies beyond their length.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use authsome_domain::tenancy::{Application, Tenancy};
+use authsome_gateway::forward::{self, Assertion, FORWARDED_HEADER};
+use authsome_gateway::proxy::{Outgoing, ProxyError};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::request_id::REQUEST_ID_HEADER;
+use crate::routes::customer;
+use crate::AppState;
+
+/// Bodies up to this size are read before forwarding, so that a request can be sent again on
+/// another upstream; larger ones (and chunked ones) stream through once.
+const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
+
+const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-app-id");
+
+/// What a valid forwarding assertion told an instance.
+#[derive(Clone, Debug)]
+pub struct Forwarded(pub Assertion);
+
+/// The application named by a customer-API path (`/v1/{appId}` or `/v1/{appId}/…`).
+fn customer_app(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/")?;
+    let app = rest.split('/').next()?;
+    (!app.is_empty()).then_some(app)
+}
+
+/// Routes every request: dedicated applications' traffic is forwarded; on an instance, only its
+/// own application (and health) is served.
+pub async fn dispatch(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(ForwardRefused(why)) = request.extensions().get::<ForwardRefused>() {
+        return ApiError::unauthorized(why.clone()).into_response();
+    }
+    let path = request.uri().path();
+    let app_id = customer_app(path).map(str::to_owned);
+    if let Some(only) = &state.http.only_app {
+        return match app_id {
+            Some(app) if app == only.as_str() => next.run(request).await,
+            Some(_) => ApiError::not_found("application").into_response(),
+            None if matches!(path, "/health" | "/ready" | "/metrics" | "/openapi.json") => {
+                next.run(request).await
+            }
+            None => crate::routes::not_found().await.into_response(),
+        };
+    }
+    let Some(app_id) = app_id else {
+        return next.run(request).await;
+    };
+    match state.control.public_application(&app_id).await {
+        Ok(app) if app.tenancy == Tenancy::Dedicated => forward_to_upstream(&state, app, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        // Shared, unknown or malformed: the in-process routes answer (404 for the last two).
+        _ => next.run(request).await,
+    }
+}
+
+async fn forward_to_upstream(
+    state: &AppState,
+    app: Arc<Application>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let app_id = app.id.to_string();
+    if is_our_own_forward(state, &parts) {
+        // An upstream of this application is a gateway, not `serve --app`: forwarding again
+        // would go round forever.
+        tracing::error!(app = %app_id, "forwarding loop: an upstream is not an instance");
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "forwarding loop: an upstream of this application is a gateway, not an instance",
+        ));
+    }
+    // The same entry point as in process: a key is verified with the request's own credential
+    // (rate limit, quota and metering included); keyless routes need a serving application in
+    // good standing.
+    let key_hash = if customer::credential(&parts).is_some() || customer::is_signed(&parts) {
+        let (app, key) = customer::keyed(state, &app_id, &parts).await?;
+        debug_assert_eq!(app.id.as_str(), app_id);
+        Some(key.hash.to_hex())
+    } else {
+        customer::public(state, &app_id).await?;
+        None
+    };
+    let client_ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    let request_id = crate::request_id::current_request_id();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let assertion = Assertion {
+        issued_at: authsome_domain::now().timestamp().max(0) as u64,
+        app_id: app_id.clone(),
+        request_id: request_id.clone(),
+        client_ip: client_ip.clone(),
+        key_hash,
+    };
+    let signed = state
+        .forward_key
+        .sign(&assertion, parts.method.as_str(), &path);
+    let original_host = parts.headers.get(header::HOST).cloned();
+    let headers = &mut parts.headers;
+    forward::strip_hop_by_hop(headers);
+    forward::strip_client_identity(headers);
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| ApiError::internal());
+    headers.insert(APP_ID_HEADER, value(&app_id)?);
+    headers.insert(REQUEST_ID_HEADER, value(&request_id)?);
+    headers.insert(FORWARDED_HEADER, value(&signed)?);
+    headers.insert(
+        HeaderName::from_static("x-forwarded-for"),
+        value(&client_ip)?,
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if state.identity.public_url().starts_with("https:") {
+            "https"
+        } else {
+            "http"
+        }),
+    );
+    if let Some(host) = original_host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+
+    // The body's length as the connection declared it (`Content-Length`, or none at all);
+    // `None` for a chunked body of unknown size.
+    let length = http_body::Body::size_hint(&body).exact();
+    if length.is_some_and(|l| l > state.http.max_body_bytes as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
+    }
+    let outgoing = match length {
+        Some(l) if l <= REPLAYABLE_BODY_BYTES => Outgoing::Buffered(
+            axum::body::to_bytes(body, REPLAYABLE_BODY_BYTES as usize)
+                .await
+                .map_err(|_| ApiError::bad_request("the request body could not be read"))?,
+        ),
+        _ => Outgoing::Streamed(body),
+    };
+
+    let response = state
+        .proxy
+        .forward(&app.upstreams, parts, outgoing)
+        .await
+        .map_err(|e| {
+            tracing::warn!(app = %app_id, error = %e, "forwarding failed");
+            match e {
+                ProxyError::NoHealthyUpstream => ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no instance of this application is available",
+                    )
+                },
+                ProxyError::Timeout(_) => ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the application's instance did not answer in time",
+                ),
+                ProxyError::Upstream(_) | ProxyError::BadUpstream(_) => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "the application's instance could not be reached",
+                ),
+            }
+        })?;
+    let (mut parts, body) = response.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Whether the request already carries a valid assertion of this deployment's gateways.
+fn is_our_own_forward(state: &AppState, parts: &axum::http::request::Parts) -> bool {
+    let Some(value) = parts
+        .headers
+        .get(FORWARDED_HEADER)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let now = authsome_domain::now().timestamp().max(0) as u64;
+    state
+        .forward_key
+        .verify(value, parts.method.as_str(), path, now)
+        .is_ok()
+}
+
+/// On an instance: checks the gateway's assertion, if the request carries one, and then trusts
+/// its client address and request id. A forged or stale assertion is refused (401, by
+/// [`dispatch`]); the header is removed either way. Runs outside the request-id layer, which
+/// then adopts the gateway's request id.
+pub async fn trust_forwarded(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(only) = &state.http.only_app else {
+        return next.run(request).await;
+    };
+    let Some(value) = request.headers_mut().remove(FORWARDED_HEADER) else {
+        return next.run(request).await;
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let now = authsome_domain::now().timestamp().max(0) as u64;
+    let verified = value
+        .to_str()
+        .map_err(|_| forward::ForwardError::Malformed)
+        .and_then(|v| {
+            state
+                .forward_key
+                .verify(v, request.method().as_str(), &path, now)
+        });
+    match verified {
+        Ok(assertion) if assertion.app_id == only.as_str() => {
+            if let Ok(ip) = assertion.client_ip.parse::<IpAddr>() {
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo(SocketAddr::new(ip, 0)));
+            }
+            request.extensions_mut().insert(Forwarded(assertion));
+            next.run(request).await
+        }
+        other => {
+            let why = match other {
+                Err(e) => e.to_string(),
+                Ok(_) => "forwarding assertion for another application".to_owned(),
+            };
+            tracing::warn!(reason = %why, "forwarded request refused");
+            // Refused by [`dispatch`], inside the request-id layer, so the refusal carries one.
+            request.extensions_mut().insert(ForwardRefused(why));
+            next.run(request).await
+        }
+    }
+}
+
+/// A forwarding assertion that did not verify.
+#[derive(Clone, Debug)]
+struct ForwardRefused(String);
+
+#[cfg(test)]
+mod tests {
+    use super::customer_app;
+
+    #[test]
+    fn application_of_a_path() {
+        assert_eq!(customer_app("/v1/app_1"), Some("app_1"));
+        assert_eq!(customer_app("/v1/app_1/users/x"), Some("app_1"));
+        assert_eq!(customer_app("/v1/"), None);
+        assert_eq!(customer_app("/v1"), None);
+        assert_eq!(customer_app("/control/v1/x"), None);
+    }
+}

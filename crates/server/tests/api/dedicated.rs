@@ -1,0 +1,557 @@
+//! `tenancy: dedicated`: the gateway checks a request (key, standing, limits, metering) and
+//! forwards it to one of the application's instances. Against real upstreams: instances of the
+//! real server in instance mode (`only_app`), and a scripted upstream for what the server
+//! itself would never do (hang, stream on cue, report what reached it).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use authsome_gateway::forward::ForwardKey;
+use authsome_gateway::proxy::ProxySettings;
+use authsome_server::HttpSettings;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, reserve_port, spawn_instance, spawn_with, TestApp};
+
+/// A gateway whose health checks and timeouts are quick enough for a test.
+async fn gateway() -> TestApp {
+    spawn_with(HttpSettings {
+        proxy: ProxySettings {
+            connect_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_millis(700),
+            health_interval: Duration::from_millis(100),
+            unhealthy_after: 2,
+        },
+        ..HttpSettings::default()
+    })
+    .await
+}
+
+/// A tenant whose keys may send many requests a second, and a dedicated development
+/// application forwarded to `upstreams`: (owner token, app id, publishable key, secret key).
+async fn dedicated_app(gw: &TestApp, upstreams: &[String]) -> (String, String, String, String) {
+    let tenant = gw.tenant("Dedicated Co").await;
+    let root = gw.root_token().await;
+    let r = gw
+        .patch(
+            &format!("/control/v1/admin/workspaces/{}", tenant.ws),
+            &root,
+            json!({"plan": "enterprise", "limits": {"requestsPerSecondPerKey": 100000}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = gw
+        .post(
+            &format!("/control/v1/workspaces/{}/applications", tenant.ws),
+            &tenant.owner_token,
+            json!({"name": "Dedicated", "environment": "development",
+                   "tenancy": "dedicated", "upstreams": upstreams}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["tenancy"], "dedicated");
+    let app = r.body["id"].as_str().unwrap().to_owned();
+    let (_, pk) = gw.key(&tenant.owner_token, &app, "publishable").await;
+    let (_, sk) = gw.key(&tenant.owner_token, &app, "secret").await;
+    (tenant.owner_token, app, pk, sk)
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn a_dedicated_application_is_served_by_its_instances_through_the_gateway() {
+    let gw = gateway().await;
+    let ports = [reserve_port(), reserve_port()];
+    let upstreams: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://{}", p.local_addr().unwrap()))
+        .collect();
+    let (_, app, pk, sk) = dedicated_app(&gw, &upstreams).await;
+    let [first, second] = ports;
+    let mut one = spawn_instance(&gw, &app, first);
+    let two = spawn_instance(&gw, &app, second);
+
+    // The whole flow, through the gateway.
+    let signup = gw
+        .client
+        .post(format!("{}/v1/{app}/auth/signup", gw.base))
+        .header("X-Publishable-Key", &pk)
+        // Spoofed addresses and gateway headers are dropped at the gateway.
+        .header("X-Forwarded-For", "6.6.6.6")
+        .header("X-Real-IP", "6.6.6.6")
+        .header("X-AuthSome-Forwarded", "v1 forged")
+        .json(&json!({"email": "ada@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    let request_id = signup.headers()["x-authsome-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let signup = TestApp::read(signup).await;
+    assert_eq!(signup.status, 201, "{}", signup.body);
+    assert_eq!(signup.headers["x-authsome-app-id"], app.as_str());
+    assert!(signup.headers.contains_key("x-ratelimit-limit"));
+    let user = signup.body["user"]["id"].as_str().unwrap().to_owned();
+    let token = signup.body["session"]["token"].as_str().unwrap().to_owned();
+    let refresh = signup.body["session"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(request_id.starts_with("req_"));
+
+    let me = gw.get(&format!("/v1/{app}/me"), &token).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.body["id"], user.as_str());
+    let r = gw
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/{app}/auth/refresh"),
+            Some(&pk),
+            Some(json!({"refreshToken": refresh})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The instance saw the client's address, as the gateway vouched for it, not the spoof.
+    let sessions = gw
+        .get(&format!("/v1/{app}/users/{user}/sessions"), &sk)
+        .await;
+    assert_eq!(sessions.status, 200, "{}", sessions.body);
+    assert_eq!(
+        sessions.body["data"][0]["ip"], "127.0.0.1",
+        "{}",
+        sessions.body
+    );
+    let jwks = gw
+        .client
+        .get(format!("{}/v1/{app}/.well-known/jwks.json", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), 200);
+    // Issuer is the deployment's public URL, whichever process signed.
+    let discovery = gw
+        .client
+        .get(format!(
+            "{}/v1/{app}/.well-known/openid-configuration",
+            gw.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let discovery: Value = discovery.json().await.unwrap();
+    assert_eq!(discovery["issuer"], format!("{}/v1/{app}", gw.base));
+
+    // Keys are checked at the gateway: a bad one never reaches an instance.
+    let before = one.hits() + two.hits();
+    let r = gw
+        .get(&format!("/v1/{app}/users"), "sk_test_notarealkeyatall")
+        .await;
+    assert_error(&r, 401, "unauthorized");
+    let r = gw.get(&format!("/v1/{app}/users"), &pk).await;
+    assert_error(&r, 403, "forbidden");
+    assert_eq!(
+        one.hits() + two.hits(),
+        before + 1,
+        "only the scope check is the instance's"
+    );
+
+    // Round robin: both instances serve.
+    for _ in 0..10 {
+        assert_eq!(gw.get(&format!("/v1/{app}/users"), &sk).await.status, 200);
+    }
+    assert!(
+        one.hits() >= 3 && two.hits() >= 3,
+        "{} / {}",
+        one.hits(),
+        two.hits()
+    );
+
+    // An instance believes only the gateway: straight to it, a forged assertion is refused,
+    // other applications and the control plane do not exist there, and a request without an
+    // assertion goes through the whole entry point (its own key check).
+    let client = reqwest::Client::new();
+    let forged = client
+        .get(format!("{}/v1/{app}/users", two.base))
+        .bearer_auth(&sk)
+        .header(
+            "X-AuthSome-Forwarded",
+            format!("v1 t=1 app={app} rid=req_x ip=1.2.3.4 key=- sig=00"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let forged = TestApp::read(forged).await;
+    assert_error(&forged, 401, "unauthorized");
+    let direct = client
+        .get(format!("{}/v1/{app}/users", two.base))
+        .bearer_auth(&sk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 200);
+    let direct = client
+        .get(format!("{}/v1/{app}/users", two.base))
+        .bearer_auth("sk_test_notarealkeyatall")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 401);
+    let other = gw
+        .application(&gw.root_token().await, &gw.root_ws, "development")
+        .await;
+    for path in [format!("/v1/{other}"), "/control/v1/workspaces".to_owned()] {
+        let r = client
+            .get(format!("{}{path}", two.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    assert_eq!(
+        client
+            .get(format!("{}/health", two.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // One instance dies: every request still succeeds (the first one retried on the other).
+    one.stop();
+    for i in 0..6 {
+        let r = gw.get(&format!("/v1/{app}/users"), &sk).await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.body);
+        let r = gw
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/{app}/auth/signin"),
+                Some(&pk),
+                Some(json!({"email": "ada@example.com", "password": "correct horse battery"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "POST {i}: {}", r.body);
+    }
+    // Both gone: 503 with the error body.
+    let mut two = two;
+    two.stop();
+    let r = gw.get(&format!("/v1/{app}/users"), &sk).await;
+    assert_error(&r, 503, "service_unavailable");
+    eventually("both instances are out of rotation", async || {
+        gw.state.proxy.health().iter().all(|(_, healthy)| !healthy)
+    })
+    .await;
+    let r = gw.get(&format!("/v1/{app}/users"), &sk).await;
+    assert_error(&r, 503, "service_unavailable");
+    assert_eq!(r.headers["retry-after"], "1");
+
+    // One comes back on its address: the health check returns it to rotation.
+    let again = std::net::TcpListener::bind(upstreams[0].trim_start_matches("http://")).unwrap();
+    again.set_nonblocking(true).unwrap();
+    let _one = spawn_instance(&gw, &app, again);
+    eventually("the instance is back in rotation", async || {
+        gw.get(&format!("/v1/{app}/users"), &sk).await.status == 200
+    })
+    .await;
+}
+
+/// What the scripted upstream saw of the last request to `/echo`.
+#[derive(Default)]
+struct Seen {
+    headers: Vec<(String, String)>,
+    path: String,
+    method: String,
+}
+
+struct Scripted {
+    base: String,
+    seen: Arc<std::sync::Mutex<Seen>>,
+    healthy: Arc<AtomicBool>,
+    /// Lets `/stream` send its second chunk.
+    release: Arc<tokio::sync::Notify>,
+    /// Told when `/upload` has received its first chunk.
+    first_chunk: Arc<tokio::sync::Notify>,
+}
+
+async fn scripted_upstream() -> Scripted {
+    use axum::body::{Body, Bytes};
+    use axum::extract::Request;
+    use axum::routing::{any, get, post};
+    use futures_util::StreamExt;
+
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let healthy = Arc::new(AtomicBool::new(true));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let first_chunk = Arc::new(tokio::sync::Notify::new());
+    let router = axum::Router::new()
+        .route(
+            "/health",
+            get({
+                let healthy = healthy.clone();
+                move || {
+                    let healthy = healthy.clone();
+                    async move {
+                        if healthy.load(Ordering::SeqCst) {
+                            axum::http::StatusCode::OK
+                        } else {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/{app}/echo",
+            any({
+                let seen = seen.clone();
+                move |request: Request| {
+                    let seen = seen.clone();
+                    async move {
+                        let mut s = seen.lock().unwrap();
+                        s.headers = request
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                            .collect();
+                        s.path = request.uri().to_string();
+                        s.method = request.method().to_string();
+                        axum::Json(json!({"ok": true}))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/{app}/slow",
+            any(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/v1/{app}/stream",
+            get({
+                let release = release.clone();
+                move || {
+                    let release = release.clone();
+                    async move {
+                        let chunks = futures_util::stream::once(async {
+                            Ok::<_, std::io::Error>(Bytes::from("first;"))
+                        })
+                        .chain(futures_util::stream::once(async move {
+                            release.notified().await;
+                            Ok(Bytes::from("second"))
+                        }));
+                        Body::from_stream(chunks)
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/{app}/upload",
+            post({
+                let first_chunk = first_chunk.clone();
+                move |request: Request| {
+                    let first_chunk = first_chunk.clone();
+                    async move {
+                        let mut body = request.into_body().into_data_stream();
+                        let mut total = 0;
+                        let mut chunks = 0;
+                        while let Some(chunk) = body.next().await {
+                            total += chunk.unwrap().len();
+                            chunks += 1;
+                            if chunks == 1 {
+                                first_chunk.notify_one();
+                            }
+                        }
+                        axum::Json(json!({"bytes": total}))
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Scripted {
+        base,
+        seen,
+        healthy,
+        release,
+        first_chunk,
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_cleans_headers_streams_both_ways_and_enforces_timeouts() {
+    let gw = gateway().await;
+    let up = scripted_upstream().await;
+    let (_, app, pk, sk) = dedicated_app(&gw, std::slice::from_ref(&up.base)).await;
+
+    // Header hygiene, and the gateway's assertion.
+    let r = gw
+        .client
+        .request(
+            reqwest::Method::PUT,
+            format!("{}/v1/{app}/echo?x=1", gw.base),
+        )
+        .bearer_auth(&sk)
+        .header("Connection", "keep-alive, X-Hop-Secret")
+        .header("X-Hop-Secret", "must not cross")
+        .header("X-Forwarded-For", "6.6.6.6")
+        .header("Forwarded", "for=6.6.6.6")
+        .header("X-AuthSome-App-ID", "app_spoofed")
+        .header("X-Custom", "kept")
+        .json(&json!({"a": 1}))
+        .send()
+        .await
+        .unwrap();
+    let request_id = r.headers()["x-authsome-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let r = TestApp::read(r).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers["x-authsome-app-id"], app.as_str());
+    assert!(r.headers.contains_key("x-ratelimit-remaining"));
+    let seen = std::mem::take(&mut *up.seen.lock().unwrap());
+    let header = |name: &str| {
+        let all: Vec<&str> = seen
+            .headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        all
+    };
+    assert_eq!(seen.method, "PUT");
+    assert_eq!(seen.path, format!("/v1/{app}/echo?x=1"));
+    assert!(header("x-hop-secret").is_empty());
+    assert!(header("forwarded").is_empty());
+    assert_eq!(header("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header("x-authsome-app-id"), [app.as_str()]);
+    assert_eq!(header("x-authsome-request-id"), [request_id.as_str()]);
+    assert_eq!(header("x-custom"), ["kept"]);
+    assert_eq!(header("authorization"), [format!("Bearer {sk}").as_str()]);
+    assert_eq!(header("host"), [up.base.trim_start_matches("http://")]);
+    let assertion = header("x-authsome-forwarded");
+    assert_eq!(assertion.len(), 1);
+    let key = ForwardKey::new(
+        gw.state
+            .identity
+            .master_key()
+            .derive(b"authsome.gateway.forward.v1"),
+    );
+    let now = chrono::Utc::now().timestamp() as u64;
+    let vouched = key
+        .verify(assertion[0], "PUT", &format!("/v1/{app}/echo?x=1"), now)
+        .expect("the assertion verifies under the deployment's key");
+    assert_eq!(vouched.app_id, app);
+    assert_eq!(vouched.request_id, request_id);
+    assert_eq!(vouched.client_ip, "127.0.0.1");
+    assert_eq!(
+        vouched.key_hash,
+        Some(
+            authsome_domain::keys::parse_key(&sk)
+                .unwrap()
+                .hash()
+                .to_hex()
+        )
+    );
+
+    // The response streams: the first chunk arrives while the upstream still holds the second.
+    let mut response = gw
+        .client
+        .get(format!("{}/v1/{app}/stream", gw.base))
+        .header("X-Publishable-Key", &pk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        .await
+        .expect("the first chunk arrives before the upstream finishes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"first;");
+    up.release.notify_one();
+    let rest = response.text().await.unwrap();
+    assert_eq!(rest, "second");
+
+    // The request body streams too: the upstream reads the first chunk before the client has
+    // sent the second.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream(rx));
+    let upload = tokio::spawn({
+        let request = gw
+            .client
+            .post(format!("{}/v1/{app}/upload", gw.base))
+            .bearer_auth(&sk)
+            .body(body);
+        async move { request.send().await.unwrap() }
+    });
+    tx.send(Ok(vec![b'a'; 1000])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), up.first_chunk.notified())
+        .await
+        .expect("the first chunk reaches the upstream while the client still sends");
+    tx.send(Ok(vec![b'b'; 3000])).await.unwrap();
+    drop(tx);
+    let uploaded: Value = upload.await.unwrap().json().await.unwrap();
+    assert_eq!(uploaded["bytes"], 4000);
+
+    // Too slow: 504 after the timeout, not after the upstream's five seconds.
+    let started = std::time::Instant::now();
+    let r = gw.get(&format!("/v1/{app}/slow"), &sk).await;
+    assert_error(&r, 504, "gateway_timeout");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // The upstream reports itself unhealthy: out of rotation, 503; healthy again: back.
+    eventually("the upstream is back after the timeout", async || {
+        gw.get(&format!("/v1/{app}/echo"), &sk).await.status == 200
+    })
+    .await;
+    up.healthy.store(false, Ordering::SeqCst);
+    eventually("an unhealthy upstream leaves rotation", async || {
+        gw.get(&format!("/v1/{app}/echo"), &sk).await.status == 503
+    })
+    .await;
+    assert_error(
+        &gw.get(&format!("/v1/{app}/echo"), &sk).await,
+        503,
+        "service_unavailable",
+    );
+    up.healthy.store(true, Ordering::SeqCst);
+    eventually("a healthy upstream comes back", async || {
+        gw.get(&format!("/v1/{app}/echo"), &sk).await.status == 200
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_a_gateway_is_a_loop_not_a_hang() {
+    let gw = gateway().await;
+    // The application's upstream is the gateway itself.
+    let (_, app, _, sk) = dedicated_app(&gw, std::slice::from_ref(&gw.base)).await;
+    let r = gw.get(&format!("/v1/{app}/users"), &sk).await;
+    // The refusal comes from the second pass through the gateway, with that pass's request id.
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "bad_gateway");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("loop"));
+}
+
+fn tokio_stream<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
