@@ -876,3 +876,153 @@ async fn two_serve_processes_share_sessions_revocations_and_limits() {
         assert!(out.status.success(), "{}", stderr(&out));
     }
 }
+
+/// Waits until `GET url` answers `status`.
+async fn wait_for(client: &reqwest::Client, url: &str, status: u16, what: &str) {
+    let started = Instant::now();
+    while client
+        .get(url)
+        .send()
+        .await
+        .map(|r| r.status() != status)
+        .unwrap_or(true)
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dedicated_application_runs_as_serve_app_processes_behind_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway_port, instance_port) = (closed_port(), closed_port());
+    let gateway = format!("http://127.0.0.1:{gateway_port}");
+    let upstream = format!("http://127.0.0.1:{instance_port}");
+    let common = [
+        ("AUTHSOME_PUBLIC_URL", gateway.as_str()),
+        ("AUTHSOME_UPSTREAM_HEALTH_INTERVAL_MS", "100"),
+    ];
+    let init = run(dir.path(), &common, &["init", "--json"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let init: Value = serde_json::from_str(stdout(&init).trim()).unwrap();
+    let mk = init["managementKey"].as_str().unwrap().to_owned();
+    let ws = init["workspaceId"].as_str().unwrap().to_owned();
+    let start = |listen: String, args: &[&str]| {
+        let mut envs = common.to_vec();
+        envs.push(("AUTHSOME_LISTEN", listen.as_str()));
+        authsome(dir.path(), &envs, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut gateway_process = start(format!("127.0.0.1:{gateway_port}"), &["serve"]);
+    let client = reqwest::Client::new();
+    wait_for(
+        &client,
+        &format!("{gateway}/ready"),
+        200,
+        "gateway never ready",
+    )
+    .await;
+    let post = |path: &str, bearer: &str, body: Value| {
+        client
+            .post(format!("{gateway}{path}"))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+    };
+    let app: Value = post(
+        &format!("/control/v1/workspaces/{ws}/applications"),
+        &mk,
+        serde_json::json!({"name": "Own instance", "environment": "development",
+                           "tenancy": "dedicated", "upstreams": [upstream]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let app = app["id"].as_str().expect("application created").to_owned();
+    let pk: Value = post(
+        &format!("/control/v1/applications/{app}/keys"),
+        &mk,
+        serde_json::json!({"type": "publishable"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let pk = pk["secret"].as_str().unwrap().to_owned();
+
+    // `--app` must name an application that exists.
+    for (bad, says) in [
+        ("nope", "not an application id"),
+        ("app_01jd4v0z3c8x2m5q7w9e1r6t0y", "not found"),
+    ] {
+        let o = run(
+            dir.path(),
+            &[("AUTHSOME_LISTEN", &format!("127.0.0.1:{}", closed_port()))],
+            &["serve", "--app", bad],
+        );
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("--app") && stderr(&o).contains(says),
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    let jwks = format!("{gateway}/v1/{app}/.well-known/jwks.json");
+    // No instance yet: 503.
+    let r = client.get(&jwks).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let mut instance = start(
+        format!("127.0.0.1:{instance_port}"),
+        &["serve", "--app", &app],
+    );
+    wait_for(&client, &jwks, 200, "the instance never came into rotation").await;
+    let signup = post(
+        &format!("/v1/{app}/auth/signup"),
+        &pk,
+        serde_json::json!({"email": "own@example.com", "password": "dedicated-1234"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(signup.status(), 201);
+    assert_eq!(signup.headers()["x-authsome-app-id"], app.as_str());
+    // The instance serves nothing else.
+    let r = client
+        .get(format!("{upstream}/control/v1/workspaces"))
+        .bearer_auth(&mk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // The instance dies: 503; it comes back: served again.
+    instance.kill().unwrap();
+    instance.wait().unwrap();
+    let r = client.get(&jwks).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    let mut instance = start(
+        format!("127.0.0.1:{instance_port}"),
+        &["serve", "--app", &app],
+    );
+    wait_for(&client, &jwks, 200, "the instance never came back").await;
+    let signin = post(
+        &format!("/v1/{app}/auth/signin"),
+        &pk,
+        serde_json::json!({"email": "own@example.com", "password": "dedicated-1234"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(signin.status(), 200);
+    for child in [&mut instance, &mut gateway_process] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
