@@ -194,21 +194,21 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
     let mut identity = identity_engine(&config, master_key);
     if let Some(url) = &config.redis_url {
         // Sign-in failure counters shared by every replica.
-        let throttle = |name: &'static str, free: u32| {
+        let throttle = |free: u32| {
             let url = url.clone();
             let prefix = config.redis_prefix.clone();
             async move {
-                RedisThrottle::connect(url.as_str(), &prefix, name, free)
+                RedisThrottle::connect(url.as_str(), &prefix, free)
                     .await
                     .context("AUTHSOME_REDIS_URL")
             }
         };
         identity = identity.with_throttles(
             Arc::new(SharedThrottle(
-                throttle("account", authsome_identity::ACCOUNT_FREE_ATTEMPTS).await?,
+                throttle(authsome_identity::ACCOUNT_FREE_ATTEMPTS).await?,
             )),
             Arc::new(SharedThrottle(
-                throttle("address", authsome_identity::ADDRESS_FREE_ATTEMPTS).await?,
+                throttle(authsome_identity::ADDRESS_FREE_ATTEMPTS).await?,
             )),
         );
     }

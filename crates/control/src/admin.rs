@@ -89,6 +89,7 @@ impl ControlPlane {
             ws.plan = plan;
         }
         if let Some(limits) = patch.limits {
+            limits.validate()?;
             ws.limits = limits;
         }
         if ws.plan != Plan::Enterprise && ws.limits != WorkspaceLimits::default() {

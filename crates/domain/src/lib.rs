@@ -12,6 +12,7 @@ pub mod keys;
 pub mod master_key;
 pub mod page;
 pub mod password;
+pub mod shared_state;
 pub mod tenancy;
 pub mod throttle;
 

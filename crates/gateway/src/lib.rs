@@ -9,6 +9,7 @@
 //! subject string and a limit and answers allow/deny with the numbers for the response headers,
 //! and it is given a prepared request and a list of upstreams and forwards it.
 
+mod acl;
 mod channel;
 pub mod forward;
 pub mod proxy;
@@ -22,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+pub use acl::RedisAppUsers;
 pub use channel::RedisChannel;
 pub use redis_limiter::RedisLimiter;
 pub use replay::{InProcessReplayCache, RedisReplayCache, ReplayCache};
@@ -33,6 +35,17 @@ pub use throttle::RedisThrottle;
 pub(crate) async fn connect(url: &str) -> Result<redis::aio::ConnectionManager, RateLimitError> {
     let client =
         redis::Client::open(url).map_err(|e| RateLimitError::Unavailable(e.to_string()))?;
+    // One plain connection first: refused credentials are an error now, not after the
+    // connection manager's retries (which would hold start-up for minutes).
+    let probe = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(1));
+    drop(
+        client
+            .get_multiplexed_async_connection_with_config(&probe)
+            .await
+            .map_err(|e| RateLimitError::Unavailable(e.to_string()))?,
+    );
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
         .set_response_timeout(Duration::from_secs(1))
@@ -73,12 +86,18 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// The rate the limiter works with: at least one a second, at most one a microsecond (its
+    /// resolution), whatever it is given.
+    fn rate(self) -> i64 {
+        i64::from(self.per_second.clamp(1, 1_000_000))
+    }
+
     fn interval_us(self) -> i64 {
-        1_000_000 / i64::from(self.per_second.max(1))
+        1_000_000 / self.rate()
     }
 
     fn window_us(self) -> i64 {
-        self.interval_us() * i64::from(self.per_second.max(1))
+        self.interval_us() * self.rate()
     }
 }
 
@@ -192,6 +211,14 @@ mod tests {
         // A second later everything is back.
         let (fresh, _) = gcra(now + 1_000_000, tat, limit);
         assert_eq!(fresh.remaining, 9);
+    }
+
+    #[test]
+    fn limits_outside_the_resolution_are_clamped_not_a_panic() {
+        for per_second in [0, 1, 999_999, 1_000_000, 5_000_000, u32::MAX] {
+            let (d, _) = gcra(1_000_000_000, None, Limit { per_second });
+            assert!(d.allowed, "{per_second}");
+        }
     }
 
     #[tokio::test]

@@ -31,7 +31,7 @@ pub struct RedisLimiter {
 
 impl RedisLimiter {
     /// Connects (failing now, not later, when Redis does not answer). Keys are `prefix` +
-    /// `ratelimit:` + subject.
+    /// subject (see `authsome_domain::shared_state`).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, RateLimitError> {
         let connection = crate::connect(url).await?;
         Ok(Self {
@@ -48,7 +48,7 @@ impl RateLimiter for RedisLimiter {
         let mut connection = self.connection.clone();
         let (allowed, tat, now): (i64, i64, i64) = self
             .script
-            .key(format!("{}ratelimit:{subject}", self.prefix))
+            .key(format!("{}{subject}", self.prefix))
             .arg(limit.interval_us())
             .arg(limit.window_us())
             .invoke_async(&mut connection)

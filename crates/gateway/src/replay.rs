@@ -59,7 +59,7 @@ impl RedisReplayCache {
         let connection = crate::connect(url).await?;
         Ok(Self {
             connection,
-            prefix: format!("{prefix}replay:"),
+            prefix: prefix.to_owned(),
         })
     }
 }

@@ -41,17 +41,17 @@ pub struct RedisThrottle {
 }
 
 impl RedisThrottle {
-    /// Counters under `prefix` + `throttle:` + `name` + `:`, locking after `free_attempts`.
+    /// Counters under `prefix` + subject (see `authsome_domain::shared_state`), locking after
+    /// `free_attempts`.
     pub async fn connect(
         url: &str,
         prefix: &str,
-        name: &str,
         free_attempts: u32,
     ) -> Result<Self, RateLimitError> {
         let connection = crate::connect(url).await?;
         Ok(Self {
             connection,
-            prefix: format!("{prefix}throttle:{name}:"),
+            prefix: prefix.to_owned(),
             free_attempts: free_attempts.max(1),
             fail: redis::Script::new(FAIL),
             check: redis::Script::new(CHECK),
@@ -106,7 +106,7 @@ mod tests {
         let url = std::env::var("AUTHSOME_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let prefix = format!("authsome-test-throttle-{}:", std::process::id());
-        let first = match RedisThrottle::connect(&url, &prefix, "account", 3).await {
+        let first = match RedisThrottle::connect(&url, &prefix, 3).await {
             Ok(t) => t,
             Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
                 panic!("CI=true and Redis is unreachable at {url}: {e}")
@@ -116,9 +116,7 @@ mod tests {
                 return;
             }
         };
-        let second = RedisThrottle::connect(&url, &prefix, "account", 3)
-            .await
-            .unwrap();
+        let second = RedisThrottle::connect(&url, &prefix, 3).await.unwrap();
         let subject = format!("app:{}@example.com", std::process::id());
         first.succeeded(&subject).await.unwrap();
         // Failures on two replicas add up: the third locks, for about two seconds.

@@ -8,6 +8,7 @@ use authsome_domain::identity::{
 use authsome_domain::keys::{KeyHash, OpaqueToken};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::password;
+use authsome_domain::shared_state::app_scoped;
 use authsome_domain::tenancy::member::parse_email;
 use authsome_domain::tenancy::parse_name;
 use authsome_storage::app::{AppRepository, Rotation};
@@ -175,8 +176,11 @@ impl Identity {
         client: &ClientInfo,
     ) -> Result<(User, IssuedSession)> {
         let email = input.email.trim().to_lowercase();
-        let account_key = format!("{app}:{email}");
-        let address_key = client.ip.as_ref().map(|ip| format!("{app}|{ip}"));
+        let account_key = app_scoped(app.as_str(), "signin-account", &email);
+        let address_key = client
+            .ip
+            .as_ref()
+            .map(|ip| app_scoped(app.as_str(), "signin-address", ip));
         let unavailable = |e: crate::throttle::ThrottleUnavailable| {
             tracing::error!(error = %e, "sign-in refused: throttle state unavailable");
             IdentityError::Unavailable("sign-in is unavailable right now".into())

@@ -107,7 +107,13 @@ pub async fn verify(
         _ => {}
     }
     // Each proof once, on any replica, for as long as its iat would pass.
-    let memo = format!("dpop:{}:{}", proof.jkt, proof.jti);
+    // Proofs are only checked on customer-API routes, whose path names the application.
+    let app = crate::gateway::customer_app(parts.uri.path()).unwrap_or("-");
+    let memo = authsome_domain::shared_state::app_scoped(
+        app,
+        "replay-dpop",
+        &format!("{}:{}", proof.jkt, proof.jti),
+    );
     let window = Duration::from_secs(2 * WINDOW_SECONDS as u64 + 5);
     match state.replay.first_use(&memo, window).await {
         Ok(true) => Ok(Some(proof.jkt)),

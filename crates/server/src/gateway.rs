@@ -39,7 +39,7 @@ const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-app-id");
 pub struct Forwarded(pub Assertion);
 
 /// The application named by a customer-API path (`/v1/{appId}` or `/v1/{appId}/…`).
-fn customer_app(path: &str) -> Option<&str> {
+pub(crate) fn customer_app(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v1/")?;
     let app = rest.split('/').next()?;
     (!app.is_empty()).then_some(app)

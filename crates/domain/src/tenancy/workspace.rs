@@ -56,6 +56,37 @@ pub struct WorkspaceLimits {
     pub audit_retention_days: Option<u32>,
 }
 
+/// The largest per-key rate an enterprise workspace may be given (one request per microsecond,
+/// the rate limiter's resolution).
+pub const MAX_REQUESTS_PER_SECOND_PER_KEY: u32 = 1_000_000;
+
+impl WorkspaceLimits {
+    /// Each limit, when set, within what the entry point can enforce.
+    pub fn validate(&self) -> Result<(), crate::ValidationError> {
+        if let Some(rps) = self.requests_per_second_per_key {
+            if !(1..=MAX_REQUESTS_PER_SECOND_PER_KEY).contains(&rps) {
+                return Err(crate::ValidationError::new(
+                    "limits.requestsPerSecondPerKey",
+                    "must be between 1 and 1000000",
+                ));
+            }
+        }
+        if self.requests_per_month == Some(0) {
+            return Err(crate::ValidationError::new(
+                "limits.requestsPerMonth",
+                "must be at least 1",
+            ));
+        }
+        if self.audit_retention_days == Some(0) {
+            return Err(crate::ValidationError::new(
+                "limits.auditRetentionDays",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use authsome_domain::event::{DomainEvent, EventActor, EventSink, Outcome};
 use authsome_domain::keys::KeyKind;
+use authsome_domain::shared_state::app_scoped;
 use authsome_domain::tenancy::{
     ApiKey, AppStatus, Application, Environment, KeyScope, PaymentStatus, Workspace,
     WorkspaceStatus,
@@ -105,7 +106,8 @@ async fn entry(
     let limit = Limit {
         per_second: workspace.requests_per_second_per_key(),
     };
-    let decision = match state.limiter.check(key.id.as_str(), limit).await {
+    let cell = app_scoped(app.id.as_str(), "ratelimit", key.id.as_str());
+    let decision = match state.limiter.check(&cell, limit).await {
         Ok(d) => d,
         Err(e) => {
             // The shared limiter is down: keep serving (logged); limits resume with it.
@@ -242,10 +244,14 @@ async fn verify_signed(
         )
         .await?;
     // Each signature is accepted once, on any replica. Without the replay cache, refuse.
-    let memo = format!(
-        "sig:{}:{}",
-        verified.1.id,
-        signed.signature.trim().to_ascii_lowercase()
+    let memo = app_scoped(
+        verified.0.id.as_str(),
+        "replay-signature",
+        &format!(
+            "{}:{}",
+            verified.1.id,
+            signed.signature.trim().to_ascii_lowercase()
+        ),
     );
     match state.replay.first_use(&memo, SIGNATURE_MEMORY).await {
         Ok(true) => Ok(verified),

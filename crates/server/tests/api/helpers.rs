@@ -124,14 +124,14 @@ pub async fn spawn_with_redis_at(url: &str) -> Option<TestApp> {
             .await
             .ok()?,
     );
-    let throttle = |name: &'static str, free: u32| {
+    let throttle = |free: u32| {
         let (url, prefix) = (url.to_owned(), prefix.clone());
-        async move { authsome_gateway::RedisThrottle::connect(&url, &prefix, name, free).await }
+        async move { authsome_gateway::RedisThrottle::connect(&url, &prefix, free).await }
     };
-    let account = throttle("account", authsome_identity::ACCOUNT_FREE_ATTEMPTS)
+    let account = throttle(authsome_identity::ACCOUNT_FREE_ATTEMPTS)
         .await
         .ok()?;
-    let address = throttle("address", authsome_identity::ADDRESS_FREE_ATTEMPTS)
+    let address = throttle(authsome_identity::ADDRESS_FREE_ATTEMPTS)
         .await
         .ok()?;
     THROTTLES.with(|t| {

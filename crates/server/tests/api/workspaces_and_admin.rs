@@ -188,6 +188,21 @@ async fn platform_operators_set_standing() {
         400,
         "invalid_request",
     );
+    // Limits the entry point could not enforce are refused.
+    for limits in [
+        json!({"requestsPerSecondPerKey": 0}),
+        json!({"requestsPerSecondPerKey": 1000001}),
+        json!({"requestsPerMonth": 0}),
+    ] {
+        let r = app
+            .patch(
+                &admin_path,
+                &root,
+                json!({"plan": "enterprise", "limits": limits}),
+            )
+            .await;
+        assert_error(&r, 400, "invalid_request");
+    }
     let updated = app
         .patch(&admin_path, &root, json!({
             "plan": "enterprise", "limits": {"requestsPerSecondPerKey": 500, "requestsPerMonth": 1000000},

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Gateway overhead: requests per second and latency with wrk against a trivial upstream (nginx
+# answering `return 200`), sent
+#   (a) directly to the upstream,
+#   (b) through nginx as a plain reverse proxy (upstream keepalive),
+#   (c) through the authsome gateway to a dedicated application: key check, rate limit (in
+#       process), metering, header hygiene, signed forwarding assertion,
+#   (d) as (c) with the rate limit in Redis (when Redis answers at $REDIS_URL).
+# Each proxy gets one core's worth of workers (nginx: 1 worker; authsome: TOKIO_WORKER_THREADS=1).
+#
+# Usage: scripts/bench-gateway.sh [seconds] [connections]
+# Needs nginx and wrk (Debian: apt-get install nginx-light wrk), python3 and curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conns=${2:-32}
+redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
+for tool in nginx wrk python3 curl; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is not installed" >&2; exit 1; }
+done
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p authsome >/dev/null 2>&1
+bin=$PWD/target/release/authsome
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+up=$(free_port); px=$(free_port); gw=$(free_port); gw2=$(free_port)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for conf in "$work"/nginx-*.conf; do nginx -c "$conf" -s quit 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+nginx_conf() { # name, server block
+  cat >"$work/nginx-$1.conf" <<EOF
+worker_processes 1;
+daemon on;
+pid $work/nginx-$1.pid;
+error_log $work/nginx-$1.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/body-$1;
+  proxy_temp_path $work/proxy-$1;
+  upstream trivial { server 127.0.0.1:$up; keepalive 64; }
+  $2
+}
+EOF
+  nginx -c "$work/nginx-$1.conf"
+}
+nginx_conf upstream "server { listen 127.0.0.1:$up; location / { return 200 'ok'; } }"
+nginx_conf proxy "server { listen 127.0.0.1:$px; location / { proxy_pass http://trivial; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+
+export AUTHSOME_DATA_DIR=$work/authsome AUTHSOME_LOG=warn
+init=$("$bin" init --json)
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$2)" "$1"; }
+mk=$(field "$init" "['managementKey']")
+ws=$(field "$init" "['workspaceId']")
+
+serve() { # port, extra env...
+  local port=$1; shift
+  env TOKIO_WORKER_THREADS=1 AUTHSOME_LISTEN=127.0.0.1:$port "$@" "$bin" serve &
+  pids+=($!)
+  until curl -fs "http://127.0.0.1:$port/ready" >/dev/null 2>&1; do sleep 0.05; done
+}
+serve "$gw"
+api() { curl -fsS -X "$1" "http://127.0.0.1:$gw$2" -H "Authorization: Bearer $mk" -H 'Content-Type: application/json' -d "$3"; }
+# Limits far above what the machine can send, so the limiter is consulted but never refuses.
+api PATCH "/control/v1/admin/workspaces/$ws" \
+  '{"plan":"enterprise","limits":{"requestsPerSecondPerKey":1000000,"requestsPerMonth":1000000000000}}' >/dev/null
+app=$(field "$(api POST "/control/v1/workspaces/$ws/applications" \
+  "{\"name\":\"Bench\",\"environment\":\"development\",\"tenancy\":\"dedicated\",\"upstreams\":[\"http://127.0.0.1:$up\"]}")" "['id']")
+sk=$(field "$(api POST "/control/v1/applications/$app/keys" '{"type":"secret"}')" "['secret']")
+path="/v1/$app/bench"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $sk" "http://127.0.0.1:$gw$path")
+[ "$code" = 200 ] || { echo "error: the gateway answered $code, not 200" >&2; exit 1; }
+
+run() { # label, url, extra wrk args...
+  local label=$1 url=$2; shift 2
+  wrk -t1 -c"$conns" -d2s "$@" "$url" >/dev/null # warm-up
+  wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url" | python3 -c '
+import re, sys
+label = sys.argv[1]
+out = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def us(p):
+    v, unit = re.search(r"\s" + p + r"%\s+([\d.]+)(us|ms|s)", out).groups()
+    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+p50, p99 = us("50"), us("99")
+bad = f"   NON-2XX {errors.group(1)}" if errors else ""
+print(f"{label:<44} {rps:>10.0f} req/s   p50 {p50:>7.0f} us   p99 {p99:>7.0f} us{bad}")
+' "$label"
+}
+
+echo "wrk -t1 -c$conns -d${secs}s, $(nproc) cores"
+run "(a) direct to the upstream" "http://127.0.0.1:$up$path"
+run "(b) nginx reverse proxy" "http://127.0.0.1:$px$path"
+run "(c) authsome gateway (key, limit, metering)" "http://127.0.0.1:$gw$path" -H "Authorization: Bearer $sk"
+if redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
+  serve "$gw2" AUTHSOME_REDIS_URL="$redis_url" AUTHSOME_REDIS_PREFIX="bench-$$:"
+  run "(d) as (c), rate limit in Redis" "http://127.0.0.1:$gw2$path" -H "Authorization: Bearer $sk"
+fi
