@@ -193,6 +193,13 @@ pub const SETTINGS: &[Setting] = &[
     Setting { key: "redis_prefix", env: "AUTHSOME_REDIS_PREFIX", default: Some("authsome:"), secret: false,
         help: "Prefix of every Redis key this deployment writes (several deployments can share a Redis)." },
     Setting {
+        key: "redis_app_users",
+        env: "AUTHSOME_REDIS_APP_USERS",
+        default: Some("false"),
+        secret: false,
+        help: "`true` (Redis 6+): gateways create a Redis ACL user per dedicated application, confined to its keys, and `serve --app` connects as it.",
+    },
+    Setting {
         key: "shutdown_grace_seconds",
         env: "AUTHSOME_SHUTDOWN_GRACE_SECONDS",
         default: Some("30"),
@@ -290,6 +297,7 @@ pub struct Config {
     pub password_policy: PasswordPolicy,
     pub redis_prefix: String,
     pub dpop_require_nonce: bool,
+    pub redis_app_users: bool,
     pub proxy: authsome_gateway::proxy::ProxySettings,
 }
 
@@ -506,6 +514,11 @@ impl RawConfig {
                 "false" | "0" | "no" => false,
                 _ => return Err(bad("AUTHSOME_DPOP_REQUIRE_NONCE", "must be true or false")),
             },
+            redis_app_users: match self.get("AUTHSOME_REDIS_APP_USERS").unwrap_or("false") {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(bad("AUTHSOME_REDIS_APP_USERS", "must be true or false")),
+            },
             proxy: authsome_gateway::proxy::ProxySettings {
                 connect_timeout: Duration::from_millis(number(
                     "AUTHSOME_UPSTREAM_CONNECT_TIMEOUT_MS",
@@ -525,6 +538,12 @@ impl RawConfig {
                 unhealthy_after: 2,
             },
         };
+        if config.redis_app_users && config.redis_url.is_none() {
+            return Err(bad(
+                "AUTHSOME_REDIS_APP_USERS",
+                "needs AUTHSOME_REDIS_URL (the users live in that Redis)",
+            ));
+        }
         if config.app_isolation == AppIsolation::Schema && !config.is_postgres() {
             return Err(bad(
                 "AUTHSOME_APP_ISOLATION",

@@ -191,8 +191,23 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
     // Embedded mode makes its own key on first start; a shared database needs the one key that
     // every replica is given.
     let (store, master_key) = open_store(&config, !config.is_postgres()).await?;
+    // An instance with per-application Redis users connects as its application's user, which
+    // reaches only that application's keys.
+    let redis_url = match (&config.redis_url, &only_app) {
+        (Some(url), Some(app)) if config.redis_app_users => {
+            let mut url = url.clone();
+            let user =
+                authsome_gateway::RedisAppUsers::username(&config.redis_prefix, app.as_str());
+            let password = authsome_server::redis_app_password(&master_key, app.as_str());
+            url.set_username(&user)
+                .and_then(|()| url.set_password(Some(&password)))
+                .map_err(|()| anyhow::anyhow!("AUTHSOME_REDIS_URL: cannot carry a user name"))?;
+            Some(url)
+        }
+        (url, _) => url.clone(),
+    };
     let mut identity = identity_engine(&config, master_key);
-    if let Some(url) = &config.redis_url {
+    if let Some(url) = &redis_url {
         // Sign-in failure counters shared by every replica.
         let throttle = |free: u32| {
             let url = url.clone();
@@ -218,31 +233,31 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
     // With Redis, every replica enforces the same per-key limits and hears of every cache
     // invalidation; without, each process keeps its own.
     let mut control = control_plane(&config, store);
-    let (limiter, replay, channel): (Arc<dyn RateLimiter>, Arc<dyn ReplayCache>, _) = match &config
-        .redis_url
-    {
-        Some(url) => {
-            let limiter = RedisLimiter::connect(url.as_str(), &config.redis_prefix)
+    let (limiter, replay, channel): (Arc<dyn RateLimiter>, Arc<dyn ReplayCache>, _) =
+        match &redis_url {
+            Some(url) => {
+                let limiter = RedisLimiter::connect(url.as_str(), &config.redis_prefix)
+                    .await
+                    .context("AUTHSOME_REDIS_URL")?;
+                let replay = RedisReplayCache::connect(url.as_str(), &config.redis_prefix)
+                    .await
+                    .context("AUTHSOME_REDIS_URL")?;
+                let channel = RedisChannel::connect(
+                    url.as_str(),
+                    &format!("{}invalidations", config.redis_prefix),
+                )
                 .await
                 .context("AUTHSOME_REDIS_URL")?;
-            let replay = RedisReplayCache::connect(url.as_str(), &config.redis_prefix)
-                .await
-                .context("AUTHSOME_REDIS_URL")?;
-            let channel = RedisChannel::connect(
-                url.as_str(),
-                &format!("{}invalidations", config.redis_prefix),
-            )
-            .await
-            .context("AUTHSOME_REDIS_URL")?;
-            control = control.with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone())));
-            (Arc::new(limiter), Arc::new(replay), Some(channel))
-        }
-        None => (
-            Arc::new(InProcessLimiter::default()),
-            Arc::new(InProcessReplayCache::default()),
-            None,
-        ),
-    };
+                control =
+                    control.with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone())));
+                (Arc::new(limiter), Arc::new(replay), Some(channel))
+            }
+            None => (
+                Arc::new(InProcessLimiter::default()),
+                Arc::new(InProcessReplayCache::default()),
+                None,
+            ),
+        };
     let state = ServerState::with_shared_state(
         control,
         identity,
@@ -257,6 +272,12 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
     );
     if let Some(channel) = &channel {
         authsome_server::listen_for_invalidations(&state, channel);
+    }
+    if let (Some(url), None, true) = (&redis_url, &only_app, config.redis_app_users) {
+        let users = authsome_gateway::RedisAppUsers::connect(url.as_str(), &config.redis_prefix)
+            .await
+            .context("AUTHSOME_REDIS_APP_USERS")?;
+        state.use_redis_app_users(users);
     }
     if let Some(app) = &only_app {
         // An instance of an application that does not exist would only ever answer 404.

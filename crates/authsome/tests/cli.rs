@@ -894,21 +894,87 @@ async fn wait_for(client: &reqwest::Client, url: &str, status: u16, what: &str) 
 
 #[tokio::test]
 async fn a_dedicated_application_runs_as_serve_app_processes_behind_the_gateway() {
+    dedicated_instance_processes(None).await;
+}
+
+/// As above, with Redis and a Redis user per dedicated application: the gateway creates the
+/// instance's user, and the instance, which connects as it, works with only its own keys.
+#[tokio::test]
+async fn a_dedicated_instance_connects_to_redis_as_its_own_application_user() {
+    let url = std::env::var("AUTHSOME_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut admin = match client.get_multiplexed_async_connection().await {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and Redis is unreachable at {url}: {e}")
+        }
+        Err(_) => return,
+    };
+    let prefix = format!("authsome-cli-acl-{}-{}:", std::process::id(), closed_port());
+    let app = dedicated_instance_processes(Some((&url, &prefix))).await;
+    let user = format!("{}{app}", prefix.replace(':', "-"));
+    let rules: Vec<redis::Value> = redis::cmd("ACL")
+        .arg("GETUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let described = format!("{rules:?}");
+    assert!(
+        described.contains(&format!("~{prefix}app:{app}:*")),
+        "{described}"
+    );
+    // The instance's state is under its application's prefix, and nothing else was written.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with(&format!("{prefix}app:{app}:"))),
+        "{keys:?}"
+    );
+    let _: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// A gateway process and `serve --app` instance processes of one dedicated application,
+/// optionally on Redis (url, prefix) with per-application users. Returns the application id.
+async fn dedicated_instance_processes(redis: Option<(&str, &str)>) -> String {
     let dir = tempfile::tempdir().unwrap();
     let (gateway_port, instance_port) = (closed_port(), closed_port());
     let gateway = format!("http://127.0.0.1:{gateway_port}");
     let upstream = format!("http://127.0.0.1:{instance_port}");
-    let common = [
+    let mut common = vec![
         ("AUTHSOME_PUBLIC_URL", gateway.as_str()),
         ("AUTHSOME_UPSTREAM_HEALTH_INTERVAL_MS", "100"),
     ];
+    if let Some((url, prefix)) = redis {
+        common.extend([
+            ("AUTHSOME_REDIS_URL", url),
+            ("AUTHSOME_REDIS_PREFIX", prefix),
+            ("AUTHSOME_REDIS_APP_USERS", "true"),
+        ]);
+    }
     let init = run(dir.path(), &common, &["init", "--json"]);
     assert!(init.status.success(), "{}", stderr(&init));
     let init: Value = serde_json::from_str(stdout(&init).trim()).unwrap();
     let mk = init["managementKey"].as_str().unwrap().to_owned();
     let ws = init["workspaceId"].as_str().unwrap().to_owned();
     let start = |listen: String, args: &[&str]| {
-        let mut envs = common.to_vec();
+        let mut envs = common.clone();
         envs.push(("AUTHSOME_LISTEN", listen.as_str()));
         authsome(dir.path(), &envs, args)
             .stdout(Stdio::null())
@@ -1025,4 +1091,5 @@ async fn a_dedicated_application_runs_as_serve_app_processes_behind_the_gateway(
         let _ = child.kill();
         let _ = child.wait();
     }
+    app
 }

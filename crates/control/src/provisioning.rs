@@ -21,7 +21,7 @@ const MAX_BACKOFF_SECONDS: i64 = 300;
 #[async_trait]
 pub trait Provisioner: Send + Sync {
     /// Creates (idempotently) whatever the application needs to serve traffic.
-    async fn provision(&self, app: &ApplicationId) -> Result<(), String>;
+    async fn provision(&self, app: &Application) -> Result<(), String>;
     /// Removes the application's resources for good.
     async fn destroy(&self, app: &ApplicationId) -> Result<(), String>;
 }
@@ -36,11 +36,11 @@ impl ControlPlane {
             app.provisioned_at = Some(authsome_domain::now());
             return Ok(Vec::new());
         };
-        let outcome =
-            match tokio::time::timeout(ATTEMPT_TIMEOUT, provisioner.provision(&app.id)).await {
-                Ok(result) => result,
-                Err(_) => Err("timed out".to_owned()),
-            };
+        let outcome = match tokio::time::timeout(ATTEMPT_TIMEOUT, provisioner.provision(app)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err("timed out".to_owned()),
+        };
         let now = authsome_domain::now();
         let mut events = Vec::new();
         match outcome {

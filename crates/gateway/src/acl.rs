@@ -32,7 +32,13 @@ impl RedisAppUsers {
     pub fn username(prefix: &str, app: &str) -> String {
         let safe: String = prefix
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         format!("{safe}{app}")
     }

@@ -24,6 +24,8 @@ use std::time::Duration;
 use authsome_control::audit::{AuditLog, AuditSettings};
 use authsome_control::{ControlPlane, Provisioner};
 use authsome_domain::id::ApplicationId;
+use authsome_domain::master_key::MasterKey;
+use authsome_domain::tenancy::{Application, Tenancy};
 use authsome_gateway::forward::ForwardKey;
 use authsome_gateway::proxy::{Proxy, ProxySettings};
 use authsome_gateway::{InProcessLimiter, InProcessReplayCache, RateLimiter, ReplayCache};
@@ -73,6 +75,8 @@ pub struct ServerState {
     pub proxy: Arc<Proxy<axum::body::Body>>,
     /// Signs (gateway) and checks (instance) the assertion on forwarded requests.
     pub forward_key: ForwardKey,
+    /// Creates dedicated applications' Redis users, when enabled.
+    redis_users: RedisUsersSlot,
     draining: AtomicBool,
 }
 
@@ -126,10 +130,14 @@ impl ServerState {
         let forward_key =
             ForwardKey::new(identity.master_key().derive(b"authsome.gateway.forward.v1"));
         let proxy = Proxy::new(http.proxy.clone());
+        let redis_users = RedisUsersSlot::default();
         proxy.spawn_health_checks();
         let control = control
             .with_master_key(identity.master_key())
-            .with_provisioner(Arc::new(IdentityProvisioner(identity.clone())))
+            .with_provisioner(Arc::new(IdentityProvisioner {
+                identity: identity.clone(),
+                redis_users: redis_users.clone(),
+            }))
             .with_events(events.clone());
         Arc::new(Self {
             control,
@@ -141,8 +149,16 @@ impl ServerState {
             http,
             proxy,
             forward_key,
+            redis_users,
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// From now on, provisioning a dedicated application also creates its Redis user (confined
+    /// to the application's keys) and destroying one deletes it
+    /// (`AUTHSOME_REDIS_APP_USERS=true`).
+    pub fn use_redis_app_users(&self, users: authsome_gateway::RedisAppUsers) {
+        let _ = self.redis_users.set(Arc::new(users));
     }
 
     /// From now on `/ready` answers 503, so load balancers stop sending traffic.
@@ -292,19 +308,57 @@ impl authsome_control::audit::AppOutbox for IdentityOutbox {
     }
 }
 
-/// The identity engine as the control plane's provisioner: an application's database and
-/// signing key are its resources.
-struct IdentityProvisioner(Arc<Identity>);
+/// The control plane's provisioner: an application's database and signing key (the identity
+/// engine's), and for a dedicated application its Redis user when those are enabled.
+struct IdentityProvisioner {
+    identity: Arc<Identity>,
+    redis_users: RedisUsersSlot,
+}
+
+type RedisUsersSlot = Arc<std::sync::OnceLock<Arc<authsome_gateway::RedisAppUsers>>>;
 
 #[async_trait::async_trait]
 impl Provisioner for IdentityProvisioner {
-    async fn provision(&self, app: &ApplicationId) -> Result<(), String> {
-        self.0.provision(app).await.map_err(|e| error_chain(&e))
+    async fn provision(&self, app: &Application) -> Result<(), String> {
+        self.identity
+            .provision(&app.id)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if let (Some(users), Tenancy::Dedicated) = (self.redis_users.get(), app.tenancy) {
+            let password = redis_app_password(&self.identity.master_key(), app.id.as_str());
+            users
+                .ensure(app.id.as_str(), &password)
+                .await
+                .map_err(|e| format!("Redis user: {e}"))?;
+        }
+        Ok(())
     }
 
     async fn destroy(&self, app: &ApplicationId) -> Result<(), String> {
-        self.0.destroy(app).await.map_err(|e| error_chain(&e))
+        if let Some(users) = self.redis_users.get() {
+            users
+                .remove(app.as_str())
+                .await
+                .map_err(|e| format!("Redis user: {e}"))?;
+        }
+        self.identity
+            .destroy(app)
+            .await
+            .map_err(|e| error_chain(&e))
     }
+}
+
+/// The password of a dedicated application's Redis user: derived from the master key, so the
+/// gateways that create the user and the instance that logs in as it agree without storing or
+/// handing out anything.
+pub fn redis_app_password(master: &MasterKey, app: &str) -> String {
+    let mut context = b"authsome.redis.app-user.v1:".to_vec();
+    context.extend_from_slice(app.as_bytes());
+    hex_lower(&master.derive(&context))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
