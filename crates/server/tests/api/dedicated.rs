@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use authsome_domain::keys::signing;
 use authsome_gateway::forward::ForwardKey;
 use authsome_gateway::proxy::ProxySettings;
 use authsome_server::HttpSettings;
@@ -75,7 +76,7 @@ async fn a_dedicated_application_is_served_by_its_instances_through_the_gateway(
         .iter()
         .map(|p| format!("http://{}", p.local_addr().unwrap()))
         .collect();
-    let (_, app, pk, sk) = dedicated_app(&gw, &upstreams).await;
+    let (owner, app, pk, sk) = dedicated_app(&gw, &upstreams).await;
     let [first, second] = ports;
     let mut one = spawn_instance(&gw, &app, first);
     let two = spawn_instance(&gw, &app, second);
@@ -164,6 +165,53 @@ async fn a_dedicated_application_is_served_by_its_instances_through_the_gateway(
         before + 1,
         "only the scope check is the instance's"
     );
+
+    // A request signed with the secret key (CONTRACT.md) is verified, and its signature
+    // spent, at the gateway; the instance takes the gateway's word for the key.
+    let sk_id = gw
+        .get(&format!("/control/v1/applications/{app}/keys"), &owner)
+        .await
+        .body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["type"] == "secret")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/{app}/users");
+    let body = json!({"email": "signed@example.com"}).to_string();
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let signature = signing::sign(
+        &sk,
+        "POST",
+        &path,
+        &ts,
+        &signing::body_digest(body.as_bytes()),
+    );
+    let send_signed = |sent: &str| {
+        gw.client
+            .post(format!("{}{path}", gw.base))
+            .header("X-Api-Key-Id", &sk_id)
+            .header("X-Timestamp", &ts)
+            .header("X-Signature", &signature)
+            .header("Content-Type", "application/json")
+            .body(sent.to_owned())
+            .send()
+    };
+    let created = TestApp::read(send_signed(&body).await.unwrap()).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["email"], "signed@example.com");
+    let replayed = TestApp::read(send_signed(&body).await.unwrap()).await;
+    assert_error(&replayed, 401, "unauthorized");
+    let tampered = TestApp::read(
+        send_signed(&json!({"email": "evil@example.com"}).to_string())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&tampered, 401, "unauthorized");
 
     // Round robin: both instances serve.
     for _ in 0..10 {
