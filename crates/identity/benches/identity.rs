@@ -4,7 +4,11 @@
 //! `AUTHSOME_TEST_POSTGRES_URL`, default local, is reachable).
 //!
 //! 1. sign-in throughput over raw argon2id verifications/s, same parameters, same concurrency;
-//! 2. refresh-token exchanges per second on one core (SQLite, Postgres);
+//! 2. refresh-token exchanges per second on one core (SQLite, Postgres): one chain at a time
+//!    (the latency of one exchange), and 32 sessions refreshing at once on one runtime thread,
+//!    as a server sees them. For a strict one-core figure run the bench under `taskset -c 0`
+//!    (SQLite's connection threads then share that core; Postgres runs elsewhere).
+//!    `cargo bench -p authsome-identity --bench identity -- refresh` runs only this part.
 //! 3. access-token verification against the JWKS per second on one core;
 //! 4. resident memory with 1,000 applications provisioned and 100 of them active.
 
@@ -82,9 +86,98 @@ async fn refresh_rate(
     rate(n, started.elapsed())
 }
 
+/// `sessions` users of `app`, each with a fresh refresh token.
+async fn sessions(identity: &Identity, app: &ApplicationId, sessions: usize) -> Vec<String> {
+    let mut tokens = Vec::with_capacity(sessions);
+    for i in 0..sessions {
+        let (_, session) = identity
+            .sign_up(
+                app,
+                SignUp {
+                    email: format!("concurrent-{i}@example.com"),
+                    password: PASSWORD.into(),
+                    name: None,
+                },
+                &ClientInfo::default(),
+            )
+            .await
+            .expect("sign up");
+        tokens.push(session.refresh_token);
+    }
+    tokens
+}
+
+/// Every session refreshing in its own loop, all at once, for `seconds`.
+async fn concurrent_refresh_rate(
+    identity: &Identity,
+    app: &ApplicationId,
+    tokens: Vec<String>,
+    seconds: u64,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let loops = tokens.into_iter().map(|mut token| async move {
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            token = identity
+                .refresh(app, &token)
+                .await
+                .expect("refresh")
+                .refresh_token;
+            n += 1;
+        }
+        n
+    });
+    let total: u64 = futures_util::future::join_all(loops).await.into_iter().sum();
+    rate(total, started.elapsed())
+}
+
+/// Refresh exchanges only: sequential and 32 at once, SQLite and Postgres, one runtime thread.
+fn refresh_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    single.block_on(async {
+        let sqlite = identity(
+            AppDatabaseConfig::Sqlite {
+                dir: dir.path().join("refresh"),
+            },
+            16,
+        );
+        let db = authsome_testkit::TestDatabase::create().await;
+        let pg = db.as_ref().map(|db| {
+            identity(
+                AppDatabaseConfig::Postgres {
+                    server_url: db.url.clone(),
+                },
+                16,
+            )
+        });
+        for (name, identity) in [("SQLite", Some(&sqlite)), ("Postgres", pg.as_ref())] {
+            let Some(identity) = identity else { continue };
+            let (app, token) = app_with_user(identity, "r@example.com").await;
+            println!(
+                "refresh exchanges ({name}, one at a time): {:.0}/s",
+                refresh_rate(identity, &app, token, 5).await
+            );
+            let tokens = sessions(identity, &app, 32).await;
+            println!(
+                "refresh exchanges ({name}, 32 sessions at once, one runtime thread): {:.0}/s",
+                concurrent_refresh_rate(identity, &app, tokens, 5).await
+            );
+            identity.destroy(&app).await.ok();
+        }
+    });
+}
+
 fn main() {
     if std::env::args().any(|a| a == "memory") {
         return memory();
+    }
+    if std::env::args().any(|a| a == "refresh") {
+        return refresh_only();
     }
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
