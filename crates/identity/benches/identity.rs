@@ -128,7 +128,10 @@ async fn concurrent_refresh_rate(
         }
         n
     });
-    let total: u64 = futures_util::future::join_all(loops).await.into_iter().sum();
+    let total: u64 = futures_util::future::join_all(loops)
+        .await
+        .into_iter()
+        .sum();
     rate(total, started.elapsed())
 }
 

@@ -34,6 +34,11 @@ const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
 
 const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-app-id");
 
+/// Marks a response to a request this gateway handled for a dedicated application (for the
+/// `route="forwarded"` metrics label).
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardedResponse;
+
 /// What a valid forwarding assertion told an instance.
 #[derive(Clone, Debug)]
 pub struct Forwarded(pub Assertion);
@@ -67,9 +72,13 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
         return next.run(request).await;
     };
     match state.control.public_application(&app_id).await {
-        Ok(app) if app.tenancy == Tenancy::Dedicated => forward_to_upstream(&state, app, request)
-            .await
-            .unwrap_or_else(IntoResponse::into_response),
+        Ok(app) if app.tenancy == Tenancy::Dedicated => {
+            let mut response = forward_to_upstream(&state, app, request)
+                .await
+                .unwrap_or_else(IntoResponse::into_response);
+            response.extensions_mut().insert(ForwardedResponse);
+            response
+        }
         // Shared, unknown or malformed: the in-process routes answer (404 for the last two).
         _ => next.run(request).await,
     }
@@ -170,6 +179,12 @@ async fn forward_to_upstream(
         .await
         .map_err(|e| {
             tracing::warn!(app = %app_id, error = %e, "forwarding failed");
+            let reason = match e {
+                ProxyError::NoHealthyUpstream => "no_healthy_upstream",
+                ProxyError::Timeout(_) => "timeout",
+                ProxyError::Upstream(_) | ProxyError::BadUpstream(_) => "upstream_error",
+            };
+            metrics::counter!(crate::metrics::FORWARD_FAILURES, "reason" => reason).increment(1);
             match e {
                 ProxyError::NoHealthyUpstream => ApiError {
                     retry_after: Some(1),

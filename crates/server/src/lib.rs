@@ -12,6 +12,7 @@ pub mod events;
 mod extract;
 pub mod gateway;
 mod idempotency;
+pub mod metrics;
 pub mod openapi;
 pub mod request_id;
 mod routes;
@@ -127,6 +128,7 @@ impl ServerState {
         let events = Arc::new(EventBus::new(4096).with_audit(audit.clone()));
         let identity = Arc::new(identity.with_events(events.clone()));
         audit.set_app_outbox(Arc::new(IdentityOutbox(identity.clone())));
+        metrics::handle();
         let forward_key =
             ForwardKey::new(identity.master_key().derive(b"authsome.gateway.forward.v1"));
         let proxy = Proxy::new(http.proxy.clone());

@@ -29,7 +29,7 @@ use crate::AppState;
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
     tags(
-        (name = "health", description = "Liveness, readiness, this document"),
+        (name = "health", description = "Liveness, readiness, metrics, this document"),
         (name = "auth", description = "Team-member sessions and invitations"),
         (name = "workspaces", description = "Workspaces: the customer accounts"),
         (name = "members", description = "Team members and roles"),
@@ -75,6 +75,7 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(health::openapi_json))
+        .routes(routes!(health::metrics))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::me))

@@ -102,6 +102,10 @@ pub async fn layer(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     let ip = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -158,6 +162,21 @@ pub async fn layer(request: Request, next: Next) -> Response {
             HeaderValue::from(reset),
         );
     }
+    let route = if response
+        .extensions()
+        .get::<crate::gateway::ForwardedResponse>()
+        .is_some()
+    {
+        "forwarded"
+    } else {
+        route.as_deref().unwrap_or("unmatched")
+    };
+    crate::metrics::request(
+        method.as_str(),
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     tracing::info!(
         request_id = %id,
         %method,

@@ -275,6 +275,26 @@ async fn a_dedicated_application_is_served_by_its_instances_through_the_gateway(
         200
     );
 
+    // Forwarded requests and the instances' health show in the metrics.
+    let text = gw
+        .client
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains(r#"route="forwarded",status="200""#), "{text}");
+    for upstream in &upstreams {
+        assert!(
+            text.contains(&format!(
+                "authsome_upstream_healthy{{upstream=\"{upstream}\"}} 1"
+            )),
+            "{text}"
+        );
+    }
+
     // One instance dies: every request still succeeds (the first one retried on the other).
     one.stop();
     for i in 0..6 {

@@ -28,6 +28,50 @@ async fn health_and_ready() {
 }
 
 #[tokio::test]
+async fn metrics_are_prometheus_text_with_bounded_labels() {
+    let app = spawn_app().await;
+    let t = app.tenant("Metered").await;
+    let a = app.application(&t.owner_token, &t.ws, "development").await;
+    assert_eq!(
+        app.get(&format!("/v1/{a}"), "pk_test_nope").await.status,
+        401
+    );
+    let r = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    // Requests by method, matched route template and status; latency histogram.
+    assert!(
+        text.contains("# TYPE authsome_http_requests_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"authsome_http_requests_total{method="GET",route="/v1/{appId}",status="401"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("authsome_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("authsome_draining 0"), "{text}");
+    // Never an id or a key in a label.
+    assert!(
+        !text.contains(&a) && !text.contains("pk_test_nope"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_have_the_error_body() {
     let app = spawn_app().await;
     let r = app.call(Method::GET, "/nope", None, None).await;

@@ -1,0 +1,77 @@
+//! Prometheus metrics (`GET /metrics`): requests by method, route and status, their latency,
+//! forwarding failures, and, read when scraped, whether each dedicated instance is in rotation
+//! and whether this replica is draining.
+//!
+//! Labels are bounded: the route is the matched template (`/v1/{appId}/users`), never the raw
+//! path; requests forwarded to a dedicated instance are `forwarded`, unmatched ones `unmatched`.
+//! No label ever carries an id, a key or an address given by a client.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::AppState;
+
+pub const REQUESTS: &str = "authsome_http_requests_total";
+pub const DURATION: &str = "authsome_http_request_duration_seconds";
+pub const FORWARD_FAILURES: &str = "authsome_forward_failures_total";
+
+/// The process's recorder: installed once, whatever number of servers the process runs (tests
+/// run many). If another recorder was installed first, metrics render empty rather than fail.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(DURATION.to_owned()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => {
+                metrics::describe_counter!(REQUESTS, "HTTP requests served, by method, route and status.");
+                metrics::describe_histogram!(DURATION, "HTTP request latency in seconds, by method and route.");
+                metrics::describe_counter!(FORWARD_FAILURES, "Requests a dedicated instance could not take, by reason.");
+                handle
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics stays empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        }
+    })
+}
+
+/// Records one served request.
+pub fn request(method: &str, route: &str, status: u16, seconds: f64) {
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!(REQUESTS, &labels).increment(1);
+    metrics::histogram!(DURATION, &labels[..2]).record(seconds);
+}
+
+/// The exposition text, with the gauges read now.
+pub fn render(state: &AppState) -> String {
+    let mut text = handle().render();
+    text.push_str("# HELP authsome_upstream_healthy Whether a dedicated instance is in rotation (1) or not (0).\n");
+    text.push_str("# TYPE authsome_upstream_healthy gauge\n");
+    for (upstream, healthy) in state.proxy.health() {
+        text.push_str(&format!(
+            "authsome_upstream_healthy{{upstream=\"{}\"}} {}\n",
+            upstream.replace('\\', "\\\\").replace('"', "\\\""),
+            u8::from(healthy)
+        ));
+    }
+    text.push_str("# HELP authsome_draining Whether this replica is draining for shutdown.\n");
+    text.push_str("# TYPE authsome_draining gauge\n");
+    text.push_str(&format!(
+        "authsome_draining {}\n",
+        u8::from(state.is_draining())
+    ));
+    text
+}
