@@ -29,6 +29,15 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     if request.method() != Method::POST || !request.headers().contains_key(IDEMPOTENCY_KEY) {
         return next.run(request).await;
     }
+    // A dedicated instance behind the gateway: the gateway holds the record already (the same
+    // one, in the same database); recording it again here would find it in progress.
+    if request
+        .extensions()
+        .get::<crate::gateway::Forwarded>()
+        .is_some()
+    {
+        return next.run(request).await;
+    }
     let Some(credential) = request.headers().get(header::AUTHORIZATION).cloned() else {
         return next.run(request).await;
     };

@@ -213,6 +213,22 @@ async fn a_dedicated_application_is_served_by_its_instances_through_the_gateway(
     .await;
     assert_error(&tampered, 401, "unauthorized");
 
+    // Idempotency-Key through the gateway: recorded once, replayed once.
+    let idempotent = || {
+        gw.client
+            .post(format!("{}/v1/{app}/users", gw.base))
+            .bearer_auth(&sk)
+            .header("Idempotency-Key", "create-grace")
+            .json(&json!({"email": "grace@example.com"}))
+            .send()
+    };
+    let first = TestApp::read(idempotent().await.unwrap()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = TestApp::read(idempotent().await.unwrap()).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+
     // Round robin: both instances serve.
     for _ in 0..10 {
         assert_eq!(gw.get(&format!("/v1/{app}/users"), &sk).await.status, 200);
