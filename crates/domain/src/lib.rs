@@ -35,3 +35,15 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     let now = chrono::Utc::now();
     chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
+
+/// An error and its sources, `outer: inner: innermost`, for logs and stored failure texts.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -34,9 +34,15 @@ fn identity(config: AppDatabaseConfig, max_open: usize) -> Identity {
 async fn app_with_user(identity: &Identity, email: &str) -> (ApplicationId, String) {
     let app = ApplicationId::new();
     identity.provision(&app).await.expect("provision");
+    let token = signed_up(identity, &app, email).await;
+    (app, token)
+}
+
+/// Signs up `email` in `app`; returns the session's refresh token.
+async fn signed_up(identity: &Identity, app: &ApplicationId, email: &str) -> String {
     let (_, session) = identity
         .sign_up(
-            &app,
+            app,
             SignUp {
                 email: email.into(),
                 password: PASSWORD.into(),
@@ -46,7 +52,7 @@ async fn app_with_user(identity: &Identity, email: &str) -> (ApplicationId, Stri
         )
         .await
         .expect("sign up");
-    (app, session.refresh_token)
+    session.refresh_token
 }
 
 fn rate(n: u64, elapsed: Duration) -> f64 {
@@ -66,49 +72,17 @@ fn rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-async fn refresh_rate(
-    identity: &Identity,
-    app: &ApplicationId,
-    mut token: String,
-    seconds: u64,
-) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut n = 0u64;
-    while Instant::now() < deadline {
-        token = identity
-            .refresh(app, &token)
-            .await
-            .expect("refresh")
-            .refresh_token;
-        n += 1;
-    }
-    rate(n, started.elapsed())
-}
-
 /// `sessions` users of `app`, each with a fresh refresh token.
 async fn sessions(identity: &Identity, app: &ApplicationId, sessions: usize) -> Vec<String> {
     let mut tokens = Vec::with_capacity(sessions);
     for i in 0..sessions {
-        let (_, session) = identity
-            .sign_up(
-                app,
-                SignUp {
-                    email: format!("concurrent-{i}@example.com"),
-                    password: PASSWORD.into(),
-                    name: None,
-                },
-                &ClientInfo::default(),
-            )
-            .await
-            .expect("sign up");
-        tokens.push(session.refresh_token);
+        tokens.push(signed_up(identity, app, &format!("concurrent-{i}@example.com")).await);
     }
     tokens
 }
 
-/// Every session refreshing in its own loop, all at once, for `seconds`.
-async fn concurrent_refresh_rate(
+/// Every session (one, or many at once) refreshing in its own loop for `seconds`.
+async fn refresh_rate(
     identity: &Identity,
     app: &ApplicationId,
     tokens: Vec<String>,
@@ -135,17 +109,23 @@ async fn concurrent_refresh_rate(
     rate(total, started.elapsed())
 }
 
-/// Refresh exchanges only: sequential and 32 at once, SQLite and Postgres, one runtime thread.
+/// Refresh exchanges only (`-- refresh`).
 fn refresh_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let single = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("rt");
-    single.block_on(async {
+        .expect("rt")
+        .block_on(refresh_figures(dir.path()));
+}
+
+/// Refresh exchanges, sequential and 32 at once, SQLite and Postgres, on the calling
+/// (one-thread) runtime.
+async fn refresh_figures(dir: &std::path::Path) {
+    {
         let sqlite = identity(
             AppDatabaseConfig::Sqlite {
-                dir: dir.path().join("refresh"),
+                dir: dir.join("refresh"),
             },
             16,
         );
@@ -163,16 +143,16 @@ fn refresh_only() {
             let (app, token) = app_with_user(identity, "r@example.com").await;
             println!(
                 "refresh exchanges ({name}, one at a time): {:.0}/s",
-                refresh_rate(identity, &app, token, 5).await
+                refresh_rate(identity, &app, vec![token], 5).await
             );
             let tokens = sessions(identity, &app, 32).await;
             println!(
                 "refresh exchanges ({name}, 32 sessions at once, one runtime thread): {:.0}/s",
-                concurrent_refresh_rate(identity, &app, tokens, 5).await
+                refresh_rate(identity, &app, tokens, 5).await
             );
             identity.destroy(&app).await.ok();
         }
-    });
+    }
 }
 
 fn main() {
@@ -263,33 +243,14 @@ fn main() {
         .build()
         .expect("rt");
     single.block_on(async {
+        refresh_figures(dir.path()).await;
         let identity = identity(
             AppDatabaseConfig::Sqlite {
-                dir: dir.path().join("refresh"),
+                dir: dir.path().join("verify"),
             },
             16,
         );
-        let (app, token) = app_with_user(&identity, "r@example.com").await;
-        println!(
-            "refresh exchanges (SQLite, 1 core): {:.0}/s",
-            refresh_rate(&identity, &app, token, 5).await
-        );
-
-        if let Some(db) = authsome_testkit::TestDatabase::create().await {
-            let pg = self::identity(
-                AppDatabaseConfig::Postgres {
-                    server_url: db.url.clone(),
-                },
-                16,
-            );
-            let (app, token) = app_with_user(&pg, "r@example.com").await;
-            println!(
-                "refresh exchanges (Postgres, 1 core): {:.0}/s",
-                refresh_rate(&pg, &app, token, 5).await
-            );
-            pg.destroy(&app).await.ok();
-        }
-
+        let (app, _) = app_with_user(&identity, "r@example.com").await;
         let (_, session) = identity
             .sign_in(
                 &app,

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use authsome_control::audit::{AuditLog, AuditSettings};
 use authsome_control::{ControlPlane, Provisioner};
+use authsome_domain::error_chain;
 use authsome_domain::id::ApplicationId;
 use authsome_domain::master_key::MasterKey;
 use authsome_domain::tenancy::{Application, Tenancy};
@@ -361,17 +362,6 @@ pub fn redis_app_password(master: &MasterKey, app: &str) -> String {
 
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Cache invalidations carried to the other replicas over a Redis channel.

@@ -29,9 +29,17 @@ async fn gateway() -> TestApp {
     .await
 }
 
+/// A dedicated application and its keys.
+struct Dedicated {
+    app: String,
+    pk: String,
+    sk: String,
+    sk_id: String,
+}
+
 /// A tenant whose keys may send many requests a second, and a dedicated development
-/// application forwarded to `upstreams`: (owner token, app id, publishable key, secret key).
-async fn dedicated_app(gw: &TestApp, upstreams: &[String]) -> (String, String, String, String) {
+/// application forwarded to `upstreams`.
+async fn dedicated_app(gw: &TestApp, upstreams: &[String]) -> Dedicated {
     let tenant = gw.tenant("Dedicated Co").await;
     let root = gw.root_token().await;
     let r = gw
@@ -54,8 +62,8 @@ async fn dedicated_app(gw: &TestApp, upstreams: &[String]) -> (String, String, S
     assert_eq!(r.body["tenancy"], "dedicated");
     let app = r.body["id"].as_str().unwrap().to_owned();
     let (_, pk) = gw.key(&tenant.owner_token, &app, "publishable").await;
-    let (_, sk) = gw.key(&tenant.owner_token, &app, "secret").await;
-    (tenant.owner_token, app, pk, sk)
+    let (sk_id, sk) = gw.key(&tenant.owner_token, &app, "secret").await;
+    Dedicated { app, pk, sk, sk_id }
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -76,7 +84,7 @@ async fn a_dedicated_application_is_served_by_its_instances_through_the_gateway(
         .iter()
         .map(|p| format!("http://{}", p.local_addr().unwrap()))
         .collect();
-    let (owner, app, pk, sk) = dedicated_app(&gw, &upstreams).await;
+    let Dedicated { app, pk, sk, sk_id } = dedicated_app(&gw, &upstreams).await;
     let [first, second] = ports;
     let mut one = spawn_instance(&gw, &app, first);
     let two = spawn_instance(&gw, &app, second);
@@ -168,18 +176,6 @@ async fn a_dedicated_application_is_served_by_its_instances_through_the_gateway(
 
     // A request signed with the secret key (CONTRACT.md) is verified, and its signature
     // spent, at the gateway; the instance takes the gateway's word for the key.
-    let sk_id = gw
-        .get(&format!("/control/v1/applications/{app}/keys"), &owner)
-        .await
-        .body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["type"] == "secret")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let path = format!("/v1/{app}/users");
     let body = json!({"email": "signed@example.com"}).to_string();
     let ts = chrono::Utc::now().timestamp().to_string();
@@ -478,7 +474,7 @@ async fn scripted_upstream() -> Scripted {
 async fn the_proxy_cleans_headers_streams_both_ways_and_enforces_timeouts() {
     let gw = gateway().await;
     let up = scripted_upstream().await;
-    let (_, app, pk, sk) = dedicated_app(&gw, std::slice::from_ref(&up.base)).await;
+    let Dedicated { app, pk, sk, .. } = dedicated_app(&gw, std::slice::from_ref(&up.base)).await;
 
     // Header hygiene, and the gateway's assertion.
     let r = gw
@@ -623,7 +619,7 @@ async fn the_proxy_cleans_headers_streams_both_ways_and_enforces_timeouts() {
 async fn an_upstream_that_is_a_gateway_is_a_loop_not_a_hang() {
     let gw = gateway().await;
     // The application's upstream is the gateway itself.
-    let (_, app, _, sk) = dedicated_app(&gw, std::slice::from_ref(&gw.base)).await;
+    let Dedicated { app, sk, .. } = dedicated_app(&gw, std::slice::from_ref(&gw.base)).await;
     let r = gw.get(&format!("/v1/{app}/users"), &sk).await;
     // The refusal comes from the second pass through the gateway, with that pass's request id.
     assert_eq!(r.status, 502, "{}", r.body);
