@@ -316,6 +316,12 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
         },
     ));
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    // Responses go out as soon as they are written (no Nagle delay behind a client's ACK).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
