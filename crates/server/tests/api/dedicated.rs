@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_error, reserve_port, spawn_instance, spawn_with, TestApp};
 
 /// A gateway whose health checks and timeouts are quick enough for a test.
-async fn gateway() -> TestApp {
+pub(crate) async fn gateway() -> TestApp {
     spawn_with(HttpSettings {
         proxy: ProxySettings {
             connect_timeout: Duration::from_millis(500),
@@ -30,16 +30,16 @@ async fn gateway() -> TestApp {
 }
 
 /// A dedicated application and its keys.
-struct Dedicated {
-    app: String,
-    pk: String,
-    sk: String,
-    sk_id: String,
+pub(crate) struct Dedicated {
+    pub app: String,
+    pub pk: String,
+    pub sk: String,
+    pub sk_id: String,
 }
 
 /// A tenant whose keys may send many requests a second, and a dedicated development
 /// application forwarded to `upstreams`.
-async fn dedicated_app(gw: &TestApp, upstreams: &[String]) -> Dedicated {
+pub(crate) async fn dedicated_app(gw: &TestApp, upstreams: &[String]) -> Dedicated {
     let tenant = gw.tenant("Dedicated Co").await;
     let root = gw.root_token().await;
     let r = gw

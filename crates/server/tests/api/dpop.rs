@@ -316,3 +316,82 @@ async fn server_nonces_are_offered_and_checked() {
     assert_eq!(ok.status, 201, "{}", ok.body);
     assert_eq!(ok.body["session"]["tokenType"], "DPoP");
 }
+
+/// A dedicated application: proofs are checked by its instance, against the deployment's public
+/// URL, which the gateway and the instance share.
+#[tokio::test]
+async fn bound_tokens_work_through_the_gateway_to_a_dedicated_instance() {
+    use crate::dedicated::{dedicated_app, gateway, Dedicated};
+    let gw = gateway().await;
+    let port = reserve_port();
+    let upstream = format!("http://{}", port.local_addr().unwrap());
+    let Dedicated { app, pk, .. } = dedicated_app(&gw, std::slice::from_ref(&upstream)).await;
+    let _instance = spawn_instance(&gw, &app, port);
+    let base = format!("/v1/{app}");
+    let url = |path: &str| format!("{}{base}{path}", gw.base);
+    let credentials = json!({"email": "far@example.com", "password": "proof-of-possession"});
+    let signup = send(
+        &gw,
+        Method::POST,
+        &format!("{base}/auth/signup"),
+        None,
+        None,
+        Some(&pk),
+        Some(credentials.clone()),
+    )
+    .await;
+    assert_eq!(signup.status, 201, "{}", signup.body);
+
+    let client = Client::new(9);
+    let proof = client.proof_for("POST", &url("/auth/signin"), None);
+    let signin = send(
+        &gw,
+        Method::POST,
+        &format!("{base}/auth/signin"),
+        None,
+        Some(&proof),
+        Some(&pk),
+        Some(credentials),
+    )
+    .await;
+    assert_eq!(signin.status, 200, "{}", signin.body);
+    assert_eq!(signin.body["session"]["tokenType"], "DPoP");
+    let token = signin.body["session"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&token)["cnf"]["jkt"], client.thumbprint());
+
+    let proof = client.proof_for("GET", &url("/me"), Some(&token));
+    let me = send(
+        &gw,
+        Method::GET,
+        &format!("{base}/me"),
+        Some(format!("DPoP {token}")),
+        Some(&proof),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    // The same proof again, or the token as a plain bearer token: refused.
+    let replayed = send(
+        &gw,
+        Method::GET,
+        &format!("{base}/me"),
+        Some(format!("DPoP {token}")),
+        Some(&proof),
+        None,
+        None,
+    )
+    .await;
+    assert_invalid_proof(&replayed);
+    let bearer = send(
+        &gw,
+        Method::GET,
+        &format!("{base}/me"),
+        Some(format!("Bearer {token}")),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_error(&bearer, 401, "unauthorized");
+}
