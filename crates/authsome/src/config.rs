@@ -488,6 +488,13 @@ impl RawConfig {
                     )
                 })
         };
+        let flag = |var: &str| -> Result<bool, ConfigError> {
+            match self.get(var).unwrap_or("false") {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(bad(var, "must be true or false")),
+            }
+        };
         let config = Config {
             listen,
             public_url,
@@ -509,16 +516,8 @@ impl RawConfig {
                 .get("AUTHSOME_REDIS_PREFIX")
                 .unwrap_or("authsome:")
                 .to_owned(),
-            dpop_require_nonce: match self.get("AUTHSOME_DPOP_REQUIRE_NONCE").unwrap_or("false") {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => return Err(bad("AUTHSOME_DPOP_REQUIRE_NONCE", "must be true or false")),
-            },
-            redis_app_users: match self.get("AUTHSOME_REDIS_APP_USERS").unwrap_or("false") {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => return Err(bad("AUTHSOME_REDIS_APP_USERS", "must be true or false")),
-            },
+            dpop_require_nonce: flag("AUTHSOME_DPOP_REQUIRE_NONCE")?,
+            redis_app_users: flag("AUTHSOME_REDIS_APP_USERS")?,
             proxy: authsome_gateway::proxy::ProxySettings {
                 connect_timeout: Duration::from_millis(number(
                     "AUTHSOME_UPSTREAM_CONNECT_TIMEOUT_MS",

@@ -695,20 +695,13 @@ async fn two_serve_processes_share_sessions_revocations_and_limits() {
     let client = reqwest::Client::new();
     let (b1, b2) = (format!("http://{l1}"), format!("http://{l2}"));
     for base in [&b1, &b2] {
-        let started = Instant::now();
-        while client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{base} never ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for(
+            &client,
+            &format!("{base}/ready"),
+            200,
+            "a replica never became ready",
+        )
+        .await;
     }
     let post = |base: &str, path: &str, bearer: &str, body: Value| {
         client

@@ -210,19 +210,25 @@ async fn forward_to_upstream(
 
 /// Whether the request already carries a valid assertion of this deployment's gateways.
 fn is_our_own_forward(state: &AppState, parts: &axum::http::request::Parts) -> bool {
-    let Some(value) = parts
+    parts
         .headers
         .get(FORWARDED_HEADER)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        .is_some_and(|value| verify_assertion(state, value, &parts.method, &parts.uri).is_ok())
+}
+
+/// Checks an `X-AuthSome-Forwarded` value against the request it came with, now.
+fn verify_assertion(
+    state: &AppState,
+    value: &HeaderValue,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+) -> Result<Assertion, forward::ForwardError> {
+    let value = value
+        .to_str()
+        .map_err(|_| forward::ForwardError::Malformed)?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let now = authsome_domain::now().timestamp().max(0) as u64;
-    state
-        .forward_key
-        .verify(value, parts.method.as_str(), path, now)
-        .is_ok()
+    state.forward_key.verify(value, method.as_str(), path, now)
 }
 
 /// On an instance: checks the gateway's assertion, if the request carries one, and then trusts
@@ -240,21 +246,7 @@ pub async fn trust_forwarded(
     let Some(value) = request.headers_mut().remove(FORWARDED_HEADER) else {
         return next.run(request).await;
     };
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let now = authsome_domain::now().timestamp().max(0) as u64;
-    let verified = value
-        .to_str()
-        .map_err(|_| forward::ForwardError::Malformed)
-        .and_then(|v| {
-            state
-                .forward_key
-                .verify(v, request.method().as_str(), &path, now)
-        });
-    match verified {
+    match verify_assertion(&state, &value, request.method(), request.uri()) {
         Ok(assertion) if assertion.app_id == only.as_str() => {
             if let Ok(ip) = assertion.client_ip.parse::<IpAddr>() {
                 request
