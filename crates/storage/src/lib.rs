@@ -14,6 +14,7 @@
 pub mod app;
 pub mod audit;
 pub mod outbox;
+mod pool;
 mod postgres;
 mod rows;
 mod sql;

@@ -4,7 +4,6 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 pub struct PostgresStore {
@@ -18,7 +17,7 @@ impl crate::sql::HasDb for PostgresStore {
 
 impl PostgresStore {
     pub async fn connect(url: &str) -> crate::Result<Self> {
-        let pool = PgPoolOptions::new()
+        let pool = crate::pool::postgres()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)

@@ -26,8 +26,8 @@ use authsome_domain::identity::{
 use authsome_domain::keys::KeyHash;
 use authsome_domain::page::{Page, PageRequest};
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Executor};
 
 use crate::{Result, StorageError};
@@ -398,7 +398,7 @@ impl AppDatabases {
                     .pragma("cache_size", "-1024");
                 // One connection per application database: SQLite has one writer at a time
                 // anyway, and queuing in the pool is cheaper than its busy-wait sleeps.
-                let pool = SqlitePoolOptions::new()
+                let pool = crate::pool::sqlite()
                     .max_connections(1)
                     .min_connections(0)
                     .idle_timeout(Duration::from_secs(60))
@@ -417,7 +417,7 @@ impl AppDatabases {
                     Self::schema_role(app),
                     Self::schema_name(app)
                 );
-                let pool = PgPoolOptions::new()
+                let pool = crate::pool::postgres()
                     .max_connections(self.connections_per_app)
                     .min_connections(0)
                     .idle_timeout(Duration::from_secs(60))
@@ -437,7 +437,7 @@ impl AppDatabases {
             }
             AppDatabaseConfig::Postgres { server_url } => {
                 let options = Self::pg_options(server_url, &Self::database_name(app))?;
-                let pool = PgPoolOptions::new()
+                let pool = crate::pool::postgres()
                     .max_connections(self.connections_per_app)
                     .min_connections(0)
                     .idle_timeout(Duration::from_secs(60))

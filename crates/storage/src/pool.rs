@@ -1,0 +1,80 @@
+//! Pool settings shared by every connection pool this crate opens.
+//!
+//! sqlx pings a connection every time it leaves the pool unless told otherwise: one more round
+//! trip per query (to SQLite's worker thread, or to the Postgres server), most of a short
+//! query's cost. An embedded SQLite connection cannot go away, so it is never pinged; a
+//! Postgres connection is pinged only when it sat idle long enough for a server restart, a
+//! failover or a proxy's idle cut to have dropped it unnoticed. A connection that breaks while
+//! in use fails that one query and is discarded, as it would be after any ping.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::SqlitePoolOptions;
+
+/// A Postgres connection idle at least this long is pinged before it is handed out.
+pub(crate) const PING_IDLE_AFTER: Duration = Duration::from_secs(10);
+
+pub(crate) fn sqlite() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().test_before_acquire(false)
+}
+
+pub(crate) fn postgres() -> PgPoolOptions {
+    postgres_pinging_after(PING_IDLE_AFTER)
+}
+
+fn postgres_pinging_after(idle: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < idle {
+                    return Ok(true);
+                }
+                // A dead connection is closed and the pool hands out (or opens) another.
+                Ok(sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection whose server process went away while it sat idle is replaced, not handed
+    /// out to fail the next query.
+    #[tokio::test]
+    async fn an_idle_connection_that_died_is_replaced() {
+        let Some(db) = authsome_testkit::TestDatabase::create().await else {
+            return;
+        };
+        let pool = postgres_pinging_after(Duration::from_millis(100))
+            .max_connections(1)
+            .connect(&db.url)
+            .await
+            .expect("connect");
+        let first: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .expect("pid");
+        let killer = postgres()
+            .max_connections(1)
+            .connect(&db.url)
+            .await
+            .expect("connect");
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(first)
+            .fetch_one(&killer)
+            .await
+            .expect("terminate");
+        assert!(killed);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .expect("the pool hands out a live connection");
+        assert_ne!(first, second);
+        pool.close().await;
+        killer.close().await;
+    }
+}
