@@ -17,6 +17,7 @@ pub mod outbox;
 mod pool;
 mod postgres;
 mod rows;
+mod script;
 mod sql;
 mod sqlite;
 

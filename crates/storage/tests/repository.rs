@@ -1044,6 +1044,120 @@ mod app_databases {
         dbs.destroy(&app).await.unwrap();
     }
 
+    /// A refresh token rotates once; the second attempt learns when it was rotated, an unknown
+    /// token is unknown, and only the rotation that happened stores its outbox row. Run after
+    /// a statement that changed many rows, so a stale "rows changed" count cannot pass for a
+    /// rotation.
+    async fn refresh_rotation(dbs: AppDatabases) {
+        use authsome_domain::id::SessionId;
+        use authsome_domain::identity::{RefreshRecord, Session};
+        use authsome_domain::keys::KeyHash;
+        use authsome_storage::app::Rotation;
+        use authsome_storage::outbox::{scope, OutboxRow};
+
+        let app = ApplicationId::new();
+        dbs.provision(&app).await.unwrap();
+        let store = dbs.open(&app).await.unwrap();
+        let now = authsome_domain::now();
+        let owner = user("r@example.com");
+        store.create_user(&owner, None).await.unwrap();
+        let record = |hash: &KeyHash, session: &SessionId| RefreshRecord {
+            hash: *hash,
+            session_id: session.clone(),
+            created_at: now,
+            expires_at: now + chrono::Duration::days(1),
+            rotated_at: None,
+        };
+        let mut sessions = Vec::new();
+        for i in 0..5 {
+            let session = Session {
+                id: SessionId::new(),
+                user_id: owner.id.clone(),
+                ip: None,
+                user_agent: None,
+                created_at: now,
+                last_active_at: now,
+                expires_at: now + chrono::Duration::days(1),
+                revoked_at: None,
+                active_organization_id: None,
+                dpop_jkt: None,
+            };
+            let hash = KeyHash::of(&format!("first-{i}"));
+            store
+                .create_session(&session, &record(&hash, &session.id))
+                .await
+                .unwrap();
+            sessions.push((session, hash));
+        }
+        let (session, first) = sessions[0].clone();
+        let second = KeyHash::of("second");
+        let outbox = |id: &str| OutboxRow {
+            id: id.into(),
+            body: "{}".into(),
+            created_at: now,
+        };
+        let (rotation, stored) = scope(
+            vec![outbox("evt_rotated")],
+            store.rotate_refresh(&first, &record(&second, &session.id), now, true),
+        )
+        .await;
+        assert!(matches!(rotation.unwrap(), Rotation::Rotated));
+        assert!(stored);
+        // Five rows changed by the last statement on this connection.
+        assert_eq!(store.revoke_user_sessions(&owner.id, now).await.unwrap(), 5);
+        let third = KeyHash::of("third");
+        let (rotation, stored) = scope(
+            vec![outbox("evt_replayed")],
+            store.rotate_refresh(&first, &record(&third, &session.id), now, true),
+        )
+        .await;
+        assert!(
+            matches!(rotation.unwrap(), Rotation::AlreadyRotated(at) if at.timestamp_millis() == now.timestamp_millis())
+        );
+        assert!(!stored, "no outbox row for a rotation that did not happen");
+        let unknown = store
+            .rotate_refresh(
+                &KeyHash::of("never issued"),
+                &record(&third, &session.id),
+                now,
+                false,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(unknown, Rotation::Unknown));
+        // The successor of the real rotation exists; the losers' successors do not.
+        assert!(store.refresh_with_session(&second).await.unwrap().is_some());
+        assert!(store.refresh_with_session(&third).await.unwrap().is_none());
+        drop(store);
+        dbs.destroy(&app).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_refresh_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        refresh_rotation(AppDatabases::new(
+            AppDatabaseConfig::Sqlite {
+                dir: dir.path().join("apps"),
+            },
+            2,
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn postgres_refresh_rotation() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        refresh_rotation(AppDatabases::new(
+            AppDatabaseConfig::Postgres {
+                server_url: db.url.clone(),
+            },
+            2,
+        ))
+        .await;
+    }
+
     #[tokio::test]
     async fn sqlite_lifecycle_and_pool_cap() {
         let dir = tempfile::tempdir().unwrap();

@@ -22,7 +22,7 @@ pub struct SqliteAppStore {
 }
 
 impl SqliteAppStore {
-    /// SQLite has no data-modifying CTEs: rotations use a transaction.
+    /// SQLite has no data-modifying CTEs: rotations run several statements in a transaction.
     const DATA_MODIFYING_CTE: bool = false;
 
     pub(crate) fn new(pool: sqlx::SqlitePool) -> Self {
@@ -593,6 +593,45 @@ macro_rules! impl_identity {
                     .fetch_one(&self.pool)
                     .await?;
                     if won == 1 {
+                        crate::outbox::committed(event.is_some());
+                        return Ok(super::Rotation::Rotated);
+                    }
+                    return self.rotation_state(old).await;
+                }
+                if pending.len() <= 1 {
+                    // SQLite: the same statements as one script (see `script.rs`). Every
+                    // statement after the first acts only if the old token was rotated just now.
+                    let event = pending.first();
+                    let mut conn = crate::script::ScriptConnection::acquire(&self.pool).await?;
+                    let query = sqlx::query::<$db>(crate::script::sqlite_script!(
+                        "UPDATE refresh_tokens SET rotated_at = $1 \
+                         WHERE hash = $2 AND rotated_at IS NULL AND expires_at > $1; ",
+                        "SELECT changes(); ",
+                        "INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) \
+                         SELECT $3, session_id, $4, $5 FROM refresh_tokens \
+                         WHERE hash = $2 AND changes() = 1; ",
+                        "UPDATE sessions SET last_active_at = $1 WHERE $6 AND id = \
+                         (SELECT session_id FROM refresh_tokens WHERE hash = $3); ",
+                        "INSERT INTO audit_outbox (id, body, created_at) SELECT $7, $8, $4 \
+                         WHERE $7 IS NOT NULL AND EXISTS \
+                         (SELECT 1 FROM refresh_tokens WHERE hash = $3)",
+                    ))
+                    .bind(ms(now))
+                    .bind(old.to_hex())
+                    .bind(successor.hash.to_hex())
+                    .bind(ms(successor.created_at))
+                    .bind(ms(successor.expires_at))
+                    .bind(touch_session)
+                    .bind(event.map(|e| e.id.as_str()))
+                    .bind(event.map(|e| e.body.as_str()));
+                    let rows = crate::script::run(query, conn.conn()).await?;
+                    conn.finished();
+                    let rotated = rows
+                        .first()
+                        .map(|row| sqlx::Row::try_get::<i64, _>(row, 0_usize))
+                        .transpose()?
+                        == Some(1);
+                    if rotated {
                         crate::outbox::committed(event.is_some());
                         return Ok(super::Rotation::Rotated);
                     }
