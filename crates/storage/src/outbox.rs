@@ -7,8 +7,10 @@
 //! row into the workspace's log and deletes it, skipping ids the log already holds, so every
 //! row lands exactly once. A write whose outbox row cannot be stored rolls back with it.
 //!
-//! **Invariant:** every storage method that writes something audited calls the backend's
-//! `write_outbox` in its transaction and [`committed`] after the commit.
+//! **Invariant:** every storage method that writes something audited stores the pending rows
+//! atomically with the write (the backend's `write_outbox` in its transaction, or the row's
+//! `INSERT` inside the write's single command: a data-modifying CTE on Postgres, a
+//! `crate::script` on SQLite) and calls [`committed`] after the commit.
 
 use std::cell::RefCell;
 use std::future::Future;
