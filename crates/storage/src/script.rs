@@ -57,8 +57,8 @@ impl<DB: Database> ScriptConnection<DB> {
     }
 
     /// The connection to run the script on.
-    pub(crate) fn conn(&mut self) -> &mut DB::Connection {
-        &mut self.conn
+    pub(crate) fn conn(&mut self) -> crate::Result<&mut DB::Connection> {
+        Ok(&mut self.conn)
     }
 
     /// The script ran to its end (committed): the connection goes back to the pool.

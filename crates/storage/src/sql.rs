@@ -555,11 +555,11 @@ macro_rules! impl_repositories {
                 let mut conn = crate::script::ScriptConnection::acquire(&self.pool).await?;
                 let updated = match $backend {
                     Backend::Postgres => {
-                        let row = query.fetch_one(conn.conn()).await.map_err(unique)?;
+                        let row = query.fetch_one(conn.conn()?).await.map_err(unique)?;
                         sqlx::Row::try_get::<i64, _>(&row, 0_usize)? > 0
                     }
                     Backend::Sqlite => {
-                        let rows = crate::script::run(query, conn.conn()).await.map_err(unique)?;
+                        let rows = crate::script::run(query, conn.conn()?).await.map_err(unique)?;
                         rows.first()
                             .map(|row| sqlx::Row::try_get::<i64, _>(row, 0_usize))
                             .transpose()?

@@ -1090,6 +1090,14 @@ mod app_databases {
             sessions.push((session, hash));
         }
         let (session, first) = sessions[0].clone();
+        // A rotation that fails half-way (its successor's hash is taken) changes nothing, and
+        // the store stays usable (on SQLite the connection the script left in a transaction
+        // is replaced).
+        let taken = sessions[1].1;
+        assert!(store
+            .rotate_refresh(&first, &record(&taken, &session.id), now, true)
+            .await
+            .is_err());
         let second = KeyHash::of("second");
         let outbox = |id: &str| OutboxRow {
             id: id.into(),

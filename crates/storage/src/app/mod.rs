@@ -212,15 +212,23 @@ struct OpenStore {
 
 #[derive(Clone)]
 enum Closer {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(Arc<SqliteAppStore>),
     Postgres(sqlx::PgPool),
 }
 
 impl Closer {
     async fn close(&self) {
         match self {
-            Closer::Sqlite(p) => p.close().await,
+            Closer::Sqlite(store) => store.close().await,
             Closer::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Brings the application's schema up to date.
+    async fn migrate(&self) -> Result<()> {
+        match self {
+            Closer::Sqlite(store) => store.migrate().await,
+            Closer::Postgres(pool) => Ok(sql::POSTGRES_APP_MIGRATOR.run(pool).await?),
         }
     }
 }
@@ -367,11 +375,9 @@ impl AppDatabases {
             open.get(app).map(|o| o.closer.clone())
         };
         match closer {
-            Some(Closer::Sqlite(pool)) => sql::SQLITE_APP_MIGRATOR.run(&pool).await?,
-            Some(Closer::Postgres(pool)) => sql::POSTGRES_APP_MIGRATOR.run(&pool).await?,
-            None => return Err(StorageError::NotFound),
+            Some(closer) => closer.migrate().await,
+            None => Err(StorageError::NotFound),
         }
-        Ok(())
     }
 
     /// The application's store, opening its pool if needed. The database must exist
@@ -397,16 +403,15 @@ impl AppDatabases {
                     // hundreds of open applications the cache is most of the memory.
                     .pragma("cache_size", "-1024");
                 // One connection per application database: SQLite has one writer at a time
-                // anyway, and queuing in the pool is cheaper than its busy-wait sleeps.
+                // anyway, and queuing for it is cheaper than SQLite's busy-wait sleeps. The
+                // store keeps it checked out between queries (see `SqliteAppStore`).
                 let pool = crate::pool::sqlite()
                     .max_connections(1)
                     .min_connections(0)
                     .idle_timeout(Duration::from_secs(60))
                     .connect_lazy_with(options);
-                (
-                    Arc::new(SqliteAppStore::new(pool.clone())),
-                    Closer::Sqlite(pool),
-                )
+                let store = Arc::new(SqliteAppStore::new(pool));
+                (store.clone(), Closer::Sqlite(store))
             }
             AppDatabaseConfig::PostgresSchema { server_url } => {
                 let options = Self::pg_options(server_url, &Self::shared_database(server_url)?)?;
@@ -492,16 +497,12 @@ impl AppDatabases {
                 }
                 // Once per process and application: a database created by an older version
                 // gets the newer migrations before its first use.
-                let migrated = match &closer {
-                    Closer::Sqlite(pool) => sql::SQLITE_APP_MIGRATOR.run(pool).await,
-                    Closer::Postgres(pool) => sql::POSTGRES_APP_MIGRATOR.run(pool).await,
-                };
-                if let Err(e) = migrated {
+                if let Err(e) = closer.migrate().await {
                     if let Ok(mut open) = self.open.lock() {
                         open.remove(app);
                     }
                     closer.close().await;
-                    return Err(e.into());
+                    return Err(e);
                 }
                 Ok(store)
             }

@@ -9,6 +9,8 @@ use authsome_domain::keys::KeyHash;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use sqlx::pool::PoolConnection;
+
 use crate::rows::{json, ms, opt_ms, time, unique};
 use crate::{Result, StorageError};
 
@@ -17,16 +19,101 @@ pub(crate) static SQLITE_APP_MIGRATOR: sqlx::migrate::Migrator =
 pub(crate) static POSTGRES_APP_MIGRATOR: sqlx::migrate::Migrator =
     sqlx::migrate!("./migrations/app/postgres");
 
+/// An application's SQLite database, through its one connection.
+///
+/// The connection stays checked out of its pool between queries, behind a lock that is the
+/// queue the pool was: a connection going back to a sqlx pool is pinged on the way (a round
+/// trip to its thread), and the next caller waits for that ping. A method must not call
+/// another method of the store while it holds the connection (the lock is not reentrant;
+/// waiting for it gives up after [`HOLD_TIMEOUT`] rather than hang).
 pub struct SqliteAppStore {
     pool: sqlx::SqlitePool,
+    held: tokio::sync::Mutex<Option<PoolConnection<sqlx::Sqlite>>>,
 }
+
+/// How long a caller waits for an application's SQLite connection (the pool's own default).
+const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SqliteAppStore {
     /// SQLite has no data-modifying CTEs: rotations run several statements in a transaction.
     const DATA_MODIFYING_CTE: bool = false;
 
     pub(crate) fn new(pool: sqlx::SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            held: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn hold(
+        &self,
+    ) -> Result<tokio::sync::MutexGuard<'_, Option<PoolConnection<sqlx::Sqlite>>>> {
+        let mut held = tokio::time::timeout(HOLD_TIMEOUT, self.held.lock())
+            .await
+            .map_err(|_| StorageError::Database(sqlx::Error::PoolTimedOut))?;
+        if held.is_none() {
+            *held = Some(self.pool.acquire().await?);
+        }
+        Ok(held)
+    }
+
+    /// The connection, for one query or one transaction.
+    async fn conn(&self) -> Result<tokio::sync::MappedMutexGuard<'_, sqlx::SqliteConnection>> {
+        tokio::sync::MutexGuard::try_map(self.hold().await?, |held| held.as_mut().map(|c| &mut **c))
+            .map_err(|_| StorageError::Corrupt("application connection"))
+    }
+
+    /// The connection, for a script (see `crate::script`): discarded unless it finished.
+    async fn script_conn(&self) -> Result<HeldScript<'_>> {
+        Ok(HeldScript {
+            held: self.hold().await?,
+            finished: false,
+        })
+    }
+
+    /// Runs the application migrations on the held connection.
+    pub(crate) async fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        SQLITE_APP_MIGRATOR.run_direct(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// Gives the connection back and closes the pool.
+    pub(crate) async fn close(&self) {
+        if let Ok(mut held) = tokio::time::timeout(HOLD_TIMEOUT, self.held.lock()).await {
+            held.take();
+        }
+        self.pool.close().await;
+    }
+}
+
+/// The held connection while a script runs on it; if the script did not run to its end, the
+/// connection is closed (rolling back what the script left open) instead of kept.
+struct HeldScript<'a> {
+    held: tokio::sync::MutexGuard<'a, Option<PoolConnection<sqlx::Sqlite>>>,
+    finished: bool,
+}
+
+impl HeldScript<'_> {
+    fn conn(&mut self) -> Result<&mut sqlx::SqliteConnection> {
+        self.held
+            .as_mut()
+            .map(|c| &mut **c)
+            .ok_or(StorageError::Corrupt("application connection"))
+    }
+
+    fn finished(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for HeldScript<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Some(mut conn) = self.held.take() {
+                conn.close_on_drop();
+            }
+        }
     }
 }
 
@@ -39,6 +126,14 @@ impl PostgresAppStore {
 
     pub(crate) fn new(pool: sqlx::PgPool) -> Self {
         Self { pool }
+    }
+
+    async fn conn(&self) -> Result<PoolConnection<sqlx::Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn script_conn(&self) -> Result<crate::script::ScriptConnection<sqlx::Postgres>> {
+        crate::script::ScriptConnection::acquire(&self.pool).await
     }
 }
 
@@ -256,7 +351,7 @@ macro_rules! impl_identity {
                 let rotated: Option<Option<i64>> =
                     sqlx::query_scalar("SELECT rotated_at FROM refresh_tokens WHERE hash = $1")
                         .bind(old.to_hex())
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *self.conn().await?)
                         .await?;
                 Ok(match rotated {
                     Some(Some(at)) => {
@@ -270,12 +365,13 @@ macro_rules! impl_identity {
         #[async_trait::async_trait]
         impl super::IdentityRepository for $store {
             async fn ping(&self) -> Result<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                sqlx::query("SELECT 1").execute(&mut *self.conn().await?).await?;
                 Ok(())
             }
 
             async fn create_user(&self, u: &User, password_hash: Option<&str>) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
                     "INSERT INTO users (id, email, name, password_hash, public_metadata, \
                      private_metadata, disabled_at, created_at, updated_at, last_sign_in_at) \
@@ -304,7 +400,7 @@ macro_rules! impl_identity {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
                 Ok(sqlx::query_as::<_, UserRow>(&sql)
                     .bind(id.as_str())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn().await?)
                     .await?
                     .map(UserRow::into_domain)
                     .transpose()?
@@ -315,7 +411,7 @@ macro_rules! impl_identity {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
                 sqlx::query_as::<_, UserRow>(&sql)
                     .bind(email)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn().await?)
                     .await?
                     .map(UserRow::into_domain)
                     .transpose()
@@ -344,7 +440,7 @@ macro_rules! impl_identity {
                     .bind(filter.email.as_deref().unwrap_or(""))
                     .bind(query)
                     .bind(i64::from(page.limit) + 1)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await?
                     .into_iter()
                     .map(|r| r.into_domain().map(|(u, _)| u))
@@ -353,7 +449,8 @@ macro_rules! impl_identity {
             }
 
             async fn update_user(&self, u: &User) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query(
                     "UPDATE users SET email = $1, name = $2, public_metadata = $3, \
                      private_metadata = $4, \
@@ -385,7 +482,8 @@ macro_rules! impl_identity {
                 password_hash: &str,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
                     .bind(password_hash)
                     .bind(ms(now))
@@ -399,7 +497,8 @@ macro_rules! impl_identity {
             }
 
             async fn delete_user(&self, id: &UserId) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query("DELETE FROM users WHERE id = $1")
                     .bind(id.as_str())
                     .execute(&mut *tx)
@@ -417,13 +516,14 @@ macro_rules! impl_identity {
                 sqlx::query("UPDATE users SET last_sign_in_at = $1 WHERE id = $2")
                     .bind(ms(at))
                     .bind(id.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *self.conn().await?)
                     .await?;
                 Ok(())
             }
 
             async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, ip, user_agent, created_at, last_active_at, \
                      expires_at, revoked_at, active_org_id, dpop_jkt) \
@@ -452,7 +552,7 @@ macro_rules! impl_identity {
                 let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1");
                 sqlx::query_as::<_, SessionRow>(&sql)
                     .bind(id.as_str())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn().await?)
                     .await?
                     .map(SessionRow::into_domain)
                     .transpose()
@@ -469,7 +569,7 @@ macro_rules! impl_identity {
                      FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
                 )
                 .bind(id.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?
                 .map(SessionUserRow::into_domain)
                 .transpose()
@@ -488,7 +588,7 @@ macro_rules! impl_identity {
                     .bind(user.as_str())
                     .bind(page.after.as_deref().unwrap_or(""))
                     .bind(i64::from(page.limit) + 1)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.conn().await?)
                     .await?
                     .into_iter()
                     .map(SessionRow::into_domain)
@@ -497,7 +597,8 @@ macro_rules! impl_identity {
             }
 
             async fn revoke_session(&self, id: &SessionId, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query(
                     "UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2",
                 )
@@ -515,7 +616,8 @@ macro_rules! impl_identity {
             }
 
             async fn revoke_user_sessions(&self, user: &UserId, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let revoked = sqlx::query(
                     "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
                 )
@@ -547,7 +649,7 @@ macro_rules! impl_identity {
                      JOIN users u ON u.id = s.user_id WHERE r.hash = $1",
                 )
                 .bind(hash.to_hex())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?
                 .map(RefreshSessionRow::into_domain)
                 .transpose()
@@ -590,7 +692,7 @@ macro_rules! impl_identity {
                     .bind(touch_session)
                     .bind(event.map(|e| e.id.as_str()))
                     .bind(event.map(|e| e.body.as_str()))
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *self.conn().await?)
                     .await?;
                     if won == 1 {
                         crate::outbox::committed(event.is_some());
@@ -602,7 +704,7 @@ macro_rules! impl_identity {
                     // SQLite: the same statements as one script (see `script.rs`). Every
                     // statement after the first acts only if the old token was rotated just now.
                     let event = pending.first();
-                    let mut conn = crate::script::ScriptConnection::acquire(&self.pool).await?;
+                    let mut conn = self.script_conn().await?;
                     let query = sqlx::query::<$db>(crate::script::sqlite_script!(
                         "UPDATE refresh_tokens SET rotated_at = $1 \
                          WHERE hash = $2 AND rotated_at IS NULL AND expires_at > $1; ",
@@ -624,7 +726,7 @@ macro_rules! impl_identity {
                     .bind(touch_session)
                     .bind(event.map(|e| e.id.as_str()))
                     .bind(event.map(|e| e.body.as_str()));
-                    let rows = crate::script::run(query, conn.conn()).await?;
+                    let rows = crate::script::run(query, conn.conn()?).await?;
                     conn.finished();
                     let rotated = rows
                         .first()
@@ -637,7 +739,8 @@ macro_rules! impl_identity {
                     }
                     return self.rotation_state(old).await;
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let won = sqlx::query(
                     "UPDATE refresh_tokens SET rotated_at = $1 \
                      WHERE hash = $2 AND rotated_at IS NULL AND expires_at > $1",
@@ -661,11 +764,13 @@ macro_rules! impl_identity {
                     return Ok(super::Rotation::Rotated);
                 }
                 drop(tx);
+                drop(conn);
                 self.rotation_state(old).await
             }
 
             async fn add_refresh(&self, record: &RefreshRecord, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 insert_refresh(&mut *tx, record).await?;
                 sqlx::query("UPDATE sessions SET last_active_at = $1 WHERE id = $2")
                     .bind(ms(now))
@@ -683,7 +788,7 @@ macro_rules! impl_identity {
                     "SELECT kid, sealed_private, public_key, created_at, activates_at, retired_at \
                      FROM signing_keys ORDER BY activates_at, kid",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?
                 .into_iter()
                 .map(SigningKeyRow::into_domain)
@@ -691,7 +796,8 @@ macro_rules! impl_identity {
             }
 
             async fn insert_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
                     "INSERT INTO signing_keys (kid, sealed_private, public_key, created_at, \
                      activates_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -712,7 +818,8 @@ macro_rules! impl_identity {
             }
 
             async fn retire_signing_key(&self, kid: &str, at: chrono::DateTime<chrono::Utc>) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL")
                     .bind(ms(at))
                     .bind(kid)
@@ -729,7 +836,8 @@ macro_rules! impl_identity {
                 session: &SessionId,
                 organization: Option<&OrganizationId>,
             ) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query("UPDATE sessions SET active_org_id = $1 WHERE id = $2")
                     .bind(organization.map(|o| o.as_str()))
                     .bind(session.as_str())
@@ -746,11 +854,11 @@ macro_rules! impl_identity {
                 before: chrono::DateTime<chrono::Utc>,
                 limit: u32,
             ) -> Result<Vec<crate::outbox::OutboxRow>> {
-                Self::read_outbox(&self.pool, before, limit).await
+                Self::read_outbox(&mut *self.conn().await?, before, limit).await
             }
 
             async fn delete_outbox(&self, ids: &[String]) -> Result<()> {
-                Self::delete_outbox_ids(&self.pool, ids).await
+                Self::delete_outbox_ids(&mut *self.conn().await?, ids).await
             }
 
             async fn record_active_users(
@@ -760,7 +868,8 @@ macro_rules! impl_identity {
                 if entries.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 for (month, user, at) in entries {
                     sqlx::query(
                         "INSERT INTO monthly_active_users (month, user_id, first_at) VALUES ($1, $2, $3) \
@@ -781,7 +890,7 @@ macro_rules! impl_identity {
             async fn active_users(&self, month: &str) -> Result<u64> {
                 let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM monthly_active_users WHERE month = $1")
                     .bind(month)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *self.conn().await?)
                     .await?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
@@ -794,7 +903,8 @@ macro_rules! impl_identity {
                 org: &Organization,
                 first_member: Option<&OrgMembership>,
             ) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
                     "INSERT INTO organizations (id, name, slug, metadata, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
@@ -820,7 +930,7 @@ macro_rules! impl_identity {
             async fn organization(&self, id: &OrganizationId) -> Result<Option<Organization>> {
                 sqlx::query_as::<_, OrgRow>(&format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"))
                     .bind(id.as_str())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.conn().await?)
                     .await?
                     .map(OrgRow::into_domain)
                     .transpose()
@@ -835,7 +945,7 @@ macro_rules! impl_identity {
                 ))
                 .bind(page.after.as_deref().unwrap_or(""))
                 .bind(i64::from(page.limit) + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?
                 .into_iter()
                 .map(OrgRow::into_domain)
@@ -844,7 +954,8 @@ macro_rules! impl_identity {
             }
 
             async fn update_organization(&self, org: &Organization) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query(
                     "UPDATE organizations SET name = $1, slug = $2, metadata = $3, updated_at = $4 WHERE id = $5",
                 )
@@ -866,7 +977,8 @@ macro_rules! impl_identity {
             }
 
             async fn delete_organization(&self, id: &OrganizationId) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query("DELETE FROM organizations WHERE id = $1")
                     .bind(id.as_str())
                     .execute(&mut *tx)
@@ -885,7 +997,8 @@ macro_rules! impl_identity {
             }
 
             async fn add_membership(&self, m: &OrgMembership) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 insert_membership(&mut *tx, m).await?;
                 let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
@@ -903,7 +1016,7 @@ macro_rules! impl_identity {
                 ))
                 .bind(org.as_str())
                 .bind(id.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?
                 .map(MembershipRow::into_domain)
                 .transpose()
@@ -919,7 +1032,7 @@ macro_rules! impl_identity {
                 ))
                 .bind(org.as_str())
                 .bind(user.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?
                 .map(MembershipRow::into_domain)
                 .transpose()
@@ -937,7 +1050,7 @@ macro_rules! impl_identity {
                 .bind(org.as_str())
                 .bind(page.after.as_deref().unwrap_or(""))
                 .bind(i64::from(page.limit) + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?
                 .into_iter()
                 .map(MembershipRow::into_domain)
@@ -950,7 +1063,7 @@ macro_rules! impl_identity {
                     "SELECT {MEMBERSHIP_COLUMNS} FROM org_memberships WHERE user_id = $1 ORDER BY id"
                 ))
                 .bind(user.as_str())
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?
                 .into_iter()
                 .map(MembershipRow::into_domain)
@@ -964,7 +1077,8 @@ macro_rules! impl_identity {
                 role: &str,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<OrgMembership> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query(
                     "UPDATE org_memberships SET role = $1, updated_at = $2 \
                      WHERE organization_id = $3 AND id = $4",
@@ -981,11 +1095,13 @@ macro_rules! impl_identity {
                 let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
                 crate::outbox::committed(outboxed);
+                drop(conn);
                 self.membership(org, id).await?.ok_or(StorageError::NotFound)
             }
 
             async fn remove_membership(&self, org: &OrganizationId, id: &OrgMembershipId) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let user: Option<String> = sqlx::query_scalar(
                     "DELETE FROM org_memberships WHERE organization_id = $1 AND id = $2 RETURNING user_id",
                 )
@@ -1009,7 +1125,8 @@ macro_rules! impl_identity {
             }
 
             async fn create_invitation(&self, inv: &OrgInvitation) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
                     "INSERT INTO org_invitations (id, organization_id, email, role, token_hash, \
                      created_at, expires_at, accepted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -1042,7 +1159,7 @@ macro_rules! impl_identity {
                 )
                 .bind(token_hash.to_hex())
                 .bind(ms(now))
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?
                 .map(InvitationRow::into_domain)
                 .transpose()
@@ -1054,7 +1171,8 @@ macro_rules! impl_identity {
                 membership: &OrgMembership,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut conn = self.conn().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let consumed = sqlx::query(
                     "UPDATE org_invitations SET accepted_at = $1 \
                      WHERE id = $2 AND organization_id = $3 AND accepted_at IS NULL AND expires_at > $1",
