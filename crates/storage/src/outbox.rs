@@ -75,6 +75,28 @@ pub(crate) fn pending() -> Vec<OutboxRow> {
         .unwrap_or_default()
 }
 
+/// The pending rows as one JSON array (`[{"id", "body", "at"}]`, `at` in milliseconds), for a
+/// write that stores them inside its own single command, or `None` when there are none. The
+/// SQL takes it apart: `jsonb_array_elements(CAST($n AS jsonb))` on Postgres,
+/// `json_each($n)` on SQLite.
+pub(crate) fn pending_json() -> Option<String> {
+    let rows = pending();
+    if rows.is_empty() {
+        return None;
+    }
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "body": r.body,
+                "at": r.created_at.timestamp_millis(),
+            })
+        })
+        .collect();
+    serde_json::to_string(&rows).ok()
+}
+
 /// Called after the transaction that wrote the pending rows committed.
 pub(crate) fn committed(wrote: bool) {
     if wrote {

@@ -46,36 +46,6 @@ macro_rules! impl_repositories {
             async fn member_by_id(&self, workspace: &WorkspaceId, id: &MemberId) -> Result<Member> {
                 self.member(workspace, id).await?.ok_or(StorageError::NotFound)
             }
-
-            /// `update_workspace` with more than one pending outbox row.
-            async fn update_workspace_in_transaction(&self, w: &Workspace) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(
-                    "UPDATE workspaces SET name = $1, slug = $2, plan = $3, status = $4, \
-                     kyc_status = $5, payment_status = $6, metadata = $7, limits = $8, \
-                     updated_at = $9 WHERE id = $10",
-                )
-                .bind(&w.name)
-                .bind(&w.slug)
-                .bind(w.plan.as_str())
-                .bind(w.status.as_str())
-                .bind(w.kyc_status.as_str())
-                .bind(w.payment_status.as_str())
-                .bind(w.metadata.to_string())
-                .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
-                .bind(ms(w.updated_at))
-                .bind(w.id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(unique)?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound);
-                }
-                let outboxed = write_outbox(&mut *tx).await?;
-                tx.commit().await?;
-                crate::outbox::committed(outboxed);
-                Ok(())
-            }
         }
 
         crate::outbox::outbox_sql!(<$store as HasDb>::Db);
@@ -513,20 +483,18 @@ macro_rules! impl_repositories {
             }
 
             async fn update_workspace(&self, w: &Workspace) -> Result<()> {
-                let pending = crate::outbox::pending();
-                if pending.len() > 1 {
-                    return self.update_workspace_in_transaction(w).await;
-                }
-                // One command either way, with the audit event's outbox row (if any) written
-                // only if the workspace was: a data-modifying CTE on Postgres, a script on SQLite.
-                let event = pending.first();
+                // One command, with the audit outbox rows (if any) written only if the workspace
+                // was: a data-modifying CTE on Postgres, a script on SQLite.
+                let rows = crate::outbox::pending_json();
                 let sql = match $backend {
                     Backend::Postgres => {
                         "WITH w AS (UPDATE workspaces SET name = $1, slug = $2, plan = $3, \
                          status = $4, kyc_status = $5, payment_status = $6, metadata = $7, \
                          limits = $8, updated_at = $9 WHERE id = $10 RETURNING 1), \
                          o AS (INSERT INTO audit_outbox (id, body, created_at) \
-                         SELECT $11, $12, $13 FROM w WHERE $11 IS NOT NULL RETURNING 1) \
+                         SELECT r->>'id', r->>'body', CAST(r->>'at' AS BIGINT) FROM w, \
+                         jsonb_array_elements(COALESCE(CAST($11 AS jsonb), '[]'::jsonb)) r \
+                         RETURNING 1) \
                          SELECT (SELECT COUNT(*) FROM w) + 0 * (SELECT COUNT(*) FROM o)"
                     }
                     Backend::Sqlite => crate::script::sqlite_script!(
@@ -535,7 +503,9 @@ macro_rules! impl_repositories {
                          updated_at = $9 WHERE id = $10; ",
                         "SELECT changes(); ",
                         "INSERT INTO audit_outbox (id, body, created_at) \
-                         SELECT $11, $12, $13 WHERE $11 IS NOT NULL AND changes() = 1"
+                         SELECT json_extract(value, '$.id'), json_extract(value, '$.body'), \
+                         json_extract(value, '$.at') FROM json_each(COALESCE($11, '[]')) \
+                         WHERE changes() = 1"
                     ),
                 };
                 let query = sqlx::query(sql)
@@ -549,29 +519,17 @@ macro_rules! impl_repositories {
                     .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
                     .bind(ms(w.updated_at))
                     .bind(w.id.as_str())
-                    .bind(event.map(|e| e.id.as_str()))
-                    .bind(event.map(|e| e.body.as_str()))
-                    .bind(event.map(|e| e.created_at.timestamp_millis()));
-                let mut conn = crate::script::ScriptConnection::acquire(&self.pool).await?;
-                let updated = match $backend {
-                    Backend::Postgres => {
-                        let row = query.fetch_one(conn.conn()?).await.map_err(unique)?;
-                        sqlx::Row::try_get::<i64, _>(&row, 0_usize)? > 0
-                    }
-                    Backend::Sqlite => {
-                        let rows = crate::script::run(query, conn.conn()?).await.map_err(unique)?;
-                        rows.first()
-                            .map(|row| sqlx::Row::try_get::<i64, _>(row, 0_usize))
-                            .transpose()?
-                            .unwrap_or(0)
-                            > 0
-                    }
-                };
-                conn.finished();
-                if !updated {
+                    .bind(rows.as_deref());
+                let result = crate::script::ScriptConnection::acquire(&self.pool)
+                    .await?
+                    .run(query)
+                    .await
+                    .map_err(unique)?;
+                let updated = crate::script::first_count(&result)?;
+                if updated == 0 {
                     return Err(StorageError::NotFound);
                 }
-                crate::outbox::committed(event.is_some());
+                crate::outbox::committed(rows.is_some());
                 Ok(())
             }
 

@@ -1501,4 +1501,20 @@ async fn outbox_rows_commit_with_their_write_or_not_at_all(store: Arc<dyn Store>
         .delete_audit_outbox(&["evt_nothing".into()])
         .await
         .unwrap();
+    // A write with several events stores them all, body and time intact.
+    updated.name = "Twice".into();
+    let (result, stored) = scope(
+        vec![outbox_row("evt_b1"), outbox_row("evt_b2")],
+        store.update_workspace(&updated),
+    )
+    .await;
+    result.unwrap();
+    assert!(stored);
+    let rows = store.audit_outbox(later, 10).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["evt_b1", "evt_b2"]
+    );
+    assert_eq!(rows[0].body, outbox_row("evt_b1").body);
+    assert!((rows[0].created_at - now()).num_seconds().abs() < 60);
 }

@@ -35,7 +35,7 @@ pub struct SqliteAppStore {
 const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SqliteAppStore {
-    /// SQLite has no data-modifying CTEs: rotations run several statements in a transaction.
+    /// SQLite has no data-modifying CTEs: a rotation is a script of several statements.
     const DATA_MODIFYING_CTE: bool = false;
 
     pub(crate) fn new(pool: sqlx::SqlitePool) -> Self {
@@ -95,15 +95,22 @@ struct HeldScript<'a> {
 }
 
 impl HeldScript<'_> {
-    fn conn(&mut self) -> Result<&mut sqlx::SqliteConnection> {
-        self.held
+    /// Runs the whole script (see `crate::script`); the connection is kept only if the script
+    /// ran to its end.
+    async fn run<'q, A>(
+        mut self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, A>,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>>
+    where
+        A: sqlx::IntoArguments<'q, sqlx::Sqlite> + 'q,
+    {
+        let conn = self
+            .held
             .as_mut()
-            .map(|c| &mut **c)
-            .ok_or(StorageError::Corrupt("application connection"))
-    }
-
-    fn finished(mut self) {
+            .ok_or(StorageError::Corrupt("application connection"))?;
+        let rows = query.fetch_all(&mut **conn).await?;
         self.finished = true;
+        Ok(rows)
     }
 }
 
@@ -662,50 +669,31 @@ macro_rules! impl_identity {
                 now: chrono::DateTime<chrono::Utc>,
                 touch_session: bool,
             ) -> Result<super::Rotation> {
-                let pending = crate::outbox::pending();
-                if <$store>::DATA_MODIFYING_CTE && pending.len() <= 1 {
-                    let event = pending.first();
-                    // One atomic statement, one round trip: mark the old token rotated, insert
-                    // its successor only if that happened, and touch the session if asked.
-                    let won: i64 = sqlx::query_scalar(
-                        "WITH old AS ( \
-                             UPDATE refresh_tokens SET rotated_at = $1 \
-                             WHERE hash = $2 AND rotated_at IS NULL AND expires_at > $1 \
-                             RETURNING session_id), \
-                         ins AS ( \
-                             INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) \
-                             SELECT $3, session_id, $4, $5 FROM old RETURNING session_id), \
-                         touch AS ( \
-                             UPDATE sessions SET last_active_at = $1 \
-                             WHERE $6 AND id IN (SELECT session_id FROM ins) RETURNING 1), \
-                         outbox AS ( \
-                             INSERT INTO audit_outbox (id, body, created_at) \
-                             SELECT $7, $8, $4 FROM ins WHERE $7 IS NOT NULL RETURNING 1) \
-                         SELECT (SELECT COUNT(*) FROM ins) + 0 * (SELECT COUNT(*) FROM touch) \
-                             + 0 * (SELECT COUNT(*) FROM outbox)",
-                    )
-                    .bind(ms(now))
-                    .bind(old.to_hex())
-                    .bind(successor.hash.to_hex())
-                    .bind(ms(successor.created_at))
-                    .bind(ms(successor.expires_at))
-                    .bind(touch_session)
-                    .bind(event.map(|e| e.id.as_str()))
-                    .bind(event.map(|e| e.body.as_str()))
-                    .fetch_one(&mut *self.conn().await?)
-                    .await?;
-                    if won == 1 {
-                        crate::outbox::committed(event.is_some());
-                        return Ok(super::Rotation::Rotated);
-                    }
-                    return self.rotation_state(old).await;
-                }
-                if pending.len() <= 1 {
-                    // SQLite: the same statements as one script (see `script.rs`). Every
-                    // statement after the first acts only if the old token was rotated just now.
-                    let event = pending.first();
-                    let mut conn = self.script_conn().await?;
-                    let query = sqlx::query::<$db>(crate::script::sqlite_script!(
+                // One command: mark the old token rotated; only if that happened, insert its
+                // successor, touch the session if asked and store the audit outbox rows. A
+                // data-modifying CTE on Postgres, a script on SQLite; each reports 1 when it
+                // rotated.
+                let rows = crate::outbox::pending_json();
+                let sql = if <$store>::DATA_MODIFYING_CTE {
+                    "WITH old AS ( \
+                         UPDATE refresh_tokens SET rotated_at = $1 \
+                         WHERE hash = $2 AND rotated_at IS NULL AND expires_at > $1 \
+                         RETURNING session_id), \
+                     ins AS ( \
+                         INSERT INTO refresh_tokens (hash, session_id, created_at, expires_at) \
+                         SELECT $3, session_id, $4, $5 FROM old RETURNING session_id), \
+                     touch AS ( \
+                         UPDATE sessions SET last_active_at = $1 \
+                         WHERE $6 AND id IN (SELECT session_id FROM ins) RETURNING 1), \
+                     outbox AS ( \
+                         INSERT INTO audit_outbox (id, body, created_at) \
+                         SELECT r->>'id', r->>'body', CAST(r->>'at' AS BIGINT) FROM ins, \
+                         jsonb_array_elements(COALESCE(CAST($7 AS jsonb), '[]'::jsonb)) r \
+                         RETURNING 1) \
+                     SELECT (SELECT COUNT(*) FROM ins) + 0 * (SELECT COUNT(*) FROM touch) \
+                         + 0 * (SELECT COUNT(*) FROM outbox)"
+                } else {
+                    crate::script::sqlite_script!(
                         "UPDATE refresh_tokens SET rotated_at = $1 \
                          WHERE hash = $2 AND rotated_at IS NULL AND expires_at > $1; ",
                         "SELECT changes(); ",
@@ -714,57 +702,29 @@ macro_rules! impl_identity {
                          WHERE hash = $2 AND changes() = 1; ",
                         "UPDATE sessions SET last_active_at = $1 WHERE $6 AND id = \
                          (SELECT session_id FROM refresh_tokens WHERE hash = $3); ",
-                        "INSERT INTO audit_outbox (id, body, created_at) SELECT $7, $8, $4 \
-                         WHERE $7 IS NOT NULL AND EXISTS \
-                         (SELECT 1 FROM refresh_tokens WHERE hash = $3)",
-                    ))
+                        "INSERT INTO audit_outbox (id, body, created_at) \
+                         SELECT json_extract(value, '$.id'), json_extract(value, '$.body'), \
+                         json_extract(value, '$.at') FROM json_each(COALESCE($7, '[]')) \
+                         WHERE EXISTS (SELECT 1 FROM refresh_tokens WHERE hash = $3)",
+                    )
+                };
+                let query = sqlx::query::<$db>(sql)
                     .bind(ms(now))
                     .bind(old.to_hex())
                     .bind(successor.hash.to_hex())
                     .bind(ms(successor.created_at))
                     .bind(ms(successor.expires_at))
                     .bind(touch_session)
-                    .bind(event.map(|e| e.id.as_str()))
-                    .bind(event.map(|e| e.body.as_str()));
-                    let rows = crate::script::run(query, conn.conn()?).await?;
-                    conn.finished();
-                    let rotated = rows
-                        .first()
-                        .map(|row| sqlx::Row::try_get::<i64, _>(row, 0_usize))
-                        .transpose()?
-                        == Some(1);
-                    if rotated {
-                        crate::outbox::committed(event.is_some());
-                        return Ok(super::Rotation::Rotated);
-                    }
-                    return self.rotation_state(old).await;
-                }
-                let mut conn = self.conn().await?;
-                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                let won = sqlx::query(
-                    "UPDATE refresh_tokens SET rotated_at = $1 \
-                     WHERE hash = $2 AND rotated_at IS NULL AND expires_at > $1",
-                )
-                .bind(ms(now))
-                .bind(old.to_hex())
-                .execute(&mut *tx)
-                .await?;
-                if won.rows_affected() == 1 {
-                    insert_refresh(&mut *tx, successor).await?;
-                    if touch_session {
-                        sqlx::query("UPDATE sessions SET last_active_at = $1 WHERE id = $2")
-                            .bind(ms(now))
-                            .bind(successor.session_id.as_str())
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    let outboxed = Self::write_outbox(&mut *tx).await?;
-                tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                    .bind(rows.as_deref());
+                let result = if <$store>::DATA_MODIFYING_CTE {
+                    query.fetch_all(&mut *self.conn().await?).await?
+                } else {
+                    self.script_conn().await?.run(query).await?
+                };
+                if crate::script::first_count(&result)? == 1 {
+                    crate::outbox::committed(rows.is_some());
                     return Ok(super::Rotation::Rotated);
                 }
-                drop(tx);
-                drop(conn);
                 self.rotation_state(old).await
             }
 
