@@ -166,12 +166,26 @@ impl From<ControlError> for ApiError {
                     format!("too many attempts; retry in {retry_after_secs} s"),
                 )
             },
-            ControlError::Storage(e) => {
-                // The cause chain goes to the log; the caller gets only the request id.
-                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "storage failure");
-                ApiError::internal()
-            }
+            ControlError::Storage(e) => storage_failure(&e, "storage failure"),
         }
+    }
+}
+
+/// A storage failure: 503 with `Retry-After` when the database was unreachable (nothing was
+/// decided; a retry may succeed), 500 otherwise. The cause chain goes to the log; the caller
+/// gets only the request id.
+fn storage_failure(e: &authsome_storage::StorageError, what: &'static str) -> ApiError {
+    tracing::error!(error = %e, source = ?std::error::Error::source(e), "{what}");
+    if e.is_unavailable() {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable; retry shortly",
+            )
+        }
+    } else {
+        ApiError::internal()
     }
 }
 
@@ -194,10 +208,30 @@ impl From<IdentityError> for ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
             },
-            IdentityError::Storage(e) => {
-                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "application storage failure");
-                ApiError::internal()
-            }
+            IdentityError::Storage(e) => storage_failure(&e, "application storage failure"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authsome_storage::StorageError;
+
+    #[test]
+    fn an_unreachable_database_is_503_with_retry_after_and_other_failures_500() {
+        let unavailable: ApiError =
+            ControlError::Storage(StorageError::Database(sqlx::Error::PoolTimedOut)).into();
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.retry_after, Some(1));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let unavailable: ApiError =
+            IdentityError::Storage(StorageError::Database(sqlx::Error::Io(reset))).into();
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        let broken: ApiError =
+            ControlError::Storage(StorageError::Database(sqlx::Error::RowNotFound)).into();
+        assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let corrupt: ApiError = IdentityError::Storage(StorageError::Corrupt("x")).into();
+        assert_eq!(corrupt.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

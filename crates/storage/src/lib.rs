@@ -63,6 +63,33 @@ pub enum StorageError {
     Provisioning(String),
 }
 
+impl StorageError {
+    /// The database could not be reached or dropped the connection (a restart, a failover, a
+    /// full pool): nothing was decided, and the same request may succeed when retried.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // Postgres: class 08 connection exceptions; 57P01-57P03 shutting down or
+                // not yet accepting connections. SQLite: still busy or locked after the busy
+                // timeout (5, 6 and their extended codes).
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || matches!(
+                            code.as_ref(),
+                            "57P01" | "57P02" | "57P03" | "5" | "6" | "261" | "517" | "773"
+                        )
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Which database engine a store runs on.

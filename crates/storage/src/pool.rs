@@ -77,4 +77,42 @@ mod tests {
         pool.close().await;
         killer.close().await;
     }
+
+    /// A connection that dies less than the idle threshold after its last query fails that
+    /// one query, as "unavailable" (a 503 to the caller, worth a retry); the next gets a live one.
+    #[tokio::test]
+    async fn a_connection_that_died_recently_fails_one_query_as_unavailable() {
+        let Some(db) = authsome_testkit::TestDatabase::create().await else {
+            return;
+        };
+        let pool = postgres()
+            .max_connections(1)
+            .connect(&db.url)
+            .await
+            .expect("connect");
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .expect("pid");
+        let killer = postgres()
+            .max_connections(1)
+            .connect(&db.url)
+            .await
+            .expect("connect");
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&killer)
+            .await
+            .expect("terminate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let failed = sqlx::query("SELECT 1").execute(&pool).await;
+        let error = crate::StorageError::from(failed.expect_err("the dead connection"));
+        assert!(error.is_unavailable(), "{error:?}");
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .expect("a live connection next");
+        pool.close().await;
+        killer.close().await;
+    }
 }
