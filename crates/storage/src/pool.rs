@@ -41,51 +41,14 @@ fn postgres_pinging_after(idle: Duration) -> PgPoolOptions {
 mod tests {
     use super::*;
 
-    /// A connection whose server process went away while it sat idle is replaced, not handed
-    /// out to fail the next query.
-    #[tokio::test]
-    async fn an_idle_connection_that_died_is_replaced() {
-        let Some(db) = authsome_testkit::TestDatabase::create().await else {
-            return;
-        };
-        let pool = postgres_pinging_after(Duration::from_millis(100))
-            .max_connections(1)
-            .connect(&db.url)
-            .await
-            .expect("connect");
-        let first: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&pool)
-            .await
-            .expect("pid");
-        let killer = postgres()
-            .max_connections(1)
-            .connect(&db.url)
-            .await
-            .expect("connect");
-        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-            .bind(first)
-            .fetch_one(&killer)
-            .await
-            .expect("terminate");
-        assert!(killed);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let second: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&pool)
-            .await
-            .expect("the pool hands out a live connection");
-        assert_ne!(first, second);
-        pool.close().await;
-        killer.close().await;
-    }
-
-    /// A connection that dies less than the idle threshold after its last query fails that
-    /// one query, as "unavailable" (a 503 to the caller, worth a retry); the next gets a live one.
-    #[tokio::test]
-    async fn a_connection_that_died_recently_fails_one_query_as_unavailable() {
-        let Some(db) = authsome_testkit::TestDatabase::create().await else {
-            return;
-        };
-        let pool = postgres()
+    /// A one-connection pool made by `options` on a fresh database, and the server process
+    /// behind its connection, terminated (as a restart or failover would) once the pool has
+    /// used it. Returns the pool, the dead process's id and the database (dropped last).
+    async fn pool_whose_backend_died(
+        options: PgPoolOptions,
+    ) -> Option<(sqlx::PgPool, i32, authsome_testkit::TestDatabase)> {
+        let db = authsome_testkit::TestDatabase::create().await?;
+        let pool = options
             .max_connections(1)
             .connect(&db.url)
             .await
@@ -99,11 +62,41 @@ mod tests {
             .connect(&db.url)
             .await
             .expect("connect");
-        sqlx::query("SELECT pg_terminate_backend($1)")
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
             .bind(pid)
-            .execute(&killer)
+            .fetch_one(&killer)
             .await
             .expect("terminate");
+        assert!(killed);
+        killer.close().await;
+        Some((pool, pid, db))
+    }
+
+    /// A connection whose server process went away while it sat idle is replaced, not handed
+    /// out to fail the next query.
+    #[tokio::test]
+    async fn an_idle_connection_that_died_is_replaced() {
+        let Some((pool, first, _db)) =
+            pool_whose_backend_died(postgres_pinging_after(Duration::from_millis(100))).await
+        else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .expect("the pool hands out a live connection");
+        assert_ne!(first, second);
+        pool.close().await;
+    }
+
+    /// A connection that dies less than the idle threshold after its last query fails that
+    /// one query, as "unavailable" (a 503 to the caller, worth a retry); the next gets a live one.
+    #[tokio::test]
+    async fn a_connection_that_died_recently_fails_one_query_as_unavailable() {
+        let Some((pool, _, _db)) = pool_whose_backend_died(postgres()).await else {
+            return;
+        };
         tokio::time::sleep(Duration::from_millis(200)).await;
         let failed = sqlx::query("SELECT 1").execute(&pool).await;
         let error = crate::StorageError::from(failed.expect_err("the dead connection"));
@@ -113,6 +106,5 @@ mod tests {
             .await
             .expect("a live connection next");
         pool.close().await;
-        killer.close().await;
     }
 }
