@@ -6,7 +6,7 @@
 #   (c) through the authsome gateway to a dedicated application: key check, rate limit (in
 #       process), metering, header hygiene, signed forwarding assertion,
 #   (d) as (c) with the rate limit in Redis (when Redis answers at $REDIS_URL).
-# Each proxy gets one core's worth of workers (nginx: 1 worker; authsome: TOKIO_WORKER_THREADS=1).
+# Each proxy gets one thread (nginx: 1 worker; authsome: AUTHSOME_WORKER_THREADS=1).
 #
 # Usage: scripts/bench-gateway.sh [seconds] [connections]
 # Needs nginx and wrk (Debian: apt-get install nginx-light wrk), python3 and curl.
@@ -59,7 +59,7 @@ ws=$(field "$init" "['workspaceId']")
 
 serve() { # port, extra env...
   local port=$1; shift
-  env TOKIO_WORKER_THREADS=1 AUTHSOME_LISTEN=127.0.0.1:$port "$@" "$bin" serve &
+  env AUTHSOME_WORKER_THREADS=1 AUTHSOME_LISTEN=127.0.0.1:$port "$@" "$bin" serve &
   pids+=($!)
   until curl -fs "http://127.0.0.1:$port/ready" >/dev/null 2>&1; do sleep 0.05; done
 }

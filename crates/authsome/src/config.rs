@@ -206,6 +206,13 @@ pub const SETTINGS: &[Setting] = &[
         secret: false,
         help: "How long in-flight requests may run after SIGTERM.",
     },
+    Setting {
+        key: "worker_threads",
+        env: "AUTHSOME_WORKER_THREADS",
+        default: None,
+        secret: false,
+        help: "Threads that serve requests. Default: the CPUs available to the process. `1`: one thread and no work-stealing scheduler, the fastest for a replica limited to one CPU.",
+    },
 ];
 
 /// The settings as a Markdown table: variable, default, secret, meaning.
@@ -294,6 +301,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub session_ttl_seconds: i64,
     pub shutdown_grace_seconds: u64,
+    /// `None`: one per available CPU.
+    pub worker_threads: Option<usize>,
     pub password_policy: PasswordPolicy,
     pub redis_prefix: String,
     pub dpop_require_nonce: bool,
@@ -511,6 +520,10 @@ impl RawConfig {
             max_body_bytes: number("AUTHSOME_MAX_BODY_BYTES", 1024, 64 * 1024 * 1024)? as usize,
             session_ttl_seconds: number("AUTHSOME_SESSION_TTL_SECONDS", 60, 7 * 24 * 3600)? as i64,
             shutdown_grace_seconds: number("AUTHSOME_SHUTDOWN_GRACE_SECONDS", 0, 3600)?,
+            worker_threads: match self.get("AUTHSOME_WORKER_THREADS") {
+                Some(_) => Some(number("AUTHSOME_WORKER_THREADS", 1, 1024)? as usize),
+                None => None,
+            },
             password_policy: self.password_policy(&number)?,
             redis_prefix: self
                 .get("AUTHSOME_REDIS_PREFIX")
@@ -647,6 +660,12 @@ mod tests {
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert!(!c.is_postgres());
         assert_eq!(c.shutdown_grace_seconds, 30);
+        assert_eq!(c.worker_threads, None);
+        let one = gather(None, &env_of(&[("AUTHSOME_WORKER_THREADS", "1")]))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(one.worker_threads, Some(1));
     }
 
     #[test]
@@ -695,6 +714,7 @@ mod tests {
             ("AUTHSOME_PASSWORD_MIN_LENGTH", "4"),
             ("AUTHSOME_PASSWORD_CHECK_COMMON", "maybe"),
             ("AUTHSOME_PASSWORD_DENYLIST_PATH", "/nonexistent/list.txt"),
+            ("AUTHSOME_WORKER_THREADS", "0"),
         ] {
             let err = gather(None, &env_of(&[(var, value)]))
                 .and_then(|r| r.parse())

@@ -316,17 +316,7 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
         },
     ));
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    // Responses go out as soon as they are written (no Nagle delay behind a client's ACK).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(signalled);
+    let server = authsome_server::serve(listener, state.clone(), app, signalled);
     let drained = {
         let shutdown = shutdown.clone();
         async move {
@@ -335,7 +325,7 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
         }
     };
     tokio::select! {
-        result = server => result.context("server error")?,
+        () = server => {}
         _ = drained => tracing::warn!("drain period elapsed with requests still in flight"),
     }
     let _ = maintenance.await;

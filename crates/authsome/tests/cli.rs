@@ -221,10 +221,20 @@ fn closed_port() -> u16 {
 
 #[tokio::test]
 async fn serve_is_ready_then_stops_cleanly_on_sigterm() {
+    serve_ready_then_sigterm(None).await;
+    // One worker thread: the single-threaded runtime.
+    serve_ready_then_sigterm(Some("1")).await;
+}
+
+async fn serve_ready_then_sigterm(worker_threads: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let port = closed_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut child = authsome(dir.path(), &[("AUTHSOME_LISTEN", &listen)], &["serve"])
+    let mut env = vec![("AUTHSOME_LISTEN", listen.as_str())];
+    if let Some(n) = worker_threads {
+        env.push(("AUTHSOME_WORKER_THREADS", n));
+    }
+    let mut child = authsome(dir.path(), &env, &["serve"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

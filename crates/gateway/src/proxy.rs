@@ -1,5 +1,5 @@
-//! Forwarding to dedicated instances: a pooled HTTP/1.1 client, round-robin over the healthy
-//! upstreams of an application, active health checks, retries and timeouts.
+//! Forwarding to dedicated instances: HTTP/1.1 connections to each upstream, round-robin over
+//! the healthy upstreams of an application, active health checks, retries and timeouts.
 //!
 //! Rules, chosen to match what operators expect of nginx's `proxy_next_upstream error timeout`:
 //! - An upstream that refuses a connection or times out leaves rotation at once; it comes back
@@ -7,26 +7,39 @@
 //!   that fails [`ProxySettings::unhealthy_after`] health checks in a row leaves rotation too.
 //! - A request whose body is held in memory is retried on the next healthy upstream when the
 //!   connection could not be made (nothing was sent). Idempotent methods are also retried after
-//!   a timeout or a broken connection. A streamed body is sent once and never replayed.
+//!   a timeout or a broken connection. A streamed body is sent once and never replayed. A
+//!   request that a kept-alive connection gave back unsent (it had just closed) goes out again
+//!   on a fresh connection to the same upstream.
 //! - Every attempt waits at most [`ProxySettings::response_timeout`] for the response head; the
 //!   bodies then stream both ways without being buffered.
+//!
+//! Connections: each upstream keeps its idle HTTP/1.1 connections on a stack (at most
+//! [`MAX_IDLE_PER_UPSTREAM`], for [`IDLE_TIMEOUT`]); a request takes the most recently used
+//! one that is ready, or opens a new one, and gives it back once the response head is in.
+//! Each connection's I/O runs in a task of its own.
 //!
 //! The caller (the server) decides what to forward and which headers cross; see
 //! [`crate::forward`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use authsome_domain::error_chain;
 use bytes::Bytes;
 use http::header::HOST;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+/// Idle connections kept per upstream for client connections to come.
+pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
+
+/// How long an idle upstream connection is kept.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
@@ -73,25 +86,58 @@ pub enum Outgoing<B> {
     Streamed(B),
 }
 
-struct Upstream {
+struct Upstream<B> {
     base: String,
+    /// `host:port`, to connect to.
+    address: String,
+    /// The base's path, put before every forwarded path (empty for an upstream at `/`).
+    prefix: String,
     host: HeaderValue,
     healthy: AtomicBool,
     failed_checks: AtomicU32,
+    idle: Mutex<Vec<(Instant, SendRequest<B>)>>,
 }
 
-impl Upstream {
+impl<B> Upstream<B> {
     fn out_of_rotation(&self, why: &str) {
         if self.healthy.swap(false, Ordering::SeqCst) {
             tracing::warn!(upstream = %self.base, reason = why, "upstream left rotation");
         }
     }
+
+    /// Keeps a connection that may serve another request.
+    fn park(&self, send: SendRequest<B>) {
+        if send.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_PER_UPSTREAM {
+                idle.push((Instant::now(), send));
+            }
+        }
+    }
+
+    /// The most recently parked connection that can take a request now. Closed and expired
+    /// ones are dropped on the way; one still receiving its last response stays.
+    fn unpark(&self) -> Option<SendRequest<B>> {
+        let mut idle = self.idle.lock().ok()?;
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let (since, send) = &idle[i];
+            if send.is_closed() || since.elapsed() >= IDLE_TIMEOUT {
+                idle.swap_remove(i);
+            } else if send.is_ready() {
+                return Some(idle.swap_remove(i).1);
+            }
+        }
+        None
+    }
 }
 
 /// The forwarding client, shared by every dedicated application.
 pub struct Proxy<B> {
-    client: Client<HttpConnector, B>,
-    upstreams: RwLock<HashMap<String, Arc<Upstream>>>,
+    upstreams: RwLock<HashMap<String, Arc<Upstream<B>>>>,
     next: AtomicUsize,
     settings: ProxySettings,
 }
@@ -102,15 +148,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub fn new(settings: ProxySettings) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         Arc::new(Self {
-            client,
             upstreams: RwLock::new(HashMap::new()),
             next: AtomicUsize::new(0),
             settings,
@@ -133,26 +171,24 @@ where
         })
     }
 
-    /// One round of health checks.
+    /// One round of health checks, each on a connection of its own.
     pub async fn check_health(&self) {
-        let all: Vec<Arc<Upstream>> = match self.upstreams.read() {
+        let all: Vec<Arc<Upstream<B>>> = match self.upstreams.read() {
             Ok(map) => map.values().cloned().collect(),
             Err(_) => return,
         };
         let timeout = self.settings.health_interval.min(Duration::from_secs(2));
         let checks = all.iter().map(|up| async move {
-            let ok = match format!("{}/health", up.base).parse::<Uri>() {
-                Ok(uri) => {
-                    let mut request = Request::new(B::from(Bytes::new()));
-                    *request.uri_mut() = uri;
-                    request.headers_mut().insert(HOST, up.host.clone());
-                    matches!(
-                        tokio::time::timeout(timeout, self.client.request(request)).await,
-                        Ok(Ok(r)) if r.status().is_success()
-                    )
-                }
-                Err(_) => false,
+            let check = async {
+                let mut send = self.connect(up).await.ok()?;
+                let uri = Uri::try_from(format!("{}/health", up.prefix)).ok()?;
+                let mut request = Request::new(B::from(Bytes::new()));
+                *request.uri_mut() = uri;
+                request.headers_mut().insert(HOST, up.host.clone());
+                let response = send.send_request(request).await.ok()?;
+                Some(response.status().is_success())
             };
+            let ok = matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)));
             if ok {
                 up.failed_checks.store(0, Ordering::SeqCst);
                 if !up.healthy.swap(true, Ordering::SeqCst) {
@@ -182,7 +218,7 @@ where
         all
     }
 
-    fn upstream(&self, base: &str) -> Result<Arc<Upstream>, ProxyError> {
+    fn upstream(&self, base: &str) -> Result<Arc<Upstream<B>>, ProxyError> {
         if let Some(up) = self
             .upstreams
             .read()
@@ -191,26 +227,54 @@ where
         {
             return Ok(up);
         }
-        let uri: Uri = base
-            .parse()
-            .map_err(|_| ProxyError::BadUpstream(base.to_owned()))?;
+        let bad = || ProxyError::BadUpstream(base.to_owned());
+        let uri: Uri = base.parse().map_err(|_| bad())?;
         if uri.scheme_str() != Some("http") {
-            return Err(ProxyError::BadUpstream(base.to_owned()));
+            return Err(bad());
         }
-        let host = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .ok_or_else(|| ProxyError::BadUpstream(base.to_owned()))?;
+        let authority = uri.authority().ok_or_else(bad)?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         let up = Arc::new(Upstream {
             base: base.trim_end_matches('/').to_owned(),
+            address,
+            prefix: uri.path().trim_end_matches('/').to_owned(),
             host,
             healthy: AtomicBool::new(true),
             failed_checks: AtomicU32::new(0),
+            idle: Mutex::new(Vec::new()),
         });
         if let Ok(mut map) = self.upstreams.write() {
             return Ok(map.entry(base.to_owned()).or_insert(up).clone());
         }
         Ok(up)
+    }
+
+    /// A new HTTP/1.1 connection to `up`, its I/O driven by a task of its own.
+    async fn connect(&self, up: &Upstream<B>) -> Result<SendRequest<B>, String> {
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(&up.address)
+                .await
+                .map_err(|e| e.to_string())?;
+            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+            let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .map_err(|e| error_chain(&e))?;
+            let base = up.base.clone();
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(upstream = %base, error = %error_chain(&e), "upstream connection ended");
+                }
+            });
+            Ok(send)
+        };
+        tokio::time::timeout(self.settings.connect_timeout, connect)
+            .await
+            .map_err(|_| "connection timed out".to_owned())?
     }
 
     /// Sends the request (whose headers the caller has already prepared) to one of `upstreams`
@@ -225,7 +289,7 @@ where
             .iter()
             .map(|u| self.upstream(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let healthy: Vec<&Arc<Upstream>> = all
+        let healthy: Vec<&Arc<Upstream<B>>> = all
             .iter()
             .filter(|u| u.healthy.load(Ordering::SeqCst))
             .collect();
@@ -240,44 +304,53 @@ where
         let path = parts
             .uri
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let (buffered, mut streamed) = match body {
             Outgoing::Buffered(b) => (Some(b), None),
             Outgoing::Streamed(b) => (None, Some(b)),
         };
+        let replayable = buffered.is_some();
+        let attempts = if replayable { healthy.len().min(3) } else { 1 };
+        let mut headers = Some(parts.headers);
         let mut last = ProxyError::NoHealthyUpstream;
-        for attempt in 0..healthy.len().min(3) {
+        for attempt in 0..attempts {
             let up = healthy[(start + attempt) % healthy.len()];
             let body = match (&buffered, streamed.take()) {
                 (Some(bytes), _) => B::from(bytes.clone()),
                 (None, Some(body)) => body,
                 (None, None) => break,
             };
-            let uri: Uri = format!("{}{}", up.base, path)
-                .parse()
-                .map_err(|_| ProxyError::BadUpstream(up.base.clone()))?;
+            let uri = if up.prefix.is_empty() {
+                Uri::from(path.clone())
+            } else {
+                Uri::try_from(format!("{}{}", up.prefix, path))
+                    .map_err(|_| ProxyError::BadUpstream(up.base.clone()))?
+            };
             let mut request = Request::new(body);
             *request.method_mut() = parts.method.clone();
             *request.uri_mut() = uri;
-            *request.headers_mut() = parts.headers.clone();
+            // The last attempt takes the headers; earlier ones copy them.
+            *request.headers_mut() = match &headers {
+                Some(h) if attempt + 1 < attempts => h.clone(),
+                _ => headers.take().unwrap_or_default(),
+            };
             request.headers_mut().insert(HOST, up.host.clone());
-            let replayable = buffered.is_some();
-            match tokio::time::timeout(self.settings.response_timeout, self.client.request(request))
-                .await
-            {
+            let sent =
+                tokio::time::timeout(self.settings.response_timeout, self.send(up, request)).await;
+            match sent {
                 Ok(Ok(response)) => return Ok(response),
-                Ok(Err(e)) if e.is_connect() => {
+                Ok(Err(Failure::Connect(e))) => {
                     // Nothing was sent: the upstream is simply not there.
                     up.out_of_rotation("connection failed");
                     last = ProxyError::NoHealthyUpstream;
-                    tracing::debug!(upstream = %up.base, error = %error_chain(&e), "connection failed");
+                    tracing::debug!(upstream = %up.base, error = %e, "connection failed");
                     if !replayable {
                         break;
                     }
                 }
-                Ok(Err(e)) => {
-                    last = ProxyError::Upstream(error_chain(&e));
+                Ok(Err(Failure::Upstream(e))) => {
+                    last = ProxyError::Upstream(e);
                     if !(replayable && idempotent) {
                         break;
                     }
@@ -293,4 +366,41 @@ where
         }
         Err(last)
     }
+
+    /// One attempt on `up`, on an idle connection or a new one. A request that a kept-alive
+    /// connection gives back unsent (it had just closed) goes out once more on a new one.
+    async fn send(
+        &self,
+        up: &Upstream<B>,
+        mut request: Request<B>,
+    ) -> Result<Response<Incoming>, Failure> {
+        if let Some(mut send) = up.unpark() {
+            match send.try_send_request(request).await {
+                Ok(response) => {
+                    up.park(send);
+                    return Ok(response);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(Failure::Upstream(error_chain(&e.into_error()))),
+                },
+            }
+        }
+        let mut send = self.connect(up).await.map_err(Failure::Connect)?;
+        match send.send_request(request).await {
+            Ok(response) => {
+                up.park(send);
+                Ok(response)
+            }
+            Err(e) => Err(Failure::Upstream(error_chain(&e))),
+        }
+    }
+}
+
+/// How one attempt failed.
+enum Failure {
+    /// No connection could be made: nothing was sent.
+    Connect(String),
+    /// The request (or part of it) may have reached the upstream.
+    Upstream(String),
 }

@@ -12,6 +12,7 @@
 //! looks at bodies beyond their length.
 
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use authsome_domain::tenancy::{Application, Tenancy};
@@ -19,9 +20,10 @@ use authsome_gateway::forward::{self, Assertion, FORWARDED_HEADER};
 use authsome_gateway::proxy::{Outgoing, ProxyError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 
 use crate::error::ApiError;
 use crate::request_id::REQUEST_ID_HEADER;
@@ -48,6 +50,43 @@ pub(crate) fn customer_app(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v1/")?;
     let app = rest.split('/').next()?;
     (!app.is_empty()).then_some(app)
+}
+
+/// The direct path for a dedicated application's customer-API request that needs nothing of
+/// the router's layers (no body signature to digest, no `Idempotency-Key` to record): the
+/// request-id layer's work ([`crate::request_id::instrument`]) around [`forward_to_upstream`],
+/// exactly as [`dispatch`] would do it after the router. Any other request is given back, for
+/// the router.
+pub async fn forward_directly(state: &AppState, request: Request) -> Result<Response, Request> {
+    let headers = request.headers();
+    if state.http.only_app.is_some()
+        || headers.contains_key(customer::SIGNATURE_HEADER)
+        || (request.method() == Method::POST
+            && headers.contains_key(crate::idempotency::IDEMPOTENCY_KEY))
+    {
+        return Err(request);
+    }
+    let app = match customer_app(request.uri().path()) {
+        Some(app_id) => match state.control.public_application(app_id).await {
+            Ok(app) if app.tenancy == Tenancy::Dedicated => app,
+            _ => return Err(request),
+        },
+        None => return Err(request),
+    };
+    Ok(
+        crate::request_id::instrument(request, |request| async move {
+            let forwarded = AssertUnwindSafe(forward_to_upstream(state, app, request))
+                .catch_unwind()
+                .await;
+            let mut response = match forwarded {
+                Ok(response) => response.unwrap_or_else(IntoResponse::into_response),
+                Err(panic) => crate::request_id::panic_response(panic),
+            };
+            response.extensions_mut().insert(ForwardedResponse);
+            response
+        })
+        .await,
+    )
 }
 
 /// Routes every request: dedicated applications' traffic is forwarded; on an instance, only its

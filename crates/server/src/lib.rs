@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod request_id;
 mod routes;
+pub mod serve;
 mod views;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,7 @@ use authsome_identity::Identity;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use events::EventBus;
+pub use serve::serve;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// What the HTTP layer needs to know about the deployment.

@@ -94,6 +94,17 @@ pub fn current_request_id() -> String {
 }
 
 pub async fn layer(request: Request, next: Next) -> Response {
+    instrument(request, |request| next.run(request)).await
+}
+
+/// What [`layer`] does around the rest of the stack, here `handler`: the request id and
+/// context, the error-body safety net, the customer-API response headers, metrics and the
+/// request log line. Also used by the server's direct forwarding path, which skips the router.
+pub async fn instrument<F, Fut>(request: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     // A request the gateway forwarded keeps the gateway's id, so both logs tell one story.
     let id = request
         .extensions()
@@ -125,7 +136,7 @@ pub async fn layer(request: Request, next: Next) -> Response {
     let scoped = context.clone();
     let mut response = REQUEST
         .scope(scoped, async move {
-            let response = next.run(request).await;
+            let response = handler(request).await;
             ensure_error_body(response)
         })
         .await;

@@ -221,15 +221,13 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
         replay,
     );
     authsome_server::listen_for_invalidations(&state, &channel);
-    let router = authsome_server::router(state);
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    let router = authsome_server::router(state.clone());
+    tokio::spawn(authsome_server::serve(
+        listener,
+        state,
+        router,
+        std::future::pending(),
+    ));
     Some((first, base))
 }
 
@@ -276,14 +274,12 @@ async fn serve_with_limiter(
         None => ServerState::new(control, identity, http),
     };
     let app = authsome_server::router(state.clone());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    tokio::spawn(authsome_server::serve(
+        listener,
+        state.clone(),
+        app,
+        std::future::pending(),
+    ));
     TestApp {
         base,
         client: reqwest::Client::new(),
@@ -548,7 +544,7 @@ pub fn spawn_instance(
                     ..HttpSettings::default()
                 },
             );
-            let router = authsome_server::router(state).layer(axum::middleware::from_fn(
+            let router = authsome_server::router(state.clone()).layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
                     if request.uri().path() != "/health" {
                         counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -559,10 +555,7 @@ pub fn spawn_instance(
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             ready_tx.send(()).unwrap();
             tokio::select! {
-                _ = axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                ) => {}
+                () = authsome_server::serve(listener, state, router, std::future::pending()) => {}
                 _ = stopped => {}
             }
         });

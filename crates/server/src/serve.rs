@@ -1,0 +1,92 @@
+//! The listener loop: accepts connections and serves HTTP/1.1 on each with hyper, handing each
+//! request either to the direct forwarding path ([`crate::gateway::forward_directly`], for a
+//! dedicated application's plain customer-API request) or to the router.
+//!
+//! Graceful shutdown: when `shutdown` resolves, no connection is accepted any more, each open
+//! one finishes the request it is serving and closes, and [`serve`] returns once all have.
+//!
+//! This module must not look at what a request asks for beyond choosing between those two.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::AppState;
+
+/// Serves `router` (built by [`crate::router`] over `state`, possibly with more layers) on
+/// `listener` until `shutdown` resolves and the open connections have finished.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::error!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Responses go out as soon as they are written (no Nagle delay behind a client's ACK).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let state = state.clone();
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let state = state.clone();
+            let router = router.clone();
+            async move {
+                let response = match crate::gateway::forward_directly(&state, request).await {
+                    Ok(response) => response,
+                    Err(request) => match router.oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                };
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = async { stopped.wait_for(|stop| *stop).await.map(|_| ()) } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+}
