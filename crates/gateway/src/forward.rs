@@ -120,11 +120,15 @@ pub enum ForwardError {
 
 /// The key gateways sign assertions with and instances check them with (derived from the
 /// master key, so every process of one deployment shares it and nobody else has it).
-pub struct ForwardKey([u8; 32]);
+pub struct ForwardKey(Hmac<Sha256>);
 
 impl ForwardKey {
     pub fn new(key: [u8; 32]) -> Self {
-        Self(key)
+        // Keyed once: each assertion starts from a copy of this state.
+        Self(
+            <Hmac<Sha256> as Mac>::new_from_slice(&key)
+                .expect("HMAC-SHA256 takes a key of any length"),
+        )
     }
 
     /// The `X-AuthSome-Forwarded` value for `assertion` on a request `method path_and_query`.
@@ -193,8 +197,7 @@ impl ForwardKey {
     }
 
     fn mac(&self, a: &Assertion, method: &str, path_and_query: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .expect("HMAC-SHA256 takes a key of any length");
+        let mut mac = self.0.clone();
         for part in [
             "authsome.forward.v1",
             &a.issued_at.to_string(),

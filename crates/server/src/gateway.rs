@@ -150,11 +150,18 @@ async fn forward_to_upstream(
         customer::public(state, &app_id).await?;
         None
     };
-    let client_ip = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-    let request_id = crate::request_id::current_request_id();
+    let context = crate::request_id::context();
+    let client_ip = match context.as_ref().and_then(|c| c.ip.clone()) {
+        Some(ip) => ip,
+        None => parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
+    };
+    let request_id = match context {
+        Some(c) => c.id.clone(),
+        None => crate::request_id::current_request_id(),
+    };
     let path = parts
         .uri
         .path_and_query()
@@ -204,6 +211,7 @@ async fn forward_to_upstream(
         ));
     }
     let outgoing = match length {
+        Some(0) => Outgoing::Buffered(axum::body::Bytes::new()),
         Some(l) if l <= REPLAYABLE_BODY_BYTES => Outgoing::Buffered(
             axum::body::to_bytes(body, REPLAYABLE_BODY_BYTES as usize)
                 .await

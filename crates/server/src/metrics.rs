@@ -4,9 +4,14 @@
 //!
 //! Labels are bounded: the route is the matched template (`/v1/{appId}/users`), never the raw
 //! path; requests forwarded to a dedicated instance are `forwarded`, unmatched ones `unmatched`.
-//! No label ever carries an id, a key or an address given by a client.
+//! No label ever carries an id, a key or an address given by a client; a method outside
+//! RFC 9110's is `OTHER`.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
+
+use axum::http::Method;
+use metrics::{Counter, Histogram};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -45,14 +50,62 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// Records one served request.
-pub fn request(method: &str, route: &str, status: u16, seconds: f64) {
+pub fn request(method: &Method, route: &str, status: u16, seconds: f64) {
+    let method = method_label(method);
+    if route == FORWARDED_ROUTE {
+        // The gateway's hot path: its handles are kept per thread, by method and status,
+        // rather than looked up by their labels each time.
+        FORWARDED.with(|handles| {
+            let mut handles = handles.borrow_mut();
+            let (counter, histogram) = handles
+                .entry((method, status))
+                .or_insert_with(|| handles_for(method, route, status));
+            counter.increment(1);
+            histogram.record(seconds);
+        });
+        return;
+    }
+    let (counter, histogram) = handles_for(method, route, status);
+    counter.increment(1);
+    histogram.record(seconds);
+}
+
+/// The route label of requests forwarded to a dedicated instance.
+pub const FORWARDED_ROUTE: &str = "forwarded";
+
+/// A thread's handles of forwarded requests, by method label and status.
+type ForwardedHandles = HashMap<(&'static str, u16), (Counter, Histogram)>;
+
+thread_local! {
+    static FORWARDED: std::cell::RefCell<ForwardedHandles> = std::cell::RefCell::new(HashMap::new());
+}
+
+/// A client may send any method name: those outside RFC 9110's are counted as `OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+fn handles_for(method: &str, route: &str, status: u16) -> (Counter, Histogram) {
     let labels = [
         ("method", method.to_owned()),
         ("route", route.to_owned()),
         ("status", status.to_string()),
     ];
-    metrics::counter!(REQUESTS, &labels).increment(1);
-    metrics::histogram!(DURATION, &labels[..2]).record(seconds);
+    (
+        metrics::counter!(REQUESTS, &labels),
+        metrics::histogram!(DURATION, &labels[..2]),
+    )
 }
 
 /// The exposition text, with the gauges read now.

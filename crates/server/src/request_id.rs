@@ -112,7 +112,7 @@ where
         .map_or_else(|| RequestId::new().to_string(), |f| f.0.request_id.clone());
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let path = tracing::enabled!(tracing::Level::INFO).then(|| request.uri().path().to_owned());
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -178,24 +178,26 @@ where
         .get::<crate::gateway::ForwardedResponse>()
         .is_some()
     {
-        "forwarded"
+        crate::metrics::FORWARDED_ROUTE
     } else {
         route.as_deref().unwrap_or("unmatched")
     };
     crate::metrics::request(
-        method.as_str(),
+        &method,
         route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
-    tracing::info!(
-        request_id = %id,
-        %method,
-        path,
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
+    if let Some(path) = path {
+        tracing::info!(
+            request_id = %id,
+            %method,
+            path,
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
     response
 }
 

@@ -36,6 +36,9 @@ async fn metrics_are_prometheus_text_with_bounded_labels() {
         app.get(&format!("/v1/{a}"), "pk_test_nope").await.status,
         401
     );
+    // Any method name a client makes up is counted as OTHER.
+    let made_up = Method::from_bytes(b"BREWCOFFEE").unwrap();
+    assert_eq!(app.call(made_up, "/health", None, None).await.status, 405);
     let r = app
         .client
         .get(format!("{}/metrics", app.base))
@@ -64,9 +67,14 @@ async fn metrics_are_prometheus_text_with_bounded_labels() {
         "{text}"
     );
     assert!(text.contains("authsome_draining 0"), "{text}");
-    // Never an id or a key in a label.
     assert!(
-        !text.contains(&a) && !text.contains("pk_test_nope"),
+        text.lines()
+            .any(|l| l.starts_with(r#"authsome_http_requests_total{method="OTHER","#)),
+        "{text}"
+    );
+    // Never an id, a key or a client's method name in a label.
+    assert!(
+        !text.contains(&a) && !text.contains("pk_test_nope") && !text.contains("BREWCOFFEE"),
         "{text}"
     );
 }
