@@ -178,8 +178,110 @@ pub(crate) fn like_prefix(prefix: &str) -> String {
     out
 }
 
+/// The audit writer's batch statements on Postgres: one fixed statement whatever the batch's
+/// size (the rows as arrays, unnested), so each is prepared once per connection rather than
+/// parsed and planned again for every new row count.
+pub(crate) mod postgres_batch {
+    use super::{i, AuditRow};
+    use crate::rows::ms;
+
+    pub(crate) async fn insert_entries(
+        conn: &mut sqlx::PgConnection,
+        workspace: &str,
+        rows: &[AuditRow],
+    ) -> crate::Result<()> {
+        let column = |f: fn(&AuditRow) -> Option<&str>| rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO audit_entries (workspace_id, idx, id, at, action, actor_id, \
+             application_id, outcome, leaf_hash, body) \
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::bytea[], $10::text[])",
+        )
+        .bind(workspace)
+        .bind(rows.iter().map(|r| i(r.index)).collect::<Vec<_>>())
+        .bind(column(|r| Some(r.id.as_str())))
+        .bind(rows.iter().map(|r| ms(r.at)).collect::<Vec<_>>())
+        .bind(column(|r| Some(r.action.as_str())))
+        .bind(column(|r| r.actor_id.as_deref()))
+        .bind(column(|r| r.application_id.as_deref()))
+        .bind(column(|r| Some(r.outcome.as_str())))
+        .bind(rows.iter().map(|r| r.leaf_hash.as_slice()).collect::<Vec<_>>())
+        .bind(column(|r| r.body.as_deref()))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_outbox(
+        conn: &mut sqlx::PgConnection,
+        ids: &[String],
+    ) -> crate::Result<()> {
+        if !ids.is_empty() {
+            sqlx::query("DELETE FROM audit_outbox WHERE id = ANY($1)")
+                .bind(ids)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The same on SQLite, whose statements are prepared in process: multi-row `VALUES`.
+pub(crate) mod sqlite_batch {
+    use super::{i, AuditRow};
+    use crate::rows::ms;
+
+    /// Rows per INSERT statement (10 parameters each, well under SQLite's limit).
+    const ROWS_PER_INSERT: usize = 500;
+
+    pub(crate) async fn insert_entries(
+        conn: &mut sqlx::SqliteConnection,
+        workspace: &str,
+        rows: &[AuditRow],
+    ) -> crate::Result<()> {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO audit_entries (workspace_id, idx, id, at, action, \
+                 actor_id, application_id, outcome, leaf_hash, body) ",
+            );
+            insert.push_values(chunk, |mut b, r| {
+                b.push_bind(workspace)
+                    .push_bind(i(r.index))
+                    .push_bind(&r.id)
+                    .push_bind(ms(r.at))
+                    .push_bind(&r.action)
+                    .push_bind(r.actor_id.as_deref())
+                    .push_bind(r.application_id.as_deref())
+                    .push_bind(&r.outcome)
+                    .push_bind(&r.leaf_hash)
+                    .push_bind(r.body.as_deref());
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn delete_outbox(
+        conn: &mut sqlx::SqliteConnection,
+        ids: &[String],
+    ) -> crate::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut delete =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM audit_outbox WHERE id IN (");
+        let mut list = delete.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        delete.push(")");
+        delete.build().execute(conn).await?;
+        Ok(())
+    }
+}
+
 macro_rules! impl_audit {
-    ($store:ty) => {
+    ($store:ty, $batch:path) => {
         mod audit_impl {
             use async_trait::async_trait;
             use authsome_domain::id::WorkspaceId;
@@ -369,26 +471,11 @@ macro_rules! impl_audit {
                     if moved.rows_affected() != 1 {
                         return Ok(false);
                     }
-                    for chunk in rows.chunks(ROWS_PER_INSERT) {
-                        let mut insert = sqlx::QueryBuilder::<Db>::new(
-                            "INSERT INTO audit_entries (workspace_id, idx, id, at, action, \
-                             actor_id, application_id, outcome, leaf_hash, body) ",
-                        );
-                        insert.push_values(chunk, |mut b, r| {
-                            b.push_bind(workspace.as_str())
-                                .push_bind(i(r.index))
-                                .push_bind(&r.id)
-                                .push_bind(ms(r.at))
-                                .push_bind(&r.action)
-                                .push_bind(r.actor_id.as_deref())
-                                .push_bind(r.application_id.as_deref())
-                                .push_bind(&r.outcome)
-                                .push_bind(&r.leaf_hash)
-                                .push_bind(r.body.as_deref());
-                        });
-                        insert.build().execute(&mut *tx).await?;
+                    {
+                        use $batch as batch;
+                        batch::insert_entries(&mut tx, workspace.as_str(), rows).await?;
+                        batch::delete_outbox(&mut tx, outbox_ids).await?;
                     }
-                    delete_outbox_ids(&mut *tx, outbox_ids).await?;
                     tx.commit().await?;
                     Ok(true)
                 }
