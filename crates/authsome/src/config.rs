@@ -207,6 +207,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "How long in-flight requests may run after SIGTERM.",
     },
     Setting {
+        key: "header_timeout_seconds",
+        env: "AUTHSOME_HEADER_TIMEOUT_SECONDS",
+        default: Some("75"),
+        secret: false,
+        help: "A connection that goes this long without a complete request head (idle between requests, or sending slowly) is closed. Keep it above your load balancer's idle timeout (AWS ALB: 60 s).",
+    },
+    Setting {
         key: "worker_threads",
         env: "AUTHSOME_WORKER_THREADS",
         default: None,
@@ -301,6 +308,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub session_ttl_seconds: i64,
     pub shutdown_grace_seconds: u64,
+    pub header_timeout_seconds: u64,
     /// `None`: one per available CPU.
     pub worker_threads: Option<usize>,
     pub password_policy: PasswordPolicy,
@@ -520,6 +528,7 @@ impl RawConfig {
             max_body_bytes: number("AUTHSOME_MAX_BODY_BYTES", 1024, 64 * 1024 * 1024)? as usize,
             session_ttl_seconds: number("AUTHSOME_SESSION_TTL_SECONDS", 60, 7 * 24 * 3600)? as i64,
             shutdown_grace_seconds: number("AUTHSOME_SHUTDOWN_GRACE_SECONDS", 0, 3600)?,
+            header_timeout_seconds: number("AUTHSOME_HEADER_TIMEOUT_SECONDS", 1, 3600)?,
             worker_threads: match self.get("AUTHSOME_WORKER_THREADS") {
                 Some(_) => Some(number("AUTHSOME_WORKER_THREADS", 1, 1024)? as usize),
                 None => None,
@@ -661,6 +670,7 @@ mod tests {
         assert!(!c.is_postgres());
         assert_eq!(c.shutdown_grace_seconds, 30);
         assert_eq!(c.worker_threads, None);
+        assert_eq!(c.header_timeout_seconds, 75);
         let one = gather(None, &env_of(&[("AUTHSOME_WORKER_THREADS", "1")]))
             .unwrap()
             .parse()
@@ -715,6 +725,7 @@ mod tests {
             ("AUTHSOME_PASSWORD_CHECK_COMMON", "maybe"),
             ("AUTHSOME_PASSWORD_DENYLIST_PATH", "/nonexistent/list.txt"),
             ("AUTHSOME_WORKER_THREADS", "0"),
+            ("AUTHSOME_HEADER_TIMEOUT_SECONDS", "0"),
         ] {
             let err = gather(None, &env_of(&[(var, value)]))
                 .and_then(|r| r.parse())

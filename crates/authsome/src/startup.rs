@@ -266,6 +266,7 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
             dpop_require_nonce: config.dpop_require_nonce,
             proxy: config.proxy.clone(),
             only_app: only_app.clone(),
+            header_read_timeout: Duration::from_secs(config.header_timeout_seconds),
         },
         limiter,
         replay,

@@ -51,6 +51,9 @@ pub struct HttpSettings {
     /// Run as one dedicated application's instance (`authsome serve --app`): serve only its
     /// customer API and health.
     pub only_app: Option<ApplicationId>,
+    /// Longest wait for a request head, counted from when a connection is ready for one (so
+    /// also how long a kept-alive connection may stay idle).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -60,6 +63,7 @@ impl Default for HttpSettings {
             dpop_require_nonce: false,
             proxy: ProxySettings::default(),
             only_app: None,
+            header_read_timeout: Duration::from_secs(75),
         }
     }
 }

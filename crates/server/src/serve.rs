@@ -2,7 +2,9 @@
 //! request either to the direct forwarding path ([`crate::gateway::forward_directly`], for a
 //! dedicated application's plain customer-API request) or to the router.
 //!
-//! Graceful shutdown: when `shutdown` resolves, no connection is accepted any more, each open
+//! A connection that sends no complete request head for
+//! [`HttpSettings::header_read_timeout`](crate::HttpSettings::header_read_timeout) (idle, or
+//! sending one byte at a time) is closed. Graceful shutdown: when `shutdown` resolves, no connection is accepted any more, each open
 //! one finishes the request it is serving and closes, and [`serve`] returns once all have.
 //!
 //! This module must not look at what a request asks for beyond choosing between those two.
@@ -15,7 +17,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -30,6 +32,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let header_read_timeout = state.http.header_read_timeout;
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -70,6 +73,11 @@ pub async fn serve(
         let mut stopped = stopped.clone();
         connections.spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
+                // A client that does not finish sending a request head (or that keeps a
+                // connection idle) this long is cut off: slow-header attacks cannot hold
+                // connections open forever.
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(tcp), service)
                 .with_upgrades();
             tokio::pin!(connection);

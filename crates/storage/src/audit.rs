@@ -205,7 +205,11 @@ pub(crate) mod postgres_batch {
         .bind(column(|r| r.actor_id.as_deref()))
         .bind(column(|r| r.application_id.as_deref()))
         .bind(column(|r| Some(r.outcome.as_str())))
-        .bind(rows.iter().map(|r| r.leaf_hash.as_slice()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.leaf_hash.as_slice())
+                .collect::<Vec<_>>(),
+        )
         .bind(column(|r| r.body.as_deref()))
         .execute(conn)
         .await?;

@@ -183,3 +183,40 @@ async fn postgres_walkthrough() {
         .await;
     assert_error(&r, 404, "not_found");
 }
+
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_cut_off() {
+    use authsome_server::HttpSettings;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_with(HttpSettings {
+        header_read_timeout: std::time::Duration::from_millis(300),
+        ..HttpSettings::default()
+    })
+    .await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    // Half a request head, then silence (a slow-header attack holds connections this way).
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        slow.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "the connection was still open after 10 s"
+    );
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("200 OK"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    // A client that sends its request in time is served as usual.
+    assert_eq!(
+        app.call(Method::GET, "/health", None, None).await.status,
+        200
+    );
+}
