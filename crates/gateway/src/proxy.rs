@@ -117,6 +117,13 @@ impl<B> Upstream<B> {
         }
     }
 
+    /// Drops the idle connections that closed or waited too long (closing those).
+    fn prune(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|(since, send)| !send.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+        }
+    }
+
     /// The most recently parked connection that can take a request now. Closed and expired
     /// ones are dropped on the way; one still receiving its last response stays.
     fn unpark(&self) -> Option<SendRequest<B>> {
@@ -171,12 +178,16 @@ where
         })
     }
 
-    /// One round of health checks, each on a connection of its own.
+    /// One round of health checks, each on a connection of its own; idle connections that
+    /// closed or expired are dropped on the way.
     pub async fn check_health(&self) {
         let all: Vec<Arc<Upstream<B>>> = match self.upstreams.read() {
             Ok(map) => map.values().cloned().collect(),
             Err(_) => return,
         };
+        for up in &all {
+            up.prune();
+        }
         let timeout = self.settings.health_interval.min(Duration::from_secs(2));
         let checks = all.iter().map(|up| async move {
             let check = async {
@@ -403,4 +414,105 @@ enum Failure {
     Connect(String),
     /// The request (or part of it) may have reached the upstream.
     Upstream(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+    use std::convert::Infallible;
+
+    type Body = Full<Bytes>;
+
+    /// An upstream on a random port answering 200 to everything; counts the connections it
+    /// accepted.
+    async fn upstream() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        (base, accepted)
+    }
+
+    fn get() -> http::request::Parts {
+        Request::get("/v1/app/x").body(()).unwrap().into_parts().0
+    }
+
+    async fn drain(response: Response<Incoming>) {
+        use http_body_util::BodyExt;
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn kept_alive_connections_are_reused_and_grow_only_with_concurrency() {
+        let (base, accepted) = upstream().await;
+        let proxy = Proxy::<Body>::new(ProxySettings::default());
+        let upstreams = [base];
+        for _ in 0..10 {
+            let response = proxy
+                .forward(&upstreams, get(), Outgoing::Buffered(Bytes::new()))
+                .await
+                .unwrap();
+            drain(response).await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection, kept alive"
+        );
+
+        // Four at once need four connections; afterwards they are all reused.
+        let responses = futures_util::future::join_all(
+            (0..4).map(|_| proxy.forward(&upstreams, get(), Outgoing::Buffered(Bytes::new()))),
+        )
+        .await;
+        for response in responses {
+            drain(response.unwrap()).await;
+        }
+        let after_burst = accepted.load(Ordering::SeqCst);
+        assert!((2..=4).contains(&after_burst), "{after_burst}");
+        for _ in 0..10 {
+            let response = proxy
+                .forward(&upstreams, get(), Outgoing::Buffered(Bytes::new()))
+                .await
+                .unwrap();
+            drain(response).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), after_burst);
+
+        // Expired idle connections are dropped at the next health round, not reused.
+        for up in proxy.upstreams.read().unwrap().values() {
+            for (since, _) in up.idle.lock().unwrap().iter_mut() {
+                *since = since
+                    .checked_sub(IDLE_TIMEOUT)
+                    .expect("uptime above a minute");
+            }
+        }
+        proxy.check_health().await;
+        for up in proxy.upstreams.read().unwrap().values() {
+            assert!(up.idle.lock().unwrap().is_empty());
+        }
+        let before = accepted.load(Ordering::SeqCst);
+        let response = proxy
+            .forward(&upstreams, get(), Outgoing::Buffered(Bytes::new()))
+            .await
+            .unwrap();
+        drain(response).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), before + 1);
+    }
 }
