@@ -458,18 +458,23 @@ mod tests {
         response.into_body().collect().await.unwrap();
     }
 
+    /// `n` requests one after the other, each answered and read to the end.
+    async fn one_by_one(proxy: &Proxy<Body>, upstreams: &[String], n: usize) {
+        for _ in 0..n {
+            let response = proxy
+                .forward(upstreams, get(), Outgoing::Buffered(Bytes::new()))
+                .await
+                .unwrap();
+            drain(response).await;
+        }
+    }
+
     #[tokio::test]
     async fn kept_alive_connections_are_reused_and_grow_only_with_concurrency() {
         let (base, accepted) = upstream().await;
         let proxy = Proxy::<Body>::new(ProxySettings::default());
         let upstreams = [base];
-        for _ in 0..10 {
-            let response = proxy
-                .forward(&upstreams, get(), Outgoing::Buffered(Bytes::new()))
-                .await
-                .unwrap();
-            drain(response).await;
-        }
+        one_by_one(&proxy, &upstreams, 10).await;
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             1,
@@ -486,13 +491,7 @@ mod tests {
         }
         let after_burst = accepted.load(Ordering::SeqCst);
         assert!((2..=4).contains(&after_burst), "{after_burst}");
-        for _ in 0..10 {
-            let response = proxy
-                .forward(&upstreams, get(), Outgoing::Buffered(Bytes::new()))
-                .await
-                .unwrap();
-            drain(response).await;
-        }
+        one_by_one(&proxy, &upstreams, 10).await;
         assert_eq!(accepted.load(Ordering::SeqCst), after_burst);
 
         // Expired idle connections are dropped at the next health round, not reused.
@@ -508,11 +507,7 @@ mod tests {
             assert!(up.idle.lock().unwrap().is_empty());
         }
         let before = accepted.load(Ordering::SeqCst);
-        let response = proxy
-            .forward(&upstreams, get(), Outgoing::Buffered(Bytes::new()))
-            .await
-            .unwrap();
-        drain(response).await;
+        one_by_one(&proxy, &upstreams, 1).await;
         assert_eq!(accepted.load(Ordering::SeqCst), before + 1);
     }
 }

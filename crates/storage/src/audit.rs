@@ -230,7 +230,8 @@ pub(crate) mod postgres_batch {
     }
 }
 
-/// The same on SQLite, whose statements are prepared in process: multi-row `VALUES`.
+/// The same on SQLite, whose statements are prepared in process: multi-row `VALUES` (the
+/// outbox rows go with the store's own `delete_outbox_ids`).
 pub(crate) mod sqlite_batch {
     use super::{i, AuditRow};
     use crate::rows::ms;
@@ -264,28 +265,12 @@ pub(crate) mod sqlite_batch {
         }
         Ok(())
     }
-
-    pub(crate) async fn delete_outbox(
-        conn: &mut sqlx::SqliteConnection,
-        ids: &[String],
-    ) -> crate::Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut delete =
-            sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM audit_outbox WHERE id IN (");
-        let mut list = delete.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        delete.push(")");
-        delete.build().execute(conn).await?;
-        Ok(())
-    }
 }
 
+/// The audit repository of `$store`; `$insert` and `$delete` are the writer's batch statements
+/// (entries in, outbox rows out) for its backend.
 macro_rules! impl_audit {
-    ($store:ty, $batch:path) => {
+    ($store:ty, $insert:path, $delete:path) => {
         mod audit_impl {
             use async_trait::async_trait;
             use authsome_domain::id::WorkspaceId;
@@ -475,11 +460,8 @@ macro_rules! impl_audit {
                     if moved.rows_affected() != 1 {
                         return Ok(false);
                     }
-                    {
-                        use $batch as batch;
-                        batch::insert_entries(&mut tx, workspace.as_str(), rows).await?;
-                        batch::delete_outbox(&mut tx, outbox_ids).await?;
-                    }
+                    $insert(&mut *tx, workspace.as_str(), rows).await?;
+                    $delete(&mut *tx, outbox_ids).await?;
                     tx.commit().await?;
                     Ok(true)
                 }
