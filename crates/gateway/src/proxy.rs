@@ -38,7 +38,9 @@ use hyper_util::rt::TokioIo;
 /// Idle connections kept per upstream for client connections to come.
 pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
 
-/// How long an idle upstream connection is kept.
+/// How long an idle upstream connection is kept: below the 75 s after which an instance closes
+/// an idle connection (`AUTHSOME_HEADER_TIMEOUT_SECONDS`), so the gateway gives a connection up
+/// before the instance can close it under a request just sent.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]

@@ -4,8 +4,9 @@
 //!
 //! A connection that sends no complete request head for
 //! [`HttpSettings::header_read_timeout`](crate::HttpSettings::header_read_timeout) (idle, or
-//! sending one byte at a time) is closed. Graceful shutdown: when `shutdown` resolves, no connection is accepted any more, each open
-//! one finishes the request it is serving and closes, and [`serve`] returns once all have.
+//! sending one byte at a time) is closed. Graceful shutdown: when `shutdown` resolves, no
+//! connection is accepted any more, each open one finishes the request it is serving and
+//! closes, and [`serve`] returns once all have.
 //!
 //! This module must not look at what a request asks for beyond choosing between those two.
 
@@ -39,6 +40,11 @@ pub async fn serve(
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                // That one client went away before it was accepted.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => continue,
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
                     tracing::error!(error = %e, "accepting a connection failed");
