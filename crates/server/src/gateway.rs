@@ -54,7 +54,7 @@ pub(crate) fn customer_app(path: &str) -> Option<&str> {
 
 /// The direct path for a dedicated application's customer-API request that needs nothing of
 /// the router's layers (no body signature to digest, no `Idempotency-Key` to record): the
-/// request-id layer's work ([`crate::request_id::instrument`]) around [`forward_to_upstream`],
+/// request-id layer's work ([`crate::request_id::instrument`]) around `forward_to_upstream`,
 /// exactly as [`dispatch`] would do it after the router. Any other request is given back, for
 /// the router.
 pub async fn forward_directly(state: &AppState, request: Request) -> Result<Response, Request> {

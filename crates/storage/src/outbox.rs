@@ -10,7 +10,7 @@
 //! **Invariant:** every storage method that writes something audited stores the pending rows
 //! atomically with the write (the backend's `write_outbox` in its transaction, or the row's
 //! `INSERT` inside the write's single command: a data-modifying CTE on Postgres, a
-//! `crate::script` on SQLite) and calls [`committed`] after the commit.
+//! `crate::script` on SQLite) and calls `committed` after the commit.
 
 use std::cell::RefCell;
 use std::future::Future;

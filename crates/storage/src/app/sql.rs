@@ -25,7 +25,7 @@ pub(crate) static POSTGRES_APP_MIGRATOR: sqlx::migrate::Migrator =
 /// queue the pool was: a connection going back to a sqlx pool is pinged on the way (a round
 /// trip to its thread), and the next caller waits for that ping. A method must not call
 /// another method of the store while it holds the connection (the lock is not reentrant;
-/// waiting for it gives up after [`HOLD_TIMEOUT`] rather than hang).
+/// waiting for it gives up after `HOLD_TIMEOUT` (30 s) rather than hang).
 pub struct SqliteAppStore {
     pool: sqlx::SqlitePool,
     held: tokio::sync::Mutex<Option<PoolConnection<sqlx::Sqlite>>>,
