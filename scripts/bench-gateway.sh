@@ -6,7 +6,9 @@
 #   (c) through the authsome gateway to a dedicated application: key check, rate limit (in
 #       process), metering, header hygiene, signed forwarding assertion,
 #   (d) as (c) with the rate limit in Redis (when Redis answers at $REDIS_URL).
-# Each proxy gets one thread (nginx: 1 worker; authsome: AUTHSOME_WORKER_THREADS=1).
+# Each proxy gets one thread (nginx: 1 worker; authsome: AUTHSOME_WORKER_THREADS=1). Besides
+# throughput and latency, each line gives the CPU time the process under test used per request
+# (from /proc): steadier than throughput on a shared machine, for comparing changes.
 #
 # Usage: scripts/bench-gateway.sh [seconds] [connections]
 # Needs nginx and wrk (Debian: apt-get install nginx-light wrk), python3 and curl.
@@ -75,29 +77,42 @@ path="/v1/$app/bench"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $sk" "http://127.0.0.1:$gw$path")
 [ "$code" = 200 ] || { echo "error: the gateway answered $code, not 200" >&2; exit 1; }
 
-run() { # label, url, extra wrk args...
-  local label=$1 url=$2; shift 2
+# CPU time (user + system, clock ticks) a process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+nginx_worker() { pgrep -P "$(cat "$work/nginx-$1.pid")" | head -1; }
+
+run() { # label, pid of the process under test, url, extra wrk args...
+  local label=$1 pid=$2 url=$3; shift 3
   wrk -t1 -c"$conns" -d2s "$@" "$url" >/dev/null # warm-up
-  wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url" | python3 -c '
+  local before; before=$(ticks "$pid")
+  local out; out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url")
+  local used=$(( $(ticks "$pid") - before ))
+  echo "$out" | python3 -c '
 import re, sys
-label = sys.argv[1]
+label, used, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 out = sys.stdin.read()
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+requests = int(re.search(r"(\d+) requests in", out).group(1))
 def us(p):
     v, unit = re.search(r"\s" + p + r"%\s+([\d.]+)(us|ms|s)", out).groups()
     return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 p50, p99 = us("50"), us("99")
 bad = f"   NON-2XX {errors.group(1)}" if errors else ""
-print(f"{label:<44} {rps:>10.0f} req/s   p50 {p50:>7.0f} us   p99 {p99:>7.0f} us{bad}")
-' "$label"
+cpu = used / hz * 1e6 / requests
+print(f"{label:<44} {rps:>10.0f} req/s   p50 {p50:>7.0f} us   p99 {p99:>7.0f} us   "
+      f"{cpu:>5.1f} us CPU/request{bad}")
+' "$label" "$used" "$(getconf CLK_TCK)"
 }
 
 echo "wrk -t1 -c$conns -d${secs}s, $(nproc) cores"
-run "(a) direct to the upstream" "http://127.0.0.1:$up$path"
-run "(b) nginx reverse proxy" "http://127.0.0.1:$px$path"
-run "(c) authsome gateway (key, limit, metering)" "http://127.0.0.1:$gw$path" -H "Authorization: Bearer $sk"
+echo "CPU/request: of the upstream in (a), of the proxy in (b) to (d)"
+run "(a) direct to the upstream" "$(nginx_worker upstream)" "http://127.0.0.1:$up$path"
+run "(b) nginx reverse proxy" "$(nginx_worker proxy)" "http://127.0.0.1:$px$path"
+run "(c) authsome gateway (key, limit, metering)" "${pids[0]}" "http://127.0.0.1:$gw$path" \
+  -H "Authorization: Bearer $sk"
 if redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
   serve "$gw2" AUTHSOME_REDIS_URL="$redis_url" AUTHSOME_REDIS_PREFIX="bench-$$:"
-  run "(d) as (c), rate limit in Redis" "http://127.0.0.1:$gw2$path" -H "Authorization: Bearer $sk"
+  run "(d) as (c), rate limit in Redis" "${pids[1]}" "http://127.0.0.1:$gw2$path" \
+    -H "Authorization: Bearer $sk"
 fi
