@@ -22,17 +22,33 @@ pub enum IdError {
 
 /// Encodes a UUID as the 26-character TypeID suffix.
 pub fn encode_uuid(uuid: Uuid) -> String {
-    let value = uuid.as_u128();
     let mut out = String::with_capacity(BODY_LEN);
+    encode_uuid_into(&mut out, uuid);
+    out
+}
+
+fn encode_uuid_into(out: &mut String, uuid: Uuid) {
+    let value = uuid.as_u128();
     for i in 0..BODY_LEN {
         let shift = 125 - 5 * i as u32;
         out.push(ALPHABET[((value >> shift) & 0x1f) as usize] as char);
     }
-    out
 }
 
+/// Each byte's value in [`ALPHABET`], or `INVALID` (ids are parsed on every request).
+const INVALID: u8 = 0xff;
+const DECODE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 fn decode_char(c: u8) -> Option<u8> {
-    ALPHABET.iter().position(|&a| a == c).map(|p| p as u8)
+    Some(DECODE[c as usize]).filter(|&d| d != INVALID)
 }
 
 /// Decodes the 26-character suffix back to a UUID; `None` when malformed.
@@ -65,7 +81,16 @@ macro_rules! define_id {
             /// A new identifier; time-ordered (UUIDv7).
             #[allow(clippy::new_without_default)]
             pub fn new() -> Self {
-                Self(format!("{}_{}", $prefix, encode_uuid(Uuid::now_v7())))
+                let mut id = String::with_capacity($prefix.len() + 1 + BODY_LEN);
+                id.push_str($prefix);
+                id.push('_');
+                encode_uuid_into(&mut id, Uuid::now_v7());
+                Self(id)
+            }
+
+            /// The identifier as an owned string, without copying it.
+            pub fn into_string(self) -> String {
+                self.0
             }
 
             pub fn parse(s: &str) -> Result<Self, IdError> {

@@ -90,7 +90,7 @@ pub fn set_actor(actor: EventActor) {
 pub fn current_request_id() -> String {
     context()
         .map(|c| c.id.clone())
-        .unwrap_or_else(|| RequestId::new().to_string())
+        .unwrap_or_else(|| RequestId::new().into_string())
 }
 
 pub async fn layer(request: Request, next: Next) -> Response {
@@ -109,7 +109,10 @@ where
     let id = request
         .extensions()
         .get::<crate::gateway::Forwarded>()
-        .map_or_else(|| RequestId::new().to_string(), |f| f.0.request_id.clone());
+        .map_or_else(
+            || RequestId::new().into_string(),
+            |f| f.0.request_id.clone(),
+        );
     let started = Instant::now();
     let method = request.method().clone();
     let path = tracing::enabled!(tracing::Level::INFO).then(|| request.uri().path().to_owned());
