@@ -122,7 +122,7 @@ impl<B> Upstream<B> {
     /// Drops the idle connections that closed or waited too long (closing those).
     fn prune(&self) {
         if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|(since, send)| !send.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+            idle.retain(|(since, send)| still_open(*since, send));
         }
     }
 
@@ -134,7 +134,7 @@ impl<B> Upstream<B> {
         while i > 0 {
             i -= 1;
             let (since, send) = &idle[i];
-            if send.is_closed() || since.elapsed() >= IDLE_TIMEOUT {
+            if !still_open(*since, send) {
                 idle.swap_remove(i);
             } else if send.is_ready() {
                 return Some(idle.swap_remove(i).1);
@@ -408,6 +408,11 @@ where
             Err(e) => Err(Failure::Upstream(error_chain(&e))),
         }
     }
+}
+
+/// Whether an idle connection parked at `since` may still be used.
+fn still_open<B>(since: Instant, send: &SendRequest<B>) -> bool {
+    !send.is_closed() && since.elapsed() < IDLE_TIMEOUT
 }
 
 /// How one attempt failed.

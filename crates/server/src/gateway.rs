@@ -150,18 +150,18 @@ async fn forward_to_upstream(
         customer::public(state, &app_id).await?;
         None
     };
+    // The request context has both already (the peer address as text, the request id).
     let context = crate::request_id::context();
-    let client_ip = match context.as_ref().and_then(|c| c.ip.clone()) {
-        Some(ip) => ip,
-        None => parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
-    };
-    let request_id = match context {
-        Some(c) => c.id.clone(),
-        None => crate::request_id::current_request_id(),
-    };
+    let client_ip = context
+        .as_ref()
+        .and_then(|c| c.ip.clone())
+        .unwrap_or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+        });
+    let request_id = context.map_or_else(crate::request_id::current_request_id, |c| c.id.clone());
     let path = parts
         .uri
         .path_and_query()

@@ -12,7 +12,6 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use metrics::{Counter, Histogram};
-
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;

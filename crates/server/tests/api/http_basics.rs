@@ -205,10 +205,7 @@ async fn a_request_head_that_never_ends_is_cut_off() {
         slow.read_to_end(&mut rest),
     )
     .await;
-    assert!(
-        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
-        "the connection was still open after 10 s"
-    );
+    assert!(closed.is_ok(), "the connection was still open after 10 s");
     assert!(
         !String::from_utf8_lossy(&rest).contains("200 OK"),
         "{}",
