@@ -6,7 +6,8 @@
 //!    chain, the canonical encoding, the Merkle leaf and the compact range maintained, timed
 //!    until all are stored. Target: at least 10,000 entries per second.
 //! 2. Overhead on a control-plane write, in rounds of a block of plain writes then a block of
-//!    audited ones (the median round is reported), timed until the audited writes returned
+//!    audited ones (the median round and the interquartile range of the rounds are
+//!    reported), timed until the audited writes returned
 //!    (their latency, the log's writer working alongside) and until the log held their entries
 //!    (all the work auditing adds):
 //!    a. the bare storage write (`update_workspace`), plain vs with its outbox row and the
@@ -14,6 +15,10 @@
 //!    b. the control-plane operation (`ControlPlane::update_workspace`: access check, then the
 //!    audited write), against the same storage statements without the audit.
 //!    Target: under 10%.
+//!    Besides the times, the CPU used per write over all blocks (this process, which holds
+//!    SQLite; on Postgres also every `postgres` process, from /proc, so run it on a quiet
+//!    server): steadier than wall time on a shared machine, and it counts the writer's work
+//!    however that overlaps the writes.
 //!
 //! Postgres comes from `AUTHSOME_TEST_POSTGRES_URL` (a throwaway database is created); it is
 //! skipped with a message when unreachable.
@@ -35,8 +40,8 @@ use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
 
 const APPENDS: usize = 50_000;
 /// Rounds of the overhead measurement, each a block of plain writes then a block of audited ones.
-const ROUNDS: usize = 10;
-const BLOCK: usize = 200;
+const ROUNDS: usize = 40;
+const BLOCK: usize = 100;
 
 fn workspace() -> (Workspace, Member) {
     let now = authsome_domain::now();
@@ -126,9 +131,10 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
     // Plain and audited blocks alternate, so the machine's drift (other load, frequency, a
     // neighbour on the host) falls on both alike; each audited block is timed until the log
     // holds its entries.
-    let mut storage = Rounds::default();
+    let mut storage = Rounds::new(backend);
     let mut plain = ws.clone();
     for round in 0..ROUNDS {
+        let used = storage.usage();
         let started = Instant::now();
         for i in 0..BLOCK {
             plain.name = format!("Plain {round}.{i}");
@@ -136,7 +142,9 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
             done.expect("write");
         }
         let baseline = started.elapsed();
+        let plain_cpu = storage.usage() - used;
         let before = entries(&store, &ws.id).await;
+        let used = storage.usage();
         let started = Instant::now();
         for i in 0..BLOCK {
             plain.name = format!("Audited {round}.{i}");
@@ -152,7 +160,14 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
         }
         let answered = started.elapsed();
         audit.flush().await;
-        storage.add(baseline, answered, started.elapsed());
+        let logged = started.elapsed();
+        storage.add(
+            baseline,
+            answered,
+            logged,
+            plain_cpu,
+            storage.usage() - used,
+        );
         assert_eq!(entries(&store, &ws.id).await, before + BLOCK as u64);
     }
     storage.report(backend, "storage write");
@@ -161,8 +176,9 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
     let control = ControlPlane::new(store.clone(), ControlSettings::default())
         .with_events(Arc::new(Recorder(audit.clone())));
     let actor = Actor::Account(owner.account_id.clone());
-    let mut operation = Rounds::default();
+    let mut operation = Rounds::new(backend);
     for round in 0..ROUNDS {
+        let used = operation.usage();
         let started = Instant::now();
         for i in 0..BLOCK {
             // What the operation does, without its audit: the access check and the write.
@@ -177,7 +193,9 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
             done.expect("write");
         }
         let baseline = started.elapsed();
+        let plain_cpu = operation.usage() - used;
         let before = entries(&store, &ws.id).await;
+        let used = operation.usage();
         let started = Instant::now();
         for i in 0..BLOCK {
             control
@@ -195,7 +213,14 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
         }
         let answered = started.elapsed();
         audit.flush().await;
-        operation.add(baseline, answered, started.elapsed());
+        let logged = started.elapsed();
+        operation.add(
+            baseline,
+            answered,
+            logged,
+            plain_cpu,
+            operation.usage() - used,
+        );
         assert_eq!(entries(&store, &ws.id).await, before + BLOCK as u64);
     }
     operation.report(backend, "control-plane operation");
@@ -216,26 +241,58 @@ impl EventSink for Recorder {
 
 /// Plain and audited times of each round: the audited writes until they returned (what their
 /// callers wait for; the log's writer works meanwhile) and until the log held their entries
-/// (everything auditing costs).
-#[derive(Default)]
+/// (everything auditing costs); and the CPU both kinds of block used.
 struct Rounds {
+    /// Whether the database is a Postgres server, whose processes' CPU counts too.
+    server: bool,
     plain: Vec<Duration>,
     answered: Vec<Duration>,
     logged: Vec<Duration>,
+    plain_cpu: Duration,
+    audited_cpu: Duration,
 }
 
 impl Rounds {
-    fn add(&mut self, plain: Duration, answered: Duration, logged: Duration) {
+    fn new(backend: &str) -> Self {
+        Self {
+            server: backend == "postgres",
+            plain: Vec::new(),
+            answered: Vec::new(),
+            logged: Vec::new(),
+            plain_cpu: Duration::ZERO,
+            audited_cpu: Duration::ZERO,
+        }
+    }
+
+    /// CPU used so far by this process and, on Postgres, by the server's processes.
+    fn usage(&self) -> Duration {
+        let mut used = process_cpu();
+        if self.server {
+            used += postgres_cpu();
+        }
+        used
+    }
+
+    fn add(
+        &mut self,
+        plain: Duration,
+        answered: Duration,
+        logged: Duration,
+        plain_cpu: Duration,
+        audited_cpu: Duration,
+    ) {
         self.plain.push(plain);
         self.answered.push(answered);
         self.logged.push(logged);
+        self.plain_cpu += plain_cpu;
+        self.audited_cpu += audited_cpu;
     }
 
-    /// Mean times per write over all rounds, and the median of the rounds' overheads.
+    /// Mean times per write over all rounds, the median of the rounds' overheads with their
+    /// interquartile range, and the CPU per write over all rounds.
     fn report(&self, backend: &str, what: &str) {
-        let per = |d: &[Duration]| {
-            d.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e6 / (d.len() * BLOCK) as f64
-        };
+        let writes = (self.plain.len() * BLOCK) as f64;
+        let per = |d: &[Duration]| d.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e6 / writes;
         let overhead = |audited: &[Duration]| {
             let mut o: Vec<f64> = self
                 .plain
@@ -245,12 +302,14 @@ impl Rounds {
                 .collect();
             o.sort_by(f64::total_cmp);
             format!(
-                "{:+.1}% (range {:+.1}% to {:+.1}%)",
+                "{:+.1}% (IQR {:+.1}% to {:+.1}%)",
                 o[o.len() / 2],
-                o[0],
-                o[o.len() - 1]
+                o[o.len() / 4],
+                o[o.len() * 3 / 4]
             )
         };
+        let plain_cpu = self.plain_cpu.as_secs_f64() * 1e6 / writes;
+        let audited_cpu = self.audited_cpu.as_secs_f64() * 1e6 / writes;
         println!(
             "{backend:<9} {what:<24} plain {:>6.1} µs | audited, answered {:>6.1} µs: {} \
              | logged {:>6.1} µs: {}  [median of {} rounds]",
@@ -261,7 +320,58 @@ impl Rounds {
             overhead(&self.logged),
             self.plain.len(),
         );
+        println!(
+            "{backend:<9} {what:<24} CPU per write{}: plain {plain_cpu:>6.1} µs | audited \
+             {audited_cpu:>6.1} µs: {:+.1}%",
+            if self.server {
+                " (with the server's)"
+            } else {
+                ""
+            },
+            (audited_cpu / plain_cpu - 1.0) * 100.0
+        );
     }
+}
+
+/// CPU time this process has used (all threads, SQLite's included).
+fn process_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill in.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// CPU time all `postgres` processes on this machine have used (from /proc; clock ticks).
+fn postgres_cpu() -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let mut ticks = 0u64;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres") {
+            if let Ok(stat) = std::fs::read_to_string(path.join("stat")) {
+                // Fields after the command (which ends with the last ')'): utime and stime
+                // are the 12th and 13th.
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                for i in [11, 12] {
+                    ticks += fields
+                        .get(i)
+                        .and_then(|f| f.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 fn main() {
