@@ -6,10 +6,9 @@
 //!    chain, the canonical encoding, the Merkle leaf and the compact range maintained, timed
 //!    until all are stored. Target: at least 10,000 entries per second.
 //! 2. Overhead on a control-plane write, in rounds of a block of plain writes then a block of
-//!    audited ones (the median round and the interquartile range of the rounds are
-//!    reported), timed until the audited writes returned
-//!    (their latency, the log's writer working alongside) and until the log held their entries
-//!    (all the work auditing adds):
+//!    audited ones (the median round and the interquartile range of the rounds are reported),
+//!    timed until the audited writes returned (their latency, the log's writer working
+//!    alongside) and until the log held their entries (all the work auditing adds):
 //!    a. the bare storage write (`update_workspace`), plain vs with its outbox row and the
 //!    writer's append;
 //!    b. the control-plane operation (`ControlPlane::update_workspace`: access check, then the
@@ -23,6 +22,7 @@
 //! Postgres comes from `AUTHSOME_TEST_POSTGRES_URL` (a throwaway database is created); it is
 //! skipped with a message when unreachable.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,7 +142,7 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
             done.expect("write");
         }
         let baseline = started.elapsed();
-        let plain_cpu = storage.usage() - used;
+        let plain_cpu = storage.usage().since(&used);
         let before = entries(&store, &ws.id).await;
         let used = storage.usage();
         let started = Instant::now();
@@ -166,7 +166,7 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
             answered,
             logged,
             plain_cpu,
-            storage.usage() - used,
+            storage.usage().since(&used),
         );
         assert_eq!(entries(&store, &ws.id).await, before + BLOCK as u64);
     }
@@ -193,7 +193,7 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
             done.expect("write");
         }
         let baseline = started.elapsed();
-        let plain_cpu = operation.usage() - used;
+        let plain_cpu = operation.usage().since(&used);
         let before = entries(&store, &ws.id).await;
         let used = operation.usage();
         let started = Instant::now();
@@ -219,7 +219,7 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
             answered,
             logged,
             plain_cpu,
-            operation.usage() - used,
+            operation.usage().since(&used),
         );
         assert_eq!(entries(&store, &ws.id).await, before + BLOCK as u64);
     }
@@ -265,12 +265,15 @@ impl Rounds {
     }
 
     /// CPU used so far by this process and, on Postgres, by the server's processes.
-    fn usage(&self) -> Duration {
-        let mut used = process_cpu();
-        if self.server {
-            used += postgres_cpu();
+    fn usage(&self) -> Usage {
+        Usage {
+            process: process_cpu(),
+            postgres: if self.server {
+                postgres_ticks()
+            } else {
+                HashMap::new()
+            },
         }
-        used
     }
 
     fn add(
@@ -346,32 +349,59 @@ fn process_cpu() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-/// CPU time all `postgres` processes on this machine have used (from /proc; clock ticks).
-fn postgres_cpu() -> Duration {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let mut ticks = 0u64;
+/// CPU used up to a moment: this process's, and each `postgres` process's in clock ticks.
+struct Usage {
+    process: Duration,
+    postgres: HashMap<u32, u64>,
+}
+
+impl Usage {
+    /// CPU used between `before` and this moment. A server process that started in between
+    /// counts whole; one that ended in between is missed (its last figures are gone).
+    fn since(&self, before: &Usage) -> Duration {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let ticks: u64 = self
+            .postgres
+            .iter()
+            .map(|(pid, t)| t.saturating_sub(before.postgres.get(pid).copied().unwrap_or(0)))
+            .sum();
+        self.process.saturating_sub(before.process) + Duration::from_micros(ticks * 1_000_000 / hz)
+    }
+}
+
+/// CPU ticks (user + system) each `postgres` process on this machine has used, from /proc.
+fn postgres_ticks() -> HashMap<u32, u64> {
+    let mut ticks = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
+        return ticks;
     };
     for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
         let path = entry.path();
-        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres") {
-            if let Ok(stat) = std::fs::read_to_string(path.join("stat")) {
-                // Fields after the command (which ends with the last ')'): utime and stime
-                // are the 12th and 13th.
-                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                for i in [11, 12] {
-                    ticks += fields
-                        .get(i)
-                        .and_then(|f| f.parse::<u64>().ok())
-                        .unwrap_or(0);
-                }
-            }
+        if !std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres") {
+            continue;
         }
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // The fields after the command (which ends with the last ')'): utime and stime are the
+        // 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let used: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        ticks.insert(pid, used);
     }
-    Duration::from_micros(ticks * 1_000_000 / hz)
+    ticks
 }
 
 fn main() {
