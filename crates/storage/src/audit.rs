@@ -416,7 +416,7 @@ macro_rules! impl_audit {
                     .bind(empty_range)
                     .bind(hmac_key)
                     .bind(ms(now))
-                    .execute(&self.pool)
+                    .execute(&mut *self.writer().await?)
                     .await?;
                     self.audit_head(workspace)
                         .await?
@@ -443,7 +443,8 @@ macro_rules! impl_audit {
                     compact_range: &[u8],
                     outbox_ids: &[String],
                 ) -> Result<bool> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut w = self.writer().await?;
+                    let mut tx = sqlx::Connection::begin(&mut *w).await?;
                     // The head moves first: on SQLite this takes the write lock, on Postgres the
                     // row lock, and a writer that lost the race learns it before inserting.
                     let moved = sqlx::query(
@@ -475,7 +476,7 @@ macro_rules! impl_audit {
                 }
 
                 async fn delete_audit_outbox(&self, ids: &[String]) -> Result<()> {
-                    delete_outbox_ids(&self.pool, ids).await
+                    delete_outbox_ids(&mut *self.writer().await?, ids).await
                 }
 
                 async fn existing_audit_ids(&self, ids: &[String]) -> Result<Vec<String>> {
@@ -583,7 +584,8 @@ macro_rules! impl_audit {
                     workspace: &WorkspaceId,
                     cutoff: DateTime<Utc>,
                 ) -> Result<u64> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut w = self.writer().await?;
+                    let mut tx = sqlx::Connection::begin(&mut *w).await?;
                     // A write first: the log's row lock (Postgres) or the write lock (SQLite).
                     sqlx::query(
                         "UPDATE audit_logs SET first_kept = first_kept WHERE workspace_id = $1",
@@ -648,7 +650,8 @@ macro_rules! impl_audit {
                     workspace: &WorkspaceId,
                     c: &StoredCheckpoint,
                 ) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut w = self.writer().await?;
+                    let mut tx = sqlx::Connection::begin(&mut *w).await?;
                     sqlx::query(
                         "UPDATE audit_logs SET checkpoint_size = $2 \
                          WHERE workspace_id = $1 AND checkpoint_size < $2",
@@ -747,7 +750,8 @@ macro_rules! impl_audit {
                 }
 
                 async fn rotate_audit_signing_key(&self, key: &AuditSigningKey) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut w = self.writer().await?;
+                    let mut tx = sqlx::Connection::begin(&mut *w).await?;
                     sqlx::query(
                         "UPDATE audit_signing_keys SET retired_at = $1 WHERE retired_at IS NULL",
                     )
@@ -762,7 +766,7 @@ macro_rules! impl_audit {
                 async fn add_first_audit_signing_key(&self, key: &AuditSigningKey) -> Result<bool> {
                     // The partial unique index allows one active key: a concurrent first start
                     // loses here and uses the winner's key.
-                    match insert_key(&self.pool, key).await {
+                    match insert_key(&mut *self.writer().await?, key).await {
                         Ok(()) => Ok(true),
                         Err(StorageError::Duplicate) => Ok(false),
                         Err(e) => Err(e),

@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod audit;
+mod held;
 pub mod outbox;
 mod pool;
 mod postgres;

@@ -4,7 +4,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::PgPool;
+
+use crate::script::ScriptConnection;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -26,6 +29,16 @@ impl PostgresStore {
             pool,
             root: OnceLock::new(),
         })
+    }
+
+    /// A connection for one write: Postgres orders writers itself, so any of the pool's.
+    async fn writer(&self) -> crate::Result<PoolConnection<sqlx::Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// A connection for a write sent as one command.
+    async fn script_writer(&self) -> crate::Result<ScriptConnection<sqlx::Postgres>> {
+        ScriptConnection::acquire(&self.pool).await
     }
 }
 

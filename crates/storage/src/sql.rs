@@ -104,13 +104,14 @@ macro_rules! impl_repositories {
                 )
                 .bind(name)
                 .bind(value)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn bootstrap(&self, root: &RootBootstrap) -> Result<BootstrapOutcome> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let claimed = sqlx::query(
                     "INSERT INTO system_settings (name, value) VALUES ($1, $2) \
                      ON CONFLICT (name) DO NOTHING",
@@ -285,7 +286,7 @@ macro_rules! impl_repositories {
         #[async_trait]
         impl AccountRepository for $store {
             async fn create_account(&self, account: &Account, password_hash: Option<&str>) -> Result<()> {
-                insert_account(&self.pool, account, password_hash).await
+                insert_account(&mut *self.writer().await?, account, password_hash).await
             }
 
             async fn account_by_email(
@@ -309,7 +310,8 @@ macro_rules! impl_repositories {
                 created_at: DateTime<Utc>,
                 expires_at: DateTime<Utc>,
             ) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query(
                     "INSERT INTO control_sessions (token_hash, account_id, created_at, expires_at) \
                      VALUES ($1, $2, $3, $4)",
@@ -348,7 +350,7 @@ macro_rules! impl_repositories {
             async fn delete_session(&self, token_hash: &KeyHash) -> Result<()> {
                 sqlx::query("DELETE FROM control_sessions WHERE token_hash = $1")
                     .bind(token_hash.to_hex())
-                    .execute(&self.pool)
+                    .execute(&mut *self.writer().await?)
                     .await?;
                 Ok(())
             }
@@ -356,7 +358,7 @@ macro_rules! impl_repositories {
             async fn purge_sessions(&self, now: DateTime<Utc>) -> Result<u64> {
                 Ok(sqlx::query("DELETE FROM control_sessions WHERE expires_at <= $1")
                     .bind(ms(now))
-                    .execute(&self.pool)
+                    .execute(&mut *self.writer().await?)
                     .await?
                     .rows_affected())
             }
@@ -379,7 +381,8 @@ macro_rules! impl_repositories {
         #[async_trait]
         impl WorkspaceRepository for $store {
             async fn create_workspace(&self, workspace: &Workspace, owner: &Member) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 insert_workspace(&mut *tx, workspace).await?;
                 insert_member(&mut *tx, owner).await?;
                 let outboxed = write_outbox(&mut *tx).await?;
@@ -520,7 +523,8 @@ macro_rules! impl_repositories {
                     .bind(ms(w.updated_at))
                     .bind(w.id.as_str())
                     .bind(rows.as_deref());
-                let result = crate::script::ScriptConnection::acquire(&self.pool)
+                let result = self
+                    .script_writer()
                     .await?
                     .run(query)
                     .await
@@ -534,7 +538,8 @@ macro_rules! impl_repositories {
             }
 
             async fn delete_workspace(&self, id: &WorkspaceId) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query(
                     "DELETE FROM workspaces WHERE id = $1 \
                      AND NOT EXISTS (SELECT 1 FROM applications WHERE workspace_id = $1)",
@@ -596,7 +601,8 @@ macro_rules! impl_repositories {
                 token_hash: &KeyHash,
                 expires_at: DateTime<Utc>,
             ) -> Result<Member> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 lock_workspace(&mut *tx, &member.workspace_id).await?;
                 sqlx::query(
                     "INSERT INTO accounts (id, email, name, password_hash, created_at, updated_at) \
@@ -644,7 +650,8 @@ macro_rules! impl_repositories {
                 role: Role,
                 now: DateTime<Utc>,
             ) -> Result<Member> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 lock_workspace(&mut *tx, workspace).await?;
                 let done = sqlx::query(
                     "UPDATE members SET role = $1, updated_at = $2 WHERE workspace_id = $3 AND id = $4",
@@ -668,7 +675,8 @@ macro_rules! impl_repositories {
             }
 
             async fn remove_member(&self, workspace: &WorkspaceId, id: &MemberId) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 lock_workspace(&mut *tx, workspace).await?;
                 let done = sqlx::query("DELETE FROM members WHERE workspace_id = $1 AND id = $2")
                     .bind(workspace.as_str())
@@ -724,7 +732,8 @@ macro_rules! impl_repositories {
                 name: Option<&str>,
                 now: DateTime<Utc>,
             ) -> Result<Member> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let consumed = sqlx::query(
                     "UPDATE invitations SET accepted_at = $1 \
                      WHERE id = $2 AND accepted_at IS NULL AND expires_at > $1",
@@ -765,7 +774,8 @@ macro_rules! impl_repositories {
         #[async_trait]
         impl ApplicationRepository for $store {
             async fn create_application(&self, a: &Application) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query(
                     "INSERT INTO applications (id, workspace_id, name, slug, environment, tenancy, \
                      status, region, config, upstreams, created_at, updated_at, deleted_at, purge_at, \
@@ -864,7 +874,8 @@ macro_rules! impl_repositories {
             }
 
             async fn update_application(&self, a: &Application) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query(
                     "UPDATE applications SET name = $1, slug = $2, status = $3, region = $4, \
                      config = $5, upstreams = $6, updated_at = $7, deleted_at = $8, purge_at = $9, \
@@ -936,7 +947,8 @@ macro_rules! impl_repositories {
             }
 
             async fn remove_application(&self, id: &ApplicationId) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query("DELETE FROM applications WHERE id = $1 AND purge_at IS NOT NULL")
                     .bind(id.as_str())
                     .execute(&mut *tx)
@@ -951,7 +963,8 @@ macro_rules! impl_repositories {
         #[async_trait]
         impl KeyRepository for $store {
             async fn insert_key(&self, key: &ApiKey) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 insert_key(&mut *tx, key).await?;
                 let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
@@ -1028,7 +1041,8 @@ macro_rules! impl_repositories {
                 old_expires_at: DateTime<Utc>,
                 replacement: &ApiKey,
             ) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query(
                     "UPDATE api_keys SET rolled_to = $1, expires_at = CASE \
                      WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END \
@@ -1051,7 +1065,8 @@ macro_rules! impl_repositories {
             }
 
             async fn revoke_key(&self, old: &ApiKey, now: DateTime<Utc>) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query(
                     "UPDATE api_keys SET revoked_at = $1 \
                      WHERE workspace_id = $2 AND id = $3 AND revoked_at IS NULL",
@@ -1074,7 +1089,8 @@ macro_rules! impl_repositories {
                 if uses.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 for (id, at) in uses {
                     sqlx::query(
                         "UPDATE api_keys SET last_used_at = $1 \
@@ -1101,7 +1117,8 @@ macro_rules! impl_repositories {
                 if counts.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 for (app, key, hour, n) in counts {
                     sqlx::query(
                         "INSERT INTO request_counts (application_id, key_id, hour, requests) \
@@ -1157,7 +1174,7 @@ macro_rules! impl_repositories {
                 .bind(scope)
                 .bind(key)
                 .bind(expired)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await?;
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_records (scope, idem_key, request_hash, created_at) \
@@ -1167,7 +1184,7 @@ macro_rules! impl_repositories {
                 .bind(key)
                 .bind(request_hash)
                 .bind(ms(now))
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await?;
                 if inserted.rows_affected() == 1 {
                     return Ok(IdempotencyBegin::Started);
@@ -1211,7 +1228,7 @@ macro_rules! impl_repositories {
                 .bind(body)
                 .bind(scope)
                 .bind(key)
-                .execute(&self.pool)
+                .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(())
             }
@@ -1220,7 +1237,7 @@ macro_rules! impl_repositories {
                 sqlx::query("DELETE FROM idempotency_records WHERE scope = $1 AND idem_key = $2")
                     .bind(scope)
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(&mut *self.writer().await?)
                     .await?;
                 Ok(())
             }
@@ -1228,7 +1245,7 @@ macro_rules! impl_repositories {
             async fn purge_idempotency(&self, older_than: DateTime<Utc>) -> Result<u64> {
                 Ok(sqlx::query("DELETE FROM idempotency_records WHERE created_at < $1")
                     .bind(ms(older_than))
-                    .execute(&self.pool)
+                    .execute(&mut *self.writer().await?)
                     .await?
                     .rows_affected())
             }

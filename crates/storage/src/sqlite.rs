@@ -1,4 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode, for a laptop or a single node.
+//!
+//! Reads take any connection of the pool; every write queues for the one connection the store
+//! holds for writing (see `crate::held`), so the process's writers never meet at SQLite's lock.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -7,9 +10,13 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::SqlitePool;
+use tokio::sync::MappedMutexGuard;
+
+use crate::held::{HeldConnection, HeldScript};
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: HeldConnection,
     root: OnceLock<authsome_domain::id::WorkspaceId>,
 }
 
@@ -41,9 +48,21 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         Ok(Self {
+            writer: HeldConnection::new(pool.clone()),
             pool,
             root: OnceLock::new(),
         })
+    }
+
+    /// The connection every write runs on, for one statement or one transaction. A method
+    /// must not call another writing method while it holds it.
+    async fn writer(&self) -> crate::Result<MappedMutexGuard<'_, sqlx::SqliteConnection>> {
+        self.writer.conn().await
+    }
+
+    /// The write connection, for a script (see `crate::script`).
+    async fn script_writer(&self) -> crate::Result<HeldScript<'_>> {
+        self.writer.script().await
     }
 }
 

@@ -79,6 +79,7 @@ backend_tests!(
     audit_appends_are_optimistic_filtered_and_scoped,
     audit_signing_keys_rotate_with_one_active,
     outbox_rows_commit_with_their_write_or_not_at_all,
+    concurrent_writers_all_land,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1517,4 +1518,86 @@ async fn outbox_rows_commit_with_their_write_or_not_at_all(store: Arc<dyn Store>
     );
     assert_eq!(rows[0].body, outbox_row("evt_b1").body);
     assert!((rows[0].created_at - now()).num_seconds().abs() < 60);
+}
+
+/// Many writers at once (on SQLite they queue for the store's one write connection) with
+/// readers alongside: every write lands, none waits on another's lock until it times out, and
+/// a write that fails half-way (a script stopped by a unique index, a transaction that rolled
+/// back) leaves nothing behind and the writers after it unharmed.
+async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
+    let (ws, actor, _) = seeded(&store, "crowd").await;
+    let (other, _, _) = seeded(&store, "crowd-other").await;
+    store
+        .create_application(&application(&ws.id, "crowd-taken"))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let store = store.clone();
+        let (ws, other, actor) = (ws.clone(), other.clone(), actor.clone());
+        tasks.spawn(async move {
+            match i % 4 {
+                // A script that commits.
+                0 => {
+                    let mut w = ws.clone();
+                    w.name = format!("Crowd {i}");
+                    store.update_workspace(&w).await.map(|_| ())
+                }
+                // A script that fails on the unique slug after its first statement began.
+                1 => {
+                    let mut w = ws.clone();
+                    w.slug = other.slug.clone();
+                    match store.update_workspace(&w).await {
+                        Err(StorageError::Duplicate) => Ok(()),
+                        other => panic!("a duplicate slug was taken: {other:?}"),
+                    }
+                }
+                // A transaction that commits.
+                2 => {
+                    let app = application(&ws.id, &format!("crowd-{i}"));
+                    store.create_application(&app).await
+                }
+                // A transaction that rolls back (the slug is taken), and a read.
+                _ => {
+                    let app = application(&ws.id, "crowd-taken");
+                    match store.create_application(&app).await {
+                        Err(StorageError::Duplicate) => {}
+                        other => panic!("a taken slug was used again: {other:?}"),
+                    }
+                    store.workspace_access(&actor, &ws.id).await.map(|_| ())
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task").expect("write");
+    }
+    let apps = store
+        .applications(&ws.id, false, &page(100))
+        .await
+        .unwrap()
+        .items;
+    let mut slugs: Vec<_> = apps.iter().map(|a| a.slug.clone()).collect();
+    slugs.sort();
+    let mut expected: Vec<_> = (0..24)
+        .filter(|i| i % 4 == 2)
+        .map(|i| format!("crowd-{i}"))
+        .chain(["crowd-taken".to_owned()])
+        .collect();
+    expected.sort();
+    assert_eq!(
+        slugs, expected,
+        "each committed application once, no rolled-back one"
+    );
+    let read = store.any_workspace(&ws.id).await.unwrap().unwrap();
+    assert_eq!(read.slug, ws.slug, "the failed scripts changed nothing");
+    assert!(read.name.starts_with("Crowd "));
+    // The writers still work after the failures.
+    let mut w = read.clone();
+    w.name = "After".into();
+    store.update_workspace(&w).await.unwrap();
+    assert_eq!(
+        store.any_workspace(&ws.id).await.unwrap().unwrap().name,
+        "After"
+    );
 }

@@ -11,6 +11,7 @@ use base64::Engine;
 
 use sqlx::pool::PoolConnection;
 
+use crate::held::{HeldConnection, HeldScript};
 use crate::rows::{json, ms, opt_ms, time, unique};
 use crate::{Result, StorageError};
 
@@ -19,20 +20,13 @@ pub(crate) static SQLITE_APP_MIGRATOR: sqlx::migrate::Migrator =
 pub(crate) static POSTGRES_APP_MIGRATOR: sqlx::migrate::Migrator =
     sqlx::migrate!("./migrations/app/postgres");
 
-/// An application's SQLite database, through its one connection.
-///
-/// The connection stays checked out of its pool between queries, behind a lock that is the
-/// queue the pool was: a connection going back to a sqlx pool is pinged on the way (a round
-/// trip to its thread), and the next caller waits for that ping. A method must not call
-/// another method of the store while it holds the connection (the lock is not reentrant;
-/// waiting for it gives up after `HOLD_TIMEOUT` (30 s) rather than hang).
+/// An application's SQLite database, through its one connection (see `crate::held`): every
+/// query of the application queues for it. A method must not call another method of the store
+/// while it holds the connection.
 pub struct SqliteAppStore {
     pool: sqlx::SqlitePool,
-    held: tokio::sync::Mutex<Option<PoolConnection<sqlx::Sqlite>>>,
+    held: HeldConnection,
 }
-
-/// How long a caller waits for an application's SQLite connection (the pool's own default).
-const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SqliteAppStore {
     /// SQLite has no data-modifying CTEs: a rotation is a script of several statements.
@@ -40,35 +34,19 @@ impl SqliteAppStore {
 
     pub(crate) fn new(pool: sqlx::SqlitePool) -> Self {
         Self {
+            held: HeldConnection::new(pool.clone()),
             pool,
-            held: tokio::sync::Mutex::new(None),
         }
-    }
-
-    async fn hold(
-        &self,
-    ) -> Result<tokio::sync::MutexGuard<'_, Option<PoolConnection<sqlx::Sqlite>>>> {
-        let mut held = tokio::time::timeout(HOLD_TIMEOUT, self.held.lock())
-            .await
-            .map_err(|_| StorageError::Database(sqlx::Error::PoolTimedOut))?;
-        if held.is_none() {
-            *held = Some(self.pool.acquire().await?);
-        }
-        Ok(held)
     }
 
     /// The connection, for one query or one transaction.
     async fn conn(&self) -> Result<tokio::sync::MappedMutexGuard<'_, sqlx::SqliteConnection>> {
-        tokio::sync::MutexGuard::try_map(self.hold().await?, |held| held.as_mut().map(|c| &mut **c))
-            .map_err(|_| StorageError::Corrupt("application connection"))
+        self.held.conn().await
     }
 
     /// The connection, for a script (see `crate::script`): discarded unless it finished.
     async fn script_conn(&self) -> Result<HeldScript<'_>> {
-        Ok(HeldScript {
-            held: self.hold().await?,
-            finished: false,
-        })
+        self.held.script().await
     }
 
     /// Runs the application migrations on the held connection.
@@ -80,47 +58,8 @@ impl SqliteAppStore {
 
     /// Gives the connection back and closes the pool.
     pub(crate) async fn close(&self) {
-        if let Ok(mut held) = tokio::time::timeout(HOLD_TIMEOUT, self.held.lock()).await {
-            held.take();
-        }
+        self.held.release().await;
         self.pool.close().await;
-    }
-}
-
-/// The held connection while a script runs on it; if the script did not run to its end, the
-/// connection is closed (rolling back what the script left open) instead of kept.
-struct HeldScript<'a> {
-    held: tokio::sync::MutexGuard<'a, Option<PoolConnection<sqlx::Sqlite>>>,
-    finished: bool,
-}
-
-impl HeldScript<'_> {
-    /// Runs the whole script (see `crate::script`); the connection is kept only if the script
-    /// ran to its end.
-    async fn run<'q, A>(
-        mut self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, A>,
-    ) -> Result<Vec<sqlx::sqlite::SqliteRow>>
-    where
-        A: sqlx::IntoArguments<'q, sqlx::Sqlite> + 'q,
-    {
-        let conn = self
-            .held
-            .as_mut()
-            .ok_or(StorageError::Corrupt("application connection"))?;
-        let rows = query.fetch_all(&mut **conn).await?;
-        self.finished = true;
-        Ok(rows)
-    }
-}
-
-impl Drop for HeldScript<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            if let Some(mut conn) = self.held.take() {
-                conn.close_on_drop();
-            }
-        }
     }
 }
 
