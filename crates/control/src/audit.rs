@@ -129,6 +129,8 @@ pub struct AuditLog {
     hmac_keys: Mutex<HashMap<WorkspaceId, Arc<[u8; 32]>>>,
     last_prune: Mutex<Option<std::time::Instant>>,
     app_outbox: std::sync::OnceLock<Arc<dyn AppOutbox>>,
+    /// Ends the writer's linger early: a flush is waiting.
+    flush_asked: tokio::sync::Notify,
 }
 
 /// How often retention runs.
@@ -214,6 +216,7 @@ impl AuditLog {
             hmac_keys: Mutex::new(HashMap::new()),
             last_prune: Mutex::new(None),
             app_outbox: std::sync::OnceLock::new(),
+            flush_asked: tokio::sync::Notify::new(),
         })
     }
 
@@ -256,6 +259,7 @@ impl AuditLog {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.queue.send(Msg::Flush(done)).is_ok() {
+            self.flush_asked.notify_one();
             let _ = wait.await;
         }
     }
@@ -284,27 +288,34 @@ impl AuditLog {
             let mut events = Vec::new();
             let mut flushes = Vec::new();
             // Entries trickling in one by one (sequential writes) are worth a short wait: one
-            // append transaction for many entries instead of one each. A flush ends the wait.
+            // append transaction for many entries instead of one each. The writer sleeps through
+            // the wait rather than waking for each queued entry (a thread wake-up per audited
+            // write costs more than the entry itself); a flush ends it early. A backlog that
+            // fills a batch at once is written without waiting.
             let linger_until = tokio::time::Instant::now() + LINGER;
             let mut next = Some(first);
-            while let Some(m) = next.take() {
-                match m {
-                    Msg::Event(q) => events.push(*q),
-                    Msg::Flush(f) => flushes.push(f),
+            loop {
+                while let Some(m) = next.take() {
+                    match m {
+                        Msg::Event(q) => events.push(*q),
+                        Msg::Flush(f) => flushes.push(f),
+                    }
+                    if events.len() >= BATCH {
+                        break;
+                    }
+                    next = receiver.try_recv().ok();
                 }
-                if events.len() >= BATCH {
+                if events.len() >= BATCH
+                    || !flushes.is_empty()
+                    || tokio::time::Instant::now() >= linger_until
+                {
                     break;
                 }
-                next = match receiver.try_recv() {
-                    Ok(m) => Some(m),
-                    Err(_) if flushes.is_empty() => {
-                        tokio::time::timeout_at(linger_until, receiver.recv())
-                            .await
-                            .ok()
-                            .flatten()
-                    }
-                    Err(_) => None,
-                };
+                tokio::select! {
+                    _ = tokio::time::sleep_until(linger_until) => {}
+                    _ = self.flush_asked.notified() => {}
+                }
+                next = receiver.try_recv().ok();
             }
             let mut backoff = Duration::from_millis(50);
             while let Err(e) = self.write(&events, &mut heads, &mut workspaces).await {
