@@ -3,20 +3,22 @@
 //! sqlx runs each SQLite connection on its own thread, and every statement, `BEGIN` and
 //! `COMMIT` is a round trip to that thread: two thread wake-ups, most of what a short statement
 //! costs. A write of a few statements can instead go as one script,
-//! `BEGIN IMMEDIATE; …; COMMIT` (see [`sqlite_script!`]), run on a connection held by a
-//! [`ScriptConnection`]: unless the script ran to its end, the connection is closed
-//! rather than returned to the pool, and closing it rolls back whatever the script left open
-//! (a statement that failed half-way, a caller that gave up waiting). Each statement after the
+//! `BEGIN IMMEDIATE; …; COMMIT` (see [`sqlite_script!`]), run on a database's held write
+//! connection (`crate::held::HeldScript`): unless the script ran to its end, the connection is
+//! closed rather than kept, and closing it rolls back whatever the script left open (a
+//! statement that failed half-way, a caller that gave up waiting). Each statement after the
 //! first is written to act only if the ones before it did what they had to (`changes()`,
 //! `EXISTS`), so a script that changes nothing commits nothing.
 //!
 //! A script reports what it did with a `SELECT changes()` after the statement that decides it,
-//! read by [`ScriptConnection::run`], which runs the script to its end (a fetch of one row would stop it before
-//! its `COMMIT`). The rows-affected total of a script is no use: sqlx adds SQLite's
+//! read by `HeldScript::run`, which runs the script to its end (a fetch of one row would stop it
+//! before its `COMMIT`). The rows-affected total of a script is no use: sqlx adds SQLite's
 //! last-statement count after every statement, `BEGIN` and `COMMIT` included, so it carries
 //! counts from earlier commands.
 //!
-//! Postgres needs none of this: one statement with data-modifying CTEs does the same.
+//! Postgres needs none of this: one statement with data-modifying CTEs does the same. Code shared
+//! by both backends sends that statement through a [`ScriptConnection`], a pooled connection
+//! with the same rule (closed unless the command ran to its end).
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
