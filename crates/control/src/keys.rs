@@ -197,7 +197,13 @@ impl KeyCache {
 
     pub fn record_use(&self, id: &KeyId, at: DateTime<Utc>) {
         if let Ok(mut usage) = self.usage.lock() {
-            usage.insert(id.clone(), at);
+            // Every keyed request passes here: the id is copied only when first seen.
+            match usage.get_mut(id) {
+                Some(last) => *last = at,
+                None => {
+                    usage.insert(id.clone(), at);
+                }
+            }
         }
     }
 
@@ -284,7 +290,7 @@ impl ControlPlane {
         method: &str,
         path_with_query: &str,
         body_digest: &str,
-    ) -> Result<(Arc<Application>, ApiKey)> {
+    ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
         let bad = || ControlError::Unauthenticated("invalid request signature");
         let app_id =
             ApplicationId::parse(app_id).map_err(|_| ControlError::NotFound("application"))?;
@@ -338,7 +344,7 @@ impl ControlPlane {
             .filter(|a| !a.is_deleted())
             .ok_or(ControlError::NotFound("application"))?;
         self.keys.record_use(&key.id, now);
-        Ok((app, key))
+        Ok((app, Arc::new(key)))
     }
 
     /// Resolves a customer-API credential against the application in the path: which
@@ -347,7 +353,7 @@ impl ControlPlane {
         &self,
         app_id: &str,
         credential: &str,
-    ) -> Result<(Arc<Application>, ApiKey)> {
+    ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
         let parsed =
             parse_key(credential).map_err(|_| ControlError::Unauthenticated("invalid API key"))?;
         if parsed.kind == KeyKind::Management {
@@ -365,7 +371,7 @@ impl ControlPlane {
         &self,
         app_id: &str,
         key_hash: &str,
-    ) -> Result<(Arc<Application>, ApiKey)> {
+    ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
         let hash =
             KeyHash::from_hex(key_hash).ok_or(ControlError::Unauthenticated("invalid API key"))?;
         self.app_key_by_hash(app_id, &hash).await
@@ -375,7 +381,7 @@ impl ControlPlane {
         &self,
         app_id: &str,
         hash: &KeyHash,
-    ) -> Result<(Arc<Application>, ApiKey)> {
+    ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
         let app_id =
             ApplicationId::parse(app_id).map_err(|_| ControlError::NotFound("application"))?;
         let key = self
@@ -390,7 +396,7 @@ impl ControlPlane {
             .await?
             .filter(|a| !a.is_deleted())
             .ok_or(ControlError::NotFound("application"))?;
-        Ok((app, (*key).clone()))
+        Ok((app, key))
     }
 
     /// The application from the cache or storage; scoped to `workspace` when the caller's

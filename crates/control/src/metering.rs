@@ -7,6 +7,7 @@
 //! overshot by a few seconds of traffic. That is the price of no write per request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,21 +22,94 @@ const TOTAL_TTL: Duration = Duration::from_secs(5);
 pub struct RequestMeter {
     pending: Mutex<Pending>,
     totals: RwLock<HashMap<ApplicationId, (i64, u64, Instant)>>,
+    /// The last hour whose month was worked out and that month's first hour, packed as
+    /// `hour << 32 | month_start_hour` (0: none yet): every request asks, and the calendar
+    /// arithmetic is worth doing once an hour rather than twice a request.
+    month_memo: AtomicU64,
 }
 
-/// Counts not yet written: per (application, key, hour), and per application and month-start
-/// hour so the quota check reads one entry instead of scanning.
+impl RequestMeter {
+    /// The first hour of the calendar month (UTC) that `hour` falls in.
+    fn month_start(&self, hour: i64) -> i64 {
+        let packed = self.month_memo.load(Ordering::Relaxed);
+        if packed != 0 && (packed >> 32) as i64 == hour {
+            return (packed & u64::from(u32::MAX)) as i64;
+        }
+        let month = month_bounds(hour_start(hour)).0;
+        if let (Ok(h), Ok(m)) = (u32::try_from(hour), u32::try_from(month)) {
+            self.month_memo
+                .store(u64::from(h) << 32 | u64::from(m), Ordering::Relaxed);
+        }
+        month
+    }
+}
+
+/// Counts not yet written, per application: per key and hour, and per month-start hour so the
+/// quota check reads one entry instead of summing. Looked up by reference, so counting a
+/// request copies no id once its application and key have been seen.
 #[derive(Default)]
 struct Pending {
-    counts: HashMap<(ApplicationId, KeyId, i64), u64>,
-    per_app: HashMap<(ApplicationId, i64), u64>,
+    apps: HashMap<ApplicationId, AppPending>,
+}
+
+#[derive(Default)]
+struct AppPending {
+    /// (month-start hour, requests): one entry, two around the turn of a month.
+    months: Vec<(i64, u64)>,
+    keys: HashMap<KeyId, Vec<(i64, u64)>>,
+}
+
+/// Adds `n` to the count of `at` in a short list of (hour, count).
+fn bump(counts: &mut Vec<(i64, u64)>, at: i64, n: u64) {
+    match counts.iter_mut().find(|(h, _)| *h == at) {
+        Some((_, count)) => *count += n,
+        None => counts.push((at, n)),
+    }
+}
+
+impl AppPending {
+    fn add(&mut self, key: &KeyId, hour: i64, month: i64, n: u64) {
+        bump(&mut self.months, month, n);
+        match self.keys.get_mut(key) {
+            Some(hours) => bump(hours, hour, n),
+            None => {
+                self.keys.insert(key.clone(), vec![(hour, n)]);
+            }
+        }
+    }
 }
 
 impl Pending {
-    fn add(&mut self, app: ApplicationId, key: KeyId, hour: i64, n: u64) {
-        let month = month_bounds(hour_start(hour)).0;
-        *self.per_app.entry((app.clone(), month)).or_insert(0) += n;
-        *self.counts.entry((app, key, hour)).or_insert(0) += n;
+    fn add(&mut self, app: &ApplicationId, key: &KeyId, hour: i64, month: i64, n: u64) {
+        match self.apps.get_mut(app) {
+            Some(pending) => pending.add(key, hour, month, n),
+            None => {
+                let mut pending = AppPending::default();
+                pending.add(key, hour, month, n);
+                self.apps.insert(app.clone(), pending);
+            }
+        }
+    }
+
+    /// Everything counted, as (application, key, hour, requests).
+    fn into_counts(self) -> Vec<(ApplicationId, KeyId, i64, u64)> {
+        let mut counts = Vec::new();
+        for (app, pending) in self.apps {
+            for (key, hours) in pending.keys {
+                for (hour, n) in hours {
+                    counts.push((app.clone(), key.clone(), hour, n));
+                }
+            }
+        }
+        counts
+    }
+
+    /// Requests of `app` counted here in the month starting at hour `month`.
+    fn month_total(&self, app: &ApplicationId, month: i64) -> u64 {
+        self.apps
+            .get(app)
+            .and_then(|p| p.months.iter().find(|(m, _)| *m == month))
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -66,22 +140,16 @@ impl ControlPlane {
     /// Counts one customer-API request (in memory).
     pub fn record_request(&self, app: &ApplicationId, key: &KeyId) {
         let hour = hour_of(Utc::now());
+        let month = self.meter.month_start(hour);
         if let Ok(mut pending) = self.meter.pending.lock() {
-            pending.add(app.clone(), key.clone(), hour, 1);
+            pending.add(app, key, hour, month, 1);
         }
     }
 
     /// Writes the counted requests; on failure they are kept for the next flush.
     pub async fn flush_request_counts(&self) -> Result<usize> {
         let counts: Vec<_> = match self.meter.pending.lock() {
-            Ok(mut pending) => {
-                let taken = std::mem::take(&mut *pending);
-                taken
-                    .counts
-                    .into_iter()
-                    .map(|((a, k, h), n)| (a, k, h, n))
-                    .collect()
-            }
+            Ok(mut pending) => std::mem::take(&mut *pending).into_counts(),
             Err(_) => return Ok(0),
         };
         if counts.is_empty() {
@@ -99,8 +167,8 @@ impl ControlPlane {
             }
             Err(e) => {
                 if let Ok(mut pending) = self.meter.pending.lock() {
-                    for (a, k, h, n) in counts {
-                        pending.add(a, k, h, n);
+                    for (a, k, h, n) in &counts {
+                        pending.add(a, k, *h, self.meter.month_start(*h), *n);
                     }
                 }
                 Err(e.into())
@@ -110,7 +178,7 @@ impl ControlPlane {
 
     /// Requests of the application this calendar month (UTC): stored plus not yet flushed here.
     pub async fn month_requests(&self, app: &ApplicationId) -> Result<u64> {
-        let (from_hour, _) = month_bounds(Utc::now());
+        let from_hour = self.meter.month_start(hour_of(Utc::now()));
         let cached = self.meter.totals.read().ok().and_then(|t| {
             t.get(app)
                 .filter(|(from, _, at)| *from == from_hour && at.elapsed() < TOTAL_TTL)
@@ -134,8 +202,7 @@ impl ControlPlane {
             .pending
             .lock()
             .ok()
-            .and_then(|p| p.per_app.get(&(app.clone(), from_hour)).copied())
-            .unwrap_or(0);
+            .map_or(0, |p| p.month_total(app, from_hour));
         Ok(stored + pending)
     }
 }
@@ -156,5 +223,61 @@ mod tests {
                 / 3600
         );
         assert_eq!(next, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn pending_counts_by_key_hour_and_month() {
+        let meter = RequestMeter::default();
+        let hour = |m, d, h| hour_of(Utc.with_ymd_and_hms(2026, m, d, h, 0, 0).unwrap());
+        let (app, other) = (ApplicationId::new(), ApplicationId::new());
+        let (k1, k2) = (KeyId::new(), KeyId::new());
+        let mut pending = Pending::default();
+        // The last hour of November and the first of December, twice each (the memo is asked
+        // for the same hour again and for the next one).
+        for at in [
+            hour(11, 30, 23),
+            hour(11, 30, 23),
+            hour(12, 1, 0),
+            hour(12, 1, 0),
+        ] {
+            let month = meter.month_start(at);
+            assert_eq!(month, month_bounds(hour_start(at)).0);
+            pending.add(&app, &k1, at, month, 1);
+        }
+        pending.add(
+            &app,
+            &k2,
+            hour(12, 1, 0),
+            meter.month_start(hour(12, 1, 0)),
+            5,
+        );
+        pending.add(
+            &other,
+            &k1,
+            hour(12, 1, 0),
+            meter.month_start(hour(12, 1, 0)),
+            7,
+        );
+        let november = meter.month_start(hour(11, 1, 0));
+        let december = meter.month_start(hour(12, 1, 0));
+        assert_eq!(pending.month_total(&app, november), 2);
+        assert_eq!(pending.month_total(&app, december), 7);
+        assert_eq!(pending.month_total(&other, december), 7);
+        assert_eq!(pending.month_total(&other, november), 0);
+        let mut counts: Vec<_> = pending
+            .into_counts()
+            .into_iter()
+            .map(|(a, k, h, n)| (a == app, k == k1, h, n))
+            .collect();
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![
+                (false, true, hour(12, 1, 0), 7),
+                (true, false, hour(12, 1, 0), 5),
+                (true, true, hour(11, 30, 23), 2),
+                (true, true, hour(12, 1, 0), 2),
+            ]
+        );
     }
 }

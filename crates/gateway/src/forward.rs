@@ -9,8 +9,6 @@
 //! the method, path, application, request id, client address and key, valid for
 //! [`MAX_SKEW_SECONDS`].
 
-use std::fmt::Write as _;
-
 use hmac::{Hmac, Mac};
 use http::header::{HeaderMap, HeaderName, CONNECTION};
 use sha2::Sha256;
@@ -133,18 +131,31 @@ impl ForwardKey {
 
     /// The `X-AuthSome-Forwarded` value for `assertion` on a request `method path_and_query`.
     pub fn sign(&self, assertion: &Assertion, method: &str, path_and_query: &str) -> String {
+        // On every forwarded request: pieced together rather than formatted.
         let sig = self.mac(assertion, method, path_and_query);
+        let mut hex_sig = [0u8; 64];
+        let hex_sig = match hex::encode_to_slice(sig, &mut hex_sig) {
+            Ok(()) => std::str::from_utf8(&hex_sig).unwrap_or_default(),
+            Err(_) => "",
+        };
+        let mut issued_at = itoa::Buffer::new();
         let mut value = String::with_capacity(200);
-        let _ = write!(
-            value,
-            "v1 t={} app={} rid={} ip={} key={} sig={}",
-            assertion.issued_at,
-            assertion.app_id,
-            assertion.request_id,
-            assertion.client_ip,
+        for part in [
+            "v1 t=",
+            issued_at.format(assertion.issued_at),
+            " app=",
+            &assertion.app_id,
+            " rid=",
+            &assertion.request_id,
+            " ip=",
+            &assertion.client_ip,
+            " key=",
             assertion.key_hash.as_deref().unwrap_or("-"),
-            hex::encode(sig)
-        );
+            " sig=",
+            hex_sig,
+        ] {
+            value.push_str(part);
+        }
         value
     }
 
@@ -200,7 +211,7 @@ impl ForwardKey {
         let mut mac = self.0.clone();
         for part in [
             "authsome.forward.v1",
-            &a.issued_at.to_string(),
+            itoa::Buffer::new().format(a.issued_at),
             method,
             path_and_query,
             &a.app_id,

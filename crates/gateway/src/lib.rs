@@ -177,10 +177,23 @@ impl RateLimiter for InProcessLimiter {
         if tats.len() > 100_000 {
             tats.retain(|_, tat| *tat > now);
         }
-        let (decision, new_tat) = gcra(now, tats.get(subject).copied(), limit);
-        if let Some(t) = new_tat {
-            tats.insert(subject.to_owned(), t);
-        }
+        // The subject's name is copied only the first time it is seen.
+        let decision = match tats.get_mut(subject) {
+            Some(tat) => {
+                let (decision, new_tat) = gcra(now, Some(*tat), limit);
+                if let Some(t) = new_tat {
+                    *tat = t;
+                }
+                decision
+            }
+            None => {
+                let (decision, new_tat) = gcra(now, None, limit);
+                if let Some(t) = new_tat {
+                    tats.insert(subject.to_owned(), t);
+                }
+                decision
+            }
+        };
         Ok(decision)
     }
 }

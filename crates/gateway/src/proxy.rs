@@ -34,6 +34,7 @@ use http::{HeaderValue, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use smallvec::SmallVec;
 
 /// Idle connections kept per upstream for client connections to come.
 pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
@@ -298,11 +299,12 @@ where
         parts: http::request::Parts,
         body: Outgoing<B>,
     ) -> Result<Response<Incoming>, ProxyError> {
+        // On the stack for the usual handful of upstreams (this runs on every request).
         let all = upstreams
             .iter()
             .map(|u| self.upstream(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        let healthy: Vec<&Arc<Upstream<B>>> = all
+            .collect::<Result<SmallVec<[_; 4]>, _>>()?;
+        let healthy: SmallVec<[&Arc<Upstream<B>>; 4]> = all
             .iter()
             .filter(|u| u.healthy.load(Ordering::SeqCst))
             .collect();

@@ -42,7 +42,7 @@ impl EventSink for EventBus {
         if let Some(context) = request_id::context() {
             event.request_id = Some(context.id.clone());
             event.ip.clone_from(&context.ip);
-            event.user_agent.clone_from(&context.user_agent);
+            event.user_agent = context.user_agent();
             if event.actor == EventActor::Unknown {
                 if let Some(actor) = context.actor() {
                     event.actor = actor;

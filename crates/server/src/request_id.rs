@@ -19,9 +19,11 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-re
 /// What the server knows about the request being served.
 pub struct RequestContext {
     pub id: String,
-    /// The peer address and `User-Agent`, for audit entries.
+    /// The peer address, for audit entries and forwarding.
     pub ip: Option<String>,
-    pub user_agent: Option<String>,
+    /// The `User-Agent` as sent; read (and cut to [`USER_AGENT_CHARS`]) only when an audit
+    /// entry asks, which most requests never do.
+    user_agent: Option<HeaderValue>,
     actor: std::sync::Mutex<Option<EventActor>>,
     customer: std::sync::Mutex<CustomerHeaders>,
 }
@@ -62,7 +64,18 @@ pub fn set_rate_limit(decision: authsome_gateway::Decision) {
     }
 }
 
+/// The longest `User-Agent` an audit entry keeps, in characters.
+const USER_AGENT_CHARS: usize = 512;
+
 impl RequestContext {
+    /// The client's `User-Agent` (at most [`USER_AGENT_CHARS`] characters), if it sent one
+    /// in text.
+    pub fn user_agent(&self) -> Option<String> {
+        // `to_str` takes visible ASCII only, so characters are bytes here.
+        let agent = self.user_agent.as_ref()?.to_str().ok()?;
+        Some(agent.get(..USER_AGENT_CHARS).unwrap_or(agent).to_owned())
+    }
+
     pub fn actor(&self) -> Option<EventActor> {
         self.actor.lock().ok().and_then(|a| a.clone())
     }
@@ -124,11 +137,7 @@ where
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let user_agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(512).collect());
+    let user_agent = request.headers().get(header::USER_AGENT).cloned();
     let context = std::sync::Arc::new(RequestContext {
         id: id.clone(),
         ip,
@@ -239,4 +248,37 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Bo
         "internal error".into(),
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context_with_agent(agent: Option<HeaderValue>) -> RequestContext {
+        RequestContext {
+            id: "req_1".into(),
+            ip: None,
+            user_agent: agent,
+            actor: std::sync::Mutex::new(None),
+            customer: std::sync::Mutex::new(CustomerHeaders::default()),
+        }
+    }
+
+    #[test]
+    fn the_user_agent_is_kept_to_its_first_512_characters() {
+        let short = context_with_agent(Some(HeaderValue::from_static("curl/8.5.0")));
+        assert_eq!(short.user_agent().as_deref(), Some("curl/8.5.0"));
+
+        // Not visible ASCII is not text: no agent rather than a garbled one.
+        let bytes = HeaderValue::from_bytes("é".repeat(600).as_bytes()).unwrap();
+        assert_eq!(context_with_agent(Some(bytes)).user_agent(), None);
+        let ascii = "a".repeat(600);
+        let cut = context_with_agent(Some(HeaderValue::from_str(&ascii).unwrap()))
+            .user_agent()
+            .unwrap();
+        assert_eq!(cut.len(), USER_AGENT_CHARS);
+        assert!(ascii.starts_with(&cut));
+
+        assert_eq!(context_with_agent(None).user_agent(), None);
+    }
 }

@@ -62,7 +62,7 @@ pub async fn keyed(
     state: &AppState,
     app_id: &str,
     parts: &Parts,
-) -> Result<(Arc<Application>, ApiKey), ApiError> {
+) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
     let (app, key) = entry(state, app_id, parts).await?;
     ensure_serving(&app)?;
     Ok((app, key))
@@ -74,7 +74,7 @@ async fn entry(
     state: &AppState,
     app_id: &str,
     parts: &Parts,
-) -> Result<(Arc<Application>, ApiKey), ApiError> {
+) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
     // On a dedicated instance, the gateway already verified the key and applied the rate
     // limit, quota and metering; the key is looked up again only to refuse one revoked since.
     if let Some(hash) = parts
@@ -220,7 +220,7 @@ async fn verify_signed(
     app_id: &str,
     parts: &Parts,
     signed: Result<Signed<'_>, ApiError>,
-) -> Result<(Arc<Application>, ApiKey), ApiError> {
+) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
     let signed = signed?;
     let digest = parts
         .extensions
