@@ -5,7 +5,11 @@
 #   (b) through nginx as a plain reverse proxy (upstream keepalive),
 #   (c) through the authsome gateway to a dedicated application: key check, rate limit (in
 #       process), metering, header hygiene, signed forwarding assertion,
-#   (d) as (c) with the rate limit in Redis (when Redis answers at $REDIS_URL).
+#   (d) as (c) with the rate limit in Redis (when Redis answers at $REDIS_URL),
+#   (e) the gateway's HTTP path alone, none of its checks (the forward_only example of
+#       authsome-gateway: hyper's server and the forwarding client): what this stack costs on
+#       this host before any of (c)'s work, so a run shows how much of the gap to nginx is
+#       the checks and how much the HTTP machinery.
 # Each proxy gets one thread (nginx: 1 worker; authsome: AUTHSOME_WORKER_THREADS=1). Besides
 # throughput and latency, each line gives the CPU time the process under test used per request
 # (from /proc): steadier than throughput on a shared machine, for comparing changes.
@@ -20,8 +24,12 @@ redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 for tool in nginx wrk python3 curl; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed" >&2; exit 1; }
 done
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p authsome >/dev/null 2>&1
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --release -p authsome >/dev/null 2>&1
+  cargo build --release -p authsome-gateway --example forward_only >/dev/null 2>&1
+fi
 bin=$PWD/target/release/authsome
+forward_only=$PWD/target/release/examples/forward_only
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up=$(free_port); px=$(free_port); gw=$(free_port); gw2=$(free_port)
 work=$(mktemp -d)
@@ -106,7 +114,7 @@ print(f"{label:<44} {rps:>10.0f} req/s   p50 {p50:>7.0f} us   p99 {p99:>7.0f} us
 }
 
 echo "wrk -t1 -c$conns -d${secs}s, $(nproc) cores"
-echo "CPU/request: of the upstream in (a), of the proxy in (b) to (d)"
+echo "CPU/request: of the upstream in (a), of the proxy in (b) to (e)"
 run "(a) direct to the upstream" "$(nginx_worker upstream)" "http://127.0.0.1:$up$path"
 run "(b) nginx reverse proxy" "$(nginx_worker proxy)" "http://127.0.0.1:$px$path"
 run "(c) authsome gateway (key, limit, metering)" "${pids[0]}" "http://127.0.0.1:$gw$path" \
@@ -114,5 +122,13 @@ run "(c) authsome gateway (key, limit, metering)" "${pids[0]}" "http://127.0.0.1
 if redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
   serve "$gw2" AUTHSOME_REDIS_URL="$redis_url" AUTHSOME_REDIS_PREFIX="bench-$$:"
   run "(d) as (c), rate limit in Redis" "${pids[1]}" "http://127.0.0.1:$gw2$path" \
+    -H "Authorization: Bearer $sk"
+fi
+if [ -x "$forward_only" ]; then
+  fo=$(free_port)
+  "$forward_only" "127.0.0.1:$fo" "http://127.0.0.1:$up" &
+  pids+=($!)
+  until curl -s -o /dev/null "http://127.0.0.1:$fo/" 2>/dev/null; do sleep 0.05; done
+  run "(e) HTTP path alone (forward_only example)" "${pids[-1]}" "http://127.0.0.1:$fo$path" \
     -H "Authorization: Bearer $sk"
 fi
