@@ -2,7 +2,7 @@
 //! (workspaces, members and roles, applications, API keys) with the rules that govern them.
 //!
 //! **Invariant:** this crate does no I/O. It knows nothing of HTTP, SQL or the clock beyond
-//! `chrono::Utc::now()` for creating records; storage and transport depend on it, never the
+//! reading the current time ([`now`]) for creating records; storage and transport depend on it, never the
 //! reverse. Values that pass a `parse` function here are valid everywhere downstream.
 
 pub mod event;
@@ -32,8 +32,12 @@ impl ValidationError {
 
 /// The current time at millisecond precision: what storage can hold exactly on both backends.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
-    let now = chrono::Utc::now();
-    chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+    // Straight from the system clock (one calendar conversion, not two: the customer API's
+    // entry point asks on every request).
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    chrono::DateTime::from_timestamp_millis(millis).unwrap_or_else(chrono::Utc::now)
 }
 
 /// An error and its sources, `outer: inner: innermost`, for logs and stored failure texts.

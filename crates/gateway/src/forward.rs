@@ -12,6 +12,7 @@
 use hmac::{Hmac, Mac};
 use http::header::{HeaderMap, HeaderName, CONNECTION};
 use sha2::Sha256;
+use smallvec::SmallVec;
 use subtle::ConstantTimeEq;
 
 /// The gateway's signed statement about a forwarded request.
@@ -50,7 +51,7 @@ const SPOOFABLE: [&str; 9] = [
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One look at the names present (usually none of these, or only `Connection`), rather
     // than a removal per listed name.
-    let mut present: Vec<HeaderName> = headers
+    let mut present: SmallVec<[HeaderName; 4]> = headers
         .keys()
         .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
         .cloned()
@@ -83,7 +84,7 @@ pub fn strip_client_identity(headers: &mut HeaderMap) {
     for name in SPOOFABLE {
         headers.remove(name);
     }
-    let ours: Vec<HeaderName> = headers
+    let ours: SmallVec<[HeaderName; 4]> = headers
         .keys()
         .filter(|name| name.as_str().starts_with("x-authsome-"))
         .cloned()
