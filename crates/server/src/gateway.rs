@@ -54,10 +54,15 @@ pub(crate) fn customer_app(path: &str) -> Option<&str> {
 
 /// The direct path for a dedicated application's customer-API request that needs nothing of
 /// the router's layers (no body signature to digest, no `Idempotency-Key` to record): the
-/// request-id layer's work ([`crate::request_id::instrument`]) around `forward_to_upstream`,
+/// request-id layer's work ([`crate::request_id::instrument_as`]) around `forward_to_upstream`,
 /// exactly as [`dispatch`] would do it after the router. Any other request is given back, for
-/// the router.
-pub async fn forward_directly(state: &AppState, request: Request) -> Result<Response, Request> {
+/// the router (which needs the peer address as the `ConnectInfo` extension; this path takes it
+/// as `peer`).
+pub async fn forward_directly(
+    state: &AppState,
+    request: Request,
+    peer: SocketAddr,
+) -> Result<Response, Request> {
     let headers = request.headers();
     if state.http.only_app.is_some()
         || headers.contains_key(customer::SIGNATURE_HEADER)
@@ -73,17 +78,16 @@ pub async fn forward_directly(state: &AppState, request: Request) -> Result<Resp
         },
         None => return Err(request),
     };
+    let route = Some(crate::metrics::FORWARDED_ROUTE);
     Ok(
-        crate::request_id::instrument(request, |request| async move {
+        crate::request_id::instrument_as(request, Some(peer), route, |request| async move {
             let forwarded = AssertUnwindSafe(forward_to_upstream(state, app, request))
                 .catch_unwind()
                 .await;
-            let mut response = match forwarded {
+            match forwarded {
                 Ok(response) => response.unwrap_or_else(IntoResponse::into_response),
                 Err(panic) => crate::request_id::panic_response(panic),
-            };
-            response.extensions_mut().insert(ForwardedResponse);
-            response
+            }
         })
         .await,
     )

@@ -112,8 +112,28 @@ pub async fn layer(request: Request, next: Next) -> Response {
 
 /// What [`layer`] does around the rest of the stack, here `handler`: the request id and
 /// context, the error-body safety net, the customer-API response headers, metrics and the
-/// request log line. Also used by the server's direct forwarding path, which skips the router.
+/// request log line.
 pub async fn instrument<F, Fut>(request: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    instrument_as(request, peer, None, handler).await
+}
+
+/// [`instrument`] for the server's direct forwarding path, which skips the router: the peer
+/// address is given rather than read from the request's extensions, and the metrics route
+/// label is fixed (neither needs an extension, which would be an allocation per request).
+pub async fn instrument_as<F, Fut>(
+    request: Request,
+    peer: Option<std::net::SocketAddr>,
+    route_label: Option<&'static str>,
+    handler: F,
+) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
@@ -133,10 +153,7 @@ where
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_owned());
-    let ip = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let ip = peer.map(|p| p.ip().to_string());
     let user_agent = request.headers().get(header::USER_AGENT).cloned();
     let context = std::sync::Arc::new(RequestContext {
         id: id.clone(),
@@ -158,7 +175,7 @@ where
     let customer = context
         .customer
         .lock()
-        .map(|c| c.clone())
+        .map(|mut c| std::mem::take(&mut *c))
         .unwrap_or_default();
     let headers = response.headers_mut();
     if let Some(nonce) = customer
@@ -185,14 +202,16 @@ where
             HeaderValue::from(reset),
         );
     }
-    let route = if response
-        .extensions()
-        .get::<crate::gateway::ForwardedResponse>()
-        .is_some()
-    {
-        crate::metrics::FORWARDED_ROUTE
-    } else {
-        route.as_deref().unwrap_or("unmatched")
+    let route = match route_label {
+        Some(label) => label,
+        None if response
+            .extensions()
+            .get::<crate::gateway::ForwardedResponse>()
+            .is_some() =>
+        {
+            crate::metrics::FORWARDED_ROUTE
+        }
+        None => route.as_deref().unwrap_or("unmatched"),
     };
     crate::metrics::request(
         &method,

@@ -61,17 +61,19 @@ pub async fn serve(
         let state = state.clone();
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(ConnectInfo(peer));
+            let request = request.map(Body::new);
             let state = state.clone();
             let router = router.clone();
             async move {
-                let response = match crate::gateway::forward_directly(&state, request).await {
+                let response = match crate::gateway::forward_directly(&state, request, peer).await {
                     Ok(response) => response,
-                    Err(request) => match router.oneshot(request).await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    },
+                    Err(mut request) => {
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        match router.oneshot(request).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    }
                 };
                 Ok::<_, Infallible>(response)
             }
