@@ -121,6 +121,15 @@ fn hour_of(t: DateTime<Utc>) -> i64 {
     t.timestamp().div_euclid(3600)
 }
 
+/// The hour (since the Unix epoch) it is now: straight from the system clock, without the
+/// calendar conversion of a `DateTime` (asked twice on every customer-API request).
+fn current_hour() -> i64 {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i64::try_from(seconds / 3600).unwrap_or(i64::MAX)
+}
+
 /// The first hour of `t`'s calendar month (UTC), and the start of the next month.
 pub fn month_bounds(t: DateTime<Utc>) -> (i64, DateTime<Utc>) {
     let start = Utc
@@ -139,7 +148,7 @@ pub fn month_bounds(t: DateTime<Utc>) -> (i64, DateTime<Utc>) {
 impl ControlPlane {
     /// Counts one customer-API request (in memory).
     pub fn record_request(&self, app: &ApplicationId, key: &KeyId) {
-        let hour = hour_of(Utc::now());
+        let hour = current_hour();
         let month = self.meter.month_start(hour);
         if let Ok(mut pending) = self.meter.pending.lock() {
             pending.add(app, key, hour, month, 1);
@@ -178,7 +187,7 @@ impl ControlPlane {
 
     /// Requests of the application this calendar month (UTC): stored plus not yet flushed here.
     pub async fn month_requests(&self, app: &ApplicationId) -> Result<u64> {
-        let from_hour = self.meter.month_start(hour_of(Utc::now()));
+        let from_hour = self.meter.month_start(current_hour());
         let cached = self.meter.totals.read().ok().and_then(|t| {
             t.get(app)
                 .filter(|(from, _, at)| *from == from_hour && at.elapsed() < TOTAL_TTL)
@@ -223,6 +232,13 @@ mod tests {
                 / 3600
         );
         assert_eq!(next, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
+    }
+
+    #[test]
+    fn the_current_hour_agrees_with_the_calendar_clock() {
+        let before = hour_of(Utc::now());
+        let hour = current_hour();
+        assert!(hour == before || hour == before + 1, "{before} {hour}");
     }
 
     #[test]
