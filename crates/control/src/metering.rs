@@ -121,13 +121,10 @@ fn hour_of(t: DateTime<Utc>) -> i64 {
     t.timestamp().div_euclid(3600)
 }
 
-/// The hour (since the Unix epoch) it is now: straight from the system clock, without the
-/// calendar conversion of a `DateTime` (asked twice on every customer-API request).
+/// The hour (since the Unix epoch) it is now, without the calendar conversion of a `DateTime`
+/// (asked twice on every customer-API request).
 fn current_hour() -> i64 {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    i64::try_from(seconds / 3600).unwrap_or(i64::MAX)
+    i64::try_from(authsome_domain::unix_seconds() / 3600).unwrap_or(i64::MAX)
 }
 
 /// The first hour of `t`'s calendar month (UTC), and the start of the next month.

@@ -2,8 +2,9 @@
 //! (workspaces, members and roles, applications, API keys) with the rules that govern them.
 //!
 //! **Invariant:** this crate does no I/O. It knows nothing of HTTP, SQL or the clock beyond
-//! reading the current time ([`now`]) for creating records; storage and transport depend on it, never the
-//! reverse. Values that pass a `parse` function here are valid everywhere downstream.
+//! reading the current time ([`now`], [`unix_seconds`]) for creating records; storage and
+//! transport depend on it, never the reverse. Values that pass a `parse` function here are valid
+//! everywhere downstream.
 
 pub mod event;
 pub mod id;
@@ -34,10 +35,20 @@ impl ValidationError {
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     // Straight from the system clock (one calendar conversion, not two: the customer API's
     // entry point asks on every request).
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let millis = i64::try_from(since_epoch().as_millis()).unwrap_or(i64::MAX);
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or_else(chrono::Utc::now)
+}
+
+/// Now, in whole seconds since the Unix epoch, without any calendar conversion: for clocks on
+/// the hot path that need no `DateTime` (the forwarding assertion, metering's hour).
+pub fn unix_seconds() -> u64 {
+    since_epoch().as_secs()
+}
+
+fn since_epoch() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// An error and its sources, `outer: inner: innermost`, for logs and stored failure texts.

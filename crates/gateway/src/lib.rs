@@ -177,23 +177,16 @@ impl RateLimiter for InProcessLimiter {
         if tats.len() > 100_000 {
             tats.retain(|_, tat| *tat > now);
         }
+        let slot = tats.get_mut(subject);
+        let (decision, new_tat) = gcra(now, slot.as_deref().copied(), limit);
         // The subject's name is copied only the first time it is seen.
-        let decision = match tats.get_mut(subject) {
-            Some(tat) => {
-                let (decision, new_tat) = gcra(now, Some(*tat), limit);
-                if let Some(t) = new_tat {
-                    *tat = t;
-                }
-                decision
+        match (slot, new_tat) {
+            (Some(tat), Some(t)) => *tat = t,
+            (None, Some(t)) => {
+                tats.insert(subject.to_owned(), t);
             }
-            None => {
-                let (decision, new_tat) = gcra(now, None, limit);
-                if let Some(t) = new_tat {
-                    tats.insert(subject.to_owned(), t);
-                }
-                decision
-            }
-        };
+            (_, None) => {}
+        }
         Ok(decision)
     }
 }

@@ -172,7 +172,7 @@ async fn forward_to_upstream(
         .map_or("/", |p| p.as_str())
         .to_owned();
     let assertion = Assertion {
-        issued_at: unix_seconds(),
+        issued_at: authsome_domain::unix_seconds(),
         app_id: app_id.clone(),
         request_id: request_id.clone(),
         client_ip: client_ip.clone(),
@@ -278,16 +278,12 @@ fn verify_assertion(
         .to_str()
         .map_err(|_| forward::ForwardError::Malformed)?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    state
-        .forward_key
-        .verify(value, method.as_str(), path, unix_seconds())
-}
-
-/// Now, in whole seconds since the Unix epoch: the forwarding assertion's clock.
-fn unix_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    state.forward_key.verify(
+        value,
+        method.as_str(),
+        path,
+        authsome_domain::unix_seconds(),
+    )
 }
 
 /// On an instance: checks the gateway's assertion, if the request carries one, and then trusts
