@@ -38,6 +38,10 @@ use authsome_domain::tenancy::{
 use authsome_storage::outbox::{scope, OutboxRow};
 use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
 
+/// The allocator of the `authsome` binary, so the measured work allocates as the server does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const APPENDS: usize = 50_000;
 /// Rounds of the overhead measurement, each a block of plain writes then a block of audited ones.
 const ROUNDS: usize = 40;

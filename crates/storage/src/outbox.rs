@@ -75,17 +75,32 @@ pub(crate) fn pending() -> Vec<OutboxRow> {
         .unwrap_or_default()
 }
 
-/// The pending rows as one JSON array (`[{"id", "body", "at"}]`, `at` in milliseconds), for a
-/// write that stores them inside its own single command, or `None` when there are none. The
-/// SQL takes it apart: `jsonb_array_elements(CAST($n AS jsonb))` on Postgres,
-/// `json_each($n)` on SQLite.
-pub(crate) fn pending_json() -> Option<String> {
-    let rows = pending();
-    if rows.is_empty() {
-        return None;
+/// The pending rows for a write that stores them inside its own single command: the first
+/// row's columns bound as they are (the usual case, one event per write, costs no JSON on either
+/// side), and any further rows as one JSON array (`[{"id", "body", "at"}]`, `at` in
+/// milliseconds) that the SQL takes apart: `jsonb_array_elements(CAST($n AS jsonb))` on
+/// Postgres, `json_each($n)` on SQLite. All `None` when there are none.
+#[derive(Debug, Default)]
+pub(crate) struct InlineRows {
+    pub(crate) id: Option<String>,
+    pub(crate) body: Option<String>,
+    pub(crate) at: Option<i64>,
+    pub(crate) rest: Option<String>,
+}
+
+impl InlineRows {
+    /// Whether there is a row to store.
+    pub(crate) fn any(&self) -> bool {
+        self.id.is_some()
     }
-    let rows: Vec<serde_json::Value> = rows
-        .iter()
+}
+
+pub(crate) fn pending_inline() -> InlineRows {
+    let mut rows = pending().into_iter();
+    let Some(first) = rows.next() else {
+        return InlineRows::default();
+    };
+    let rest: Vec<serde_json::Value> = rows
         .map(|r| {
             serde_json::json!({
                 "id": r.id,
@@ -94,7 +109,16 @@ pub(crate) fn pending_json() -> Option<String> {
             })
         })
         .collect();
-    serde_json::to_string(&rows).ok()
+    InlineRows {
+        at: Some(first.created_at.timestamp_millis()),
+        id: Some(first.id),
+        body: Some(first.body),
+        rest: if rest.is_empty() {
+            None
+        } else {
+            serde_json::to_string(&rest).ok()
+        },
+    }
 }
 
 /// Called after the transaction that wrote the pending rows committed.

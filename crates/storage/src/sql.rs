@@ -488,15 +488,18 @@ macro_rules! impl_repositories {
             async fn update_workspace(&self, w: &Workspace) -> Result<()> {
                 // One command, with the audit outbox rows (if any) written only if the workspace
                 // was: a data-modifying CTE on Postgres, a script on SQLite.
-                let rows = crate::outbox::pending_json();
+                let rows = crate::outbox::pending_inline();
                 let sql = match $backend {
                     Backend::Postgres => {
                         "WITH w AS (UPDATE workspaces SET name = $1, slug = $2, plan = $3, \
                          status = $4, kyc_status = $5, payment_status = $6, metadata = $7, \
                          limits = $8, updated_at = $9 WHERE id = $10 RETURNING 1), \
                          o AS (INSERT INTO audit_outbox (id, body, created_at) \
+                         SELECT CAST($11 AS TEXT), CAST($12 AS TEXT), CAST($13 AS BIGINT) \
+                         FROM w WHERE $11 IS NOT NULL \
+                         UNION ALL \
                          SELECT r->>'id', r->>'body', CAST(r->>'at' AS BIGINT) FROM w, \
-                         jsonb_array_elements(COALESCE(CAST($11 AS jsonb), '[]'::jsonb)) r \
+                         jsonb_array_elements(COALESCE(CAST($14 AS jsonb), '[]'::jsonb)) r \
                          RETURNING 1) \
                          SELECT (SELECT COUNT(*) FROM w) + 0 * (SELECT COUNT(*) FROM o)"
                     }
@@ -505,9 +508,12 @@ macro_rules! impl_repositories {
                          kyc_status = $5, payment_status = $6, metadata = $7, limits = $8, \
                          updated_at = $9 WHERE id = $10; ",
                         "SELECT changes(); ",
+                        // The first row, if the workspace was updated; the others, if it was.
+                        "INSERT INTO audit_outbox (id, body, created_at) \
+                         SELECT $11, $12, $13 WHERE $11 IS NOT NULL AND changes() = 1; ",
                         "INSERT INTO audit_outbox (id, body, created_at) \
                          SELECT json_extract(value, '$.id'), json_extract(value, '$.body'), \
-                         json_extract(value, '$.at') FROM json_each(COALESCE($11, '[]')) \
+                         json_extract(value, '$.at') FROM json_each(COALESCE($14, '[]')) \
                          WHERE changes() = 1"
                     ),
                 };
@@ -522,7 +528,10 @@ macro_rules! impl_repositories {
                     .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
                     .bind(ms(w.updated_at))
                     .bind(w.id.as_str())
-                    .bind(rows.as_deref());
+                    .bind(rows.id.as_deref())
+                    .bind(rows.body.as_deref())
+                    .bind(rows.at)
+                    .bind(rows.rest.as_deref());
                 let result = self
                     .script_writer()
                     .await?
@@ -533,7 +542,7 @@ macro_rules! impl_repositories {
                 if updated == 0 {
                     return Err(StorageError::NotFound);
                 }
-                crate::outbox::committed(rows.is_some());
+                crate::outbox::committed(rows.any());
                 Ok(())
             }
 

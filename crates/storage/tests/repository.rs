@@ -1502,10 +1502,15 @@ async fn outbox_rows_commit_with_their_write_or_not_at_all(store: Arc<dyn Store>
         .delete_audit_outbox(&["evt_nothing".into()])
         .await
         .unwrap();
-    // A write with several events stores them all, body and time intact.
-    updated.name = "Twice".into();
+    // A write with several events stores them all, body and time intact (the first row is
+    // bound as it is, the others travel as JSON).
+    updated.name = "Thrice".into();
     let (result, stored) = scope(
-        vec![outbox_row("evt_b1"), outbox_row("evt_b2")],
+        vec![
+            outbox_row("evt_b1"),
+            outbox_row("evt_b2"),
+            outbox_row("evt_b3"),
+        ],
         store.update_workspace(&updated),
     )
     .await;
@@ -1514,10 +1519,12 @@ async fn outbox_rows_commit_with_their_write_or_not_at_all(store: Arc<dyn Store>
     let rows = store.audit_outbox(later, 10).await.unwrap();
     assert_eq!(
         rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-        vec!["evt_b1", "evt_b2"]
+        vec!["evt_b1", "evt_b2", "evt_b3"]
     );
-    assert_eq!(rows[0].body, outbox_row("evt_b1").body);
-    assert!((rows[0].created_at - now()).num_seconds().abs() < 60);
+    for (row, id) in rows.iter().zip(["evt_b1", "evt_b2", "evt_b3"]) {
+        assert_eq!(row.body, outbox_row(id).body);
+        assert!((row.created_at - now()).num_seconds().abs() < 60);
+    }
 }
 
 /// Many writers at once (on SQLite they queue for the store's one write connection) with

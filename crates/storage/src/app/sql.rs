@@ -612,7 +612,7 @@ macro_rules! impl_identity {
                 // successor, touch the session if asked and store the audit outbox rows. A
                 // data-modifying CTE on Postgres, a script on SQLite; each reports 1 when it
                 // rotated.
-                let rows = crate::outbox::pending_json();
+                let rows = crate::outbox::pending_inline();
                 let sql = if <$store>::DATA_MODIFYING_CTE {
                     "WITH old AS ( \
                          UPDATE refresh_tokens SET rotated_at = $1 \
@@ -626,8 +626,11 @@ macro_rules! impl_identity {
                          WHERE $6 AND id IN (SELECT session_id FROM ins) RETURNING 1), \
                      outbox AS ( \
                          INSERT INTO audit_outbox (id, body, created_at) \
+                         SELECT CAST($7 AS TEXT), CAST($8 AS TEXT), CAST($9 AS BIGINT) \
+                         FROM ins WHERE $7 IS NOT NULL \
+                         UNION ALL \
                          SELECT r->>'id', r->>'body', CAST(r->>'at' AS BIGINT) FROM ins, \
-                         jsonb_array_elements(COALESCE(CAST($7 AS jsonb), '[]'::jsonb)) r \
+                         jsonb_array_elements(COALESCE(CAST($10 AS jsonb), '[]'::jsonb)) r \
                          RETURNING 1) \
                      SELECT (SELECT COUNT(*) FROM ins) + 0 * (SELECT COUNT(*) FROM touch) \
                          + 0 * (SELECT COUNT(*) FROM outbox)"
@@ -642,8 +645,11 @@ macro_rules! impl_identity {
                         "UPDATE sessions SET last_active_at = $1 WHERE $6 AND id = \
                          (SELECT session_id FROM refresh_tokens WHERE hash = $3); ",
                         "INSERT INTO audit_outbox (id, body, created_at) \
+                         SELECT $7, $8, $9 WHERE $7 IS NOT NULL \
+                         AND EXISTS (SELECT 1 FROM refresh_tokens WHERE hash = $3); ",
+                        "INSERT INTO audit_outbox (id, body, created_at) \
                          SELECT json_extract(value, '$.id'), json_extract(value, '$.body'), \
-                         json_extract(value, '$.at') FROM json_each(COALESCE($7, '[]')) \
+                         json_extract(value, '$.at') FROM json_each(COALESCE($10, '[]')) \
                          WHERE EXISTS (SELECT 1 FROM refresh_tokens WHERE hash = $3)",
                     )
                 };
@@ -654,14 +660,17 @@ macro_rules! impl_identity {
                     .bind(ms(successor.created_at))
                     .bind(ms(successor.expires_at))
                     .bind(touch_session)
-                    .bind(rows.as_deref());
+                    .bind(rows.id.as_deref())
+                    .bind(rows.body.as_deref())
+                    .bind(rows.at)
+                    .bind(rows.rest.as_deref());
                 let result = if <$store>::DATA_MODIFYING_CTE {
                     query.fetch_all(&mut *self.conn().await?).await?
                 } else {
                     self.script_conn().await?.run(query).await?
                 };
                 if crate::script::first_count(&result)? == 1 {
-                    crate::outbox::committed(rows.is_some());
+                    crate::outbox::committed(rows.any());
                     return Ok(super::Rotation::Rotated);
                 }
                 self.rotation_state(old).await
