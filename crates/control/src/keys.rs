@@ -7,7 +7,7 @@
 //! replica takes effect at once, on other replicas within that TTL. `lastUsedAt` is collected in
 //! memory and written in batches by [`ControlPlane::flush_key_usage`], never per request.
 
-use std::collections::HashMap;
+use authsome_domain::FastMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -124,10 +124,10 @@ impl InvalidationBus for LocalOnly {
 /// In-process cache of verified keys and their applications, plus pending `lastUsedAt` writes.
 #[derive(Default)]
 pub struct KeyCache {
-    keys: RwLock<HashMap<KeyHash, Cached<ApiKey>>>,
-    workspaces: RwLock<HashMap<WorkspaceId, Cached<Workspace>>>,
-    apps: RwLock<HashMap<ApplicationId, Cached<Application>>>,
-    usage: Mutex<HashMap<KeyId, DateTime<Utc>>>,
+    keys: RwLock<FastMap<KeyHash, Cached<ApiKey>>>,
+    workspaces: RwLock<FastMap<WorkspaceId, Cached<Workspace>>>,
+    apps: RwLock<FastMap<ApplicationId, Cached<Application>>>,
+    usage: Mutex<FastMap<KeyId, DateTime<Utc>>>,
 }
 
 fn fresh<T>(c: &Cached<T>) -> bool {

@@ -6,7 +6,7 @@
 //! not written yet; requests another replica has not flushed yet are not in it, so a quota can be
 //! overshot by a few seconds of traffic. That is the price of no write per request.
 
-use std::collections::HashMap;
+use authsome_domain::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ const TOTAL_TTL: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct RequestMeter {
     pending: Mutex<Pending>,
-    totals: RwLock<HashMap<ApplicationId, (i64, u64, Instant)>>,
+    totals: RwLock<FastMap<ApplicationId, (i64, u64, Instant)>>,
     /// The last hour whose month was worked out and that month's first hour, packed as
     /// `hour << 32 | month_start_hour` (0: none yet): every request asks, and the calendar
     /// arithmetic is worth doing once an hour rather than twice a request.
@@ -49,14 +49,14 @@ impl RequestMeter {
 /// request copies no id once its application and key have been seen.
 #[derive(Default)]
 struct Pending {
-    apps: HashMap<ApplicationId, AppPending>,
+    apps: FastMap<ApplicationId, AppPending>,
 }
 
 #[derive(Default)]
 struct AppPending {
     /// (month-start hour, requests): one entry, two around the turn of a month.
     months: Vec<(i64, u64)>,
-    keys: HashMap<KeyId, Vec<(i64, u64)>>,
+    keys: FastMap<KeyId, Vec<(i64, u64)>>,
 }
 
 /// Adds `n` to the count of `at` in a short list of (hour, count).

@@ -17,7 +17,7 @@ mod redis_limiter;
 mod replay;
 mod throttle;
 
-use std::collections::HashMap;
+use authsome_domain::FastMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -163,7 +163,7 @@ fn now_us() -> i64 {
 /// One replica's limiter: a map of arrival times, pruned when it grows.
 #[derive(Default)]
 pub struct InProcessLimiter {
-    tats: Mutex<HashMap<String, i64>>,
+    tats: Mutex<FastMap<String, i64>>,
 }
 
 #[async_trait]

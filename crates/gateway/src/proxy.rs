@@ -21,7 +21,7 @@
 //! The caller (the server) decides what to forward and which headers cross; see
 //! [`crate::forward`].
 
-use std::collections::HashMap;
+use authsome_domain::FastMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -147,7 +147,7 @@ impl<B> Upstream<B> {
 
 /// The forwarding client, shared by every dedicated application.
 pub struct Proxy<B> {
-    upstreams: RwLock<HashMap<String, Arc<Upstream<B>>>>,
+    upstreams: RwLock<FastMap<String, Arc<Upstream<B>>>>,
     next: AtomicUsize,
     settings: ProxySettings,
 }
@@ -159,7 +159,7 @@ where
 {
     pub fn new(settings: ProxySettings) -> Arc<Self> {
         Arc::new(Self {
-            upstreams: RwLock::new(HashMap::new()),
+            upstreams: RwLock::new(FastMap::default()),
             next: AtomicUsize::new(0),
             settings,
         })

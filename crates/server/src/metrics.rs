@@ -7,7 +7,6 @@
 //! No label ever carries an id, a key or an address given by a client; a method outside
 //! RFC 9110's is `OTHER`.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use axum::http::Method;
@@ -73,10 +72,10 @@ pub fn request(method: &Method, route: &str, status: u16, seconds: f64) {
 pub const FORWARDED_ROUTE: &str = "forwarded";
 
 /// A thread's handles of forwarded requests, by method label and status.
-type ForwardedHandles = HashMap<(&'static str, u16), (Counter, Histogram)>;
+type ForwardedHandles = authsome_domain::FastMap<(&'static str, u16), (Counter, Histogram)>;
 
 thread_local! {
-    static FORWARDED: std::cell::RefCell<ForwardedHandles> = std::cell::RefCell::new(HashMap::new());
+    static FORWARDED: std::cell::RefCell<ForwardedHandles> = std::cell::RefCell::new(authsome_domain::FastMap::default());
 }
 
 /// A client may send any method name: those outside RFC 9110's are counted as `OTHER`.
