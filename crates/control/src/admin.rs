@@ -71,25 +71,33 @@ impl ControlPlane {
         patch: AdminWorkspacePatch,
     ) -> Result<Workspace> {
         let mut ws = self.admin_get_workspace(actor, id).await?;
+        let mut event = DomainEvent::new("admin.workspace.updated")
+            .workspace(&ws.id)
+            .target(&ws.id);
         if let Some(status) = patch.status {
             if ws.root && status == WorkspaceStatus::Suspended {
                 return Err(ControlError::Conflict(
                     "the root workspace cannot be suspended".into(),
                 ));
             }
+            event = event.changed("status", &ws.status, &status);
             ws.status = status;
         }
         if let Some(kyc) = patch.kyc_status {
+            event = event.changed("kycStatus", &ws.kyc_status, &kyc);
             ws.kyc_status = kyc;
         }
         if let Some(payment) = patch.payment_status {
+            event = event.changed("paymentStatus", &ws.payment_status, &payment);
             ws.payment_status = payment;
         }
         if let Some(plan) = patch.plan {
+            event = event.changed("plan", &ws.plan, &plan);
             ws.plan = plan;
         }
         if let Some(limits) = patch.limits {
             limits.validate()?;
+            event = event.changed("limits", &ws.limits, &limits);
             ws.limits = limits;
         }
         if ws.plan != Plan::Enterprise && ws.limits != WorkspaceLimits::default() {
@@ -98,14 +106,8 @@ impl ControlPlane {
             );
         }
         ws.updated_at = authsome_domain::now();
-        self.audited(
-            Some(actor),
-            vec![DomainEvent::new("admin.workspace.updated")
-                .workspace(&ws.id)
-                .target(&ws.id)],
-            self.store.update_workspace(&ws),
-        )
-        .await?;
+        self.audited(Some(actor), vec![event], self.store.update_workspace(&ws))
+            .await?;
         self.invalidate(crate::keys::Invalidation::Workspace(ws.id.clone()));
         Ok(ws)
     }

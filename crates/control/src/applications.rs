@@ -182,32 +182,39 @@ impl ControlPlane {
                 "the application is deleted; restore it first".into(),
             ));
         }
+        let mut event = Self::app_event("application.updated", &app);
         if let Some(name) = patch.name {
-            app.name = parse_name("name", &name)?;
+            let name = parse_name("name", &name)?;
+            event = event.changed("name", &app.name, &name);
+            app.name = name;
         }
         if let Some(slug) = patch.slug {
-            app.slug = Slug::parse("slug", &slug)?.into_string();
+            let slug = Slug::parse("slug", &slug)?.into_string();
+            event = event.changed("slug", &app.slug, &slug);
+            app.slug = slug;
         }
         if let Some(region) = patch.region {
-            app.region = parse_region(&region)?;
+            let region = parse_region(&region)?;
+            event = event.changed("region", &app.region, &region);
+            app.region = region;
         }
         if let Some(config) = patch.config {
-            app.config = parse_json_object("config", config)?;
+            let config = parse_json_object("config", config)?;
+            event = event.changed_keys("config", &app.config, &config);
+            app.config = config;
         }
         if let Some(upstreams) = patch.upstreams {
-            app.upstreams = parse_upstreams(app.tenancy, Some(upstreams))?;
+            let upstreams = parse_upstreams(app.tenancy, Some(upstreams))?;
+            event = event.changed("upstreams", &app.upstreams, &upstreams);
+            app.upstreams = upstreams;
         }
         app.updated_at = authsome_domain::now();
-        self.audited(
-            Some(actor),
-            vec![Self::app_event("application.updated", &app)],
-            async {
-                self.store
-                    .update_application(&app)
-                    .await
-                    .map_err(duplicate("slug"))
-            },
-        )
+        self.audited(Some(actor), vec![event], async {
+            self.store
+                .update_application(&app)
+                .await
+                .map_err(duplicate("slug"))
+        })
         .await?;
         self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         Ok(app)

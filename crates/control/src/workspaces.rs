@@ -130,28 +130,31 @@ impl ControlPlane {
         let (mut ws, role) = self
             .workspace_for(actor, id, Permission::WorkspaceUpdate)
             .await?;
+        let mut event = DomainEvent::new("workspace.updated")
+            .workspace(&ws.id)
+            .target(&ws.id);
         if let Some(name) = patch.name {
-            ws.name = parse_name("name", &name)?;
+            let name = parse_name("name", &name)?;
+            event = event.changed("name", &ws.name, &name);
+            ws.name = name;
         }
         if let Some(slug) = patch.slug {
-            ws.slug = Slug::parse("slug", &slug)?.into_string();
+            let slug = Slug::parse("slug", &slug)?.into_string();
+            event = event.changed("slug", &ws.slug, &slug);
+            ws.slug = slug;
         }
         if let Some(metadata) = patch.metadata {
-            ws.metadata = parse_json_object("metadata", metadata)?;
+            let metadata = parse_json_object("metadata", metadata)?;
+            event = event.changed_keys("metadata", &ws.metadata, &metadata);
+            ws.metadata = metadata;
         }
         ws.updated_at = authsome_domain::now();
-        self.audited(
-            Some(actor),
-            vec![DomainEvent::new("workspace.updated")
-                .workspace(&ws.id)
-                .target(&ws.id)],
-            async {
-                self.store
-                    .update_workspace(&ws)
-                    .await
-                    .map_err(duplicate("slug"))
-            },
-        )
+        self.audited(Some(actor), vec![event], async {
+            self.store
+                .update_workspace(&ws)
+                .await
+                .map_err(duplicate("slug"))
+        })
         .await?;
         Ok((ws, role))
     }

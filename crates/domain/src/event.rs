@@ -104,6 +104,59 @@ impl DomainEvent {
         self
     }
 
+    /// Records `field`'s new value if an update changed it (nothing when it is the same).
+    pub fn changed<T>(self, field: &str, old: &T, new: &T) -> Self
+    where
+        T: PartialEq + serde::Serialize,
+    {
+        if old == new {
+            return self;
+        }
+        match serde_json::to_value(new) {
+            Ok(value) => self.change(field, value),
+            Err(_) => self.change(field, "changed"),
+        }
+    }
+
+    /// As [`DomainEvent::changed`], for a value that identifies someone (an email, a person's
+    /// name): the log stores a keyed HMAC of the new value, never the value.
+    pub fn changed_identifying(self, field: &'static str, old: &str, new: &str) -> Self {
+        if old == new {
+            return self;
+        }
+        self.identifying(field, new)
+    }
+
+    /// For a free-form JSON object (metadata, configuration), which may hold anything its
+    /// owner put there: the top-level keys an update added, removed or changed, sorted, and
+    /// never their values (`{"keys": [...]}`); nothing when the object is the same.
+    /// (A value that is not an object counts as an empty one.)
+    pub fn changed_keys(
+        self,
+        field: &str,
+        old: &serde_json::Value,
+        new: &serde_json::Value,
+    ) -> Self {
+        let empty = serde_json::Map::new();
+        let old = old.as_object().unwrap_or(&empty);
+        let new = new.as_object().unwrap_or(&empty);
+        let mut keys: Vec<&str> = old
+            .iter()
+            .filter(|(k, v)| new.get(k.as_str()) != Some(v))
+            .map(|(k, _)| k.as_str())
+            .chain(
+                new.keys()
+                    .filter(|k| !old.contains_key(k.as_str()))
+                    .map(String::as_str),
+            )
+            .collect();
+        if keys.is_empty() {
+            return self;
+        }
+        keys.sort_unstable();
+        self.change(field, serde_json::json!({ "keys": keys }))
+    }
+
     pub fn actor(mut self, actor: EventActor) -> Self {
         self.actor = actor;
         self
@@ -159,4 +212,48 @@ pub struct NoEvents;
 
 impl EventSink for NoEvents {
     fn emit(&self, _: DomainEvent) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_update_records_only_what_it_changed() {
+        let e = DomainEvent::new("thing.updated")
+            .changed("name", &"Old".to_owned(), &"New".to_owned())
+            .changed("slug", &"same".to_owned(), &"same".to_owned())
+            .changed("limits", &Some(1), &Some(2));
+        assert_eq!(
+            serde_json::Value::Object(e.changes),
+            json!({"name": "New", "limits": 2})
+        );
+    }
+
+    #[test]
+    fn free_form_objects_record_their_changed_keys_never_their_values() {
+        let old = json!({"kept": 1, "edited": "a", "removed": true});
+        let new = json!({"kept": 1, "edited": "b", "added": "secret-value"});
+        let e = DomainEvent::new("thing.updated")
+            .changed_keys("metadata", &old, &new)
+            .changed_keys("config", &old, &old);
+        assert_eq!(
+            serde_json::Value::Object(e.changes.clone()),
+            json!({"metadata": {"keys": ["added", "edited", "removed"]}})
+        );
+        assert!(!serde_json::to_string(&e).unwrap().contains("secret-value"));
+    }
+
+    #[test]
+    fn identifying_changes_are_kept_apart_for_hashing() {
+        let e = DomainEvent::new("user.updated")
+            .changed_identifying("email", "a@example.com", "b@example.com")
+            .changed_identifying("name", "Ada", "Ada");
+        assert!(e.changes.is_empty());
+        assert_eq!(
+            e.identifying,
+            vec![("email".to_owned(), "b@example.com".to_owned())]
+        );
+    }
 }

@@ -185,28 +185,29 @@ impl Identity {
             .organization(id)
             .await?
             .ok_or(IdentityError::NotFound("organization"))?;
+        let mut event = Self::event(app, "organization.updated", &org.id, None);
         if let Some(name) = patch.name {
-            org.name = parse_name("name", &name)?;
+            let name = parse_name("name", &name)?;
+            event = event.changed("name", &org.name, &name);
+            org.name = name;
         }
         if let Some(slug) = patch.slug {
-            org.slug = Slug::parse("slug", &slug)?.into_string();
+            let slug = Slug::parse("slug", &slug)?.into_string();
+            event = event.changed("slug", &org.slug, &slug);
+            org.slug = slug;
         }
         if let Some(m) = patch.metadata {
-            org.metadata = parse_json_object("metadata", m)?;
+            let metadata = parse_json_object("metadata", m)?;
+            event = event.changed_keys("metadata", &org.metadata, &metadata);
+            org.metadata = metadata;
         }
         org.updated_at = authsome_domain::now();
-        self.audited(
-            app,
-            Self::event(app, "organization.updated", &org.id, None),
-            async {
-                store.update_organization(&org).await.map_err(|e| match e {
-                    StorageError::Duplicate => {
-                        IdentityError::Conflict("slug is already taken".into())
-                    }
-                    other => storage("organization")(other),
-                })
-            },
-        )
+        self.audited(app, event, async {
+            store.update_organization(&org).await.map_err(|e| match e {
+                StorageError::Duplicate => IdentityError::Conflict("slug is already taken".into()),
+                other => storage("organization")(other),
+            })
+        })
         .await?;
         Ok(org)
     }

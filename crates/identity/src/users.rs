@@ -123,17 +123,28 @@ impl Identity {
             .user(id)
             .await?
             .ok_or(IdentityError::NotFound("user"))?;
+        // A person's email and name are stored in the log as keyed HMACs; metadata as the
+        // keys that changed.
+        let mut event = Self::event(app, "user.updated", id, None);
         if let Some(email) = patch.email {
-            user.email = parse_email(&email)?;
+            let email = parse_email(&email)?;
+            event = event.changed_identifying("email", &user.email, &email);
+            user.email = email;
         }
         if let Some(name) = patch.name {
-            user.name = Some(parse_name("name", &name)?);
+            let name = parse_name("name", &name)?;
+            event = event.changed_identifying("name", user.name.as_deref().unwrap_or(""), &name);
+            user.name = Some(name);
         }
         if let Some(m) = patch.public_metadata {
-            user.public_metadata = parse_json_object("publicMetadata", m)?;
+            let metadata = parse_json_object("publicMetadata", m)?;
+            event = event.changed_keys("publicMetadata", &user.public_metadata, &metadata);
+            user.public_metadata = metadata;
         }
         if let Some(m) = patch.private_metadata {
-            user.private_metadata = parse_json_object("privateMetadata", m)?;
+            let metadata = parse_json_object("privateMetadata", m)?;
+            event = event.changed_keys("privateMetadata", &user.private_metadata, &metadata);
+            user.private_metadata = metadata;
         }
         let new_hash = match patch.password {
             Some(p) => {
@@ -144,7 +155,6 @@ impl Identity {
         };
         let now = authsome_domain::now();
         user.updated_at = now;
-        let mut event = Self::event(app, "user.updated", id, None);
         if new_hash.is_some() {
             event = event.change("password", "changed");
         }

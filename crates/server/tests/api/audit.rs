@@ -176,14 +176,28 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
     .await;
     assert_eq!(refused.status, 403, "{}", refused.body);
     // More writes, each audited once.
+    // Updates record what they changed: plain values as they are, free-form objects as the
+    // keys that changed (never their values), a person's email and name as HMACs.
+    let metadata_value = "raw-metadata-value-4921";
     let renamed = app
         .patch(
             &format!("/control/v1/workspaces/{ws}"),
             &t.owner_token,
-            json!({"name": "Audited renamed"}),
+            json!({"name": "Audited renamed", "slug": slug_of(&app, ws, &t.owner_token).await,
+                   "metadata": {"crm": metadata_value}}),
         )
         .await;
     assert_eq!(renamed.status, 200, "{}", renamed.body);
+    let r = app
+        .patch(
+            &format!("/control/v1/applications/{app_id}"),
+            &t.owner_token,
+            json!({"name": "Audited app renamed", "config": {"hook": metadata_value}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let new_email = "ada-renamed@audited.example";
+    let new_name = "Ada Lovelace-Renamed";
     let r = app
         .patch(
             &format!("/control/v1/workspaces/{ws}/members/{viewer_id}"),
@@ -208,6 +222,15 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    let r = app
+        .patch(
+            &format!("/v1/{app_id}/users/{user_id}"),
+            &sk,
+            json!({"email": new_email, "name": new_name,
+                   "privateMetadata": {"ssn": metadata_value}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let org = app
         .post(
             &format!("/v1/{app_id}/organizations"),
@@ -216,9 +239,51 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
         )
         .await;
     assert_eq!(org.status, 201, "{}", org.body);
+    let org_id = org.body["id"].as_str().unwrap().to_owned();
+    let r = app
+        .patch(
+            &format!("/v1/{app_id}/organizations/{org_id}"),
+            &sk,
+            json!({"name": "Audited org renamed"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
 
     let entries = all_entries(&app, &t.owner_token, ws, "").await;
-    assert_eq!(one(&entries, "workspace.updated")["target"], ws.as_str());
+    let updated = one(&entries, "workspace.updated");
+    assert_eq!(updated["target"], ws.as_str());
+    // The slug sent was the current one: not a change.
+    assert_eq!(
+        updated["changes"],
+        json!({"name": "Audited renamed", "metadata": {"keys": ["crm"]}})
+    );
+    assert_eq!(
+        one(&entries, "application.updated")["changes"],
+        json!({"name": "Audited app renamed", "config": {"keys": ["hook"]}})
+    );
+    assert_eq!(
+        one(&entries, "organization.updated")["changes"],
+        json!({"name": "Audited org renamed"})
+    );
+    let user_updated = one(&entries, "user.updated");
+    assert_eq!(
+        user_updated["changes"]["privateMetadata"],
+        json!({"keys": ["ssn"]})
+    );
+    for (field, value) in [("email", new_email), ("name", new_name)] {
+        let hashed = app
+            .post(
+                &format!("/control/v1/workspaces/{ws}/audit/hash"),
+                &t.owner_token,
+                json!({ "value": value }),
+            )
+            .await;
+        assert_eq!(hashed.status, 200, "{}", hashed.body);
+        assert_eq!(
+            user_updated["changes"][field], hashed.body["hmac"],
+            "{field}"
+        );
+    }
     assert_eq!(
         one(&entries, "workspace.member.role_changed")["changes"]["role"],
         "auditor"
@@ -324,9 +389,21 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
         refresh.as_str(),
         t.owner_token.as_str(),
         viewer.as_str(),
+        metadata_value,
+        new_email,
+        new_name,
     ] {
         assert!(!export.contains(secret), "the audit log holds a secret");
     }
+}
+
+/// The workspace's current slug (sent back unchanged in an update).
+async fn slug_of(app: &TestApp, ws: &str, token: &str) -> String {
+    let r = app
+        .get(&format!("/control/v1/workspaces/{ws}"), token)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["slug"].as_str().unwrap().to_owned()
 }
 
 async fn only_owners_admins_and_auditors_read_the_log(app: TestApp) {
