@@ -196,6 +196,16 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // A platform operator's change of plan (the KYC status sent is the current one).
+    let root = app.root_token().await;
+    let r = app
+        .patch(
+            &format!("/control/v1/admin/workspaces/{ws}"),
+            &root,
+            json!({"plan": "pro", "kycStatus": renamed.body["kycStatus"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let new_email = "ada-renamed@audited.example";
     let new_name = "Ada Lovelace-Renamed";
     let r = app
@@ -261,6 +271,12 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
         one(&entries, "application.updated")["changes"],
         json!({"name": "Audited app renamed", "config": {"keys": ["hook"]}})
     );
+    let admin: Vec<_> = entries
+        .iter()
+        .filter(|e| e["action"] == "admin.workspace.updated")
+        .collect();
+    assert_eq!(admin.len(), 1, "{admin:?}");
+    assert_eq!(admin[0]["changes"], json!({"plan": "pro"}));
     assert_eq!(
         one(&entries, "organization.updated")["changes"],
         json!({"name": "Audited org renamed"})
