@@ -51,7 +51,7 @@ const SPOOFABLE: [&str; 9] = [
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One look at the names present (usually none of these, or only `Connection`), rather
     // than a removal per listed name.
-    let mut present: SmallVec<[HeaderName; 4]> = headers
+    let present: SmallVec<[HeaderName; 4]> = headers
         .keys()
         .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
         .cloned()
@@ -59,16 +59,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present.is_empty() {
         return;
     }
-    present.extend(
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
-    );
+    // The names `Connection` lists are removed as text: no header name is built for them (a
+    // name outside the standard ones would be an allocation), and a token that names no
+    // header (`close`) or no valid name removes nothing. The values are kept by reference
+    // count, not copied.
+    let connection: SmallVec<[http::HeaderValue; 1]> =
+        headers.get_all(CONNECTION).iter().cloned().collect();
     for name in present {
         headers.remove(name);
+    }
+    for value in &connection {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if !token.is_empty() {
+                headers.remove(token);
+            }
+        }
     }
 }
 
@@ -300,7 +306,7 @@ mod tests {
     fn hygiene_removes_hop_by_hop_and_identity_headers() {
         let mut h = HeaderMap::new();
         for (name, value) in [
-            ("connection", "keep-alive, x-secret-hop"),
+            ("connection", "keep-alive, X-Secret-Hop, close, not a name"),
             ("x-secret-hop", "1"),
             ("keep-alive", "timeout=5"),
             ("transfer-encoding", "chunked"),

@@ -163,7 +163,10 @@ async fn forward_to_upstream(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+                .map_or_else(
+                    || "unknown".to_owned(),
+                    |c| crate::request_id::ip_text(c.0.ip()),
+                )
         });
     let request_id = context.map_or_else(crate::request_id::current_request_id, |c| c.id.clone());
     let path = parts
