@@ -1608,3 +1608,43 @@ async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
         "After"
     );
 }
+
+/// SQLite's WAL is copied back into the database file by the store's checkpointer, a short
+/// while after writes, not by a write past SQLite's default 1,000 pages (the write that crossed
+/// it would wait for the copy and the `fsync`): after the migrations (which fill far fewer pages
+/// than the backstop) the database file still holds almost nothing; after a write through the
+/// store, the checkpointer fills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_is_checkpointed_after_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    store.migrate().await.unwrap();
+    let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+    let wal = || std::fs::metadata(dir.path().join("cp.db-wal")).map_or(0, |m| m.len());
+    let before = size();
+    assert!(
+        wal() > 20 * 4096,
+        "the migrations are in the WAL ({} bytes)",
+        wal()
+    );
+    assert!(
+        before < 20 * 4096,
+        "the migrations alone did not checkpoint ({before} bytes)"
+    );
+    let (ws, owner, _) = seeded(&store, "checkpointed").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() < 20 * 4096 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint after the write: database file {} bytes, WAL {} bytes",
+            size(),
+            wal()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // What was checkpointed reads back.
+    let mine = store.workspaces_of(&owner, &page(10)).await.unwrap().items;
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].0.id, ws.id);
+}
