@@ -99,8 +99,51 @@ pub enum EntryError {
 }
 
 impl Entry {
-    /// The canonical line (without a newline).
+    /// The canonical line (without a newline): what [`canonical_json`] makes of the entry as a
+    /// JSON object, written straight from the fields (the writer does it for every entry). The
+    /// keys below are in byte order and need no escaping; the tests hold this to the generic
+    /// encoding of `Entry::value`.
     pub fn canonical(&self) -> String {
+        let mut out = Vec::with_capacity(320 + self.user_agent_len() + 64 * self.changes.len());
+        out.extend_from_slice(b"{\"action\":");
+        json_string(&mut out, &self.action);
+        out.extend_from_slice(b",\"actor\":{");
+        let mut actor = Fields::new(&mut out);
+        actor.optional("id", self.actor.id.as_deref());
+        actor.optional("ip", self.actor.ip.as_deref());
+        actor.string("type", &self.actor.kind);
+        actor.optional("userAgent", self.actor.user_agent.as_deref());
+        out.push(b'}');
+        let mut o = Fields::continuing(&mut out);
+        o.optional("applicationId", self.application_id.as_deref());
+        o.string("at", &self.at);
+        o.key("changes");
+        write_object(&self.changes, o.out);
+        o.string("id", &self.id);
+        o.key("index");
+        write_json(o.out, &self.index);
+        o.string("outcome", self.outcome.as_str());
+        o.key("prevHash");
+        o.out.push(b'"');
+        o.out
+            .extend_from_slice(hex::encode(self.prev_hash).as_bytes());
+        o.out.push(b'"');
+        o.optional("requestId", self.request_id.as_deref());
+        o.optional("target", self.target.as_deref());
+        o.key("v");
+        write_json(o.out, &VERSION);
+        o.string("workspaceId", &self.workspace_id);
+        out.push(b'}');
+        utf8(out)
+    }
+
+    fn user_agent_len(&self) -> usize {
+        self.actor.user_agent.as_ref().map_or(0, String::len)
+    }
+
+    /// The entry as a JSON object: the definition of its canonical line, which is
+    /// `canonical_json(&entry.value())`.
+    pub fn value(&self) -> Value {
         let mut actor = Map::new();
         actor.insert("type".into(), self.actor.kind.clone().into());
         let optional = |map: &mut Map<String, Value>, key: &str, v: &Option<String>| {
@@ -125,7 +168,7 @@ impl Entry {
         optional(&mut o, "requestId", &self.request_id);
         o.insert("changes".into(), Value::Object(self.changes.clone()));
         o.insert("prevHash".into(), hex::encode(self.prev_hash).into());
-        canonical_json(&Value::Object(o))
+        Value::Object(o)
     }
 
     /// Reads a canonical line back, refusing anything not in canonical form.
@@ -196,41 +239,101 @@ impl Entry {
     }
 }
 
-/// JSON with object keys sorted by their UTF-8 bytes and no whitespace.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
+/// The fields of an object being written, each key a literal that needs no escaping.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
-            }
-            out.push('}');
+impl<'a> Fields<'a> {
+    /// Fields of an object whose `{` was just written.
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Self { out, first: true }
+    }
+
+    /// Further fields of an object that already has some.
+    fn continuing(out: &'a mut Vec<u8>) -> Self {
+        Self { out, first: false }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
         }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        json_string(self.out, value);
+    }
+
+    fn optional(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.string(key, value);
+        }
+    }
+}
+
+/// JSON with object keys sorted by their UTF-8 bytes and no whitespace.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = Vec::new();
+    write_canonical(value, &mut out);
+    utf8(out)
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => write_object(map, out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(v, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        // Strings escaped, numbers and literals spelled as serde_json writes them.
+        other => write_json(out, other),
     }
+}
+
+fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    // serde_json's map is already in key order unless a crate in the build turns on its
+    // `preserve_order` feature; sorting a sorted list is one pass.
+    let mut fields: Vec<(&String, &Value)> = map.iter().collect();
+    fields.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    for (i, (k, v)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, k);
+        out.push(b':');
+        write_canonical(v, out);
+    }
+    out.push(b'}');
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    write_json(out, s);
+}
+
+/// Writes `value` as serde_json's compact form. Writing a string, number or literal into a
+/// `Vec` cannot fail.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// The written bytes as text: serde_json writes UTF-8 and every other byte here is ASCII, so
+/// the lossy branch is never taken.
+fn utf8(out: Vec<u8>) -> String {
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
@@ -274,6 +377,61 @@ mod tests {
         // The same content spelled differently is not canonical.
         let reordered = line.replacen(r#"{"action""#, r#"{ "action""#, 1);
         assert_eq!(Entry::parse(&reordered), Err(EntryError::NotCanonical));
+    }
+
+    /// The line written straight from the fields is the generic canonical encoding of the
+    /// entry's JSON object, whichever optional fields are present and whatever the strings
+    /// and changes hold.
+    #[test]
+    fn the_direct_line_is_the_generic_encoding() {
+        let full = sample(12_345_678_901, [0xab; 32]);
+        let mut bare = sample(0, GENESIS);
+        bare.application_id = None;
+        bare.target = None;
+        bare.request_id = None;
+        bare.actor = EntryActor {
+            kind: "system".into(),
+            id: None,
+            ip: None,
+            user_agent: None,
+        };
+        bare.changes = Map::new();
+        let mut odd = sample(u64::MAX, [1; 32]);
+        odd.actor.user_agent = Some("tab\tquote\"back\\slash\u{1}\u{7f}\u{2028}é😀".into());
+        odd.action = "a\nb".into();
+        odd.changes = serde_json::json!({
+            "z": [1, -2, 3.5, true, null, {"b": "x", "a": [], "A": {}}],
+            "keys": {"keys": ["meta\"data", "ü"]},
+            "Upper": "comes first",
+            "": 0,
+            "é": u64::MAX,
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        for entry in [full, bare, odd] {
+            let line = entry.canonical();
+            assert_eq!(line, canonical_json(&entry.value()));
+            assert_eq!(Entry::parse(&line).as_ref(), Ok(&entry));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_entry_writes_its_generic_encoding(
+            action in "\\PC{0,12}",
+            agent in proptest::option::of("\\PC{0,20}"),
+            target in proptest::option::of("[ -~]{0,8}"),
+            index in proptest::num::u64::ANY,
+            values in proptest::collection::btree_map("\\PC{0,6}", "\\PC{0,6}", 0..5),
+        ) {
+            let mut entry = sample(index, [9; 32]);
+            entry.action = action;
+            entry.actor.user_agent = agent;
+            entry.target = target;
+            entry.changes = values.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            proptest::prop_assert_eq!(entry.canonical(), canonical_json(&entry.value()));
+        }
     }
 
     #[test]
