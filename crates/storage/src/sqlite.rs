@@ -6,9 +6,11 @@
 //! WAL checkpoints run off the write path: by default SQLite makes the write that finds the WAL
 //! past 1,000 pages copy them all back into the database file and `fsync` it before it returns,
 //! so one write in a few hundred waits milliseconds. The store's checkpointer task does that
-//! work instead, a short while after writes, on a reading connection (a passive checkpoint
-//! never blocks the writer); a write checkpoints itself only past [`WAL_BACKSTOP_PAGES`], should
-//! the checkpointer fall behind.
+//! copy instead, a short while after writes, on a reading connection (a passive checkpoint never
+//! blocks the writer). Under writes that never pause, the task cannot finish a checkpoint before
+//! more frames arrive, and SQLite restarts the WAL from its beginning only once every frame is
+//! back in the database; so SQLite's own checkpoint at 1,000 pages stays, and then finds only
+//! the frames the task has not copied yet, and the WAL stays a few megabytes.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -21,9 +23,6 @@ use tokio::sync::{MappedMutexGuard, Notify};
 
 use crate::held::{HeldConnection, HeldScript};
 
-/// WAL pages after which a committing write checkpoints by itself (SQLite's
-/// `wal_autocheckpoint`; its default is 1,000): only when the checkpointer falls behind.
-const WAL_BACKSTOP_PAGES: u32 = 20_000;
 /// How long the checkpointer waits after a write before it checkpoints, so that a burst of
 /// writes is checkpointed once.
 const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
@@ -106,8 +105,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string());
+            .busy_timeout(Duration::from_secs(10));
         let pool = crate::pool::sqlite()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))

@@ -1610,10 +1610,11 @@ async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
 }
 
 /// SQLite's WAL is copied back into the database file by the store's checkpointer, a short
-/// while after writes, not by a write past SQLite's default 1,000 pages (the write that crossed
-/// it would wait for the copy and the `fsync`): after the migrations (which fill far fewer pages
-/// than the backstop) the database file still holds almost nothing; after a write through the
-/// store, the checkpointer fills it.
+/// while after writes, without waiting for a write to take the WAL past SQLite's 1,000 pages
+/// (that write would wait for the copy and the `fsync`): after the migrations (a hundred-odd
+/// pages) the database file still holds almost nothing; after one write through the store, the
+/// checkpointer fills it. And writes that never pause (the task's checkpoints never catch up
+/// with them) still keep the WAL near SQLite's 1,000 pages, not growing with every write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_wal_is_checkpointed_after_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1647,4 +1648,16 @@ async fn sqlite_wal_is_checkpointed_after_writes() {
     let mine = store.workspaces_of(&owner, &page(10)).await.unwrap().items;
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].0.id, ws.id);
+
+    // 3,000 writes of two pages or more each, back to back.
+    let mut renamed = ws.clone();
+    for i in 0..3_000 {
+        renamed.name = format!("Renamed {i}");
+        store.update_workspace(&renamed).await.unwrap();
+    }
+    assert!(
+        wal() < 3_000 * 4096,
+        "the WAL grew with the writes: {} bytes",
+        wal()
+    );
 }
