@@ -43,7 +43,7 @@ struct Checkpointer {
 
 impl Checkpointer {
     /// Starts the task when there is a Tokio runtime (a store opened outside one checkpoints
-    /// as SQLite would, at the backstop).
+    /// only as SQLite does by itself, at 1,000 pages).
     fn start(pool: &SqlitePool) -> Self {
         let wrote = std::sync::Arc::new(Notify::new());
         let task = tokio::runtime::Handle::try_current().ok().map(|runtime| {
