@@ -3,17 +3,20 @@
 //! Reads take any connection of the pool; every write queues for the one connection the store
 //! holds for writing (see `crate::held`), so the process's writers never meet at SQLite's lock.
 //!
-//! WAL checkpoints run off the write path: by default SQLite makes the write that finds the WAL
-//! past 1,000 pages copy them all back into the database file and `fsync` it before it returns,
-//! so one write in a few hundred waits milliseconds. The store's checkpointer task does that
-//! copy instead, a short while after writes, on a reading connection (a passive checkpoint never
-//! blocks the writer). Under writes that never pause, the task cannot finish a checkpoint before
-//! more frames arrive, and SQLite restarts the WAL from its beginning only once every frame is
-//! back in the database; so SQLite's own checkpoint at 1,000 pages stays, and then finds only
-//! the frames the task has not copied yet, and the WAL stays a few megabytes.
+//! WAL checkpoints run mostly off the write path. By default SQLite makes the write that finds
+//! the WAL past 1,000 pages copy them all back into the database file and `fsync` it before it
+//! returns. The store's checkpointer task does most of that copy instead, once every
+//! [`CHECKPOINT_EVERY_WRITES`] writes, on a reading connection (a passive checkpoint never
+//! blocks the writer). Not after every write: once every frame is back in the database, the next
+//! write starts the WAL over and `fsync`s its new header, so checkpointing after each of a few
+//! sporadic writes would make each of them wait for a sync. Under writes that never pause, the
+//! task's checkpoints cannot catch up (frames keep arriving), so SQLite's own checkpoint at
+//! 1,000 pages stays: it then finds only the frames the task has not copied yet, and the WAL stays
+//! a few megabytes.
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -23,9 +26,12 @@ use tokio::sync::{MappedMutexGuard, Notify};
 
 use crate::held::{HeldConnection, HeldScript};
 
-/// How long the checkpointer waits after a write before it checkpoints, so that a burst of
-/// writes is checkpointed once.
-const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
+/// Writes between two checkpoints by the task: a few hundred WAL pages, well under SQLite's
+/// own 1,000.
+const CHECKPOINT_EVERY_WRITES: u32 = 100;
+/// How long the checkpointer waits once that many writes were made, so that the one in
+/// progress has committed.
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(20);
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -34,10 +40,12 @@ pub struct SqliteStore {
     checkpointer: Checkpointer,
 }
 
-/// Checkpoints the WAL a short while after writes, and never while the database is idle.
-/// Stops when the store is dropped.
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY_WRITES`] writes. Stops when the store is
+/// dropped.
 struct Checkpointer {
-    wrote: std::sync::Arc<Notify>,
+    /// Writes since the last checkpoint (approximately: a count, not WAL pages).
+    writes: std::sync::Arc<AtomicU32>,
+    due: std::sync::Arc<Notify>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -45,17 +53,20 @@ impl Checkpointer {
     /// Starts the task when there is a Tokio runtime (a store opened outside one checkpoints
     /// only as SQLite does by itself, at 1,000 pages).
     fn start(pool: &SqlitePool) -> Self {
-        let wrote = std::sync::Arc::new(Notify::new());
+        let writes = std::sync::Arc::new(AtomicU32::new(0));
+        let due = std::sync::Arc::new(Notify::new());
         let task = tokio::runtime::Handle::try_current().ok().map(|runtime| {
             let pool = pool.clone();
-            let wrote = wrote.clone();
+            let writes = writes.clone();
+            let due = due.clone();
             runtime.spawn(async move {
                 loop {
-                    wrote.notified().await;
+                    due.notified().await;
                     tokio::time::sleep(CHECKPOINT_AFTER).await;
                     if pool.is_closed() {
                         return;
                     }
+                    writes.store(0, Ordering::Relaxed);
                     // PASSIVE: copies what no reader still needs, waits for no one; what it
                     // leaves is taken next time.
                     if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
@@ -67,12 +78,14 @@ impl Checkpointer {
                 }
             })
         });
-        Self { wrote, task }
+        Self { writes, due, task }
     }
 
-    /// Called on every write: the checkpointer runs after it (one wake-up per burst).
+    /// Called on every write; wakes the task only when a checkpoint is due.
     fn wrote(&self) {
-        self.wrote.notify_one();
+        if self.writes.fetch_add(1, Ordering::Relaxed) + 1 == CHECKPOINT_EVERY_WRITES {
+            self.due.notify_one();
+        }
     }
 }
 
