@@ -104,9 +104,9 @@ impl Entry {
     /// keys below are in byte order and need no escaping; the tests hold this to the generic
     /// encoding of `Entry::value`.
     pub fn canonical(&self) -> String {
-        let mut out = Vec::with_capacity(320 + self.user_agent_len() + 64 * self.changes.len());
+        let mut out = Vec::with_capacity(512);
         out.extend_from_slice(b"{\"action\":");
-        json_string(&mut out, &self.action);
+        write_json(&mut out, &self.action);
         out.extend_from_slice(b",\"actor\":{");
         let mut actor = Fields::new(&mut out);
         actor.optional("id", self.actor.id.as_deref());
@@ -123,11 +123,7 @@ impl Entry {
         o.key("index");
         write_json(o.out, &self.index);
         o.string("outcome", self.outcome.as_str());
-        o.key("prevHash");
-        o.out.push(b'"');
-        o.out
-            .extend_from_slice(hex::encode(self.prev_hash).as_bytes());
-        o.out.push(b'"');
+        o.string("prevHash", &hex::encode(self.prev_hash));
         o.optional("requestId", self.request_id.as_deref());
         o.optional("target", self.target.as_deref());
         o.key("v");
@@ -135,10 +131,6 @@ impl Entry {
         o.string("workspaceId", &self.workspace_id);
         out.push(b'}');
         utf8(out)
-    }
-
-    fn user_agent_len(&self) -> usize {
-        self.actor.user_agent.as_ref().map_or(0, String::len)
     }
 
     /// The entry as a JSON object: the definition of its canonical line, which is
@@ -268,7 +260,7 @@ impl<'a> Fields<'a> {
 
     fn string(&mut self, key: &str, value: &str) {
         self.key(key);
-        json_string(self.out, value);
+        write_json(self.out, value);
     }
 
     fn optional(&mut self, key: &str, value: Option<&str>) {
@@ -313,15 +305,11 @@ fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
         if i > 0 {
             out.push(b',');
         }
-        json_string(out, k);
+        write_json(out, k.as_str());
         out.push(b':');
         write_canonical(v, out);
     }
     out.push(b'}');
-}
-
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    write_json(out, s);
 }
 
 /// Writes `value` as serde_json's compact form. Writing a string, number or literal into a
