@@ -14,12 +14,18 @@
 # throughput and latency, each line gives the CPU time the process under test used per request
 # (from /proc): steadier than throughput on a shared machine, for comparing changes.
 #
-# Usage: scripts/bench-gateway.sh [seconds] [connections]
+# The rows run in turn, [rounds] times (default 3), so that the machine's drift (a neighbour on
+# the host, frequency) falls on all of them alike; each line gives the median over the rounds,
+# and the closing lines the median of the per-round ratios the targets are about: (c) and (e)
+# against (b)'s throughput, and the p50 that (b) and (c) add over (a).
+#
+# Usage: scripts/bench-gateway.sh [seconds] [connections] [rounds]
 # Needs nginx and wrk (Debian: apt-get install nginx-light wrk), python3 and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 conns=${2:-32}
+rounds=${3:-3}
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 for tool in nginx wrk python3 curl; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed" >&2; exit 1; }
@@ -88,47 +94,89 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $sk" "ht
 # CPU time (user + system, clock ticks) a process has used so far.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 nginx_worker() { pgrep -P "$(cat "$work/nginx-$1.pid")" | head -1; }
+results=$work/results.jsonl
 
-run() { # label, pid of the process under test, url, extra wrk args...
-  local label=$1 pid=$2 url=$3; shift 3
-  wrk -t1 -c"$conns" -d2s "$@" "$url" >/dev/null # warm-up
+run() { # row, round, pid of the process under test, url, extra wrk args...
+  local row=$1 round=$2 pid=$3 url=$4; shift 4
+  [ "$round" = 1 ] && wrk -t1 -c"$conns" -d2s "$@" "$url" >/dev/null # warm-up
   local before; before=$(ticks "$pid")
   local out; out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency "$@" "$url")
   local used=$(( $(ticks "$pid") - before ))
   echo "$out" | python3 -c '
-import re, sys
-label, used, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import json, re, sys
+row, rnd, used, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 out = sys.stdin.read()
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-requests = int(re.search(r"(\d+) requests in", out).group(1))
 def us(p):
     v, unit = re.search(r"\s" + p + r"%\s+([\d.]+)(us|ms|s)", out).groups()
     return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+requests = int(re.search(r"(\d+) requests in", out).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-p50, p99 = us("50"), us("99")
-bad = f"   NON-2XX {errors.group(1)}" if errors else ""
-cpu = used / hz * 1e6 / requests
-print(f"{label:<44} {rps:>10.0f} req/s   p50 {p50:>7.0f} us   p99 {p99:>7.0f} us   "
-      f"{cpu:>5.1f} us CPU/request{bad}")
-' "$label" "$used" "$(getconf CLK_TCK)"
+print(json.dumps({"row": row, "round": rnd,
+    "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+    "p50": us("50"), "p99": us("99"), "cpu": used / hz * 1e6 / requests,
+    "errors": int(errors.group(1)) if errors else 0}))
+' "$row" "$round" "$used" "$(getconf CLK_TCK)" >>"$results"
 }
 
-echo "wrk -t1 -c$conns -d${secs}s, $(nproc) cores"
-echo "CPU/request: of the upstream in (a), of the proxy in (b) to (e)"
-run "(a) direct to the upstream" "$(nginx_worker upstream)" "http://127.0.0.1:$up$path"
-run "(b) nginx reverse proxy" "$(nginx_worker proxy)" "http://127.0.0.1:$px$path"
-run "(c) authsome gateway (key, limit, metering)" "${pids[0]}" "http://127.0.0.1:$gw$path" \
-  -H "Authorization: Bearer $sk"
+rows=("a" "b" "c")
 if redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
   serve "$gw2" AUTHSOME_REDIS_URL="$redis_url" AUTHSOME_REDIS_PREFIX="bench-$$:"
-  run "(d) as (c), rate limit in Redis" "${pids[1]}" "http://127.0.0.1:$gw2$path" \
-    -H "Authorization: Bearer $sk"
+  rows+=("d")
 fi
 if [ -x "$forward_only" ]; then
   fo=$(free_port)
   "$forward_only" "127.0.0.1:$fo" "http://127.0.0.1:$up" &
-  pids+=($!)
+  fo_pid=$!
+  pids+=("$fo_pid")
   until curl -s -o /dev/null "http://127.0.0.1:$fo/" 2>/dev/null; do sleep 0.05; done
-  run "(e) HTTP path alone (forward_only example)" "${pids[-1]}" "http://127.0.0.1:$fo$path" \
-    -H "Authorization: Bearer $sk"
+  rows+=("e")
 fi
+
+echo "wrk -t1 -c$conns -d${secs}s, $(nproc) cores, $rounds rounds (rows in turn; medians over the rounds)"
+echo "CPU/request: of the upstream in (a), of the proxy in (b) to (e)"
+for round in $(seq 1 "$rounds"); do
+  for row in "${rows[@]}"; do
+    case $row in
+      a) run a "$round" "$(nginx_worker upstream)" "http://127.0.0.1:$up$path" ;;
+      b) run b "$round" "$(nginx_worker proxy)" "http://127.0.0.1:$px$path" ;;
+      c) run c "$round" "${pids[0]}" "http://127.0.0.1:$gw$path" -H "Authorization: Bearer $sk" ;;
+      d) run d "$round" "${pids[1]}" "http://127.0.0.1:$gw2$path" -H "Authorization: Bearer $sk" ;;
+      e) run e "$round" "$fo_pid" "http://127.0.0.1:$fo$path" -H "Authorization: Bearer $sk" ;;
+    esac
+  done
+done
+
+python3 - "$results" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+labels = {
+    "a": "(a) direct to the upstream",
+    "b": "(b) nginx reverse proxy",
+    "c": "(c) authsome gateway (key, limit, metering)",
+    "d": "(d) as (c), rate limit in Redis",
+    "e": "(e) HTTP path alone (forward_only example)",
+}
+by = {}
+for r in runs:
+    by.setdefault(r["row"], {})[r["round"]] = r
+med = statistics.median
+for row, label in labels.items():
+    if row not in by:
+        continue
+    rs = list(by[row].values())
+    bad = sum(r["errors"] for r in rs)
+    print(f"{label:<44} {med(r['rps'] for r in rs):>10.0f} req/s   "
+          f"p50 {med(r['p50'] for r in rs):>7.0f} us   p99 {med(r['p99'] for r in rs):>7.0f} us   "
+          f"{med(r['cpu'] for r in rs):>5.1f} us CPU/request" + (f"   NON-2XX {bad}" if bad else ""))
+def ratios(row):
+    return [by[row][k]["rps"] / by["b"][k]["rps"] * 100 for k in sorted(by[row]) if k in by["b"]]
+def added(row):
+    return [by[row][k]["p50"] - by["a"][k]["p50"] for k in sorted(by[row]) if k in by["a"]]
+def show(values, fmt):
+    return f"median {fmt(med(values))}, rounds " + ", ".join(fmt(v) for v in values)
+for row in ("c", "d", "e"):
+    if row in by:
+        print(f"({row}) / (b) throughput: " + show(ratios(row), lambda v: f"{v:.0f}%"))
+for row in ("b", "c"):
+    print(f"({row}) - (a) p50: " + show(added(row), lambda v: f"{v:+.0f} us"))
+PY
