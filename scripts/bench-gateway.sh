@@ -19,7 +19,10 @@
 # and the closing lines the median of the per-round ratios the targets are about: (c) and (e)
 # against (b)'s throughput, and the p50 that (b) and (c) add over (a).
 #
-# Usage: scripts/bench-gateway.sh [seconds] [connections] [rounds]
+# With BASELINE_BIN=path/to/another/authsome, row (f) runs that build as (c) runs this one, in
+# a deployment of its own: a change's effect measured in one run, against the same neighbours.
+#
+# Usage: [BASELINE_BIN=…] scripts/bench-gateway.sh [seconds] [connections] [rounds]
 # Needs nginx and wrk (Debian: apt-get install nginx-light wrk), python3 and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,29 +70,44 @@ EOF
 nginx_conf upstream "server { listen 127.0.0.1:$up; location / { return 200 'ok'; } }"
 nginx_conf proxy "server { listen 127.0.0.1:$px; location / { proxy_pass http://trivial; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 
-export AUTHSOME_DATA_DIR=$work/authsome AUTHSOME_LOG=warn
-init=$("$bin" init --json)
+export AUTHSOME_LOG=warn
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$2)" "$1"; }
-mk=$(field "$init" "['managementKey']")
-ws=$(field "$init" "['workspaceId']")
 
-serve() { # port, extra env...
-  local port=$1; shift
-  env AUTHSOME_WORKER_THREADS=1 AUTHSOME_LISTEN=127.0.0.1:$port "$@" "$bin" serve &
+serve() { # binary, data dir, port, extra env...
+  local binary=$1 data=$2 port=$3; shift 3
+  env AUTHSOME_DATA_DIR="$data" AUTHSOME_WORKER_THREADS=1 AUTHSOME_LISTEN=127.0.0.1:$port "$@" \
+    "$binary" serve &
   pids+=($!)
   until curl -fs "http://127.0.0.1:$port/ready" >/dev/null 2>&1; do sleep 0.05; done
 }
-serve "$gw"
-api() { curl -fsS -X "$1" "http://127.0.0.1:$gw$2" -H "Authorization: Bearer $mk" -H 'Content-Type: application/json' -d "$3"; }
-# Limits far above what the machine can send, so the limiter is consulted but never refuses.
-api PATCH "/control/v1/admin/workspaces/$ws" \
-  '{"plan":"enterprise","limits":{"requestsPerSecondPerKey":1000000,"requestsPerMonth":1000000000000}}' >/dev/null
-app=$(field "$(api POST "/control/v1/workspaces/$ws/applications" \
-  "{\"name\":\"Bench\",\"environment\":\"development\",\"tenancy\":\"dedicated\",\"upstreams\":[\"http://127.0.0.1:$up\"]}")" "['id']")
-sk=$(field "$(api POST "/control/v1/applications/$app/keys" '{"type":"secret"}')" "['secret']")
-path="/v1/$app/bench"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $sk" "http://127.0.0.1:$gw$path")
-[ "$code" = 200 ] || { echo "error: the gateway answered $code, not 200" >&2; exit 1; }
+# A deployment of `binary` in `data` serving on `port`, with a dedicated application whose
+# upstream is the trivial one; sets $sk and $path.
+deploy() { # binary, data dir, port
+  local binary=$1 data=$2 port=$3
+  local init mk ws app
+  init=$(AUTHSOME_DATA_DIR="$data" "$binary" init --json)
+  mk=$(field "$init" "['managementKey']")
+  ws=$(field "$init" "['workspaceId']")
+  serve "$binary" "$data" "$port"
+  api() { curl -fsS -X "$1" "http://127.0.0.1:$port$2" -H "Authorization: Bearer $mk" -H 'Content-Type: application/json' -d "$3"; }
+  # Limits far above what the machine can send, so the limiter is consulted but never refuses.
+  api PATCH "/control/v1/admin/workspaces/$ws" \
+    '{"plan":"enterprise","limits":{"requestsPerSecondPerKey":1000000,"requestsPerMonth":1000000000000}}' >/dev/null
+  app=$(field "$(api POST "/control/v1/workspaces/$ws/applications" \
+    "{\"name\":\"Bench\",\"environment\":\"development\",\"tenancy\":\"dedicated\",\"upstreams\":[\"http://127.0.0.1:$up\"]}")" "['id']")
+  sk=$(field "$(api POST "/control/v1/applications/$app/keys" '{"type":"secret"}')" "['secret']")
+  path="/v1/$app/bench"
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $sk" "http://127.0.0.1:$port$path")
+  [ "$code" = 200 ] || { echo "error: the gateway ($binary) answered $code, not 200" >&2; exit 1; }
+}
+if [ -n "${BASELINE_BIN:-}" ]; then
+  gw_base=$(free_port)
+  deploy "$BASELINE_BIN" "$work/baseline" "$gw_base"
+  base_pid=${pids[-1]} base_sk=$sk base_path=$path
+fi
+deploy "$bin" "$work/authsome" "$gw"
+gw_pid=${pids[-1]}
 
 # CPU time (user + system, clock ticks) a process has used so far.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -120,7 +138,8 @@ print(json.dumps({"row": row, "round": rnd,
 
 rows=("a" "b" "c")
 if redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
-  serve "$gw2" AUTHSOME_REDIS_URL="$redis_url" AUTHSOME_REDIS_PREFIX="bench-$$:"
+  serve "$bin" "$work/authsome" "$gw2" AUTHSOME_REDIS_URL="$redis_url" AUTHSOME_REDIS_PREFIX="bench-$$:"
+  d_pid=${pids[-1]}
   rows+=("d")
 fi
 if [ -x "$forward_only" ]; then
@@ -131,6 +150,7 @@ if [ -x "$forward_only" ]; then
   until curl -s -o /dev/null "http://127.0.0.1:$fo/" 2>/dev/null; do sleep 0.05; done
   rows+=("e")
 fi
+[ -n "${BASELINE_BIN:-}" ] && rows+=("f")
 
 echo "wrk -t1 -c$conns -d${secs}s, $(nproc) cores, $rounds rounds (rows in turn; medians over the rounds)"
 echo "CPU/request: of the upstream in (a), of the proxy in (b) to (e)"
@@ -139,8 +159,9 @@ for round in $(seq 1 "$rounds"); do
     case $row in
       a) run a "$round" "$(nginx_worker upstream)" "http://127.0.0.1:$up$path" ;;
       b) run b "$round" "$(nginx_worker proxy)" "http://127.0.0.1:$px$path" ;;
-      c) run c "$round" "${pids[0]}" "http://127.0.0.1:$gw$path" -H "Authorization: Bearer $sk" ;;
-      d) run d "$round" "${pids[1]}" "http://127.0.0.1:$gw2$path" -H "Authorization: Bearer $sk" ;;
+      c) run c "$round" "$gw_pid" "http://127.0.0.1:$gw$path" -H "Authorization: Bearer $sk" ;;
+      d) run d "$round" "$d_pid" "http://127.0.0.1:$gw2$path" -H "Authorization: Bearer $sk" ;;
+      f) run f "$round" "$base_pid" "http://127.0.0.1:$gw_base$base_path" -H "Authorization: Bearer $base_sk" ;;
       e) run e "$round" "$fo_pid" "http://127.0.0.1:$fo$path" -H "Authorization: Bearer $sk" ;;
     esac
   done
@@ -155,6 +176,7 @@ labels = {
     "c": "(c) authsome gateway (key, limit, metering)",
     "d": "(d) as (c), rate limit in Redis",
     "e": "(e) HTTP path alone (forward_only example)",
+    "f": "(f) as (c), the BASELINE_BIN build",
 }
 by = {}
 for r in runs:
@@ -174,7 +196,7 @@ def added(row):
     return [by[row][k]["p50"] - by["a"][k]["p50"] for k in sorted(by[row]) if k in by["a"]]
 def show(values, fmt):
     return f"median {fmt(med(values))}, rounds " + ", ".join(fmt(v) for v in values)
-for row in ("c", "d", "e"):
+for row in ("c", "d", "e", "f"):
     if row in by:
         print(f"({row}) / (b) throughput: " + show(ratios(row), lambda v: f"{v:.0f}%"))
 for row in ("b", "c"):

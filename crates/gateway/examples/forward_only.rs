@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen).await?;
-        let proxy = Proxy::<Full<Bytes>>::new(ProxySettings::default());
+        let proxy = Proxy::new(ProxySettings::default());
         let upstreams: Arc<[String]> = Arc::from([upstream]);
         loop {
             let (tcp, _) = listener.accept().await?;
@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let body = body.collect().await.map(|b| b.to_bytes());
                     let response = match body {
                         Ok(body) => proxy
-                            .forward(&upstreams, parts, Outgoing::Buffered(body))
+                            .forward::<Full<Bytes>>(&upstreams, parts, Outgoing::Buffered(body))
                             .await
                             .map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),

@@ -2,8 +2,8 @@
 //! algorithm), either in process (one replica, no services) or as one atomic Redis script so
 //! the limit holds across any number of replicas; and replay caches for one-time values
 //! (request signatures), in process or in Redis; and the forwarding hop to dedicated instances
-//! ([`proxy`]: balancing, health checks, retries, timeouts; [`forward`]: header hygiene and the
-//! gateway's signed assertion).
+//! ([`proxy`]: balancing, health checks, retries, timeouts, on HTTP/1.1 connections it drives
+//! itself with `h1`'s framing; [`forward`]: header hygiene and the gateway's signed assertion).
 //!
 //! **Architecture invariant:** this crate knows nothing of keys, plans or routes; it is given a
 //! subject string and a limit and answers allow/deny with the numbers for the response headers,
@@ -12,6 +12,7 @@
 mod acl;
 mod channel;
 pub mod forward;
+mod h1;
 pub mod proxy;
 mod redis_limiter;
 mod replay;

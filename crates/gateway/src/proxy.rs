@@ -8,33 +8,41 @@
 //! - A request whose body is held in memory is retried on the next healthy upstream when the
 //!   connection could not be made (nothing was sent). Idempotent methods are also retried after
 //!   a timeout or a broken connection. A streamed body is sent once and never replayed. A
-//!   request that a kept-alive connection gave back unsent (it had just closed) goes out again
-//!   on a fresh connection to the same upstream.
+//!   request on a kept-alive connection that the upstream had just closed (the write failed,
+//!   or, for an idempotent method, the connection ended before any byte of a response) goes out
+//!   again on a fresh connection to the same upstream.
 //! - Every attempt waits at most [`ProxySettings::response_timeout`] for the response head; the
 //!   bodies then stream both ways without being buffered.
 //!
 //! Connections: each upstream keeps its idle HTTP/1.1 connections on a stack (at most
 //! [`MAX_IDLE_PER_UPSTREAM`], for [`IDLE_TIMEOUT`]); a request takes the most recently used
-//! one that is ready, or opens a new one, and gives it back once the response head is in.
-//! Each connection's I/O runs in a task of its own.
+//! one that nothing has arrived on since (no close, no stray bytes), or opens a new one. The
+//! connection is driven by the task that forwards the request: the head is written and the
+//! response read in that task, and the response body ([`ProxyBody`]) owns the connection until
+//! its last byte, when it goes back on the stack. A response that arrived whole with its head
+//! (the usual small answer) gives the connection back at once. The wire format is [`crate::h1`].
 //!
 //! The caller (the server) decides what to forward and which headers cross; see
 //! [`crate::forward`].
 
 use authsome_domain::FastMap;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use authsome_domain::error_chain;
-use bytes::Bytes;
-use http::header::HOST;
-use http::uri::PathAndQuery;
-use http::{HeaderValue, Method, Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderValue, Method, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::h1::{self, BodyFraming, ChunkedDecoder, Decoded, RequestFraming, ResponseHead};
 
 /// Idle connections kept per upstream for client connections to come.
 pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
@@ -43,6 +51,9 @@ pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
 /// an idle connection (`AUTHSOME_HEADER_TIMEOUT_SECONDS`), so the gateway gives a connection up
 /// before the instance can close it under a request just sent.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Request bodies up to this size travel in the same write as the head.
+const INLINE_BODY_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
@@ -89,7 +100,78 @@ pub enum Outgoing<B> {
     Streamed(B),
 }
 
-struct Upstream<B> {
+/// One HTTP/1.1 connection to an upstream.
+struct Conn {
+    tcp: TcpStream,
+    /// Bytes read from the upstream and not used yet.
+    buf: BytesMut,
+}
+
+impl Conn {
+    fn new(tcp: TcpStream) -> Self {
+        Self {
+            tcp,
+            buf: BytesMut::with_capacity(8 * 1024),
+        }
+    }
+
+    /// Whether an idle connection can take a request: nothing has arrived on it since its last
+    /// response (neither the upstream's close nor stray bytes). Read from the readiness the
+    /// runtime already tracks, so usually without a system call.
+    fn usable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.tcp.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readiness can be left over from a read that filled its buffer exactly: look.
+            Poll::Ready(Ok(())) => matches!(
+                self.tcp.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 4 * 1024 {
+            self.buf.reserve(16 * 1024);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.tcp), cx, &mut self.buf)
+    }
+
+    async fn read_more(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_read_more(cx)).await
+    }
+
+    /// Reads until a whole response head is in; `Ok(None)`: the connection ended before any
+    /// byte of a response.
+    async fn read_head(&mut self, method: &Method) -> Result<Option<ResponseHead>, String> {
+        loop {
+            if let Some(head) =
+                h1::parse_response_head(&mut self.buf, method).map_err(|e| e.to_string())?
+            {
+                return Ok(Some(head));
+            }
+            match self.read_more().await {
+                Ok(0) if self.buf.is_empty() => return Ok(None),
+                Ok(0) => return Err("the upstream closed the connection mid-head".into()),
+                Ok(_) => {}
+                Err(e) if self.buf.is_empty() && is_reset(&e) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+struct Upstream {
     base: String,
     /// `host:port`, to connect to.
     address: String,
@@ -98,24 +180,25 @@ struct Upstream<B> {
     host: HeaderValue,
     healthy: AtomicBool,
     failed_checks: AtomicU32,
-    idle: Mutex<Vec<(Instant, SendRequest<B>)>>,
+    idle: Mutex<Vec<(Instant, Conn)>>,
 }
 
-impl<B> Upstream<B> {
+impl Upstream {
     fn out_of_rotation(&self, why: &str) {
         if self.healthy.swap(false, Ordering::SeqCst) {
             tracing::warn!(upstream = %self.base, reason = why, "upstream left rotation");
         }
     }
 
-    /// Keeps a connection that may serve another request.
-    fn park(&self, send: SendRequest<B>) {
-        if send.is_closed() {
+    /// Keeps a connection that has finished its exchange and may serve another request.
+    fn park(&self, conn: Conn) {
+        if !conn.buf.is_empty() {
+            // The upstream sent more than its response: the connection is out of step.
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < MAX_IDLE_PER_UPSTREAM {
-                idle.push((Instant::now(), send));
+                idle.push((Instant::now(), conn));
             }
         }
     }
@@ -123,22 +206,17 @@ impl<B> Upstream<B> {
     /// Drops the idle connections that closed or waited too long (closing those).
     fn prune(&self) {
         if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|(since, send)| still_open(*since, send));
+            idle.retain(|(since, conn)| since.elapsed() < IDLE_TIMEOUT && conn.usable());
         }
     }
 
-    /// The most recently parked connection that can take a request now. Closed and expired
-    /// ones are dropped on the way; one still receiving its last response stays.
-    fn unpark(&self) -> Option<SendRequest<B>> {
+    /// The most recently parked connection that can take a request now; closed and expired
+    /// ones are dropped on the way.
+    fn unpark(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            let (since, send) = &idle[i];
-            if !still_open(*since, send) {
-                idle.swap_remove(i);
-            } else if send.is_ready() {
-                return Some(idle.swap_remove(i).1);
+        while let Some((since, conn)) = idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && conn.usable() {
+                return Some(conn);
             }
         }
         None
@@ -146,17 +224,22 @@ impl<B> Upstream<B> {
 }
 
 /// The forwarding client, shared by every dedicated application.
-pub struct Proxy<B> {
-    upstreams: RwLock<FastMap<String, Arc<Upstream<B>>>>,
+pub struct Proxy {
+    upstreams: RwLock<FastMap<String, Arc<Upstream>>>,
     next: AtomicUsize,
     settings: ProxySettings,
 }
 
-impl<B> Proxy<B>
-where
-    B: http_body::Body<Data = Bytes> + From<Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// The parts of a request every attempt sends alike.
+struct Prepared<'a> {
+    method: &'a Method,
+    path: &'a str,
+    headers: &'a HeaderMap,
+    /// The `Content-Length` the client declared for a streamed body.
+    declared_length: Option<u64>,
+}
+
+impl Proxy {
     pub fn new(settings: ProxySettings) -> Arc<Self> {
         Arc::new(Self {
             upstreams: RwLock::new(FastMap::default()),
@@ -184,7 +267,7 @@ where
     /// One round of health checks, each on a connection of its own; idle connections that
     /// closed or expired are dropped on the way.
     pub async fn check_health(&self) {
-        let all: Vec<Arc<Upstream<B>>> = match self.upstreams.read() {
+        let all: Vec<Arc<Upstream>> = match self.upstreams.read() {
             Ok(map) => map.values().cloned().collect(),
             Err(_) => return,
         };
@@ -194,13 +277,15 @@ where
         let timeout = self.settings.health_interval.min(Duration::from_secs(2));
         let checks = all.iter().map(|up| async move {
             let check = async {
-                let mut send = self.connect(up).await.ok()?;
-                let uri = Uri::try_from(format!("{}/health", up.prefix)).ok()?;
-                let mut request = Request::new(B::from(Bytes::new()));
-                *request.uri_mut() = uri;
-                request.headers_mut().insert(HOST, up.host.clone());
-                let response = send.send_request(request).await.ok()?;
-                Some(response.status().is_success())
+                let mut conn = self.connect(up).await.ok()?;
+                let request = format!(
+                    "GET {}/health HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+                    up.prefix,
+                    up.host.to_str().ok()?
+                );
+                conn.tcp.write_all(request.as_bytes()).await.ok()?;
+                let head = conn.read_head(&Method::GET).await.ok()??;
+                Some(head.status.is_success())
             };
             let ok = matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)));
             if ok {
@@ -232,7 +317,7 @@ where
         all
     }
 
-    fn upstream(&self, base: &str) -> Result<Arc<Upstream<B>>, ProxyError> {
+    fn upstream(&self, base: &str) -> Result<Arc<Upstream>, ProxyError> {
         if let Some(up) = self
             .upstreams
             .read()
@@ -268,23 +353,14 @@ where
         Ok(up)
     }
 
-    /// A new HTTP/1.1 connection to `up`, its I/O driven by a task of its own.
-    async fn connect(&self, up: &Upstream<B>) -> Result<SendRequest<B>, String> {
+    /// A new connection to `up`.
+    async fn connect(&self, up: &Upstream) -> Result<Conn, String> {
         let connect = async {
-            let tcp = tokio::net::TcpStream::connect(&up.address)
+            let tcp = TcpStream::connect(&up.address)
                 .await
                 .map_err(|e| e.to_string())?;
             tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            let (send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .map_err(|e| error_chain(&e))?;
-            let base = up.base.clone();
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(upstream = %base, error = %error_chain(&e), "upstream connection ended");
-                }
-            });
-            Ok(send)
+            Ok(Conn::new(tcp))
         };
         tokio::time::timeout(self.settings.connect_timeout, connect)
             .await
@@ -293,18 +369,22 @@ where
 
     /// Sends the request (whose headers the caller has already prepared) to one of `upstreams`
     /// and returns the upstream's response head with its body still streaming.
-    pub async fn forward(
+    pub async fn forward<B>(
         &self,
         upstreams: &[String],
         parts: http::request::Parts,
         body: Outgoing<B>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<ProxyBody>, ProxyError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
         // On the stack for the usual handful of upstreams (this runs on every request).
         let all = upstreams
             .iter()
             .map(|u| self.upstream(u))
             .collect::<Result<SmallVec<[_; 4]>, _>>()?;
-        let healthy: SmallVec<[&Arc<Upstream<B>>; 4]> = all
+        let healthy: SmallVec<[&Arc<Upstream>; 4]> = all
             .iter()
             .filter(|u| u.healthy.load(Ordering::SeqCst))
             .collect();
@@ -312,47 +392,36 @@ where
             return Err(ProxyError::NoHealthyUpstream);
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let idempotent = matches!(
-            parts.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-        );
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let idempotent = is_idempotent(&parts.method);
+        let request = Prepared {
+            method: &parts.method,
+            path: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            headers: &parts.headers,
+            declared_length: parts
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
+        };
         let (buffered, mut streamed) = match body {
             Outgoing::Buffered(b) => (Some(b), None),
             Outgoing::Streamed(b) => (None, Some(b)),
         };
         let replayable = buffered.is_some();
         let attempts = if replayable { healthy.len().min(3) } else { 1 };
-        let mut headers = Some(parts.headers);
         let mut last = ProxyError::NoHealthyUpstream;
         for attempt in 0..attempts {
             let up = healthy[(start + attempt) % healthy.len()];
             let body = match (&buffered, streamed.take()) {
-                (Some(bytes), _) => B::from(bytes.clone()),
-                (None, Some(body)) => body,
+                (Some(bytes), _) => Sending::Buffered(bytes),
+                (None, Some(body)) => Sending::Streamed(body),
                 (None, None) => break,
             };
-            let uri = if up.prefix.is_empty() {
-                Uri::from(path.clone())
-            } else {
-                Uri::try_from(format!("{}{}", up.prefix, path))
-                    .map_err(|_| ProxyError::BadUpstream(up.base.clone()))?
-            };
-            let mut request = Request::new(body);
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = uri;
-            // The last attempt takes the headers; earlier ones copy them.
-            *request.headers_mut() = match &headers {
-                Some(h) if attempt + 1 < attempts => h.clone(),
-                _ => headers.take().unwrap_or_default(),
-            };
-            request.headers_mut().insert(HOST, up.host.clone());
-            let sent =
-                tokio::time::timeout(self.settings.response_timeout, self.send(up, request)).await;
+            let sent = tokio::time::timeout(
+                self.settings.response_timeout,
+                self.send(up, &request, body),
+            )
+            .await;
             match sent {
                 Ok(Ok(response)) => return Ok(response),
                 Ok(Err(Failure::Connect(e))) => {
@@ -382,39 +451,387 @@ where
         Err(last)
     }
 
-    /// One attempt on `up`, on an idle connection or a new one. A request that a kept-alive
-    /// connection gives back unsent (it had just closed) goes out once more on a new one.
-    async fn send(
+    /// One attempt on `up`, on an idle connection or a new one. A held body goes out once more
+    /// on a new connection when a kept-alive one turns out to have just closed.
+    async fn send<B>(
         &self,
-        up: &Upstream<B>,
-        mut request: Request<B>,
-    ) -> Result<Response<Incoming>, Failure> {
-        if let Some(mut send) = up.unpark() {
-            match send.try_send_request(request).await {
-                Ok(response) => {
-                    up.park(send);
-                    return Ok(response);
+        up: &Arc<Upstream>,
+        request: &Prepared<'_>,
+        body: Sending<'_, B>,
+    ) -> Result<Response<ProxyBody>, Failure>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let body = match (up.unpark(), body) {
+            (Some(mut conn), Sending::Buffered(bytes)) => {
+                match exchange(&mut conn, up, request, Sending::<B>::Buffered(bytes)).await {
+                    Ok(head) => return Ok(respond(conn, up, head)),
+                    // The upstream had closed it: again on a new connection, if that cannot
+                    // run the request twice.
+                    Err(Exchange::Stale { written })
+                        if !written || is_idempotent(request.method) =>
+                    {
+                        Sending::Buffered(bytes)
+                    }
+                    Err(e) => return Err(Failure::Upstream(e.to_string())),
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(Failure::Upstream(error_chain(&e.into_error()))),
-                },
             }
-        }
-        let mut send = self.connect(up).await.map_err(Failure::Connect)?;
-        match send.send_request(request).await {
-            Ok(response) => {
-                up.park(send);
-                Ok(response)
+            (Some(mut conn), streamed) => {
+                return match exchange(&mut conn, up, request, streamed).await {
+                    Ok(head) => Ok(respond(conn, up, head)),
+                    Err(e) => Err(Failure::Upstream(e.to_string())),
+                };
             }
-            Err(e) => Err(Failure::Upstream(error_chain(&e))),
+            (None, body) => body,
+        };
+        let mut conn = self.connect(up).await.map_err(Failure::Connect)?;
+        match exchange(&mut conn, up, request, body).await {
+            Ok(head) => Ok(respond(conn, up, head)),
+            Err(e) => Err(Failure::Upstream(e.to_string())),
         }
     }
 }
 
-/// Whether an idle connection parked at `since` may still be used.
-fn still_open<B>(since: Instant, send: &SendRequest<B>) -> bool {
-    !send.is_closed() && since.elapsed() < IDLE_TIMEOUT
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+/// The body of the attempt being made.
+enum Sending<'a, B> {
+    Buffered(&'a Bytes),
+    Streamed(B),
+}
+
+/// How one exchange on a connection failed.
+#[derive(Debug)]
+enum Exchange {
+    /// The connection had ended before anything of a response came (`written`: the request
+    /// reached the connection).
+    Stale {
+        written: bool,
+    },
+    Failed(String),
+}
+
+impl std::fmt::Display for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exchange::Stale { .. } => f.write_str("the upstream closed the connection"),
+            Exchange::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Writes the request on `conn` and reads the response head.
+async fn exchange<B>(
+    conn: &mut Conn,
+    up: &Upstream,
+    request: &Prepared<'_>,
+    body: Sending<'_, B>,
+) -> Result<ResponseHead, Exchange>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let framing = match &body {
+        Sending::Buffered(bytes) if !bytes.is_empty() => RequestFraming::Length(bytes.len() as u64),
+        Sending::Buffered(_)
+            if request.declared_length.is_some()
+                || matches!(*request.method, Method::POST | Method::PUT | Method::PATCH) =>
+        {
+            RequestFraming::Length(0)
+        }
+        Sending::Buffered(_) => RequestFraming::None,
+        Sending::Streamed(_) => match request.declared_length {
+            Some(n) => RequestFraming::Length(n),
+            None => RequestFraming::Chunked,
+        },
+    };
+    let mut out = Vec::with_capacity(512);
+    h1::write_request_head(
+        &mut out,
+        request.method,
+        &up.prefix,
+        request.path,
+        &up.host,
+        request.headers,
+        framing,
+    );
+    let stale_write = |e: io::Error| {
+        if is_reset(&e) {
+            Exchange::Stale { written: false }
+        } else {
+            Exchange::Failed(e.to_string())
+        }
+    };
+    match body {
+        Sending::Buffered(bytes) => {
+            if bytes.len() <= INLINE_BODY_BYTES {
+                out.extend_from_slice(bytes);
+                conn.tcp.write_all(&out).await.map_err(stale_write)?;
+            } else {
+                conn.tcp.write_all(&out).await.map_err(stale_write)?;
+                conn.tcp
+                    .write_all(bytes)
+                    .await
+                    .map_err(|e| Exchange::Failed(e.to_string()))?;
+            }
+        }
+        Sending::Streamed(mut body) => {
+            conn.tcp.write_all(&out).await.map_err(stale_write)?;
+            match stream_body(conn, &mut body, framing).await {
+                Ok(()) => {}
+                Err(BodyFailure::Client(e)) => return Err(Exchange::Failed(e)),
+                // The upstream may have answered early (and stopped reading): its answer, if
+                // one came, is the response.
+                Err(BodyFailure::Upstream(e)) => {
+                    return match conn.read_head(request.method).await {
+                        Ok(Some(head)) => Ok(ResponseHead {
+                            keep_alive: false,
+                            ..head
+                        }),
+                        _ => Err(Exchange::Failed(e)),
+                    };
+                }
+            }
+        }
+    }
+    match conn.read_head(request.method).await {
+        Ok(Some(head)) => Ok(head),
+        Ok(None) => Err(Exchange::Stale { written: true }),
+        Err(e) => Err(Exchange::Failed(e)),
+    }
+}
+
+/// Why a streamed request body did not get through.
+enum BodyFailure {
+    /// The client's body: unreadable, or not the length it declared.
+    Client(String),
+    /// Writing to the upstream.
+    Upstream(String),
+}
+
+/// Copies a streamed request body to the upstream as it arrives, framed as announced.
+async fn stream_body<B>(
+    conn: &mut Conn,
+    body: &mut B,
+    framing: RequestFraming,
+) -> Result<(), BodyFailure>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut sent: u64 = 0;
+    let mut chunk = Vec::new();
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+        let frame = frame
+            .map_err(|e| BodyFailure::Client(format!("the request body could not be read: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers are not forwarded
+        };
+        sent += data.len() as u64;
+        let written = match framing {
+            RequestFraming::Chunked => {
+                chunk.clear();
+                h1::write_chunk(&mut chunk, &data);
+                conn.tcp.write_all(&chunk).await
+            }
+            RequestFraming::Length(n) if sent > n => {
+                return Err(BodyFailure::Client(
+                    "the request body is longer than its Content-Length".into(),
+                ))
+            }
+            _ => conn.tcp.write_all(&data).await,
+        };
+        written.map_err(|e| BodyFailure::Upstream(e.to_string()))?;
+    }
+    match framing {
+        RequestFraming::Chunked => conn
+            .tcp
+            .write_all(h1::LAST_CHUNK)
+            .await
+            .map_err(|e| BodyFailure::Upstream(e.to_string())),
+        RequestFraming::Length(n) if sent != n => Err(BodyFailure::Client(
+            "the request body is shorter than its Content-Length".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The response to hand on: its body taken from what is already read when it is all there
+/// (the connection goes back at once), or streamed from the connection.
+fn respond(mut conn: Conn, up: &Arc<Upstream>, head: ResponseHead) -> Response<ProxyBody> {
+    let body = match head.framing {
+        BodyFraming::Empty => {
+            if head.keep_alive {
+                up.park(conn);
+            }
+            ProxyBody(Kind::Full(None))
+        }
+        BodyFraming::Length(n) if conn.buf.len() as u64 >= n => {
+            let data = conn.buf.split_to(n as usize).freeze();
+            if head.keep_alive {
+                up.park(conn);
+            }
+            ProxyBody(Kind::Full((n > 0).then_some(data)))
+        }
+        framing => ProxyBody(Kind::Streaming(Box::new(Streaming {
+            conn: Some(conn),
+            reading: match framing {
+                BodyFraming::Length(n) => Reading::Length(n),
+                BodyFraming::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+                _ => Reading::UntilClose,
+            },
+            upstream: up.clone(),
+            keep_alive: head.keep_alive,
+        }))),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    response
+}
+
+/// A response body from an upstream.
+pub struct ProxyBody(Kind);
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Kind::Full(_) => "read",
+            Kind::Streaming(_) => "streaming",
+        };
+        f.debug_tuple("ProxyBody").field(&kind).finish()
+    }
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Streaming(Box<Streaming>),
+}
+
+/// A body still arriving on its connection.
+struct Streaming {
+    /// `None` once the body has ended (the connection parked or closed).
+    conn: Option<Conn>,
+    reading: Reading,
+    upstream: Arc<Upstream>,
+    keep_alive: bool,
+}
+
+enum Reading {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// A response body broke off.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's response body broke off: {0}")]
+pub struct ProxyBodyError(String);
+
+impl Streaming {
+    /// The body is complete: the connection goes back for another request if it may.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive {
+                self.upstream.park(conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, why: String) -> Poll<Option<Result<Frame<Bytes>, ProxyBodyError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(ProxyBodyError(why))))
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyBodyError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut self.reading {
+                Reading::Length(left) => {
+                    if *left == 0 {
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    if !conn.buf.is_empty() {
+                        let take = (*left).min(conn.buf.len() as u64);
+                        let data = conn.buf.split_to(take as usize).freeze();
+                        *left -= take;
+                        if *left == 0 {
+                            self.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Reading::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::End(trailers)) => {
+                        self.finish();
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                    }
+                    Ok(Decoded::More) => {}
+                    Err(e) => return self.fail(e.to_string()),
+                },
+                Reading::UntilClose => {
+                    if !conn.buf.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
+                    }
+                }
+            }
+            match ready!(conn.poll_read_more(cx)) {
+                Ok(0) if matches!(self.reading, Reading::UntilClose) => {
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return self.fail("the connection closed before the body's end".into()),
+                Ok(_) => {}
+                Err(e) => return self.fail(e.to_string()),
+            }
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = ProxyBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyBodyError>>> {
+        match &mut self.get_mut().0 {
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Streaming(s) => s.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Full(data) => data.is_none(),
+            Kind::Streaming(s) => s.conn.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Streaming(s) => match (&s.conn, &s.reading) {
+                (None, _) => SizeHint::with_exact(0),
+                (Some(_), Reading::Length(n)) => SizeHint::with_exact(*n),
+                _ => SizeHint::default(),
+            },
+        }
+    }
 }
 
 /// How one attempt failed.
@@ -428,10 +845,13 @@ enum Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::Full;
+    use http::Request;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
     use std::convert::Infallible;
+    use tokio::io::AsyncReadExt;
 
-    type Body = Full<Bytes>;
+    type TestBody = Full<Bytes>;
 
     /// An upstream on a random port answering 200 to everything; counts the connections it
     /// accepted.
@@ -457,31 +877,66 @@ mod tests {
         (base, accepted)
     }
 
+    /// An upstream that reads each request head and answers with `response`, then closes the
+    /// connection when `close` says so (whatever the response claims); counts connections.
+    async fn raw_upstream(response: &'static [u8], close: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            if tcp.write_all(response).await.is_err() || close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (base, accepted)
+    }
+
     fn get() -> http::request::Parts {
         Request::get("/v1/app/x").body(()).unwrap().into_parts().0
     }
 
-    async fn drain(response: Response<Incoming>) {
-        use http_body_util::BodyExt;
-        assert_eq!(response.status(), 200);
-        response.into_body().collect().await.unwrap();
+    async fn fetch(proxy: &Proxy, upstreams: &[String]) -> (u16, Bytes, Option<HeaderMap>) {
+        let response = proxy
+            .forward::<TestBody>(upstreams, get(), Outgoing::Buffered(Bytes::new()))
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        (status, collected.to_bytes(), trailers)
     }
 
     /// `n` requests one after the other, each answered and read to the end.
-    async fn one_by_one(proxy: &Proxy<Body>, upstreams: &[String], n: usize) {
+    async fn one_by_one(proxy: &Proxy, upstreams: &[String], n: usize) {
         for _ in 0..n {
-            let response = proxy
-                .forward(upstreams, get(), Outgoing::Buffered(Bytes::new()))
-                .await
-                .unwrap();
-            drain(response).await;
+            let (status, body, _) = fetch(proxy, upstreams).await;
+            assert_eq!((status, &body[..]), (200, &b"ok"[..]));
         }
     }
 
     #[tokio::test]
     async fn kept_alive_connections_are_reused_and_grow_only_with_concurrency() {
         let (base, accepted) = upstream().await;
-        let proxy = Proxy::<Body>::new(ProxySettings::default());
+        let proxy = Proxy::new(ProxySettings::default());
         let upstreams = [base];
         one_by_one(&proxy, &upstreams, 10).await;
         assert_eq!(
@@ -491,12 +946,13 @@ mod tests {
         );
 
         // Four at once need four connections; afterwards they are all reused.
-        let responses = futures_util::future::join_all(
-            (0..4).map(|_| proxy.forward(&upstreams, get(), Outgoing::Buffered(Bytes::new()))),
-        )
+        let responses = futures_util::future::join_all((0..4).map(|_| {
+            proxy.forward::<TestBody>(&upstreams, get(), Outgoing::Buffered(Bytes::new()))
+        }))
         .await;
         for response in responses {
-            drain(response.unwrap()).await;
+            let body = response.unwrap().into_body().collect().await.unwrap();
+            assert_eq!(&body.to_bytes()[..], b"ok");
         }
         let after_burst = accepted.load(Ordering::SeqCst);
         assert!((2..=4).contains(&after_burst), "{after_burst}");
@@ -518,5 +974,131 @@ mod tests {
         let before = accepted.load(Ordering::SeqCst);
         one_by_one(&proxy, &upstreams, 1).await;
         assert_eq!(accepted.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        // Claims keep-alive, closes after every response.
+        let (base, accepted) =
+            raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
+        let proxy = Proxy::new(ProxySettings::default());
+        let upstreams = [base];
+        for i in 1..=5 {
+            // Whether the close is seen before the next request or only by it, the request
+            // is answered, on a new connection.
+            one_by_one(&proxy, &upstreams, 1).await;
+            assert_eq!(accepted.load(Ordering::SeqCst), i);
+            if i == 3 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn chunked_and_close_delimited_bodies_are_read_to_their_end() {
+        let (base, accepted) = raw_upstream(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+              3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\nx-sum: 7\r\n\r\n",
+            false,
+        )
+        .await;
+        let proxy = Proxy::new(ProxySettings::default());
+        let upstreams = [base];
+        for _ in 0..3 {
+            let (status, body, trailers) = fetch(&proxy, &upstreams).await;
+            assert_eq!((status, &body[..]), (200, &b"abcdefg"[..]));
+            assert_eq!(trailers.unwrap()["x-sum"], "7");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "chunked bodies keep the connection"
+        );
+
+        let (base, accepted) = raw_upstream(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true).await;
+        let upstreams = [base];
+        for i in 1..=2 {
+            let (status, body, _) = fetch(&proxy, &upstreams).await;
+            assert_eq!((status, &body[..]), (200, &b"until the end"[..]));
+            assert_eq!(accepted.load(Ordering::SeqCst), i);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_or_a_garbled_head_is_an_error() {
+        let proxy = Proxy::new(ProxySettings::default());
+        let (base, _) =
+            raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", true).await;
+        let response = proxy
+            .forward::<TestBody>(&[base], get(), Outgoing::Buffered(Bytes::new()))
+            .await
+            .unwrap();
+        assert!(response.into_body().collect().await.is_err());
+
+        let (base, _) = raw_upstream(b"220 smtp.example ESMTP\r\n\r\n", true).await;
+        let refused = proxy
+            .forward::<TestBody>(&[base], get(), Outgoing::Buffered(Bytes::new()))
+            .await;
+        assert!(
+            matches!(refused, Err(ProxyError::Upstream(ref e)) if e.contains("malformed")),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn streamed_request_bodies_are_framed_by_their_length_or_in_chunks() {
+        // An upstream that echoes the bytes it received after the head, once it has them all.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        |r: Request<hyper::body::Incoming>| async move {
+                            let chunked = r.headers().contains_key("transfer-encoding");
+                            let body = r.into_body().collect().await.unwrap().to_bytes();
+                            let mut echo = if chunked {
+                                b"chunked:".to_vec()
+                            } else {
+                                b"length:".to_vec()
+                            };
+                            echo.extend_from_slice(&body);
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(echo))))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        let proxy = Proxy::new(ProxySettings::default());
+        let upstreams = [base];
+        let post = |length: Option<usize>| {
+            let mut r = Request::post("/v1/app/upload");
+            if let Some(n) = length {
+                r = r.header("content-length", n);
+            }
+            r.body(()).unwrap().into_parts().0
+        };
+        for (length, expected) in [
+            (Some(11), "length:hello world"),
+            (None, "chunked:hello world"),
+        ] {
+            let body = Full::new(Bytes::from_static(b"hello world"));
+            let response = proxy
+                .forward(&upstreams, post(length), Outgoing::Streamed(body))
+                .await
+                .unwrap();
+            let echoed = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(std::str::from_utf8(&echoed).unwrap(), expected);
+        }
+        // A body longer than it declared is not sent as something else.
+        let body = Full::new(Bytes::from_static(b"hello world"));
+        assert!(proxy
+            .forward(&upstreams, post(Some(5)), Outgoing::Streamed(body))
+            .await
+            .is_err());
     }
 }

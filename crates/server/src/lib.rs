@@ -80,7 +80,7 @@ pub struct ServerState {
     pub replay: Arc<dyn ReplayCache>,
     pub http: HttpSettings,
     /// The client that forwards dedicated applications' traffic to their instances.
-    pub proxy: Arc<Proxy<axum::body::Body>>,
+    pub proxy: Arc<Proxy>,
     /// Signs (gateway) and checks (instance) the assertion on forwarded requests.
     pub forward_key: ForwardKey,
     /// Creates dedicated applications' Redis users, when enabled.
