@@ -78,6 +78,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The tokens of a `Connection` field's values (the names of more hop-by-hop fields).
+pub fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> SmallVec<[&'a [u8]; 4]> {
+    values
+        .flat_map(|v| v.split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Whether a field of a client's request, named `name` as sent, crosses to the instance: not
+/// hop-by-hop (the fixed ones and those the `Connection` field lists, `listed`), not one a
+/// client could pass as someone else with ([`strip_client_identity`]), and not `Host` (the
+/// gateway sends it as `X-Forwarded-Host`). The raw form of [`strip_hop_by_hop`] and
+/// [`strip_client_identity`], for a request that was never a header map.
+pub fn request_field_crosses(name: &[u8], listed: &[&[u8]]) -> bool {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    !(is("host")
+        || is("content-length")
+        || HOP_BY_HOP.iter().any(|h| is(h))
+        || SPOOFABLE.iter().any(|h| is(h))
+        || (name.len() >= 11 && name[..11].eq_ignore_ascii_case(b"x-authsome-"))
+        || listed.iter().any(|l| name.eq_ignore_ascii_case(l)))
+}
+
+/// Whether a field of an instance's response, named `name`, crosses back to the client: not
+/// hop-by-hop (as [`strip_hop_by_hop`]).
+pub fn response_field_crosses(name: &[u8], listed: &[&[u8]]) -> bool {
+    !(HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        || listed.iter().any(|l| name.eq_ignore_ascii_case(l)))
+}
+
 /// Removes what a client could use to pass as someone or somewhere else: forwarding headers and
 /// every `X-AuthSome-*` header (only the gateway sets those).
 pub fn strip_client_identity(headers: &mut HeaderMap) {
@@ -300,6 +333,66 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn raw_fields_cross_as_the_header_map_forms_decide() {
+        let fields: [(&str, &str); 14] = [
+            ("Connection", "keep-alive, X-Secret-Hop, close"),
+            ("X-Secret-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Upgrade", "websocket"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-REAL-IP", "6.6.6.6"),
+            ("X-AuthSome-App-ID", "app_other"),
+            ("Host", "client.example"),
+            ("Content-Length", "2"),
+            ("Authorization", "Bearer sk_test_x"),
+            ("Content-Type", "application/json"),
+            ("x-custom", "kept"),
+            ("X-Authsomething", "kept, not ours"),
+        ];
+        let listed = connection_tokens(
+            fields
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+                .map(|(_, v)| v.as_bytes()),
+        );
+        let crossing: Vec<&str> = fields
+            .iter()
+            .filter(|(n, _)| request_field_crosses(n.as_bytes(), &listed))
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(
+            crossing,
+            [
+                "Authorization",
+                "Content-Type",
+                "x-custom",
+                "X-Authsomething"
+            ]
+        );
+        // Responses keep what is not hop-by-hop, identity headers included.
+        let back: Vec<&str> = fields
+            .iter()
+            .filter(|(n, _)| response_field_crosses(n.as_bytes(), &listed))
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(
+            back,
+            [
+                "X-Forwarded-For",
+                "X-REAL-IP",
+                "X-AuthSome-App-ID",
+                "Host",
+                "Content-Length",
+                "Authorization",
+                "Content-Type",
+                "x-custom",
+                "X-Authsomething"
+            ]
+        );
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! read. Everything that comes from the upstream is bounded ([`MAX_HEAD_BYTES`],
 //! [`MAX_HEADERS`], chunk-size lines) and anything malformed is an error, never a panic.
 
+use std::ops::Range;
+
 use bytes::{Buf, Bytes, BytesMut};
+use http::header::TRANSFER_ENCODING;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
-use http::header::{TRANSFER_ENCODING, UPGRADE};
-use http::{Method, StatusCode, Version};
+use http::{Method, StatusCode};
+use smallvec::SmallVec;
 
 /// The largest response head read from an upstream.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -42,16 +45,26 @@ pub(crate) enum RequestFraming {
     Chunked,
 }
 
-/// Writes `METHOD prefix+path HTTP/1.1`, `Host`, the framing header and every header of
-/// `headers` except those this hop decides (`Host`, `Content-Length`, `Transfer-Encoding`,
-/// `Connection`), then the blank line. The caller has already removed the hop-by-hop headers.
+/// The header fields of a request to forward.
+#[derive(Clone, Copy)]
+pub enum Fields<'a> {
+    /// Every field but those this hop decides (`Host`, `Content-Length`, `Transfer-Encoding`,
+    /// `Connection`) is written; the caller has removed the hop-by-hop ones.
+    Map(&'a HeaderMap),
+    /// `name: value\r\n` lines, ready to send as they are (the caller wrote them, without the
+    /// fields this hop decides).
+    Encoded(&'a [u8]),
+}
+
+/// Writes `METHOD prefix+path HTTP/1.1`, `Host`, the framing header and the request's other
+/// fields, then the blank line.
 pub(crate) fn write_request_head(
     out: &mut Vec<u8>,
     method: &Method,
     prefix: &str,
     path_and_query: &str,
     host: &HeaderValue,
-    headers: &HeaderMap,
+    fields: Fields<'_>,
     framing: RequestFraming,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
@@ -70,15 +83,23 @@ pub(crate) fn write_request_head(
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
-    for (name, value) in headers {
-        if name == HOST || name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION
-        {
-            continue;
+    match fields {
+        Fields::Map(headers) => {
+            for (name, value) in headers {
+                if name == HOST
+                    || name == CONTENT_LENGTH
+                    || name == TRANSFER_ENCODING
+                    || name == CONNECTION
+                {
+                    continue;
+                }
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        Fields::Encoded(lines) => out.extend_from_slice(lines),
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -93,14 +114,82 @@ pub(crate) enum BodyFraming {
     UntilClose,
 }
 
-/// A parsed response head.
+/// A parsed response head, kept as the bytes it came in: header fields are ranges of
+/// [`ResponseHead::raw`], so a head can be passed on without building a header map.
 #[derive(Debug)]
-pub(crate) struct ResponseHead {
+pub struct ResponseHead {
     pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub framing: BodyFraming,
+    /// The head's bytes (status line and fields, without the blank line's CRLF).
+    raw: Bytes,
+    /// Name and value of each field, as spans of `raw`.
+    fields: SmallVec<[(Span, Span); 12]>,
+    pub(crate) framing: BodyFraming,
     /// Whether the connection may carry another request after this response.
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
+}
+
+impl ResponseHead {
+    /// Each field as sent (names in the case the upstream wrote them).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(name, value)| (name.of(&self.raw), value.of(&self.raw)))
+    }
+
+    /// The first value of the field `name` (lowercase).
+    fn get<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.all(name).next()
+    }
+
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether the body is delimited by a length the head gives, and that length.
+    pub fn content_length(&self) -> Option<u64> {
+        match self.framing {
+            BodyFraming::Length(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Whether the response has no body at all (a `HEAD`, `204` or `304` answer).
+    pub fn is_bodiless(&self) -> bool {
+        self.framing == BodyFraming::Empty
+    }
+
+    /// The fields as a header map (values share the head's bytes).
+    pub fn header_map(&self) -> Result<HeaderMap, H1Error> {
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for (name, value) in &self.fields {
+            let name = HeaderName::from_bytes(name.of(&self.raw))
+                .map_err(|_| H1Error::Head("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(self.raw.slice(value.range()))
+                .map_err(|_| H1Error::Head("invalid header value"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+/// Where a piece of a head is: offset and length (a head is far below 4 GiB).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Span(u32, u32);
+
+impl Span {
+    pub fn new(start: usize, len: usize) -> Self {
+        Self(start as u32, len as u32)
+    }
+
+    pub fn range(self) -> Range<usize> {
+        self.0 as usize..(self.0 + self.1) as usize
+    }
+
+    pub fn of(self, buf: &[u8]) -> &[u8] {
+        &buf[self.range()]
+    }
 }
 
 /// Parses the response head at the start of `buf` and removes it (and any interim `1xx`
@@ -123,10 +212,7 @@ pub(crate) fn parse_response_head(
         };
         let code = response.code.ok_or(H1Error::Head("no status"))?;
         let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head("invalid status"))?;
-        let version = match response.version {
-            Some(1) => Version::HTTP_11,
-            _ => Version::HTTP_10,
-        };
+        let http11 = response.version == Some(1);
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(H1Error::Upgrade);
         }
@@ -135,65 +221,55 @@ pub(crate) fn parse_response_head(
             buf.advance(len);
             continue;
         }
-        // Header values are kept as slices of the head's bytes, not copied.
         let base = buf.as_ptr() as usize;
-        let mut fields: smallvec::SmallVec<[(HeaderName, std::ops::Range<usize>); 16]> =
-            smallvec::SmallVec::new();
-        for h in response.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| H1Error::Head("invalid header name"))?;
-            let start = h.value.as_ptr() as usize - base;
-            fields.push((name, start..start + h.value.len()));
-        }
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(fields.len());
-        for (name, range) in fields {
-            let value = HeaderValue::from_maybe_shared(head.slice(range))
-                .map_err(|_| H1Error::Head("invalid header value"))?;
-            headers.append(name, value);
-        }
-        let framing = framing(method, status, &headers)?;
-        let keep_alive = version == Version::HTTP_11
-            && !has_token(&headers, &CONNECTION, "close")
-            && !headers.contains_key(UPGRADE)
-            && framing != BodyFraming::UntilClose;
-        return Ok(Some(ResponseHead {
+        let offset = |s: &[u8]| Span::new(s.as_ptr() as usize - base, s.len());
+        let fields = response
+            .headers
+            .iter()
+            .map(|h| (offset(h.name.as_bytes()), offset(h.value)))
+            .collect();
+        let mut head = ResponseHead {
             status,
-            headers,
-            framing,
-            keep_alive,
-        }));
+            raw: buf.split_to(len - 2).freeze(),
+            fields,
+            framing: BodyFraming::Empty,
+            keep_alive: false,
+        };
+        buf.advance(2);
+        head.framing = framing(method, &head)?;
+        head.keep_alive = http11
+            && !head
+                .all("connection")
+                .any(|v| list_has(v, "close") || list_has(v, "upgrade"))
+            && head.framing != BodyFraming::UntilClose;
+        return Ok(Some(head));
     }
 }
 
-fn framing(
-    method: &Method,
-    status: StatusCode,
-    headers: &HeaderMap,
-) -> Result<BodyFraming, H1Error> {
+fn framing(method: &Method, head: &ResponseHead) -> Result<BodyFraming, H1Error> {
     if method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED
     {
         return Ok(BodyFraming::Empty);
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if head.get("transfer-encoding").is_some() {
         // Chunked only as the final coding; anything else runs to the close.
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+        let last = head
+            .all("transfer-encoding")
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .rfind(|t| !t.is_empty());
+            .filter(|t| !t.is_empty())
+            .fold(None, |_, t| Some(t));
         return Ok(match last {
             Some(t) if t.eq_ignore_ascii_case("chunked") => BodyFraming::Chunked,
             _ => BodyFraming::UntilClose,
         });
     }
     let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let n = parse_length(value.as_bytes()).ok_or(H1Error::ContentLength)?;
+    for value in head.all("content-length") {
+        let n = parse_length(value).ok_or(H1Error::ContentLength)?;
         if length.is_some_and(|l| l != n) {
             return Err(H1Error::ContentLength);
         }
@@ -203,6 +279,13 @@ fn framing(
         Some(n) => BodyFraming::Length(n),
         None => BodyFraming::UntilClose,
     })
+}
+
+/// Whether a comma-separated field value lists `token` (case-insensitive).
+pub fn list_has(value: &[u8], token: &str) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// A `Content-Length` value: digits only (a list of equal values is one value).
@@ -220,16 +303,6 @@ fn parse_length(value: &[u8]) -> Option<u64> {
         result = Some(n);
     }
     result
-}
-
-/// Whether a comma-separated header lists `token` (case-insensitive).
-pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// What a chunked decoder made of the bytes it had.
@@ -359,7 +432,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
 }
 
 /// Appends one chunk of a chunked request body (`size CRLF data CRLF`).
-pub(crate) fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
+pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
@@ -378,7 +451,7 @@ pub(crate) fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// The last chunk of a chunked request body, without trailers.
-pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]
 mod tests {
@@ -410,7 +483,7 @@ mod tests {
             "/base",
             "/v1/app/x?y=1",
             &HeaderValue::from_static("10.0.0.1:9000"),
-            &headers,
+            Fields::Map(&headers),
             RequestFraming::Length(12),
         );
         assert_eq!(
@@ -425,12 +498,12 @@ mod tests {
             "",
             "/",
             &HeaderValue::from_static("h"),
-            &HeaderMap::new(),
+            Fields::Encoded(b"x-a: 1\r\n"),
             RequestFraming::Chunked,
         );
         assert_eq!(
             out,
-            b"GET / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"GET / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\nx-a: 1\r\n\r\n"
         );
     }
 
@@ -445,8 +518,18 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.framing, BodyFraming::Length(2));
         assert!(r.keep_alive);
-        let values: Vec<_> = r.headers.get_all("x-a").iter().collect();
+        let map = r.header_map().unwrap();
+        let values: Vec<_> = map.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
+        let raw: Vec<_> = r.fields().collect();
+        assert_eq!(
+            raw,
+            [
+                (&b"Content-Length"[..], &b"2"[..]),
+                (b"X-A", b"1"),
+                (b"x-a", b"2")
+            ]
+        );
 
         // The body stays in the buffer.
         let mut buf = BytesMut::from("HTTP/1.1 204 No Content\r\n\r\nrest");

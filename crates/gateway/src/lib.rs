@@ -12,7 +12,7 @@
 mod acl;
 mod channel;
 pub mod forward;
-mod h1;
+pub mod h1;
 pub mod proxy;
 mod redis_limiter;
 mod replay;

@@ -36,13 +36,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderValue, Method, Response, Uri};
+use http::{HeaderValue, Method, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::h1::{self, BodyFraming, ChunkedDecoder, Decoded, RequestFraming, ResponseHead};
+pub use crate::h1::ResponseHead;
+use crate::h1::{self, BodyFraming, ChunkedDecoder, Decoded, Fields, RequestFraming};
 
 /// Idle connections kept per upstream for client connections to come.
 pub const MAX_IDLE_PER_UPSTREAM: usize = 256;
@@ -234,7 +235,7 @@ pub struct Proxy {
 struct Prepared<'a> {
     method: &'a Method,
     path: &'a str,
-    headers: &'a HeaderMap,
+    fields: Fields<'a>,
     /// The `Content-Length` the client declared for a streamed body.
     declared_length: Option<u64>,
 }
@@ -379,6 +380,58 @@ impl Proxy {
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
+        let request = Prepared {
+            method: &parts.method,
+            path: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            fields: Fields::Map(&parts.headers),
+            declared_length: parts
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
+        };
+        let (head, body) = self.forward_prepared(upstreams, request, body).await?;
+        let headers = head
+            .header_map()
+            .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        *response.headers_mut() = headers;
+        Ok(response)
+    }
+
+    /// [`Proxy::forward`] for a caller that has written the request's header fields itself
+    /// (`name: value\r\n` lines, without `Host`, `Content-Length`, `Transfer-Encoding` and
+    /// `Connection`, which this hop writes) and holds its whole body: the response head comes
+    /// back as read, not as a header map.
+    pub async fn forward_encoded(
+        &self,
+        upstreams: &[String],
+        method: &Method,
+        path_and_query: &str,
+        fields: &[u8],
+        body: Bytes,
+    ) -> Result<(ResponseHead, ProxyBody), ProxyError> {
+        let request = Prepared {
+            method,
+            path: path_and_query,
+            fields: Fields::Encoded(fields),
+            declared_length: None,
+        };
+        self.forward_prepared::<Held>(upstreams, request, Outgoing::Buffered(body))
+            .await
+    }
+
+    async fn forward_prepared<B>(
+        &self,
+        upstreams: &[String],
+        request: Prepared<'_>,
+        body: Outgoing<B>,
+    ) -> Result<(ResponseHead, ProxyBody), ProxyError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
         // On the stack for the usual handful of upstreams (this runs on every request).
         let all = upstreams
             .iter()
@@ -392,17 +445,7 @@ impl Proxy {
             return Err(ProxyError::NoHealthyUpstream);
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let idempotent = is_idempotent(&parts.method);
-        let request = Prepared {
-            method: &parts.method,
-            path: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-            headers: &parts.headers,
-            declared_length: parts
-                .headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok()),
-        };
+        let idempotent = is_idempotent(request.method);
         let (buffered, mut streamed) = match body {
             Outgoing::Buffered(b) => (Some(b), None),
             Outgoing::Streamed(b) => (None, Some(b)),
@@ -458,7 +501,7 @@ impl Proxy {
         up: &Arc<Upstream>,
         request: &Prepared<'_>,
         body: Sending<'_, B>,
-    ) -> Result<Response<ProxyBody>, Failure>
+    ) -> Result<(ResponseHead, ProxyBody), Failure>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
@@ -490,6 +533,21 @@ impl Proxy {
             Ok(head) => Ok(respond(conn, up, head)),
             Err(e) => Err(Failure::Upstream(e.to_string())),
         }
+    }
+}
+
+/// The streamed-body type of a request whose body is held in memory: there is none.
+enum Held {}
+
+impl Body for Held {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match *self.get_mut() {}
     }
 }
 
@@ -558,7 +616,7 @@ where
         &up.prefix,
         request.path,
         &up.host,
-        request.headers,
+        request.fields,
         framing,
     );
     let stale_write = |e: io::Error| {
@@ -590,10 +648,10 @@ where
                 // one came, is the response.
                 Err(BodyFailure::Upstream(e)) => {
                     return match conn.read_head(request.method).await {
-                        Ok(Some(head)) => Ok(ResponseHead {
-                            keep_alive: false,
-                            ..head
-                        }),
+                        Ok(Some(mut head)) => {
+                            head.keep_alive = false;
+                            Ok(head)
+                        }
                         _ => Err(Exchange::Failed(e)),
                     };
                 }
@@ -664,7 +722,7 @@ where
 
 /// The response to hand on: its body taken from what is already read when it is all there
 /// (the connection goes back at once), or streamed from the connection.
-fn respond(mut conn: Conn, up: &Arc<Upstream>, head: ResponseHead) -> Response<ProxyBody> {
+fn respond(mut conn: Conn, up: &Arc<Upstream>, head: ResponseHead) -> (ResponseHead, ProxyBody) {
     let body = match head.framing {
         BodyFraming::Empty => {
             if head.keep_alive {
@@ -690,10 +748,7 @@ fn respond(mut conn: Conn, up: &Arc<Upstream>, head: ResponseHead) -> Response<P
             keep_alive: head.keep_alive,
         }))),
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = head.status;
-    *response.headers_mut() = head.headers;
-    response
+    (head, body)
 }
 
 /// A response body from an upstream.
@@ -801,6 +856,17 @@ impl Streaming {
     }
 }
 
+impl ProxyBody {
+    /// The whole body, when it was read with the head (`Some(None)`: empty); `None` while it
+    /// still streams from the upstream.
+    pub fn take_whole(&mut self) -> Option<Option<Bytes>> {
+        match &mut self.0 {
+            Kind::Full(data) => Some(data.take()),
+            Kind::Streaming(_) => None,
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = ProxyBodyError;
@@ -845,7 +911,7 @@ enum Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::Request;
+    use http::{HeaderMap, Request};
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::TokioIo;
     use std::convert::Infallible;

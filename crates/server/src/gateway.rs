@@ -32,7 +32,7 @@ use crate::AppState;
 
 /// Bodies up to this size are read before forwarding, so that a request can be sent again on
 /// another upstream; larger ones (and chunked ones) stream through once.
-const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
+pub(crate) const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
 
 const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-app-id");
 
@@ -138,10 +138,7 @@ async fn forward_to_upstream(
         // An upstream of this application is a gateway, not `serve --app`: forwarding again
         // would go round forever.
         tracing::error!(app = %app_id, "forwarding loop: an upstream is not an instance");
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "forwarding loop: an upstream of this application is a gateway, not an instance",
-        ));
+        return Err(forwarding_loop());
     }
     // The same entry point as in process: a key is verified with the request's own credential
     // (rate limit, quota and metering included); keyless routes need a serving application in
@@ -231,35 +228,47 @@ async fn forward_to_upstream(
         .proxy
         .forward(&app.upstreams, parts, outgoing)
         .await
-        .map_err(|e| {
-            tracing::warn!(app = %app_id, error = %e, "forwarding failed");
-            let reason = match e {
-                ProxyError::NoHealthyUpstream => "no_healthy_upstream",
-                ProxyError::Timeout(_) => "timeout",
-                ProxyError::Upstream(_) | ProxyError::BadUpstream(_) => "upstream_error",
-            };
-            metrics::counter!(crate::metrics::FORWARD_FAILURES, "reason" => reason).increment(1);
-            match e {
-                ProxyError::NoHealthyUpstream => ApiError {
-                    retry_after: Some(1),
-                    ..ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no instance of this application is available",
-                    )
-                },
-                ProxyError::Timeout(_) => ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the application's instance did not answer in time",
-                ),
-                ProxyError::Upstream(_) | ProxyError::BadUpstream(_) => ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "the application's instance could not be reached",
-                ),
-            }
-        })?;
+        .map_err(|e| forward_failure(&app_id, e))?;
     let (mut parts, body) = response.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// The answer to a request that already carries this deployment's assertion: an upstream of
+/// its application is a gateway, and forwarding again would go round forever.
+pub(crate) fn forwarding_loop() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "forwarding loop: an upstream of this application is a gateway, not an instance",
+    )
+}
+
+/// The answer to a request that could not be forwarded (logged and counted).
+pub(crate) fn forward_failure(app_id: &str, e: ProxyError) -> ApiError {
+    tracing::warn!(app = %app_id, error = %e, "forwarding failed");
+    let reason = match e {
+        ProxyError::NoHealthyUpstream => "no_healthy_upstream",
+        ProxyError::Timeout(_) => "timeout",
+        ProxyError::Upstream(_) | ProxyError::BadUpstream(_) => "upstream_error",
+    };
+    metrics::counter!(crate::metrics::FORWARD_FAILURES, "reason" => reason).increment(1);
+    match e {
+        ProxyError::NoHealthyUpstream => ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no instance of this application is available",
+            )
+        },
+        ProxyError::Timeout(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the application's instance did not answer in time",
+        ),
+        ProxyError::Upstream(_) | ProxyError::BadUpstream(_) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "the application's instance could not be reached",
+        ),
+    }
 }
 
 /// Whether the request already carries a valid assertion of this deployment's gateways.

@@ -11,6 +11,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use smallvec::SmallVec;
 
 use crate::error::error_response;
 
@@ -68,6 +69,52 @@ pub fn set_rate_limit(decision: authsome_gateway::Decision) {
 const USER_AGENT_CHARS: usize = 512;
 
 impl RequestContext {
+    pub(crate) fn new(id: String, ip: Option<String>, user_agent: Option<HeaderValue>) -> Self {
+        Self {
+            id,
+            ip,
+            user_agent,
+            actor: std::sync::Mutex::new(None),
+            customer: std::sync::Mutex::new(CustomerHeaders::default()),
+        }
+    }
+
+    /// The customer-API response headers recorded while the request was served
+    /// (`DPoP-Nonce`, `X-AuthSome-App-ID`, `X-RateLimit-*`), taken once.
+    pub(crate) fn take_customer_headers(&self) -> SmallVec<[(HeaderName, HeaderValue); 5]> {
+        let customer = self
+            .customer
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        let mut headers = SmallVec::new();
+        if let Some(nonce) = customer
+            .dpop_nonce
+            .and_then(|n| HeaderValue::from_str(&n).ok())
+        {
+            headers.push((crate::dpop::NONCE_HEADER, nonce));
+        }
+        if let Some(app) = customer.app_id.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            headers.push((HeaderName::from_static("x-authsome-app-id"), app));
+        }
+        if let Some(d) = customer.rate_limit {
+            let reset = d.reset_after.as_secs_f64().ceil() as u64;
+            headers.push((
+                HeaderName::from_static("x-ratelimit-limit"),
+                HeaderValue::from(d.limit),
+            ));
+            headers.push((
+                HeaderName::from_static("x-ratelimit-remaining"),
+                HeaderValue::from(d.remaining),
+            ));
+            headers.push((
+                HeaderName::from_static("x-ratelimit-reset"),
+                HeaderValue::from(reset),
+            ));
+        }
+        headers
+    }
+
     /// The client's `User-Agent` (at most [`USER_AGENT_CHARS`] characters), if it sent one
     /// in text.
     pub fn user_agent(&self) -> Option<String> {
@@ -83,6 +130,14 @@ impl RequestContext {
 
 tokio::task_local! {
     static REQUEST: std::sync::Arc<RequestContext>;
+}
+
+/// Runs `f` as the request of `context`.
+pub(crate) async fn scope<F: std::future::Future>(
+    context: std::sync::Arc<RequestContext>,
+    f: F,
+) -> F::Output {
+    REQUEST.scope(context, f).await
 }
 
 /// The context of the request being served, if any.
@@ -155,52 +210,18 @@ where
         .map(|m| m.as_str().to_owned());
     let ip = peer.map(|p| ip_text(p.ip()));
     let user_agent = request.headers().get(header::USER_AGENT).cloned();
-    let context = std::sync::Arc::new(RequestContext {
-        id: id.clone(),
-        ip,
-        user_agent,
-        actor: std::sync::Mutex::new(None),
-        customer: std::sync::Mutex::new(CustomerHeaders::default()),
-    });
-    let scoped = context.clone();
-    let mut response = REQUEST
-        .scope(scoped, async move {
-            let response = handler(request).await;
-            ensure_error_body(response)
-        })
-        .await;
+    let context = std::sync::Arc::new(RequestContext::new(id.clone(), ip, user_agent));
+    let mut response = scope(context.clone(), async move {
+        let response = handler(request).await;
+        ensure_error_body(response)
+    })
+    .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    let customer = context
-        .customer
-        .lock()
-        .map(|mut c| std::mem::take(&mut *c))
-        .unwrap_or_default();
     let headers = response.headers_mut();
-    if let Some(nonce) = customer
-        .dpop_nonce
-        .and_then(|n| HeaderValue::from_str(&n).ok())
-    {
-        headers.insert(crate::dpop::NONCE_HEADER, nonce);
-    }
-    if let Some(app) = customer.app_id.and_then(|a| HeaderValue::from_str(&a).ok()) {
-        headers.insert(HeaderName::from_static("x-authsome-app-id"), app);
-    }
-    if let Some(d) = customer.rate_limit {
-        let reset = d.reset_after.as_secs_f64().ceil() as u64;
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(d.limit),
-        );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(d.remaining),
-        );
-        headers.insert(
-            HeaderName::from_static("x-ratelimit-reset"),
-            HeaderValue::from(reset),
-        );
+    for (name, value) in context.take_customer_headers() {
+        headers.insert(name, value);
     }
     let route = match route_label {
         Some(label) => label,
@@ -293,13 +314,7 @@ mod tests {
     use super::*;
 
     fn context_with_agent(agent: Option<HeaderValue>) -> RequestContext {
-        RequestContext {
-            id: "req_1".into(),
-            ip: None,
-            user_agent: agent,
-            actor: std::sync::Mutex::new(None),
-            customer: std::sync::Mutex::new(CustomerHeaders::default()),
-        }
+        RequestContext::new("req_1".into(), None, agent)
     }
 
     #[test]

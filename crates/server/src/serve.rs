@@ -1,6 +1,8 @@
-//! The listener loop: accepts connections and serves HTTP/1.1 on each with hyper, handing each
-//! request either to the direct forwarding path ([`crate::gateway::forward_directly`], for a
-//! dedicated application's plain customer-API request) or to the router.
+//! The listener loop: accepts connections and serves HTTP/1.1 on each. A gateway's connection
+//! starts on its own path for dedicated applications' plain customer-API requests
+//! ([`crate::direct`]); from the first other request on (at once, for most connections), hyper
+//! serves it, handing each request either to the hyper form of that path
+//! ([`crate::gateway::forward_directly`]) or to the router.
 //!
 //! A connection that sends no complete request head for
 //! [`HttpSettings::header_read_timeout`](crate::HttpSettings::header_read_timeout) (idle, or
@@ -8,7 +10,7 @@
 //! connection is accepted any more, each open one finishes the request it is serving and
 //! closes, and [`serve`] returns once all have.
 //!
-//! This module must not look at what a request asks for beyond choosing between those two.
+//! This module must not look at what a request asks for beyond choosing between those paths.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -58,6 +60,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
+        let direct_state = (state.http.only_app.is_none()).then(|| state.clone());
         let state = state.clone();
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -80,13 +83,25 @@ pub async fn serve(
         });
         let mut stopped = stopped.clone();
         connections.spawn(async move {
+            let mut tcp = tcp;
+            // A gateway serves dedicated applications' plain requests itself while they come;
+            // hyper takes the connection from the first other request on.
+            let read = match direct_state {
+                Some(state) => {
+                    match crate::direct::serve(&state, &mut tcp, peer, &mut stopped).await {
+                        crate::direct::Left::Closed => return,
+                        crate::direct::Left::Handoff(read) => read,
+                    }
+                }
+                None => bytes::Bytes::new(),
+            };
             let connection = hyper::server::conn::http1::Builder::new()
                 // A client that does not finish sending a request head (or that keeps a
                 // connection idle) this long is cut off: slow-header attacks cannot hold
                 // connections open forever.
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(tcp), service)
+                .serve_connection(TokioIo::new(crate::direct::Rewind::new(tcp, read)), service)
                 .with_upgrades();
             tokio::pin!(connection);
             let result = tokio::select! {

@@ -22,7 +22,9 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::bearer;
 use crate::AppState;
 
-const PUBLISHABLE_KEY_HEADER: HeaderName = HeaderName::from_static("x-publishable-key");
+/// The name of the header that carries a publishable key.
+pub(crate) const PUBLISHABLE_KEY: &str = "x-publishable-key";
+const PUBLISHABLE_KEY_HEADER: HeaderName = HeaderName::from_static(PUBLISHABLE_KEY);
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -38,17 +40,19 @@ pub struct AppIdentity {
 /// The key a customer-API request carries: `Authorization: Bearer` (unless that holds an access
 /// token) or `X-Publishable-Key`.
 pub fn credential(parts: &Parts) -> Option<&str> {
-    let header_key = || {
-        parts
-            .headers
-            .get(PUBLISHABLE_KEY_HEADER)?
-            .to_str()
-            .ok()
-            .map(str::trim)
-    };
-    match bearer(parts) {
+    let header_key = || parts.headers.get(PUBLISHABLE_KEY_HEADER)?.to_str().ok();
+    credential_of(bearer(parts), header_key)
+}
+
+/// [`credential`] from the request's bearer token (if `Authorization` is `Bearer`) and its
+/// `X-Publishable-Key` value, asked for only when needed.
+pub(crate) fn credential_of<'a>(
+    bearer: Option<&'a str>,
+    publishable: impl FnOnce() -> Option<&'a str>,
+) -> Option<&'a str> {
+    match bearer {
         Some(token) if looks_like_key(token) => Some(token),
-        _ => header_key(),
+        _ => publishable().map(str::trim),
     }
 }
 
@@ -99,6 +103,29 @@ async fn entry(
             state.control.verify_app_key(app_id, key).await?
         }
     };
+    admit(state, app, key).await
+}
+
+/// [`keyed`] for a request that carries `credential` (as [`credential`] finds it) and is not
+/// signed: the gateway's own HTTP path, which has no `Parts`.
+pub(crate) async fn keyed_by(
+    state: &AppState,
+    app_id: &str,
+    credential: &str,
+) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
+    let (app, key) = state.control.verify_app_key(app_id, credential).await?;
+    let (app, key) = admit(state, app, key).await?;
+    ensure_serving(&app)?;
+    Ok((app, key))
+}
+
+/// What every verified key goes through: the workspace's standing, the key's rate limit, the
+/// monthly quota, and metering.
+async fn admit(
+    state: &AppState,
+    app: Arc<Application>,
+    key: Arc<ApiKey>,
+) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
     crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
     crate::request_id::set_app(app.id.as_str());
     let workspace = state.control.workspace_view(&app.workspace_id).await?;
@@ -145,7 +172,7 @@ async fn entry(
     Ok((app, key))
 }
 
-const KEY_ID_HEADER: HeaderName = HeaderName::from_static("x-api-key-id");
+pub(crate) const KEY_ID_HEADER: HeaderName = HeaderName::from_static("x-api-key-id");
 const TIMESTAMP_HEADER: HeaderName = HeaderName::from_static("x-timestamp");
 pub(crate) const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("x-signature");
 

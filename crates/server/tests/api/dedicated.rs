@@ -635,3 +635,245 @@ fn tokio_stream<T: Send + 'static>(
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// One response read off a raw connection: status, lowercase header names, body (by
+/// `Content-Length` or chunked; none for `HEAD`).
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A client connection speaking HTTP/1.1 by hand, so a test controls what shares a connection.
+struct RawClient {
+    tcp: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    async fn connect(gw: &TestApp) -> Self {
+        let address = gw.base.trim_start_matches("http://");
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        Self {
+            tcp,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.tcp.write_all(bytes.as_bytes()).await.unwrap();
+    }
+
+    /// Reads more; false at the end of the connection.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), self.tcp.read(&mut chunk))
+            .await
+            .expect("the gateway answers within 5 s")
+            .unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    async fn response(&mut self, head_request: bool) -> Raw {
+        let (len, status, headers) = loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut r = httparse::Response::new(&mut slots);
+            if let httparse::Status::Complete(len) = r.parse(&self.buf).unwrap() {
+                let headers = r
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_ascii_lowercase(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                break (len, r.code.unwrap(), headers);
+            }
+            assert!(self.fill().await, "the connection ended before a response");
+        };
+        self.buf.drain(..len);
+        let mut raw = Raw {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if head_request {
+            return raw;
+        }
+        if let Some(n) = raw.header("content-length") {
+            let n: usize = n.parse().unwrap();
+            while self.buf.len() < n {
+                assert!(self.fill().await);
+            }
+            raw.body = self.buf.drain(..n).collect();
+        } else {
+            assert_eq!(raw.header("transfer-encoding"), Some("chunked"));
+            loop {
+                let end = loop {
+                    if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break end;
+                    }
+                    assert!(self.fill().await);
+                };
+                let line = String::from_utf8(self.buf.drain(..end + 2).collect()).unwrap();
+                let size = usize::from_str_radix(line.trim(), 16).unwrap();
+                while self.buf.len() < size + 2 {
+                    assert!(self.fill().await);
+                }
+                raw.body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        raw
+    }
+
+    /// Whether the gateway closes the connection (nothing more to read).
+    async fn closed(&mut self) -> bool {
+        !self.fill().await && self.buf.is_empty()
+    }
+}
+
+#[tokio::test]
+async fn the_gateways_own_path_serves_keep_alive_and_pipelined_requests_and_hands_the_rest_to_hyper(
+) {
+    let gw = gateway().await;
+    let up = scripted_upstream().await;
+    let Dedicated { app, pk, sk, .. } = dedicated_app(&gw, std::slice::from_ref(&up.base)).await;
+    let keyed = |method: &str, path: &str, extra: &str| {
+        format!("{method} /v1/{app}/{path} HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Bearer {sk}\r\n{extra}\r\n")
+    };
+    let mut c = RawClient::connect(&gw).await;
+
+    // A keyed request: forwarded, with the gateway's headers on the way and back.
+    c.send(&keyed(
+        "GET",
+        "echo?x=1",
+        "X-Forwarded-For: 6.6.6.6\r\nX-Custom: kept\r\n",
+    ))
+    .await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-authsome-app-id"), Some(app.as_str()));
+    assert!(r.header("x-ratelimit-remaining").is_some());
+    let request_id = r.header("x-authsome-request-id").unwrap().to_owned();
+    assert!(request_id.starts_with("req_"));
+    let seen = std::mem::take(&mut *up.seen.lock().unwrap());
+    let header = |name: &str| {
+        seen.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seen.path, format!("/v1/{app}/echo?x=1"));
+    assert_eq!(header("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header("x-forwarded-host"), ["gw.example"]);
+    assert_eq!(header("x-authsome-request-id"), [request_id.as_str()]);
+    assert_eq!(header("x-custom"), ["kept"]);
+    assert_eq!(header("x-authsome-forwarded").len(), 1);
+
+    // A body given by its length reaches the instance; HEAD has no body; a chunked answer
+    // streams back chunked.
+    c.send(&keyed("POST", "upload", "Content-Length: 5\r\n"))
+        .await;
+    c.send("hello").await;
+    let r = c.response(false).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.body).unwrap()["bytes"],
+        5
+    );
+    c.send(&keyed("HEAD", "echo", "")).await;
+    let r = c.response(true).await;
+    assert_eq!(r.status, 200);
+    up.release.notify_one();
+    c.send(&keyed("GET", "stream", "")).await;
+    let r = c.response(false).await;
+    assert_eq!(r.body, b"first;second");
+
+    // Refusals are the contract's error body, with the request's id, and keep the connection.
+    c.send(&format!(
+        "GET /v1/{app}/echo HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk_test_notakeyatall\r\n\r\n"
+    ))
+    .await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 401);
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(
+        body["error"]["requestId"].as_str(),
+        r.header("x-authsome-request-id")
+    );
+    assert!(r.header("date").is_some());
+
+    // Pipelined: a publishable-key request, a control-plane one (the connection goes to
+    // hyper with the bytes already read) and a keyed one again, in one write, answered in turn.
+    c.send(&format!(
+        "GET /v1/{app}/echo HTTP/1.1\r\nHost: gw\r\nX-Publishable-Key: {pk}\r\n\r\n\
+         GET /health HTTP/1.1\r\nHost: gw\r\n\r\n{}",
+        keyed("GET", "echo?after=hyper", "")
+    ))
+    .await;
+    let first = c.response(false).await;
+    assert_eq!(first.status, 200);
+    assert!(first.header("x-ratelimit-remaining").is_some());
+    let health = c.response(false).await;
+    assert_eq!(health.status, 200);
+    assert!(health.header("x-authsome-app-id").is_none());
+    let after = c.response(false).await;
+    assert_eq!(after.status, 200);
+    assert_eq!(after.header("x-authsome-app-id"), Some(app.as_str()));
+    assert_eq!(
+        up.seen.lock().unwrap().path,
+        format!("/v1/{app}/echo?after=hyper")
+    );
+
+    // `Connection: close` is honoured.
+    let mut c = RawClient::connect(&gw).await;
+    c.send(&keyed("GET", "echo", "Connection: close\r\n")).await;
+    assert_eq!(c.response(false).await.status, 200);
+    assert!(c.closed().await);
+
+    // The instance being down is the gateway's 503 on this path too.
+    up.healthy.store(false, Ordering::SeqCst);
+    eventually("an unhealthy upstream leaves rotation", async || {
+        let mut c = RawClient::connect(&gw).await;
+        c.send(&keyed("GET", "echo", "")).await;
+        c.response(false).await.status == 503
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_no_whole_head_in_time_is_closed() {
+    let gw = spawn_with(HttpSettings {
+        header_read_timeout: Duration::from_millis(300),
+        ..HttpSettings::default()
+    })
+    .await;
+    let mut c = RawClient::connect(&gw).await;
+    c.send("GET /v1/app_01jd4v0z3c8x2m5q7w9e1r6t0y/users HTTP/1.1\r\nHost: a")
+        .await;
+    let started = std::time::Instant::now();
+    assert!(c.closed().await);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // An idle one too.
+    let mut c = RawClient::connect(&gw).await;
+    assert!(c.closed().await);
+}

@@ -1,0 +1,719 @@
+//! The gateway's own HTTP/1.1 path for dedicated applications, as nginx forwards: each request
+//! of a connection is read with `httparse` and, while it is a plain customer-API request of a
+//! dedicated application (HTTP/1.1; no body signature; no `Idempotency-Key` on a `POST`; no
+//! `Transfer-Encoding`, `Upgrade` or `Expect`; a body of at most 64 KiB given by
+//! `Content-Length`), checked and forwarded here with its header fields copied as bytes: no
+//! header map, request or response object is built on either side of the hop.
+//!
+//! Anything else goes to hyper and the router, with the bytes already read: the first request
+//! that is not for this path, and every request after it on that connection. This path never
+//! answers a request it is not sure of; a malformed head is hyper's to refuse.
+//!
+//! A request here gets what [`crate::gateway`] gives one after the router: the same entry point
+//! (key, standing, rate limit, quota, metering: [`customer::keyed_by`], [`customer::public`]),
+//! the same fields removed ([`forward::request_field_crosses`]) and added, the same signed
+//! assertion and loop check, the same answers when forwarding fails, and what
+//! [`crate::request_id`] gives every request: its id (in the task-local context, for error
+//! bodies and audit events), the customer-API response headers, the metrics and the log line.
+//! A connection that sends no complete head within the header read timeout is closed, as
+//! hyper's are; so is an idle one when the server stops.
+//!
+//! This module must not know what a route does: like the gateway, it looks at the path's
+//! application and the request's credential, never at bodies.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use authsome_domain::id::RequestId;
+use authsome_domain::tenancy::{Application, Tenancy};
+use authsome_gateway::forward::{self, Assertion};
+use authsome_gateway::h1::{write_chunk, Span, LAST_CHUNK};
+use authsome_gateway::proxy::{ProxyBody, ResponseHead};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http_body::Body as _;
+use smallvec::SmallVec;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::request_id::RequestContext;
+use crate::routes::customer;
+use crate::AppState;
+
+/// The longest request head read here; a longer one is hyper's (to serve or refuse).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The most header fields of a request read here.
+const MAX_FIELDS: usize = 64;
+
+/// How a connection left this path.
+pub(crate) enum Left {
+    /// Closed: the client went away or asked to close, the head did not come in time, an
+    /// answer could not be written whole, or the server is stopping.
+    Closed,
+    /// For hyper, with the bytes read and not served (the start of the next request).
+    Handoff(Bytes),
+}
+
+/// Serves the connection's requests while they are for this path.
+pub(crate) async fn serve(
+    state: &AppState,
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    stopping: &mut watch::Receiver<bool>,
+) -> Left {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut out = Vec::with_capacity(1024);
+    let max_body = (crate::gateway::REPLAYABLE_BODY_BYTES as usize).min(state.http.max_body_bytes);
+    let mut head = Head::default();
+    loop {
+        match read_head(state, tcp, &mut buf, max_body, stopping, &mut head).await {
+            Read::Head => {}
+            Read::Other => return Left::Handoff(buf.freeze()),
+            Read::Closed => return Left::Closed,
+        }
+        let app = match state.control.public_application(head.app(&buf)).await {
+            Ok(app) if app.tenancy == Tenancy::Dedicated => app,
+            // Shared, unknown, or the control plane could not say: the router's to answer.
+            _ => return Left::Handoff(buf.freeze()),
+        };
+        let total = head.len + head.body_len;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            let deadline = tokio::time::Instant::now() + state.http.header_read_timeout;
+            while buf.len() < total {
+                match tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return Left::Closed,
+                }
+            }
+        }
+        let message = buf.split_to(total).freeze();
+        let kept = serve_one(state, tcp, peer, &message, &head, app, &mut out).await;
+        if !kept || head.close || *stopping.borrow() {
+            return Left::Closed;
+        }
+    }
+}
+
+enum Read {
+    /// The head is in (parsed into the caller's [`Head`]).
+    Head,
+    /// A request for hyper.
+    Other,
+    Closed,
+}
+
+/// What this path needs of a request head whose bytes are at the start of the buffer: ranges
+/// of it, not copies.
+#[derive(Default)]
+struct Head {
+    len: usize,
+    body_len: usize,
+    method: Method,
+    /// The request target (path and query).
+    target: Span,
+    /// The application id in the path.
+    app: Span,
+    fields: SmallVec<[(Span, Span); 12]>,
+    /// The client asked to close the connection after this request.
+    close: bool,
+}
+
+impl Head {
+    fn text<'a>(&self, buf: &'a [u8], span: Span) -> &'a str {
+        // httparse gave these spans as text (the target and the application in it).
+        std::str::from_utf8(span.of(buf)).unwrap_or_default()
+    }
+
+    fn target<'a>(&self, buf: &'a [u8]) -> &'a str {
+        self.text(buf, self.target)
+    }
+
+    fn app<'a>(&self, buf: &'a [u8]) -> &'a str {
+        self.text(buf, self.app)
+    }
+
+    fn fields<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 'a {
+        self.fields.iter().map(move |(n, v)| (n.of(buf), v.of(buf)))
+    }
+
+    fn all<'a>(&'a self, buf: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields(buf)
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of field `name` as text, if it is.
+    fn get<'a>(&'a self, buf: &'a [u8], name: &'a str) -> Option<&'a str> {
+        self.all(buf, name)
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Reads until a whole head is in `buf` (or the connection is not for this path), within the
+/// header read timeout; an idle connection closes when the server stops.
+async fn read_head(
+    state: &AppState,
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    max_body: usize,
+    stopping: &mut watch::Receiver<bool>,
+    head: &mut Head,
+) -> Read {
+    let deadline = tokio::time::Instant::now() + state.http.header_read_timeout;
+    loop {
+        if !buf.is_empty() {
+            match parse(buf, max_body, head) {
+                Parsed::Head => return Read::Head,
+                Parsed::Other => return Read::Other,
+                Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => return Read::Other,
+                Parsed::Partial => {}
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let read = tokio::select! {
+            biased;
+            read = tokio::time::timeout_at(deadline, tcp.read_buf(buf)) => read,
+            _ = stopping.wait_for(|stop| *stop), if buf.is_empty() => return Read::Closed,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            // Gone, broken, or too slow.
+            _ => return Read::Closed,
+        }
+    }
+}
+
+enum Parsed {
+    Head,
+    Partial,
+    Other,
+}
+
+/// Parses the head at the start of `buf` into `head`.
+fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut slots);
+    let len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(1), Some(method), Some(target)) = (request.version, request.method, request.path)
+    else {
+        return Parsed::Other;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Other;
+    };
+    let path = target.split('?').next().unwrap_or_default();
+    let Some(app) = crate::gateway::customer_app(path) else {
+        return Parsed::Other;
+    };
+    let base = buf.as_ptr() as usize;
+    let range = |s: &[u8]| Span::new(s.as_ptr() as usize - base, s.len());
+    head.len = len;
+    head.body_len = 0;
+    head.target = range(target.as_bytes());
+    head.app = range(app.as_bytes());
+    head.fields.clear();
+    head.close = false;
+    head.method = method;
+    let mut length: Option<usize> = None;
+    for field in request.headers.iter() {
+        let name = field.name.as_bytes();
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("content-length") {
+            match parse_length(field.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return Parsed::Other,
+            }
+        } else if is("transfer-encoding")
+            || is("upgrade")
+            || is("expect")
+            || is(customer::SIGNATURE_HEADER.as_str())
+            || is(customer::KEY_ID_HEADER.as_str())
+            || (head.method == Method::POST && is(crate::idempotency::IDEMPOTENCY_KEY.as_str()))
+        {
+            return Parsed::Other;
+        } else if is("connection") {
+            if forward_list_has(field.value, "upgrade") {
+                return Parsed::Other;
+            }
+            head.close |= forward_list_has(field.value, "close");
+        }
+        head.fields.push((range(name), range(field.value)));
+    }
+    head.body_len = length.unwrap_or(0);
+    if head.body_len > max_body {
+        return Parsed::Other;
+    }
+    Parsed::Head
+}
+
+fn forward_list_has(value: &[u8], token: &str) -> bool {
+    authsome_gateway::h1::list_has(value, token)
+}
+
+/// A `Content-Length` value of digits only.
+fn parse_length(value: &[u8]) -> Option<usize> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 12 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// What a request came to.
+enum Reply {
+    Forwarded(ResponseHead, ProxyBody),
+    /// The gateway's own answer (a refusal, or why forwarding failed).
+    Answer(Response),
+}
+
+/// Serves one request whose head and body are `message`; whether the connection may go on.
+async fn serve_one(
+    state: &AppState,
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    message: &Bytes,
+    head: &Head,
+    app: Arc<Application>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let started = Instant::now();
+    let id = RequestId::new().into_string();
+    let ip = crate::request_id::ip_text(peer.ip());
+    let user_agent = head
+        .all(message, "user-agent")
+        .next()
+        .and_then(|v| HeaderValue::from_bytes(v).ok());
+    let context = Arc::new(RequestContext::new(id.clone(), Some(ip), user_agent));
+    let reply = crate::request_id::scope(context.clone(), async {
+        match AssertUnwindSafe(forward_request(state, message, head, &app))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok((head, body))) => Reply::Forwarded(head, body),
+            Ok(Err(e)) => Reply::Answer(e.into_response()),
+            Err(panic) => Reply::Answer(crate::request_id::panic_response(panic)),
+        }
+    })
+    .await;
+    let ours = context.take_customer_headers();
+    out.clear();
+    let (status, kept) = match reply {
+        Reply::Forwarded(response, body) => {
+            write_forwarded(tcp, out, &response, body, &id, &ours).await
+        }
+        Reply::Answer(response) => write_answer(tcp, out, response, &id, &ours).await,
+    };
+    crate::metrics::request(
+        &head.method,
+        crate::metrics::FORWARDED_ROUTE,
+        status,
+        started.elapsed().as_secs_f64(),
+    );
+    if tracing::enabled!(tracing::Level::INFO) {
+        tracing::info!(
+            request_id = %id,
+            method = %head.method,
+            path = head.target(message).split('?').next().unwrap_or_default(),
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
+    kept
+}
+
+/// The checks and the hop: what `gateway::forward_to_upstream` does, on the raw request.
+async fn forward_request(
+    state: &AppState,
+    message: &Bytes,
+    head: &Head,
+    app: &Application,
+) -> Result<(ResponseHead, ProxyBody), ApiError> {
+    let app_id = app.id.as_str();
+    let target = head.target(message);
+    let method = head.method.as_str();
+    let now = authsome_domain::unix_seconds();
+    if let Some(value) = head.get(message, "x-authsome-forwarded") {
+        if state.forward_key.verify(value, method, target, now).is_ok() {
+            tracing::error!(app = %app_id, "forwarding loop: an upstream is not an instance");
+            return Err(crate::gateway::forwarding_loop());
+        }
+    }
+    let bearer = head
+        .get(message, "authorization")
+        .and_then(crate::extract::bearer_of);
+    let credential =
+        customer::credential_of(bearer, || head.get(message, customer::PUBLISHABLE_KEY));
+    let key_hash = match credential {
+        Some(credential) => {
+            let (_, key) = customer::keyed_by(state, app_id, credential).await?;
+            Some(key.hash.to_hex())
+        }
+        None => {
+            customer::public(state, app_id).await?;
+            None
+        }
+    };
+    let context = crate::request_id::context();
+    let (request_id, client_ip) = context
+        .as_ref()
+        .map(|c| (c.id.clone(), c.ip.clone().unwrap_or_default()))
+        .unwrap_or_default();
+    let assertion = Assertion {
+        issued_at: now,
+        app_id: app_id.to_owned(),
+        request_id,
+        client_ip,
+        key_hash,
+    };
+    let signed = state.forward_key.sign(&assertion, method, target);
+
+    let listed = forward::connection_tokens(head.all(message, "connection"));
+    let mut fields = Vec::with_capacity(head.len + 256);
+    let mut host = None;
+    for (name, value) in head.fields(message) {
+        if name.eq_ignore_ascii_case(b"host") {
+            host = Some(value);
+        }
+        if forward::request_field_crosses(name, &listed) {
+            field(&mut fields, name, value);
+        }
+    }
+    field(&mut fields, b"x-authsome-app-id", app_id.as_bytes());
+    field(
+        &mut fields,
+        b"x-authsome-request-id",
+        assertion.request_id.as_bytes(),
+    );
+    field(&mut fields, b"x-authsome-forwarded", signed.as_bytes());
+    field(
+        &mut fields,
+        b"x-forwarded-for",
+        assertion.client_ip.as_bytes(),
+    );
+    let proto = if state.identity.public_url().starts_with("https:") {
+        "https"
+    } else {
+        "http"
+    };
+    field(&mut fields, b"x-forwarded-proto", proto.as_bytes());
+    if let Some(host) = host {
+        field(&mut fields, b"x-forwarded-host", host);
+    }
+    state
+        .proxy
+        .forward_encoded(
+            &app.upstreams,
+            &head.method,
+            target,
+            &fields,
+            message.slice(head.len..),
+        )
+        .await
+        .map_err(|e| crate::gateway::forward_failure(app_id, e))
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The fields the gateway sets on every answer: the request id and the customer-API headers
+/// (they replace any the instance sent).
+fn our_fields(out: &mut Vec<u8>, id: &str, ours: &[(HeaderName, HeaderValue)]) {
+    field(out, b"x-authsome-request-id", id.as_bytes());
+    for (name, value) in ours {
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+fn is_ours(name: &[u8], ours: &[(HeaderName, HeaderValue)]) -> bool {
+    name.eq_ignore_ascii_case(b"x-authsome-request-id")
+        || ours
+            .iter()
+            .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+}
+
+/// Writes the instance's response: its fields less the hop-by-hop ones, the gateway's, and the
+/// body as it comes (chunked to the client when the instance gave no length). Returns the
+/// status and whether the connection may go on.
+async fn write_forwarded(
+    tcp: &mut TcpStream,
+    out: &mut Vec<u8>,
+    response: &ResponseHead,
+    mut body: ProxyBody,
+    id: &str,
+    ours: &[(HeaderName, HeaderValue)],
+) -> (u16, bool) {
+    let status = response.status.as_u16();
+    status_line(out, response.status);
+    let listed = forward::connection_tokens(
+        response
+            .fields()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+            .map(|(_, v)| v),
+    );
+    for (name, value) in response.fields() {
+        if forward::response_field_crosses(name, &listed) && !is_ours(name, ours) {
+            field(out, name, value);
+        }
+    }
+    our_fields(out, id, ours);
+    let chunked = !response.is_bodiless() && response.content_length().is_none();
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if let Some(whole) = body.take_whole() {
+        // The usual answer: head and body in one write.
+        let data = whole.unwrap_or_default();
+        if chunked {
+            write_chunk(out, &data);
+            out.extend_from_slice(LAST_CHUNK);
+        } else {
+            out.extend_from_slice(&data);
+        }
+        return (status, tcp.write_all(out).await.is_ok());
+    }
+    if tcp.write_all(out).await.is_err() {
+        return (status, false);
+    }
+    let mut chunk = Vec::new();
+    loop {
+        let frame = match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            // The instance broke off: the client can only learn it from the close.
+            Some(Err(_)) => return (status, false),
+        };
+        let written = match frame.into_data() {
+            Ok(data) if chunked => {
+                chunk.clear();
+                write_chunk(&mut chunk, &data);
+                tcp.write_all(&chunk).await
+            }
+            Ok(data) => tcp.write_all(&data).await,
+            Err(frame) => match frame.into_trailers() {
+                Ok(trailers) if chunked => {
+                    chunk.clear();
+                    chunk.extend_from_slice(b"0\r\n");
+                    for (name, value) in &trailers {
+                        field(&mut chunk, name.as_str().as_bytes(), value.as_bytes());
+                    }
+                    chunk.extend_from_slice(b"\r\n");
+                    let written = tcp.write_all(&chunk).await;
+                    return (status, written.is_ok());
+                }
+                _ => Ok(()),
+            },
+        };
+        if written.is_err() {
+            return (status, false);
+        }
+    }
+    if chunked && tcp.write_all(LAST_CHUNK).await.is_err() {
+        return (status, false);
+    }
+    (status, true)
+}
+
+/// Writes the gateway's own answer (its body is always in memory).
+async fn write_answer(
+    tcp: &mut TcpStream,
+    out: &mut Vec<u8>,
+    response: Response,
+    id: &str,
+    ours: &[(HeaderName, HeaderValue)],
+) -> (u16, bool) {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    status_line(out, parts.status);
+    for (name, value) in &parts.headers {
+        let name = name.as_str().as_bytes();
+        if !name.eq_ignore_ascii_case(b"content-length") && !is_ours(name, ours) {
+            field(out, name, value.as_bytes());
+        }
+    }
+    our_fields(out, id, ours);
+    field(
+        out,
+        b"date",
+        httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes(),
+    );
+    field(
+        out,
+        b"content-length",
+        itoa::Buffer::new().format(body.len()).as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    (parts.status.as_u16(), tcp.write_all(out).await.is_ok())
+}
+
+/// A connection handed to hyper: what this path read of it comes first.
+pub(crate) struct Rewind {
+    read: Bytes,
+    tcp: TcpStream,
+}
+
+impl Rewind {
+    pub(crate) fn new(tcp: TcpStream, read: Bytes) -> Self {
+        Self { read, tcp }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> Option<Head> {
+        let mut head = Head::default();
+        match parse(text.as_bytes(), 64 * 1024, &mut head) {
+            Parsed::Head => Some(head),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn plain_customer_api_requests_are_for_this_path() {
+        let text = "POST /v1/app_1/users?limit=2 HTTP/1.1\r\nHost: gw\r\n\
+                    Authorization: Bearer sk_test_x\r\nContent-Length: 5\r\n\r\nhello";
+        let head = parsed(text).unwrap();
+        assert_eq!(head.method, Method::POST);
+        assert_eq!(head.target(text.as_bytes()), "/v1/app_1/users?limit=2");
+        assert_eq!(head.app(text.as_bytes()), "app_1");
+        assert_eq!(head.body_len, 5);
+        assert_eq!(&text[head.len..], "hello");
+        assert!(!head.close);
+        assert_eq!(
+            head.get(text.as_bytes(), "authorization"),
+            Some("Bearer sk_test_x")
+        );
+        let head = parsed("GET /v1/app_2 HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap();
+        assert!(head.close);
+        assert_eq!(head.body_len, 0);
+    }
+
+    #[test]
+    fn everything_else_is_hypers() {
+        for text in [
+            "GET /v1/app_1 HTTP/1.0\r\n\r\n",
+            "GET /control/v1/workspaces HTTP/1.1\r\n\r\n",
+            "GET /health HTTP/1.1\r\n\r\n",
+            "GET /v1/ HTTP/1.1\r\n\r\n",
+            "POST /v1/app_1/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /v1/app_1/x HTTP/1.1\r\nContent-Length: 70000\r\n\r\n",
+            "POST /v1/app_1/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST /v1/app_1/x HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "POST /v1/app_1/x HTTP/1.1\r\nIdempotency-Key: k\r\n\r\n",
+            "POST /v1/app_1/x HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "GET /v1/app_1/x HTTP/1.1\r\nX-Signature: s\r\n\r\n",
+            "GET /v1/app_1/x HTTP/1.1\r\nX-Api-Key-Id: k\r\n\r\n",
+            "GET /v1/app_1/x HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET /v1/app_1/x HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
+            "GARBAGE\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    parse(text.as_bytes(), 64 * 1024, &mut Head::default()),
+                    Parsed::Other
+                ),
+                "{text:?}"
+            );
+        }
+        // An Idempotency-Key on a GET records nothing: it stays here.
+        assert!(parsed("GET /v1/app_1/x HTTP/1.1\r\nIdempotency-Key: k\r\n\r\n").is_some());
+        assert!(matches!(
+            parse(
+                b"GET /v1/app_1/x HTTP/1.1\r\nHost: a",
+                64 * 1024,
+                &mut Head::default()
+            ),
+            Parsed::Partial
+        ));
+        // A body above the server's own limit is hyper's to refuse.
+        assert!(matches!(
+            parse(
+                b"POST /v1/app_1/x HTTP/1.1\r\nContent-Length: 11\r\n\r\n",
+                10,
+                &mut Head::default()
+            ),
+            Parsed::Other
+        ));
+    }
+}
