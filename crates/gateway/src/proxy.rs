@@ -462,7 +462,8 @@ impl Proxy {
             };
             let sent = tokio::time::timeout(
                 self.settings.response_timeout,
-                self.send(up, &request, body),
+                // Boxed: the exchange's future is large, and the timer around it would copy it.
+                Box::pin(self.send(up, &request, body)),
             )
             .await;
             match sent {

@@ -204,9 +204,9 @@ enum Parsed {
 
 /// Parses the head at the start of `buf` into `head`.
 fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut request = httparse::Request::new(&mut slots);
-    let len = match request.parse(buf) {
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
@@ -302,7 +302,8 @@ async fn serve_one(
         .and_then(|v| HeaderValue::from_bytes(v).ok());
     let context = Arc::new(RequestContext::new(id.clone(), Some(ip), user_agent));
     let reply = crate::request_id::scope(context.clone(), async {
-        match AssertUnwindSafe(forward_request(state, message, head, &app))
+        // Boxed once: the future is large, and every layer around it would copy it.
+        match AssertUnwindSafe(Box::pin(forward_request(state, message, head, &app)))
             .catch_unwind()
             .await
         {
