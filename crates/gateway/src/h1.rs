@@ -289,7 +289,7 @@ pub fn list_has(value: &[u8], token: &str) -> bool {
 }
 
 /// A `Content-Length` value: digits only (a list of equal values is one value).
-fn parse_length(value: &[u8]) -> Option<u64> {
+pub fn parse_length(value: &[u8]) -> Option<u64> {
     let mut result = None;
     for part in value.split(|b| *b == b',') {
         let part = part.trim_ascii();

@@ -32,7 +32,7 @@ use std::time::Instant;
 use authsome_domain::id::RequestId;
 use authsome_domain::tenancy::{Application, Tenancy};
 use authsome_gateway::forward::{self, Assertion};
-use authsome_gateway::h1::{write_chunk, Span, LAST_CHUNK};
+use authsome_gateway::h1::{list_has, parse_length, write_chunk, Span, LAST_CHUNK};
 use authsome_gateway::proxy::{ProxyBody, ResponseHead};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -236,7 +236,7 @@ fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
         let name = field.name.as_bytes();
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("content-length") {
-            match parse_length(field.value) {
+            match parse_length(field.value).and_then(|n| usize::try_from(n).ok()) {
                 Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
                 _ => return Parsed::Other,
             }
@@ -249,10 +249,10 @@ fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
         {
             return Parsed::Other;
         } else if is("connection") {
-            if forward_list_has(field.value, "upgrade") {
+            if list_has(field.value, "upgrade") {
                 return Parsed::Other;
             }
-            head.close |= forward_list_has(field.value, "close");
+            head.close |= list_has(field.value, "close");
         }
         head.fields.push((range(name), range(field.value)));
     }
@@ -261,19 +261,6 @@ fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
         return Parsed::Other;
     }
     Parsed::Head
-}
-
-fn forward_list_has(value: &[u8], token: &str) -> bool {
-    authsome_gateway::h1::list_has(value, token)
-}
-
-/// A `Content-Length` value of digits only.
-fn parse_length(value: &[u8]) -> Option<usize> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 12 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// What a request came to.
