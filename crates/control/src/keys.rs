@@ -4,10 +4,14 @@
 //!
 //! Verification is parse + checksum (no I/O for garbage) + SHA-256 + a cache lookup. The cache
 //! holds keys and applications for [`POSITIVE_TTL`]; a revocation, roll or deletion on this
-//! replica takes effect at once, on other replicas within that TTL. `lastUsedAt` is collected in
-//! memory and written in batches by [`ControlPlane::flush_key_usage`], never per request.
+//! replica takes effect at once, on other replicas within that TTL (at once with an invalidation
+//! bus). `lastUsedAt` is collected in memory and written in batches by
+//! [`ControlPlane::flush_key_usage`], never per request. A [`ConnectionMemo`] lets a caller that
+//! sees the same credential again (a keep-alive connection) skip all of it for a second, until
+//! any invalidation.
 
 use authsome_domain::FastMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,7 @@ use authsome_domain::tenancy::{
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use subtle::ConstantTimeEq;
 
 use crate::{ControlError, ControlPlane, Result};
 
@@ -128,6 +133,8 @@ pub struct KeyCache {
     workspaces: RwLock<FastMap<WorkspaceId, Cached<Workspace>>>,
     apps: RwLock<FastMap<ApplicationId, Cached<Application>>>,
     usage: Mutex<FastMap<KeyId, DateTime<Utc>>>,
+    /// Bumped by every invalidation: what a [`ConnectionMemo`] filled before it no longer holds.
+    generation: AtomicU64,
 }
 
 fn fresh<T>(c: &Cached<T>) -> bool {
@@ -224,6 +231,94 @@ impl KeyCache {
     }
 }
 
+/// How long a [`ConnectionMemo`] vouches for what it holds without the caches.
+const MEMO_TTL: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// What a client connection's previous customer-API request resolved: its application and,
+/// when it carried one, its credential and key. The gateway keeps one per connection, so a
+/// keep-alive connection that sends the same key again skips the parse, the hash and the cache
+/// lookups. It vouches for at most [`MEMO_TTL`], and only while no cache entry was invalidated
+/// since it was filled: a revocation, roll or deletion on any replica ends every memo at once,
+/// as it ends the cache entries. The key's expiry is checked, and its use recorded, on every
+/// request. The credential is kept (for a constant-time comparison) as long as the memo, and
+/// wiped when it is dropped or replaced.
+#[derive(Default)]
+pub struct ConnectionMemo {
+    generation: u64,
+    at: Option<DateTime<Utc>>,
+    app: Option<Arc<Application>>,
+    key: Option<(zeroize::Zeroizing<String>, Arc<ApiKey>)>,
+}
+
+impl ConnectionMemo {
+    fn fresh(&self, cache: &KeyCache, now: DateTime<Utc>) -> bool {
+        self.generation == cache.generation.load(Ordering::Acquire)
+            && self.at.is_some_and(|at| now >= at && now - at < MEMO_TTL)
+    }
+
+    fn app(&self, id: &str) -> Option<&Arc<Application>> {
+        self.app.as_ref().filter(|a| a.id.as_str() == id)
+    }
+}
+
+impl ControlPlane {
+    /// [`ControlPlane::public_application`], answered from `memo` while it holds that application.
+    pub async fn memo_application(
+        &self,
+        memo: &mut ConnectionMemo,
+        id: &str,
+    ) -> Result<Arc<Application>> {
+        let now = authsome_domain::now();
+        if memo.fresh(&self.keys, now) {
+            if let Some(app) = memo.app(id) {
+                return Ok(app.clone());
+            }
+        }
+        // Read before the lookup: an invalidation during it leaves the memo stale, not wrong.
+        let generation = self.keys.generation.load(Ordering::Acquire);
+        let app = self.public_application(id).await?;
+        *memo = ConnectionMemo {
+            generation,
+            at: Some(now),
+            app: Some(app.clone()),
+            key: None,
+        };
+        Ok(app)
+    }
+
+    /// [`ControlPlane::verify_app_key`], answered from `memo` while it holds the same credential
+    /// for the same application (compared in constant time); the key must still be usable now.
+    pub async fn memo_app_key(
+        &self,
+        memo: &mut ConnectionMemo,
+        app_id: &str,
+        credential: &str,
+    ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
+        let now = authsome_domain::now();
+        if memo.fresh(&self.keys, now) {
+            if let (Some(app), Some((known, key))) = (memo.app(app_id), &memo.key) {
+                let same: bool = known.as_bytes().ct_eq(credential.as_bytes()).into();
+                if same && key.is_usable_at(now) {
+                    self.keys.record_use(&key.id, now);
+                    return Ok((app.clone(), key.clone()));
+                }
+            }
+        }
+        let generation = self.keys.generation.load(Ordering::Acquire);
+        let found = self.verify_app_key(app_id, credential).await;
+        *memo = match &found {
+            Ok((app, key)) => ConnectionMemo {
+                generation,
+                at: Some(now),
+                app: Some(app.clone()),
+                key: Some((zeroize::Zeroizing::new(credential.to_owned()), key.clone())),
+            },
+            Err(_) => ConnectionMemo::default(),
+        };
+        found
+    }
+}
+
 impl ControlPlane {
     /// Forgets a changed entry here and tells the other replicas to do the same.
     pub(crate) fn invalidate(&self, what: Invalidation) {
@@ -233,6 +328,7 @@ impl ControlPlane {
 
     /// Applies an invalidation (local, or received from another replica).
     pub fn apply_invalidation(&self, what: &Invalidation) {
+        self.keys.generation.fetch_add(1, Ordering::AcqRel);
         match what {
             Invalidation::Key(hash) => self.keys.forget_key(hash),
             Invalidation::Application(id) => self.keys.forget_application(id),

@@ -32,8 +32,8 @@ pub use applications::{ApplicationPatch, NewApplication};
 pub use auth::{AcceptInvitation, LoginResult};
 pub use bootstrap::BootstrapResult;
 pub use keys::{
-    CreatedKey, Invalidation, InvalidationBus, KeyCache, LocalOnly, NewAppKey, NewManagementKey,
-    RollKey, RolledKey,
+    ConnectionMemo, CreatedKey, Invalidation, InvalidationBus, KeyCache, LocalOnly, NewAppKey,
+    NewManagementKey, RollKey, RolledKey,
 };
 pub use members::{Invitation, MemberPatch, NewMember};
 pub use metering::month_bounds;

@@ -27,14 +27,15 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use authsome_control::ConnectionMemo;
 use authsome_domain::id::RequestId;
 use authsome_domain::tenancy::{Application, Tenancy};
 use authsome_gateway::forward::{self, Assertion};
 use authsome_gateway::h1::{list_has, parse_length, write_chunk, Span, LAST_CHUNK};
 use authsome_gateway::proxy::{ProxyBody, ResponseHead};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -43,9 +44,10 @@ use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use crate::error::ApiError;
-use crate::request_id::RequestContext;
+use crate::request_id::{CustomerHeaders, RequestContext};
 use crate::routes::customer;
 use crate::AppState;
 
@@ -74,13 +76,33 @@ pub(crate) async fn serve(
     let mut out = Vec::with_capacity(1024);
     let max_body = (crate::gateway::REPLAYABLE_BODY_BYTES as usize).min(state.http.max_body_bytes);
     let mut head = Head::default();
+    // What this connection's previous request resolved (its application, its key).
+    let mut memo = ConnectionMemo::default();
+    let ip = crate::request_id::ip_text(peer.ip());
+    // Made once per connection, not per request: the server's stop signal, and the header
+    // read timer (moved only when the deadline it holds is too early: see `read_head`).
+    let mut stop = {
+        let mut stopping = stopping.clone();
+        Box::pin(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        })
+    };
+    let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
     loop {
-        match read_head(state, tcp, &mut buf, max_body, stopping, &mut head).await {
+        let waits = Waits {
+            stop: stop.as_mut(),
+            timer: timer.as_mut(),
+        };
+        match read_head(state, tcp, &mut buf, max_body, waits, &mut head).await {
             Read::Head => {}
             Read::Other => return Left::Handoff(buf.freeze()),
             Read::Closed => return Left::Closed,
         }
-        let app = match state.control.public_application(head.app(&buf)).await {
+        let app = match state
+            .control
+            .memo_application(&mut memo, head.app(&buf))
+            .await
+        {
             Ok(app) if app.tenancy == Tenancy::Dedicated => app,
             // Shared, unknown, or the control plane could not say: the router's to answer.
             _ => return Left::Handoff(buf.freeze()),
@@ -97,7 +119,7 @@ pub(crate) async fn serve(
             }
         }
         let message = buf.split_to(total).freeze();
-        let kept = serve_one(state, tcp, peer, &message, &head, app, &mut out).await;
+        let kept = serve_one(state, tcp, &ip, &message, &head, app, &mut memo, &mut out).await;
         if !kept || head.close || *stopping.borrow() {
             return Left::Closed;
         }
@@ -160,17 +182,32 @@ impl Head {
     }
 }
 
+/// What a connection waits on besides its reads.
+struct Waits<'a, S> {
+    /// Done when the server stops.
+    stop: Pin<&'a mut S>,
+    timer: Pin<&'a mut Sleep>,
+}
+
 /// Reads until a whole head is in `buf` (or the connection is not for this path), within the
 /// header read timeout; an idle connection closes when the server stops.
-async fn read_head(
+///
+/// The timer is set to half a timeout past the deadline and moved only when it would go off
+/// before the deadline, so on a busy keep-alive connection it moves about twice per timeout
+/// rather than once per request; going off early, it is set to the deadline.
+async fn read_head<S: std::future::Future<Output = ()>>(
     state: &AppState,
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
     max_body: usize,
-    stopping: &mut watch::Receiver<bool>,
+    mut waits: Waits<'_, S>,
     head: &mut Head,
 ) -> Read {
-    let deadline = tokio::time::Instant::now() + state.http.header_read_timeout;
+    let timeout = state.http.header_read_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    if waits.timer.deadline() < deadline {
+        waits.timer.as_mut().reset(deadline + timeout / 2);
+    }
     loop {
         if !buf.is_empty() {
             match parse(buf, max_body, head) {
@@ -185,12 +222,20 @@ async fn read_head(
         }
         let read = tokio::select! {
             biased;
-            read = tokio::time::timeout_at(deadline, tcp.read_buf(buf)) => read,
-            _ = stopping.wait_for(|stop| *stop), if buf.is_empty() => return Read::Closed,
+            read = tcp.read_buf(buf) => read,
+            () = waits.timer.as_mut() => {
+                if tokio::time::Instant::now() >= deadline {
+                    // Too slow.
+                    return Read::Closed;
+                }
+                waits.timer.as_mut().reset(deadline);
+                continue;
+            }
+            () = waits.stop.as_mut(), if buf.is_empty() => return Read::Closed,
         };
         match read {
-            Ok(Ok(n)) if n > 0 => {}
-            // Gone, broken, or too slow.
+            Ok(n) if n > 0 => {}
+            // Gone or broken.
             _ => return Read::Closed,
         }
     }
@@ -271,26 +316,31 @@ enum Reply {
 }
 
 /// Serves one request whose head and body are `message`; whether the connection may go on.
+#[allow(clippy::too_many_arguments)]
 async fn serve_one(
     state: &AppState,
     tcp: &mut TcpStream,
-    peer: SocketAddr,
+    ip: &str,
     message: &Bytes,
     head: &Head,
     app: Arc<Application>,
+    memo: &mut ConnectionMemo,
     out: &mut Vec<u8>,
 ) -> bool {
     let started = Instant::now();
     let id = RequestId::new().into_string();
-    let ip = crate::request_id::ip_text(peer.ip());
     let user_agent = head
         .all(message, "user-agent")
         .next()
         .and_then(|v| HeaderValue::from_bytes(v).ok());
-    let context = Arc::new(RequestContext::new(id.clone(), Some(ip), user_agent));
+    let context = Arc::new(RequestContext::new(
+        id.clone(),
+        Some(ip.to_owned()),
+        user_agent,
+    ));
     let reply = crate::request_id::scope(context.clone(), async {
         // Boxed once: the future is large, and every layer around it would copy it.
-        match AssertUnwindSafe(Box::pin(forward_request(state, message, head, &app)))
+        match AssertUnwindSafe(Box::pin(forward_request(state, message, head, app, memo)))
             .catch_unwind()
             .await
         {
@@ -300,13 +350,14 @@ async fn serve_one(
         }
     })
     .await;
-    let ours = context.take_customer_headers();
+    let ours = context.take_customer();
     out.clear();
     let (status, kept) = match reply {
         Reply::Forwarded(response, body) => {
             write_forwarded(tcp, out, &response, body, &id, &ours).await
         }
-        Reply::Answer(response) => write_answer(tcp, out, response, &id, &ours).await,
+        // Boxed: the rare path, whose future would otherwise enlarge every request's.
+        Reply::Answer(response) => Box::pin(write_answer(tcp, out, response, &id, &ours)).await,
     };
     crate::metrics::request(
         &head.method,
@@ -332,7 +383,8 @@ async fn forward_request(
     state: &AppState,
     message: &Bytes,
     head: &Head,
-    app: &Application,
+    app: Arc<Application>,
+    memo: &mut ConnectionMemo,
 ) -> Result<(ResponseHead, ProxyBody), ApiError> {
     let app_id = app.id.as_str();
     let target = head.target(message);
@@ -351,11 +403,11 @@ async fn forward_request(
         customer::credential_of(bearer, || head.get(message, customer::PUBLISHABLE_KEY));
     let key_hash = match credential {
         Some(credential) => {
-            let (_, key) = customer::keyed_by(state, app_id, credential).await?;
+            let (_, key) = customer::keyed_by(state, app_id, credential, memo).await?;
             Some(key.hash.to_hex())
         }
         None => {
-            customer::public(state, app_id).await?;
+            customer::admit_public(state, app.clone()).await?;
             None
         }
     };
@@ -435,18 +487,13 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
 
 /// The fields the gateway sets on every answer: the request id and the customer-API headers
 /// (they replace any the instance sent).
-fn our_fields(out: &mut Vec<u8>, id: &str, ours: &[(HeaderName, HeaderValue)]) {
+fn our_fields(out: &mut Vec<u8>, id: &str, ours: &CustomerHeaders) {
     field(out, b"x-authsome-request-id", id.as_bytes());
-    for (name, value) in ours {
-        field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    ours.write(out);
 }
 
-fn is_ours(name: &[u8], ours: &[(HeaderName, HeaderValue)]) -> bool {
-    name.eq_ignore_ascii_case(b"x-authsome-request-id")
-        || ours
-            .iter()
-            .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str().as_bytes()))
+fn is_ours(name: &[u8], ours: &CustomerHeaders) -> bool {
+    name.eq_ignore_ascii_case(b"x-authsome-request-id") || ours.names(name)
 }
 
 /// Writes the instance's response: its fields less the hop-by-hop ones, the gateway's, and the
@@ -458,7 +505,7 @@ async fn write_forwarded(
     response: &ResponseHead,
     mut body: ProxyBody,
     id: &str,
-    ours: &[(HeaderName, HeaderValue)],
+    ours: &CustomerHeaders,
 ) -> (u16, bool) {
     let status = response.status.as_u16();
     status_line(out, response.status);
@@ -493,13 +540,20 @@ async fn write_forwarded(
     if tcp.write_all(out).await.is_err() {
         return (status, false);
     }
+    // Boxed, as the gateway's answers are: the usual answer's future stays small.
+    (status, Box::pin(stream_body(tcp, body, chunked)).await)
+}
+
+/// Writes a body that did not come whole with its head, as it comes; whether the connection
+/// may go on.
+async fn stream_body(tcp: &mut TcpStream, mut body: ProxyBody, chunked: bool) -> bool {
     let mut chunk = Vec::new();
     loop {
         let frame = match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
             None => break,
             Some(Ok(frame)) => frame,
             // The instance broke off: the client can only learn it from the close.
-            Some(Err(_)) => return (status, false),
+            Some(Err(_)) => return false,
         };
         let written = match frame.into_data() {
             Ok(data) if chunked => {
@@ -517,19 +571,16 @@ async fn write_forwarded(
                     }
                     chunk.extend_from_slice(b"\r\n");
                     let written = tcp.write_all(&chunk).await;
-                    return (status, written.is_ok());
+                    return written.is_ok();
                 }
                 _ => Ok(()),
             },
         };
         if written.is_err() {
-            return (status, false);
+            return false;
         }
     }
-    if chunked && tcp.write_all(LAST_CHUNK).await.is_err() {
-        return (status, false);
-    }
-    (status, true)
+    !(chunked && tcp.write_all(LAST_CHUNK).await.is_err())
 }
 
 /// Writes the gateway's own answer (its body is always in memory).
@@ -538,7 +589,7 @@ async fn write_answer(
     out: &mut Vec<u8>,
     response: Response,
     id: &str,
-    ours: &[(HeaderName, HeaderValue)],
+    ours: &CustomerHeaders,
 ) -> (u16, bool) {
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX)

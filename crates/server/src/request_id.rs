@@ -32,10 +32,62 @@ pub struct RequestContext {
 /// Headers every customer-API response carries once the application (and the key's rate
 /// limit) is known.
 #[derive(Default, Clone)]
-struct CustomerHeaders {
+pub(crate) struct CustomerHeaders {
     app_id: Option<String>,
     rate_limit: Option<authsome_gateway::Decision>,
     dpop_nonce: Option<String>,
+}
+
+/// `dpop::NONCE_HEADER`, as text.
+const NONCE: &str = "dpop-nonce";
+const APP_ID: &str = "x-authsome-app-id";
+const LIMIT: &str = "x-ratelimit-limit";
+const REMAINING: &str = "x-ratelimit-remaining";
+const RESET: &str = "x-ratelimit-reset";
+
+impl CustomerHeaders {
+    /// Each field as name and value bytes (the forms of [`RequestContext::take_customer_headers`]).
+    fn each(&self, mut f: impl FnMut(&'static str, &[u8])) {
+        if let Some(nonce) = &self.dpop_nonce {
+            f(NONCE, nonce.as_bytes());
+        }
+        if let Some(app) = &self.app_id {
+            f(APP_ID, app.as_bytes());
+        }
+        if let Some(d) = self.rate_limit {
+            let mut n = itoa::Buffer::new();
+            f(LIMIT, n.format(d.limit).as_bytes());
+            f(REMAINING, n.format(d.remaining).as_bytes());
+            f(RESET, n.format(reset_seconds(&d)).as_bytes());
+        }
+    }
+
+    /// Whether one of these fields is named `name` (any case).
+    pub(crate) fn names(&self, name: &[u8]) -> bool {
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        (self.dpop_nonce.is_some() && is(NONCE))
+            || (self.app_id.is_some() && is(APP_ID))
+            || (self.rate_limit.is_some() && (is(LIMIT) || is(REMAINING) || is(RESET)))
+    }
+
+    /// Writes the fields as `name: value` lines (a value that is not field text is left out, as
+    /// `HeaderValue` refuses it in the header-map form).
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        self.each(|name, value| {
+            if value
+                .iter()
+                .all(|&b| (b >= b' ' && b != 0x7f) || b == b'\t')
+            {
+                for part in [name.as_bytes(), b": ", value, b"\r\n"] {
+                    out.extend_from_slice(part);
+                }
+            }
+        });
+    }
+}
+
+fn reset_seconds(d: &authsome_gateway::Decision) -> u64 {
+    d.reset_after.as_secs_f64().ceil() as u64
 }
 
 /// Records the `DPoP-Nonce` the response offers.
@@ -82,37 +134,21 @@ impl RequestContext {
     /// The customer-API response headers recorded while the request was served
     /// (`DPoP-Nonce`, `X-AuthSome-App-ID`, `X-RateLimit-*`), taken once.
     pub(crate) fn take_customer_headers(&self) -> SmallVec<[(HeaderName, HeaderValue); 5]> {
-        let customer = self
-            .customer
+        let mut headers = SmallVec::new();
+        self.take_customer().each(|name, value| {
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.push((HeaderName::from_static(name), value));
+            }
+        });
+        headers
+    }
+
+    /// The same headers, as recorded (for the gateway's own path, which writes bytes).
+    pub(crate) fn take_customer(&self) -> CustomerHeaders {
+        self.customer
             .lock()
             .map(|mut c| std::mem::take(&mut *c))
-            .unwrap_or_default();
-        let mut headers = SmallVec::new();
-        if let Some(nonce) = customer
-            .dpop_nonce
-            .and_then(|n| HeaderValue::from_str(&n).ok())
-        {
-            headers.push((crate::dpop::NONCE_HEADER, nonce));
-        }
-        if let Some(app) = customer.app_id.and_then(|a| HeaderValue::from_str(&a).ok()) {
-            headers.push((HeaderName::from_static("x-authsome-app-id"), app));
-        }
-        if let Some(d) = customer.rate_limit {
-            let reset = d.reset_after.as_secs_f64().ceil() as u64;
-            headers.push((
-                HeaderName::from_static("x-ratelimit-limit"),
-                HeaderValue::from(d.limit),
-            ));
-            headers.push((
-                HeaderName::from_static("x-ratelimit-remaining"),
-                HeaderValue::from(d.remaining),
-            ));
-            headers.push((
-                HeaderName::from_static("x-ratelimit-reset"),
-                HeaderValue::from(reset),
-            ));
-        }
-        headers
+            .unwrap_or_default()
     }
 
     /// The client's `User-Agent` (at most [`USER_AGENT_CHARS`] characters), if it sent one

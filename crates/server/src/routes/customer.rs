@@ -107,13 +107,15 @@ async fn entry(
 }
 
 /// [`keyed`] for a request that carries `credential` (as [`credential`] finds it) and is not
-/// signed: the gateway's own HTTP path, which has no `Parts`.
+/// signed: the gateway's own HTTP path, which has no `Parts`, and keeps what its connection's
+/// previous request resolved in `memo`.
 pub(crate) async fn keyed_by(
     state: &AppState,
     app_id: &str,
     credential: &str,
+    memo: &mut authsome_control::ConnectionMemo,
 ) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
-    let (app, key) = state.control.verify_app_key(app_id, credential).await?;
+    let (app, key) = state.control.memo_app_key(memo, app_id, credential).await?;
     let (app, key) = admit(state, app, key).await?;
     ensure_serving(&app)?;
     Ok((app, key))
@@ -319,6 +321,14 @@ fn ensure_standing(workspace: &Workspace) -> Result<(), ApiError> {
 /// routes).
 pub async fn public(state: &AppState, app_id: &str) -> Result<Arc<Application>, ApiError> {
     let app = state.control.public_application(app_id).await?;
+    admit_public(state, app).await
+}
+
+/// [`public`] for an application already resolved from the path.
+pub(crate) async fn admit_public(
+    state: &AppState,
+    app: Arc<Application>,
+) -> Result<Arc<Application>, ApiError> {
     crate::request_id::set_app(app.id.as_str());
     ensure_standing(&*state.control.workspace_view(&app.workspace_id).await?)?;
     ensure_serving(&app)?;

@@ -35,6 +35,8 @@ pub(crate) struct Dedicated {
     pub pk: String,
     pub sk: String,
     pub sk_id: String,
+    /// The workspace owner's session token.
+    pub owner: String,
 }
 
 /// A tenant whose keys may send many requests a second, and a dedicated development
@@ -63,7 +65,13 @@ pub(crate) async fn dedicated_app(gw: &TestApp, upstreams: &[String]) -> Dedicat
     let app = r.body["id"].as_str().unwrap().to_owned();
     let (_, pk) = gw.key(&tenant.owner_token, &app, "publishable").await;
     let (sk_id, sk) = gw.key(&tenant.owner_token, &app, "secret").await;
-    Dedicated { app, pk, sk, sk_id }
+    Dedicated {
+        app,
+        pk,
+        sk,
+        sk_id,
+        owner: tenant.owner_token,
+    }
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -84,7 +92,9 @@ async fn a_dedicated_application_is_served_by_its_instances_through_the_gateway(
         .iter()
         .map(|p| format!("http://{}", p.local_addr().unwrap()))
         .collect();
-    let Dedicated { app, pk, sk, sk_id } = dedicated_app(&gw, &upstreams).await;
+    let Dedicated {
+        app, pk, sk, sk_id, ..
+    } = dedicated_app(&gw, &upstreams).await;
     let [first, second] = ports;
     let mut one = spawn_instance(&gw, &app, first);
     let two = spawn_instance(&gw, &app, second);
@@ -876,4 +886,73 @@ async fn a_connection_that_sends_no_whole_head_in_time_is_closed() {
     // An idle one too.
     let mut c = RawClient::connect(&gw).await;
     assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn a_connection_remembers_its_key_only_while_nothing_changed_and_never_for_another_key() {
+    let gw = gateway().await;
+    let up = scripted_upstream().await;
+    let Dedicated {
+        app,
+        sk,
+        sk_id,
+        owner,
+        ..
+    } = dedicated_app(&gw, std::slice::from_ref(&up.base)).await;
+    let (_, other_sk) = gw.key(&owner, &app, "secret").await;
+    let keyed = |key: &str| {
+        format!("GET /v1/{app}/echo HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n\r\n")
+    };
+    // The key the instance was told of, from the forwarding assertion.
+    let forwarded_key = || {
+        let seen = std::mem::take(&mut *up.seen.lock().unwrap());
+        let assertion = seen
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-authsome-forwarded")
+            .map(|(_, v)| v.clone())
+            .expect("an assertion");
+        assertion
+            .split(' ')
+            .find_map(|f| f.strip_prefix("key="))
+            .unwrap()
+            .to_owned()
+    };
+    let hash = |key: &str| authsome_domain::keys::KeyHash::of(key).to_hex();
+    let mut c = RawClient::connect(&gw).await;
+    for _ in 0..2 {
+        c.send(&keyed(&sk)).await;
+        assert_eq!(c.response(false).await.status, 200);
+        assert_eq!(forwarded_key(), hash(&sk));
+    }
+    // Another key on the same connection is its own: checked, and named to the instance.
+    c.send(&keyed(&other_sk)).await;
+    assert_eq!(c.response(false).await.status, 200);
+    assert_eq!(forwarded_key(), hash(&other_sk));
+    // A key one character off the remembered one is refused, and so is no key after it.
+    c.send(&keyed(&sk)).await;
+    assert_eq!(c.response(false).await.status, 200);
+    let last = sk.chars().last().unwrap();
+    let off = format!(
+        "{}{}",
+        &sk[..sk.len() - 1],
+        if last == 'a' { 'b' } else { 'a' }
+    );
+    c.send(&keyed(&off)).await;
+    assert_eq!(c.response(false).await.status, 401);
+    c.send(&keyed(&sk)).await;
+    assert_eq!(c.response(false).await.status, 200);
+    // Revoked: refused at once on the connection that just used it.
+    let r = gw
+        .delete(
+            &format!("/control/v1/applications/{app}/keys/{sk_id}"),
+            &owner,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    c.send(&keyed(&sk)).await;
+    let r = c.response(false).await;
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    c.send(&keyed(&other_sk)).await;
+    assert_eq!(c.response(false).await.status, 200);
 }
