@@ -13,7 +13,9 @@
 use authsome_domain::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use authsome_domain::clock::CoarseInstant;
 
 use authsome_domain::event::DomainEvent;
 use authsome_domain::id::{ApplicationId, KeyId, WorkspaceId};
@@ -80,7 +82,7 @@ pub struct RolledKey {
 
 struct Cached<T> {
     value: Option<Arc<T>>,
-    at: Instant,
+    at: CoarseInstant,
 }
 
 /// A cache entry that changed: forgotten here at once, and announced to the other replicas.
@@ -163,7 +165,7 @@ impl KeyCache {
                     hash,
                     Cached {
                         value,
-                        at: Instant::now(),
+                        at: CoarseInstant::now(),
                     },
                 );
             }
@@ -190,7 +192,7 @@ impl KeyCache {
                 id,
                 Cached {
                     value,
-                    at: Instant::now(),
+                    at: CoarseInstant::now(),
                 },
             );
         }
@@ -268,7 +270,7 @@ impl ControlPlane {
         memo: &mut ConnectionMemo,
         id: &str,
     ) -> Result<Arc<Application>> {
-        let now = authsome_domain::now();
+        let now = authsome_domain::coarse_now();
         if memo.fresh(&self.keys, now) {
             if let Some(app) = memo.app(id) {
                 return Ok(app.clone());
@@ -294,7 +296,7 @@ impl ControlPlane {
         app_id: &str,
         credential: &str,
     ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
-        let now = authsome_domain::now();
+        let now = authsome_domain::coarse_now();
         if memo.fresh(&self.keys, now) {
             if let (Some(app), Some((known, key))) = (memo.app(app_id), &memo.key) {
                 let same: bool = known.as_bytes().ct_eq(credential.as_bytes()).into();
@@ -538,7 +540,7 @@ impl ControlPlane {
                 id.clone(),
                 Cached {
                     value: Some(ws.clone()),
-                    at: Instant::now(),
+                    at: CoarseInstant::now(),
                 },
             );
         }

@@ -9,7 +9,9 @@
 use authsome_domain::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use authsome_domain::clock::CoarseInstant;
 
 use authsome_domain::id::{ApplicationId, KeyId};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
@@ -21,7 +23,7 @@ const TOTAL_TTL: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct RequestMeter {
     pending: Mutex<Pending>,
-    totals: RwLock<FastMap<ApplicationId, (i64, u64, Instant)>>,
+    totals: RwLock<FastMap<ApplicationId, (i64, u64, CoarseInstant)>>,
     /// The last hour whose month was worked out and that month's first hour, packed as
     /// `hour << 32 | month_start_hour` (0: none yet): every request asks, and the calendar
     /// arithmetic is worth doing once an hour rather than twice a request.
@@ -198,7 +200,7 @@ impl ControlPlane {
                     if totals.len() > 100_000 {
                         totals.clear();
                     }
-                    totals.insert(app.clone(), (from_hour, n, Instant::now()));
+                    totals.insert(app.clone(), (from_hour, n, CoarseInstant::now()));
                 }
                 n
             }

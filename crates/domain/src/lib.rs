@@ -2,10 +2,12 @@
 //! (workspaces, members and roles, applications, API keys) with the rules that govern them.
 //!
 //! **Invariant:** this crate does no I/O. It knows nothing of HTTP, SQL or the clock beyond
-//! reading the current time ([`now`], [`unix_seconds`]) for creating records; storage and
+//! reading the current time ([`now`], [`unix_seconds`], the cheap coarse clocks of [`clock`]) for
+//! creating records and checking ages; storage and
 //! transport depend on it, never the reverse. Values that pass a `parse` function here are valid
 //! everywhere downstream.
 
+pub mod clock;
 pub mod event;
 pub mod id;
 pub mod identity;
@@ -39,6 +41,13 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or_else(chrono::Utc::now)
 }
 
+/// [`now`] from the coarse clock (behind by at most a few milliseconds, and cheaper to read): for
+/// checks on the request path (expiry, last use), not for the records storage orders by time.
+pub fn coarse_now() -> chrono::DateTime<chrono::Utc> {
+    let millis = i64::try_from(clock::coarse_since_epoch().as_millis()).unwrap_or(i64::MAX);
+    chrono::DateTime::from_timestamp_millis(millis).unwrap_or_else(chrono::Utc::now)
+}
+
 /// A hash map for the request path's caches and counters, keyed by ids and hashes the server
 /// derived (never by raw client input): foldhash, seeded per process, instead of the standard
 /// library's SipHash, which costs several times more for a short key. Build one with
@@ -48,7 +57,7 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 /// Now, in whole seconds since the Unix epoch, without any calendar conversion: for clocks on
 /// the hot path that need no `DateTime` (the forwarding assertion, metering's hour).
 pub fn unix_seconds() -> u64 {
-    since_epoch().as_secs()
+    clock::coarse_since_epoch().as_secs()
 }
 
 fn since_epoch() -> std::time::Duration {

@@ -32,7 +32,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{ready, Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use authsome_domain::clock::CoarseInstant;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
@@ -181,7 +183,7 @@ struct Upstream {
     host: HeaderValue,
     healthy: AtomicBool,
     failed_checks: AtomicU32,
-    idle: Mutex<Vec<(Instant, Conn)>>,
+    idle: Mutex<Vec<(CoarseInstant, Conn)>>,
 }
 
 impl Upstream {
@@ -199,7 +201,7 @@ impl Upstream {
         }
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < MAX_IDLE_PER_UPSTREAM {
-                idle.push((Instant::now(), conn));
+                idle.push((CoarseInstant::now(), conn));
             }
         }
     }
