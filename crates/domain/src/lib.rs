@@ -2,10 +2,9 @@
 //! (workspaces, members and roles, applications, API keys) with the rules that govern them.
 //!
 //! **Invariant:** this crate does no I/O. It knows nothing of HTTP, SQL or the clock beyond
-//! reading the current time ([`now`], [`unix_seconds`], the cheap coarse clocks of [`clock`]) for
-//! creating records and checking ages; storage and
-//! transport depend on it, never the reverse. Values that pass a `parse` function here are valid
-//! everywhere downstream.
+//! reading the current time ([`now`], [`unix_seconds`], the coarse clocks of [`clock`]) for
+//! creating records and checking ages; storage and transport depend on it, never the reverse.
+//! Values that pass a `parse` function here are valid everywhere downstream.
 
 pub mod clock;
 pub mod event;

@@ -489,7 +489,7 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
 /// (they replace any the instance sent).
 fn our_fields(out: &mut Vec<u8>, id: &str, ours: &CustomerHeaders) {
     field(out, b"x-authsome-request-id", id.as_bytes());
-    ours.write(out);
+    ours.each(|name, value| field(out, name.as_bytes(), value));
 }
 
 fn is_ours(name: &[u8], ours: &CustomerHeaders) -> bool {

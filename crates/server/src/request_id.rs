@@ -47,7 +47,8 @@ const RESET: &str = "x-ratelimit-reset";
 
 impl CustomerHeaders {
     /// Each field as name and value bytes (the forms of [`RequestContext::take_customer_headers`]).
-    fn each(&self, mut f: impl FnMut(&'static str, &[u8])) {
+    /// The values are the server's own (a parsed id, numbers, a generated nonce): field text.
+    pub(crate) fn each(&self, mut f: impl FnMut(&'static str, &[u8])) {
         if let Some(nonce) = &self.dpop_nonce {
             f(NONCE, nonce.as_bytes());
         }
@@ -58,7 +59,8 @@ impl CustomerHeaders {
             let mut n = itoa::Buffer::new();
             f(LIMIT, n.format(d.limit).as_bytes());
             f(REMAINING, n.format(d.remaining).as_bytes());
-            f(RESET, n.format(reset_seconds(&d)).as_bytes());
+            let reset = d.reset_after.as_secs_f64().ceil() as u64;
+            f(RESET, n.format(reset).as_bytes());
         }
     }
 
@@ -69,25 +71,6 @@ impl CustomerHeaders {
             || (self.app_id.is_some() && is(APP_ID))
             || (self.rate_limit.is_some() && (is(LIMIT) || is(REMAINING) || is(RESET)))
     }
-
-    /// Writes the fields as `name: value` lines (a value that is not field text is left out, as
-    /// `HeaderValue` refuses it in the header-map form).
-    pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        self.each(|name, value| {
-            if value
-                .iter()
-                .all(|&b| (b >= b' ' && b != 0x7f) || b == b'\t')
-            {
-                for part in [name.as_bytes(), b": ", value, b"\r\n"] {
-                    out.extend_from_slice(part);
-                }
-            }
-        });
-    }
-}
-
-fn reset_seconds(d: &authsome_gateway::Decision) -> u64 {
-    d.reset_after.as_secs_f64().ceil() as u64
 }
 
 /// Records the `DPoP-Nonce` the response offers.
