@@ -98,6 +98,14 @@ impl KeyHash {
         hex(&self.0)
     }
 
+    /// The same hex, on the stack: the gateway names the key in every forwarded request.
+    pub fn hex(&self) -> HexHash {
+        let mut out = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = ::hex::encode_to_slice(self.0, &mut out);
+        HexHash(out)
+    }
+
     pub fn from_hex(s: &str) -> Option<Self> {
         let bytes = unhex(s)?;
         Some(Self(bytes.try_into().ok()?))
@@ -112,6 +120,17 @@ impl KeyHash {
 impl fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyHash({}…)", &self.to_hex()[..8])
+    }
+}
+
+/// A [`KeyHash`] as 64 lowercase hex digits.
+#[derive(Clone, Copy)]
+pub struct HexHash([u8; 64]);
+
+impl HexHash {
+    pub fn as_str(&self) -> &str {
+        // Hex digits only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -305,6 +324,7 @@ mod tests {
             assert_eq!((parsed.kind, parsed.mode), (kind, mode));
             assert_eq!(parsed.hash(), key.hash);
             assert_eq!(key.hash, KeyHash::from_hex(&key.hash.to_hex()).unwrap());
+            assert_eq!(key.hash.hex().as_str(), key.hash.to_hex());
         }
     }
 

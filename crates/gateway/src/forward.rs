@@ -146,6 +146,29 @@ pub struct Assertion {
     pub key_hash: Option<String>,
 }
 
+/// What an [`Assertion`] states, borrowed: what the gateway signs on every forwarded request
+/// without copying any of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claims<'a> {
+    pub issued_at: u64,
+    pub app_id: &'a str,
+    pub request_id: &'a str,
+    pub client_ip: &'a str,
+    pub key_hash: Option<&'a str>,
+}
+
+impl Assertion {
+    pub fn claims(&self) -> Claims<'_> {
+        Claims {
+            issued_at: self.issued_at,
+            app_id: &self.app_id,
+            request_id: &self.request_id,
+            client_ip: &self.client_ip,
+            key_hash: self.key_hash.as_deref(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ForwardError {
     #[error("malformed forwarding assertion")]
@@ -170,7 +193,7 @@ impl ForwardKey {
     }
 
     /// The `X-AuthSome-Forwarded` value for `assertion` on a request `method path_and_query`.
-    pub fn sign(&self, assertion: &Assertion, method: &str, path_and_query: &str) -> String {
+    pub fn sign(&self, assertion: &Claims<'_>, method: &str, path_and_query: &str) -> String {
         // On every forwarded request: pieced together rather than formatted.
         let sig = self.mac(assertion, method, path_and_query);
         let mut hex_sig = [0u8; 64];
@@ -184,13 +207,13 @@ impl ForwardKey {
             "v1 t=",
             issued_at.format(assertion.issued_at),
             " app=",
-            &assertion.app_id,
+            assertion.app_id,
             " rid=",
-            &assertion.request_id,
+            assertion.request_id,
             " ip=",
-            &assertion.client_ip,
+            assertion.client_ip,
             " key=",
-            assertion.key_hash.as_deref().unwrap_or("-"),
+            assertion.key_hash.unwrap_or("-"),
             " sig=",
             hex_sig,
         ] {
@@ -222,42 +245,44 @@ impl ForwardKey {
         let issued_at = get("t")?
             .parse::<u64>()
             .map_err(|_| ForwardError::Malformed)?;
-        let app_id = get("app")?.to_owned();
-        let request_id = get("rid")?.to_owned();
-        let client_ip = get("ip")?.to_owned();
-        let key = get("key")?;
+        let claims = Claims {
+            issued_at,
+            app_id: get("app")?,
+            request_id: get("rid")?,
+            client_ip: get("ip")?,
+            key_hash: Some(get("key")?).filter(|k| *k != "-"),
+        };
         let sig = hex::decode(get("sig")?).map_err(|_| ForwardError::Malformed)?;
         if fields.next().is_some() {
             return Err(ForwardError::Malformed);
         }
-        let assertion = Assertion {
-            issued_at,
-            app_id,
-            request_id,
-            client_ip,
-            key_hash: (key != "-").then(|| key.to_owned()),
-        };
-        let expected = self.mac(&assertion, method, path_and_query);
+        let expected = self.mac(&claims, method, path_and_query);
         if !bool::from(expected.as_slice().ct_eq(&sig)) {
             return Err(ForwardError::BadSignature);
         }
         if issued_at.abs_diff(now) > MAX_SKEW_SECONDS {
             return Err(ForwardError::Stale);
         }
-        Ok(assertion)
+        Ok(Assertion {
+            issued_at,
+            app_id: claims.app_id.to_owned(),
+            request_id: claims.request_id.to_owned(),
+            client_ip: claims.client_ip.to_owned(),
+            key_hash: claims.key_hash.map(str::to_owned),
+        })
     }
 
-    fn mac(&self, a: &Assertion, method: &str, path_and_query: &str) -> [u8; 32] {
+    fn mac(&self, a: &Claims<'_>, method: &str, path_and_query: &str) -> [u8; 32] {
         let mut mac = self.0.clone();
         for part in [
             "authsome.forward.v1",
             itoa::Buffer::new().format(a.issued_at),
             method,
             path_and_query,
-            &a.app_id,
-            &a.request_id,
-            &a.client_ip,
-            a.key_hash.as_deref().unwrap_or("-"),
+            a.app_id,
+            a.request_id,
+            a.client_ip,
+            a.key_hash.unwrap_or("-"),
         ] {
             mac.update(part.as_bytes());
             mac.update(b"\n");
@@ -285,7 +310,7 @@ mod tests {
     fn an_assertion_verifies_only_for_its_request_key_and_time() {
         let key = ForwardKey::new([7; 32]);
         let a = assertion();
-        let value = key.sign(&a, "POST", "/v1/app/users?limit=2");
+        let value = key.sign(&a.claims(), "POST", "/v1/app/users?limit=2");
         let now = a.issued_at + 30;
         assert_eq!(
             key.verify(&value, "POST", "/v1/app/users?limit=2", now),
@@ -315,7 +340,7 @@ mod tests {
             key_hash: None,
             ..a.clone()
         };
-        let value = key.sign(&keyless, "GET", "/v1/app/.well-known/jwks.json");
+        let value = key.sign(&keyless.claims(), "GET", "/v1/app/.well-known/jwks.json");
         assert!(value.contains(" key=- "));
         assert_eq!(
             key.verify(&value, "GET", "/v1/app/.well-known/jwks.json", now),

@@ -123,6 +123,13 @@ pub enum RateLimitError {
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
     async fn check(&self, subject: &str, limit: Limit) -> Result<Decision, RateLimitError>;
+
+    /// The decision at once, for a limiter that needs no I/O to give it (in process); `None`
+    /// when only [`RateLimiter::check`] can (a shared store). Spares the request path a boxed
+    /// future.
+    fn check_now(&self, _subject: &str, _limit: Limit) -> Option<Result<Decision, RateLimitError>> {
+        None
+    }
 }
 
 /// GCRA on a theoretical arrival time `tat` (µs): the pure core both limiters share.
@@ -170,6 +177,16 @@ pub struct InProcessLimiter {
 #[async_trait]
 impl RateLimiter for InProcessLimiter {
     async fn check(&self, subject: &str, limit: Limit) -> Result<Decision, RateLimitError> {
+        self.decide(subject, limit)
+    }
+
+    fn check_now(&self, subject: &str, limit: Limit) -> Option<Result<Decision, RateLimitError>> {
+        Some(self.decide(subject, limit))
+    }
+}
+
+impl InProcessLimiter {
+    fn decide(&self, subject: &str, limit: Limit) -> Result<Decision, RateLimitError> {
         let now = now_us();
         let mut tats = self
             .tats

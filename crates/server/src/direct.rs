@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use authsome_control::ConnectionMemo;
 use authsome_domain::id::RequestId;
 use authsome_domain::tenancy::{Application, Tenancy};
-use authsome_gateway::forward::{self, Assertion};
+use authsome_gateway::forward::{self, Claims};
 use authsome_gateway::h1::{list_has, parse_length, write_chunk, Span, LAST_CHUNK};
 use authsome_gateway::proxy::{ProxyBody, ResponseHead};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -328,16 +328,17 @@ async fn serve_one(
     out: &mut Vec<u8>,
 ) -> bool {
     let started = Instant::now();
-    let id = RequestId::new().into_string();
+    // The user agent as a view of the request's bytes, not a copy.
     let user_agent = head
         .all(message, "user-agent")
         .next()
-        .and_then(|v| HeaderValue::from_bytes(v).ok());
+        .and_then(|v| HeaderValue::from_maybe_shared(message.slice_ref(v)).ok());
     let context = Arc::new(RequestContext::new(
-        id.clone(),
+        RequestId::new().into_string(),
         Some(ip.to_owned()),
         user_agent,
     ));
+    let id = context.id.as_str();
     let reply = crate::request_id::scope(context.clone(), async {
         // Boxed once: the future is large, and every layer around it would copy it.
         match AssertUnwindSafe(Box::pin(forward_request(state, message, head, app, memo)))
@@ -354,10 +355,10 @@ async fn serve_one(
     out.clear();
     let (status, kept) = match reply {
         Reply::Forwarded(response, body) => {
-            write_forwarded(tcp, out, &response, body, &id, &ours).await
+            write_forwarded(tcp, out, &response, body, id, &ours).await
         }
         // Boxed: the rare path, whose future would otherwise enlarge every request's.
-        Reply::Answer(response) => Box::pin(write_answer(tcp, out, response, &id, &ours)).await,
+        Reply::Answer(response) => Box::pin(write_answer(tcp, out, response, id, &ours)).await,
     };
     crate::metrics::request(
         &head.method,
@@ -404,7 +405,7 @@ async fn forward_request(
     let key_hash = match credential {
         Some(credential) => {
             let (_, key) = customer::keyed_by(state, app_id, credential, memo).await?;
-            Some(key.hash.to_hex())
+            Some(key.hash.hex())
         }
         None => {
             customer::admit_public(state, app.clone()).await?;
@@ -413,17 +414,17 @@ async fn forward_request(
     };
     let context = crate::request_id::context();
     let (request_id, client_ip) = context
-        .as_ref()
-        .map(|c| (c.id.clone(), c.ip.clone().unwrap_or_default()))
+        .as_deref()
+        .map(|c| (c.id.as_str(), c.ip.as_deref().unwrap_or_default()))
         .unwrap_or_default();
-    let assertion = Assertion {
+    let claims = Claims {
         issued_at: now,
-        app_id: app_id.to_owned(),
+        app_id,
         request_id,
         client_ip,
-        key_hash,
+        key_hash: key_hash.as_ref().map(|h| h.as_str()),
     };
-    let signed = state.forward_key.sign(&assertion, method, target);
+    let signed = state.forward_key.sign(&claims, method, target);
 
     let listed = forward::connection_tokens(head.all(message, "connection"));
     let mut fields = Vec::with_capacity(head.len + 256);
@@ -440,14 +441,10 @@ async fn forward_request(
     field(
         &mut fields,
         b"x-authsome-request-id",
-        assertion.request_id.as_bytes(),
+        claims.request_id.as_bytes(),
     );
     field(&mut fields, b"x-authsome-forwarded", signed.as_bytes());
-    field(
-        &mut fields,
-        b"x-forwarded-for",
-        assertion.client_ip.as_bytes(),
-    );
+    field(&mut fields, b"x-forwarded-for", claims.client_ip.as_bytes());
     let proto = if state.identity.public_url().starts_with("https:") {
         "https"
     } else {

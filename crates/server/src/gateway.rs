@@ -16,7 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use authsome_domain::tenancy::{Application, Tenancy};
-use authsome_gateway::forward::{self, Assertion, FORWARDED_HEADER};
+use authsome_gateway::forward::{self, Assertion, Claims, FORWARDED_HEADER};
 use authsome_gateway::proxy::{Outgoing, ProxyError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -146,7 +146,7 @@ async fn forward_to_upstream(
     let key_hash = if customer::credential(&parts).is_some() || customer::is_signed(&parts) {
         let (app, key) = customer::keyed(state, &app_id, &parts).await?;
         debug_assert_eq!(app.id.as_str(), app_id);
-        Some(key.hash.to_hex())
+        Some(key.hash.hex())
     } else {
         customer::public(state, &app_id).await?;
         None
@@ -171,16 +171,16 @@ async fn forward_to_upstream(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let assertion = Assertion {
+    let claims = Claims {
         issued_at: authsome_domain::unix_seconds(),
-        app_id: app_id.clone(),
-        request_id: request_id.clone(),
-        client_ip: client_ip.clone(),
-        key_hash,
+        app_id: &app_id,
+        request_id: &request_id,
+        client_ip: &client_ip,
+        key_hash: key_hash.as_ref().map(|h| h.as_str()),
     };
     let signed = state
         .forward_key
-        .sign(&assertion, parts.method.as_str(), &path);
+        .sign(&claims, parts.method.as_str(), &path);
     let original_host = parts.headers.get(header::HOST).cloned();
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop(headers);

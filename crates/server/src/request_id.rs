@@ -2,10 +2,12 @@
 //! logs, and returned as `X-AuthSome-Request-ID`. Also the safety net that turns any error
 //! response not produced by [`crate::error`] (a panic, a layer's rejection) into the error body.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use authsome_domain::event::EventActor;
 use authsome_domain::id::RequestId;
+use authsome_domain::tenancy::Application;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -33,7 +35,7 @@ pub struct RequestContext {
 /// limit) is known.
 #[derive(Default, Clone)]
 pub(crate) struct CustomerHeaders {
-    app_id: Option<String>,
+    app: Option<Arc<Application>>,
     rate_limit: Option<authsome_gateway::Decision>,
     dpop_nonce: Option<String>,
 }
@@ -52,8 +54,8 @@ impl CustomerHeaders {
         if let Some(nonce) = &self.dpop_nonce {
             f(NONCE, nonce.as_bytes());
         }
-        if let Some(app) = &self.app_id {
-            f(APP_ID, app.as_bytes());
+        if let Some(app) = &self.app {
+            f(APP_ID, app.id.as_str().as_bytes());
         }
         if let Some(d) = self.rate_limit {
             let mut n = itoa::Buffer::new();
@@ -68,7 +70,7 @@ impl CustomerHeaders {
     pub(crate) fn names(&self, name: &[u8]) -> bool {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         (self.dpop_nonce.is_some() && is(NONCE))
-            || (self.app_id.is_some() && is(APP_ID))
+            || (self.app.is_some() && is(APP_ID))
             || (self.rate_limit.is_some() && (is(LIMIT) || is(REMAINING) || is(RESET)))
     }
 }
@@ -83,10 +85,10 @@ pub fn set_dpop_nonce(nonce: String) {
 }
 
 /// Records the application of a customer-API request (`X-AuthSome-App-ID`).
-pub fn set_app(app_id: &str) {
+pub fn set_app(app: &Arc<Application>) {
     if let Some(context) = context() {
         if let Ok(mut c) = context.customer.lock() {
-            c.app_id = Some(app_id.to_owned());
+            c.app = Some(app.clone());
         }
     }
 }

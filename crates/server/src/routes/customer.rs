@@ -88,7 +88,7 @@ async fn entry(
     {
         let (app, key) = state.control.verify_forwarded_key(app_id, hash).await?;
         crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
-        crate::request_id::set_app(app.id.as_str());
+        crate::request_id::set_app(&app);
         ensure_standing(&*state.control.workspace_view(&app.workspace_id).await?)?;
         return Ok((app, key));
     }
@@ -129,14 +129,18 @@ async fn admit(
     key: Arc<ApiKey>,
 ) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
     crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
-    crate::request_id::set_app(app.id.as_str());
+    crate::request_id::set_app(&app);
     let workspace = state.control.workspace_view(&app.workspace_id).await?;
     ensure_standing(&workspace)?;
     let limit = Limit {
         per_second: workspace.requests_per_second_per_key(),
     };
     let cell = app_scoped(app.id.as_str(), "ratelimit", key.id.as_str());
-    let decision = match state.limiter.check(&cell, limit).await {
+    let checked = match state.limiter.check_now(&cell, limit) {
+        Some(now) => now,
+        None => state.limiter.check(&cell, limit).await,
+    };
+    let decision = match checked {
         Ok(d) => d,
         Err(e) => {
             // The shared limiter is down: keep serving (logged); limits resume with it.
@@ -329,7 +333,7 @@ pub(crate) async fn admit_public(
     state: &AppState,
     app: Arc<Application>,
 ) -> Result<Arc<Application>, ApiError> {
-    crate::request_id::set_app(app.id.as_str());
+    crate::request_id::set_app(&app);
     ensure_standing(&*state.control.workspace_view(&app.workspace_id).await?)?;
     ensure_serving(&app)?;
     Ok(app)

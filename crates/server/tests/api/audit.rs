@@ -331,6 +331,7 @@ async fn each_action_is_one_entry_with_its_fields_and_no_secret(app: TestApp) {
     assert_eq!(c["actor"]["type"], "account");
     assert!(c["actor"]["id"].as_str().unwrap().starts_with("acc_"));
     assert_eq!(c["actor"]["ip"], "127.0.0.1");
+    assert_eq!(c["actor"]["userAgent"], crate::helpers::USER_AGENT);
     assert!(c["id"].as_str().unwrap().starts_with("evt_"));
     assert_eq!(
         one(&entries, "application.key.rolled")["target"],

@@ -12,6 +12,9 @@ use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// The `User-Agent` of every request a [`TestApp`] sends.
+pub const USER_AGENT: &str = "authsome-tests/1 (api)";
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
@@ -282,7 +285,10 @@ async fn serve_with_limiter(
     ));
     TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .build()
+            .unwrap(),
         state,
         root_ws: workspace_id.to_string(),
         root_email,
