@@ -17,6 +17,7 @@
 //! workspace); it never changes what the events describe.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,8 +45,7 @@ use crate::{ControlError, Result};
 
 /// Events taken from the queue per write.
 const BATCH: usize = 2_000;
-/// How long the writer waits for more entries before appending a small batch.
-const LINGER: Duration = Duration::from_millis(20);
+
 /// Rows read per query when exporting or verifying.
 pub const EXPORT_CHUNK: u32 = 1_000;
 /// Largest tree a proof is computed over in one request.
@@ -58,6 +58,17 @@ pub struct AuditSettings {
     pub host: String,
     /// How often logs that grew get a new signed checkpoint.
     pub checkpoint_every: Duration,
+    /// How long the writer waits for more entries before appending a small batch that holds
+    /// an event kept nowhere else (a denial, a failed sign-in): a crash meanwhile would lose
+    /// it. Default 20 ms.
+    pub linger: Duration,
+    /// The same wait for a batch whose events are all in an outbox already (every write's),
+    /// which a crash cannot lose. Longer (default 250 ms), so that under a steady stream of
+    /// writes the log takes one append transaction (on Postgres, one commit's flush) per this
+    /// interval rather than one per `linger`, and those commits seldom hold up the writes'
+    /// own. Entries still show at once where it matters: this process's audit reads flush the
+    /// queue first.
+    pub linger_stored: Duration,
 }
 
 impl AuditSettings {
@@ -75,6 +86,8 @@ impl AuditSettings {
                 host
             },
             checkpoint_every: Duration::from_secs(30),
+            linger: Duration::from_millis(20),
+            linger_stored: Duration::from_millis(250),
         }
     }
 }
@@ -130,7 +143,11 @@ pub struct AuditLog {
     last_prune: Mutex<Option<std::time::Instant>>,
     app_outbox: std::sync::OnceLock<Arc<dyn AppOutbox>>,
     /// Ends the writer's linger early: a flush is waiting.
+    /// Wakes the writer to look at its queue: a flush was asked, or an event kept nowhere
+    /// else arrived while it waited the longer linger.
     flush_asked: tokio::sync::Notify,
+    /// The writer waits `linger_stored` (only outbox-backed events queued so far).
+    lingering_long: std::sync::atomic::AtomicBool,
 }
 
 /// How often retention runs.
@@ -217,6 +234,7 @@ impl AuditLog {
             last_prune: Mutex::new(None),
             app_outbox: std::sync::OnceLock::new(),
             flush_asked: tokio::sync::Notify::new(),
+            lingering_long: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -246,12 +264,18 @@ impl AuditLog {
     }
 
     fn enqueue(&self, event: DomainEvent, stored_in: Option<StoredIn>) {
+        let unstored = stored_in.is_none();
         if self
             .queue
             .send(Msg::Event(Box::new(Queued { event, stored_in })))
             .is_err()
         {
             tracing::error!("audit writer stopped; an audit event was not queued");
+            return;
+        }
+        // An event held only in memory cuts the writer's long wait short (once per batch).
+        if unstored && self.lingering_long.swap(false, Ordering::SeqCst) {
+            self.flush_asked.notify_one();
         }
     }
 
@@ -287,17 +311,28 @@ impl AuditLog {
             };
             let mut events = Vec::new();
             let mut flushes = Vec::new();
-            // Entries trickling in one by one (sequential writes) are worth a short wait: one
-            // append transaction for many entries instead of one each. The writer sleeps through
-            // the wait rather than waking for each queued entry (a thread wake-up per audited
-            // write costs more than the entry itself); a flush ends it early. A backlog that
-            // fills a batch at once is written without waiting.
-            let linger_until = tokio::time::Instant::now() + LINGER;
+            // Entries trickling in one by one (sequential writes) are worth a wait: one append
+            // transaction for many entries instead of one each. The writer sleeps through the
+            // wait rather than waking for each queued entry (a thread wake-up per audited write
+            // costs more than the entry itself); a flush ends it early, and an event kept
+            // nowhere else shortens it to `linger`. A backlog that fills a batch at once is
+            // written without waiting.
+            let started = tokio::time::Instant::now();
+            let (short, long) = (
+                self.settings.linger,
+                self.settings.linger_stored.max(self.settings.linger),
+            );
+            let mut linger_until = started + long;
             let mut next = Some(first);
             loop {
                 while let Some(m) = next.take() {
                     match m {
-                        Msg::Event(q) => events.push(*q),
+                        Msg::Event(q) => {
+                            if q.stored_in.is_none() {
+                                linger_until = linger_until.min(started + short);
+                            }
+                            events.push(*q)
+                        }
                         Msg::Flush(f) => flushes.push(f),
                     }
                     if events.len() >= BATCH {
@@ -311,10 +346,20 @@ impl AuditLog {
                 {
                     break;
                 }
+                self.lingering_long
+                    .store(linger_until > started + short, Ordering::SeqCst);
+                // An event queued before the flag was up is seen here; one queued after it
+                // finds the flag and wakes the wait below.
+                if let Ok(m) = receiver.try_recv() {
+                    self.lingering_long.store(false, Ordering::SeqCst);
+                    next = Some(m);
+                    continue;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep_until(linger_until) => {}
                     _ = self.flush_asked.notified() => {}
                 }
+                self.lingering_long.store(false, Ordering::SeqCst);
                 next = receiver.try_recv().ok();
             }
             let mut backoff = Duration::from_millis(50);
@@ -1143,5 +1188,90 @@ impl AuditReader {
         };
         self.next = last.index + 1;
         Ok(Some(rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use authsome_storage::{SqliteStore, SystemRepository};
+
+    async fn log(settings: AuditSettings) -> (tempfile::TempDir, Arc<dyn Store>, Arc<AuditLog>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = SqliteStore::open(&dir.path().join("audit.db"))
+            .await
+            .expect("open");
+        sqlite.migrate().await.expect("migrate");
+        let store: Arc<dyn Store> = Arc::new(sqlite);
+        let audit = AuditLog::new(store.clone(), Arc::new(MasterKey::generate()), settings);
+        audit.spawn_writer();
+        (dir, store, audit)
+    }
+
+    async fn size(store: &Arc<dyn Store>, ws: &WorkspaceId) -> u64 {
+        store
+            .audit_head(ws)
+            .await
+            .expect("head")
+            .map_or(0, |h| h.size)
+    }
+
+    async fn wait_for(store: &Arc<dyn Store>, ws: &WorkspaceId, entries: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while size(store, ws).await < entries {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the log never reached {entries} entries"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn long_wait() -> AuditSettings {
+        AuditSettings {
+            linger_stored: Duration::from_secs(3600),
+            ..AuditSettings::for_public_url("http://audit.test")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writes_event_waits_for_more_and_a_flush_ends_the_wait() {
+        let (_dir, store, audit) = log(long_wait()).await;
+        let ws = WorkspaceId::new();
+        audit.record_stored(
+            DomainEvent::new("workspace.updated").workspace(&ws),
+            StoredIn::ControlPlane,
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(size(&store, &ws).await, 0, "held for the long wait");
+        audit.flush().await;
+        assert_eq!(size(&store, &ws).await, 1);
+    }
+
+    #[tokio::test]
+    async fn an_event_kept_nowhere_else_cuts_the_long_wait_short() {
+        let (_dir, store, audit) = log(long_wait()).await;
+        let ws = WorkspaceId::new();
+        audit.record_stored(
+            DomainEvent::new("workspace.updated").workspace(&ws),
+            StoredIn::ControlPlane,
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(size(&store, &ws).await, 0);
+        // A denial is in memory only: the writer wakes and appends both without the hour's wait.
+        audit.record(DomainEvent::new("permission.denied").workspace(&ws));
+        wait_for(&store, &ws, 2).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_starts_with_an_event_kept_nowhere_else_waits_briefly() {
+        let (_dir, store, audit) = log(long_wait()).await;
+        let ws = WorkspaceId::new();
+        audit.record(DomainEvent::new("permission.denied").workspace(&ws));
+        audit.record_stored(
+            DomainEvent::new("workspace.updated").workspace(&ws),
+            StoredIn::ControlPlane,
+        );
+        wait_for(&store, &ws, 2).await;
     }
 }
