@@ -202,8 +202,7 @@ impl ForwardKey {
             Err(_) => "",
         };
         let mut issued_at = itoa::Buffer::new();
-        let mut value = String::with_capacity(200);
-        for part in [
+        let parts = [
             "v1 t=",
             issued_at.format(assertion.issued_at),
             " app=",
@@ -216,7 +215,10 @@ impl ForwardKey {
             assertion.key_hash.unwrap_or("-"),
             " sig=",
             hex_sig,
-        ] {
+        ];
+        // Sized once: growing it would copy it.
+        let mut value = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
             value.push_str(part);
         }
         value

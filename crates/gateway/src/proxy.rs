@@ -612,7 +612,21 @@ where
             None => RequestFraming::Chunked,
         },
     };
-    let mut out = Vec::with_capacity(512);
+    // Sized for the whole head (and a small body sent with it), so that it is never grown.
+    let fields_len = match request.fields {
+        Fields::Encoded(lines) => lines.len(),
+        Fields::Map(headers) => headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum(),
+    };
+    let inline_body = match &body {
+        Sending::Buffered(bytes) if bytes.len() <= INLINE_BODY_BYTES => bytes.len(),
+        _ => 0,
+    };
+    let mut out = Vec::with_capacity(
+        96 + up.prefix.len() + request.path.len() + up.host.len() + fields_len + inline_body,
+    );
     h1::write_request_head(
         &mut out,
         request.method,

@@ -427,7 +427,8 @@ async fn forward_request(
     let signed = state.forward_key.sign(&claims, method, target);
 
     let listed = forward::connection_tokens(head.all(message, "connection"));
-    let mut fields = Vec::with_capacity(head.len + 256);
+    // The client's fields, ours (the assertion the longest) and their names: never grown.
+    let mut fields = Vec::with_capacity(head.len + signed.len() + 320);
     let mut host = None;
     for (name, value) in head.fields(message) {
         if name.eq_ignore_ascii_case(b"host") {
