@@ -29,10 +29,13 @@ pub fn encode_uuid(uuid: Uuid) -> String {
 
 fn encode_uuid_into(out: &mut String, uuid: Uuid) {
     let value = uuid.as_u128();
-    for i in 0..BODY_LEN {
+    let mut body = [0u8; BODY_LEN];
+    for (i, c) in body.iter_mut().enumerate() {
         let shift = 125 - 5 * i as u32;
-        out.push(ALPHABET[((value >> shift) & 0x1f) as usize] as char);
+        *c = ALPHABET[((value >> shift) & 0x1f) as usize];
     }
+    // The alphabet is ASCII.
+    out.push_str(std::str::from_utf8(&body).unwrap_or_default());
 }
 
 /// Each byte's value in [`ALPHABET`], or `INVALID` (ids are parsed on every request).
