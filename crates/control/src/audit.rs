@@ -491,7 +491,7 @@ impl AuditLog {
             let outbox_ids: Vec<String> = list
                 .iter()
                 .filter(|q| q.stored_in == Some(StoredIn::ControlPlane))
-                .map(|q| q.event.id.to_string())
+                .map(|q| q.event.id.as_str().to_owned())
                 .collect();
             let events: Vec<&DomainEvent> = list.iter().map(|q| &q.event).collect();
             loop {
@@ -532,7 +532,7 @@ impl AuditLog {
             }
             for q in &list {
                 if let Some(StoredIn::Application(app)) = &q.stored_in {
-                    let id = q.event.id.to_string();
+                    let id = q.event.id.as_str().to_owned();
                     match app_rows.iter_mut().find(|(a, _)| a == app) {
                         Some((_, ids)) => ids.push(id),
                         None => app_rows.push((app.clone(), vec![id])),
@@ -616,19 +616,19 @@ impl AuditLog {
                 changes.insert(field.clone(), hmac_value(hmac_key, value).into());
             }
             let (kind, actor_id) = match &event.actor {
-                EventActor::Account(id) => ("account", Some(id.to_string())),
-                EventActor::Key(id) => ("key", Some(id.to_string())),
-                EventActor::User(id) => ("user", Some(id.to_string())),
+                EventActor::Account(id) => ("account", Some(id.as_str().to_owned())),
+                EventActor::Key(id) => ("key", Some(id.as_str().to_owned())),
+                EventActor::User(id) => ("user", Some(id.as_str().to_owned())),
                 EventActor::System => ("system", None),
                 // In a request, but no credential was verified (a failed sign-in).
                 EventActor::Unknown => ("anonymous", None),
             };
             let entry = Entry {
                 index,
-                id: event.id.to_string(),
+                id: event.id.as_str().to_owned(),
                 at: rfc3339_ms(event.at),
-                workspace_id: ws.to_string(),
-                application_id: event.application_id.as_ref().map(ToString::to_string),
+                workspace_id: ws.as_str().to_owned(),
+                application_id: event.application_id.as_ref().map(|a| a.as_str().to_owned()),
                 actor: EntryActor {
                     kind: kind.into(),
                     id: actor_id.clone(),

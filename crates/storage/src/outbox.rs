@@ -29,7 +29,7 @@ impl OutboxRow {
     /// The row of an event: its id and its JSON.
     pub fn of(event: &authsome_domain::event::DomainEvent) -> Self {
         Self {
-            id: event.id.to_string(),
+            id: event.id.as_str().to_owned(),
             body: serde_json::to_string(event).unwrap_or_default(),
             created_at: event.at,
         }
