@@ -12,7 +12,9 @@
 //! sporadic writes would make each of them wait for a sync. Under writes that never pause, the
 //! task's checkpoints cannot catch up (frames keep arriving), so SQLite's own checkpoint at
 //! 1,000 pages stays: it then finds only the frames the task has not copied yet, and the WAL stays
-//! a few megabytes.
+//! a few megabytes. (While the task's checkpoint waits for a slow disk to sync, SQLite's finds
+//! the checkpoint lock taken and writes go on without waiting: the WAL then grows by what they
+//! write meanwhile, and starts over once the copy is done.)
 
 use std::path::Path;
 use std::str::FromStr;
