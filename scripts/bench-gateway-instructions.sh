@@ -25,7 +25,8 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release -p authsome >/dev/null 2>&1
 fi
 bin=$PWD/target/release/authsome
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 up=$(free_port)
 work=$(mktemp -d)
 pids=()
@@ -36,22 +37,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-nginx_conf() { # name, daemon and master settings, server block
-  cat >"$work/nginx-$1.conf" <<EOF
-worker_processes 1;
-$2
-pid $work/nginx-$1.pid;
-error_log $work/nginx-$1.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body-$1;
-  proxy_temp_path $work/proxy-$1;
-  upstream trivial { server 127.0.0.1:$up; keepalive 64; }
-  $3
-}
-EOF
-}
 nginx_conf upstream "daemon on;" "server { listen 127.0.0.1:$up; location / { return 200 'ok'; } }"
 nginx -c "$work/nginx-upstream.conf"
 
@@ -90,27 +75,19 @@ pids+=($!)
 until curl -s -o /dev/null "http://127.0.0.1:$px/" 2>/dev/null; do sleep 0.2; done
 nginx_pid=${pids[-1]}
 
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$2)" "$1"; }
 # A deployment of `binary` under callgrind with a dedicated application whose upstream is the
 # trivial one; sets $pid, $url and $sk.
 deploy() { # binary, data dir
-  local binary=$1 data=$2 port init mk ws app
+  local binary=$1 data=$2 port init
   port=$(free_port)
   init=$(AUTHSOME_DATA_DIR="$data" "$binary" init --json 2>/dev/null)
-  mk=$(field "$init" "['managementKey']")
-  ws=$(field "$init" "['workspaceId']")
   AUTHSOME_LOG=warn AUTHSOME_DATA_DIR="$data" AUTHSOME_WORKER_THREADS=1 \
     AUTHSOME_LISTEN=127.0.0.1:$port valgrind --tool=callgrind \
     --callgrind-out-file="$work/cg-%p.out" "$binary" serve >"$data.out" 2>&1 &
   pids+=($!)
   pid=$!
   until curl -fs "http://127.0.0.1:$port/ready" >/dev/null 2>&1; do sleep 0.2; done
-  api() { curl -fsS -X "$1" "http://127.0.0.1:$port$2" -H "Authorization: Bearer $mk" -H 'Content-Type: application/json' -d "$3"; }
-  api PATCH "/control/v1/admin/workspaces/$ws" \
-    '{"plan":"enterprise","limits":{"requestsPerSecondPerKey":1000000,"requestsPerMonth":1000000000000}}' >/dev/null
-  app=$(field "$(api POST "/control/v1/workspaces/$ws/applications" \
-    "{\"name\":\"Bench\",\"environment\":\"development\",\"tenancy\":\"dedicated\",\"upstreams\":[\"http://127.0.0.1:$up\"]}")" "['id']")
-  sk=$(field "$(api POST "/control/v1/applications/$app/keys" '{"type":"secret"}')" "['secret']")
+  bench_app "$port" "$(field "$init" "['managementKey']")" "$(field "$init" "['workspaceId']")"
   url="http://127.0.0.1:$port/v1/$app/bench"
 }
 

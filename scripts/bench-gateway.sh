@@ -39,7 +39,8 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 bin=$PWD/target/release/authsome
 forward_only=$PWD/target/release/examples/forward_only
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 up=$(free_port); px=$(free_port); gw=$(free_port); gw2=$(free_port)
 work=$(mktemp -d)
 pids=()
@@ -50,28 +51,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-nginx_conf() { # name, server block
-  cat >"$work/nginx-$1.conf" <<EOF
-worker_processes 1;
-daemon on;
-pid $work/nginx-$1.pid;
-error_log $work/nginx-$1.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body-$1;
-  proxy_temp_path $work/proxy-$1;
-  upstream trivial { server 127.0.0.1:$up; keepalive 64; }
-  $2
-}
-EOF
-  nginx -c "$work/nginx-$1.conf"
-}
-nginx_conf upstream "server { listen 127.0.0.1:$up; location / { return 200 'ok'; } }"
-nginx_conf proxy "server { listen 127.0.0.1:$px; location / { proxy_pass http://trivial; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx_conf upstream "daemon on;" "server { listen 127.0.0.1:$up; location / { return 200 'ok'; } }"
+nginx -c "$work/nginx-upstream.conf"
+nginx_conf proxy "daemon on;" "server { listen 127.0.0.1:$px; location / { proxy_pass http://trivial; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx -c "$work/nginx-proxy.conf"
 
 export AUTHSOME_LOG=warn
-field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])$2)" "$1"; }
 
 serve() { # binary, data dir, port, extra env...
   local binary=$1 data=$2 port=$3; shift 3
@@ -84,18 +69,10 @@ serve() { # binary, data dir, port, extra env...
 # upstream is the trivial one; sets $sk and $path.
 deploy() { # binary, data dir, port
   local binary=$1 data=$2 port=$3
-  local init mk ws app
+  local init
   init=$(AUTHSOME_DATA_DIR="$data" "$binary" init --json)
-  mk=$(field "$init" "['managementKey']")
-  ws=$(field "$init" "['workspaceId']")
   serve "$binary" "$data" "$port"
-  api() { curl -fsS -X "$1" "http://127.0.0.1:$port$2" -H "Authorization: Bearer $mk" -H 'Content-Type: application/json' -d "$3"; }
-  # Limits far above what the machine can send, so the limiter is consulted but never refuses.
-  api PATCH "/control/v1/admin/workspaces/$ws" \
-    '{"plan":"enterprise","limits":{"requestsPerSecondPerKey":1000000,"requestsPerMonth":1000000000000}}' >/dev/null
-  app=$(field "$(api POST "/control/v1/workspaces/$ws/applications" \
-    "{\"name\":\"Bench\",\"environment\":\"development\",\"tenancy\":\"dedicated\",\"upstreams\":[\"http://127.0.0.1:$up\"]}")" "['id']")
-  sk=$(field "$(api POST "/control/v1/applications/$app/keys" '{"type":"secret"}')" "['secret']")
+  bench_app "$port" "$(field "$init" "['managementKey']")" "$(field "$init" "['workspaceId']")"
   path="/v1/$app/bench"
   local code
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $sk" "http://127.0.0.1:$port$path")
