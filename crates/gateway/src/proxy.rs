@@ -12,7 +12,8 @@
 //!   or, for an idempotent method, the connection ended before any byte of a response) goes out
 //!   again on a fresh connection to the same upstream.
 //! - Every attempt waits at most [`ProxySettings::response_timeout`] for the response head; the
-//!   bodies then stream both ways without being buffered.
+//!   bodies then stream both ways without being buffered. A caller that forwards request after
+//!   request (a client connection) keeps one [`ResponseTimer`] for all of them.
 //!
 //! Connections: each upstream keeps its idle HTTP/1.1 connections on a stack (at most
 //! [`MAX_IDLE_PER_UPSTREAM`], for [`IDLE_TIMEOUT`]); a request takes the most recently used
@@ -57,6 +58,50 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Request bodies up to this size travel in the same write as the head.
 const INLINE_BODY_BYTES: usize = 16 * 1024;
+
+/// The timer of the waits for response heads, reused from one request to the next: it stays
+/// registered with Tokio's timer between them, at the end of an earlier wait, and is moved only
+/// when it goes off before the end of the wait in progress (once per timeout on a busy
+/// connection), rather than registered and cancelled for every request. A wait still ends
+/// exactly at its own end.
+#[derive(Default)]
+pub struct ResponseTimer {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ResponseTimer {
+    /// `work`'s output, or `None` once `limit` has passed.
+    async fn limit<F: std::future::Future>(
+        &mut self,
+        limit: Duration,
+        work: F,
+    ) -> Option<F::Output> {
+        let end = tokio::time::Instant::now() + limit;
+        let sleep = match &mut self.sleep {
+            // Later than this wait's end (a shorter limit than before): moved now.
+            Some(sleep) if sleep.deadline() > end => {
+                sleep.as_mut().reset(end);
+                sleep
+            }
+            Some(sleep) => sleep,
+            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(end))),
+        };
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return Some(out),
+                () = sleep.as_mut() => {
+                    if tokio::time::Instant::now() >= end {
+                        return None;
+                    }
+                    // Set for an earlier wait: now for this one.
+                    sleep.as_mut().reset(end);
+                }
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
@@ -392,7 +437,9 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse().ok()),
         };
-        let (head, body) = self.forward_prepared(upstreams, request, body).await?;
+        let (head, body) = self
+            .forward_prepared(upstreams, request, body, &mut ResponseTimer::default())
+            .await?;
         let headers = head
             .header_map()
             .map_err(|e| ProxyError::Upstream(e.to_string()))?;
@@ -405,7 +452,7 @@ impl Proxy {
     /// [`Proxy::forward`] for a caller that has written the request's header fields itself
     /// (`name: value\r\n` lines, without `Host`, `Content-Length`, `Transfer-Encoding` and
     /// `Connection`, which this hop writes) and holds its whole body: the response head comes
-    /// back as read, not as a header map.
+    /// back as read, not as a header map. `timer` is the caller's for all its requests.
     pub async fn forward_encoded(
         &self,
         upstreams: &[String],
@@ -413,6 +460,7 @@ impl Proxy {
         path_and_query: &str,
         fields: &[u8],
         body: Bytes,
+        timer: &mut ResponseTimer,
     ) -> Result<(ResponseHead, ProxyBody), ProxyError> {
         let request = Prepared {
             method,
@@ -420,7 +468,7 @@ impl Proxy {
             fields: Fields::Encoded(fields),
             declared_length: None,
         };
-        self.forward_prepared::<Held>(upstreams, request, Outgoing::Buffered(body))
+        self.forward_prepared::<Held>(upstreams, request, Outgoing::Buffered(body), timer)
             .await
     }
 
@@ -429,6 +477,7 @@ impl Proxy {
         upstreams: &[String],
         request: Prepared<'_>,
         body: Outgoing<B>,
+        timer: &mut ResponseTimer,
     ) -> Result<(ResponseHead, ProxyBody), ProxyError>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -462,15 +511,16 @@ impl Proxy {
                 (None, Some(body)) => Sending::Streamed(body),
                 (None, None) => break,
             };
-            let sent = tokio::time::timeout(
-                self.settings.response_timeout,
-                // Boxed: the exchange's future is large, and the timer around it would copy it.
-                Box::pin(self.send(up, &request, body)),
-            )
-            .await;
+            let sent = timer
+                .limit(
+                    self.settings.response_timeout,
+                    // Boxed: the exchange's future is large, and the wait around it would copy it.
+                    Box::pin(self.send(up, &request, body)),
+                )
+                .await;
             match sent {
-                Ok(Ok(response)) => return Ok(response),
-                Ok(Err(Failure::Connect(e))) => {
+                Some(Ok(response)) => return Ok(response),
+                Some(Err(Failure::Connect(e))) => {
                     // Nothing was sent: the upstream is simply not there.
                     up.out_of_rotation("connection failed");
                     last = ProxyError::NoHealthyUpstream;
@@ -479,13 +529,13 @@ impl Proxy {
                         break;
                     }
                 }
-                Ok(Err(Failure::Upstream(e))) => {
+                Some(Err(Failure::Upstream(e))) => {
                     last = ProxyError::Upstream(e);
                     if !(replayable && idempotent) {
                         break;
                     }
                 }
-                Err(_) => {
+                None => {
                     up.out_of_rotation("timed out");
                     last = ProxyError::Timeout(self.settings.response_timeout);
                     if !(replayable && idempotent) {
@@ -935,6 +985,46 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     type TestBody = Full<Bytes>;
+
+    /// Takes `secs` seconds (of Tokio's clock) to answer `answer`.
+    async fn after(secs: u64, answer: u32) -> u32 {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        answer
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reused_response_timer_gives_every_wait_its_whole_limit() {
+        let limit = Duration::from_secs(30);
+        let mut timer = ResponseTimer::default();
+        // Three answers in time; the timer stays set for the first wait's end (30 s).
+        for i in 0..3 {
+            assert_eq!(timer.limit(limit, after(10, i)).await, Some(i));
+        }
+        // At 30 s, a wait until 60 s: the timer goes off at 30 s, is moved, and the answer at
+        // 55 s is in time.
+        assert_eq!(timer.limit(limit, after(25, 7)).await, Some(7));
+        // An answer that never comes: the wait ends at its own end, no sooner, no later.
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            timer.limit(limit, std::future::pending::<u32>()).await,
+            None
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= limit && waited < limit + Duration::from_millis(10),
+            "{waited:?}"
+        );
+        // A shorter limit after a longer one: the timer set further out is brought forward.
+        assert_eq!(timer.limit(limit, after(1, 8)).await, Some(8));
+        let started = tokio::time::Instant::now();
+        let short = Duration::from_secs(5);
+        assert_eq!(timer.limit(short, after(6, 9)).await, None);
+        let waited = started.elapsed();
+        assert!(
+            waited >= short && waited < short + Duration::from_millis(10),
+            "{waited:?}"
+        );
+    }
 
     /// An upstream on a random port answering 200 to everything; counts the connections it
     /// accepted.

@@ -34,7 +34,7 @@ use authsome_domain::id::RequestId;
 use authsome_domain::tenancy::{Application, Tenancy};
 use authsome_gateway::forward::{self, Claims};
 use authsome_gateway::h1::{list_has, parse_length, write_chunk, Span, LAST_CHUNK};
-use authsome_gateway::proxy::{ProxyBody, ResponseHead};
+use authsome_gateway::proxy::{ProxyBody, ResponseHead, ResponseTimer};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Buf, Bytes, BytesMut};
@@ -76,8 +76,7 @@ pub(crate) async fn serve(
     let mut out = Vec::with_capacity(1024);
     let max_body = (crate::gateway::REPLAYABLE_BODY_BYTES as usize).min(state.http.max_body_bytes);
     let mut head = Head::default();
-    // What this connection's previous request resolved (its application, its key).
-    let mut memo = ConnectionMemo::default();
+    let mut kept = Kept::default();
     let ip = crate::request_id::ip_text(peer.ip());
     // Made once per connection, not per request: the server's stop signal, and the header
     // read timer (moved only when the deadline it holds is too early: see `read_head`).
@@ -100,7 +99,7 @@ pub(crate) async fn serve(
         }
         let app = match state
             .control
-            .memo_application(&mut memo, head.app(&buf))
+            .memo_application(&mut kept.memo, head.app(&buf))
             .await
         {
             Ok(app) if app.tenancy == Tenancy::Dedicated => app,
@@ -119,11 +118,20 @@ pub(crate) async fn serve(
             }
         }
         let message = buf.split_to(total).freeze();
-        let kept = serve_one(state, tcp, &ip, &message, &head, app, &mut memo, &mut out).await;
-        if !kept || head.close || *stopping.borrow() {
+        let open = serve_one(state, tcp, &ip, &message, &head, app, &mut kept, &mut out).await;
+        if !open || head.close || *stopping.borrow() {
             return Left::Closed;
         }
     }
+}
+
+/// What a connection keeps from one request to the next.
+#[derive(Default)]
+struct Kept {
+    /// What the previous request resolved (its application, its key).
+    memo: ConnectionMemo,
+    /// The wait for the instance's response heads.
+    timer: ResponseTimer,
 }
 
 enum Read {
@@ -324,7 +332,7 @@ async fn serve_one(
     message: &Bytes,
     head: &Head,
     app: Arc<Application>,
-    memo: &mut ConnectionMemo,
+    kept: &mut Kept,
     out: &mut Vec<u8>,
 ) -> bool {
     let started = Instant::now();
@@ -341,7 +349,7 @@ async fn serve_one(
     let id = context.id.as_str();
     let reply = crate::request_id::scope(context.clone(), async {
         // Boxed once: the future is large, and every layer around it would copy it.
-        match AssertUnwindSafe(Box::pin(forward_request(state, message, head, app, memo)))
+        match AssertUnwindSafe(Box::pin(forward_request(state, message, head, app, kept)))
             .catch_unwind()
             .await
         {
@@ -385,7 +393,7 @@ async fn forward_request(
     message: &Bytes,
     head: &Head,
     app: Arc<Application>,
-    memo: &mut ConnectionMemo,
+    kept: &mut Kept,
 ) -> Result<(ResponseHead, ProxyBody), ApiError> {
     let app_id = app.id.as_str();
     let target = head.target(message);
@@ -404,7 +412,7 @@ async fn forward_request(
         customer::credential_of(bearer, || head.get(message, customer::PUBLISHABLE_KEY));
     let key_hash = match credential {
         Some(credential) => {
-            let (_, key) = customer::keyed_by(state, app_id, credential, memo).await?;
+            let (_, key) = customer::keyed_by(state, app_id, credential, &mut kept.memo).await?;
             Some(key.hash.hex())
         }
         None => {
@@ -463,6 +471,7 @@ async fn forward_request(
             target,
             &fields,
             message.slice(head.len..),
+            &mut kept.timer,
         )
         .await
         .map_err(|e| crate::gateway::forward_failure(app_id, e))
