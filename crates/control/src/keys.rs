@@ -19,7 +19,9 @@ use authsome_domain::clock::CoarseInstant;
 
 use authsome_domain::event::DomainEvent;
 use authsome_domain::id::{ApplicationId, KeyId, WorkspaceId};
-use authsome_domain::keys::{generate_key, parse_key, signing, KeyHash, KeyKind, KeyMode};
+use authsome_domain::keys::{
+    generate_key, parse_key, same_secret, signing, KeyHash, KeyKind, KeyMode,
+};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{
     parse_name, Actor, ApiKey, Application, KeyScope, Permission, Role, Workspace,
@@ -27,7 +29,6 @@ use authsome_domain::tenancy::{
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use subtle::ConstantTimeEq;
 
 use crate::{ControlError, ControlPlane, Result};
 
@@ -299,7 +300,7 @@ impl ControlPlane {
         let now = authsome_domain::coarse_now();
         if memo.fresh(&self.keys, now) {
             if let (Some(app), Some((known, key))) = (memo.app(app_id), &memo.key) {
-                let same: bool = known.as_bytes().ct_eq(credential.as_bytes()).into();
+                let same = same_secret(known.as_bytes(), credential.as_bytes());
                 if same && key.is_usable_at(now) {
                     self.keys.record_use(&key.id, now);
                     return Ok((app.clone(), key.clone()));

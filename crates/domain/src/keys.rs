@@ -113,8 +113,26 @@ impl KeyHash {
 
     /// Constant-time equality, for comparing against a stored hash.
     pub fn ct_eq(&self, other: &KeyHash) -> bool {
-        self.0.ct_eq(&other.0).into()
+        same_secret(&self.0, &other.0)
     }
+}
+
+/// Whether two secrets are equal, in a time that depends on their lengths only (public: every
+/// key of a kind has the same length), never on where they differ. `subtle`'s constant-time
+/// equality, eight bytes at a time rather than byte by byte (which, with its optimisation
+/// barrier on every byte, cost the gateway hundreds of instructions per request).
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    let mut same = subtle::Choice::from(1);
+    for (x, y) in a_words.iter().zip(b_words) {
+        same &= u64::from_ne_bytes(*x).ct_eq(&u64::from_ne_bytes(*y));
+    }
+    same &= a_rest.ct_eq(b_rest);
+    same.into()
 }
 
 impl fmt::Debug for KeyHash {
@@ -188,7 +206,7 @@ pub fn parse_key(s: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
     }
     let (payload, checksum) = s.split_at(s.len() - CHECKSUM_LEN);
     let expected = base62_u32(crc32fast::hash(payload.as_bytes()));
-    if expected.as_bytes().ct_eq(checksum.as_bytes()).into() {
+    if same_secret(expected.as_bytes(), checksum.as_bytes()) {
         Ok(ParsedKey { kind, mode, raw: s })
     } else {
         Err(KeyFormatError::BadChecksum)
@@ -309,6 +327,31 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn secrets_are_the_same_only_when_every_byte_and_the_length_are() {
+        let key = generate_key(KeyKind::Secret, KeyMode::Live);
+        let raw = key.plaintext.as_bytes();
+        assert!(same_secret(raw, raw));
+        assert!(same_secret(b"", b""));
+        // A difference in any byte (within a word, or in the tail after the last whole one).
+        for i in 0..raw.len() {
+            let mut other = raw.to_vec();
+            other[i] ^= 0x01;
+            assert!(!same_secret(raw, &other), "byte {i}");
+        }
+        assert!(!same_secret(raw, &raw[..raw.len() - 1]));
+        assert!(!same_secret(&raw[..8], raw));
+    }
+
+    proptest! {
+        #[test]
+        fn same_secret_agrees_with_equality(a in proptest::collection::vec(any::<u8>(), 0..40),
+                                            b in proptest::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(same_secret(&a, &b), a == b);
+            prop_assert!(same_secret(&a, &a.clone()));
+        }
+    }
+
+    #[test]
     fn generated_keys_parse_with_their_kind_and_mode() {
         for (kind, mode, prefix) in [
             (KeyKind::Publishable, KeyMode::Live, "pk_live_"),
@@ -393,7 +436,6 @@ mod tests {
 pub mod signing {
     use hmac::{Hmac, Mac};
     use sha2::{Digest, Sha256};
-    use subtle::ConstantTimeEq;
 
     /// How far a request's timestamp may be from the server's clock, either way.
     pub const MAX_SKEW_SECONDS: i64 = 300;
@@ -433,7 +475,7 @@ pub mod signing {
     ) -> bool {
         let expected = sign(secret, method, path_with_query, timestamp, body_digest);
         let given = signature.trim().to_ascii_lowercase();
-        expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+        super::same_secret(expected.as_bytes(), given.as_bytes())
     }
 
     #[cfg(test)]

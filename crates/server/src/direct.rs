@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use authsome_control::ConnectionMemo;
 use authsome_domain::id::RequestId;
-use authsome_domain::tenancy::{Application, Tenancy};
+use authsome_domain::tenancy::{ApiKey, Application, Tenancy};
 use authsome_gateway::forward::{self, Claims};
 use authsome_gateway::h1::{list_has, parse_length, write_chunk, Span, LAST_CHUNK};
 use authsome_gateway::proxy::{ProxyBody, ResponseHead, ResponseTimer};
@@ -132,6 +132,9 @@ struct Kept {
     memo: ConnectionMemo,
     /// The wait for the instance's response heads.
     timer: ResponseTimer,
+    /// The previous request's key and its hash in hex, which every forwarded request's
+    /// assertion names: encoded once per key, not per request.
+    key_hex: Option<(Arc<ApiKey>, String)>,
 }
 
 enum Read {
@@ -413,7 +416,14 @@ async fn forward_request(
     let key_hash = match credential {
         Some(credential) => {
             let (_, key) = customer::keyed_by(state, app_id, credential, &mut kept.memo).await?;
-            Some(key.hash.hex())
+            if !kept
+                .key_hex
+                .as_ref()
+                .is_some_and(|(known, _)| Arc::ptr_eq(known, &key))
+            {
+                kept.key_hex = Some((key.clone(), key.hash.to_hex()));
+            }
+            kept.key_hex.as_ref().map(|(_, hex)| hex.as_str())
         }
         None => {
             customer::admit_public(state, app.clone()).await?;
@@ -430,7 +440,7 @@ async fn forward_request(
         app_id,
         request_id,
         client_ip,
-        key_hash: key_hash.as_ref().map(|h| h.as_str()),
+        key_hash,
     };
     let signed = state.forward_key.sign(&claims, method, target);
 
