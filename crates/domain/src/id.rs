@@ -72,6 +72,15 @@ pub fn decode_uuid(body: &str) -> Option<Uuid> {
     Some(Uuid::from_u128(value))
 }
 
+/// `<prefix>_<uuid as TypeID>`.
+fn with_prefix(prefix: &str, uuid: Uuid) -> String {
+    let mut id = String::with_capacity(prefix.len() + 1 + BODY_LEN);
+    id.push_str(prefix);
+    id.push('_');
+    encode_uuid_into(&mut id, uuid);
+    id
+}
+
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -84,11 +93,7 @@ macro_rules! define_id {
             /// A new identifier; time-ordered (UUIDv7).
             #[allow(clippy::new_without_default)]
             pub fn new() -> Self {
-                let mut id = String::with_capacity($prefix.len() + 1 + BODY_LEN);
-                id.push_str($prefix);
-                id.push('_');
-                encode_uuid_into(&mut id, Uuid::now_v7());
-                Self(id)
+                Self(with_prefix($prefix, Uuid::now_v7()))
             }
 
             /// The identifier as an owned string, without copying it.
@@ -186,6 +191,21 @@ define_id!(
     /// An event or audit entry.
     EventId, "evt");
 
+impl RequestId {
+    /// An id for a request just received: a UUIDv7 (the time, then random bits) like every id,
+    /// but without the order within a millisecond that `new` keeps through the process-wide
+    /// generator (a lock and 128-bit divisions, on every request). Request ids are looked up,
+    /// never sorted.
+    pub fn for_request() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let random: [u8; 10] = rand::random();
+        let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+        Self(with_prefix(Self::PREFIX, uuid))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +220,33 @@ mod tests {
         assert_eq!(a.as_str().len(), 3 + 26);
         assert!(a < b, "UUIDv7 ids sort by creation time");
         assert_eq!(a.uuid().get_version_num(), 7);
+    }
+
+    #[test]
+    fn request_ids_are_version_7_ids_of_now_and_differ() {
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let ids: Vec<RequestId> = (0..1000).map(|_| RequestId::for_request()).collect();
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        for id in &ids {
+            assert_eq!(RequestId::parse(id.as_str()).unwrap(), *id);
+            let uuid = id.uuid();
+            assert_eq!(uuid.get_version_num(), 7);
+            assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122);
+            let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
+            let millis = secs * 1000 + u64::from(nanos) / 1_000_000;
+            assert!(
+                (before..=after).contains(&millis),
+                "{millis} not in {before}..={after}"
+            );
+        }
+        let distinct: std::collections::HashSet<&str> = ids.iter().map(|i| i.as_str()).collect();
+        assert_eq!(distinct.len(), ids.len());
     }
 
     #[test]

@@ -345,7 +345,7 @@ async fn serve_one(
         .next()
         .and_then(|v| HeaderValue::from_maybe_shared(message.slice_ref(v)).ok());
     let context = Arc::new(RequestContext::new(
-        RequestId::new().into_string(),
+        RequestId::for_request().into_string(),
         Some(ip.to_owned()),
         user_agent,
     ));

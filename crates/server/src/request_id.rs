@@ -179,7 +179,7 @@ pub fn set_actor(actor: EventActor) {
 pub fn current_request_id() -> String {
     context()
         .map(|c| c.id.clone())
-        .unwrap_or_else(|| RequestId::new().into_string())
+        .unwrap_or_else(|| RequestId::for_request().into_string())
 }
 
 pub async fn layer(request: Request, next: Next) -> Response {
@@ -219,7 +219,7 @@ where
         .extensions()
         .get::<crate::gateway::Forwarded>()
         .map_or_else(
-            || RequestId::new().into_string(),
+            || RequestId::for_request().into_string(),
             |f| f.0.request_id.clone(),
         );
     let started = Instant::now();
