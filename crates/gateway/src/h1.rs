@@ -142,9 +142,13 @@ impl ResponseHead {
     }
 
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        // Names of another length are passed over without taking their bytes.
+        self.fields
+            .iter()
+            .filter(move |(n, _)| {
+                n.len() == name.len() && n.of(&self.raw).eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(|(_, v)| v.of(&self.raw))
     }
 
     /// Whether the body is delimited by a length the head gives, and that length.
@@ -181,6 +185,15 @@ pub struct Span(u32, u32);
 impl Span {
     pub fn new(start: usize, len: usize) -> Self {
         Self(start as u32, len as u32)
+    }
+
+    /// The length of the piece, known without looking at the bytes.
+    pub fn len(self) -> usize {
+        self.1 as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.1 == 0
     }
 
     pub fn range(self) -> Range<usize> {

@@ -180,9 +180,13 @@ impl Head {
     }
 
     fn all<'a>(&'a self, buf: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields(buf)
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        // Names of another length are passed over without taking their bytes.
+        self.fields
+            .iter()
+            .filter(move |(n, _)| {
+                n.len() == name.len() && n.of(buf).eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(move |(_, v)| v.of(buf))
     }
 
     /// The first value of field `name` as text, if it is.
