@@ -142,13 +142,7 @@ impl ResponseHead {
     }
 
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        // Names of another length are passed over without taking their bytes.
-        self.fields
-            .iter()
-            .filter(move |(n, _)| {
-                n.len() == name.len() && n.of(&self.raw).eq_ignore_ascii_case(name.as_bytes())
-            })
-            .map(|(_, v)| v.of(&self.raw))
+        values_of(&self.fields, &self.raw, name)
     }
 
     /// Whether the body is delimited by a length the head gives, and that length.
@@ -188,12 +182,8 @@ impl Span {
     }
 
     /// The length of the piece, known without looking at the bytes.
-    pub fn len(self) -> usize {
+    fn len(self) -> usize {
         self.1 as usize
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.1 == 0
     }
 
     pub fn range(self) -> Range<usize> {
@@ -203,6 +193,21 @@ impl Span {
     pub fn of(self, buf: &[u8]) -> &[u8] {
         &buf[self.range()]
     }
+}
+
+/// The values of the fields named `name` (any case) among `fields`, spans of `buf`. Names of
+/// another length are passed over by their spans, without taking their bytes.
+pub fn values_of<'a>(
+    fields: &'a [(Span, Span)],
+    buf: &'a [u8],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    fields
+        .iter()
+        .filter(move |(n, _)| {
+            n.len() == name.len() && n.of(buf).eq_ignore_ascii_case(name.as_bytes())
+        })
+        .map(move |(_, v)| v.of(buf))
 }
 
 /// Parses the response head at the start of `buf` and removes it (and any interim `1xx`

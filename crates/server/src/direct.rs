@@ -33,7 +33,7 @@ use authsome_control::ConnectionMemo;
 use authsome_domain::id::RequestId;
 use authsome_domain::tenancy::{ApiKey, Application, Tenancy};
 use authsome_gateway::forward::{self, Claims};
-use authsome_gateway::h1::{list_has, parse_length, write_chunk, Span, LAST_CHUNK};
+use authsome_gateway::h1::{list_has, parse_length, values_of, write_chunk, Span, LAST_CHUNK};
 use authsome_gateway::proxy::{ProxyBody, ResponseHead, ResponseTimer};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -180,13 +180,7 @@ impl Head {
     }
 
     fn all<'a>(&'a self, buf: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        // Names of another length are passed over without taking their bytes.
-        self.fields
-            .iter()
-            .filter(move |(n, _)| {
-                n.len() == name.len() && n.of(buf).eq_ignore_ascii_case(name.as_bytes())
-            })
-            .map(move |(_, v)| v.of(buf))
+        values_of(&self.fields, buf, name)
     }
 
     /// The first value of field `name` as text, if it is.
