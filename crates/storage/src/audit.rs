@@ -215,29 +215,21 @@ pub(crate) mod postgres_batch {
         .await?;
         Ok(())
     }
-
-    pub(crate) async fn delete_outbox(
-        conn: &mut sqlx::PgConnection,
-        ids: &[String],
-    ) -> crate::Result<()> {
-        if !ids.is_empty() {
-            sqlx::query("DELETE FROM audit_outbox WHERE id = ANY($1)")
-                .bind(ids)
-                .execute(conn)
-                .await?;
-        }
-        Ok(())
-    }
 }
 
-/// The same on SQLite, whose statements are prepared in process: multi-row `VALUES` (the
-/// outbox rows go with the store's own `delete_outbox_ids`).
+/// The same on SQLite, whose statements are prepared in process: multi-row `VALUES`, at most
+/// [`sqlite_batch::ROWS_PER_INSERT`] rows a statement. The rows are bound as they are, since a
+/// batch as one JSON value costs more to encode and take apart (the bodies are JSON, escaped
+/// again) than binding them; the cap keeps the statements few (one per row count up to it), so
+/// after the first batches each is prepared already, as the store's statement cache holds them
+/// beside the everyday ones (see `SqliteStore`).
 pub(crate) mod sqlite_batch {
     use super::{i, AuditRow};
     use crate::rows::ms;
 
-    /// Rows per INSERT statement (10 parameters each, well under SQLite's limit).
-    const ROWS_PER_INSERT: usize = 500;
+    /// Rows per INSERT statement: a batch of up to 2,000 costs a few more round trips to the
+    /// connection's thread, and there are only this many distinct statements.
+    pub(crate) const ROWS_PER_INSERT: usize = 32;
 
     pub(crate) async fn insert_entries(
         conn: &mut sqlx::SqliteConnection,
@@ -267,10 +259,10 @@ pub(crate) mod sqlite_batch {
     }
 }
 
-/// The audit repository of `$store`; `$insert` and `$delete` are the writer's batch statements
-/// (entries in, outbox rows out) for its backend.
+/// The audit repository of `$store`; `$insert` is the writer's batch insert of entries for its
+/// backend (outbox rows go out with the store's own `delete_outbox_ids`).
 macro_rules! impl_audit {
-    ($store:ty, $insert:path, $delete:path) => {
+    ($store:ty, $insert:path $(,)?) => {
         mod audit_impl {
             use async_trait::async_trait;
             use authsome_domain::id::WorkspaceId;
@@ -374,8 +366,9 @@ macro_rules! impl_audit {
                                         first_kept, checkpoint_size";
             const ENTRY_COLUMNS: &str = "idx, id, at, action, actor_id, application_id, outcome, \
                                          leaf_hash, body";
-            /// Rows per INSERT statement (10 parameters each, well under both backends' limits).
-            const ROWS_PER_INSERT: usize = 500;
+            /// Ids per query of `existing_audit_ids` (recovery's rare path), well under both
+            /// backends' parameter limits.
+            const IDS_PER_QUERY: usize = 500;
 
             async fn insert_key<'e, E>(exec: E, key: &AuditSigningKey) -> Result<()>
             where
@@ -462,7 +455,7 @@ macro_rules! impl_audit {
                         return Ok(false);
                     }
                     $insert(&mut *tx, workspace.as_str(), rows).await?;
-                    $delete(&mut *tx, outbox_ids).await?;
+                    delete_outbox_ids(&mut *tx, outbox_ids).await?;
                     tx.commit().await?;
                     Ok(true)
                 }
@@ -481,7 +474,7 @@ macro_rules! impl_audit {
 
                 async fn existing_audit_ids(&self, ids: &[String]) -> Result<Vec<String>> {
                     let mut found = Vec::new();
-                    for chunk in ids.chunks(ROWS_PER_INSERT) {
+                    for chunk in ids.chunks(IDS_PER_QUERY) {
                         let mut select = sqlx::QueryBuilder::<Db>::new(
                             "SELECT id FROM audit_entries WHERE id IN (",
                         );

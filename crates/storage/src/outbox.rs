@@ -128,11 +128,33 @@ pub(crate) fn committed(wrote: bool) {
     }
 }
 
+/// The one outbox statement that differs between backends.
+pub(crate) trait OutboxDialect: sqlx::Database {
+    /// Deletes the rows with these ids: one fixed statement whatever their number, the ids
+    /// bound as one value, so it is prepared once per connection. A statement with a parameter
+    /// per id would be parsed again for every new count, and, sqlx caching each one, would push
+    /// the connection's everyday statements out of its cache.
+    fn delete_ids(ids: &[String]) -> sqlx::query::Query<'_, Self, Self::Arguments<'_>>;
+}
+
+impl OutboxDialect for sqlx::Postgres {
+    fn delete_ids(ids: &[String]) -> sqlx::query::Query<'_, Self, Self::Arguments<'_>> {
+        sqlx::query("DELETE FROM audit_outbox WHERE id = ANY($1)").bind(ids)
+    }
+}
+
+impl OutboxDialect for sqlx::Sqlite {
+    fn delete_ids(ids: &[String]) -> sqlx::query::Query<'_, Self, Self::Arguments<'_>> {
+        // A JSON array of strings cannot fail to serialise.
+        sqlx::query("DELETE FROM audit_outbox WHERE id IN (SELECT value FROM json_each($1))")
+            .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+    }
+}
+
 /// The outbox's SQL for one backend (the table is the same in every database):
 /// `write_outbox(executor)` inserts the pending rows (if any) through the write's transaction;
 /// `read_outbox(executor, before, limit)` lists rows older than `before`;
-/// `delete_outbox_ids(executor, ids)` deletes rows by id, in one statement (callers pass at most
-/// one writer batch, well under both backends' parameter limits).
+/// `delete_outbox_ids(executor, ids)` deletes rows by id, with [`OutboxDialect::delete_ids`].
 macro_rules! outbox_sql {
     ($db:ty) => {
         async fn write_outbox<'e, E>(exec: E) -> $crate::Result<bool>
@@ -189,14 +211,9 @@ macro_rules! outbox_sql {
             if ids.is_empty() {
                 return Ok(());
             }
-            let mut delete =
-                sqlx::QueryBuilder::<$db>::new("DELETE FROM audit_outbox WHERE id IN (");
-            let mut list = delete.separated(", ");
-            for id in ids {
-                list.push_bind(id);
-            }
-            delete.push(")");
-            delete.build().execute(exec).await?;
+            <$db as $crate::outbox::OutboxDialect>::delete_ids(ids)
+                .execute(exec)
+                .await?;
             Ok(())
         }
     };

@@ -120,7 +120,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Room for every statement the store uses (the audit writer's batch inserts come
+            // in up to `ROWS_PER_INSERT` sizes) so that none is parsed again after its first use.
+            .statement_cache_capacity(256);
         let pool = crate::pool::sqlite()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -152,8 +155,4 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 crate::sql::impl_repositories!(SqliteStore, Backend::Sqlite, MIGRATOR);
 
-crate::audit::impl_audit!(
-    SqliteStore,
-    crate::audit::sqlite_batch::insert_entries,
-    delete_outbox_ids
-);
+crate::audit::impl_audit!(SqliteStore, crate::audit::sqlite_batch::insert_entries,);

@@ -79,6 +79,7 @@ backend_tests!(
     audit_appends_are_optimistic_filtered_and_scoped,
     audit_signing_keys_rotate_with_one_active,
     outbox_rows_commit_with_their_write_or_not_at_all,
+    large_audit_batches_append_and_clear_their_outbox_rows,
     concurrent_writers_all_land,
 );
 
@@ -1525,6 +1526,77 @@ async fn outbox_rows_commit_with_their_write_or_not_at_all(store: Arc<dyn Store>
         assert_eq!(row.body, outbox_row(id).body);
         assert!((row.created_at - now()).num_seconds().abs() < 60);
     }
+}
+
+/// A batch larger than one insert statement takes (SQLite's go 32 rows a statement) lands
+/// whole and in order, and its outbox rows, however many, go in the same transaction, leaving
+/// the rows of other events; batches of every size in turn append on top of each other.
+async fn large_audit_batches_append_and_clear_their_outbox_rows(store: Arc<dyn Store>) {
+    use authsome_storage::outbox::scope;
+    let (ws, _, _) = seeded(&store, "large-batches").await;
+    let later = now() + Duration::seconds(1);
+    let mut events: Vec<String> = Vec::new();
+    let mut updated = ws.clone();
+    for i in 0..80 {
+        let id = format!("evt_large_{i:03}");
+        updated.name = format!("Large {i}");
+        let (result, stored) = scope(vec![outbox_row(&id)], store.update_workspace(&updated)).await;
+        result.unwrap();
+        assert!(stored);
+        events.push(id);
+    }
+    store
+        .open_audit_log(&ws.id, b"r", "k", now())
+        .await
+        .unwrap();
+    // 75 rows (32 + 32 + 11 on SQLite), deleting the outbox rows of the first 75 events.
+    let rows: Vec<AuditRow> = events[..75]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| AuditRow {
+            id: id.clone(),
+            body: Some(format!("{{\"line\":{i},\"quote\":\"\\\"\"}}")),
+            ..audit_row(
+                i as u64,
+                "workspace.updated",
+                "acc_1",
+                "success",
+                1_000 + i as i64,
+            )
+        })
+        .collect();
+    assert!(store
+        .append_audit(&ws.id, 0, &rows, &[7; 32], b"r75", &events[..75])
+        .await
+        .unwrap());
+    assert_eq!(store.audit_range(&ws.id, 0, 100).await.unwrap(), rows);
+    let left = store.audit_outbox(later, 100).await.unwrap();
+    assert_eq!(
+        left.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        events[75..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // Then batches of 1, 2, ... rows: every size's statement, one after another.
+    let mut size = 75u64;
+    for n in 1..=40u64 {
+        let batch: Vec<AuditRow> = (size..size + n)
+            .map(|i| audit_row(i, "workspace.updated", "acc_1", "success", 2_000 + i as i64))
+            .collect();
+        assert!(store
+            .append_audit(&ws.id, size, &batch, &[8; 32], b"r", &[])
+            .await
+            .unwrap());
+        size += n;
+    }
+    let head = store.audit_head(&ws.id).await.unwrap().unwrap();
+    assert_eq!(head.size, size);
+    let all = store.audit_range(&ws.id, 0, 2_000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.index).collect::<Vec<_>>(),
+        (0..size).collect::<Vec<_>>()
+    );
+    // The rest of the outbox, in one delete.
+    store.delete_audit_outbox(&events[70..]).await.unwrap();
+    assert!(store.audit_outbox(later, 100).await.unwrap().is_empty());
 }
 
 /// Many writers at once (on SQLite they queue for the store's one write connection) with
