@@ -22,6 +22,12 @@
 //!
 //! Postgres comes from `AUTHSOME_TEST_POSTGRES_URL` (a throwaway database is created); it is
 //! skipped with a message when unreachable.
+//!
+//! For counting instructions under callgrind (`scripts/bench-audit-instructions.sh`), three
+//! knobs: `AUDIT_BENCH_ROUNDS` (default 150); `AUDIT_BENCH_ONLY=plain|audited`, which runs only
+//! that kind of block of the control-plane operation (no appends, no storage write); and
+//! `AUDIT_BENCH_LINGER_MS`, the writer's wait for more events (under callgrind a block takes
+//! fifty times longer, so the product's 250 ms would split it into several batches).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +54,55 @@ const APPENDS: usize = 50_000;
 /// Many, because one round's ratio swings by tens of percent on a shared virtual machine; the
 /// median of 150 moves by a few points from run to run.
 const ROUNDS: usize = 150;
+
+/// Stops the benchmark over a knob it cannot read.
+fn refuse(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2)
+}
+
+/// What the environment asks of this run (see the module's documentation).
+#[derive(Clone, Copy)]
+struct Knobs {
+    rounds: usize,
+    /// Only the control-plane operation's blocks of this kind (`true`: audited).
+    only: Option<bool>,
+    linger: Option<Duration>,
+}
+
+impl Knobs {
+    fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let number = |name: &str| {
+            var(name).map(|v| {
+                v.parse::<u64>().unwrap_or_else(|_| {
+                    refuse(&format!("{name} must be a whole number, not {v:?}"))
+                })
+            })
+        };
+        Self {
+            rounds: number("AUDIT_BENCH_ROUNDS").map_or(ROUNDS, |n| n as usize),
+            only: var("AUDIT_BENCH_ONLY").map(|v| match v.as_str() {
+                "plain" => false,
+                "audited" => true,
+                other => refuse(&format!(
+                    "AUDIT_BENCH_ONLY must be plain or audited, not {other:?}"
+                )),
+            }),
+            linger: number("AUDIT_BENCH_LINGER_MS").map(Duration::from_millis),
+        }
+    }
+
+    /// The kinds of block of a round (`true`: audited), in order: plain first in even rounds,
+    /// audited first in odd ones.
+    fn blocks(&self, round: usize) -> Vec<bool> {
+        if let Some(only) = self.only {
+            return vec![only];
+        }
+        let audited_first = round % 2 == 1;
+        vec![audited_first, !audited_first]
+    }
+}
 const BLOCK: usize = 100;
 
 fn workspace() -> (Workspace, Member) {
@@ -90,15 +145,22 @@ async fn entries(store: &Arc<dyn Store>, ws: &WorkspaceId) -> u64 {
         .map_or(0, |h| h.size)
 }
 
-async fn run(backend: &str, store: Arc<dyn Store>) {
-    let audit = AuditLog::new(
-        store.clone(),
-        Arc::new(MasterKey::generate()),
-        AuditSettings::for_public_url("http://bench.local"),
-    );
+async fn run(backend: &str, store: Arc<dyn Store>, knobs: Knobs) {
+    let mut settings = AuditSettings::for_public_url("http://bench.local");
+    if let Some(linger) = knobs.linger {
+        settings.linger = linger;
+        settings.linger_stored = linger;
+    }
+    let audit = AuditLog::new(store.clone(), Arc::new(MasterKey::generate()), settings);
     audit.spawn_writer();
+    if knobs.only.is_none() {
+        appends(backend, &store, &audit).await;
+    }
+    overhead(backend, &store, &audit, knobs).await;
+}
 
-    // 1. Appends.
+/// 1. Appends.
+async fn appends(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>) {
     let (ws, _) = workspace();
     let used = process_cpu();
     let started = Instant::now();
@@ -113,7 +175,7 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
     audit.flush().await;
     let elapsed = started.elapsed();
     let cpu = process_cpu().saturating_sub(used);
-    assert_eq!(entries(&store, &ws.id).await, APPENDS as u64);
+    assert_eq!(entries(store, &ws.id).await, APPENDS as u64);
     println!(
         "{backend:<9} audit appends (chain + Merkle tree) {:>9.0} entries/s, {:.1} µs CPU per \
          entry in this process{}",
@@ -125,8 +187,10 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
             ""
         }
     );
+}
 
-    // 2. Overhead on a write.
+/// 2. Overhead on a write.
+async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, knobs: Knobs) {
     let (ws, owner) = workspace();
     store
         .create_account(
@@ -151,11 +215,17 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
     // holds its entries.
     let mut storage = Rounds::new(backend);
     let mut plain = ws.clone();
-    for round in 0..ROUNDS {
+    // a. The bare storage write.
+    let storage_rounds = if knobs.only.is_some() {
+        0
+    } else {
+        knobs.rounds
+    };
+    for round in 0..storage_rounds {
         let mut times = RoundTimes::default();
-        for audited in block_order(round) {
+        for audited in knobs.blocks(round) {
             let used = storage.usage();
-            let before = entries(&store, &ws.id).await;
+            let before = entries(store, &ws.id).await;
             let started = Instant::now();
             if !audited {
                 for i in 0..BLOCK {
@@ -181,11 +251,13 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
             let answered = started.elapsed();
             audit.flush().await;
             times.audited(answered, started.elapsed(), storage.usage().since(&used));
-            assert_eq!(entries(&store, &ws.id).await, before + BLOCK as u64);
+            assert_eq!(entries(store, &ws.id).await, before + BLOCK as u64);
         }
         storage.add(times);
     }
-    storage.report(backend, "storage write");
+    if storage_rounds > 0 {
+        storage.report(backend, "storage write");
+    }
 
     // b. The whole control-plane operation.
     let control = ControlPlane::new(store.clone(), ControlSettings::default())
@@ -201,11 +273,11 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
         .expect("bootstrap");
     let actor = Actor::Account(owner.account_id.clone());
     let mut operation = Rounds::new(backend);
-    for round in 0..ROUNDS {
+    for round in 0..knobs.rounds {
         let mut times = RoundTimes::default();
-        for audited in block_order(round) {
+        for audited in knobs.blocks(round) {
             let used = operation.usage();
-            let before = entries(&store, &ws.id).await;
+            let before = entries(store, &ws.id).await;
             let started = Instant::now();
             if !audited {
                 for i in 0..BLOCK {
@@ -241,11 +313,14 @@ async fn run(backend: &str, store: Arc<dyn Store>) {
             let answered = started.elapsed();
             audit.flush().await;
             times.audited(answered, started.elapsed(), operation.usage().since(&used));
-            assert_eq!(entries(&store, &ws.id).await, before + BLOCK as u64);
+            assert_eq!(entries(store, &ws.id).await, before + BLOCK as u64);
         }
         operation.add(times);
     }
-    operation.report(backend, "control-plane operation");
+    match knobs.only {
+        None => operation.report(backend, "control-plane operation"),
+        Some(audited) => operation.report_one(backend, audited),
+    }
 }
 
 /// The server's event sink, reduced to what the audit needs.
@@ -259,13 +334,6 @@ impl EventSink for Recorder {
     fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
         self.0.record_stored(event, stored_in);
     }
-}
-
-/// The order of a round's two blocks (`true`: the audited one): plain first in even rounds,
-/// audited first in odd ones.
-fn block_order(round: usize) -> [bool; 2] {
-    let audited_first = round % 2 == 1;
-    [audited_first, !audited_first]
 }
 
 /// One round's times and CPU, whichever block ran first.
@@ -314,6 +382,23 @@ impl Rounds {
             plain_cpu: Duration::ZERO,
             audited_cpu: Duration::ZERO,
         }
+    }
+
+    /// Time and CPU per write when only one kind of block ran.
+    fn report_one(&self, backend: &str, audited: bool) {
+        let writes = (self.plain.len() * BLOCK) as f64;
+        let (kind, times, cpu) = if audited {
+            ("audited", &self.logged, self.audited_cpu)
+        } else {
+            ("plain", &self.plain, self.plain_cpu)
+        };
+        println!(
+            "{backend:<9} control-plane operation  {kind} blocks only: {:>6.1} µs per write, \
+             CPU {:>6.1} µs per write  [{} rounds]",
+            times.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e6 / writes,
+            cpu.as_secs_f64() * 1e6 / writes,
+            self.plain.len(),
+        );
     }
 
     /// CPU used so far by this process and, on Postgres, by the server's processes.
@@ -461,12 +546,13 @@ fn main() {
             .await
             .expect("open");
         sqlite.migrate().await.expect("migrate");
-        run("sqlite", Arc::new(sqlite)).await;
+        let knobs = Knobs::from_env();
+        run("sqlite", Arc::new(sqlite), knobs).await;
         match authsome_testkit::TestDatabase::create().await {
             Some(db) => {
                 let pg = PostgresStore::connect(&db.url).await.expect("connect");
                 pg.migrate().await.expect("migrate");
-                run("postgres", Arc::new(pg)).await;
+                run("postgres", Arc::new(pg), knobs).await;
             }
             None => println!("postgres  skipped: not reachable"),
         }
