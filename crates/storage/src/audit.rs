@@ -262,7 +262,7 @@ pub(crate) mod sqlite_batch {
 /// The audit repository of `$store`; `$insert` is the writer's batch insert of entries for its
 /// backend (outbox rows go out with the store's own `delete_outbox_ids`).
 macro_rules! impl_audit {
-    ($store:ty, $insert:path $(,)?) => {
+    ($store:ty, $insert:path) => {
         mod audit_impl {
             use async_trait::async_trait;
             use authsome_domain::id::WorkspaceId;

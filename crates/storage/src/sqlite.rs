@@ -155,4 +155,4 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 crate::sql::impl_repositories!(SqliteStore, Backend::Sqlite, MIGRATOR);
 
-crate::audit::impl_audit!(SqliteStore, crate::audit::sqlite_batch::insert_entries,);
+crate::audit::impl_audit!(SqliteStore, crate::audit::sqlite_batch::insert_entries);
