@@ -54,6 +54,8 @@ const APPENDS: usize = 50_000;
 /// Many, because one round's ratio swings by tens of percent on a shared virtual machine; the
 /// median of 150 moves by a few points from run to run.
 const ROUNDS: usize = 150;
+/// Writes per block.
+const BLOCK: usize = 100;
 
 /// Stops the benchmark over a knob it cannot read.
 fn refuse(message: &str) -> ! {
@@ -103,7 +105,6 @@ impl Knobs {
         vec![audited_first, !audited_first]
     }
 }
-const BLOCK: usize = 100;
 
 fn workspace() -> (Workspace, Member) {
     let now = authsome_domain::now();
