@@ -29,7 +29,6 @@
 //! `AUDIT_BENCH_LINGER_MS`, the writer's wait for more events (under callgrind a block takes
 //! fifty times longer, so the product's 250 ms would split it into several batches).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +43,8 @@ use authsome_domain::tenancy::{
 };
 use authsome_storage::outbox::{scope, OutboxRow};
 use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
+use authsome_testkit::cpu::{self, Usage};
+use authsome_testkit::rounds::Rounds;
 
 /// The allocator of the `authsome` binary, so the measured work allocates as the server does.
 #[global_allocator]
@@ -163,7 +164,7 @@ async fn run(backend: &str, store: Arc<dyn Store>, knobs: Knobs) {
 /// 1. Appends.
 async fn appends(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>) {
     let (ws, _) = workspace();
-    let used = process_cpu();
+    let used = cpu::process();
     let started = Instant::now();
     for i in 0..APPENDS {
         audit.record(
@@ -175,7 +176,7 @@ async fn appends(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>) {
     }
     audit.flush().await;
     let elapsed = started.elapsed();
-    let cpu = process_cpu().saturating_sub(used);
+    let cpu = cpu::process().saturating_sub(used);
     assert_eq!(entries(store, &ws.id).await, APPENDS as u64);
     println!(
         "{backend:<9} audit appends (chain + Merkle tree) {:>9.0} entries/s, {:.1} µs CPU per \
@@ -214,7 +215,8 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
     // block, so that work one block sets off and the next one meets (the SQLite store checkpoints
     // every hundred writes) falls on both kinds too. Each audited block is timed until the log
     // holds its entries.
-    let mut storage = Rounds::new(backend);
+    let postgres = backend == "postgres";
+    let mut storage = Rounds::new(BLOCK);
     let mut plain = ws.clone();
     // a. The bare storage write.
     let storage_rounds = if knobs.only.is_some() {
@@ -223,9 +225,8 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
         knobs.rounds
     };
     for round in 0..storage_rounds {
-        let mut times = RoundTimes::default();
         for audited in knobs.blocks(round) {
-            let used = storage.usage();
+            let used = Usage::now(postgres);
             let before = entries(store, &ws.id).await;
             let started = Instant::now();
             if !audited {
@@ -234,7 +235,7 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
                     let (done, _) = scope(Vec::new(), store.update_workspace(&plain)).await;
                     done.expect("write");
                 }
-                times.plain(started.elapsed(), storage.usage().since(&used));
+                storage.plain(started.elapsed(), Usage::now(postgres).since(&used));
                 continue;
             }
             for i in 0..BLOCK {
@@ -251,13 +252,16 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
             }
             let answered = started.elapsed();
             audit.flush().await;
-            times.audited(answered, started.elapsed(), storage.usage().since(&used));
+            storage.audited(
+                answered,
+                started.elapsed(),
+                Usage::now(postgres).since(&used),
+            );
             assert_eq!(entries(store, &ws.id).await, before + BLOCK as u64);
         }
-        storage.add(times);
     }
     if storage_rounds > 0 {
-        storage.report(backend, "storage write");
+        storage.report(&format!("{backend:<9} storage write           "), postgres);
     }
 
     // b. The whole control-plane operation.
@@ -273,11 +277,10 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
         .await
         .expect("bootstrap");
     let actor = Actor::Account(owner.account_id.clone());
-    let mut operation = Rounds::new(backend);
+    let mut operation = Rounds::new(BLOCK);
     for round in 0..knobs.rounds {
-        let mut times = RoundTimes::default();
         for audited in knobs.blocks(round) {
-            let used = operation.usage();
+            let used = Usage::now(postgres);
             let before = entries(store, &ws.id).await;
             let started = Instant::now();
             if !audited {
@@ -294,7 +297,7 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
                     let (done, _) = scope(Vec::new(), store.update_workspace(&current)).await;
                     done.expect("write");
                 }
-                times.plain(started.elapsed(), operation.usage().since(&used));
+                operation.plain(started.elapsed(), Usage::now(postgres).since(&used));
                 continue;
             }
             for i in 0..BLOCK {
@@ -313,14 +316,19 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
             }
             let answered = started.elapsed();
             audit.flush().await;
-            times.audited(answered, started.elapsed(), operation.usage().since(&used));
+            operation.audited(
+                answered,
+                started.elapsed(),
+                Usage::now(postgres).since(&used),
+            );
             assert_eq!(entries(store, &ws.id).await, before + BLOCK as u64);
         }
-        operation.add(times);
     }
     match knobs.only {
-        None => operation.report(backend, "control-plane operation"),
-        Some(audited) => operation.report_one(backend, audited),
+        None => operation.report(&format!("{backend:<9} control-plane operation "), postgres),
+        Some(audited) => {
+            operation.report_one(&format!("{backend:<9} control-plane operation "), audited)
+        }
     }
 }
 
@@ -335,204 +343,10 @@ impl EventSink for Recorder {
     fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
         self.0.record_stored(event, stored_in);
     }
-}
 
-/// One round's times and CPU, whichever block ran first.
-#[derive(Default)]
-struct RoundTimes {
-    plain: Duration,
-    answered: Duration,
-    logged: Duration,
-    plain_cpu: Duration,
-    audited_cpu: Duration,
-}
-
-impl RoundTimes {
-    fn plain(&mut self, took: Duration, cpu: Duration) {
-        self.plain = took;
-        self.plain_cpu = cpu;
+    fn audits(&self) -> bool {
+        true
     }
-
-    fn audited(&mut self, answered: Duration, logged: Duration, cpu: Duration) {
-        self.answered = answered;
-        self.logged = logged;
-        self.audited_cpu = cpu;
-    }
-}
-
-/// Plain and audited times of each round: the audited writes until they returned (what their
-/// callers wait for; the log's writer works meanwhile) and until the log held their entries
-/// (everything auditing costs); and the CPU both kinds of block used.
-struct Rounds {
-    /// Whether the database is a Postgres server, whose processes' CPU counts too.
-    server: bool,
-    plain: Vec<Duration>,
-    answered: Vec<Duration>,
-    logged: Vec<Duration>,
-    plain_cpu: Duration,
-    audited_cpu: Duration,
-}
-
-impl Rounds {
-    fn new(backend: &str) -> Self {
-        Self {
-            server: backend == "postgres",
-            plain: Vec::new(),
-            answered: Vec::new(),
-            logged: Vec::new(),
-            plain_cpu: Duration::ZERO,
-            audited_cpu: Duration::ZERO,
-        }
-    }
-
-    /// Time and CPU per write when only one kind of block ran.
-    fn report_one(&self, backend: &str, audited: bool) {
-        let writes = (self.plain.len() * BLOCK) as f64;
-        let (kind, times, cpu) = if audited {
-            ("audited", &self.logged, self.audited_cpu)
-        } else {
-            ("plain", &self.plain, self.plain_cpu)
-        };
-        println!(
-            "{backend:<9} control-plane operation  {kind} blocks only: {:>6.1} µs per write, \
-             CPU {:>6.1} µs per write  [{} rounds]",
-            times.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e6 / writes,
-            cpu.as_secs_f64() * 1e6 / writes,
-            self.plain.len(),
-        );
-    }
-
-    /// CPU used so far by this process and, on Postgres, by the server's processes.
-    fn usage(&self) -> Usage {
-        Usage {
-            process: process_cpu(),
-            postgres: if self.server {
-                postgres_ticks()
-            } else {
-                HashMap::new()
-            },
-        }
-    }
-
-    fn add(&mut self, round: RoundTimes) {
-        self.plain.push(round.plain);
-        self.answered.push(round.answered);
-        self.logged.push(round.logged);
-        self.plain_cpu += round.plain_cpu;
-        self.audited_cpu += round.audited_cpu;
-    }
-
-    /// Mean times per write over all rounds, the median of the rounds' overheads with their
-    /// interquartile range, and the CPU per write over all rounds.
-    fn report(&self, backend: &str, what: &str) {
-        let writes = (self.plain.len() * BLOCK) as f64;
-        let per = |d: &[Duration]| d.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e6 / writes;
-        let overhead = |audited: &[Duration]| {
-            let mut o: Vec<f64> = self
-                .plain
-                .iter()
-                .zip(audited)
-                .map(|(p, a)| (a.as_secs_f64() / p.as_secs_f64() - 1.0) * 100.0)
-                .collect();
-            o.sort_by(f64::total_cmp);
-            format!(
-                "{:+.1}% (IQR {:+.1}% to {:+.1}%)",
-                o[o.len() / 2],
-                o[o.len() / 4],
-                o[o.len() * 3 / 4]
-            )
-        };
-        let plain_cpu = self.plain_cpu.as_secs_f64() * 1e6 / writes;
-        let audited_cpu = self.audited_cpu.as_secs_f64() * 1e6 / writes;
-        println!(
-            "{backend:<9} {what:<24} plain {:>6.1} µs | audited, answered {:>6.1} µs: {} \
-             | logged {:>6.1} µs: {}  [median of {} rounds]",
-            per(&self.plain),
-            per(&self.answered),
-            overhead(&self.answered),
-            per(&self.logged),
-            overhead(&self.logged),
-            self.plain.len(),
-        );
-        println!(
-            "{backend:<9} {what:<24} CPU per write{}: plain {plain_cpu:>6.1} µs | audited \
-             {audited_cpu:>6.1} µs: {:+.1}%",
-            if self.server {
-                " (with the server's)"
-            } else {
-                ""
-            },
-            (audited_cpu / plain_cpu - 1.0) * 100.0
-        );
-    }
-}
-
-/// CPU time this process has used (all threads, SQLite's included).
-fn process_cpu() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec for the call to fill in.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// CPU used up to a moment: this process's, and each `postgres` process's in clock ticks.
-struct Usage {
-    process: Duration,
-    postgres: HashMap<u32, u64>,
-}
-
-impl Usage {
-    /// CPU used between `before` and this moment. A server process that started in between
-    /// counts whole; one that ended in between is missed (its last figures are gone).
-    fn since(&self, before: &Usage) -> Duration {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        let ticks: u64 = self
-            .postgres
-            .iter()
-            .map(|(pid, t)| t.saturating_sub(before.postgres.get(pid).copied().unwrap_or(0)))
-            .sum();
-        self.process.saturating_sub(before.process) + Duration::from_micros(ticks * 1_000_000 / hz)
-    }
-}
-
-/// CPU ticks (user + system) each `postgres` process on this machine has used, from /proc.
-fn postgres_ticks() -> HashMap<u32, u64> {
-    let mut ticks = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return ticks;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let path = entry.path();
-        if !std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == "postgres") {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        // The fields after the command (which ends with the last ')'): utime and stime are the
-        // 12th and 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let used: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-            .sum();
-        ticks.insert(pid, used);
-    }
-    ticks
 }
 
 fn main() {

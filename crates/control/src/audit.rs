@@ -1274,4 +1274,104 @@ mod tests {
         );
         wait_for(&store, &ws, 2).await;
     }
+
+    /// An event sink that hands events to the audit log, as the server's does.
+    struct ToLog(Arc<AuditLog>);
+
+    impl authsome_domain::event::EventSink for ToLog {
+        fn emit(&self, event: DomainEvent) {
+            self.0.record(event);
+        }
+
+        fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
+            self.0.record_stored(event, stored_in);
+        }
+
+        fn audits(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_carry_their_event_in_the_outbox_only_when_a_log_keeps_them() {
+        use authsome_domain::id::{AccountId, MemberId};
+        use authsome_domain::tenancy::{
+            Account, KycStatus, Member, MemberStatus, PaymentStatus, Plan, Role, Workspace,
+            WorkspaceLimits, WorkspaceStatus,
+        };
+        let (_dir, store, audit) = log(long_wait()).await;
+        let now = authsome_domain::now();
+        let ws = Workspace {
+            id: WorkspaceId::new(),
+            name: "Acme".into(),
+            slug: "acme".into(),
+            plan: Plan::Pro,
+            status: WorkspaceStatus::Active,
+            kyc_status: KycStatus::Completed,
+            payment_status: PaymentStatus::Current,
+            metadata: serde_json::json!({}),
+            limits: WorkspaceLimits::default(),
+            root: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let owner = Member {
+            id: MemberId::new(),
+            workspace_id: ws.id.clone(),
+            account_id: AccountId::new(),
+            email: String::new(),
+            name: None,
+            role: Role::Owner,
+            status: MemberStatus::Active,
+            created_at: now,
+            updated_at: now,
+        };
+        let account = Account {
+            id: owner.account_id.clone(),
+            email: "owner@acme.test".into(),
+            name: None,
+            created_at: now,
+        };
+        store.create_account(&account, None).await.expect("account");
+        store
+            .create_workspace(&ws, &owner)
+            .await
+            .expect("workspace");
+        let actor = Actor::Account(owner.account_id.clone());
+        let rename = |name: &str| crate::WorkspacePatch {
+            name: Some(name.into()),
+            slug: None,
+            metadata: None,
+        };
+        let pending = || async {
+            store
+                .audit_outbox(authsome_domain::now() + chrono::Duration::hours(1), 100)
+                .await
+                .expect("outbox")
+        };
+
+        // Without an audit log (the control plane's default sink), the write stores no event.
+        let bare = crate::ControlPlane::new(store.clone(), crate::ControlSettings::default());
+        bare.update_workspace(&actor, &ws.id, rename("Unaudited"))
+            .await
+            .expect("update");
+        assert!(pending().await.is_empty());
+        assert_eq!(size(&store, &ws.id).await, 0);
+
+        // With one, the event is committed to the outbox with the write, then logged.
+        let audited = crate::ControlPlane::new(store.clone(), crate::ControlSettings::default())
+            .with_events(Arc::new(ToLog(audit.clone())));
+        audited
+            .update_workspace(&actor, &ws.id, rename("Audited"))
+            .await
+            .expect("update");
+        let rows = pending().await;
+        assert_eq!(rows.len(), 1);
+        let event: DomainEvent = serde_json::from_str(&rows[0].body).expect("event JSON");
+        assert_eq!(event.action, "workspace.updated");
+        assert_eq!(event.workspace_id.as_ref(), Some(&ws.id));
+        audit.flush().await;
+        assert_eq!(size(&store, &ws.id).await, 1);
+        assert!(pending().await.is_empty());
+    }
 }

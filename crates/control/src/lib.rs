@@ -150,7 +150,9 @@ impl ControlPlane {
     /// Performs `write` with its `events` committed to the control-plane audit outbox in the
     /// write's own transaction, then hands them to the audit log. Fail closed: when the outbox
     /// row cannot be stored, the write rolls back with it and the caller gets the error.
-    /// `actor` is `None` for AuthSome's own work (events already say `System`).
+    /// `actor` is `None` for AuthSome's own work (events already say `System`). Without an
+    /// audit log behind the sink (`EventSink::audits`) the write runs alone and its events
+    /// follow it.
     async fn audited<T, E>(
         &self,
         actor: Option<&Actor>,
@@ -171,6 +173,13 @@ impl ControlPlane {
                 e
             })
             .collect();
+        if !self.events.audits() {
+            let value = write.await?;
+            for event in events {
+                self.events.emit(event);
+            }
+            return Ok(value);
+        }
         let rows = events
             .iter()
             .map(authsome_storage::outbox::OutboxRow::of)

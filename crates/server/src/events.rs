@@ -63,6 +63,10 @@ impl EventSink for EventBus {
         let _ = self.sender.send(event);
     }
 
+    fn audits(&self) -> bool {
+        self.audit.is_some()
+    }
+
     fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
         tracing::debug!(action = %event.action, target = ?event.target, "event");
         if let Some(audit) = &self.audit {

@@ -4,8 +4,14 @@
 //! Postgres is found at `AUTHSOME_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Under `CI=true` a missing server fails the
 //! test; elsewhere the Postgres half of a suite is skipped with a message.
+//!
+//! For benchmarks: [`cpu`], the CPU time of this process, a thread and the Postgres server;
+//! [`rounds`], the summary of rounds that alternate a baseline and the measured work.
 
 use sqlx::{Connection, Executor, PgConnection};
+
+pub mod cpu;
+pub mod rounds;
 
 pub fn admin_url() -> String {
     std::env::var("AUTHSOME_TEST_POSTGRES_URL")

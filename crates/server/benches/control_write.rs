@@ -1,0 +1,296 @@
+//! What auditing adds to a control-plane write as its caller sees it, on SQLite and on Postgres.
+//!
+//! `cargo bench -p authsome-server --bench control_write`
+//!
+//! Two servers run in this process, each the real router on 127.0.0.1 with its own database and
+//! its root workspace bootstrapped: one as deployed, with the audit log (every write commits its
+//! event to the audit outbox in its own transaction, and the log's writer appends it to the
+//! hash chain and the Merkle tree), and one whose control plane has an event sink without an
+//! audit log (`EventSink::audits` false), so the same writes store no event at all. A client
+//! on this thread, over one kept-alive connection to each, sends
+//! `PATCH /control/v1/workspaces/{wsId}` (a new name, as the workspace's management key) in
+//! rounds of a block of writes to each server, in turn first. Reported, per write: the time
+//! until the audited writes were answered, and until the log held their entries (all the work
+//! auditing adds), against the unaudited server's answers (the median round's overhead and the
+//! interquartile range of the rounds); and the CPU the servers used (this process less the
+//! client's thread; on Postgres also every `postgres` process, so run it on a quiet server).
+//! Target: under 10%.
+//!
+//! `cargo bench -p authsome-control --bench audit` measures the same write one layer down
+//! (the `ControlPlane` call and the bare storage write), where no HTTP, authentication or
+//! JSON surrounds it, and the audit's appends per second.
+//!
+//! Postgres comes from `AUTHSOME_TEST_POSTGRES_URL` (throwaway databases are created); it is
+//! skipped with a message when unreachable.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authsome_control::{BootstrapResult, ControlPlane, ControlSettings};
+use authsome_domain::id::WorkspaceId;
+use authsome_domain::master_key::MasterKey;
+use authsome_identity::Identity;
+use authsome_server::events::EventBus;
+use authsome_server::{AppState, HttpSettings, ServerState};
+use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
+use authsome_storage::{PostgresStore, SqliteStore, Store};
+use authsome_testkit::cpu::{self, Usage};
+use authsome_testkit::rounds::Rounds;
+use tokio::runtime::Runtime;
+
+/// The allocator of the `authsome` binary, so the servers allocate as it does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Rounds, each a block of writes to each server. Many, because one round's ratio swings by
+/// tens of percent on a shared virtual machine.
+const ROUNDS: usize = 150;
+/// Writes per block.
+const BLOCK: usize = 100;
+
+/// One server and what the client needs to write to it.
+struct Server {
+    state: AppState,
+    store: Arc<dyn Store>,
+    workspace: WorkspaceId,
+    key: String,
+    client: Client,
+    /// Keeps the database (a temporary directory, a throwaway Postgres database).
+    _guard: Box<dyn std::any::Any>,
+}
+
+impl Server {
+    /// Serves a freshly migrated `store`; `audited: false` swaps the control plane's event sink
+    /// for one without an audit log.
+    fn start(
+        runtime: &Runtime,
+        store: Arc<dyn Store>,
+        apps: AppDatabaseConfig,
+        audited: bool,
+        guard: Box<dyn std::any::Any>,
+    ) -> Self {
+        let (state, workspace, key, addr) = runtime.block_on(async {
+            store.migrate().await.expect("migrate");
+            let control = ControlPlane::new(store.clone(), ControlSettings::default());
+            let BootstrapResult::Created {
+                workspace_id,
+                management_key,
+                ..
+            } = control
+                .bootstrap("root@bench.local", None)
+                .await
+                .expect("bootstrap")
+            else {
+                panic!("a fresh database was already bootstrapped");
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let identity = Identity::new(
+                AppDatabases::new(apps, 64),
+                MasterKey::generate(),
+                format!("http://{addr}"),
+            );
+            let mut state = ServerState::new(control, identity, HttpSettings::default());
+            if !audited {
+                let shared = Arc::get_mut(&mut state).expect("the state is not shared yet");
+                let control = std::mem::replace(
+                    &mut shared.control,
+                    ControlPlane::new(store.clone(), ControlSettings::default()),
+                );
+                shared.control = control.with_events(Arc::new(EventBus::new(4096)));
+            }
+            let router = authsome_server::router(state.clone());
+            tokio::spawn(authsome_server::serve(
+                listener,
+                state.clone(),
+                router,
+                std::future::pending(),
+            ));
+            (state, workspace_id, management_key, addr)
+        });
+        let client = Client::connect(addr);
+        Self {
+            state,
+            store,
+            workspace,
+            key,
+            client,
+            _guard: guard,
+        }
+    }
+
+    /// Renames the workspace; panics unless the server answered 200.
+    fn write(&mut self, name: &str) {
+        let body = format!(r#"{{"name":"{name}"}}"#);
+        let path = format!("/control/v1/workspaces/{}", self.workspace);
+        let status = self.client.patch(&path, &self.key, &body);
+        assert_eq!(status, 200, "PATCH {path} answered {status}");
+    }
+
+    /// Entries in the workspace's audit log.
+    fn entries(&self, runtime: &Runtime) -> u64 {
+        runtime
+            .block_on(self.store.audit_head(&self.workspace))
+            .expect("audit head")
+            .map_or(0, |h| h.size)
+    }
+}
+
+/// A minimal HTTP/1.1 client over one kept-alive connection, so the client's own work stays
+/// small next to the servers'.
+struct Client {
+    stream: TcpStream,
+    host: String,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: std::net::SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        Self {
+            stream,
+            host: addr.to_string(),
+            buf: Vec::with_capacity(8192),
+        }
+    }
+
+    /// Sends one PATCH with a JSON body and reads the whole response; its status.
+    fn patch(&mut self, path: &str, token: &str, body: &str) -> u16 {
+        let request = format!(
+            "PATCH {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             User-Agent: authsome-bench/1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.stream
+            .write_all(request.as_bytes())
+            .expect("send request");
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) =
+                response.parse(&self.buf).expect("a valid response head")
+            {
+                let status = response.code.expect("a status");
+                let length = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                    .expect("a Content-Length");
+                while self.buf.len() < head + length {
+                    let n = self.stream.read(&mut chunk).expect("read response");
+                    assert!(n > 0, "the server closed the connection");
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                return status;
+            }
+            let n = self.stream.read(&mut chunk).expect("read response");
+            assert!(n > 0, "the server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// CPU the servers used since `before`: this process's (and Postgres's) less the client's
+/// thread.
+fn servers_cpu(postgres: bool, before: &(Usage, Duration)) -> Duration {
+    Usage::now(postgres)
+        .since(&before.0)
+        .saturating_sub(cpu::thread().saturating_sub(before.1))
+}
+
+fn run(runtime: &Runtime, backend: &str, mut plain: Server, mut audited: Server) {
+    let postgres = backend == "postgres";
+    // Connections, caches and prepared statements warm on both before anything is timed.
+    for i in 0..BLOCK {
+        plain.write(&format!("Warm {i}"));
+        audited.write(&format!("Warm {i}"));
+    }
+    runtime.block_on(audited.state.audit.flush());
+    let plain_entries = plain.entries(runtime);
+    let mut rounds = Rounds::new(BLOCK);
+    for round in 0..ROUNDS {
+        // Every other round starts with the audited block, so that work one block sets off and
+        // the next one meets (checkpoints, the machine's drift) falls on both kinds alike.
+        let audited_first = round % 2 == 1;
+        for is_audited in [audited_first, !audited_first] {
+            let entries = if is_audited {
+                audited.entries(runtime)
+            } else {
+                0
+            };
+            let before = (Usage::now(postgres), cpu::thread());
+            let started = Instant::now();
+            if !is_audited {
+                for i in 0..BLOCK {
+                    plain.write(&format!("Plain {round}.{i}"));
+                }
+                rounds.plain(started.elapsed(), servers_cpu(postgres, &before));
+                continue;
+            }
+            for i in 0..BLOCK {
+                audited.write(&format!("Audited {round}.{i}"));
+            }
+            let answered = started.elapsed();
+            runtime.block_on(audited.state.audit.flush());
+            rounds.audited(answered, started.elapsed(), servers_cpu(postgres, &before));
+            assert_eq!(audited.entries(runtime), entries + BLOCK as u64);
+        }
+    }
+    // The baseline wrote no audit entries: what it measured is the write without its audit.
+    assert_eq!(plain.entries(runtime), plain_entries);
+    rounds.report(&format!("{backend:<9} PATCH workspace (HTTP)"), postgres);
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let sqlite = |audited: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = runtime
+            .block_on(SqliteStore::open(&dir.path().join("cp.db")))
+            .expect("open");
+        let apps = AppDatabaseConfig::Sqlite {
+            dir: dir.path().join("apps"),
+        };
+        Server::start(&runtime, Arc::new(store), apps, audited, Box::new(dir))
+    };
+    run(&runtime, "sqlite", sqlite(false), sqlite(true));
+
+    let postgres = |audited: bool| {
+        let db = runtime.block_on(authsome_testkit::TestDatabase::create())?;
+        let store = runtime
+            .block_on(PostgresStore::connect(&db.url))
+            .expect("connect");
+        let apps = AppDatabaseConfig::Postgres {
+            server_url: db.url.clone(),
+        };
+        Some(Server::start(
+            &runtime,
+            Arc::new(store),
+            apps,
+            audited,
+            Box::new(db),
+        ))
+    };
+    match (postgres(false), postgres(true)) {
+        (Some(plain), Some(audited)) => run(&runtime, "postgres", plain, audited),
+        _ => println!("postgres  skipped: not reachable"),
+    }
+}
