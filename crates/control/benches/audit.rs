@@ -24,8 +24,10 @@
 //! skipped with a message when unreachable.
 //!
 //! For counting instructions under callgrind (`scripts/bench-audit-instructions.sh`), three
-//! knobs: `AUDIT_BENCH_ROUNDS` (default 150); `AUDIT_BENCH_ONLY=plain|audited`, which runs only
-//! that kind of block of the control-plane operation (no appends, no storage write); and
+//! knobs: `AUDIT_BENCH_ROUNDS` (default 150); `AUDIT_BENCH_ONLY=plain|audited|answered`, which
+//! runs only that kind of block of the control-plane operation (no appends, no storage write;
+//! `answered`: audited blocks not waited for, so only the write's own path is counted while the
+//! writer lingers, which it then must for longer than the run); and
 //! `AUDIT_BENCH_LINGER_MS`, the writer's wait for more events (under callgrind a block takes
 //! fifty times longer, so the product's 250 ms would split it into several batches).
 
@@ -70,6 +72,8 @@ struct Knobs {
     rounds: usize,
     /// Only the control-plane operation's blocks of this kind (`true`: audited).
     only: Option<bool>,
+    /// Audited blocks are not waited for until the log holds their entries.
+    unlogged: bool,
     linger: Option<Duration>,
 }
 
@@ -83,15 +87,17 @@ impl Knobs {
                 })
             })
         };
+        let only = var("AUDIT_BENCH_ONLY");
         Self {
             rounds: number("AUDIT_BENCH_ROUNDS").map_or(ROUNDS, |n| n as usize),
-            only: var("AUDIT_BENCH_ONLY").map(|v| match v.as_str() {
+            only: only.as_deref().map(|v| match v {
                 "plain" => false,
-                "audited" => true,
+                "audited" | "answered" => true,
                 other => refuse(&format!(
-                    "AUDIT_BENCH_ONLY must be plain or audited, not {other:?}"
+                    "AUDIT_BENCH_ONLY must be plain, audited or answered, not {other:?}"
                 )),
             }),
+            unlogged: only.as_deref() == Some("answered"),
             linger: number("AUDIT_BENCH_LINGER_MS").map(Duration::from_millis),
         }
     }
@@ -315,6 +321,11 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
                     .expect("update");
             }
             let answered = started.elapsed();
+            if knobs.unlogged {
+                let used = Usage::now(postgres).since(&used);
+                operation.audited(answered, answered, used);
+                continue;
+            }
             audit.flush().await;
             operation.audited(
                 answered,
@@ -326,9 +337,13 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
     }
     match knobs.only {
         None => operation.report(&format!("{backend:<9} control-plane operation "), postgres),
-        Some(audited) => {
-            operation.report_one(&format!("{backend:<9} control-plane operation "), audited)
-        }
+        Some(audited) => operation.report_one(
+            &format!(
+                "{backend:<9} control-plane operation{}",
+                if knobs.unlogged { " (answered)" } else { " " }
+            ),
+            audited,
+        ),
     }
 }
 
