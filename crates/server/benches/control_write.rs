@@ -53,7 +53,6 @@ const BLOCK: usize = 100;
 /// One server and what the client needs to write to it.
 struct Server {
     state: AppState,
-    store: Arc<dyn Store>,
     workspace: WorkspaceId,
     key: String,
     client: Client,
@@ -115,7 +114,6 @@ impl Server {
         let client = Client::connect(addr);
         Self {
             state,
-            store,
             workspace,
             key,
             client,
@@ -134,7 +132,7 @@ impl Server {
     /// Entries in the workspace's audit log.
     fn entries(&self, runtime: &Runtime) -> u64 {
         runtime
-            .block_on(self.store.audit_head(&self.workspace))
+            .block_on(self.state.control.store().audit_head(&self.workspace))
             .expect("audit head")
             .map_or(0, |h| h.size)
     }
