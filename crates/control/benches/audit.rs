@@ -6,7 +6,7 @@
 //!    chain, the canonical encoding, the Merkle leaf and the compact range maintained, timed
 //!    until all are stored. Target: at least 10,000 entries per second.
 //! 2. Overhead on a control-plane write, in rounds of a block of plain writes and a block of
-//!    audited ones, in turn first (the median round and the interquartile range of the rounds
+//!    audited ones, either first (the median round and the interquartile range of the rounds
 //!    are reported),
 //!    timed until the audited writes returned (their latency, the log's writer working
 //!    alongside) and until the log held their entries (all the work auditing adds):
@@ -102,13 +102,13 @@ impl Knobs {
         }
     }
 
-    /// The kinds of block of a round (`true`: audited), in order: plain first in even rounds,
-    /// audited first in odd ones.
+    /// The kinds of block of a round (`true`: audited), in order (see
+    /// `authsome_testkit::rounds::audited_first`).
     fn blocks(&self, round: usize) -> Vec<bool> {
         if let Some(only) = self.only {
             return vec![only];
         }
-        let audited_first = round % 2 == 1;
+        let audited_first = authsome_testkit::rounds::audited_first(round);
         vec![audited_first, !audited_first]
     }
 }
@@ -217,9 +217,9 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
         .await
         .expect("workspace");
     // Plain and audited blocks alternate, so the machine's drift (other load, frequency, a
-    // neighbour on the host) falls on both alike. Every other round starts with the audited
-    // block, so that work one block sets off and the next one meets (the SQLite store checkpoints
-    // every hundred writes) falls on both kinds too. Each audited block is timed until the log
+    // neighbour on the host) falls on both alike. Either may start a round, in a fixed
+    // pseudo-random order, so that work one block sets off and the next one meets (the SQLite
+    // store checkpoints every two hundred writes) falls on both kinds too. Each audited block is timed until the log
     // holds its entries.
     let postgres = backend == "postgres";
     let mut storage = Rounds::new(BLOCK);

@@ -1681,11 +1681,11 @@ async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
     );
 }
 
-/// SQLite's WAL is copied back into the database file by the store's checkpointer every hundred
-/// writes or so, without waiting for a write to take the WAL past SQLite's 1,000 pages (that
+/// SQLite's WAL is copied back into the database file by the store's checkpointer every two
+/// hundred writes or so, without waiting for a write to take the WAL past SQLite's 1,000 pages (that
 /// write would wait for the copy and the `fsync`), and not after every write (the next write
 /// would restart the WAL and wait for its header's `fsync`): after the migrations (a
-/// hundred-odd pages) and a few writes the database file still holds almost nothing; after a
+/// hundred-odd pages) and a few writes the database file still holds almost nothing; after two
 /// hundred more, the checkpointer fills it. And writes that never pause (the task's checkpoints
 /// never catch up with them) still find the WAL started over: how far it grows meanwhile
 /// depends on how long the disk takes to sync a checkpoint (writes do not wait for it), so the
@@ -1714,15 +1714,16 @@ async fn sqlite_wal_is_checkpointed_after_writes() {
         "a few writes are not checkpointed on their own ({} bytes)",
         size()
     );
-    for i in 0..100 {
-        renamed.name = format!("Hundred {i}");
+    // The store checkpoints every two hundred writes.
+    for i in 0..200 {
+        renamed.name = format!("Write {i}");
         store.update_workspace(&renamed).await.unwrap();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while size() < 20 * 4096 {
         assert!(
             std::time::Instant::now() < deadline,
-            "no checkpoint after a hundred writes: database file {} bytes, WAL {} bytes",
+            "no checkpoint after two hundred writes: database file {} bytes, WAL {} bytes",
             size(),
             wal()
         );
@@ -1732,7 +1733,7 @@ async fn sqlite_wal_is_checkpointed_after_writes() {
     let mine = store.workspaces_of(&owner, &page(10)).await.unwrap().items;
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].0.id, ws.id);
-    assert_eq!(mine[0].0.name, "Hundred 99");
+    assert_eq!(mine[0].0.name, "Write 199");
 
     // The WAL header's salt, which SQLite changes each time it starts the WAL over.
     let salt = || {
