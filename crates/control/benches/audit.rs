@@ -219,8 +219,8 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
     // Plain and audited blocks alternate, so the machine's drift (other load, frequency, a
     // neighbour on the host) falls on both alike. Either may start a round, in a fixed
     // pseudo-random order, so that work one block sets off and the next one meets (the SQLite
-    // store checkpoints every two hundred writes) falls on both kinds too. Each audited block is timed until the log
-    // holds its entries.
+    // store checkpoints every two hundred writes) falls on both kinds too. Each audited block
+    // is timed until the log holds its entries.
     let postgres = backend == "postgres";
     let mut storage = Rounds::new(BLOCK);
     let mut plain = ws.clone();

@@ -1682,9 +1682,9 @@ async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
 }
 
 /// SQLite's WAL is copied back into the database file by the store's checkpointer every two
-/// hundred writes or so, without waiting for a write to take the WAL past SQLite's 1,000 pages (that
-/// write would wait for the copy and the `fsync`), and not after every write (the next write
-/// would restart the WAL and wait for its header's `fsync`): after the migrations (a
+/// hundred writes or so, without waiting for a write to take the WAL past SQLite's 1,000 pages
+/// (that write would wait for the copy and the `fsync`), and not after every write (the next
+/// write would restart the WAL and wait for its header's `fsync`): after the migrations (a
 /// hundred-odd pages) and a few writes the database file still holds almost nothing; after two
 /// hundred more, the checkpointer fills it. And writes that never pause (the task's checkpoints
 /// never catch up with them) still find the WAL started over: how far it grows meanwhile

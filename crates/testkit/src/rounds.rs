@@ -87,9 +87,6 @@ impl Rounds {
     }
 }
 
-/// The median round's overhead of `measured` over `baseline` (paired by round) with the
-/// interquartile range of the rounds, as `+12.3% (IQR +8.0% to +17.1%)`; `-` when there are no
-/// rounds.
 /// Whether round `round` runs its audited block first: a fixed pseudo-random order
 /// (SplitMix64 of the round's number), the same in every run. Not simply every other round:
 /// work a server sets off after a fixed number of writes (SQLite's checkpoints, every two hundred
@@ -103,6 +100,9 @@ pub fn audited_first(round: usize) -> bool {
     (z ^ (z >> 31)) & 1 == 1
 }
 
+/// The median round's overhead of `measured` over `baseline` (paired by round) with the
+/// interquartile range of the rounds, as `+12.3% (IQR +8.0% to +17.1%)`; `-` when there are no
+/// rounds.
 pub fn overhead(baseline: &[Duration], measured: &[Duration]) -> String {
     let mut o: Vec<f64> = baseline
         .iter()
