@@ -8,8 +8,9 @@
 //! 2. Overhead on a control-plane write, in rounds of a block of plain writes and a block of
 //!    audited ones, either first (the median round and the interquartile range of the rounds
 //!    are reported),
-//!    timed until the audited writes returned (their latency, the log's writer working
-//!    alongside) and until the log held their entries (all the work auditing adds):
+//!    timed until the audited writes returned (their latency; the log's writer, lingering,
+//!    appends their entries only after that) and until the log held their entries (all the
+//!    work auditing adds, which a steady stream of writes pays in full):
 //!    a. the bare storage write (`update_workspace`), plain vs with its outbox row and the
 //!    writer's append;
 //!    b. the control-plane operation (`ControlPlane::update_workspace`: access check, then the

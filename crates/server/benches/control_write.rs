@@ -16,6 +16,12 @@
 //! client's thread; on Postgres also every `postgres` process, so run it on a quiet server).
 //! Target: under 10%.
 //!
+//! Read the answered figure with care: each audited block is answered before the log's writer
+//! appends its entries (the benchmark then flushes the log), so that work falls outside it.
+//! Under a steady stream of writes the writer's batches run among the writes, on the same CPUs
+//! (and on SQLite, the same write connection), so the logged and CPU figures are what auditing
+//! costs sustained traffic.
+//!
 //! `cargo bench -p authsome-control --bench audit` measures the same write one layer down
 //! (the `ControlPlane` call and the bare storage write), where no HTTP, authentication or
 //! JSON surrounds it, and the audit's appends per second.
