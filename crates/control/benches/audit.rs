@@ -10,7 +10,8 @@
 //!    are reported),
 //!    timed until the audited writes returned (their latency; the log's writer, lingering,
 //!    appends their entries only after that) and until the log held their entries (all the
-//!    work auditing adds, which a steady stream of writes pays in full):
+//!    work auditing adds; sustained writes pay more still, see `control_write`'s sustained
+//!    measurement):
 //!    a. the bare storage write (`update_workspace`), plain vs with its outbox row and the
 //!    writer's append;
 //!    b. the control-plane operation (`ControlPlane::update_workspace`: access check, then the
