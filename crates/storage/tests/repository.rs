@@ -1757,3 +1757,99 @@ async fn sqlite_wal_is_checkpointed_after_writes() {
         wal()
     );
 }
+
+/// Migration 0008 rebuilds `audit_entries` clustered on (workspace, index): a log written before
+/// it reads back whole afterwards, keeps its ids unique, and takes the next append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_audit_entries_survive_their_clustering_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cp.db");
+    // The schema as it was before 0008: the migrations up to 0007, from their files.
+    let earlier = dir.path().join("migrations");
+    std::fs::create_dir(&earlier).unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut copied = 0;
+    for file in std::fs::read_dir(&source).unwrap() {
+        let file = file.unwrap();
+        let name = file.file_name().into_string().unwrap();
+        if name.as_str() < "0008" {
+            std::fs::copy(file.path(), earlier.join(&name)).unwrap();
+            copied += 1;
+        }
+    }
+    assert_eq!(copied, 7);
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(earlier.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let ws = WorkspaceId::new();
+    let rows: Vec<AuditRow> = (0..3)
+        .map(|i| audit_row(i, "workspace.updated", "acc_1", "success", 1_000 + i as i64))
+        .collect();
+    sqlx::query(
+        "INSERT INTO audit_logs (workspace_id, size, head_hash, compact_range, hmac_key, \
+         created_at) VALUES (?, 3, ?, ?, 'sealed', 0)",
+    )
+    .bind(ws.as_str())
+    .bind(vec![3u8; 32])
+    .bind(b"range3".to_vec())
+    .execute(&pool)
+    .await
+    .unwrap();
+    for r in &rows {
+        sqlx::query(
+            "INSERT INTO audit_entries (workspace_id, idx, id, at, action, actor_id, \
+             application_id, outcome, leaf_hash, body) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+        )
+        .bind(ws.as_str())
+        .bind(r.index as i64)
+        .bind(&r.id)
+        .bind(r.at.timestamp_millis())
+        .bind(&r.action)
+        .bind(r.actor_id.as_deref())
+        .bind(&r.outcome)
+        .bind(&r.leaf_hash)
+        .bind(r.body.as_deref())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    store.migrate().await.unwrap();
+    assert!(store.is_migrated().await.unwrap());
+    assert_eq!(store.audit_range(&ws, 0, 10).await.unwrap(), rows);
+    let listed = store
+        .audit_entries(&ws, &AuditFilter::default(), Some(&rows[2].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![rows[1].clone(), rows[0].clone()]);
+    // The id stays unique across the log.
+    let mut again = audit_row(3, "workspace.updated", "acc_1", "success", 1_003);
+    again.id = rows[0].id.clone();
+    assert!(store
+        .append_audit(&ws, 3, &[again], &[4; 32], b"range4", &[])
+        .await
+        .is_err());
+    let next = audit_row(3, "workspace.updated", "acc_1", "success", 1_003);
+    assert!(store
+        .append_audit(
+            &ws,
+            3,
+            std::slice::from_ref(&next),
+            &[4; 32],
+            b"range4",
+            &[]
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.audit_range(&ws, 3, 10).await.unwrap(), vec![next]);
+    assert_eq!(store.audit_head(&ws).await.unwrap().unwrap().size, 4);
+}
