@@ -29,7 +29,13 @@
 //! JSON surrounds it, and the audit's appends per second.
 //!
 //! Postgres comes from `AUTHSOME_TEST_POSTGRES_URL` (throwaway databases are created); it is
-//! skipped with a message when unreachable.
+//! skipped with a message when unreachable. On Postgres a third line splits the CPU: this
+//! process's share (the servers' Rust) against Postgres's.
+//!
+//! Knobs: `CONTROL_WRITE_ONLY=sqlite` (or `postgres`) measures one backend only;
+//! `CONTROL_WRITE_PROFILE=plain` (or `audited`) instead runs three passes of 24,000 writes to
+//! that one server alone, for a profiler (`perf record`) to watch, and prints each pass's time
+//! and CPU per write.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -216,13 +222,29 @@ impl Client {
 
 /// CPU the servers used since `before`: this process's (and Postgres's) less the client's
 /// thread.
-fn servers_cpu(postgres: bool, before: &(Usage, Duration)) -> Duration {
+fn servers_cpu(postgres: bool, before: &Usage, client_before: Duration) -> Duration {
     Usage::now(postgres)
-        .since(&before.0)
-        .saturating_sub(cpu::thread().saturating_sub(before.1))
+        .since(before)
+        .saturating_sub(cpu::thread().saturating_sub(client_before))
+}
+
+/// CPU this process used since `before`, less the client's thread (since `client_before`).
+fn own_cpu(before: Duration, client_before: Duration) -> Duration {
+    cpu::process()
+        .saturating_sub(before)
+        .saturating_sub(cpu::thread().saturating_sub(client_before))
 }
 
 fn run(runtime: &Runtime, backend: &str, mut plain: Server, mut audited: Server) {
+    if let Ok(which) = std::env::var("CONTROL_WRITE_PROFILE") {
+        let server = if which == "audited" {
+            &mut audited
+        } else {
+            &mut plain
+        };
+        profile(runtime, backend, server, &which);
+        return;
+    }
     // Connections, caches and prepared statements warm on both before anything is timed.
     for i in 0..BLOCK {
         plain.write(&format!("Warm {i}"));
@@ -231,19 +253,61 @@ fn run(runtime: &Runtime, backend: &str, mut plain: Server, mut audited: Server)
     runtime.block_on(audited.state.audit.flush());
     let plain_entries = plain.entries(runtime);
     let label = format!("{backend:<9} PATCH workspace (HTTP)");
-    measure(runtime, backend, &mut plain, &mut audited, ROUNDS, BLOCK)
-        .report(&label, backend == "postgres");
-    measure(
-        runtime,
-        backend,
-        &mut plain,
-        &mut audited,
-        SUSTAINED_ROUNDS,
-        SUSTAINED_BLOCK,
-    )
-    .report(&format!("{label}, sustained"), backend == "postgres");
+    let postgres = backend == "postgres";
+    for (rounds, block, label) in [
+        (ROUNDS, BLOCK, label.clone()),
+        (
+            SUSTAINED_ROUNDS,
+            SUSTAINED_BLOCK,
+            format!("{label}, sustained"),
+        ),
+    ] {
+        let (measured, process) =
+            measure(runtime, backend, &mut plain, &mut audited, rounds, block);
+        measured.report(&label, postgres);
+        if postgres {
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / (rounds * block) as f64;
+            println!(
+                "{label}  of which this process's (the rest Postgres's): plain {:>6.1} µs | \
+                 audited {:>6.1} µs",
+                per(process[0]),
+                per(process[1])
+            );
+        }
+    }
     // The baseline wrote no audit entries: what it measured is the write without its audit.
     assert_eq!(plain.entries(runtime), plain_entries);
+}
+
+/// Sustained writes to one server only, for a profiler to watch (`CONTROL_WRITE_PROFILE`):
+/// per write, the time and the CPU of this process (less the client) and of Postgres.
+fn profile(runtime: &Runtime, backend: &str, server: &mut Server, which: &str) {
+    let postgres = backend == "postgres";
+    for i in 0..BLOCK {
+        server.write(&format!("Warm {i}"));
+    }
+    runtime.block_on(server.state.audit.flush());
+    // Three passes, to show what a growing database does to the figures.
+    for pass in 0..3 {
+        let before = (Usage::now(postgres), cpu::thread(), cpu::process());
+        let started = Instant::now();
+        let writes = SUSTAINED_ROUNDS * SUSTAINED_BLOCK;
+        for i in 0..writes {
+            server.write(&format!("Profile {pass}.{i}"));
+        }
+        runtime.block_on(server.state.audit.flush());
+        let elapsed = started.elapsed();
+        let all = servers_cpu(postgres, &before.0, before.1);
+        let process = own_cpu(before.2, before.1);
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / writes as f64;
+        println!(
+            "{backend} {which} pass {pass}: {writes} writes, {:.1} µs each; CPU {:.1} µs (this process {:.1}, Postgres {:.1})",
+            per(elapsed),
+            per(all),
+            per(process),
+            per(all.saturating_sub(process)),
+        );
+    }
 }
 
 /// `rounds` rounds of a block of `block` writes to each server. Each audited block is timed
@@ -256,9 +320,11 @@ fn measure(
     audited: &mut Server,
     rounds: usize,
     block: usize,
-) -> Rounds {
+) -> (Rounds, [Duration; 2]) {
     let postgres = backend == "postgres";
     let mut measured = Rounds::new(block);
+    // This process's share of the CPU (the rest is Postgres's), plain and audited.
+    let mut process = [Duration::ZERO; 2];
     for round in 0..rounds {
         // Either block may go first (in a fixed pseudo-random order), so that work one block
         // sets off and the next one meets (checkpoints, the machine's drift) falls on both kinds
@@ -271,12 +337,17 @@ fn measure(
                 0
             };
             let before = (Usage::now(postgres), cpu::thread());
+            let own_before = cpu::process();
             let started = Instant::now();
             if !is_audited {
                 for i in 0..block {
                     plain.write(&format!("Plain {block}.{round}.{i}"));
                 }
-                measured.plain(started.elapsed(), servers_cpu(postgres, &before));
+                measured.plain(
+                    started.elapsed(),
+                    servers_cpu(postgres, &before.0, before.1),
+                );
+                process[0] += own_cpu(own_before, before.1);
                 continue;
             }
             for i in 0..block {
@@ -284,11 +355,16 @@ fn measure(
             }
             let answered = started.elapsed();
             runtime.block_on(audited.state.audit.flush());
-            measured.audited(answered, started.elapsed(), servers_cpu(postgres, &before));
+            measured.audited(
+                answered,
+                started.elapsed(),
+                servers_cpu(postgres, &before.0, before.1),
+            );
+            process[1] += own_cpu(own_before, before.1);
             assert_eq!(audited.entries(runtime), entries + block as u64);
         }
     }
-    measured
+    (measured, process)
 }
 
 fn main() {
@@ -308,7 +384,14 @@ fn main() {
         };
         Server::start(&runtime, Arc::new(store), apps, audited, Box::new(dir))
     };
-    run(&runtime, "sqlite", sqlite(false), sqlite(true));
+    // `CONTROL_WRITE_ONLY=sqlite` or `=postgres` measures one backend.
+    let only = std::env::var("CONTROL_WRITE_ONLY").unwrap_or_default();
+    if only != "postgres" {
+        run(&runtime, "sqlite", sqlite(false), sqlite(true));
+    }
+    if only == "sqlite" {
+        return;
+    }
 
     let postgres = |audited: bool| {
         let db = runtime.block_on(authsome_testkit::TestDatabase::create())?;

@@ -35,6 +35,24 @@ impl EventBus {
     pub fn subscribe(&self) -> broadcast::Receiver<DomainEvent> {
         self.sender.subscribe()
     }
+
+    /// The event for the audit log (if there is one) and for the subscribers (if there are
+    /// any: none is fine, nothing is lost that anyone asked for), copied only when both take it.
+    fn split(&self, event: DomainEvent) -> (Option<DomainEvent>, Option<DomainEvent>) {
+        match (self.audit.is_some(), self.sender.receiver_count() > 0) {
+            (true, true) => (Some(event.clone()), Some(event)),
+            (true, false) => (Some(event), None),
+            (false, _) => (None, Some(event)),
+        }
+    }
+
+    /// Broadcasts after the audit log queued the event, so that a subscriber that reads the
+    /// log on hearing of it finds it there (the audit API flushes the queue first).
+    fn publish(&self, event: Option<DomainEvent>) {
+        if let Some(event) = event {
+            let _ = self.sender.send(event);
+        }
+    }
 }
 
 impl EventSink for EventBus {
@@ -56,11 +74,11 @@ impl EventSink for EventBus {
     fn emit(&self, mut event: DomainEvent) {
         self.stamp(&mut event);
         tracing::debug!(action = %event.action, target = ?event.target, "event");
-        if let Some(audit) = &self.audit {
-            audit.record(event.clone());
+        let (for_audit, broadcast) = self.split(event);
+        if let (Some(audit), Some(event)) = (&self.audit, for_audit) {
+            audit.record(event);
         }
-        // No subscriber yet is fine: nothing is lost that anyone asked for.
-        let _ = self.sender.send(event);
+        self.publish(broadcast);
     }
 
     fn audits(&self) -> bool {
@@ -69,9 +87,10 @@ impl EventSink for EventBus {
 
     fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
         tracing::debug!(action = %event.action, target = ?event.target, "event");
-        if let Some(audit) = &self.audit {
-            audit.record_stored(event.clone(), stored_in);
+        let (for_audit, broadcast) = self.split(event);
+        if let (Some(audit), Some(event)) = (&self.audit, for_audit) {
+            audit.record_stored(event, stored_in);
         }
-        let _ = self.sender.send(event);
+        self.publish(broadcast);
     }
 }
