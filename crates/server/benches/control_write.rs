@@ -35,7 +35,7 @@
 //! Knobs: `CONTROL_WRITE_ONLY=sqlite` (or `postgres`) measures one backend only;
 //! `CONTROL_WRITE_PROFILE=plain` (or `audited`) instead runs three passes of 24,000 writes to
 //! that one server alone, for a profiler (`perf record`) to watch, and prints each pass's time
-//! and CPU per write.
+//! and CPU per write, then the context switches per write of each kind of thread.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -287,6 +287,7 @@ fn profile(runtime: &Runtime, backend: &str, server: &mut Server, which: &str) {
         server.write(&format!("Warm {i}"));
     }
     runtime.block_on(server.state.audit.flush());
+    let switches_before = thread_switches();
     // Three passes, to show what a growing database does to the figures.
     for pass in 0..3 {
         let before = (Usage::now(postgres), cpu::thread(), cpu::process());
@@ -308,6 +309,43 @@ fn profile(runtime: &Runtime, backend: &str, server: &mut Server, which: &str) {
             per(all.saturating_sub(process)),
         );
     }
+    // Thread hand-offs cost CPU that no user-space profile shows: the context switches of this
+    // process's threads per write, by thread name (voluntary: it waited; involuntary: it was
+    // preempted).
+    let writes = (3 * SUSTAINED_ROUNDS * SUSTAINED_BLOCK) as f64;
+    for (name, (voluntary, involuntary)) in thread_switches() {
+        let (v0, i0) = switches_before.get(&name).copied().unwrap_or((0, 0));
+        println!(
+            "{backend} {which} context switches per write, {name} threads: {:.2} voluntary, \
+             {:.2} involuntary",
+            voluntary.saturating_sub(v0) as f64 / writes,
+            involuntary.saturating_sub(i0) as f64 / writes,
+        );
+    }
+}
+
+/// Context switches (voluntary, involuntary) of this process's threads so far, summed by
+/// thread name, from /proc (empty elsewhere).
+fn thread_switches() -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let count = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let entry: &mut (u64, u64) = by_name.entry(name.trim().to_owned()).or_default();
+        entry.0 += count("voluntary_ctxt_switches:");
+        entry.1 += count("nonvoluntary_ctxt_switches:");
+    }
+    by_name
 }
 
 /// `rounds` rounds of a block of `block` writes to each server. Each audited block is timed
