@@ -68,6 +68,8 @@ const BLOCK: usize = 100;
 /// go on, as it does under steady traffic.
 const SUSTAINED_ROUNDS: usize = 12;
 const SUSTAINED_BLOCK: usize = 2_000;
+/// Passes of `SUSTAINED_ROUNDS * SUSTAINED_BLOCK` writes in the profile mode.
+const PROFILE_PASSES: usize = 3;
 
 /// One server and what the client needs to write to it.
 struct Server {
@@ -222,10 +224,10 @@ impl Client {
 
 /// CPU the servers used since `before`: this process's (and Postgres's) less the client's
 /// thread.
-fn servers_cpu(postgres: bool, before: &Usage, client_before: Duration) -> Duration {
+fn servers_cpu(postgres: bool, before: &(Usage, Duration)) -> Duration {
     Usage::now(postgres)
-        .since(before)
-        .saturating_sub(cpu::thread().saturating_sub(client_before))
+        .since(&before.0)
+        .saturating_sub(cpu::thread().saturating_sub(before.1))
 }
 
 /// CPU this process used since `before`, less the client's thread (since `client_before`).
@@ -237,10 +239,10 @@ fn own_cpu(before: Duration, client_before: Duration) -> Duration {
 
 fn run(runtime: &Runtime, backend: &str, mut plain: Server, mut audited: Server) {
     if let Ok(which) = std::env::var("CONTROL_WRITE_PROFILE") {
-        let server = if which == "audited" {
-            &mut audited
-        } else {
-            &mut plain
+        let server = match which.as_str() {
+            "plain" => &mut plain,
+            "audited" => &mut audited,
+            other => panic!("CONTROL_WRITE_PROFILE must be plain or audited, not {other:?}"),
         };
         profile(runtime, backend, server, &which);
         return;
@@ -288,31 +290,39 @@ fn profile(runtime: &Runtime, backend: &str, server: &mut Server, which: &str) {
     }
     runtime.block_on(server.state.audit.flush());
     let switches_before = thread_switches();
-    // Three passes, to show what a growing database does to the figures.
-    for pass in 0..3 {
-        let before = (Usage::now(postgres), cpu::thread(), cpu::process());
+    let writes = SUSTAINED_ROUNDS * SUSTAINED_BLOCK;
+    // Several passes, to show what a growing database does to the figures.
+    for pass in 0..PROFILE_PASSES {
+        let before = (Usage::now(postgres), cpu::thread());
+        let own_before = cpu::process();
         let started = Instant::now();
-        let writes = SUSTAINED_ROUNDS * SUSTAINED_BLOCK;
         for i in 0..writes {
             server.write(&format!("Profile {pass}.{i}"));
         }
         runtime.block_on(server.state.audit.flush());
         let elapsed = started.elapsed();
-        let all = servers_cpu(postgres, &before.0, before.1);
-        let process = own_cpu(before.2, before.1);
+        let all = servers_cpu(postgres, &before);
+        let process = own_cpu(own_before, before.1);
         let per = |d: Duration| d.as_secs_f64() * 1e6 / writes as f64;
+        let split = if postgres {
+            format!(
+                " (this process {:.1}, Postgres {:.1})",
+                per(process),
+                per(all.saturating_sub(process))
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{backend} {which} pass {pass}: {writes} writes, {:.1} µs each; CPU {:.1} µs (this process {:.1}, Postgres {:.1})",
+            "{backend} {which} pass {pass}: {writes} writes, {:.1} µs each; CPU {:.1} µs{split}",
             per(elapsed),
             per(all),
-            per(process),
-            per(all.saturating_sub(process)),
         );
     }
     // Thread hand-offs cost CPU that no user-space profile shows: the context switches of this
     // process's threads per write, by thread name (voluntary: it waited; involuntary: it was
     // preempted).
-    let writes = (3 * SUSTAINED_ROUNDS * SUSTAINED_BLOCK) as f64;
+    let writes = (PROFILE_PASSES * writes) as f64;
     for (name, (voluntary, involuntary)) in thread_switches() {
         let (v0, i0) = switches_before.get(&name).copied().unwrap_or((0, 0));
         println!(
@@ -381,10 +391,7 @@ fn measure(
                 for i in 0..block {
                     plain.write(&format!("Plain {block}.{round}.{i}"));
                 }
-                measured.plain(
-                    started.elapsed(),
-                    servers_cpu(postgres, &before.0, before.1),
-                );
+                measured.plain(started.elapsed(), servers_cpu(postgres, &before));
                 process[0] += own_cpu(own_before, before.1);
                 continue;
             }
@@ -393,11 +400,7 @@ fn measure(
             }
             let answered = started.elapsed();
             runtime.block_on(audited.state.audit.flush());
-            measured.audited(
-                answered,
-                started.elapsed(),
-                servers_cpu(postgres, &before.0, before.1),
-            );
+            measured.audited(answered, started.elapsed(), servers_cpu(postgres, &before));
             process[1] += own_cpu(own_before, before.1);
             assert_eq!(audited.entries(runtime), entries + block as u64);
         }

@@ -36,21 +36,21 @@ impl EventBus {
         self.sender.subscribe()
     }
 
-    /// The event for the audit log (if there is one) and for the subscribers (if there are
-    /// any: none is fine, nothing is lost that anyone asked for), copied only when both take it.
-    fn split(&self, event: DomainEvent) -> (Option<DomainEvent>, Option<DomainEvent>) {
-        match (self.audit.is_some(), self.sender.receiver_count() > 0) {
-            (true, true) => (Some(event.clone()), Some(event)),
-            (true, false) => (Some(event), None),
-            (false, _) => (None, Some(event)),
-        }
-    }
-
-    /// Broadcasts after the audit log queued the event, so that a subscriber that reads the
-    /// log on hearing of it finds it there (the audit API flushes the queue first).
-    fn publish(&self, event: Option<DomainEvent>) {
-        if let Some(event) = event {
-            let _ = self.sender.send(event);
+    /// Hands `event` to the audit log (with `record`), then to the subscribers, so that a
+    /// subscriber that reads the log on hearing of it finds it there (the audit API flushes the
+    /// queue first). Copied only when both take it; no subscriber is fine: nothing is lost
+    /// that anyone asked for.
+    fn deliver(&self, event: DomainEvent, record: impl FnOnce(&AuditLog, DomainEvent)) {
+        let subscribed = self.sender.receiver_count() > 0;
+        match &self.audit {
+            Some(audit) if subscribed => {
+                record(audit, event.clone());
+                let _ = self.sender.send(event);
+            }
+            Some(audit) => record(audit, event),
+            None => {
+                let _ = self.sender.send(event);
+            }
         }
     }
 }
@@ -74,11 +74,7 @@ impl EventSink for EventBus {
     fn emit(&self, mut event: DomainEvent) {
         self.stamp(&mut event);
         tracing::debug!(action = %event.action, target = ?event.target, "event");
-        let (for_audit, broadcast) = self.split(event);
-        if let (Some(audit), Some(event)) = (&self.audit, for_audit) {
-            audit.record(event);
-        }
-        self.publish(broadcast);
+        self.deliver(event, |audit, event| audit.record(event));
     }
 
     fn audits(&self) -> bool {
@@ -87,10 +83,6 @@ impl EventSink for EventBus {
 
     fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
         tracing::debug!(action = %event.action, target = ?event.target, "event");
-        let (for_audit, broadcast) = self.split(event);
-        if let (Some(audit), Some(event)) = (&self.audit, for_audit) {
-            audit.record_stored(event, stored_in);
-        }
-        self.publish(broadcast);
+        self.deliver(event, |audit, event| audit.record_stored(event, stored_in));
     }
 }

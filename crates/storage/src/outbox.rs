@@ -28,16 +28,9 @@ pub struct OutboxRow {
 impl OutboxRow {
     /// The row of an event: its id and its JSON.
     pub fn of(event: &authsome_domain::event::DomainEvent) -> Self {
-        // Sized for a typical event, so that the JSON is written without growing the buffer.
-        let mut body = Vec::with_capacity(1024);
-        let body = match serde_json::to_writer(&mut body, event) {
-            // serde_json writes UTF-8 only.
-            Ok(()) => String::from_utf8(body).unwrap_or_default(),
-            Err(_) => String::new(),
-        };
         Self {
             id: event.id.as_str().to_owned(),
-            body,
+            body: serde_json::to_string(event).unwrap_or_default(),
             created_at: event.at,
         }
     }
