@@ -214,9 +214,32 @@ fn startup_errors_are_one_clear_line() {
     );
 }
 
+/// A port that nothing listens on, for a process this test starts later (or never).
+///
+/// Taken below the kernel's ephemeral range: a port from `bind(0)`, released at once, is handed
+/// out again to the next `bind(0)` or outgoing connection of a test running alongside, and a
+/// gateway whose upstream port another test's server took forwards to that server (whose 404
+/// once stood in for the 503 of "no instance yet"). Below the range only these calls hand ports
+/// out, each one a different port in this binary.
 fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const SPAN: u32 = 8192;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let base = ephemeral_low.saturating_sub(SPAN).max(1024);
+    // Another run of this binary may overlap (a developer's and CI's): start where the pid says.
+    let start = std::process::id().wrapping_mul(97);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port below the ephemeral range");
+        let port = u16::try_from(base + start.wrapping_add(n) % SPAN).expect("a port number");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 #[tokio::test]
