@@ -36,6 +36,9 @@
 //! `CONTROL_WRITE_PROFILE=plain` (or `audited`) instead runs three passes of 24,000 writes to
 //! that one server alone, for a profiler (`perf record`) to watch, and prints each pass's time
 //! and CPU per write, then the context switches per write of each kind of thread.
+//! `CONTROL_WRITE_KIND` picks the writes, sent in turn: `rename` (the workspace, the default),
+//! `application` (rename an application), `keys` (create a secret key for it, then revoke it),
+//! or `mix` (all four).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -71,11 +74,57 @@ const SUSTAINED_BLOCK: usize = 2_000;
 /// Passes of `SUSTAINED_ROUNDS * SUSTAINED_BLOCK` writes in the profile mode.
 const PROFILE_PASSES: usize = 3;
 
+/// One control-plane write, each with its own audit event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `PATCH /control/v1/workspaces/{wsId}` with a new name: the cheapest audited write.
+    RenameWorkspace,
+    /// `PATCH /control/v1/applications/{appId}` with a new name.
+    RenameApplication,
+    /// `POST /control/v1/applications/{appId}/keys`: a secret key.
+    CreateKey,
+    /// `DELETE /control/v1/applications/{appId}/keys/{keyId}`: the key created just before.
+    RevokeKey,
+}
+
+/// Which writes the client sends, in turn (`CONTROL_WRITE_KIND`): `rename` (the default),
+/// `application`, `keys` or `mix` (all four).
+struct Kind {
+    label: &'static str,
+    turns: &'static [Op],
+}
+
+impl Kind {
+    fn from_env() -> Self {
+        use Op::*;
+        let (label, turns): (_, &[Op]) = match std::env::var("CONTROL_WRITE_KIND").as_deref() {
+            Err(_) | Ok("rename") => ("PATCH workspace (HTTP)", &[RenameWorkspace]),
+            Ok("application") => ("PATCH application (HTTP)", &[RenameApplication]),
+            Ok("keys") => ("create/revoke key (HTTP)", &[CreateKey, RevokeKey]),
+            Ok("mix") => (
+                "mixed writes (HTTP)",
+                &[RenameWorkspace, RenameApplication, CreateKey, RevokeKey],
+            ),
+            Ok(other) => {
+                panic!("CONTROL_WRITE_KIND must be rename, application, keys or mix, not {other:?}")
+            }
+        };
+        Self { label, turns }
+    }
+}
+
 /// One server and what the client needs to write to it.
 struct Server {
     state: AppState,
     workspace: WorkspaceId,
     key: String,
+    /// An application of the workspace (the mix renames it and keys it).
+    application: String,
+    turns: &'static [Op],
+    /// Writes sent so far (whose turn it is).
+    sent: usize,
+    /// The key the mix created last, which its next write revokes.
+    created_key: Option<String>,
     client: Client,
     /// Keeps the database (a temporary directory, a throwaway Postgres database).
     _guard: Box<dyn std::any::Any>,
@@ -89,6 +138,7 @@ impl Server {
         store: Arc<dyn Store>,
         apps: AppDatabaseConfig,
         audited: bool,
+        turns: &'static [Op],
         guard: Box<dyn std::any::Any>,
     ) -> Self {
         let (state, workspace, key, addr) = runtime.block_on(async {
@@ -132,22 +182,67 @@ impl Server {
             ));
             (state, workspace_id, management_key, addr)
         });
-        let client = Client::connect(addr);
+        let mut client = Client::connect(addr);
+        let path = format!("/control/v1/workspaces/{workspace}/applications");
+        let body = r#"{"name":"Bench","environment":"development"}"#;
+        let status = client.send("POST", &path, &key, Some(body));
+        assert_eq!(status, 201, "POST {path} answered {status}");
+        let application = client.field("id");
         Self {
             state,
             workspace,
             key,
+            application,
+            turns,
+            sent: 0,
+            created_key: None,
             client,
             _guard: guard,
         }
     }
 
-    /// Renames the workspace; panics unless the server answered 200.
+    /// The next write in turn (`name` for a rename or a key); panics unless the server
+    /// answered with success.
     fn write(&mut self, name: &str) {
-        let body = format!(r#"{{"name":"{name}"}}"#);
-        let path = format!("/control/v1/workspaces/{}", self.workspace);
-        let status = self.client.patch(&path, &self.key, &body);
-        assert_eq!(status, 200, "PATCH {path} answered {status}");
+        let turn = self.turns[self.sent % self.turns.len()];
+        self.sent += 1;
+        let (method, path, body, expect) = match turn {
+            Op::RenameWorkspace => (
+                "PATCH",
+                format!("/control/v1/workspaces/{}", self.workspace),
+                Some(format!(r#"{{"name":"{name}"}}"#)),
+                200,
+            ),
+            Op::RenameApplication => (
+                "PATCH",
+                format!("/control/v1/applications/{}", self.application),
+                Some(format!(r#"{{"name":"{name}"}}"#)),
+                200,
+            ),
+            Op::CreateKey => (
+                "POST",
+                format!("/control/v1/applications/{}/keys", self.application),
+                Some(format!(r#"{{"type":"secret","name":"{name}"}}"#)),
+                201,
+            ),
+            Op::RevokeKey => {
+                let key = self
+                    .created_key
+                    .take()
+                    .expect("the turn before created a key");
+                (
+                    "DELETE",
+                    format!("/control/v1/applications/{}/keys/{key}", self.application),
+                    None,
+                    200,
+                )
+            }
+        };
+        let status = self.client.send(method, &path, &self.key, body.as_deref());
+        assert_eq!(status, expect, "{method} {path} answered {status}");
+        if method == "POST" {
+            self.created_key = Some(self.client.field("id"));
+        }
     }
 
     /// Entries in the workspace's audit log.
@@ -165,6 +260,8 @@ struct Client {
     stream: TcpStream,
     host: String,
     buf: Vec<u8>,
+    /// Where the last response's body is in `buf`.
+    body: std::ops::Range<usize>,
 }
 
 impl Client {
@@ -178,13 +275,26 @@ impl Client {
             stream,
             host: addr.to_string(),
             buf: Vec::with_capacity(8192),
+            body: 0..0,
         }
     }
 
-    /// Sends one PATCH with a JSON body and reads the whole response; its status.
-    fn patch(&mut self, path: &str, token: &str, body: &str) -> u16 {
+    /// A string field of the last response's JSON body.
+    fn field(&self, name: &str) -> String {
+        let body: serde_json::Value =
+            serde_json::from_slice(&self.buf[self.body.clone()]).expect("a JSON body");
+        body[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name:?} in {body}"))
+            .to_owned()
+    }
+
+    /// Sends one request (with a JSON body, if any) and reads the whole response; its status.
+    /// The response's body stays readable with [`Client::field`].
+    fn send(&mut self, method: &str, path: &str, token: &str, body: Option<&str>) -> u16 {
+        let body = body.unwrap_or_default();
         let request = format!(
-            "PATCH {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
              User-Agent: authsome-bench/1\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n\r\n{body}",
             self.host,
@@ -213,6 +323,7 @@ impl Client {
                     assert!(n > 0, "the server closed the connection");
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
+                self.body = head..head + length;
                 return status;
             }
             let n = self.stream.read(&mut chunk).expect("read response");
@@ -254,7 +365,7 @@ fn run(runtime: &Runtime, backend: &str, mut plain: Server, mut audited: Server)
     }
     runtime.block_on(audited.state.audit.flush());
     let plain_entries = plain.entries(runtime);
-    let label = format!("{backend:<9} PATCH workspace (HTTP)");
+    let label = format!("{backend:<9} {}", Kind::from_env().label);
     let postgres = backend == "postgres";
     for (rounds, block, label) in [
         (ROUNDS, BLOCK, label.clone()),
@@ -415,6 +526,7 @@ fn main() {
         .build()
         .expect("runtime");
 
+    let turns = Kind::from_env().turns;
     let sqlite = |audited: bool| {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = runtime
@@ -423,7 +535,14 @@ fn main() {
         let apps = AppDatabaseConfig::Sqlite {
             dir: dir.path().join("apps"),
         };
-        Server::start(&runtime, Arc::new(store), apps, audited, Box::new(dir))
+        Server::start(
+            &runtime,
+            Arc::new(store),
+            apps,
+            audited,
+            turns,
+            Box::new(dir),
+        )
     };
     // `CONTROL_WRITE_ONLY=sqlite` or `=postgres` measures one backend.
     let only = std::env::var("CONTROL_WRITE_ONLY").unwrap_or_default();
@@ -447,6 +566,7 @@ fn main() {
             Arc::new(store),
             apps,
             audited,
+            turns,
             Box::new(db),
         ))
     };

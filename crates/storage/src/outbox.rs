@@ -93,7 +93,84 @@ impl InlineRows {
     pub(crate) fn any(&self) -> bool {
         self.id.is_some()
     }
+
+    /// Binds the rows to `query`'s next four parameters (id, body, at, rest), the placeholders
+    /// an [`outboxed_write!`] command names.
+    pub(crate) fn bind<'q, DB: sqlx::Database>(
+        &'q self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.id.as_deref())
+            .bind(self.body.as_deref())
+            .bind(self.at)
+            .bind(self.rest.as_deref())
+    }
 }
+
+/// The one command of a write that changes at most one row, with the pending outbox rows
+/// ([`pending_inline`]) stored only if it changed one: on Postgres one statement with
+/// data-modifying CTEs, on SQLite a script (`crate::script`, run on the held connection). Its
+/// first row's first column is the number of rows the write changed.
+///
+/// `outboxed_write!(backend, "UPDATE … WHERE …", "$8", "$9", "$10", "$11")`: the write without
+/// `RETURNING` or `;`, then the placeholders of the outbox rows' id, body, time and rest, bound
+/// after the write's own with [`InlineRows::bind`]. One round trip, where a transaction takes
+/// four (`BEGIN`, the write, the outbox `INSERT`, `COMMIT`).
+macro_rules! outboxed_write {
+    ($backend:expr, $write:literal, $id:literal, $body:literal, $at:literal, $rest:literal) => {
+        match $backend {
+            $crate::Backend::Postgres => concat!(
+                "WITH w AS (",
+                $write,
+                " RETURNING 1), ",
+                "o AS (INSERT INTO audit_outbox (id, body, created_at) ",
+                "SELECT CAST(",
+                $id,
+                " AS TEXT), CAST(",
+                $body,
+                " AS TEXT), CAST(",
+                $at,
+                " AS BIGINT) FROM w WHERE ",
+                $id,
+                " IS NOT NULL ",
+                "UNION ALL ",
+                "SELECT r->>'id', r->>'body', CAST(r->>'at' AS BIGINT) FROM w, ",
+                "jsonb_array_elements(COALESCE(CAST(",
+                $rest,
+                " AS jsonb), '[]'::jsonb)) r ",
+                "RETURNING 1) ",
+                "SELECT (SELECT COUNT(*) FROM w) + 0 * (SELECT COUNT(*) FROM o)"
+            ),
+            $crate::Backend::Sqlite => $crate::script::sqlite_script!(
+                $write,
+                "; ",
+                "SELECT changes(); ",
+                // The first row, if the write changed its row; the others, if that one was stored.
+                "INSERT INTO audit_outbox (id, body, created_at) SELECT ",
+                $id,
+                ", ",
+                $body,
+                ", ",
+                $at,
+                " WHERE ",
+                $id,
+                " IS NOT NULL AND changes() = 1; ",
+                "INSERT INTO audit_outbox (id, body, created_at) ",
+                "SELECT json_extract(value, '$.id'), json_extract(value, '$.body'), ",
+                "json_extract(value, '$.at') FROM json_each(COALESCE(",
+                $rest,
+                ", '[]')) ",
+                "WHERE changes() = 1"
+            ),
+        }
+    };
+}
+pub(crate) use outboxed_write;
 
 pub(crate) fn pending_inline() -> InlineRows {
     let mut rows = pending().into_iter();

@@ -226,13 +226,36 @@ macro_rules! impl_repositories {
         where
             E: sqlx::Executor<'e, Database = <$store as HasDb>::Db>,
         {
-            let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO api_keys (id, workspace_id, application_id, kind, mode, name, scopes, \
-                 role, hash, last4, created_at, last_used_at, expires_at, revoked_at, rolled_to, \
-                 signing_secret) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            bind_key(
+                sqlx::query(
+                    "INSERT INTO api_keys (id, workspace_id, application_id, kind, mode, name, \
+                     scopes, role, hash, last4, created_at, last_used_at, expires_at, revoked_at, \
+                     rolled_to, signing_secret) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                ),
+                k,
             )
+            .execute(exec)
+            .await
+            .map_err(unique)?;
+            Ok(())
+        }
+
+        /// Binds a key's sixteen columns, in `api_keys` order, as `$1` to `$16`.
+        fn bind_key<'q>(
+            query: sqlx::query::Query<
+                'q,
+                <$store as HasDb>::Db,
+                <<$store as HasDb>::Db as sqlx::Database>::Arguments<'q>,
+            >,
+            k: &'q ApiKey,
+        ) -> sqlx::query::Query<
+            'q,
+            <$store as HasDb>::Db,
+            <<$store as HasDb>::Db as sqlx::Database>::Arguments<'q>,
+        > {
+            let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+            query
             .bind(k.id.as_str())
             .bind(k.workspace_id.as_str())
             .bind(k.application_id.as_ref().map(|a| a.as_str()))
@@ -249,10 +272,6 @@ macro_rules! impl_repositories {
             .bind(opt_ms(k.revoked_at))
             .bind(k.rolled_to.as_ref().map(|r| r.as_str()))
             .bind(k.signing_secret.as_deref())
-            .execute(exec)
-            .await
-            .map_err(unique)?;
-            Ok(())
         }
 
         /// Takes the per-workspace write lock (see the module doc); `NotFound` if it is gone.
@@ -486,37 +505,14 @@ macro_rules! impl_repositories {
             }
 
             async fn update_workspace(&self, w: &Workspace) -> Result<()> {
-                // One command, with the audit outbox rows (if any) written only if the workspace
-                // was: a data-modifying CTE on Postgres, a script on SQLite.
                 let rows = crate::outbox::pending_inline();
-                let sql = match $backend {
-                    Backend::Postgres => {
-                        "WITH w AS (UPDATE workspaces SET name = $1, slug = $2, plan = $3, \
-                         status = $4, kyc_status = $5, payment_status = $6, metadata = $7, \
-                         limits = $8, updated_at = $9 WHERE id = $10 RETURNING 1), \
-                         o AS (INSERT INTO audit_outbox (id, body, created_at) \
-                         SELECT CAST($11 AS TEXT), CAST($12 AS TEXT), CAST($13 AS BIGINT) \
-                         FROM w WHERE $11 IS NOT NULL \
-                         UNION ALL \
-                         SELECT r->>'id', r->>'body', CAST(r->>'at' AS BIGINT) FROM w, \
-                         jsonb_array_elements(COALESCE(CAST($14 AS jsonb), '[]'::jsonb)) r \
-                         RETURNING 1) \
-                         SELECT (SELECT COUNT(*) FROM w) + 0 * (SELECT COUNT(*) FROM o)"
-                    }
-                    Backend::Sqlite => crate::script::sqlite_script!(
-                        "UPDATE workspaces SET name = $1, slug = $2, plan = $3, status = $4, \
-                         kyc_status = $5, payment_status = $6, metadata = $7, limits = $8, \
-                         updated_at = $9 WHERE id = $10; ",
-                        "SELECT changes(); ",
-                        // The first row, if the workspace was updated; the others, if it was.
-                        "INSERT INTO audit_outbox (id, body, created_at) \
-                         SELECT $11, $12, $13 WHERE $11 IS NOT NULL AND changes() = 1; ",
-                        "INSERT INTO audit_outbox (id, body, created_at) \
-                         SELECT json_extract(value, '$.id'), json_extract(value, '$.body'), \
-                         json_extract(value, '$.at') FROM json_each(COALESCE($14, '[]')) \
-                         WHERE changes() = 1"
-                    ),
-                };
+                let sql = crate::outbox::outboxed_write!(
+                    $backend,
+                    "UPDATE workspaces SET name = $1, slug = $2, plan = $3, status = $4, \
+                     kyc_status = $5, payment_status = $6, metadata = $7, limits = $8, \
+                     updated_at = $9 WHERE id = $10",
+                    "$11", "$12", "$13", "$14"
+                );
                 let query = sqlx::query(sql)
                     .bind(&w.name)
                     .bind(&w.slug)
@@ -527,15 +523,11 @@ macro_rules! impl_repositories {
                     .bind(w.metadata.to_string())
                     .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
                     .bind(ms(w.updated_at))
-                    .bind(w.id.as_str())
-                    .bind(rows.id.as_deref())
-                    .bind(rows.body.as_deref())
-                    .bind(rows.at)
-                    .bind(rows.rest.as_deref());
+                    .bind(w.id.as_str());
                 let result = self
                     .script_writer()
                     .await?
-                    .run(query)
+                    .run(rows.bind(query))
                     .await
                     .map_err(unique)?;
                 let updated = crate::script::first_count(&result)?;
@@ -883,14 +875,15 @@ macro_rules! impl_repositories {
             }
 
             async fn update_application(&self, a: &Application) -> Result<()> {
-                let mut w = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                let done = sqlx::query(
+                let rows = crate::outbox::pending_inline();
+                let query = sqlx::query(crate::outbox::outboxed_write!(
+                    $backend,
                     "UPDATE applications SET name = $1, slug = $2, status = $3, region = $4, \
                      config = $5, upstreams = $6, updated_at = $7, deleted_at = $8, purge_at = $9, \
                      provisioned_at = $12, provision_attempts = $13, provision_error = $14 \
                      WHERE workspace_id = $10 AND id = $11",
-                )
+                    "$15", "$16", "$17", "$18"
+                ))
                 .bind(&a.name)
                 .bind(&a.slug)
                 .bind(a.status.as_str())
@@ -904,16 +897,17 @@ macro_rules! impl_repositories {
                 .bind(a.id.as_str())
                 .bind(opt_ms(a.provisioned_at))
                 .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
-                .bind(a.provision_error.as_deref())
-                .execute(&mut *tx)
-                .await
-                .map_err(unique)?;
-                if done.rows_affected() == 0 {
+                .bind(a.provision_error.as_deref());
+                let result = self
+                    .script_writer()
+                    .await?
+                    .run(rows.bind(query))
+                    .await
+                    .map_err(unique)?;
+                if crate::script::first_count(&result)? == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = write_outbox(&mut *tx).await?;
-                tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                crate::outbox::committed(rows.any());
                 Ok(())
             }
 
@@ -972,12 +966,25 @@ macro_rules! impl_repositories {
         #[async_trait]
         impl KeyRepository for $store {
             async fn insert_key(&self, key: &ApiKey) -> Result<()> {
-                let mut w = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                insert_key(&mut *tx, key).await?;
-                let outboxed = write_outbox(&mut *tx).await?;
-                tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                let rows = crate::outbox::pending_inline();
+                let query = bind_key(
+                    sqlx::query(crate::outbox::outboxed_write!(
+                        $backend,
+                        "INSERT INTO api_keys (id, workspace_id, application_id, kind, mode, name, \
+                         scopes, role, hash, last4, created_at, last_used_at, expires_at, \
+                         revoked_at, rolled_to, signing_secret) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                         $15, $16)",
+                        "$17", "$18", "$19", "$20"
+                    )),
+                    key,
+                );
+                self.script_writer()
+                    .await?
+                    .run(rows.bind(query))
+                    .await
+                    .map_err(unique)?;
+                crate::outbox::committed(rows.any());
                 Ok(())
             }
 
@@ -1074,23 +1081,21 @@ macro_rules! impl_repositories {
             }
 
             async fn revoke_key(&self, old: &ApiKey, now: DateTime<Utc>) -> Result<()> {
-                let mut w = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                let done = sqlx::query(
+                let rows = crate::outbox::pending_inline();
+                let query = sqlx::query(crate::outbox::outboxed_write!(
+                    $backend,
                     "UPDATE api_keys SET revoked_at = $1 \
                      WHERE workspace_id = $2 AND id = $3 AND revoked_at IS NULL",
-                )
+                    "$4", "$5", "$6", "$7"
+                ))
                 .bind(ms(now))
                 .bind(old.workspace_id.as_str())
-                .bind(old.id.as_str())
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 0 {
+                .bind(old.id.as_str());
+                let result = self.script_writer().await?.run(rows.bind(query)).await?;
+                if crate::script::first_count(&result)? == 0 {
                     return Err(StorageError::State("the key is already revoked"));
                 }
-                let outboxed = write_outbox(&mut *tx).await?;
-                tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                crate::outbox::committed(rows.any());
                 Ok(())
             }
 

@@ -79,6 +79,7 @@ backend_tests!(
     audit_appends_are_optimistic_filtered_and_scoped,
     audit_signing_keys_rotate_with_one_active,
     outbox_rows_commit_with_their_write_or_not_at_all,
+    single_command_writes_store_outbox_rows_only_when_they_write,
     large_audit_batches_append_and_clear_their_outbox_rows,
     concurrent_writers_all_land,
 );
@@ -1445,6 +1446,105 @@ async fn audit_signing_keys_rotate_with_one_active(store: Arc<dyn Store>) {
         chrono::DateTime::from_timestamp_millis(3_000)
     );
     assert_eq!(keys[1].retired_at, None);
+}
+
+/// The writes sent as one command with their outbox rows (an application's update, a key's
+/// creation and revocation): each stores its rows, body intact, exactly when it wrote, and a
+/// write that changes nothing or fails stores none.
+async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc<dyn Store>) {
+    use authsome_storage::outbox::scope;
+    let (ws, _, _) = seeded(&store, "one-command").await;
+    let mut app = application(&ws.id, "api");
+    store.create_application(&app).await.unwrap();
+    // An update stores its row; one of an application that is not there stores none.
+    app.name = "Renamed".into();
+    let (result, stored) = scope(vec![outbox_row("evt_app")], store.update_application(&app)).await;
+    result.unwrap();
+    assert!(stored);
+    assert_eq!(
+        store
+            .application(&ws.id, &app.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "Renamed"
+    );
+    let mut elsewhere = app.clone();
+    elsewhere.workspace_id = WorkspaceId::new();
+    let (result, stored) = scope(
+        vec![outbox_row("evt_not_there")],
+        store.update_application(&elsewhere),
+    )
+    .await;
+    assert!(matches!(result, Err(StorageError::NotFound)), "{result:?}");
+    assert!(!stored);
+    // A new slug that another application holds: the update and its row roll back together.
+    let other = application(&ws.id, "other");
+    store.create_application(&other).await.unwrap();
+    let mut clash = app.clone();
+    clash.slug = "other".into();
+    let (result, stored) = scope(
+        vec![outbox_row("evt_clash")],
+        store.update_application(&clash),
+    )
+    .await;
+    assert!(result.is_err());
+    assert!(!stored);
+    // A key with two events stores both; the same key again (its id taken) stores neither.
+    let key = app_key(&ws.id, &app.id);
+    let (result, stored) = scope(
+        vec![outbox_row("evt_key_1"), outbox_row("evt_key_2")],
+        store.insert_key(&key),
+    )
+    .await;
+    result.unwrap();
+    assert!(stored);
+    assert_eq!(store.key_by_hash(&key.hash).await.unwrap().unwrap(), key);
+    let (result, stored) = scope(vec![outbox_row("evt_key_again")], store.insert_key(&key)).await;
+    assert!(result.is_err());
+    assert!(!stored);
+    // A revocation stores its row; revoking again changes nothing and stores none.
+    let (result, stored) = scope(
+        vec![outbox_row("evt_revoked")],
+        store.revoke_key(&key, now()),
+    )
+    .await;
+    result.unwrap();
+    assert!(stored);
+    let (result, stored) = scope(
+        vec![outbox_row("evt_revoked_again")],
+        store.revoke_key(&key, now()),
+    )
+    .await;
+    assert!(matches!(result, Err(StorageError::State(_))), "{result:?}");
+    assert!(!stored);
+    assert!(store
+        .key_by_hash(&key.hash)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some());
+    // Each row that was stored, once, body intact; none of the writes that did not happen.
+    let later = now() + Duration::seconds(1);
+    let rows = store.audit_outbox(later, 100).await.unwrap();
+    let ids = ["evt_app", "evt_key_1", "evt_key_2", "evt_revoked"];
+    assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ids);
+    for (row, id) in rows.iter().zip(ids) {
+        assert_eq!(row.body, outbox_row(id).body);
+    }
+    // The store is still usable for writes after the failed commands (on SQLite, the held
+    // connection of a script that failed half-way is replaced).
+    app.name = "Again".into();
+    let (result, stored) = scope(
+        vec![outbox_row("evt_app_2")],
+        store.update_application(&app),
+    )
+    .await;
+    result.unwrap();
+    assert!(stored);
+    assert_eq!(store.audit_outbox(later, 100).await.unwrap().len(), 5);
 }
 
 fn outbox_row(id: &str) -> authsome_storage::outbox::OutboxRow {
