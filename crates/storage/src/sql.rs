@@ -38,6 +38,29 @@ macro_rules! impl_repositories {
                 Ok(id)
             }
 
+            /// Runs an [`crate::outbox::outboxed_write!`] command with the pending `rows` bound
+            /// last; the number of rows the write changed (its outbox rows stored if it changed
+            /// one).
+            async fn run_outboxed<'q>(
+                &self,
+                rows: &'q crate::outbox::InlineRows,
+                query: sqlx::query::Query<
+                    'q,
+                    <$store as HasDb>::Db,
+                    <<$store as HasDb>::Db as sqlx::Database>::Arguments<'q>,
+                >,
+            ) -> Result<i64> {
+                let result = self
+                    .script_writer()
+                    .await?
+                    .run(rows.bind(query))
+                    .await
+                    .map_err(unique)?;
+                let changed = crate::script::first_count(&result)?;
+                crate::outbox::committed(changed > 0 && rows.any());
+                Ok(changed)
+            }
+
             async fn workspace_rows(&self, rows: Vec<WorkspaceRow>) -> Result<Vec<Workspace>> {
                 let root = self.root_id().await?;
                 rows.into_iter().map(|r| r.into_domain(root.as_ref())).collect()
@@ -524,17 +547,9 @@ macro_rules! impl_repositories {
                     .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
                     .bind(ms(w.updated_at))
                     .bind(w.id.as_str());
-                let result = self
-                    .script_writer()
-                    .await?
-                    .run(rows.bind(query))
-                    .await
-                    .map_err(unique)?;
-                let updated = crate::script::first_count(&result)?;
-                if updated == 0 {
+                if self.run_outboxed(&rows, query).await? == 0 {
                     return Err(StorageError::NotFound);
                 }
-                crate::outbox::committed(rows.any());
                 Ok(())
             }
 
@@ -898,16 +913,9 @@ macro_rules! impl_repositories {
                 .bind(opt_ms(a.provisioned_at))
                 .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
                 .bind(a.provision_error.as_deref());
-                let result = self
-                    .script_writer()
-                    .await?
-                    .run(rows.bind(query))
-                    .await
-                    .map_err(unique)?;
-                if crate::script::first_count(&result)? == 0 {
+                if self.run_outboxed(&rows, query).await? == 0 {
                     return Err(StorageError::NotFound);
                 }
-                crate::outbox::committed(rows.any());
                 Ok(())
             }
 
@@ -979,12 +987,7 @@ macro_rules! impl_repositories {
                     )),
                     key,
                 );
-                self.script_writer()
-                    .await?
-                    .run(rows.bind(query))
-                    .await
-                    .map_err(unique)?;
-                crate::outbox::committed(rows.any());
+                self.run_outboxed(&rows, query).await?;
                 Ok(())
             }
 
@@ -1091,11 +1094,9 @@ macro_rules! impl_repositories {
                 .bind(ms(now))
                 .bind(old.workspace_id.as_str())
                 .bind(old.id.as_str());
-                let result = self.script_writer().await?.run(rows.bind(query)).await?;
-                if crate::script::first_count(&result)? == 0 {
+                if self.run_outboxed(&rows, query).await? == 0 {
                     return Err(StorageError::State("the key is already revoked"));
                 }
-                crate::outbox::committed(rows.any());
                 Ok(())
             }
 
