@@ -37,8 +37,8 @@
 //! that one server alone, for a profiler (`perf record`) to watch, and prints each pass's time
 //! and CPU per write, then the context switches per write of each kind of thread.
 //! `CONTROL_WRITE_KIND` picks the writes, sent in turn: `rename` (the workspace, the default),
-//! `application` (rename an application), `keys` (create a secret key for it, then revoke it),
-//! or `mix` (all four).
+//! `application` (rename an application), `keys` (create a secret key for it, roll it, revoke its
+//! successor), or `mix` (all five).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -83,12 +83,16 @@ enum Op {
     RenameApplication,
     /// `POST /control/v1/applications/{appId}/keys`: a secret key.
     CreateKey,
-    /// `DELETE /control/v1/applications/{appId}/keys/{keyId}`: the key created just before.
+    /// `POST /control/v1/applications/{appId}/keys/{keyId}/roll`: the key created just before,
+    /// replaced by a new one (the old works on through its grace period).
+    RollKey,
+    /// `DELETE /control/v1/applications/{appId}/keys/{keyId}`: the key created (or rolled to)
+    /// just before.
     RevokeKey,
 }
 
 /// Which writes the client sends, in turn (`CONTROL_WRITE_KIND`): `rename` (the default),
-/// `application`, `keys` or `mix` (all four).
+/// `application`, `keys` or `mix` (all five).
 struct Kind {
     label: &'static str,
     turns: &'static [Op],
@@ -100,10 +104,19 @@ impl Kind {
         let (label, turns): (_, &[Op]) = match std::env::var("CONTROL_WRITE_KIND").as_deref() {
             Err(_) | Ok("rename") => ("PATCH workspace (HTTP)", &[RenameWorkspace]),
             Ok("application") => ("PATCH application (HTTP)", &[RenameApplication]),
-            Ok("keys") => ("create/revoke key (HTTP)", &[CreateKey, RevokeKey]),
+            Ok("keys") => (
+                "create/roll/revoke key (HTTP)",
+                &[CreateKey, RollKey, RevokeKey],
+            ),
             Ok("mix") => (
                 "mixed writes (HTTP)",
-                &[RenameWorkspace, RenameApplication, CreateKey, RevokeKey],
+                &[
+                    RenameWorkspace,
+                    RenameApplication,
+                    CreateKey,
+                    RollKey,
+                    RevokeKey,
+                ],
             ),
             Ok(other) => {
                 panic!("CONTROL_WRITE_KIND must be rename, application, keys or mix, not {other:?}")
@@ -123,7 +136,7 @@ struct Server {
     turns: &'static [Op],
     /// Writes sent so far (whose turn it is).
     sent: usize,
-    /// The key the mix created last, which its next write revokes.
+    /// The key created (or rolled to) last, which the next key write rolls or revokes.
     created_key: Option<String>,
     client: Client,
     /// Keeps the database (a temporary directory, a throwaway Postgres database).
@@ -225,6 +238,21 @@ impl Server {
                 Some(format!(r#"{{"type":"secret","name":"{name}"}}"#)),
                 201,
             ),
+            Op::RollKey => {
+                let key = self
+                    .created_key
+                    .take()
+                    .expect("the turn before created a key");
+                (
+                    "POST",
+                    format!(
+                        "/control/v1/applications/{}/keys/{key}/roll",
+                        self.application
+                    ),
+                    None,
+                    201,
+                )
+            }
             Op::RevokeKey => {
                 let key = self
                     .created_key

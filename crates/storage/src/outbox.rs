@@ -121,6 +121,11 @@ impl InlineRows {
 /// `RETURNING` or `;`, then the placeholders of the outbox rows' id, body, time and rest, bound
 /// after the write's own with [`InlineRows::bind`]. One round trip, where a transaction takes
 /// four (`BEGIN`, the write, the outbox `INSERT`, `COMMIT`).
+///
+/// `outboxed_write!(backend, after "UPDATE … WHERE …", "INSERT INTO t (…) SELECT $5, …", …)`:
+/// a write that happens only if the statement before it changed a row (a key roll: the old key
+/// marked rolled, then its replacement inserted). The second is an `INSERT … SELECT` without
+/// `FROM` or `WHERE`; the count is its own (0 when the first changed nothing).
 macro_rules! outboxed_write {
     ($backend:expr, $write:literal, $id:literal, $body:literal, $at:literal, $rest:literal) => {
         match $backend {
@@ -128,46 +133,81 @@ macro_rules! outboxed_write {
                 "WITH w AS (",
                 $write,
                 " RETURNING 1), ",
-                "o AS (INSERT INTO audit_outbox (id, body, created_at) ",
-                "SELECT CAST(",
-                $id,
-                " AS TEXT), CAST(",
-                $body,
-                " AS TEXT), CAST(",
-                $at,
-                " AS BIGINT) FROM w WHERE ",
-                $id,
-                " IS NOT NULL ",
-                "UNION ALL ",
-                "SELECT r->>'id', r->>'body', CAST(r->>'at' AS BIGINT) FROM w, ",
-                "jsonb_array_elements(COALESCE(CAST(",
-                $rest,
-                " AS jsonb), '[]'::jsonb)) r ",
-                "RETURNING 1) ",
-                "SELECT (SELECT COUNT(*) FROM w) + 0 * (SELECT COUNT(*) FROM o)"
+                $crate::outbox::outboxed_write!(@postgres_outbox $id, $body, $at, $rest)
             ),
             $crate::Backend::Sqlite => $crate::script::sqlite_script!(
                 $write,
                 "; ",
-                "SELECT changes(); ",
-                // The first row, if the write changed its row; the others, if that one was stored.
-                "INSERT INTO audit_outbox (id, body, created_at) SELECT ",
-                $id,
-                ", ",
-                $body,
-                ", ",
-                $at,
-                " WHERE ",
-                $id,
-                " IS NOT NULL AND changes() = 1; ",
-                "INSERT INTO audit_outbox (id, body, created_at) ",
-                "SELECT json_extract(value, '$.id'), json_extract(value, '$.body'), ",
-                "json_extract(value, '$.at') FROM json_each(COALESCE(",
-                $rest,
-                ", '[]')) ",
-                "WHERE changes() = 1"
+                $crate::outbox::outboxed_write!(@sqlite_outbox $id, $body, $at, $rest)
             ),
         }
+    };
+    (
+        $backend:expr, after $first:literal, $write:literal,
+        $id:literal, $body:literal, $at:literal, $rest:literal
+    ) => {
+        match $backend {
+            $crate::Backend::Postgres => concat!(
+                "WITH f AS (",
+                $first,
+                " RETURNING 1), w AS (",
+                $write,
+                " FROM f RETURNING 1), ",
+                $crate::outbox::outboxed_write!(@postgres_outbox $id, $body, $at, $rest)
+            ),
+            $crate::Backend::Sqlite => $crate::script::sqlite_script!(
+                $first,
+                "; ",
+                $write,
+                " WHERE changes() = 1; ",
+                $crate::outbox::outboxed_write!(@sqlite_outbox $id, $body, $at, $rest)
+            ),
+        }
+    };
+    // The rest of the Postgres statement, after the CTE `w` of the write: the rows' CTE and
+    // the final count.
+    (@postgres_outbox $id:literal, $body:literal, $at:literal, $rest:literal) => {
+        concat!(
+            "o AS (INSERT INTO audit_outbox (id, body, created_at) ",
+            "SELECT CAST(",
+            $id,
+            " AS TEXT), CAST(",
+            $body,
+            " AS TEXT), CAST(",
+            $at,
+            " AS BIGINT) FROM w WHERE ",
+            $id,
+            " IS NOT NULL ",
+            "UNION ALL ",
+            "SELECT r->>'id', r->>'body', CAST(r->>'at' AS BIGINT) FROM w, ",
+            "jsonb_array_elements(COALESCE(CAST(",
+            $rest,
+            " AS jsonb), '[]'::jsonb)) r ",
+            "RETURNING 1) ",
+            "SELECT (SELECT COUNT(*) FROM w) + 0 * (SELECT COUNT(*) FROM o)"
+        )
+    };
+    // The rest of the SQLite script, after the write: its count, then the rows.
+    (@sqlite_outbox $id:literal, $body:literal, $at:literal, $rest:literal) => {
+        concat!(
+            "SELECT changes(); ",
+            // The first row, if the write changed its row; the others, if that one was stored.
+            "INSERT INTO audit_outbox (id, body, created_at) SELECT ",
+            $id,
+            ", ",
+            $body,
+            ", ",
+            $at,
+            " WHERE ",
+            $id,
+            " IS NOT NULL AND changes() = 1; ",
+            "INSERT INTO audit_outbox (id, body, created_at) ",
+            "SELECT json_extract(value, '$.id'), json_extract(value, '$.body'), ",
+            "json_extract(value, '$.at') FROM json_each(COALESCE(",
+            $rest,
+            ", '[]')) ",
+            "WHERE changes() = 1"
+        )
     };
 }
 pub(crate) use outboxed_write;

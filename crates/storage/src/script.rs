@@ -23,9 +23,10 @@
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
 
-/// `BEGIN IMMEDIATE; <statements>; COMMIT` as one string literal.
+/// `BEGIN IMMEDIATE; <statements>; COMMIT` as one string literal (the pieces are literals, or
+/// macros that expand to one).
 macro_rules! sqlite_script {
-    ($($statements:literal),+ $(,)?) => {
+    ($($statements:expr),+ $(,)?) => {
         concat!("BEGIN IMMEDIATE; ", $($statements),+, "; COMMIT")
     };
 }

@@ -565,8 +565,8 @@ macro_rules! impl_repositories {
                 .await?;
                 if done.rows_affected() == 1 {
                     let outboxed = write_outbox(&mut *tx).await?;
-                tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                    tx.commit().await?;
+                    crate::outbox::committed(outboxed);
                     return Ok(());
                 }
                 drop(tx);
@@ -790,14 +790,15 @@ macro_rules! impl_repositories {
         #[async_trait]
         impl ApplicationRepository for $store {
             async fn create_application(&self, a: &Application) -> Result<()> {
-                let mut w = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                sqlx::query(
+                let rows = crate::outbox::pending_inline();
+                let query = sqlx::query(crate::outbox::outboxed_write!(
+                    $backend,
                     "INSERT INTO applications (id, workspace_id, name, slug, environment, tenancy, \
                      status, region, config, upstreams, created_at, updated_at, deleted_at, purge_at, \
                      provisioned_at, provision_attempts, provision_error) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-                )
+                    "$18", "$19", "$20", "$21"
+                ))
                 .bind(a.id.as_str())
                 .bind(a.workspace_id.as_str())
                 .bind(&a.name)
@@ -814,13 +815,8 @@ macro_rules! impl_repositories {
                 .bind(opt_ms(a.purge_at))
                 .bind(opt_ms(a.provisioned_at))
                 .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
-                .bind(a.provision_error.as_deref())
-                .execute(&mut *tx)
-                .await
-                .map_err(unique)?;
-                let outboxed = write_outbox(&mut *tx).await?;
-                tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                .bind(a.provision_error.as_deref());
+                self.run_outboxed(&rows, query).await?;
                 Ok(())
             }
 
@@ -1060,26 +1056,30 @@ macro_rules! impl_repositories {
                 old_expires_at: DateTime<Utc>,
                 replacement: &ApiKey,
             ) -> Result<()> {
-                let mut w = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                let done = sqlx::query(
-                    "UPDATE api_keys SET rolled_to = $1, expires_at = CASE \
-                     WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END \
-                     WHERE workspace_id = $3 AND id = $4 AND rolled_to IS NULL AND revoked_at IS NULL",
+                let rows = crate::outbox::pending_inline();
+                // The replacement's columns first, as `bind_key` numbers them.
+                let query = bind_key(
+                    sqlx::query(crate::outbox::outboxed_write!(
+                        $backend,
+                        after "UPDATE api_keys SET rolled_to = $1, expires_at = CASE \
+                         WHEN expires_at IS NULL OR expires_at > $17 THEN $17 ELSE expires_at END \
+                         WHERE workspace_id = $18 AND id = $19 \
+                         AND rolled_to IS NULL AND revoked_at IS NULL",
+                        "INSERT INTO api_keys (id, workspace_id, application_id, kind, mode, name, \
+                         scopes, role, hash, last4, created_at, last_used_at, expires_at, \
+                         revoked_at, rolled_to, signing_secret) \
+                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                         $15, $16",
+                        "$20", "$21", "$22", "$23"
+                    )),
+                    replacement,
                 )
-                .bind(replacement.id.as_str())
                 .bind(ms(old_expires_at))
                 .bind(old.workspace_id.as_str())
-                .bind(old.id.as_str())
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 0 {
+                .bind(old.id.as_str());
+                if self.run_outboxed(&rows, query).await? == 0 {
                     return Err(StorageError::State("the key was already rolled or revoked"));
                 }
-                insert_key(&mut *tx, replacement).await?;
-                let outboxed = write_outbox(&mut *tx).await?;
-                tx.commit().await?;
-                crate::outbox::committed(outboxed);
                 Ok(())
             }
 

@@ -1491,6 +1491,31 @@ async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc
     .await;
     assert!(result.is_err());
     assert!(!stored);
+    // A new application stores its row; one whose slug is taken stores none.
+    let third = application(&ws.id, "third");
+    let (result, stored) = scope(
+        vec![outbox_row("evt_app_created")],
+        store.create_application(&third),
+    )
+    .await;
+    result.unwrap();
+    assert!(stored);
+    assert_eq!(
+        store
+            .application(&ws.id, &third.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .slug,
+        "third"
+    );
+    let (result, stored) = scope(
+        vec![outbox_row("evt_app_clash")],
+        store.create_application(&application(&ws.id, "third")),
+    )
+    .await;
+    assert!(matches!(result, Err(StorageError::Duplicate)), "{result:?}");
+    assert!(!stored);
     // A key with two events stores both; the same key again (its id taken) stores neither.
     let key = app_key(&ws.id, &app.id);
     let (result, stored) = scope(
@@ -1503,6 +1528,42 @@ async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc
     assert_eq!(store.key_by_hash(&key.hash).await.unwrap().unwrap(), key);
     let (result, stored) = scope(vec![outbox_row("evt_key_again")], store.insert_key(&key)).await;
     assert!(result.is_err());
+    assert!(!stored);
+    // A roll stores its row; one onto a key id that is taken stores none and leaves the old key
+    // as it was; rolling the same key again stores none.
+    let rolled = app_key(&ws.id, &app.id);
+    store.insert_key(&rolled).await.unwrap();
+    let (result, stored) = scope(
+        vec![outbox_row("evt_roll_clash")],
+        store.roll_key(&rolled, now(), &key),
+    )
+    .await;
+    assert!(matches!(result, Err(StorageError::Duplicate)), "{result:?}");
+    assert!(!stored);
+    let unrolled = store.key_by_id(&rolled.id).await.unwrap().unwrap();
+    assert_eq!((unrolled.rolled_to, unrolled.expires_at), (None, None));
+    let replacement = app_key(&ws.id, &app.id);
+    let grace_end = now() + Duration::hours(1);
+    let (result, stored) = scope(
+        vec![outbox_row("evt_rolled")],
+        store.roll_key(&rolled, grace_end, &replacement),
+    )
+    .await;
+    result.unwrap();
+    assert!(stored);
+    let old = store.key_by_id(&rolled.id).await.unwrap().unwrap();
+    assert_eq!(old.rolled_to.as_ref(), Some(&replacement.id));
+    assert_eq!(old.expires_at, Some(grace_end));
+    assert_eq!(
+        store.key_by_hash(&replacement.hash).await.unwrap().unwrap(),
+        replacement
+    );
+    let (result, stored) = scope(
+        vec![outbox_row("evt_rolled_again")],
+        store.roll_key(&rolled, grace_end, &app_key(&ws.id, &app.id)),
+    )
+    .await;
+    assert!(matches!(result, Err(StorageError::State(_))), "{result:?}");
     assert!(!stored);
     // A revocation stores its row; revoking again changes nothing and stores none.
     let (result, stored) = scope(
@@ -1528,8 +1589,16 @@ async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc
         .is_some());
     // Each row that was stored, once, body intact; none of the writes that did not happen.
     let later = now() + Duration::seconds(1);
-    let rows = store.audit_outbox(later, 100).await.unwrap();
-    let ids = ["evt_app", "evt_key_1", "evt_key_2", "evt_revoked"];
+    let mut rows = store.audit_outbox(later, 100).await.unwrap();
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids = [
+        "evt_app",
+        "evt_app_created",
+        "evt_key_1",
+        "evt_key_2",
+        "evt_revoked",
+        "evt_rolled",
+    ];
     assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ids);
     for (row, id) in rows.iter().zip(ids) {
         assert_eq!(row.body, outbox_row(id).body);
@@ -1544,7 +1613,7 @@ async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc
     .await;
     result.unwrap();
     assert!(stored);
-    assert_eq!(store.audit_outbox(later, 100).await.unwrap().len(), 5);
+    assert_eq!(store.audit_outbox(later, 100).await.unwrap().len(), 7);
 }
 
 fn outbox_row(id: &str) -> authsome_storage::outbox::OutboxRow {
