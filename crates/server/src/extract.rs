@@ -131,12 +131,17 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// An optional JSON body: absent (no `Content-Type`) is `None`; present but bad is an error.
+/// An optional JSON body: absent (no `Content-Type`, or an empty body: many clients send
+/// `Content-Type: application/json` on every request) is `None`; present but bad is an error.
 impl<T: DeserializeOwned, S: Send + Sync> axum::extract::OptionalFromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
-        if !req.headers().contains_key(header::CONTENT_TYPE) {
+        let headers = req.headers();
+        let empty = headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|n| n.as_bytes() == b"0");
+        if empty || !headers.contains_key(header::CONTENT_TYPE) {
             return Ok(None);
         }
         <Json<T> as FromRequest<S>>::from_request(req, state)

@@ -1,3 +1,4 @@
+use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -169,9 +170,33 @@ async fn rolling_keeps_the_old_key_for_its_grace_period() {
         409,
         "conflict",
     );
-    // Rolling with no grace ends the old key now; out-of-range grace is refused.
+    // No body, or an empty one with a JSON content type (as many clients send every request),
+    // is the default grace period too.
     let new_id = rolled.body["id"].as_str().unwrap();
     let roll_url = format!("/control/v1/applications/{a}/keys/{new_id}/roll");
+    let (spare_id, _) = app.key(&t.owner_token, &a, "secret").await;
+    let spare_url = format!("/control/v1/applications/{a}/keys/{spare_id}/roll");
+    let spare_rolled = app
+        .call(Method::POST, &spare_url, Some(&t.owner_token), None)
+        .await;
+    assert_eq!(spare_rolled.status, 201, "{}", spare_rolled.body);
+    let spare_id = spare_rolled.body["id"].as_str().unwrap();
+    let empty_json = app
+        .client
+        .post(format!(
+            "{}/control/v1/applications/{a}/keys/{spare_id}/roll",
+            app.base
+        ))
+        .bearer_auth(&t.owner_token)
+        .header("Content-Type", "application/json")
+        .header("Content-Length", "0")
+        .send()
+        .await
+        .unwrap();
+    let empty_json = TestApp::read(empty_json).await;
+    assert_eq!(empty_json.status, 201, "{}", empty_json.body);
+    assert_eq!(empty_json.body["previous"]["id"], spare_id);
+    // Rolling with no grace ends the old key now; out-of-range grace is refused.
     for bad in [
         json!({"expiresInSeconds": -1}),
         json!({"expiresInSeconds": 2592001}),
