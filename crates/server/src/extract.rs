@@ -131,7 +131,7 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// An optional JSON body: absent (no `Content-Type`, or an empty body: many clients send
+/// An optional JSON body: absent (no `Content-Type`, or `Content-Length: 0`: many clients send
 /// `Content-Type: application/json` on every request) is `None`; present but bad is an error.
 impl<T: DeserializeOwned, S: Send + Sync> axum::extract::OptionalFromRequest<S> for Json<T> {
     type Rejection = ApiError;
