@@ -93,6 +93,14 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
+    // Everything this process creates (the data directory, the embedded databases with their
+    // WAL and shared-memory files, application databases, the master key) is for its own user
+    // only, whenever it is created.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; no other thread runs yet.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     // Offline verification needs no configuration: a customer runs it on their own machine.
     if let Command::Audit {

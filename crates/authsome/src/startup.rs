@@ -35,8 +35,28 @@ fn init_logging(config: &Config) {
     };
 }
 
+/// Creates the data directory for this user only (0700), or warns when an existing one is open
+/// to others: it holds the master key and every embedded database.
 fn ensure_data_dir(config: &Config) -> Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        if let Ok(meta) = std::fs::metadata(&config.data_dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %config.data_dir.display(),
+                    mode = format!("{mode:o}"),
+                    "AUTHSOME_DATA_DIR is open to other users; it holds the master key and the \
+                     databases: chmod 700 it"
+                );
+            }
+        }
+    }
+    builder.create(&config.data_dir).with_context(|| {
         format!(
             "AUTHSOME_DATA_DIR {} cannot be created",
             config.data_dir.display()

@@ -1119,3 +1119,101 @@ async fn dedicated_instance_processes(redis: Option<(&str, &str)>) -> String {
     }
     app
 }
+
+/// Every directory and file under `dir` (itself included), with its permission bits.
+#[cfg(unix)]
+fn modes_under(dir: &Path) -> Vec<(std::path::PathBuf, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+        found.push((path, meta.permissions().mode() & 0o777, meta.is_dir()));
+    }
+    found
+}
+
+/// Another local user can read nothing of a deployment: the data directory is 0700 and every
+/// file in it 0600, the databases' WAL and shared-memory files and the application databases
+/// created while serving included.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_everything_in_it_are_private() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let init = run(&dir, &[], &["init", "--json"]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let init: Value = serde_json::from_str(stdout(&init).trim()).unwrap();
+    let (mk, ws) = (
+        init["managementKey"].as_str().unwrap(),
+        init["workspaceId"].as_str().unwrap(),
+    );
+    let listen = format!("127.0.0.1:{}", closed_port());
+    let mut child = authsome(&dir, &[("AUTHSOME_LISTEN", &listen)], &["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    wait_for(
+        &client,
+        &format!("http://{listen}/ready"),
+        200,
+        "never ready",
+    )
+    .await;
+    let created = client
+        .post(format!(
+            "http://{listen}/control/v1/workspaces/{ws}/applications"
+        ))
+        .bearer_auth(mk)
+        .json(&serde_json::json!({"name": "Private", "environment": "development"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // While it serves: the WAL and shared-memory files exist too.
+    let modes = modes_under(&dir);
+    let _ = child.kill();
+    let _ = child.wait();
+    let names: Vec<String> = modes
+        .iter()
+        .map(|(p, _, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for expected in [
+        "master.key",
+        "authsome.db",
+        "authsome.db-wal",
+        "authsome.db-shm",
+        "apps",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    assert!(
+        modes
+            .iter()
+            .any(|(p, _, is_dir)| !is_dir && p.starts_with(dir.join("apps"))),
+        "an application database in {modes:?}"
+    );
+    for (path, mode, is_dir) in &modes {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is {mode:o}", path.display());
+    }
+
+    // An existing directory open to others is named in a warning at start-up.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let again = run(&dir, &[], &["init"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("open to other users"),
+        "{}",
+        stderr(&again)
+    );
+}
