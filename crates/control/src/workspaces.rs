@@ -34,8 +34,8 @@ pub struct WorkspacePatch {
 }
 
 impl ControlPlane {
-    /// Only a signed-in person can create a workspace; they become its owner. The enterprise
-    /// plan is granted by platform operators only.
+    /// Only a signed-in person can create a workspace; they become its owner. New workspaces
+    /// start on `free`: a paid plan comes from billing or a platform operator.
     pub async fn create_workspace(
         &self,
         actor: &Actor,
@@ -52,9 +52,11 @@ impl ControlPlane {
             None => Slug::derive(&name),
         };
         let plan = input.plan.unwrap_or(Plan::Free);
-        if plan == Plan::Enterprise && !self.is_platform_operator(actor).await? {
+        if plan != Plan::Free && !self.is_platform_operator(actor).await? {
             return Err(ControlError::Forbidden(
-                "the enterprise plan is granted by the platform operators".into(),
+                "new workspaces start on the free plan; paid plans come with billing or from \
+                 the platform operators"
+                    .into(),
             ));
         }
         let metadata = match input.metadata {

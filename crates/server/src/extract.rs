@@ -56,13 +56,19 @@ fn inner_message(text: &str) -> String {
         .to_owned()
 }
 
-/// `axum::extract::Query` with contract errors.
+/// `axum::extract::Query` with contract errors. No parameter of the API may hold a NUL
+/// character (`%00`), which no database text type can store.
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError::bad_request(
+                "invalid query string: a parameter contains a NUL character (%00)",
+            ));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(

@@ -51,4 +51,5 @@ mod provisioning;
 mod redis_outage;
 mod role_matrix;
 mod signed_requests;
+mod tenant_attacks;
 mod workspaces_and_admin;

@@ -124,26 +124,51 @@ async fn workspace_crud_and_pagination() {
         409,
         "conflict",
     );
-    // Only platform operators grant the enterprise plan.
+    // New workspaces start on free: only billing or a platform operator grants a paid plan.
     let t = app.tenant("Plain").await;
-    assert_error(
-        &app.post(
-            "/control/v1/workspaces",
-            &t.owner_token,
-            json!({"name": "E", "plan": "enterprise"}),
-        )
-        .await,
-        403,
-        "forbidden",
-    );
-    let pro = app
+    for plan in ["enterprise", "pro"] {
+        let r = app
+            .post(
+                "/control/v1/workspaces",
+                &t.owner_token,
+                json!({"name": "Paid", "plan": plan}),
+            )
+            .await;
+        assert_error(&r, 403, "forbidden");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("free"),
+            "{}",
+            r.body
+        );
+    }
+    let free = app
         .post(
             "/control/v1/workspaces",
             &t.owner_token,
+            json!({"name": "F", "plan": "free"}),
+        )
+        .await;
+    assert_eq!((free.status, &free.body["plan"]), (201, &json!("free")));
+    let mine = app.get("/control/v1/workspaces", &t.owner_token).await;
+    assert!(mine.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|w| w["plan"] == "free"));
+    let granted = app
+        .post(
+            "/control/v1/workspaces",
+            &root,
             json!({"name": "P", "plan": "pro"}),
         )
         .await;
-    assert_eq!(pro.body["plan"], "pro");
+    assert_eq!(
+        (granted.status, &granted.body["plan"]),
+        (201, &json!("pro"))
+    );
 }
 
 #[tokio::test]
