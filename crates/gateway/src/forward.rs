@@ -102,12 +102,23 @@ pub fn request_field_crosses(name: &[u8], listed: &[&[u8]]) -> bool {
 }
 
 /// Whether a field of an instance's response, named `name`, crosses back to the client: not
-/// hop-by-hop (as [`strip_hop_by_hop`]).
+/// hop-by-hop (as [`strip_hop_by_hop`]) and not `Content-Length`. The gateway frames every
+/// response it sends itself, from the body it sends: an instance's framing fields never stand
+/// next to a body the gateway re-frames (an instance answering `Content-Length: 0` with a
+/// chunked body would otherwise split the client's connection in two).
 pub fn response_field_crosses(name: &[u8], listed: &[&[u8]]) -> bool {
-    !(HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    !(name.eq_ignore_ascii_case(b"content-length")
+        || HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
         || listed.iter().any(|l| name.eq_ignore_ascii_case(l)))
+}
+
+/// [`response_field_crosses`] for a response as a header map: removes the hop-by-hop fields
+/// and the instance's `Content-Length`, so that the server frames the body it sends.
+pub fn strip_response_framing(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(http::header::CONTENT_LENGTH);
 }
 
 /// Removes what a client could use to pass as someone or somewhere else: forwarding headers and
@@ -399,7 +410,7 @@ mod tests {
                 "X-Authsomething"
             ]
         );
-        // Responses keep what is not hop-by-hop, identity headers included.
+        // Responses keep what is not hop-by-hop or framing, identity headers included.
         let back: Vec<&str> = fields
             .iter()
             .filter(|(n, _)| response_field_crosses(n.as_bytes(), &listed))
@@ -412,7 +423,6 @@ mod tests {
                 "X-REAL-IP",
                 "X-AuthSome-App-ID",
                 "Host",
-                "Content-Length",
                 "Authorization",
                 "Content-Type",
                 "x-custom",
@@ -446,5 +456,20 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         left.sort();
         assert_eq!(left, ["authorization", "content-type", "x-custom"]);
+    }
+
+    #[test]
+    fn a_response_loses_its_framing_fields() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("content-length", "0"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        strip_response_framing(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        assert_eq!(left, ["content-type"]);
     }
 }

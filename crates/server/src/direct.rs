@@ -536,9 +536,17 @@ async fn write_forwarded(
         }
     }
     our_fields(out, id, ours);
+    // Framed by this hop from what the instance's framing said the body is (its
+    // `Content-Length` does not cross): a length, chunks, or nothing at all.
     let chunked = !response.is_bodiless() && response.content_length().is_none();
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else if let Some(n) = response.content_length() {
+        field(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        );
     }
     out.extend_from_slice(b"\r\n");
     if let Some(whole) = body.take_whole() {

@@ -230,7 +230,8 @@ async fn forward_to_upstream(
         .await
         .map_err(|e| forward_failure(&app_id, e))?;
     let (mut parts, body) = response.into_parts();
-    forward::strip_hop_by_hop(&mut parts.headers);
+    // Framed again here, from the body's own length (hyper writes it).
+    forward::strip_response_framing(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 

@@ -648,14 +648,14 @@ fn tokio_stream<T: Send + 'static>(
 
 /// One response read off a raw connection: status, lowercase header names, body (by
 /// `Content-Length` or chunked; none for `HEAD`).
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Raw {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -664,13 +664,13 @@ impl Raw {
 }
 
 /// A client connection speaking HTTP/1.1 by hand, so a test controls what shares a connection.
-struct RawClient {
+pub(crate) struct RawClient {
     tcp: tokio::net::TcpStream,
     buf: Vec<u8>,
 }
 
 impl RawClient {
-    async fn connect(gw: &TestApp) -> Self {
+    pub async fn connect(gw: &TestApp) -> Self {
         let address = gw.base.trim_start_matches("http://");
         let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
         Self {
@@ -679,7 +679,7 @@ impl RawClient {
         }
     }
 
-    async fn send(&mut self, bytes: &str) {
+    pub async fn send(&mut self, bytes: &str) {
         use tokio::io::AsyncWriteExt;
         self.tcp.write_all(bytes.as_bytes()).await.unwrap();
     }
@@ -696,7 +696,7 @@ impl RawClient {
         n > 0
     }
 
-    async fn response(&mut self, head_request: bool) -> Raw {
+    pub async fn response(&mut self, head_request: bool) -> Raw {
         let (len, status, headers) = loop {
             let mut slots = [httparse::EMPTY_HEADER; 64];
             let mut r = httparse::Response::new(&mut slots);
