@@ -24,6 +24,10 @@ http {
 CONF
 }
 
+# The trivial upstream listens on loopback, which a dedicated application's upstream may be only
+# when the operator lists it.
+export AUTHSOME_UPSTREAM_ALLOW=127.0.0.0/8
+
 # Gives the deployment serving on `port` a dedicated application whose upstream is the trivial
 # one, and its workspace limits far above what the machine can send (the limiter is consulted
 # but never refuses); sets $app and $sk (a secret key of the application).

@@ -142,6 +142,27 @@ pub const SETTINGS: &[Setting] = &[
         help: "Dedicated applications: how often each instance's `/health` is checked; two failures in a row take it out of rotation, one success brings it back.",
     },
     Setting {
+        key: "upstream_allow",
+        env: "AUTHSOME_UPSTREAM_ALLOW",
+        default: None,
+        secret: false,
+        help: "Dedicated applications: where platform operators may point upstreams, as CIDRs, addresses and host names (`*.` for a suffix), comma-separated, checked after resolution and again at every connection. Loopback, link-local and metadata addresses and names are refused unless listed explicitly (`127.0.0.1/32`, not `0.0.0.0/0`). Unset: any other address.",
+    },
+    Setting {
+        key: "metrics_token",
+        env: "AUTHSOME_METRICS_TOKEN",
+        default: None,
+        secret: true,
+        help: "`/metrics` answers only requests with `Authorization: Bearer <this token>`. Unset: anyone who reaches it.",
+    },
+    Setting {
+        key: "metrics_listen",
+        env: "AUTHSOME_METRICS_LISTEN",
+        default: None,
+        secret: false,
+        help: "Serve `/metrics` on this address:port only (e.g. a port only the scraper reaches) instead of on AUTHSOME_LISTEN.",
+    },
+    Setting {
         key: "session_ttl_seconds",
         env: "AUTHSOME_SESSION_TTL_SECONDS",
         default: Some("3600"),
@@ -316,6 +337,8 @@ pub struct Config {
     pub dpop_require_nonce: bool,
     pub redis_app_users: bool,
     pub proxy: authsome_gateway::proxy::ProxySettings,
+    pub metrics_token: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -557,7 +580,23 @@ impl RawConfig {
                     60_000,
                 )?),
                 unhealthy_after: 2,
+                policy: authsome_domain::egress::EgressPolicy::parse(
+                    self.get("AUTHSOME_UPSTREAM_ALLOW").unwrap_or_default(),
+                )
+                .map_err(|e| bad("AUTHSOME_UPSTREAM_ALLOW", e.to_string()))?,
             },
+            metrics_token: self.get("AUTHSOME_METRICS_TOKEN").map(str::to_owned),
+            metrics_listen: self
+                .get("AUTHSOME_METRICS_LISTEN")
+                .map(|raw| {
+                    raw.parse().map_err(|_| {
+                        bad(
+                            "AUTHSOME_METRICS_LISTEN",
+                            format!("`{raw}` is not an address:port"),
+                        )
+                    })
+                })
+                .transpose()?,
         };
         if config.redis_app_users && config.redis_url.is_none() {
             return Err(bad(

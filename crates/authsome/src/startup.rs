@@ -287,6 +287,8 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
             proxy: config.proxy.clone(),
             only_app: only_app.clone(),
             header_read_timeout: Duration::from_secs(config.header_timeout_seconds),
+            metrics_token: config.metrics_token.clone(),
+            metrics_elsewhere: config.metrics_listen.is_some(),
         },
         limiter,
         replay,
@@ -308,6 +310,14 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
             .await
             .map_err(|_| anyhow::anyhow!("--app: application {app} not found"))?;
     }
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("AUTHSOME_METRICS_LISTEN: cannot listen on {address}"))?,
+        ),
+        None => None,
+    };
     let app = authsome_server::router(state.clone());
     let local = listener.local_addr()?;
     match &only_app {
@@ -336,6 +346,19 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
             async move { shutdown.notified().await }
         },
     ));
+    if let Some(metrics_listener) = metrics_listener {
+        let router = authsome_server::metrics_router(state.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let stopped = async move { shutdown.notified().await };
+            if let Err(e) = axum::serve(metrics_listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let server = authsome_server::serve(listener, state.clone(), app, signalled);
     let drained = {

@@ -986,6 +986,8 @@ async fn dedicated_instance_processes(redis: Option<(&str, &str)>) -> String {
     let mut common = vec![
         ("AUTHSOME_PUBLIC_URL", gateway.as_str()),
         ("AUTHSOME_UPSTREAM_HEALTH_INTERVAL_MS", "100"),
+        // The instance listens on loopback, which an upstream may reach only when listed.
+        ("AUTHSOME_UPSTREAM_ALLOW", "127.0.0.1/32"),
     ];
     if let Some((url, prefix)) = redis {
         common.extend([

@@ -2,10 +2,11 @@
 //! keys with the admin role) set any workspace's standing, plan and limits.
 
 use authsome_domain::event::DomainEvent;
-use authsome_domain::id::WorkspaceId;
+use authsome_domain::id::{ApplicationId, WorkspaceId};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{
-    Actor, KycStatus, PaymentStatus, Plan, Role, Workspace, WorkspaceLimits, WorkspaceStatus,
+    Actor, Application, KycStatus, PaymentStatus, Plan, Role, Workspace, WorkspaceLimits,
+    WorkspaceStatus,
 };
 use authsome_domain::ValidationError;
 
@@ -21,6 +22,16 @@ pub struct AdminWorkspacePatch {
     pub plan: Option<Plan>,
     /// Enterprise workspaces only: overrides of the plan's limits.
     pub limits: Option<WorkspaceLimits>,
+}
+
+/// What platform operators set on any workspace's application.
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminApplicationPatch {
+    /// A dedicated application's instances, `http://host[:port]`, within
+    /// `AUTHSOME_UPSTREAM_ALLOW`; `[]` takes it out of service until it has some.
+    pub upstreams: Option<Vec<String>>,
 }
 
 impl ControlPlane {
@@ -110,5 +121,41 @@ impl ControlPlane {
             .await?;
         self.invalidate(crate::keys::Invalidation::Workspace(ws.id.clone()));
         Ok(ws)
+    }
+}
+
+impl ControlPlane {
+    /// Points any workspace's dedicated application at its instances (platform operators).
+    pub async fn admin_update_application(
+        &self,
+        actor: &Actor,
+        id: &ApplicationId,
+        patch: AdminApplicationPatch,
+    ) -> Result<Application> {
+        self.require_operator(actor).await?;
+        let mut app = self
+            .store
+            .any_application(id)
+            .await?
+            .filter(|a| !a.is_deleted())
+            .ok_or(ControlError::NotFound("application"))?;
+        let mut event = Self::app_event("admin.application.updated", &app);
+        if let Some(upstreams) = patch.upstreams {
+            event = self.set_upstreams(&mut app, event, upstreams).await?;
+        }
+        app.updated_at = authsome_domain::now();
+        self.audited(
+            Some(actor),
+            vec![event],
+            self.store.update_application(&app),
+        )
+        .await?;
+        self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
+        Ok(app)
+    }
+
+    /// Every upstream of a live dedicated application: the instances a gateway health-checks.
+    pub async fn serving_upstreams(&self) -> Result<Vec<String>> {
+        Ok(self.store.all_upstreams().await?)
     }
 }

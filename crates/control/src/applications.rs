@@ -1,5 +1,7 @@
 //! Applications: create, list, read, update, soft delete with a 7-day undelete window, restore.
 
+use authsome_domain::egress::Host;
+use authsome_domain::event::{DomainEvent, Outcome};
 use authsome_domain::id::{ApplicationId, WorkspaceId};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::application::{parse_region, parse_upstreams, UNDELETE_WINDOW};
@@ -7,6 +9,7 @@ use authsome_domain::tenancy::{
     parse_json_object, parse_name, Actor, AppStatus, Application, Environment, Permission, Role,
     Slug, Tenancy, Workspace,
 };
+use authsome_domain::ValidationError;
 
 use crate::{duplicate, ControlError, ControlPlane, Result};
 
@@ -54,7 +57,11 @@ impl ControlPlane {
             None => Slug::derive(&name),
         };
         let tenancy = input.tenancy.unwrap_or(Tenancy::Shared);
+        if input.upstreams.is_some() {
+            self.require_upstream_setter(actor, ws).await?;
+        }
         let upstreams = parse_upstreams(tenancy, input.upstreams)?;
+        self.admit_upstreams(&upstreams).await?;
         let region = match input.region {
             Some(r) => parse_region(&r)?,
             None => self.settings.default_region.clone(),
@@ -204,9 +211,9 @@ impl ControlPlane {
             app.config = config;
         }
         if let Some(upstreams) = patch.upstreams {
-            let upstreams = parse_upstreams(app.tenancy, Some(upstreams))?;
-            event = event.changed("upstreams", &app.upstreams, &upstreams);
-            app.upstreams = upstreams;
+            self.require_upstream_setter(actor, &app.workspace_id)
+                .await?;
+            event = self.set_upstreams(&mut app, event, upstreams).await?;
         }
         app.updated_at = authsome_domain::now();
         self.audited(Some(actor), vec![event], async {
@@ -218,6 +225,78 @@ impl ControlPlane {
         .await?;
         self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         Ok(app)
+    }
+
+    /// Only platform operators (and, once it exists, the provisioning controller) point an
+    /// application at instances: an upstream is a network address the gateway will reach.
+    async fn require_upstream_setter(&self, actor: &Actor, ws: &WorkspaceId) -> Result<()> {
+        if self.is_platform_operator(actor).await? {
+            return Ok(());
+        }
+        self.emit(
+            actor,
+            DomainEvent::new("permission.denied")
+                .workspace(ws)
+                .outcome(Outcome::Denied)
+                .change("field", "upstreams"),
+        );
+        Err(ControlError::Forbidden(
+            "only platform operators set a dedicated application's upstreams".into(),
+        ))
+    }
+
+    /// Replaces a dedicated application's upstreams with `upstreams`, once each is within the
+    /// operator's allowlist; the change goes on `event`.
+    pub(crate) async fn set_upstreams(
+        &self,
+        app: &mut Application,
+        event: DomainEvent,
+        upstreams: Vec<String>,
+    ) -> Result<DomainEvent> {
+        let upstreams = parse_upstreams(app.tenancy, Some(upstreams))?;
+        self.admit_upstreams(&upstreams).await?;
+        let event = event.changed("upstreams", &app.upstreams, &upstreams);
+        app.upstreams = upstreams;
+        Ok(event)
+    }
+
+    /// Each upstream's host, and every address a name resolves to now, must be allowed by the
+    /// upstream policy. A listed name that does not resolve yet is accepted (the gateway
+    /// checks every address again when it connects); any other name must resolve.
+    async fn admit_upstreams(&self, upstreams: &[String]) -> Result<()> {
+        let policy = &self.settings.upstream_policy;
+        for upstream in upstreams {
+            let refused = |why: String| {
+                ControlError::Invalid(ValidationError::new(
+                    "upstreams",
+                    format!("{upstream} is refused: {why}"),
+                ))
+            };
+            let url = url::Url::parse(upstream).map_err(|e| refused(e.to_string()))?;
+            let host = url.host_str().unwrap_or_default();
+            let port = url.port_or_known_default().unwrap_or(80);
+            match policy
+                .check_host(host)
+                .map_err(|e| refused(e.to_string()))?
+            {
+                Host::Address(_) => {}
+                Host::Name { listed } => {
+                    let resolved = tokio::net::lookup_host((host, port)).await;
+                    match resolved {
+                        Ok(addresses) => {
+                            for address in addresses {
+                                policy
+                                    .check_address(listed, address.ip())
+                                    .map_err(|e| refused(e.to_string()))?;
+                            }
+                        }
+                        Err(_) if listed => {}
+                        Err(e) => return Err(refused(format!("{host} does not resolve ({e})"))),
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Soft delete: keys stop working at once; the data goes after the undelete window.

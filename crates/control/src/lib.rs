@@ -27,7 +27,7 @@ use authsome_domain::tenancy::{Actor, Permission, Role, Workspace};
 use authsome_domain::ValidationError;
 use authsome_storage::{StorageError, Store};
 
-pub use admin::AdminWorkspacePatch;
+pub use admin::{AdminApplicationPatch, AdminWorkspacePatch};
 pub use applications::{ApplicationPatch, NewApplication};
 pub use auth::{AcceptInvitation, LoginResult};
 pub use bootstrap::BootstrapResult;
@@ -85,6 +85,9 @@ pub struct ControlSettings {
     pub session_ttl: chrono::Duration,
     /// Region recorded on applications created without one.
     pub default_region: String,
+    /// Where dedicated applications' upstreams may point (`AUTHSOME_UPSTREAM_ALLOW`); the
+    /// server sets it from the gateway's, which checks it again at every connection.
+    pub upstream_policy: authsome_domain::egress::EgressPolicy,
 }
 
 impl Default for ControlSettings {
@@ -92,6 +95,7 @@ impl Default for ControlSettings {
         Self {
             session_ttl: chrono::Duration::hours(1),
             default_region: "local".into(),
+            upstream_policy: authsome_domain::egress::EgressPolicy::open(),
         }
     }
 }
@@ -127,6 +131,13 @@ impl ControlPlane {
     /// The master key, to seal new secret keys so they can sign requests.
     pub fn with_master_key(mut self, key: Arc<authsome_domain::master_key::MasterKey>) -> Self {
         self.master_key = Some(key);
+        self
+    }
+
+    /// Where dedicated applications' upstreams may point: the policy the gateway enforces at
+    /// every connection, checked here when an operator sets them.
+    pub fn with_upstream_policy(mut self, policy: authsome_domain::egress::EgressPolicy) -> Self {
+        self.settings.upstream_policy = policy;
         self
     }
 

@@ -7,6 +7,7 @@
 //! Values that pass a `parse` function here are valid everywhere downstream.
 
 pub mod clock;
+pub mod egress;
 pub mod event;
 pub mod id;
 pub mod identity;
@@ -23,12 +24,15 @@ pub mod throttle;
 #[error("{field} {message}")]
 pub struct ValidationError {
     pub field: &'static str,
-    pub message: &'static str,
+    pub message: std::borrow::Cow<'static, str>,
 }
 
 impl ValidationError {
-    pub fn new(field: &'static str, message: &'static str) -> Self {
-        Self { field, message }
+    pub fn new(field: &'static str, message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 

@@ -26,7 +26,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen).await?;
-        let proxy = Proxy::new(ProxySettings::default());
+        // The one upstream given is the one destination allowed (loopback included).
+        let host = upstream
+            .parse::<http::Uri>()?
+            .host()
+            .unwrap_or_default()
+            .to_owned();
+        let proxy = Proxy::new(ProxySettings {
+            policy: authsome_domain::egress::EgressPolicy::parse(&host)?,
+            ..ProxySettings::default()
+        });
         let upstreams: Arc<[String]> = Arc::from([upstream]);
         loop {
             let (tcp, _) = listener.accept().await?;

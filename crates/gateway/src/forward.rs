@@ -46,6 +46,39 @@ const SPOOFABLE: [&str; 9] = [
     "cf-connecting-ip",
 ];
 
+/// Whether a request path may be forwarded as it is. An instance, or anything an upstream
+/// turns out to be, may normalise a path before routing it; the gateway chose the application
+/// from the path as written. So no path that normalises to something else crosses: no `.` or
+/// `..` segment, no backslash, and none of `.`, `/`, `\` or `%` percent-encoded (which a
+/// server might decode before normalising, or decode twice). No id or route of the customer
+/// API needs any of them. The reason names what was found.
+pub fn check_target(path: &str) -> Result<(), &'static str> {
+    let bytes = path.as_bytes();
+    if bytes.contains(&b'\\') {
+        return Err("contains a backslash");
+    }
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|b| *b == b'%') {
+        let i = at + offset;
+        let decoded = bytes
+            .get(i + 1..i + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .ok_or("has a malformed percent-encoding")?;
+        if matches!(decoded, b'.' | b'/' | b'\\' | b'%') {
+            return Err("has a percent-encoded dot, slash, backslash or percent sign");
+        }
+        at = i + 3;
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err("has a dot segment");
+    }
+    Ok(())
+}
+
 /// Removes the hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One look at the names present (usually none of these, or only `Connection`), rather
@@ -456,6 +489,34 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         left.sort();
         assert_eq!(left, ["authorization", "content-type", "x-custom"]);
+    }
+
+    #[test]
+    fn only_paths_that_mean_what_they_say_are_forwarded() {
+        for fine in [
+            "/v1/app_1",
+            "/v1/app_1/users/usr_2",
+            "/v1/app_1/a%20b",
+            "/v1/app_1/x.y",
+        ] {
+            assert_eq!(check_target(fine), Ok(()), "{fine}");
+        }
+        for bad in [
+            "/v1/app_1/../../secret.txt",
+            "/v1/app_1/./users",
+            "/v1/app_1/..",
+            "/v1/app_1/%2e%2e/%2E%2E/secret.txt",
+            "/v1/app_1/.%2e/x",
+            "/v1/app_1/x%2f..%2f..%2fsecret",
+            "/v1/app_1/x%2F..",
+            "/v1/app_1\\..\\secret",
+            "/v1/app_1/%5c..",
+            "/v1/app_1/%252e%252e/x",
+            "/v1/app_1/%zz",
+            "/v1/app_1/%2",
+        ] {
+            assert!(check_target(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -31,11 +31,12 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use authsome_domain::clock::CoarseInstant;
+use authsome_domain::egress::EgressPolicy;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
@@ -113,6 +114,9 @@ pub struct ProxySettings {
     pub health_interval: Duration,
     /// Failed health checks in a row that take an upstream out of rotation.
     pub unhealthy_after: u32,
+    /// Where upstreams may point (`AUTHSOME_UPSTREAM_ALLOW`): checked on every address a new
+    /// connection may go to, after resolution, and the connection made to that address.
+    pub policy: EgressPolicy,
 }
 
 impl Default for ProxySettings {
@@ -122,6 +126,7 @@ impl Default for ProxySettings {
             response_timeout: Duration::from_secs(30),
             health_interval: Duration::from_secs(2),
             unhealthy_after: 2,
+            policy: EgressPolicy::open(),
         }
     }
 }
@@ -221,8 +226,9 @@ fn is_reset(e: &io::Error) -> bool {
 
 struct Upstream {
     base: String,
-    /// `host:port`, to connect to.
-    address: String,
+    /// The host as written (an IP literal, or a name to resolve at each new connection).
+    host_name: String,
+    port: u16,
     /// The base's path, put before every forwarded path (empty for an upstream at `/`).
     prefix: String,
     host: HeaderValue,
@@ -296,25 +302,24 @@ impl Proxy {
         })
     }
 
-    /// Checks the health of every upstream seen so far, every `health_interval`, until the
-    /// proxy is dropped.
-    pub fn spawn_health_checks(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let weak: Weak<Self> = Arc::downgrade(self);
-        let every = self.settings.health_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(proxy) = weak.upgrade() else { return };
-                proxy.check_health().await;
-            }
-        })
+    /// How often the caller should run [`Proxy::check_health`].
+    pub fn health_interval(&self) -> Duration {
+        self.settings.health_interval
     }
 
-    /// One round of health checks, each on a connection of its own; idle connections that
-    /// closed or expired are dropped on the way.
-    pub async fn check_health(&self) {
+    /// One round of health checks over `current`, the upstreams of the applications served
+    /// now, each on a connection of its own. Upstreams no longer among them are forgotten
+    /// (their idle connections closed, no more checks); idle connections that closed or
+    /// expired are dropped on the way.
+    pub async fn check_health(&self, current: &[String]) {
+        if let Ok(mut map) = self.upstreams.write() {
+            map.retain(|base, _| current.iter().any(|c| c == base));
+        }
+        for base in current {
+            if let Err(e) = self.upstream(base) {
+                tracing::warn!(error = %e, "an upstream cannot be checked");
+            }
+        }
         let all: Vec<Arc<Upstream>> = match self.upstreams.read() {
             Ok(map) => map.values().cloned().collect(),
             Err(_) => return,
@@ -350,7 +355,15 @@ impl Proxy {
         futures_util::future::join_all(checks).await;
     }
 
-    /// Whether each known upstream is in rotation, for `/metrics` and tests.
+    /// How many known upstreams are in rotation and how many are not (`/metrics`).
+    pub fn health_counts(&self) -> (usize, usize) {
+        let health = self.health();
+        let healthy = health.iter().filter(|(_, ok)| *ok).count();
+        (healthy, health.len() - healthy)
+    }
+
+    /// Whether each known upstream is in rotation (for tests and operators' tools; its
+    /// addresses are not for `/metrics`).
     pub fn health(&self) -> Vec<(String, bool)> {
         let mut all: Vec<_> = self
             .upstreams
@@ -381,14 +394,10 @@ impl Proxy {
         }
         let authority = uri.authority().ok_or_else(bad)?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
-        let address = format!(
-            "{}:{}",
-            authority.host(),
-            authority.port_u16().unwrap_or(80)
-        );
         let up = Arc::new(Upstream {
             base: base.trim_end_matches('/').to_owned(),
-            address,
+            host_name: authority.host().to_owned(),
+            port: authority.port_u16().unwrap_or(80),
             prefix: uri.path().trim_end_matches('/').to_owned(),
             host,
             healthy: AtomicBool::new(true),
@@ -401,14 +410,31 @@ impl Proxy {
         Ok(up)
     }
 
-    /// A new connection to `up`.
+    /// A new connection to `up`: its host resolved now, each address checked against the
+    /// policy, and the connection made to an address that passed (never to the name, which
+    /// could resolve elsewhere by then).
     async fn connect(&self, up: &Upstream) -> Result<Conn, String> {
         let connect = async {
-            let tcp = TcpStream::connect(&up.address)
+            let host = up.host_name.trim_start_matches('[').trim_end_matches(']');
+            let addresses = tokio::net::lookup_host((host, up.port))
                 .await
-                .map_err(|e| e.to_string())?;
-            tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-            Ok(Conn::new(tcp))
+                .map_err(|e| format!("{}: {e}", up.host_name))?;
+            let mut last = format!("{} resolves to no address", up.host_name);
+            for address in addresses {
+                if let Err(refused) = self.settings.policy.check(&up.host_name, address.ip()) {
+                    tracing::warn!(upstream = %up.base, %refused, "upstream address refused");
+                    last = refused.to_string();
+                    continue;
+                }
+                match TcpStream::connect(address).await {
+                    Ok(tcp) => {
+                        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+                        return Ok(Conn::new(tcp));
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(last)
         };
         tokio::time::timeout(self.settings.connect_timeout, connect)
             .await
@@ -984,6 +1010,14 @@ mod tests {
     use std::convert::Infallible;
     use tokio::io::AsyncReadExt;
 
+    /// The test upstreams listen on loopback, which the policy must list to reach.
+    fn loopback() -> ProxySettings {
+        ProxySettings {
+            policy: EgressPolicy::parse("127.0.0.0/8").unwrap(),
+            ..ProxySettings::default()
+        }
+    }
+
     type TestBody = Full<Bytes>;
 
     /// Takes `secs` seconds (of Tokio's clock) to answer `answer`.
@@ -1109,7 +1143,7 @@ mod tests {
     #[tokio::test]
     async fn kept_alive_connections_are_reused_and_grow_only_with_concurrency() {
         let (base, accepted) = upstream().await;
-        let proxy = Proxy::new(ProxySettings::default());
+        let proxy = Proxy::new(loopback());
         let upstreams = [base];
         one_by_one(&proxy, &upstreams, 10).await;
         assert_eq!(
@@ -1140,7 +1174,7 @@ mod tests {
                     .expect("uptime above a minute");
             }
         }
-        proxy.check_health().await;
+        proxy.check_health(&upstreams).await;
         for up in proxy.upstreams.read().unwrap().values() {
             assert!(up.idle.lock().unwrap().is_empty());
         }
@@ -1150,11 +1184,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_connection_is_checked_against_the_policy() {
+        let (base, accepted) = upstream().await;
+        // The default policy lists nothing: loopback is never reached, for a request or a
+        // health check, however it is written.
+        let closed = Proxy::new(ProxySettings::default());
+        let port = base.rsplit(':').next().unwrap();
+        for written in [
+            base.clone(),
+            format!("http://localhost:{port}"),
+            format!("http://[::ffff:127.0.0.1]:{port}"),
+        ] {
+            let refused = closed
+                .forward::<TestBody>(
+                    std::slice::from_ref(&written),
+                    get(),
+                    Outgoing::Buffered(Bytes::new()),
+                )
+                .await;
+            assert_eq!(
+                refused.unwrap_err(),
+                ProxyError::NoHealthyUpstream,
+                "{written}"
+            );
+        }
+        for _ in 0..2 {
+            closed.check_health(std::slice::from_ref(&base)).await;
+        }
+        assert_eq!(closed.health(), [(base.clone(), false)]);
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+        // Listed: reached.
+        let open = Proxy::new(loopback());
+        one_by_one(&open, std::slice::from_ref(&base), 1).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn health_checks_follow_the_current_upstreams_only() {
+        let (first, first_seen) = upstream().await;
+        let (second, second_seen) = upstream().await;
+        let proxy = Proxy::new(loopback());
+        proxy.check_health(&[first.clone(), second.clone()]).await;
+        assert_eq!(proxy.health_counts(), (2, 0));
+        let seen = first_seen.load(Ordering::SeqCst);
+        // The first one's application moved away: no longer checked, no longer known.
+        proxy.check_health(std::slice::from_ref(&second)).await;
+        proxy.check_health(std::slice::from_ref(&second)).await;
+        assert_eq!(proxy.health(), [(second.clone(), true)]);
+        assert_eq!(first_seen.load(Ordering::SeqCst), seen);
+        assert!(second_seen.load(Ordering::SeqCst) >= 3);
+        proxy.check_health(&[]).await;
+        assert!(proxy.health().is_empty());
+    }
+
+    #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_used_again() {
         // Claims keep-alive, closes after every response.
         let (base, accepted) =
             raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
-        let proxy = Proxy::new(ProxySettings::default());
+        let proxy = Proxy::new(loopback());
         let upstreams = [base];
         for i in 1..=5 {
             // Whether the close is seen before the next request or only by it, the request
@@ -1175,7 +1263,7 @@ mod tests {
             false,
         )
         .await;
-        let proxy = Proxy::new(ProxySettings::default());
+        let proxy = Proxy::new(loopback());
         let upstreams = [base];
         for _ in 0..3 {
             let (status, body, trailers) = fetch(&proxy, &upstreams).await;
@@ -1199,7 +1287,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_cut_short_or_a_garbled_head_is_an_error() {
-        let proxy = Proxy::new(ProxySettings::default());
+        let proxy = Proxy::new(loopback());
         let (base, _) =
             raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", true).await;
         let response = proxy
@@ -1246,7 +1334,7 @@ mod tests {
                 });
             }
         });
-        let proxy = Proxy::new(ProxySettings::default());
+        let proxy = Proxy::new(loopback());
         let upstreams = [base];
         let post = |length: Option<usize>| {
             let mut r = Request::post("/v1/app/upload");

@@ -398,6 +398,7 @@ async fn forward_request(
 ) -> Result<(ResponseHead, ProxyBody), ApiError> {
     let app_id = app.id.as_str();
     let target = head.target(message);
+    crate::gateway::check_target(target.split('?').next().unwrap_or_default())?;
     let method = head.method.as_str();
     let now = authsome_domain::unix_seconds();
     if let Some(value) = head.get(message, "x-authsome-forwarded") {

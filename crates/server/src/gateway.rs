@@ -134,6 +134,7 @@ async fn forward_to_upstream(
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
     let app_id = app.id.to_string();
+    check_target(parts.uri.path())?;
     if is_our_own_forward(state, &parts) {
         // An upstream of this application is a gateway, not `serve --app`: forwarding again
         // would go round forever.
@@ -233,6 +234,12 @@ async fn forward_to_upstream(
     // Framed again here, from the body's own length (hyper writes it).
     forward::strip_response_framing(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// A path that an instance could read as another ([`forward::check_target`]) is not forwarded.
+pub(crate) fn check_target(path: &str) -> Result<(), ApiError> {
+    forward::check_target(path)
+        .map_err(|why| ApiError::bad_request(format!("the request path {why}")))
 }
 
 /// The answer to a request that already carries this deployment's assertion: an upstream of

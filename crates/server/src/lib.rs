@@ -55,6 +55,10 @@ pub struct HttpSettings {
     /// Longest wait for a request head, counted from when a connection is ready for one (so
     /// also how long a kept-alive connection may stay idle).
     pub header_read_timeout: Duration,
+    /// `/metrics` answers only requests bearing this token (`AUTHSOME_METRICS_TOKEN`).
+    pub metrics_token: Option<String>,
+    /// `/metrics` is served on a listener of its own ([`metrics_router`]), not by [`router`].
+    pub metrics_elsewhere: bool,
 }
 
 impl Default for HttpSettings {
@@ -65,6 +69,8 @@ impl Default for HttpSettings {
             proxy: ProxySettings::default(),
             only_app: None,
             header_read_timeout: Duration::from_secs(75),
+            metrics_token: None,
+            metrics_elsewhere: false,
         }
     }
 }
@@ -141,15 +147,15 @@ impl ServerState {
             ForwardKey::new(identity.master_key().derive(b"authsome.gateway.forward.v1"));
         let proxy = Proxy::new(http.proxy.clone());
         let redis_users = RedisUsersSlot::default();
-        proxy.spawn_health_checks();
         let control = control
+            .with_upstream_policy(http.proxy.policy.clone())
             .with_master_key(identity.master_key())
             .with_provisioner(Arc::new(IdentityProvisioner {
                 identity: identity.clone(),
                 redis_users: redis_users.clone(),
             }))
             .with_events(events.clone());
-        Arc::new(Self {
+        let state = Arc::new(Self {
             control,
             audit,
             identity,
@@ -161,7 +167,11 @@ impl ServerState {
             forward_key,
             redis_users,
             draining: AtomicBool::new(false),
-        })
+        });
+        if state.http.only_app.is_none() {
+            spawn_upstream_health_checks(&state);
+        }
+        state
     }
 
     /// From now on, provisioning a dedicated application also creates its Redis user (confined
@@ -179,6 +189,26 @@ impl ServerState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+}
+
+/// Checks the instances of every live dedicated application, every health interval, until the
+/// state is dropped: the set is read again each round, so the instances of an application that
+/// moved or was deleted are no longer contacted.
+fn spawn_upstream_health_checks(state: &AppState) {
+    let weak = Arc::downgrade(state);
+    let every = state.proxy.health_interval();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(state) = weak.upgrade() else { return };
+            match state.control.serving_upstreams().await {
+                Ok(current) => state.proxy.check_health(&current).await,
+                Err(e) => tracing::warn!(error = %e, "cannot read the upstreams to check"),
+            }
+        }
+    });
 }
 
 /// The whole application router.
@@ -207,6 +237,19 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             gateway::trust_forwarded,
         ))
+        .with_state(state)
+}
+
+/// `/metrics` alone, for a listener of its own (`AUTHSOME_METRICS_LISTEN`): with the request-id
+/// layer, so its refusals have the contract's body, and nothing else of the API.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(routes::health::metrics_on_own_listener),
+        )
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
 

@@ -1,5 +1,5 @@
 //! Prometheus metrics (`GET /metrics`): requests by method, route and status, their latency,
-//! forwarding failures, and, read when scraped, whether each dedicated instance is in rotation
+//! forwarding failures, and, read when scraped, how many dedicated instances are in rotation
 //! and whether this replica is draining.
 //!
 //! Labels are bounded: the route is the matched template (`/v1/{appId}/users`), never the raw
@@ -109,15 +109,13 @@ fn handles_for(method: &str, route: &str, status: u16) -> (Counter, Histogram) {
 /// The exposition text, with the gauges read now.
 pub fn render(state: &AppState) -> String {
     let mut text = handle().render();
-    text.push_str("# HELP authsome_upstream_healthy Whether a dedicated instance is in rotation (1) or not (0).\n");
-    text.push_str("# TYPE authsome_upstream_healthy gauge\n");
-    for (upstream, healthy) in state.proxy.health() {
-        text.push_str(&format!(
-            "authsome_upstream_healthy{{upstream=\"{}\"}} {}\n",
-            upstream.replace('\\', "\\\\").replace('"', "\\\""),
-            u8::from(healthy)
-        ));
-    }
+    // Counts only: an upstream's address is a tenant's (and the platform's network's) detail.
+    let (healthy, unhealthy) = state.proxy.health_counts();
+    text.push_str("# HELP authsome_upstreams Dedicated instances this gateway checks, by whether they are in rotation.\n");
+    text.push_str("# TYPE authsome_upstreams gauge\n");
+    text.push_str(&format!(
+        "authsome_upstreams{{state=\"healthy\"}} {healthy}\nauthsome_upstreams{{state=\"unhealthy\"}} {unhealthy}\n"
+    ));
     text.push_str("# HELP authsome_draining Whether this replica is draining for shutdown.\n");
     text.push_str("# TYPE authsome_draining gauge\n");
     text.push_str(&format!(

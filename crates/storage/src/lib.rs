@@ -265,6 +265,9 @@ pub trait ApplicationRepository {
     async fn any_application(&self, id: &ApplicationId) -> Result<Option<Application>>;
     /// Applications still waiting for their database (for the provisioning retry loop).
     async fn applications_to_provision(&self, limit: u32) -> Result<Vec<Application>>;
+    /// The upstreams of every dedicated application that is not deleted, whatever its
+    /// workspace, each once: the instances gateways keep health-checking.
+    async fn all_upstreams(&self) -> Result<Vec<String>>;
     /// Deleted applications whose undelete window has passed.
     async fn expired_applications(
         &self,

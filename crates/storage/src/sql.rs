@@ -939,6 +939,22 @@ macro_rules! impl_repositories {
                     .collect()
             }
 
+            async fn all_upstreams(&self) -> Result<Vec<String>> {
+                let lists: Vec<String> = sqlx::query_scalar(
+                    "SELECT upstreams FROM applications \
+                     WHERE tenancy = 'dedicated' AND deleted_at IS NULL",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let mut all = std::collections::BTreeSet::new();
+                for list in lists {
+                    let list: Vec<String> = serde_json::from_str(&list)
+                        .map_err(|_| StorageError::Corrupt("applications.upstreams"))?;
+                    all.extend(list);
+                }
+                Ok(all.into_iter().collect())
+            }
+
             async fn expired_applications(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ApplicationId>> {
                 let ids: Vec<String> = sqlx::query_scalar(
                     "SELECT id FROM applications WHERE purge_at IS NOT NULL AND purge_at <= $1 \

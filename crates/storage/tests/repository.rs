@@ -73,6 +73,7 @@ backend_tests!(
     concurrent_demotions_keep_an_owner,
     invitations_are_single_use,
     applications_are_scoped_to_their_workspace,
+    upstreams_of_live_dedicated_applications,
     keys_roll_revoke_and_record_use,
     idempotency_records,
     sessions_expire,
@@ -767,6 +768,50 @@ async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn upstreams_of_live_dedicated_applications(store: Arc<dyn Store>) {
+    let (a, _, _) = seeded(&store, "ups-a").await;
+    let (b, _, _) = seeded(&store, "ups-b").await;
+    assert!(store.all_upstreams().await.unwrap().is_empty());
+    let dedicated = |ws: &WorkspaceId, slug: &str, upstreams: &[&str]| {
+        let mut app = application(ws, slug);
+        app.tenancy = Tenancy::Dedicated;
+        app.upstreams = upstreams.iter().map(|u| u.to_string()).collect();
+        app
+    };
+    let one = dedicated(&a.id, "one", &["http://10.0.0.1:80", "http://10.0.0.2:80"]);
+    let two = dedicated(&b.id, "two", &["http://10.0.0.2:80", "http://10.0.0.3:80"]);
+    let mut gone = dedicated(&b.id, "gone", &["http://10.0.0.9:80"]);
+    for app in [&one, &two, &gone] {
+        store.create_application(app).await.unwrap();
+    }
+    store
+        .create_application(&application(&a.id, "shared"))
+        .await
+        .unwrap();
+    gone.deleted_at = Some(now());
+    store.update_application(&gone).await.unwrap();
+    assert_eq!(
+        store.all_upstreams().await.unwrap(),
+        [
+            "http://10.0.0.1:80",
+            "http://10.0.0.2:80",
+            "http://10.0.0.3:80"
+        ]
+    );
+    // Moved: the old address is no longer one.
+    let mut moved = one.clone();
+    moved.upstreams = vec!["http://10.0.0.4:80".into()];
+    store.update_application(&moved).await.unwrap();
+    assert_eq!(
+        store.all_upstreams().await.unwrap(),
+        [
+            "http://10.0.0.2:80",
+            "http://10.0.0.3:80",
+            "http://10.0.0.4:80"
+        ]
+    );
 }
 
 async fn keys_roll_revoke_and_record_use(store: Arc<dyn Store>) {

@@ -69,9 +69,14 @@ impl Application {
     }
 }
 
-/// Checks the tenancy / upstreams pair: a dedicated application needs 1–16 `http://host[:port]`
-/// upstreams; a shared one has none. The hop to an instance is plain HTTP on the deployment's
-/// private network (or a service mesh's mTLS): the gateway does not speak TLS to instances.
+/// Checks the tenancy / upstreams pair: a dedicated application has at most 16 distinct
+/// `http://host[:port]` upstreams (none yet: it waits for its instances, and answers 503); a
+/// shared one has none. Each comes back in its normal form (`http://2130706433` is
+/// `http://127.0.0.1`), which is what the gateway connects to. Where an upstream may point is
+/// the operator's allowlist's to decide ([`crate::egress`]), after resolution.
+///
+/// The hop to an instance is plain HTTP on the deployment's private network (or a service
+/// mesh's mTLS): the gateway does not speak TLS to instances.
 pub fn parse_upstreams(
     tenancy: Tenancy,
     upstreams: Option<Vec<String>>,
@@ -83,39 +88,49 @@ pub fn parse_upstreams(
             "only dedicated applications have upstreams",
         )),
         Tenancy::Shared => Ok(upstreams),
-        Tenancy::Dedicated if upstreams.is_empty() || upstreams.len() > 16 => Err(
-            ValidationError::new("upstreams", "a dedicated application needs 1-16 upstreams"),
-        ),
-        Tenancy::Dedicated => upstreams
-            .into_iter()
-            .map(|u| {
-                let parsed = url::Url::parse(&u).map_err(|_| {
-                    ValidationError::new("upstreams", "each upstream must be an http:// URL")
-                })?;
-                if parsed.scheme() == "https" {
-                    return Err(ValidationError::new(
-                        "upstreams",
-                        "https upstreams are not supported: the gateway reaches instances over \
-                         plain HTTP on a private network (put TLS in a service mesh)",
-                    ));
+        Tenancy::Dedicated if upstreams.len() > 16 => Err(ValidationError::new(
+            "upstreams",
+            "a dedicated application has at most 16 upstreams",
+        )),
+        Tenancy::Dedicated => {
+            let mut normal: Vec<String> = Vec::with_capacity(upstreams.len());
+            for u in upstreams {
+                let u = upstream_base(&u)?;
+                if !normal.contains(&u) {
+                    normal.push(u);
                 }
-                let plain = parsed.scheme() == "http"
-                    && parsed.host().is_some()
-                    && parsed.username().is_empty()
-                    && parsed.password().is_none()
-                    && parsed.query().is_none()
-                    && parsed.fragment().is_none()
-                    && parsed.path() == "/";
-                if plain {
-                    Ok(u.trim_end_matches('/').to_owned())
-                } else {
-                    Err(ValidationError::new(
-                        "upstreams",
-                        "each upstream must be http://host[:port] with no path or credentials",
-                    ))
-                }
-            })
-            .collect(),
+            }
+            Ok(normal)
+        }
+    }
+}
+
+/// One upstream in its normal form, `http://host[:port]`.
+fn upstream_base(u: &str) -> Result<String, ValidationError> {
+    let parsed = url::Url::parse(u)
+        .map_err(|_| ValidationError::new("upstreams", "each upstream must be an http:// URL"))?;
+    if parsed.scheme() == "https" {
+        return Err(ValidationError::new(
+            "upstreams",
+            "https upstreams are not supported: the gateway reaches instances over plain HTTP \
+             on a private network (put TLS in a service mesh)",
+        ));
+    }
+    let plain = parsed.scheme() == "http"
+        && parsed.username().is_empty()
+        && parsed.password().is_none()
+        && parsed.query().is_none()
+        && parsed.fragment().is_none()
+        && parsed.path() == "/";
+    match parsed.host_str() {
+        Some(host) if plain => Ok(match parsed.port() {
+            Some(port) => format!("http://{host}:{port}"),
+            None => format!("http://{host}"),
+        }),
+        _ => Err(ValidationError::new(
+            "upstreams",
+            "each upstream must be http://host[:port] with no path or credentials",
+        )),
     }
 }
 
@@ -145,15 +160,41 @@ mod tests {
             Vec::<String>::new()
         );
         assert!(parse_upstreams(Tenancy::Shared, Some(vec!["http://a:1".into()])).is_err());
-        assert!(parse_upstreams(Tenancy::Dedicated, None).is_err());
+        // A dedicated application may wait for its instances.
+        assert_eq!(
+            parse_upstreams(Tenancy::Dedicated, None).unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(
             parse_upstreams(
                 Tenancy::Dedicated,
-                Some(vec!["http://10.0.0.1:8080/".into()])
+                Some(vec![
+                    "http://10.0.0.1:8080/".into(),
+                    "HTTP://10.0.0.1:8080".into()
+                ])
             )
             .unwrap(),
             vec!["http://10.0.0.1:8080".to_owned()]
         );
+        // Other spellings of an address come back as the address.
+        for (written, normal) in [
+            ("http://2130706433", "http://127.0.0.1"),
+            ("http://0x7f.1:81", "http://127.0.0.1:81"),
+            ("http://017700000001", "http://127.0.0.1"),
+            ("http://[::ffff:7f00:1]:80", "http://[::ffff:7f00:1]"),
+            ("http://Auth.Internal:8080", "http://auth.internal:8080"),
+        ] {
+            assert_eq!(
+                parse_upstreams(Tenancy::Dedicated, Some(vec![written.into()])).unwrap(),
+                vec![normal.to_owned()],
+                "{written}"
+            );
+        }
+        assert!(parse_upstreams(
+            Tenancy::Dedicated,
+            Some((0..17).map(|i| format!("http://10.0.0.{i}")).collect())
+        )
+        .is_err());
         for bad in [
             "ftp://a",
             "https://a:8443",

@@ -1,9 +1,10 @@
 //! `/control/v1/admin`: platform operators (owners and admins of the root workspace) manage any
-//! workspace's standing, plan and limits. To anyone else these routes do not exist (404).
+//! workspace's standing, plan and limits, and point dedicated applications at their instances.
+//! To anyone else these routes do not exist (404).
 
-use authsome_control::AdminWorkspacePatch;
-use authsome_domain::id::WorkspaceId;
-use authsome_domain::tenancy::Workspace;
+use authsome_control::{AdminApplicationPatch, AdminWorkspacePatch};
+use authsome_domain::id::{ApplicationId, WorkspaceId};
+use authsome_domain::tenancy::{Application, Workspace};
 use axum::extract::{Path, State};
 
 use crate::error::{ApiError, ErrorBody};
@@ -62,6 +63,27 @@ pub async fn update_workspace(
         state
             .control
             .admin_update_workspace(&caller.actor, &ws, patch)
+            .await?,
+    ))
+}
+
+/// Sets a dedicated application's upstreams (its instances), within `AUTHSOME_UPSTREAM_ALLOW`.
+#[utoipa::path(patch, path = "/control/v1/admin/applications/{appId}", tag = "admin",
+    params(("appId" = String, Path)),
+    request_body = AdminApplicationPatch,
+    responses((status = 200, body = Application), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_application(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(app): Path<String>,
+    Json(patch): Json<AdminApplicationPatch>,
+) -> Result<axum::Json<Application>, ApiError> {
+    let app: ApplicationId = path_id(&app, "application")?;
+    Ok(axum::Json(
+        state
+            .control
+            .admin_update_application(&caller.actor, &app, patch)
             .await?,
     ))
 }

@@ -1,8 +1,8 @@
 //! Liveness, readiness and the OpenAPI document.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::{ApiError, ErrorBody};
@@ -58,10 +58,34 @@ pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<ReadyView
     .with_details(json!({ "checks": checks })))
 }
 
-/// Prometheus metrics, in the text exposition format.
+/// Prometheus metrics, in the text exposition format. With `AUTHSOME_METRICS_TOKEN` set, only
+/// for `Authorization: Bearer <token>`; with `AUTHSOME_METRICS_LISTEN`, only on that listener
+/// (here 404).
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if state.http.metrics_elsewhere {
+        return super::not_found().await.into_response();
+    }
+    metrics_on_own_listener(State(state), headers).await
+}
+
+/// `/metrics` on the listener of its own: the token still applies.
+pub async fn metrics_on_own_listener(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = &state.http.metrics_token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::extract::bearer_of)
+            .unwrap_or_default();
+        if !authsome_domain::keys::same_secret(presented.as_bytes(), token.as_bytes()) {
+            return ApiError::unauthorized("/metrics needs its bearer token").into_response();
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -69,6 +93,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         crate::metrics::render(&state),
     )
+        .into_response()
 }
 
 /// This document: OpenAPI 3.1, generated from the code.

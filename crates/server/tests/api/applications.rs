@@ -155,34 +155,48 @@ async fn production_needs_completed_kyc_and_gets_live_keys() {
 }
 
 #[tokio::test]
-async fn dedicated_applications_need_upstreams() {
+async fn dedicated_applications_wait_for_upstreams_an_operator_sets() {
     let app = spawn_app().await;
-    let t = app.tenant("Dedicated").await;
-    let path = format!("/control/v1/workspaces/{}/applications", t.ws);
-    let no_upstreams = app
+    let root = app.root_token().await;
+    let path = format!("/control/v1/workspaces/{}/applications", app.root_ws);
+    // Without upstreams, a dedicated application waits for its instances.
+    let waiting = app
         .post(
             &path,
-            &t.owner_token,
+            &root,
             json!({"name": "D", "environment": "staging", "tenancy": "dedicated"}),
         )
         .await;
-    assert_error(&no_upstreams, 400, "invalid_request");
-    assert_eq!(no_upstreams.body["error"]["details"]["field"], "upstreams");
+    assert_eq!(waiting.status, 201, "{}", waiting.body);
+    assert_eq!(waiting.body["upstreams"], json!([]));
+    let (_, pk) = app
+        .key(&root, waiting.body["id"].as_str().unwrap(), "publishable")
+        .await;
+    let r = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/{}", waiting.body["id"].as_str().unwrap()),
+            Some(&pk),
+            None,
+        )
+        .await;
+    assert_error(&r, 503, "service_unavailable");
     let shared_with = app
         .post(
             &path,
-            &t.owner_token,
-            json!({"name": "S", "environment": "staging", "upstreams": ["http://127.0.0.1:9"]}),
+            &root,
+            json!({"name": "S", "environment": "staging", "upstreams": ["http://10.0.0.1:9"]}),
         )
         .await;
     assert_error(&shared_with, 400, "invalid_request");
+    assert_eq!(shared_with.body["error"]["details"]["field"], "upstreams");
     let bad_url = app
-        .post(&path, &t.owner_token, json!({"name": "D", "environment": "staging", "tenancy": "dedicated", "upstreams": ["file:///etc/passwd"]}))
+        .post(&path, &root, json!({"name": "D", "environment": "staging", "tenancy": "dedicated", "upstreams": ["file:///etc/passwd"]}))
         .await;
     assert_error(&bad_url, 400, "invalid_request");
     // The gateway reaches instances over plain HTTP on a private network.
     let tls = app
-        .post(&path, &t.owner_token, json!({"name": "D", "environment": "staging", "tenancy": "dedicated", "upstreams": ["https://auth.example.com"]}))
+        .post(&path, &root, json!({"name": "D", "environment": "staging", "tenancy": "dedicated", "upstreams": ["https://10.0.0.1"]}))
         .await;
     assert_error(&tls, 400, "invalid_request");
     assert!(
@@ -196,23 +210,20 @@ async fn dedicated_applications_need_upstreams() {
     let ok = app
         .post(
             &path,
-            &t.owner_token,
+            &root,
             json!({
                 "name": "D", "environment": "staging", "tenancy": "dedicated",
-                "upstreams": ["http://10.0.0.1:8080/", "http://auth.internal:8080"]
+                "upstreams": ["http://10.0.0.1:8080/", "http://10.0.0.1:8080"]
             }),
         )
         .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
-    assert_eq!(
-        ok.body["upstreams"],
-        json!(["http://10.0.0.1:8080", "http://auth.internal:8080"])
-    );
+    assert_eq!(ok.body["upstreams"], json!(["http://10.0.0.1:8080"]));
     let id = ok.body["id"].as_str().unwrap();
     let moved = app
         .patch(
             &format!("/control/v1/applications/{id}"),
-            &t.owner_token,
+            &root,
             json!({"upstreams": ["http://10.0.0.2:8080"]}),
         )
         .await;

@@ -1,6 +1,12 @@
 //! Attacks a hostile tenant or an anonymous caller tried against the running server (issue 33),
 //! each performed over HTTP as it was found. Those that involve storage run on every backend.
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authsome_domain::egress::EgressPolicy;
+use authsome_gateway::proxy::ProxySettings;
+use authsome_server::HttpSettings;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -101,58 +107,104 @@ const FORGED: &str =
     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n\
                       {\"keys\":[{\"kid\":\"forged\"}]}";
 
-/// An upstream whose answers to the customer API frame themselves twice: `Content-Length: 0`
-/// beside a chunked body that holds [`FORGED`]. Its `/health` is fine.
-async fn splitting_upstream() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
+/// An upstream speaking HTTP/1.1 by hand: it records every request line it gets and answers
+/// `/health` with 200 and anything else with `answer`.
+struct RawUpstream {
+    base: String,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    async fn start(answer: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                tokio::spawn(Self::serve(tcp, answer.clone(), seen.clone()));
+            }
+        });
+        Self { base, requests }
+    }
+
+    async fn serve(mut tcp: tokio::net::TcpStream, answer: String, seen: Arc<Mutex<Vec<String>>>) {
+        let mut buf = Vec::new();
         loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let end = loop {
-                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break p + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    while buf.len() < end + length {
-                        let mut chunk = [0u8; 4096];
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..end + length);
-                    let answer = if head.starts_with("get /health") {
-                        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_owned()
-                    } else {
-                        format!(
-                            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\
-                             Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n\
-                             {:x}\r\n{FORGED}\r\n0\r\n\r\n",
-                            FORGED.len()
-                        )
-                    };
-                    if tcp.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
+            let end = loop {
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break p + 4;
                 }
-            });
+                let mut chunk = [0u8; 4096];
+                match tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let length: usize = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .map_or(0, |v| v.parse().unwrap());
+            while buf.len() < end + length {
+                let mut chunk = [0u8; 4096];
+                match tcp.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..end + length);
+            let line = head.lines().next().unwrap_or_default().to_owned();
+            let reply = if line.starts_with("GET /health ") {
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_owned()
+            } else {
+                answer.clone()
+            };
+            seen.lock().unwrap().push(line);
+            if tcp.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
         }
-    });
-    base
+    }
+
+    /// Health checks received so far.
+    fn health_checks(&self) -> usize {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("GET /health "))
+            .count()
+    }
+
+    /// Requests other than health checks received so far.
+    fn others(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| !l.starts_with("GET /health "))
+            .cloned()
+            .collect()
+    }
+}
+
+/// An upstream whose answers to the customer API frame themselves twice: `Content-Length: 0`
+/// beside a chunked body that holds [`FORGED`].
+async fn splitting_upstream() -> String {
+    RawUpstream::start(format!(
+        "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\
+         Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{FORGED}\r\n0\r\n\r\n",
+        FORGED.len()
+    ))
+    .await
+    .base
 }
 
 /// Finding 2: an upstream's framing fields never stand beside a body the server frames again,
@@ -203,4 +255,317 @@ async fn an_upstream_cannot_split_a_client_connection() {
             "{path}: the next response was the upstream's"
         );
     }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Finding 1: a workspace admin cannot point the gateway anywhere; operators only within the
+/// allowlist, never at loopback, link-local or metadata addresses however they are written.
+#[tokio::test]
+async fn only_operators_set_upstreams_and_never_to_special_addresses() {
+    let gw = spawn_app().await;
+    let root = gw.root_token().await;
+    let t = gw.tenant("Scanner").await;
+    let create = format!("/control/v1/workspaces/{}/applications", t.ws);
+    let dedicated = |upstreams: Option<Value>| {
+        let mut body = json!({"name": "D", "environment": "development", "tenancy": "dedicated"});
+        if let Some(u) = upstreams {
+            body["upstreams"] = u;
+        }
+        body
+    };
+    let r = gw
+        .post(
+            &create,
+            &t.owner_token,
+            dedicated(Some(json!(["http://10.0.0.1:8080"]))),
+        )
+        .await;
+    assert_error(&r, 403, "forbidden");
+    let waiting = gw.post(&create, &t.owner_token, dedicated(None)).await;
+    assert_eq!(waiting.status, 201, "{}", waiting.body);
+    let app = waiting.body["id"].as_str().unwrap().to_owned();
+    let r = gw
+        .patch(
+            &format!("/control/v1/applications/{app}"),
+            &t.owner_token,
+            json!({"upstreams": ["http://10.0.0.1:8080"]}),
+        )
+        .await;
+    assert_error(&r, 403, "forbidden");
+    let admin = format!("/control/v1/admin/applications/{app}");
+    let r = gw
+        .patch(
+            &admin,
+            &t.owner_token,
+            json!({"upstreams": ["http://10.0.0.1"]}),
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+    let audit = gw
+        .get(
+            &format!(
+                "/control/v1/workspaces/{}/audit?action=permission.denied",
+                t.ws
+            ),
+            &t.owner_token,
+        )
+        .await;
+    assert!(
+        audit.body["data"].as_array().unwrap().len() >= 2,
+        "{}",
+        audit.body
+    );
+
+    // An operator, without an allowlist: everything but this host and metadata services.
+    for target in [
+        "http://127.0.0.1:8080",
+        "http://2130706433",
+        "http://0x7f.1:80",
+        "http://0177.0.0.1",
+        "http://[::1]:8080",
+        "http://[::ffff:127.0.0.1]",
+        "http://0.0.0.0:80",
+        "http://169.254.169.254",
+        "http://[fe80::1]",
+        "http://metadata.google.internal",
+        "http://localhost:8080",
+        "http://app.localhost",
+        "http://no-such-host.invalid",
+    ] {
+        let r = gw
+            .patch(&admin, &root, json!({"upstreams": [target]}))
+            .await;
+        assert_error(&r, 400, "invalid_request");
+        assert_eq!(r.body["error"]["details"]["field"], "upstreams", "{target}");
+    }
+    let r = gw
+        .patch(
+            &admin,
+            &root,
+            json!({"upstreams": ["http://10.0.0.1:8080"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["upstreams"], json!(["http://10.0.0.1:8080"]));
+
+    // With an allowlist, nothing outside it.
+    let bounded = spawn_with(HttpSettings {
+        proxy: ProxySettings {
+            policy: EgressPolicy::parse("10.0.0.0/8, auth.internal").unwrap(),
+            ..ProxySettings::default()
+        },
+        ..HttpSettings::default()
+    })
+    .await;
+    let root = bounded.root_token().await;
+    let path = format!("/control/v1/workspaces/{}/applications", bounded.root_ws);
+    for (target, status) in [
+        ("http://10.9.9.9:80", 201),
+        // Listed by name: accepted before it resolves; checked again at every connection.
+        ("http://auth.internal:8080", 201),
+        ("http://192.168.1.1", 400),
+        ("http://203.0.113.7", 400),
+        ("http://127.0.0.1", 400),
+    ] {
+        let r = bounded
+            .post(&path, &root, dedicated(Some(json!([target]))))
+            .await;
+        assert_eq!(r.status, status, "{target}: {}", r.body);
+    }
+}
+
+/// Finding 1: the forwarded target is the one the gateway routed by; one an instance (or
+/// whatever an upstream is) would normalise into another is a 400 and never leaves.
+#[tokio::test]
+async fn paths_that_normalise_elsewhere_are_not_forwarded() {
+    let gw = gateway().await;
+    let up = RawUpstream::start(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+            .to_owned(),
+    )
+    .await;
+    let Dedicated { app, sk, .. } = dedicated_app(&gw, std::slice::from_ref(&up.base)).await;
+    for target in [
+        format!("/v1/{app}/../../secret.txt"),
+        format!("/v1/{app}/./users"),
+        format!("/v1/{app}/%2e%2e/%2e%2e/secret.txt"),
+        format!("/v1/{app}/users%2f..%2f..%2fsecret.txt"),
+        format!("/v1/{app}/..\\..\\secret.txt"),
+        format!("/v1/{app}/%5c..%5csecret.txt"),
+        format!("/v1/{app}/%252e%252e/secret.txt"),
+    ] {
+        // The gateway's own path, then hyper's (a POST with an Idempotency-Key goes there).
+        for (method, extra) in [
+            ("GET", ""),
+            ("POST", "Idempotency-Key: dots\r\nContent-Length: 0\r\n"),
+        ] {
+            let mut c = RawClient::connect(&gw).await;
+            c.send(&format!(
+                "{method} {target} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {sk}\r\n{extra}\r\n"
+            ))
+            .await;
+            let r = c.response(false).await;
+            assert_eq!(r.status, 400, "{method} {target}");
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(body["error"]["code"], "invalid_request");
+        }
+    }
+    assert!(
+        up.others().is_empty(),
+        "reached the upstream: {:?}",
+        up.others()
+    );
+    // An ordinary path still goes through.
+    let r = gw.get(&format!("/v1/{app}/users"), &sk).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(up.others(), [format!("GET /v1/{app}/users HTTP/1.1")]);
+}
+
+/// Finding 1: only the upstreams of live dedicated applications are health-checked, and
+/// `/metrics` names none of them.
+#[tokio::test]
+async fn health_checks_follow_the_current_upstreams_and_metrics_name_none() {
+    let gw = gateway().await;
+    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_owned();
+    let (old, new, clock) = (
+        RawUpstream::start(answer.clone()).await,
+        RawUpstream::start(answer.clone()).await,
+        RawUpstream::start(answer).await,
+    );
+    let moving = dedicated_app(&gw, std::slice::from_ref(&old.base)).await;
+    // Another application's instance, whose checks show that rounds go on.
+    let _other = dedicated_app(&gw, std::slice::from_ref(&clock.base)).await;
+    eventually("both upstreams are checked", || {
+        old.health_checks() >= 2 && clock.health_checks() >= 2
+    })
+    .await;
+    let text = gw
+        .client
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for up in [&old, &clock] {
+        let address = up.base.trim_start_matches("http://");
+        assert!(!text.contains(address), "{address} in {text}");
+    }
+    assert!(
+        text.contains("authsome_upstreams{state=\"healthy\"} 2"),
+        "{text}"
+    );
+
+    // Moved: the old instance is no longer contacted.
+    let root = gw.root_token().await;
+    let r = gw
+        .patch(
+            &format!("/control/v1/admin/applications/{}", moving.app),
+            &root,
+            json!({"upstreams": [new.base]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("the new upstream is checked", || new.health_checks() >= 2).await;
+    let before = old.health_checks();
+    let rounds = clock.health_checks();
+    eventually("three more rounds", || clock.health_checks() >= rounds + 3).await;
+    assert_eq!(
+        old.health_checks(),
+        before,
+        "a moved-away upstream was still checked"
+    );
+
+    // Deleted: its instances are no longer contacted either.
+    let r = gw
+        .delete(
+            &format!("/control/v1/applications/{}", moving.app),
+            &moving.owner,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rounds = clock.health_checks();
+    eventually("a round after the deletion", || {
+        clock.health_checks() >= rounds + 2
+    })
+    .await;
+    let before = new.health_checks();
+    let rounds = clock.health_checks();
+    eventually("three more rounds", || clock.health_checks() >= rounds + 3).await;
+    assert_eq!(
+        new.health_checks(),
+        before,
+        "a deleted application's upstream was still checked"
+    );
+}
+
+/// Finding 1: `/metrics` can be kept from everyone but the scraper.
+#[tokio::test]
+async fn metrics_can_need_a_token_or_a_listener_of_their_own() {
+    let gw = spawn_with(HttpSettings {
+        metrics_token: Some("scrape-token-0123456789".into()),
+        ..HttpSettings::default()
+    })
+    .await;
+    let url = format!("{}/metrics", gw.base);
+    let r = TestApp::read(gw.client.get(&url).send().await.unwrap()).await;
+    assert_error(&r, 401, "unauthorized");
+    let r = TestApp::read(
+        gw.client
+            .get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&r, 401, "unauthorized");
+    let r = gw
+        .client
+        .get(&url)
+        .bearer_auth("scrape-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("authsome_draining"));
+
+    let gw = spawn_with(HttpSettings {
+        metrics_elsewhere: true,
+        ..HttpSettings::default()
+    })
+    .await;
+    let r = TestApp::read(
+        gw.client
+            .get(format!("{}/metrics", gw.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&r, 404, "not_found");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own = format!("http://{}", listener.local_addr().unwrap());
+    let router = authsome_server::metrics_router(gw.state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let r = gw
+        .client
+        .get(format!("{own}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Nothing else of the API is there.
+    let r = TestApp::read(gw.client.get(format!("{own}/health")).send().await.unwrap()).await;
+    assert_error(&r, 404, "not_found");
 }
