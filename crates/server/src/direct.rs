@@ -1,8 +1,8 @@
 //! The gateway's own HTTP/1.1 path for dedicated applications, as nginx forwards: each request
 //! of a connection is read with `httparse` and, while it is a plain customer-API request of a
-//! dedicated application (HTTP/1.1; no body signature; no `Idempotency-Key` on a `POST`; no
-//! `Transfer-Encoding`, `Upgrade` or `Expect`; a body of at most 64 KiB given by
-//! `Content-Length`), checked and forwarded here with its header fields copied as bytes: no
+//! dedicated application (HTTP/1.1; no body signature; no `Transfer-Encoding`, `Upgrade` or
+//! `Expect`; a body of at most 64 KiB given by `Content-Length`; an `Idempotency-Key` is the
+//! instance's to record), checked and forwarded here with its header fields copied as bytes: no
 //! header map, request or response object is built on either side of the hop.
 //!
 //! Anything else goes to hyper and the router, with the bytes already read: the first request
@@ -299,7 +299,6 @@ fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
             || is("expect")
             || is(customer::SIGNATURE_HEADER.as_str())
             || is(customer::KEY_ID_HEADER.as_str())
-            || (head.method == Method::POST && is(crate::idempotency::IDEMPOTENCY_KEY.as_str()))
         {
             return Parsed::Other;
         } else if is("connection") {
@@ -727,6 +726,8 @@ mod tests {
             head.get(text.as_bytes(), "authorization"),
             Some("Bearer sk_test_x")
         );
+        // The instance records an Idempotency-Key; the gateway forwards it like any field.
+        assert!(parsed("POST /v1/app_1/users HTTP/1.1\r\nIdempotency-Key: k\r\n\r\n").is_some());
         let head = parsed("GET /v1/app_2 HTTP/1.1\r\nConnection: Close\r\n\r\n").unwrap();
         assert!(head.close);
         assert_eq!(head.body_len, 0);
@@ -743,7 +744,6 @@ mod tests {
             "POST /v1/app_1/x HTTP/1.1\r\nContent-Length: 70000\r\n\r\n",
             "POST /v1/app_1/x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "POST /v1/app_1/x HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            "POST /v1/app_1/x HTTP/1.1\r\nIdempotency-Key: k\r\n\r\n",
             "POST /v1/app_1/x HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             "GET /v1/app_1/x HTTP/1.1\r\nX-Signature: s\r\n\r\n",
             "GET /v1/app_1/x HTTP/1.1\r\nX-Api-Key-Id: k\r\n\r\n",

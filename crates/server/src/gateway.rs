@@ -20,7 +20,7 @@ use authsome_gateway::forward::{self, Assertion, Claims, FORWARDED_HEADER};
 use authsome_gateway::proxy::{Outgoing, ProxyError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -53,7 +53,7 @@ pub(crate) fn customer_app(path: &str) -> Option<&str> {
 }
 
 /// The direct path for a dedicated application's customer-API request that needs nothing of
-/// the router's layers (no body signature to digest, no `Idempotency-Key` to record): the
+/// the router's layers (no body signature to digest): the
 /// request-id layer's work ([`crate::request_id::instrument_as`]) around `forward_to_upstream`,
 /// exactly as [`dispatch`] would do it after the router. Any other request is given back, for
 /// the router (which needs the peer address as the `ConnectInfo` extension; this path takes it
@@ -64,11 +64,7 @@ pub async fn forward_directly(
     peer: SocketAddr,
 ) -> Result<Response, Request> {
     let headers = request.headers();
-    if state.http.only_app.is_some()
-        || headers.contains_key(customer::SIGNATURE_HEADER)
-        || (request.method() == Method::POST
-            && headers.contains_key(crate::idempotency::IDEMPOTENCY_KEY))
-    {
+    if state.http.only_app.is_some() || headers.contains_key(customer::SIGNATURE_HEADER) {
         return Err(request);
     }
     let app = match customer_app(request.uri().path()) {

@@ -12,7 +12,7 @@ pub mod error;
 pub mod events;
 mod extract;
 pub mod gateway;
-mod idempotency;
+pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod request_id;
@@ -216,6 +216,10 @@ pub fn router(state: AppState) -> Router {
     let (router, _) = openapi::router_and_spec();
     let max_body = state.http.max_body_bytes;
     router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -225,10 +229,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::customer::digest_signed_body,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::layer,
         ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(request_id::panic_response))

@@ -79,31 +79,54 @@ async fn entry(
     app_id: &str,
     parts: &Parts,
 ) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
+    let (app, key) = authenticated_key(state, app_id, parts).await?;
     // On a dedicated instance, the gateway already verified the key and applied the rate
-    // limit, quota and metering; the key is looked up again only to refuse one revoked since.
-    if let Some(hash) = parts
-        .extensions
-        .get::<crate::gateway::Forwarded>()
-        .and_then(|f| f.0.key_hash.as_deref())
-    {
-        let (app, key) = state.control.verify_forwarded_key(app_id, hash).await?;
+    // limit, quota and metering; the key was looked up again only to refuse one revoked since.
+    if is_forwarded_with_key(parts) {
         crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
         crate::request_id::set_app(&app);
         ensure_standing(&*state.control.workspace_view(&app.workspace_id).await?)?;
         return Ok((app, key));
     }
-    let (app, key) = match signed(parts) {
-        Some(signed) => verify_signed(state, app_id, parts, signed).await?,
+    if let Some(Ok(signed)) = signed(parts) {
+        first_use_of_signature(state, &app, &key, &signed).await?;
+    }
+    admit(state, app, key).await
+}
+
+fn is_forwarded_with_key(parts: &Parts) -> bool {
+    parts
+        .extensions
+        .get::<crate::gateway::Forwarded>()
+        .is_some_and(|f| f.0.key_hash.is_some())
+}
+
+/// Which application and key the request's credential proves, and nothing more: no
+/// admission, no rate limit, and a signature is not yet marked used. For the entry point, and
+/// for the idempotency record, which is kept per authenticated key.
+pub(crate) async fn authenticated_key(
+    state: &AppState,
+    app_id: &str,
+    parts: &Parts,
+) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
+    if let Some(hash) = parts
+        .extensions
+        .get::<crate::gateway::Forwarded>()
+        .and_then(|f| f.0.key_hash.as_deref())
+    {
+        return Ok(state.control.verify_forwarded_key(app_id, hash).await?);
+    }
+    match signed(parts) {
+        Some(signed) => verify_signed(state, app_id, parts, signed).await,
         None => {
             let key = credential(parts).ok_or_else(|| {
                 ApiError::unauthorized(
                     "missing API key (Authorization: Bearer, X-Publishable-Key or a signed request)",
                 )
             })?;
-            state.control.verify_app_key(app_id, key).await?
+            Ok(state.control.verify_app_key(app_id, key).await?)
         }
-    };
-    admit(state, app, key).await
+    }
 }
 
 /// [`keyed`] for a request that carries `credential` (as [`credential`] finds it) and is not
@@ -264,7 +287,7 @@ async fn verify_signed(
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path(), |p| p.as_str());
-    let verified = state
+    Ok(state
         .control
         .verify_signed_request(
             app_id,
@@ -275,19 +298,27 @@ async fn verify_signed(
             path,
             &digest,
         )
-        .await?;
-    // Each signature is accepted once, on any replica. Without the replay cache, refuse.
+        .await?)
+}
+
+/// Each signature is accepted once, on any replica. Without the replay cache, refuse.
+async fn first_use_of_signature(
+    state: &AppState,
+    app: &Application,
+    key: &ApiKey,
+    signed: &Signed<'_>,
+) -> Result<(), ApiError> {
     let memo = app_scoped(
-        verified.0.id.as_str(),
+        app.id.as_str(),
         "replay-signature",
         &format!(
             "{}:{}",
-            verified.1.id,
+            key.id,
             signed.signature.trim().to_ascii_lowercase()
         ),
     );
     match state.replay.first_use(&memo, SIGNATURE_MEMORY).await {
-        Ok(true) => Ok(verified),
+        Ok(true) => Ok(()),
         Ok(false) => Err(ApiError::unauthorized(
             "this request signature was already used",
         )),

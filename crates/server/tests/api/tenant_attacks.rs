@@ -97,9 +97,156 @@ async fn nul_characters_in_json_bodies_are_refused(app: TestApp) {
     }
 }
 
+/// Every idempotency record as stored: (scope, body).
+async fn idempotency_rows(app: &TestApp) -> Vec<(String, Option<String>)> {
+    let sql = "SELECT scope, body FROM idempotency_records";
+    if app.db_url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&pool).await.unwrap()
+    }
+}
+
+/// A POST with an `Idempotency-Key`.
+async fn post_once(app: &TestApp, path: &str, bearer: &str, key: &str, body: Value) -> Response {
+    let mut request = app
+        .client
+        .post(format!("{}{path}", app.base))
+        .header("Idempotency-Key", key)
+        .json(&body);
+    if bearer.starts_with("pk_") {
+        request = request.header("X-Publishable-Key", bearer);
+    } else {
+        request = request.bearer_auth(bearer);
+    }
+    TestApp::read(request.send().await.unwrap()).await
+}
+
+/// Finding 3: an idempotency record is written only after authentication, only for the
+/// routes that create something, keyed by the authenticated principal, and sealed.
+async fn idempotency_records_are_sealed_authenticated_and_only_for_creates(app: TestApp) {
+    let t = app.tenant("Idem Attack").await;
+    let app_id = app.application(&t.owner_token, &t.ws, "development").await;
+    let mk = app
+        .post(
+            &format!("/control/v1/workspaces/{}/keys", t.ws),
+            &t.owner_token,
+            json!({"name": "automation"}),
+        )
+        .await;
+    assert_eq!(mk.status, 201, "{}", mk.body);
+    let (mk_id, mk) = (
+        mk.body["id"].as_str().unwrap().to_owned(),
+        mk.body["secret"].as_str().unwrap().to_owned(),
+    );
+    let keys = format!("/control/v1/applications/{app_id}/keys");
+    let first = post_once(&app, &keys, &mk, "create-sk", json!({"type": "secret"})).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let secret = first.body["secret"].as_str().unwrap().to_owned();
+    let replay = post_once(&app, &keys, &mk, "create-sk", json!({"type": "secret"})).await;
+    assert_eq!(
+        (replay.status, &replay.body["secret"]),
+        (201, &json!(secret))
+    );
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    // At rest: sealed, not the answer.
+    let rows = idempotency_rows(&app).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (scope, body) = &rows[0];
+    assert!(
+        scope.starts_with(&format!("{mk_id}:")),
+        "keyed by the key's id: {scope}"
+    );
+    let body = body.as_deref().unwrap();
+    assert!(!body.contains(&secret) && !body.contains("sk_test_") && !body.contains("secret"));
+    assert!(serde_json::from_str::<Value>(body).is_err());
+
+    // Revoked, the key replays nothing: it is refused first.
+    let r = app
+        .delete(
+            &format!("/control/v1/workspaces/{}/keys/{mk_id}", t.ws),
+            &t.owner_token,
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.body);
+    let replay = post_once(&app, &keys, &mk, "create-sk", json!({"type": "secret"})).await;
+    assert_error(&replay, 401, "unauthorized");
+    assert!(!replay.body.to_string().contains(&secret));
+
+    // Sign-up, sign-in and refresh are never recorded: a refresh replayed with its key is a
+    // refresh, not the first answer again.
+    let (_, pk) = app.key(&t.owner_token, &app_id, "publishable").await;
+    let (_, sk) = app.key(&t.owner_token, &app_id, "secret").await;
+    let auth = |route: &str| format!("/v1/{app_id}/auth/{route}");
+    let credentials = json!({"email": "idem@example.com", "password": "idempotent horse"});
+    let up = post_once(&app, &auth("signup"), &pk, "up", credentials.clone()).await;
+    assert_eq!(up.status, 201, "{}", up.body);
+    let again = post_once(&app, &auth("signup"), &pk, "up", credentials.clone()).await;
+    assert_eq!(
+        again.status, 409,
+        "a second sign-up, not a replay: {}",
+        again.body
+    );
+    let signin = post_once(&app, &auth("signin"), &pk, "in", credentials.clone()).await;
+    let signin_again = post_once(&app, &auth("signin"), &pk, "in", credentials).await;
+    assert_ne!(
+        signin.body["session"]["token"],
+        signin_again.body["session"]["token"]
+    );
+    let refresh = json!({"refreshToken": signin.body["session"]["refreshToken"]});
+    let first = post_once(&app, &auth("refresh"), &pk, "r", refresh.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = post_once(&app, &auth("refresh"), &pk, "r", refresh).await;
+    assert!(!second.headers.contains_key("idempotent-replayed"));
+
+    // Nothing is written for a request that failed authentication, whatever its path.
+    let before = idempotency_rows(&app).await.len();
+    let long = format!("/control/v1/{}", "x".repeat(60_000));
+    for (path, bearer) in [
+        ("/control/v1/workspaces".to_owned(), "cst_junk".to_owned()),
+        (keys.clone(), "wk_live_junk".to_owned()),
+        (format!("/v1/{app_id}/users"), "sk_test_junk".to_owned()),
+        (format!("/v1/{app_id}/users"), pk.clone()),
+        (long, "junk".to_owned()),
+    ] {
+        let r = post_once(
+            &app,
+            &path,
+            &bearer,
+            "junk",
+            json!({"email": "x@example.com"}),
+        )
+        .await;
+        assert!(
+            matches!(r.status, 401 | 403 | 404 | 414 | 431),
+            "{path}: {}",
+            r.status
+        );
+    }
+    // And a customer create with the secret key is recorded under the key's id.
+    let user = post_once(
+        &app,
+        &format!("/v1/{app_id}/users"),
+        &sk,
+        "u",
+        json!({"email": "new@example.com"}),
+    )
+    .await;
+    assert_eq!(user.status, 201, "{}", user.body);
+    let rows = idempotency_rows(&app).await;
+    assert_eq!(rows.len(), before + 1, "{rows:?}");
+    assert!(
+        rows.iter().all(|(scope, _)| !scope.contains("/auth/")),
+        "{rows:?}"
+    );
+}
+
 on_both_backends!(
     nul_bytes_in_query_parameters_are_refused,
     nul_characters_in_json_bodies_are_refused,
+    idempotency_records_are_sealed_authenticated_and_only_for_creates,
 );
 
 /// A whole response, hidden in the body of another.
@@ -209,8 +356,8 @@ async fn splitting_upstream() -> String {
 
 /// Finding 2: an upstream's framing fields never stand beside a body the server frames again,
 /// so what follows on a client's connection (another application's JWKS) is the server's own
-/// answer, on the gateway's own path, through the router and the idempotency record, and on
-/// replay.
+/// answer: on the gateway's own path, and through hyper and the router (where a connection
+/// goes once it has sent anything else, here a health check first).
 #[tokio::test]
 async fn an_upstream_cannot_split_a_client_connection() {
     let gw = gateway().await;
@@ -220,12 +367,25 @@ async fn an_upstream_cannot_split_a_client_connection() {
     let victim_app = gw
         .application(&victim.owner_token, &victim.ws, "development")
         .await;
-    for (path, extra) in [
-        ("the gateway's own path", ""),
-        ("the router, recorded", "Idempotency-Key: split-1\r\n"),
-        ("the router, replayed", "Idempotency-Key: split-1\r\n"),
+    for (path, through_hyper, extra) in [
+        ("the gateway's own path", false, ""),
+        (
+            "the gateway's own path, with a key",
+            false,
+            "Idempotency-Key: split-1\r\n",
+        ),
+        ("hyper and the router", true, ""),
+        (
+            "hyper and the router, with a key",
+            true,
+            "Idempotency-Key: split-2\r\n",
+        ),
     ] {
         let mut c = RawClient::connect(&gw).await;
+        if through_hyper {
+            c.send("GET /health HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+            assert_eq!(c.response(false).await.status, 200);
+        }
         c.send(&format!(
             "POST /v1/{app}/users HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {sk}\r\n\
              Content-Type: application/json\r\nContent-Length: 2\r\n{extra}\r\n{{}}"
@@ -403,12 +563,19 @@ async fn paths_that_normalise_elsewhere_are_not_forwarded() {
         format!("/v1/{app}/%5c..%5csecret.txt"),
         format!("/v1/{app}/%252e%252e/secret.txt"),
     ] {
-        // The gateway's own path, then hyper's (a POST with an Idempotency-Key goes there).
-        for (method, extra) in [
-            ("GET", ""),
-            ("POST", "Idempotency-Key: dots\r\nContent-Length: 0\r\n"),
-        ] {
+        // The gateway's own path, then hyper's (where a connection goes once it has sent
+        // anything else, here a health check first).
+        for (method, through_hyper) in [("GET", false), ("POST", false), ("GET", true)] {
             let mut c = RawClient::connect(&gw).await;
+            if through_hyper {
+                c.send("GET /health HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+                assert_eq!(c.response(false).await.status, 200);
+            }
+            let extra = if method == "POST" {
+                "Content-Length: 0\r\n"
+            } else {
+                ""
+            };
             c.send(&format!(
                 "{method} {target} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {sk}\r\n{extra}\r\n"
             ))
