@@ -163,6 +163,20 @@ pub const SETTINGS: &[Setting] = &[
         help: "Serve `/metrics` on this address:port only (e.g. a port only the scraper reaches) instead of on AUTHSOME_LISTEN.",
     },
     Setting {
+        key: "smtp_url",
+        env: "AUTHSOME_SMTP_URL",
+        default: None,
+        secret: true,
+        help: "Mail relay for invitations: `smtp://host:port` (STARTTLS when offered; `?tls=required` to insist) or `smtps://host:port`, with `user:password@` if needed. Unset: invitation tokens go to the server log (target `authsome::invitations`) for the operators to relay.",
+    },
+    Setting {
+        key: "smtp_from",
+        env: "AUTHSOME_SMTP_FROM",
+        default: Some("AuthSome <noreply@authsome.local>"),
+        secret: false,
+        help: "Sender of the mail the server sends.",
+    },
+    Setting {
         key: "session_ttl_seconds",
         env: "AUTHSOME_SESSION_TTL_SECONDS",
         default: Some("3600"),
@@ -339,6 +353,8 @@ pub struct Config {
     pub proxy: authsome_gateway::proxy::ProxySettings,
     pub metrics_token: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
+    pub smtp_url: Option<url::Url>,
+    pub smtp_from: String,
 }
 
 impl Config {
@@ -476,6 +492,18 @@ impl RawConfig {
                 .transpose()
         };
         let redis_url = service_url("AUTHSOME_REDIS_URL", &["redis", "rediss"])?;
+        let smtp_url = service_url("AUTHSOME_SMTP_URL", &["smtp", "smtps"])?;
+        let smtp_from = self
+            .get("AUTHSOME_SMTP_FROM")
+            .unwrap_or("AuthSome <noreply@authsome.local>")
+            .to_owned();
+        if let Some(url) = &smtp_url {
+            use authsome_server::mail::{MailSetupError, SmtpMailer};
+            SmtpMailer::new(url.as_str(), &smtp_from).map_err(|e| match e {
+                MailSetupError::Url(_) => bad("AUTHSOME_SMTP_URL", e.to_string()),
+                MailSetupError::Sender(_) => bad("AUTHSOME_SMTP_FROM", e.to_string()),
+            })?;
+        }
         let nats_url = service_url("AUTHSOME_NATS_URL", &["nats", "tls"])?;
         let master_key = self
             .get("AUTHSOME_MASTER_KEY")
@@ -585,6 +613,8 @@ impl RawConfig {
                 )
                 .map_err(|e| bad("AUTHSOME_UPSTREAM_ALLOW", e.to_string()))?,
             },
+            smtp_url,
+            smtp_from,
             metrics_token: self.get("AUTHSOME_METRICS_TOKEN").map(str::to_owned),
             metrics_listen: self
                 .get("AUTHSOME_METRICS_LISTEN")

@@ -157,14 +157,22 @@ async fn open_store(config: &Config, create_key: bool) -> Result<(Arc<dyn Store>
     Ok((store, key))
 }
 
-fn control_plane(config: &Config, store: Arc<dyn Store>) -> ControlPlane {
-    ControlPlane::new(
+fn control_plane(config: &Config, store: Arc<dyn Store>) -> Result<ControlPlane> {
+    let control = ControlPlane::new(
         store,
         ControlSettings {
             session_ttl: chrono::Duration::seconds(config.session_ttl_seconds),
+            public_url: config.public_url.clone(),
             ..ControlSettings::default()
         },
-    )
+    );
+    Ok(match &config.smtp_url {
+        Some(url) => control.with_mailer(Arc::new(
+            authsome_server::mail::SmtpMailer::new(url.as_str(), &config.smtp_from)
+                .map_err(|e| anyhow!("AUTHSOME_SMTP_URL: {e}"))?,
+        )),
+        None => control,
+    })
 }
 
 /// The engine behind every application's customer API, with each application in a database of
@@ -207,6 +215,10 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
     }
     if let Some(url) = &config.nats_url {
         reachable("AUTHSOME_NATS_URL", url, 4222).await?;
+    }
+    if let Some(url) = &config.smtp_url {
+        let port = if url.scheme() == "smtps" { 465 } else { 587 };
+        reachable("AUTHSOME_SMTP_URL", url, port).await?;
     }
     // Embedded mode makes its own key on first start; a shared database needs the one key that
     // every replica is given.
@@ -252,7 +264,7 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
         .with_context(|| format!("AUTHSOME_LISTEN: cannot listen on {}", config.listen))?;
     // With Redis, every replica enforces the same per-key limits and hears of every cache
     // invalidation; without, each process keeps its own.
-    let mut control = control_plane(&config, store);
+    let mut control = control_plane(&config, store)?;
     let (limiter, replay, channel): (Arc<dyn RateLimiter>, Arc<dyn ReplayCache>, _) =
         match &redis_url {
             Some(url) => {
@@ -434,7 +446,7 @@ pub async fn init(config: Config, json: bool) -> Result<()> {
     init_logging(&config);
     ensure_data_dir(&config)?;
     let (store, _) = open_store(&config, true).await?;
-    let control = control_plane(&config, store);
+    let control = control_plane(&config, store)?;
     let result = control
         .bootstrap(&config.bootstrap_email, config.bootstrap_password.clone())
         .await

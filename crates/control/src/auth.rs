@@ -5,7 +5,7 @@ use authsome_domain::event::DomainEvent;
 use authsome_domain::keys::{parse_key, KeyHash, KeyKind, OpaqueToken};
 use authsome_domain::password;
 use authsome_domain::tenancy::member::parse_email;
-use authsome_domain::tenancy::{parse_name, Account, Actor, Member};
+use authsome_domain::tenancy::{parse_name, Account, Actor, Member, MemberStatus};
 use chrono::{DateTime, Utc};
 
 use crate::{ControlError, ControlPlane, Result};
@@ -70,10 +70,12 @@ impl ControlPlane {
         let now = authsome_domain::now();
         let expires_at = now + self.settings.session_ttl;
         let memberships = self.store.memberships(&account.id).await?;
-        // Each workspace the account belongs to sees its sign-ins in its own audit log.
+        // Each workspace the account belongs to sees its sign-ins in its own audit log; one
+        // that has only invited the person does not learn about them.
         let actor = Actor::Account(account.id.clone());
         let mut events: Vec<DomainEvent> = memberships
             .iter()
+            .filter(|m| m.status == MemberStatus::Active)
             .map(|m| {
                 DomainEvent::new("account.signed_in")
                     .workspace(&m.workspace_id)
@@ -123,10 +125,13 @@ impl ControlPlane {
                 Err(_) => None,
             },
         };
-        let workspaces = match &account {
+        let workspaces: Vec<Member> = match &account {
             Some(a) => self.store.memberships(a).await.unwrap_or_default(),
             None => Vec::new(),
-        };
+        }
+        .into_iter()
+        .filter(|m| m.status == MemberStatus::Active)
+        .collect();
         if workspaces.is_empty() {
             self.events.emit(event);
             return;
@@ -197,8 +202,10 @@ impl ControlPlane {
         })
     }
 
-    /// Consumes an invitation: sets the password (or checks it, for an account that already has
-    /// one) and activates the membership.
+    /// Consumes an invitation: for an address without an account yet, the token (which only
+    /// reached that address) proves it, and the password given becomes the new account's; for
+    /// an account that exists, accepting is signing in as it: its password, under the same
+    /// throttle as sign-in, and nothing of the account changes (its name included).
     pub async fn accept_invitation(&self, input: AcceptInvitation) -> Result<Member> {
         let name = input
             .name
@@ -211,18 +218,28 @@ impl ControlPlane {
             .pending_invitation(&KeyHash::of(&input.token), now)
             .await?
             .ok_or(ControlError::NotFound("invitation"))?;
-        let new_hash = match &invitation.password_hash {
+        let (new_hash, name) = match &invitation.password_hash {
             Some(existing) => {
+                let email = invitation.account.email.as_str();
+                if let Err(wait) = self.logins.check(email) {
+                    return Err(ControlError::RateLimited {
+                        retry_after_secs: wait.as_secs().max(1),
+                    });
+                }
                 if !verify(&input.password, existing.clone()).await {
+                    self.logins.failed(email);
+                    self.login_failed(email, Some(&invitation.account.id), "bad_credentials")
+                        .await;
                     return Err(ControlError::Unauthenticated(
                         "this account already has a password; give that password to accept",
                     ));
                 }
-                None
+                self.logins.succeeded(email);
+                (None, None)
             }
             None => {
                 password::check_policy(&input.password)?;
-                Some(hash(input.password.clone()).await)
+                (Some(hash(input.password.clone()).await), name)
             }
         };
         let member = self

@@ -14,6 +14,7 @@ pub mod audit;
 mod auth;
 mod bootstrap;
 mod keys;
+pub mod mail;
 mod members;
 mod metering;
 mod provisioning;
@@ -35,7 +36,7 @@ pub use keys::{
     ConnectionMemo, CreatedKey, Invalidation, InvalidationBus, KeyCache, LocalOnly, NewAppKey,
     NewManagementKey, RollKey, RolledKey,
 };
-pub use members::{Invitation, MemberPatch, NewMember};
+pub use members::{Delivery, Invitation, MemberPatch, NewMember};
 pub use metering::month_bounds;
 pub use provisioning::Provisioner;
 pub use workspaces::{NewWorkspace, WorkspacePatch};
@@ -54,6 +55,9 @@ pub enum ControlError {
     Conflict(String),
     #[error("too many attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// A service this operation needs (the mail server) did not take it; nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("storage failure")]
     Storage(#[source] StorageError),
 }
@@ -88,6 +92,8 @@ pub struct ControlSettings {
     /// Where dedicated applications' upstreams may point (`AUTHSOME_UPSTREAM_ALLOW`); the
     /// server sets it from the gateway's, which checks it again at every connection.
     pub upstream_policy: authsome_domain::egress::EgressPolicy,
+    /// The deployment's externally visible URL, for links in mail.
+    pub public_url: String,
 }
 
 impl Default for ControlSettings {
@@ -96,6 +102,7 @@ impl Default for ControlSettings {
             session_ttl: chrono::Duration::hours(1),
             default_region: "local".into(),
             upstream_policy: authsome_domain::egress::EgressPolicy::open(),
+            public_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -111,6 +118,7 @@ pub struct ControlPlane {
     meter: metering::RequestMeter,
     settings: ControlSettings,
     master_key: Option<Arc<authsome_domain::master_key::MasterKey>>,
+    mailer: Option<Arc<dyn mail::Mailer>>,
 }
 
 impl ControlPlane {
@@ -125,7 +133,14 @@ impl ControlPlane {
             meter: metering::RequestMeter::default(),
             settings,
             master_key: None,
+            mailer: None,
         }
+    }
+
+    /// Sends the control plane's mail (invitations) through `mailer`.
+    pub fn with_mailer(mut self, mailer: Arc<dyn mail::Mailer>) -> Self {
+        self.mailer = Some(mailer);
+        self
     }
 
     /// The master key, to seal new secret keys so they can sign requests.

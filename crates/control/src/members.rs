@@ -10,7 +10,7 @@ use authsome_domain::tenancy::{Actor, Member, MemberStatus, Permission, Role};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::INVITATION_TOKEN_PREFIX;
-use crate::{ControlError, ControlPlane, Result};
+use crate::{mail, ControlError, ControlPlane, Result};
 
 /// How long an invitation token stays valid.
 pub const INVITATION_TTL: Duration = Duration::days(7);
@@ -30,15 +30,32 @@ pub struct MemberPatch {
     pub role: Role,
 }
 
-/// The one-time invitation handed back when a member is added; the token is shown once.
+/// The invitation made when a member is added. Its one-time token goes to the person it invites
+/// (by email, or through the operators), never to the inviter: whoever holds it sets the
+/// password of a new account.
 #[derive(Debug, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Invitation {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: InvitationId,
-    pub token: String,
+    /// Only in a platform operator's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     pub expires_at: DateTime<Utc>,
+    pub delivery: Delivery,
+}
+
+/// How an invitation's token reaches the person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum Delivery {
+    /// Mailed to the invited address (`AUTHSOME_SMTP_URL`).
+    Email,
+    /// Without a mail server: written to the server log for the operators to relay (a platform
+    /// operator can also issue a fresh token with `POST /control/v1/admin/invitations/{id}/token`).
+    ServerLog,
 }
 
 impl ControlPlane {
@@ -80,11 +97,24 @@ impl ControlPlane {
             updated_at: now,
         };
         let token = OpaqueToken::generate(INVITATION_TOKEN_PREFIX);
-        let invitation = Invitation {
+        let mut invitation = Invitation {
             id: InvitationId::new(),
-            token: token.plaintext,
+            token: None,
             expires_at: now + INVITATION_TTL,
+            delivery: Delivery::ServerLog,
         };
+        // Delivered before it is stored: a token that cannot reach the person is not made.
+        invitation.delivery = self
+            .deliver_invitation(
+                &candidate.email,
+                &workspace.name,
+                &token.plaintext,
+                &invitation,
+            )
+            .await?;
+        if self.is_platform_operator(actor).await? {
+            invitation.token = Some(token.plaintext.clone());
+        }
         let member = self
             .audited(
                 Some(actor),
@@ -111,6 +141,91 @@ impl ControlPlane {
             )
             .await?;
         Ok((member, invitation))
+    }
+
+    /// A fresh token for an invitation not yet accepted, in any workspace (platform operators,
+    /// relaying invitations where no mail server is configured); the old token stops working.
+    pub async fn admin_reissue_invitation(
+        &self,
+        actor: &Actor,
+        id: &InvitationId,
+    ) -> Result<Invitation> {
+        self.require_platform_operator(actor).await?;
+        let token = OpaqueToken::generate(INVITATION_TOKEN_PREFIX);
+        let expires_at = authsome_domain::now() + INVITATION_TTL;
+        let member = self
+            .audited(
+                Some(actor),
+                vec![DomainEvent::new("admin.invitation.reissued").target(id)],
+                self.store.reissue_invitation(id, &token.hash, expires_at),
+            )
+            .await?
+            .ok_or(ControlError::NotFound("invitation"))?;
+        let mut invitation = Invitation {
+            id: id.clone(),
+            token: None,
+            expires_at,
+            delivery: Delivery::ServerLog,
+        };
+        let workspace = self
+            .store
+            .any_workspace(&member.workspace_id)
+            .await?
+            .map(|w| w.name)
+            .unwrap_or_default();
+        invitation.delivery = self
+            .deliver_invitation(&member.email, &workspace, &token.plaintext, &invitation)
+            .await?;
+        invitation.token = Some(token.plaintext);
+        Ok(invitation)
+    }
+
+    /// Hands an invitation's token to the invited address: by mail when a mailer is set, else
+    /// to the server log, for the operators to relay.
+    async fn deliver_invitation(
+        &self,
+        email: &str,
+        workspace: &str,
+        token: &str,
+        invitation: &Invitation,
+    ) -> Result<Delivery> {
+        let Some(mailer) = &self.mailer else {
+            tracing::info!(
+                target: "authsome::invitations",
+                invitation = %invitation.id,
+                to = %email,
+                %token,
+                "invitation token (no AUTHSOME_SMTP_URL: relay it to the person it invites)"
+            );
+            return Ok(Delivery::ServerLog);
+        };
+        let accept = format!(
+            "{}/control/v1/auth/accept-invitation",
+            self.settings.public_url.trim_end_matches('/')
+        );
+        let text = format!(
+            "You are invited to the workspace \"{workspace}\" on AuthSome.\n\n\
+             Your invitation code (valid until {expires}):\n\n    {token}\n\n\
+             To accept, send it with a password of your choice (or your current password, if you \
+             already have an account) to:\n\n    POST {accept}\n    \
+             {{\"token\": \"{token}\", \"password\": \"...\"}}\n\n\
+             If you did not expect this, ignore this message.\n",
+            expires = invitation.expires_at.to_rfc3339(),
+        );
+        mailer
+            .send(mail::Mail {
+                to: email.to_owned(),
+                subject: format!("Your invitation to {workspace}"),
+                text,
+            })
+            .await
+            .map_err(|why| {
+                tracing::warn!(invitation = %invitation.id, error = %why, "invitation mail not sent");
+                ControlError::Unavailable(
+                    "the invitation email could not be sent; nothing was changed, try again".into(),
+                )
+            })?;
+        Ok(Delivery::Email)
     }
 
     pub async fn update_member(

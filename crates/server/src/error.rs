@@ -166,6 +166,10 @@ impl From<ControlError> for ApiError {
                     format!("too many attempts; retry in {retry_after_secs} s"),
                 )
             },
+            ControlError::Unavailable(m) => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
+            },
             ControlError::Storage(e) => storage_failure(&e, "storage failure"),
         }
     }

@@ -13,6 +13,7 @@ pub mod events;
 mod extract;
 pub mod gateway;
 pub mod idempotency;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod request_id;

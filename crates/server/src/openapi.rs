@@ -120,6 +120,7 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(admin::list_workspaces))
         .routes(routes!(admin::get_workspace, admin::update_workspace))
         .routes(routes!(admin::update_application))
+        .routes(routes!(admin::reissue_invitation))
         .routes(routes!(customer::identify))
         .routes(routes!(customer_auth::sign_up))
         .routes(routes!(customer_auth::sign_in))

@@ -90,7 +90,8 @@ pub struct RolledKeyView {
 pub struct InvitedMemberView {
     #[serde(flatten)]
     pub member: Member,
-    /// Hand `invitation.token` to the person; they accept at `/control/v1/auth/accept-invitation`.
+    /// The person receives its token (by email, or from the operators) and accepts at
+    /// `/control/v1/auth/accept-invitation`; only a platform operator's answer carries it.
     pub invitation: Invitation,
 }
 

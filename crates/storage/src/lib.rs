@@ -226,6 +226,15 @@ pub trait MemberRepository {
         token_hash: &KeyHash,
         now: DateTime<Utc>,
     ) -> Result<Option<PendingInvitation>>;
+    /// Gives an invitation not yet accepted a new token and expiry (the old token stops
+    /// working), whatever its workspace: for platform operators relaying it. The invited member,
+    /// or `None` when there is no such pending invitation.
+    async fn reissue_invitation(
+        &self,
+        id: &InvitationId,
+        token_hash: &KeyHash,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<Member>>;
     /// Consumes the invitation (once), activates the membership, and sets the password and name
     /// when given. `State` when it was consumed concurrently.
     async fn accept_invitation(

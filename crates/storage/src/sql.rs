@@ -741,6 +741,36 @@ macro_rules! impl_repositories {
                 }))
             }
 
+            async fn reissue_invitation(
+                &self,
+                id: &InvitationId,
+                token_hash: &KeyHash,
+                expires_at: DateTime<Utc>,
+            ) -> Result<Option<Member>> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let found: Option<(String, String)> = sqlx::query_as(
+                    "UPDATE invitations SET token_hash = $1, expires_at = $2 \
+                     WHERE id = $3 AND accepted_at IS NULL RETURNING workspace_id, member_id",
+                )
+                .bind(token_hash.to_hex())
+                .bind(ms(expires_at))
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((workspace, member)) = found else {
+                    return Ok(None);
+                };
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
+                let workspace = WorkspaceId::parse(&workspace)
+                    .map_err(|_| StorageError::Corrupt("invitations.workspace_id"))?;
+                let member = MemberId::parse(&member)
+                    .map_err(|_| StorageError::Corrupt("invitations.member_id"))?;
+                self.member_by_id(&workspace, &member).await.map(Some)
+            }
+
             async fn accept_invitation(
                 &self,
                 inv: &PendingInvitation,

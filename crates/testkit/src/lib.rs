@@ -5,6 +5,8 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Under `CI=true` a missing server fails the
 //! test; elsewhere the Postgres half of a suite is skipped with a message.
 //!
+//! [`smtp`]: a real SMTP server (aiosmtpd) that keeps what it receives.
+//!
 //! For benchmarks: [`cpu`], the CPU time of this process, a thread and the Postgres server;
 //! [`rounds`], the summary of rounds that alternate a baseline and the measured work.
 
@@ -12,6 +14,7 @@ use sqlx::{Connection, Executor, PgConnection};
 
 pub mod cpu;
 pub mod rounds;
+pub mod smtp;
 
 pub fn admin_url() -> String {
     std::env::var("AUTHSOME_TEST_POSTGRES_URL")
@@ -20,6 +23,16 @@ pub fn admin_url() -> String {
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// A service a test needs is missing: under `CI=true` that fails the test; elsewhere the test
+/// is skipped with a message.
+fn unavailable<T>(what: &str) -> Option<T> {
+    if ci() {
+        panic!("CI=true and {what} is unavailable");
+    }
+    eprintln!("skipping: {what} is unavailable");
+    None
 }
 
 /// A Postgres database that exists for the lifetime of this value.

@@ -64,22 +64,46 @@ pub struct Account {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// A person's membership of a workspace. While it is `invited`, it says nothing about the
+/// person beyond the email the inviter typed: `accountId` and `name` are null, so an invitation
+/// does not reveal whether that address already has an account (an account id carries its
+/// creation time) or what name it chose.
+#[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", schema(rename_all = "camelCase"))]
 pub struct Member {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: MemberId,
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub workspace_id: WorkspaceId,
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    /// Null while the member is invited.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub account_id: AccountId,
     pub email: String,
+    /// Null while the member is invited.
     pub name: Option<String>,
     pub role: Role,
     pub status: MemberStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl serde::Serialize for Member {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let known = self.status == MemberStatus::Active;
+        let mut out = serializer.serialize_struct("Member", 9)?;
+        out.serialize_field("id", &self.id)?;
+        out.serialize_field("workspaceId", &self.workspace_id)?;
+        out.serialize_field("accountId", &known.then_some(&self.account_id))?;
+        out.serialize_field("email", &self.email)?;
+        out.serialize_field("name", &self.name.as_ref().filter(|_| known))?;
+        out.serialize_field("role", &self.role)?;
+        out.serialize_field("status", &self.status)?;
+        out.serialize_field("createdAt", &self.created_at)?;
+        out.serialize_field("updatedAt", &self.updated_at)?;
+        out.end()
+    }
 }
 
 /// Lowercases and checks an email address (one `@`, a dot in the domain, no spaces, ≤ 254 bytes).
@@ -141,6 +165,31 @@ mod tests {
         assert!(!Role::Viewer.allows(AuditRead));
         assert!(Role::Auditor.allows(AuditRead) && !Role::Auditor.allows(ApplicationsRead));
         assert!(!Role::Auditor.allows(MembersRead));
+    }
+
+    #[test]
+    fn an_invited_member_shows_no_account() {
+        let now = chrono::Utc::now();
+        let mut member = Member {
+            id: MemberId::new(),
+            workspace_id: WorkspaceId::new(),
+            account_id: AccountId::new(),
+            email: "ada@example.com".into(),
+            name: Some("Ada".into()),
+            role: Role::Admin,
+            status: MemberStatus::Invited,
+            created_at: now,
+            updated_at: now,
+        };
+        let shown = serde_json::to_value(&member).unwrap();
+        assert_eq!(shown["accountId"], serde_json::Value::Null);
+        assert_eq!(shown["name"], serde_json::Value::Null);
+        assert_eq!(shown["email"], "ada@example.com");
+        member.status = MemberStatus::Active;
+        let shown = serde_json::to_value(&member).unwrap();
+        assert_eq!(shown["accountId"], member.account_id.as_str());
+        assert_eq!(shown["name"], "Ada");
+        assert_eq!(shown["role"], "admin");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! workspace's standing, plan and limits, and point dedicated applications at their instances.
 //! To anyone else these routes do not exist (404).
 
-use authsome_control::{AdminApplicationPatch, AdminWorkspacePatch};
-use authsome_domain::id::{ApplicationId, WorkspaceId};
+use authsome_control::{AdminApplicationPatch, AdminWorkspacePatch, Invitation};
+use authsome_domain::id::{ApplicationId, InvitationId, WorkspaceId};
 use authsome_domain::tenancy::{Application, Workspace};
 use axum::extract::{Path, State};
 
@@ -84,6 +84,27 @@ pub async fn update_application(
         state
             .control
             .admin_update_application(&caller.actor, &app, patch)
+            .await?,
+    ))
+}
+
+/// A fresh one-time token for an invitation not yet accepted (the old one stops working), for
+/// the operator to relay to the person it invites where no mail server is configured; mailed
+/// to them as well when one is.
+#[utoipa::path(post, path = "/control/v1/admin/invitations/{invId}/token", tag = "admin",
+    params(("invId" = String, Path)),
+    responses((status = 200, body = Invitation), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reissue_invitation(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Invitation>, ApiError> {
+    let id: InvitationId = path_id(&id, "invitation")?;
+    Ok(axum::Json(
+        state
+            .control
+            .admin_reissue_invitation(&caller.actor, &id)
             .await?,
     ))
 }

@@ -29,7 +29,8 @@ pub async fn list(
     Ok(axum::Json(List::from_page(page, |m| m)))
 }
 
-/// Invites a person by email; the response carries the one-time invitation token.
+/// Invites a person by email. The one-time token goes to that address (`AUTHSOME_SMTP_URL`) or
+/// to the server log for the operators to relay; only a platform operator's answer carries it.
 #[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/members", tag = "members",
     params(("wsId" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),

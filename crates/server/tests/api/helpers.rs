@@ -99,7 +99,29 @@ async fn serve(
     http: HttpSettings,
     guard: Box<dyn std::any::Any + Send>,
 ) -> TestApp {
-    serve_with_limiter(store, apps, http, guard, None).await
+    serve_with_limiter(store, apps, http, guard, None, None).await
+}
+
+/// An app on SQLite whose control plane mails through the SMTP server at `url`.
+pub async fn spawn_with_mailer(url: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    let apps = AppDatabaseConfig::Sqlite {
+        dir: dir.path().join("apps"),
+    };
+    let mailer =
+        authsome_server::mail::SmtpMailer::new(url, "AuthSome Tests <noreply@authsome.test>")
+            .unwrap();
+    serve_with_limiter(
+        Arc::new(store),
+        apps,
+        HttpSettings::default(),
+        Box::new(dir),
+        None,
+        Some(Arc::new(mailer)),
+    )
+    .await
 }
 
 type Throttles = (
@@ -155,6 +177,7 @@ pub async fn spawn_with_redis_at(url: &str) -> Option<TestApp> {
         HttpSettings::default(),
         Box::new(dir),
         Some((Arc::new(limiter), channel, replay)),
+        None,
     )
     .await;
     app.apps_dir = Some(apps_dir);
@@ -206,6 +229,7 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
         HttpSettings::default(),
         Box::new(dir),
         Some((first_limiter, channel.clone(), replay.clone())),
+        None,
     )
     .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -244,8 +268,12 @@ async fn serve_with_limiter(
         authsome_gateway::RedisChannel,
         Arc<authsome_gateway::RedisReplayCache>,
     )>,
+    mailer: Option<Arc<dyn authsome_control::mail::Mailer>>,
 ) -> TestApp {
-    let control = ControlPlane::new(store, ControlSettings::default());
+    let mut control = ControlPlane::new(store, ControlSettings::default());
+    if let Some(mailer) = mailer {
+        control = control.with_mailer(mailer);
+    }
     let root_email = "root@platform.test".to_owned();
     let BootstrapResult::Created {
         workspace_id,
@@ -386,7 +414,7 @@ impl TestApp {
             .await;
         assert_eq!(r.status, 201, "invite {email}: {}", r.body);
         let member_id = r.body["id"].as_str().unwrap().to_owned();
-        let token = r.body["invitation"]["token"].as_str().unwrap();
+        let token = self.invitation_token(&r.body).await;
         let password = format!("pw-{email}-long-enough");
         let accepted = self
             .call(
@@ -398,6 +426,26 @@ impl TestApp {
             .await;
         assert_eq!(accepted.status, 200, "accept {email}: {}", accepted.body);
         (member_id, self.login(email, &password).await)
+    }
+
+    /// The token of the invitation in an invite's answer: in it when a platform operator
+    /// invited; otherwise (no mail server in these tests) the one a platform operator is given
+    /// to relay.
+    pub async fn invitation_token(&self, invited: &Value) -> String {
+        if let Some(token) = invited["invitation"]["token"].as_str() {
+            return token.to_owned();
+        }
+        let id = invited["invitation"]["id"].as_str().unwrap();
+        let r = self
+            .call(
+                Method::POST,
+                &format!("/control/v1/admin/invitations/{id}/token"),
+                Some(&self.root_key),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "reissue {id}: {}", r.body);
+        r.body["token"].as_str().unwrap().to_owned()
     }
 
     /// A workspace owned by a fresh person who is not a platform operator: the operator creates

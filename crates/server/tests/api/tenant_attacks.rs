@@ -736,3 +736,241 @@ async fn metrics_can_need_a_token_or_a_listener_of_their_own() {
     let r = TestApp::read(gw.client.get(format!("{own}/health")).send().await.unwrap()).await;
     assert_error(&r, 404, "not_found");
 }
+
+/// Accepts an invitation over HTTP.
+async fn accept(app: &TestApp, token: &str, password: &str, name: Option<&str>) -> Response {
+    let mut body = json!({"token": token, "password": password});
+    if let Some(name) = name {
+        body["name"] = json!(name);
+    }
+    app.call(
+        reqwest::Method::POST,
+        "/control/v1/auth/accept-invitation",
+        None,
+        Some(body),
+    )
+    .await
+}
+
+/// Finding 4: an admin of another workspace who invites the same address learns nothing of
+/// the account and gets no token, so cannot set its password, take it over, or keep the real
+/// invitee out.
+#[tokio::test]
+async fn an_invitation_cannot_take_over_or_reveal_an_account() {
+    let app = spawn_app().await;
+    let a = app.tenant("Victim Corp").await;
+    let b = app.tenant("Attacker Corp").await;
+    let victim = json!({"email": "victim@example.com", "role": "admin"});
+    let by_a = app
+        .post(
+            &format!("/control/v1/workspaces/{}/members", a.ws),
+            &a.owner_token,
+            victim.clone(),
+        )
+        .await;
+    assert_eq!(by_a.status, 201, "{}", by_a.body);
+    let by_b = app
+        .post(
+            &format!("/control/v1/workspaces/{}/members", b.ws),
+            &b.owner_token,
+            victim,
+        )
+        .await;
+    assert_eq!(by_b.status, 201, "{}", by_b.body);
+    for answer in [&by_a.body, &by_b.body] {
+        assert!(answer["invitation"].get("token").is_none(), "{answer}");
+        assert_eq!(answer["accountId"], Value::Null);
+        assert_eq!(answer["name"], Value::Null);
+    }
+    // With nothing to accept with, B's admin can only guess.
+    let r = accept(&app, "ivt_guessed", "attacker's password", None).await;
+    assert_error(&r, 404, "not_found");
+
+    // The invitee (the token relayed by the operators) joins A and names the account.
+    let token = app.invitation_token(&by_a.body).await;
+    let r = accept(&app, &token, "victim's own password", Some("Vic")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let victim = app
+        .login("victim@example.com", "victim's own password")
+        .await;
+    // B's invitation of an existing account reveals nothing of it either.
+    let again = app
+        .post(
+            &format!("/control/v1/workspaces/{}/members", b.ws),
+            &b.owner_token,
+            json!({"email": "Victim@Example.com", "role": "viewer"}),
+        )
+        .await;
+    assert_error(&again, 409, "conflict");
+    let listed = app
+        .get(
+            &format!("/control/v1/workspaces/{}/members", b.ws),
+            &b.owner_token,
+        )
+        .await;
+    let pending = listed.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == "victim@example.com")
+        .unwrap();
+    assert_eq!(pending["status"], "invited");
+    assert_eq!(
+        (&pending["accountId"], &pending["name"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    // Accepting B's invitation is signing in as the account: its own password, and nothing of
+    // the account changes.
+    let b_token = app.invitation_token(&by_b.body).await;
+    let r = accept(&app, &b_token, "attacker's password", Some("Owned")).await;
+    assert_error(&r, 401, "unauthorized");
+    let r = accept(&app, &b_token, "victim's own password", Some("Owned")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let me = app.get("/control/v1/auth/me", &victim).await;
+    assert_eq!(me.body["name"], "Vic", "{}", me.body);
+}
+
+/// Finding 4: accept-invitation is no password oracle: wrong passwords for an existing account
+/// are throttled like sign-in.
+#[tokio::test]
+async fn accepting_for_an_existing_account_is_throttled_like_sign_in() {
+    let app = spawn_app().await;
+    let a = app.tenant("Guessed").await;
+    let b = app.tenant("Guesser").await;
+    let r = app
+        .post(
+            &format!("/control/v1/workspaces/{}/members", b.ws),
+            &b.owner_token,
+            json!({"email": a.owner_email, "role": "viewer"}),
+        )
+        .await;
+    let token = app.invitation_token(&r.body).await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(
+            accept(&app, &token, &format!("guess number {i}"), None)
+                .await
+                .status,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.iter().take(5).all(|s| *s == 401), "{statuses:?}");
+    // Locked, the right password waits too.
+    let right = format!("pw-{}-long-enough", a.owner_email);
+    let r = accept(&app, &token, &right, None).await;
+    assert_error(&r, 429, "rate_limit_exceeded");
+    assert!(r.headers.contains_key("retry-after"));
+}
+
+/// Finding 4: a workspace that has only invited a person gets no audit entries about them.
+#[tokio::test]
+async fn pending_invitations_learn_nothing_of_the_person() {
+    let app = spawn_app().await;
+    let a = app.tenant("Known").await;
+    let b = app.tenant("Curious").await;
+    let r = app
+        .post(
+            &format!("/control/v1/workspaces/{}/members", b.ws),
+            &b.owner_token,
+            json!({"email": a.owner_email, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // The invited person signs in, and fails to, elsewhere.
+    let password = format!("pw-{}-long-enough", a.owner_email);
+    app.login(&a.owner_email, &password).await;
+    let failed = app
+        .call(
+            reqwest::Method::POST,
+            "/control/v1/auth/login",
+            None,
+            Some(json!({"email": a.owner_email, "password": "not it"})),
+        )
+        .await;
+    assert_error(&failed, 401, "unauthorized");
+    let person = app.get("/control/v1/auth/me", &a.owner_token).await.body["id"].clone();
+    assert_eq!(
+        actions_about(&app, &b.ws, &b.owner_token, &person).await,
+        Vec::<String>::new()
+    );
+    // The workspace the person belongs to sees both.
+    let seen = actions_about(&app, &a.ws, &a.owner_token, &person).await;
+    assert!(seen.contains(&"account.signed_in".to_owned()), "{seen:?}");
+    assert!(
+        seen.contains(&"account.sign_in_failed".to_owned()),
+        "{seen:?}"
+    );
+    // And the pending membership gives no access.
+    let me = app.login(&a.owner_email, &password).await;
+    let r = app
+        .get(&format!("/control/v1/workspaces/{}", b.ws), &me)
+        .await;
+    assert_error(&r, 404, "not_found");
+}
+
+/// The `account.*` audit actions of `ws` whose target is `person`.
+async fn actions_about(app: &TestApp, ws: &str, token: &str, person: &Value) -> Vec<String> {
+    let path = format!("/control/v1/workspaces/{ws}/audit?action=account.&limit=100");
+    app.get(&path, token).await.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == *person)
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Finding 4: with `AUTHSOME_SMTP_URL`, the token goes to the invited address by mail (a real
+/// SMTP server here), and is made only when the mail is handed over.
+#[tokio::test]
+async fn invitations_are_mailed_to_the_invited_address() {
+    let Some(sink) = authsome_testkit::smtp::SmtpSink::start() else {
+        return;
+    };
+    let app = spawn_with_mailer(&sink.url).await;
+    let t = app.tenant("Mailing").await;
+    // (The tenant's own owner was invited by the operator: one message already.)
+    let before = sink.wait_for(1).len();
+    let r = app
+        .post(
+            &format!("/control/v1/workspaces/{}/members", t.ws),
+            &t.owner_token,
+            json!({"email": "mailed@example.com", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["invitation"]["delivery"], "email");
+    assert!(r.body["invitation"].get("token").is_none());
+    let messages = sink.wait_for(before + 1);
+    let mail = messages.last().unwrap();
+    assert!(mail.contains("To: mailed@example.com"), "{mail}");
+    assert!(mail.contains("Mailing"), "{mail}");
+    let token = mail
+        .split_whitespace()
+        .find(|w| w.starts_with("ivt_"))
+        .expect("the token in the mail")
+        .trim_end_matches(['"', ','])
+        .to_owned();
+    let r = accept(&app, &token, "mailed and chosen", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    app.login("mailed@example.com", "mailed and chosen").await;
+
+    // The relay goes away: no invitation is made that nobody could receive.
+    drop(sink);
+    let r = app
+        .post(
+            &format!("/control/v1/workspaces/{}/members", t.ws),
+            &t.owner_token,
+            json!({"email": "unmailed@example.com", "role": "viewer"}),
+        )
+        .await;
+    assert_error(&r, 503, "service_unavailable");
+    let listed = app
+        .get(
+            &format!("/control/v1/workspaces/{}/members", t.ws),
+            &t.owner_token,
+        )
+        .await;
+    assert!(!listed.body.to_string().contains("unmailed@example.com"));
+}
