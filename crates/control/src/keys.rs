@@ -715,7 +715,7 @@ impl ControlPlane {
             .as_deref()
             .map(|n| parse_name("name", n))
             .transpose()?;
-        let created = new_key(
+        let mut created = new_key(
             ws,
             None,
             KeyKind::Management,
@@ -724,6 +724,15 @@ impl ControlPlane {
             Vec::new(),
             Some(role),
         );
+        // The key is the person's: made by a member, theirs; made by a key, its member's.
+        created.key.created_by = match actor {
+            Actor::Account(id) => Some(id.clone()),
+            Actor::ManagementKey { key_id, .. } => self
+                .store
+                .key(ws, None, key_id)
+                .await?
+                .and_then(|k| k.created_by),
+        };
         self.audited(
             Some(actor),
             vec![DomainEvent::new("workspace.key.created")
@@ -797,7 +806,7 @@ impl ControlPlane {
                 "only a live key that was not rolled before can be rolled".into(),
             ));
         }
-        let new = self.with_signing_secret(new_key(
+        let mut new = self.with_signing_secret(new_key(
             ws,
             app,
             old.kind,
@@ -806,6 +815,7 @@ impl ControlPlane {
             old.scopes.clone(),
             old.role,
         ));
+        new.key.created_by = old.created_by.clone();
         let old_expires_at = now + chrono::Duration::seconds(grace);
         self.audited(
             Some(actor),
@@ -880,6 +890,7 @@ pub(crate) fn new_key(
         revoked_at: None,
         rolled_to: None,
         signing_secret: None,
+        created_by: None,
     };
     CreatedKey {
         key,

@@ -2,11 +2,11 @@
 //! always keeps at least one active owner; only owners touch owners.
 
 use authsome_domain::event::DomainEvent;
-use authsome_domain::id::{AccountId, InvitationId, MemberId, WorkspaceId};
+use authsome_domain::id::{AccountId, InvitationId, KeyId, MemberId, WorkspaceId};
 use authsome_domain::keys::OpaqueToken;
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::member::parse_email;
-use authsome_domain::tenancy::{Actor, Member, MemberStatus, Permission, Role};
+use authsome_domain::tenancy::{Actor, ApiKey, Member, MemberStatus, Permission, Role};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::auth::INVITATION_TOKEN_PREFIX;
@@ -247,7 +247,9 @@ impl ControlPlane {
         if target.role == Role::Owner || patch.role == Role::Owner {
             self.require_for(actor, ws, role, Permission::OwnersManage)?;
         }
-        let member = self
+        // The member's management keys give up what the new role may not do, in the same
+        // transaction.
+        let (member, capped) = self
             .audited(
                 Some(actor),
                 vec![DomainEvent::new("workspace.member.role_changed")
@@ -258,6 +260,9 @@ impl ControlPlane {
                     .update_member_role(ws, id, patch.role, authsome_domain::now()),
             )
             .await?;
+        for hash in capped {
+            self.invalidate(crate::keys::Invalidation::Key(hash));
+        }
         Ok(member)
     }
 
@@ -285,14 +290,58 @@ impl ControlPlane {
                 self.require_for(actor, ws, role, Permission::OwnersManage)?;
             }
         }
+        // Their management keys go with them, in the same transaction.
+        let revoked = self
+            .audited(
+                Some(actor),
+                vec![DomainEvent::new("workspace.member.removed")
+                    .workspace(ws)
+                    .target(id)],
+                self.store.remove_member(ws, id, authsome_domain::now()),
+            )
+            .await?;
+        for hash in revoked {
+            self.invalidate(crate::keys::Invalidation::Key(hash));
+        }
+        Ok(())
+    }
+
+    /// Makes a management key the calling owner's, so that it survives its member leaving or
+    /// being demoted (owners only, signed in as themselves).
+    pub async fn reassign_management_key(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        id: &KeyId,
+    ) -> Result<ApiKey> {
+        let (_, role) = self
+            .workspace_for(actor, ws, Permission::ManagementKeysManage)
+            .await?;
+        self.require_for(actor, ws, role, Permission::OwnersManage)?;
+        let Actor::Account(account) = actor else {
+            return Err(ControlError::Forbidden(
+                "a key is reassigned by an owner signed in as themselves".into(),
+            ));
+        };
         self.audited(
             Some(actor),
-            vec![DomainEvent::new("workspace.member.removed")
+            vec![DomainEvent::new("workspace.key.reassigned")
                 .workspace(ws)
-                .target(id)],
-            self.store.remove_member(ws, id),
+                .target(id)
+                .change("to", account.to_string())],
+            async {
+                match self.store.reassign_management_key(ws, id, account).await {
+                    Err(authsome_storage::StorageError::NotFound) => {
+                        Err(ControlError::NotFound("key"))
+                    }
+                    other => Ok(other?),
+                }
+            },
         )
         .await?;
-        Ok(())
+        self.store
+            .key(ws, None, id)
+            .await?
+            .ok_or(ControlError::NotFound("key"))
     }
 }

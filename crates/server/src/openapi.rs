@@ -94,6 +94,7 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         ))
         .routes(routes!(keys::roll_management_key))
         .routes(routes!(keys::revoke_management_key))
+        .routes(routes!(keys::reassign_management_key))
         .routes(routes!(applications::create, applications::list))
         .routes(routes!(
             applications::get,

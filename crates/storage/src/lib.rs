@@ -211,16 +211,33 @@ pub trait MemberRepository {
         token_hash: &KeyHash,
         expires_at: DateTime<Utc>,
     ) -> Result<Member>;
-    /// Changes a role; `LastOwner` if that would leave no active owner.
+    /// Changes a role; `LastOwner` if that would leave no active owner. In the same
+    /// transaction, the member's management keys in the workspace that could do more than the
+    /// new role are given it; their hashes come back (for the key caches).
     async fn update_member_role(
         &self,
         workspace: &WorkspaceId,
         id: &MemberId,
         role: Role,
         now: DateTime<Utc>,
-    ) -> Result<Member>;
-    /// Removes a member; `LastOwner` if that would leave no active owner.
-    async fn remove_member(&self, workspace: &WorkspaceId, id: &MemberId) -> Result<()>;
+    ) -> Result<(Member, Vec<KeyHash>)>;
+    /// Removes a member; `LastOwner` if that would leave no active owner. In the same
+    /// transaction, the member's live management keys in the workspace are revoked; their
+    /// hashes come back.
+    async fn remove_member(
+        &self,
+        workspace: &WorkspaceId,
+        id: &MemberId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<KeyHash>>;
+    /// Makes `account` the member a management key belongs to. `NotFound` when there is no
+    /// such live management key in the workspace.
+    async fn reassign_management_key(
+        &self,
+        workspace: &WorkspaceId,
+        id: &KeyId,
+        account: &AccountId,
+    ) -> Result<()>;
     async fn pending_invitation(
         &self,
         token_hash: &KeyHash,

@@ -209,7 +209,8 @@ impl ApplicationRow {
 }
 
 pub(crate) const KEY_COLUMNS: &str = "id, workspace_id, application_id, kind, mode, name, scopes, \
-     role, hash, last4, created_at, last_used_at, expires_at, revoked_at, rolled_to, signing_secret";
+     role, hash, last4, created_at, last_used_at, expires_at, revoked_at, rolled_to, signing_secret, \
+     created_by";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
@@ -229,6 +230,7 @@ pub(crate) struct KeyRow {
     pub revoked_at: Option<i64>,
     pub rolled_to: Option<String>,
     pub signing_secret: Option<String>,
+    pub created_by: Option<String>,
 }
 
 impl KeyRow {
@@ -262,6 +264,10 @@ impl KeyRow {
             expires_at: opt_time(self.expires_at, "api_keys.expires_at")?,
             revoked_at: opt_time(self.revoked_at, "api_keys.revoked_at")?,
             signing_secret: self.signing_secret,
+            created_by: self
+                .created_by
+                .map(|a| id(AccountId::parse(&a), "api_keys.created_by"))
+                .transpose()?,
             rolled_to: self
                 .rolled_to
                 .map(|k| id(KeyId::parse(&k), "api_keys.rolled_to"))

@@ -253,8 +253,9 @@ macro_rules! impl_repositories {
                 sqlx::query(
                     "INSERT INTO api_keys (id, workspace_id, application_id, kind, mode, name, \
                      scopes, role, hash, last4, created_at, last_used_at, expires_at, revoked_at, \
-                     rolled_to, signing_secret) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                     rolled_to, signing_secret, created_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                     $17)",
                 ),
                 k,
             )
@@ -264,7 +265,7 @@ macro_rules! impl_repositories {
             Ok(())
         }
 
-        /// Binds a key's sixteen columns, in `api_keys` order, as `$1` to `$16`.
+        /// Binds a key's seventeen columns, in `api_keys` order, as `$1` to `$17`.
         fn bind_key<'q>(
             query: sqlx::query::Query<
                 'q,
@@ -295,6 +296,13 @@ macro_rules! impl_repositories {
             .bind(opt_ms(k.revoked_at))
             .bind(k.rolled_to.as_ref().map(|r| r.as_str()))
             .bind(k.signing_secret.as_deref())
+            .bind(k.created_by.as_ref().map(|a| a.as_str()))
+        }
+
+        fn key_hashes(hex: Vec<String>) -> Result<Vec<KeyHash>> {
+            hex.iter()
+                .map(|h| KeyHash::from_hex(h).ok_or(StorageError::Corrupt("api_keys.hash")))
+                .collect()
         }
 
         /// Takes the per-workspace write lock (see the module doc); `NotFound` if it is gone.
@@ -665,45 +673,103 @@ macro_rules! impl_repositories {
                 id: &MemberId,
                 role: Role,
                 now: DateTime<Utc>,
-            ) -> Result<Member> {
+            ) -> Result<(Member, Vec<KeyHash>)> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 lock_workspace(&mut *tx, workspace).await?;
-                let done = sqlx::query(
-                    "UPDATE members SET role = $1, updated_at = $2 WHERE workspace_id = $3 AND id = $4",
+                let account: Option<String> = sqlx::query_scalar(
+                    "UPDATE members SET role = $1, updated_at = $2 WHERE workspace_id = $3 AND id = $4 \
+                     RETURNING account_id",
                 )
                 .bind(role.as_str())
                 .bind(ms(now))
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(account) = account else {
+                    return Err(StorageError::NotFound);
+                };
+                if count_active_owners(&mut *tx, workspace).await? == 0 {
+                    return Err(StorageError::LastOwner);
+                }
+                // At most the five roles: one parameter each (unused ones match no role).
+                let mut exceeding = Role::exceeding(role).into_iter().map(|r| r.as_str());
+                let mut query = sqlx::query_scalar(
+                    "UPDATE api_keys SET role = $1 WHERE workspace_id = $2 AND created_by = $3 \
+                     AND kind = 'management' AND revoked_at IS NULL \
+                     AND role IN ($4, $5, $6, $7, $8) RETURNING hash",
+                )
+                .bind(role.as_str())
+                .bind(workspace.as_str())
+                .bind(&account);
+                for _ in 0..5 {
+                    query = query.bind(exceeding.next().unwrap_or_default());
+                }
+                let capped: Vec<String> = query.fetch_all(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
+                let member = self.member_by_id(workspace, id).await?;
+                Ok((member, key_hashes(capped)?))
+            }
+
+            async fn remove_member(
+                &self,
+                workspace: &WorkspaceId,
+                id: &MemberId,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<KeyHash>> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                lock_workspace(&mut *tx, workspace).await?;
+                let account: Option<String> = sqlx::query_scalar(
+                    "DELETE FROM members WHERE workspace_id = $1 AND id = $2 RETURNING account_id",
+                )
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(account) = account else {
+                    return Err(StorageError::NotFound);
+                };
+                if count_active_owners(&mut *tx, workspace).await? == 0 {
+                    return Err(StorageError::LastOwner);
+                }
+                let revoked: Vec<String> = sqlx::query_scalar(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE workspace_id = $2 AND created_by = $3 \
+                     AND kind = 'management' AND revoked_at IS NULL RETURNING hash",
+                )
+                .bind(ms(now))
+                .bind(workspace.as_str())
+                .bind(&account)
+                .fetch_all(&mut *tx)
+                .await?;
+                let outboxed = write_outbox(&mut *tx).await?;
+                tx.commit().await?;
+                crate::outbox::committed(outboxed);
+                key_hashes(revoked)
+            }
+
+            async fn reassign_management_key(
+                &self,
+                workspace: &WorkspaceId,
+                id: &KeyId,
+                account: &AccountId,
+            ) -> Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "UPDATE api_keys SET created_by = $1 WHERE workspace_id = $2 AND id = $3 \
+                     AND kind = 'management' AND revoked_at IS NULL",
+                )
+                .bind(account.as_str())
                 .bind(workspace.as_str())
                 .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
-                }
-                if count_active_owners(&mut *tx, workspace).await? == 0 {
-                    return Err(StorageError::LastOwner);
-                }
-                let outboxed = write_outbox(&mut *tx).await?;
-                tx.commit().await?;
-                crate::outbox::committed(outboxed);
-                self.member_by_id(workspace, id).await
-            }
-
-            async fn remove_member(&self, workspace: &WorkspaceId, id: &MemberId) -> Result<()> {
-                let mut w = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                lock_workspace(&mut *tx, workspace).await?;
-                let done = sqlx::query("DELETE FROM members WHERE workspace_id = $1 AND id = $2")
-                    .bind(workspace.as_str())
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() == 0 {
-                    return Err(StorageError::NotFound);
-                }
-                if count_active_owners(&mut *tx, workspace).await? == 0 {
-                    return Err(StorageError::LastOwner);
                 }
                 let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
@@ -1022,10 +1088,10 @@ macro_rules! impl_repositories {
                         $backend,
                         "INSERT INTO api_keys (id, workspace_id, application_id, kind, mode, name, \
                          scopes, role, hash, last4, created_at, last_used_at, expires_at, \
-                         revoked_at, rolled_to, signing_secret) \
+                         revoked_at, rolled_to, signing_secret, created_by) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                         $15, $16)",
-                        "$17", "$18", "$19", "$20"
+                         $15, $16, $17)",
+                        "$18", "$19", "$20", "$21"
                     )),
                     key,
                 );
@@ -1108,15 +1174,15 @@ macro_rules! impl_repositories {
                     sqlx::query(crate::outbox::outboxed_write!(
                         $backend,
                         after "UPDATE api_keys SET rolled_to = $1, expires_at = CASE \
-                         WHEN expires_at IS NULL OR expires_at > $17 THEN $17 ELSE expires_at END \
-                         WHERE workspace_id = $18 AND id = $19 \
+                         WHEN expires_at IS NULL OR expires_at > $18 THEN $18 ELSE expires_at END \
+                         WHERE workspace_id = $19 AND id = $20 \
                          AND rolled_to IS NULL AND revoked_at IS NULL",
                         "INSERT INTO api_keys (id, workspace_id, application_id, kind, mode, name, \
                          scopes, role, hash, last4, created_at, last_used_at, expires_at, \
-                         revoked_at, rolled_to, signing_secret) \
+                         revoked_at, rolled_to, signing_secret, created_by) \
                          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                         $15, $16",
-                        "$20", "$21", "$22", "$23"
+                         $15, $16, $17",
+                        "$21", "$22", "$23", "$24"
                     )),
                     replacement,
                 )

@@ -73,6 +73,7 @@ backend_tests!(
     concurrent_demotions_keep_an_owner,
     invitations_are_single_use,
     applications_are_scoped_to_their_workspace,
+    management_keys_follow_their_member,
     upstreams_of_live_dedicated_applications,
     keys_roll_revoke_and_record_use,
     idempotency_records,
@@ -158,6 +159,7 @@ fn app_key(ws: &WorkspaceId, app: &ApplicationId) -> ApiKey {
     let generated = generate_key(KeyKind::Secret, KeyMode::Test);
     ApiKey {
         signing_secret: Some("sealed".into()),
+        created_by: None,
         id: KeyId::new(),
         workspace_id: ws.clone(),
         application_id: Some(app.clone()),
@@ -425,7 +427,7 @@ async fn members_always_keep_an_owner(store: Arc<dyn Store>) {
         Err(StorageError::LastOwner)
     ));
     assert!(matches!(
-        store.remove_member(&ws.id, &owner.id).await,
+        store.remove_member(&ws.id, &owner.id, now()).await,
         Err(StorageError::LastOwner)
     ));
     // Still the owner after both refusals.
@@ -484,8 +486,8 @@ async fn members_always_keep_an_owner(store: Arc<dyn Store>) {
         .update_member_role(&ws.id, &owner.id, Role::Viewer, now())
         .await
         .unwrap();
-    assert_eq!(demoted.role, Role::Viewer);
-    store.remove_member(&ws.id, &owner.id).await.unwrap();
+    assert_eq!(demoted.0.role, Role::Viewer);
+    store.remove_member(&ws.id, &owner.id, now()).await.unwrap();
     assert!(store.member(&ws.id, &owner.id).await.unwrap().is_none());
     let listed = store.members(&ws.id, &page(10)).await.unwrap();
     assert_eq!(listed.items.len(), 1);
@@ -504,7 +506,7 @@ async fn members_always_keep_an_owner(store: Arc<dyn Store>) {
         Err(StorageError::NotFound)
     ));
     assert!(matches!(
-        store.remove_member(&ws.id, &other_owner.id).await,
+        store.remove_member(&ws.id, &other_owner.id, now()).await,
         Err(StorageError::NotFound)
     ));
     assert_eq!(
@@ -768,6 +770,107 @@ async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn management_keys_follow_their_member(store: Arc<dyn Store>) {
+    let (ws, owner_actor, owner) = seeded(&store, "keys-follow").await;
+    let Actor::Account(owner_account) = owner_actor else {
+        unreachable!()
+    };
+    let admin_account = account("admin@keys-follow.test");
+    store
+        .create_account(&admin_account, Some("$argon2id$fake"))
+        .await
+        .unwrap();
+    let admin = member(
+        &ws.id,
+        &admin_account.id,
+        "admin@keys-follow.test",
+        Role::Admin,
+    );
+    store
+        .invite_member(
+            &admin,
+            &InvitationId::new(),
+            &KeyHash::of("kf"),
+            now() + Duration::days(1),
+        )
+        .await
+        .unwrap();
+    let pending = store
+        .pending_invitation(&KeyHash::of("kf"), now())
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .accept_invitation(&pending, None, None, now())
+        .await
+        .unwrap();
+    let management = |role: Role, by: &AccountId| {
+        let generated = generate_key(KeyKind::Management, KeyMode::Live);
+        ApiKey {
+            id: KeyId::new(),
+            application_id: None,
+            kind: KeyKind::Management,
+            mode: KeyMode::Live,
+            scopes: vec![],
+            role: Some(role),
+            created_by: Some(by.clone()),
+            hash: generated.hash,
+            last4: generated.last4(),
+            signing_secret: None,
+            ..app_key(&ws.id, &ApplicationId::new())
+        }
+    };
+    let admins = management(Role::Admin, &admin_account.id);
+    let viewers = management(Role::Viewer, &admin_account.id);
+    let owners = management(Role::Admin, &owner_account);
+    let app = application(&ws.id, "kf-app");
+    store.create_application(&app).await.unwrap();
+    let mut app_secret = app_key(&ws.id, &app.id);
+    app_secret.created_by = Some(admin_account.id.clone());
+    for key in [&admins, &viewers, &owners, &app_secret] {
+        store.insert_key(key).await.unwrap();
+    }
+    let role_of = |key: &ApiKey| {
+        let store = store.clone();
+        let (ws, id) = (ws.id.clone(), key.id.clone());
+        async move { store.key(&ws, None, &id).await.unwrap().unwrap() }
+    };
+    // Demoted to operator: the admin key is capped, the viewer key already fits.
+    let (_, capped) = store
+        .update_member_role(&ws.id, &admin.id, Role::Operator, now())
+        .await
+        .unwrap();
+    assert_eq!(capped, [admins.hash]);
+    assert_eq!(role_of(&admins).await.role, Some(Role::Operator));
+    assert_eq!(role_of(&viewers).await.role, Some(Role::Viewer));
+    assert_eq!(role_of(&owners).await.role, Some(Role::Admin));
+    // An owner takes one over; then the member leaves: the others are revoked with them.
+    store
+        .reassign_management_key(&ws.id, &viewers.id, &owner_account)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .reassign_management_key(&ws.id, &app_secret.id, &owner_account)
+            .await,
+        Err(StorageError::NotFound)
+    ));
+    let revoked = store.remove_member(&ws.id, &admin.id, now()).await.unwrap();
+    assert_eq!(revoked, [admins.hash]);
+    assert!(role_of(&admins).await.revoked_at.is_some());
+    let kept = role_of(&viewers).await;
+    assert!(kept.revoked_at.is_none());
+    assert_eq!(kept.created_by, Some(owner_account.clone()));
+    // Application keys are the application's, whoever made them.
+    let secret = store
+        .key(&ws.id, Some(&app.id), &app_secret.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(secret.revoked_at.is_none());
+    let _ = owner;
 }
 
 async fn upstreams_of_live_dedicated_applications(store: Arc<dyn Store>) {

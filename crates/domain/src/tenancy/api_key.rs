@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::id::{ApplicationId, KeyId, WorkspaceId};
+use crate::id::{AccountId, ApplicationId, KeyId, WorkspaceId};
 use crate::keys::{key_prefix, KeyHash, KeyKind, KeyMode};
 use crate::tenancy::member::Role;
 use crate::tenancy::workspace::string_enum;
@@ -38,6 +38,12 @@ pub struct ApiKey {
     /// The role a management key acts with; absent for application keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// Management keys: the account of the member whose key this is (who created it, or the
+    /// owner it was reassigned to). It never acts with more than that member's role, and stops
+    /// working when they leave. Absent for the bootstrap key and application keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub created_by: Option<AccountId>,
     #[serde(skip)]
     pub hash: KeyHash,
     pub last4: String,
@@ -92,6 +98,7 @@ mod tests {
             name: None,
             scopes,
             role: None,
+            created_by: None,
             hash: KeyHash::of("x"),
             last4: "abcd".into(),
             created_at: Utc::now(),

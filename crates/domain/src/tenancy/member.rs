@@ -52,6 +52,44 @@ impl Role {
     }
 }
 
+impl Role {
+    /// Whether this role may do everything `other` may.
+    pub fn covers(self, other: Role) -> bool {
+        ALL_PERMISSIONS
+            .iter()
+            .all(|&p| !other.allows(p) || self.allows(p))
+    }
+
+    /// The roles that may do something `cap` may not: what a key acting for a member whose role
+    /// became `cap` must give up.
+    pub fn exceeding(cap: Role) -> Vec<Role> {
+        Role::ALL
+            .iter()
+            .copied()
+            .filter(|r| !cap.covers(*r))
+            .collect()
+    }
+}
+
+const ALL_PERMISSIONS: [Permission; 16] = [
+    Permission::WorkspaceRead,
+    Permission::WorkspaceUpdate,
+    Permission::WorkspaceDelete,
+    Permission::Billing,
+    Permission::MembersRead,
+    Permission::MembersManage,
+    Permission::OwnersManage,
+    Permission::ApplicationsRead,
+    Permission::ApplicationsWrite,
+    Permission::ApplicationsRestart,
+    Permission::KeysRead,
+    Permission::KeysCreate,
+    Permission::KeysRoll,
+    Permission::KeysRevoke,
+    Permission::ManagementKeysManage,
+    Permission::AuditRead,
+];
+
 /// A person who signs in to the control plane. Email is unique, stored lowercased.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -190,6 +228,19 @@ mod tests {
         assert_eq!(shown["accountId"], member.account_id.as_str());
         assert_eq!(shown["name"], "Ada");
         assert_eq!(shown["role"], "admin");
+    }
+
+    #[test]
+    fn a_role_covers_the_roles_below_it() {
+        assert!(Role::Owner.covers(Role::Admin) && Role::Admin.covers(Role::Operator));
+        assert!(Role::Operator.covers(Role::Viewer) && !Role::Viewer.covers(Role::Operator));
+        assert!(!Role::Viewer.covers(Role::Auditor) && !Role::Auditor.covers(Role::Viewer));
+        assert_eq!(Role::exceeding(Role::Admin), [Role::Owner]);
+        assert_eq!(
+            Role::exceeding(Role::Viewer),
+            [Role::Owner, Role::Admin, Role::Operator, Role::Auditor]
+        );
+        assert!(Role::exceeding(Role::Owner).is_empty());
     }
 
     #[test]

@@ -173,6 +173,26 @@ pub async fn revoke_management_key(
     Ok(axum::Json(revoked.into()))
 }
 
+/// Makes a management key the calling owner's: it then survives its member leaving (which
+/// revokes a member's keys) or being demoted (which caps them to the new role).
+#[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/keys/{keyId}/reassign", tag = "keys",
+    params(("wsId" = String, Path), ("keyId" = String, Path)),
+    responses((status = 200, body = KeyView), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reassign_management_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, key)): Path<(String, String)>,
+) -> Result<axum::Json<KeyView>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let key: KeyId = path_id(&key, "key")?;
+    let reassigned = state
+        .control
+        .reassign_management_key(&caller.actor, &ws, &key)
+        .await?;
+    Ok(axum::Json(reassigned.into()))
+}
+
 fn rolled_view(rolled: authsome_control::RolledKey) -> RolledKeyView {
     RolledKeyView {
         key: rolled.new.into(),

@@ -974,3 +974,87 @@ async fn invitations_are_mailed_to_the_invited_address() {
         .await;
     assert!(!listed.body.to_string().contains("unmailed@example.com"));
 }
+
+/// A management key of `ws` made by `token`'s caller: (id, secret).
+async fn management_key(app: &TestApp, ws: &str, token: &str, role: &str) -> (String, String) {
+    let r = app
+        .post(
+            &format!("/control/v1/workspaces/{ws}/keys"),
+            token,
+            json!({"name": "automation", "role": role}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    (
+        r.body["id"].as_str().unwrap().to_owned(),
+        r.body["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Also found: a member removed or demoted kept full power through the management keys they
+/// created. Now a key never acts with more than its member's role, and leaves with them,
+/// unless an owner takes it over first.
+#[tokio::test]
+async fn management_keys_do_not_outlive_their_members_power() {
+    let app = spawn_app().await;
+    let t = app.tenant("Keys Follow").await;
+    let members = format!("/control/v1/workspaces/{}/members", t.ws);
+    let (demoted_id, demoted) = app
+        .add_member(&t.owner_token, &t.ws, "demoted@keys.test", "admin")
+        .await;
+    let (removed_id, removed) = app
+        .add_member(&t.owner_token, &t.ws, "removed@keys.test", "admin")
+        .await;
+    let (_, demoted_key) = management_key(&app, &t.ws, &demoted, "admin").await;
+    let (_, removed_key) = management_key(&app, &t.ws, &removed, "admin").await;
+    // A key made by a key is its member's too.
+    let (_, second_hand) = management_key(&app, &t.ws, &removed_key, "admin").await;
+    let (kept_id, kept_key) = management_key(&app, &t.ws, &removed, "operator").await;
+    let invite = |email: &str| json!({"email": email, "role": "admin"});
+    let r = app
+        .post(&members, &demoted_key, invite("before@keys.test"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Demoted to viewer: the key reads, and invites no one.
+    let r = app
+        .patch(
+            &format!("{members}/{demoted_id}"),
+            &t.owner_token,
+            json!({"role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = app
+        .post(&members, &demoted_key, invite("after@keys.test"))
+        .await;
+    assert_error(&r, 403, "forbidden");
+    assert_eq!(app.get(&members, &demoted_key).await.status, 200);
+
+    // An owner takes one key over; then the member is removed: the others stop at once.
+    let r = app
+        .post(
+            &format!("/control/v1/workspaces/{}/keys/{kept_id}/reassign", t.ws),
+            &t.owner_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = app
+        .post(
+            &format!("/control/v1/workspaces/{}/keys/{kept_id}/reassign", t.ws),
+            &demoted,
+            json!({}),
+        )
+        .await;
+    assert_error(&r, 403, "forbidden");
+    let r = app
+        .delete(&format!("{members}/{removed_id}"), &t.owner_token)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    for key in [&removed_key, &second_hand] {
+        let r = app.post(&members, key, invite("late@keys.test")).await;
+        assert_error(&r, 401, "unauthorized");
+    }
+    assert_eq!(app.get(&members, &kept_key).await.status, 200);
+}
