@@ -299,6 +299,20 @@ impl OpaqueToken {
         let hash = KeyHash::of(&plaintext);
         Self { plaintext, hash }
     }
+
+    /// A token that only the holder of `key` can compute from `from`, and always the same one
+    /// (HMAC-SHA256): for a value that must be answered again, identical, without being stored
+    /// (a rotating refresh token's successor).
+    pub fn derived(prefix: &str, key: &[u8; 32], from: &str) -> Self {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+            .expect("HMAC takes a key of any length");
+        mac.update(from.as_bytes());
+        let digest: [u8; 32] = mac.finalize().into_bytes().into();
+        let plaintext = format!("{prefix}{}", base62_bytes(&digest, RANDOM_LEN));
+        let hash = KeyHash::of(&plaintext);
+        Self { plaintext, hash }
+    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -369,6 +383,26 @@ mod tests {
             assert_eq!(key.hash, KeyHash::from_hex(&key.hash.to_hex()).unwrap());
             assert_eq!(key.hash.hex().as_str(), key.hash.to_hex());
         }
+    }
+
+    #[test]
+    fn derived_tokens_are_stable_per_input_and_key() {
+        let key = [7u8; 32];
+        let a = OpaqueToken::derived("rt_", &key, "app_1:rt_one");
+        assert_eq!(
+            a.plaintext,
+            OpaqueToken::derived("rt_", &key, "app_1:rt_one").plaintext
+        );
+        assert_eq!(a.hash, KeyHash::of(&a.plaintext));
+        assert!(a.plaintext.starts_with("rt_") && a.plaintext.len() == 3 + RANDOM_LEN);
+        assert_ne!(
+            a.plaintext,
+            OpaqueToken::derived("rt_", &key, "app_1:rt_two").plaintext
+        );
+        assert_ne!(
+            a.plaintext,
+            OpaqueToken::derived("rt_", &[8u8; 32], "app_1:rt_one").plaintext
+        );
     }
 
     #[test]

@@ -299,7 +299,13 @@ impl Identity {
                 ));
             }
         }
-        let successor = OpaqueToken::generate(REFRESH_PREFIX);
+        // The successor is derived from the token it replaces: a replay within the grace (a
+        // client's double submit) gets the same successor, never another live token.
+        let successor = OpaqueToken::derived(
+            REFRESH_PREFIX,
+            &self.successor_key,
+            &format!("{app}:{refresh_token}"),
+        );
         let successor_record = RefreshRecord {
             hash: successor.hash,
             session_id: session.id.clone(),
@@ -320,8 +326,12 @@ impl Identity {
         match rotation {
             Rotation::Rotated => {}
             Rotation::AlreadyRotated(at) if now - at <= REFRESH_REUSE_GRACE => {
-                self.audited(app, refreshed, store.add_refresh(&successor_record, now))
-                    .await?;
+                // The same successor as the first time, which the rotation stored. (A token
+                // rotated by an earlier version had a random successor: this one is added.)
+                if store.refresh_with_session(&successor.hash).await?.is_none() {
+                    self.audited(app, refreshed, store.add_refresh(&successor_record, now))
+                        .await?;
+                }
             }
             Rotation::AlreadyRotated(_) => {
                 self.audited(

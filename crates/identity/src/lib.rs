@@ -80,6 +80,8 @@ pub type Result<T, E = IdentityError> = std::result::Result<T, E>;
 pub struct Identity {
     databases: AppDatabases,
     master_key: Arc<MasterKey>,
+    /// Derives a refresh token's successor from it (see `auth::refresh_with_proof`).
+    successor_key: [u8; 32],
     public_url: String,
     keys: RwLock<HashMap<ApplicationId, (Arc<KeySet>, Instant)>>,
     account_throttle: Arc<dyn SignInThrottle>,
@@ -115,6 +117,7 @@ impl Identity {
     pub fn new(databases: AppDatabases, master_key: MasterKey, public_url: String) -> Self {
         Self {
             databases,
+            successor_key: master_key.derive(b"authsome.refresh.successor.v1"),
             master_key: Arc::new(master_key),
             public_url: public_url.trim_end_matches('/').to_owned(),
             keys: RwLock::new(HashMap::new()),
