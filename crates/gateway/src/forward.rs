@@ -187,6 +187,9 @@ pub struct Assertion {
     pub client_ip: String,
     /// SHA-256 (hex) of the API key the gateway verified, if the request carried one.
     pub key_hash: Option<String>,
+    /// SHA-256 (hex) of the request body the gateway forwarded, when it held the body whole
+    /// (every body up to 64 KiB); `None` for one it streamed through.
+    pub body_sha256: Option<String>,
 }
 
 /// What an [`Assertion`] states, borrowed: what the gateway signs on every forwarded request
@@ -198,6 +201,19 @@ pub struct Claims<'a> {
     pub request_id: &'a str,
     pub client_ip: &'a str,
     pub key_hash: Option<&'a str>,
+    pub body_sha256: Option<&'a str>,
+}
+
+/// SHA-256 (hex) of an empty body, which most forwarded requests have.
+pub const EMPTY_BODY_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// SHA-256 (hex) of a body, for [`Claims::body_sha256`].
+pub fn body_sha256(body: &[u8]) -> std::borrow::Cow<'static, str> {
+    if body.is_empty() {
+        return EMPTY_BODY_SHA256.into();
+    }
+    hex::encode(<Sha256 as sha2::Digest>::digest(body)).into()
 }
 
 impl Assertion {
@@ -208,6 +224,7 @@ impl Assertion {
             request_id: &self.request_id,
             client_ip: &self.client_ip,
             key_hash: self.key_hash.as_deref(),
+            body_sha256: self.body_sha256.as_deref(),
         }
     }
 }
@@ -246,7 +263,7 @@ impl ForwardKey {
         };
         let mut issued_at = itoa::Buffer::new();
         let parts = [
-            "v1 t=",
+            "v2 t=",
             issued_at.format(assertion.issued_at),
             " app=",
             assertion.app_id,
@@ -256,6 +273,8 @@ impl ForwardKey {
             assertion.client_ip,
             " key=",
             assertion.key_hash.unwrap_or("-"),
+            " body=",
+            assertion.body_sha256.unwrap_or("-"),
             " sig=",
             hex_sig,
         ];
@@ -276,7 +295,7 @@ impl ForwardKey {
         now: u64,
     ) -> Result<Assertion, ForwardError> {
         let mut fields = value.split(' ');
-        if fields.next() != Some("v1") {
+        if fields.next() != Some("v2") {
             return Err(ForwardError::Malformed);
         }
         let mut get = |name: &str| {
@@ -296,6 +315,7 @@ impl ForwardKey {
             request_id: get("rid")?,
             client_ip: get("ip")?,
             key_hash: Some(get("key")?).filter(|k| *k != "-"),
+            body_sha256: Some(get("body")?).filter(|b| *b != "-"),
         };
         let sig = hex::decode(get("sig")?).map_err(|_| ForwardError::Malformed)?;
         if fields.next().is_some() {
@@ -314,13 +334,14 @@ impl ForwardKey {
             request_id: claims.request_id.to_owned(),
             client_ip: claims.client_ip.to_owned(),
             key_hash: claims.key_hash.map(str::to_owned),
+            body_sha256: claims.body_sha256.map(str::to_owned),
         })
     }
 
     fn mac(&self, a: &Claims<'_>, method: &str, path_and_query: &str) -> [u8; 32] {
         let mut mac = self.0.clone();
         for part in [
-            "authsome.forward.v1",
+            "authsome.forward.v2",
             itoa::Buffer::new().format(a.issued_at),
             method,
             path_and_query,
@@ -328,6 +349,7 @@ impl ForwardKey {
             a.request_id,
             a.client_ip,
             a.key_hash.unwrap_or("-"),
+            a.body_sha256.unwrap_or("-"),
         ] {
             mac.update(part.as_bytes());
             mac.update(b"\n");
@@ -348,6 +370,7 @@ mod tests {
             request_id: "req_01jd4v0z3c8x2m5q7w9e1r6t0y".into(),
             client_ip: "2001:db8::1".into(),
             key_hash: Some("ab".repeat(32)),
+            body_sha256: Some(body_sha256(b"{}").into_owned()),
         }
     }
 
@@ -381,6 +404,13 @@ mod tests {
             key.verify(&forged, "POST", "/v1/app/users?limit=2", now),
             Err(ForwardError::BadSignature)
         );
+        // The body it names is signed too.
+        let other_body = value.replace(&*body_sha256(b"{}"), &body_sha256(b"{\"x\":1}"));
+        assert_ne!(other_body, value);
+        assert_eq!(
+            key.verify(&other_body, "POST", "/v1/app/users?limit=2", now),
+            Err(ForwardError::BadSignature)
+        );
         let keyless = Assertion {
             key_hash: None,
             ..a.clone()
@@ -394,7 +424,9 @@ mod tests {
         for bad in [
             "",
             "v2 t=1",
-            "v1 t=x app=a rid=r ip=i key=- sig=00",
+            "v2 t=x app=a rid=r ip=i key=- body=- sig=00",
+            // The first version, which named no body, is no longer accepted.
+            "v1 t=1 app=a rid=r ip=i key=- sig=00",
             "v1 t=1",
         ] {
             assert_eq!(

@@ -428,6 +428,18 @@ async fn forward_request(
             None
         }
     };
+    if let Some(proof) = head.get(message, "dpop") {
+        crate::dpop::use_proof_at_gateway(
+            state,
+            app_id,
+            method,
+            target.split('?').next().unwrap_or_default(),
+            Some(proof),
+        )
+        .await?;
+    }
+    let body = message.slice(head.len..);
+    let body_sha256 = forward::body_sha256(&body);
     let context = crate::request_id::context();
     let (request_id, client_ip) = context
         .as_deref()
@@ -439,6 +451,7 @@ async fn forward_request(
         request_id,
         client_ip,
         key_hash,
+        body_sha256: Some(&body_sha256),
     };
     let signed = state.forward_key.sign(&claims, method, target);
 
@@ -478,7 +491,7 @@ async fn forward_request(
             &head.method,
             target,
             &fields,
-            message.slice(head.len..),
+            body,
             &mut kept.timer,
         )
         .await

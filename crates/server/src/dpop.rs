@@ -77,6 +77,8 @@ fn use_nonce(state: &AppState) -> ApiError {
 
 /// Verifies the request's `DPoP` proof, if it has one; `access_token` is the token presented
 /// with it (then the proof's `ath` must match). Returns the thumbprint of the proof's key.
+/// Under a gateway's forwarding assertion the gateway has used the proof's `jti` already
+/// ([`use_proof_at_gateway`]); otherwise it is used here.
 pub async fn verify(
     state: &AppState,
     parts: &Parts,
@@ -87,11 +89,55 @@ pub async fn verify(
     };
     crate::request_id::set_dpop_nonce(current_nonce(state));
     let proof = header.to_str().map_err(|_| invalid("not text"))?;
+    let proof = checked(
+        state,
+        parts.method.as_str(),
+        parts.uri.path(),
+        proof,
+        access_token,
+    )?;
+    if parts
+        .extensions
+        .get::<crate::gateway::Forwarded>()
+        .is_none()
+    {
+        // Proofs are only checked on customer-API routes, whose path names the application.
+        let app = crate::gateway::customer_app(parts.uri.path()).unwrap_or("-");
+        first_use(state, app, &proof).await?;
+    }
+    Ok(Some(proof.jkt))
+}
+
+/// At a gateway, before forwarding a dedicated application's request with a `DPoP` proof:
+/// the proof checked (all but its access-token hash, which the instance checks) and its `jti`
+/// used, in the gateway's replay cache, so that however many instances serve the application
+/// (each with a cache of its own, without Redis), a proof is accepted once.
+pub async fn use_proof_at_gateway(
+    state: &AppState,
+    app: &str,
+    method: &str,
+    path: &str,
+    proof: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(proof) = proof else { return Ok(()) };
+    let proof = checked(state, method, path, proof, None)?;
+    first_use(state, app, &proof).await
+}
+
+/// The proof, verified for `method` on `path` now, with the server's nonce when it carries one
+/// (or when every proof must).
+fn checked(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    proof: &str,
+    access_token: Option<&str>,
+) -> Result<Proof, ApiError> {
     let proof = Proof::verify(proof).map_err(invalid)?;
-    let url = format!("{}{}", state.identity.public_url(), parts.uri.path());
+    let url = format!("{}{path}", state.identity.public_url());
     proof
         .check(&Expected {
-            method: parts.method.as_str(),
+            method,
             url: &url,
             now: chrono::Utc::now().timestamp(),
             window: WINDOW_SECONDS,
@@ -102,13 +148,14 @@ pub async fn verify(
             other => invalid(other),
         })?;
     match &proof.nonce {
-        Some(nonce) if !nonce_is_current(state, nonce) => return Err(use_nonce(state)),
-        None if state.http.dpop_require_nonce => return Err(use_nonce(state)),
-        _ => {}
+        Some(nonce) if !nonce_is_current(state, nonce) => Err(use_nonce(state)),
+        None if state.http.dpop_require_nonce => Err(use_nonce(state)),
+        _ => Ok(proof),
     }
-    // Each proof once, on any replica, for as long as its iat would pass.
-    // Proofs are only checked on customer-API routes, whose path names the application.
-    let app = crate::gateway::customer_app(parts.uri.path()).unwrap_or("-");
+}
+
+/// Each proof once, on any replica, for as long as its iat would pass.
+async fn first_use(state: &AppState, app: &str, proof: &Proof) -> Result<(), ApiError> {
     let memo = authsome_domain::shared_state::app_scoped(
         app,
         "replay-dpop",
@@ -116,7 +163,7 @@ pub async fn verify(
     );
     let window = Duration::from_secs(2 * WINDOW_SECONDS as u64 + 5);
     match state.replay.first_use(&memo, window).await {
-        Ok(true) => Ok(Some(proof.jkt)),
+        Ok(true) => Ok(()),
         Ok(false) => Err(invalid("its jti was already used")),
         Err(e) => {
             tracing::error!(error = %e, "replay cache unavailable; DPoP proof refused");

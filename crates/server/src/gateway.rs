@@ -168,12 +168,49 @@ async fn forward_to_upstream(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
+    // The body's length as the connection declared it (`Content-Length`, or none at all);
+    // `None` for a chunked body of unknown size. A body held whole is bound to the assertion.
+    let length = http_body::Body::size_hint(&body).exact();
+    if length.is_some_and(|l| l > state.http.max_body_bytes as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
+    }
+    let outgoing = match length {
+        Some(0) => Outgoing::Buffered(axum::body::Bytes::new()),
+        Some(l) if l <= REPLAYABLE_BODY_BYTES => Outgoing::Buffered(
+            axum::body::to_bytes(body, REPLAYABLE_BODY_BYTES as usize)
+                .await
+                .map_err(|_| ApiError::bad_request("the request body could not be read"))?,
+        ),
+        _ => Outgoing::Streamed(body),
+    };
+    let body_sha256 = match &outgoing {
+        Outgoing::Buffered(bytes) => Some(forward::body_sha256(bytes)),
+        Outgoing::Streamed(_) => None,
+    };
+    if parts.headers.contains_key(crate::dpop::DPOP_HEADER) {
+        let proof = parts
+            .headers
+            .get(crate::dpop::DPOP_HEADER)
+            .map(|v| v.to_str().unwrap_or("\u{0}"));
+        crate::dpop::use_proof_at_gateway(
+            state,
+            &app_id,
+            parts.method.as_str(),
+            parts.uri.path(),
+            proof,
+        )
+        .await?;
+    }
     let claims = Claims {
         issued_at: authsome_domain::unix_seconds(),
         app_id: &app_id,
         request_id: &request_id,
         client_ip: &client_ip,
         key_hash: key_hash.as_ref().map(|h| h.as_str()),
+        body_sha256: body_sha256.as_deref(),
     };
     let signed = state
         .forward_key
@@ -201,25 +238,6 @@ async fn forward_to_upstream(
     if let Some(host) = original_host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
-
-    // The body's length as the connection declared it (`Content-Length`, or none at all);
-    // `None` for a chunked body of unknown size.
-    let length = http_body::Body::size_hint(&body).exact();
-    if length.is_some_and(|l| l > state.http.max_body_bytes as u64) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        ));
-    }
-    let outgoing = match length {
-        Some(0) => Outgoing::Buffered(axum::body::Bytes::new()),
-        Some(l) if l <= REPLAYABLE_BODY_BYTES => Outgoing::Buffered(
-            axum::body::to_bytes(body, REPLAYABLE_BODY_BYTES as usize)
-                .await
-                .map_err(|_| ApiError::bad_request("the request body could not be read"))?,
-        ),
-        _ => Outgoing::Streamed(body),
-    };
 
     let response = state
         .proxy
@@ -317,8 +335,20 @@ pub async fn trust_forwarded(
     let Some(value) = request.headers_mut().remove(FORWARDED_HEADER) else {
         return next.run(request).await;
     };
-    match verify_assertion(&state, &value, request.method(), request.uri()) {
+    let checked = match verify_assertion(&state, &value, request.method(), request.uri()) {
         Ok(assertion) if assertion.app_id == only.as_str() => {
+            assertion_holds(&state, &assertion, request)
+                .await
+                .map(|request| (assertion, request))
+        }
+        Ok(_) => Err((
+            "forwarding assertion for another application".to_owned(),
+            request,
+        )),
+        Err(e) => Err((e.to_string(), request)),
+    };
+    match checked {
+        Ok((assertion, mut request)) => {
             if let Ok(ip) = assertion.client_ip.parse::<IpAddr>() {
                 request
                     .extensions_mut()
@@ -327,15 +357,58 @@ pub async fn trust_forwarded(
             request.extensions_mut().insert(Forwarded(assertion));
             next.run(request).await
         }
-        other => {
-            let why = match other {
-                Err(e) => e.to_string(),
-                Ok(_) => "forwarding assertion for another application".to_owned(),
-            };
+        Err((why, mut request)) => {
             tracing::warn!(reason = %why, "forwarded request refused");
             // Refused by [`dispatch`], inside the request-id layer, so the refusal carries one.
             request.extensions_mut().insert(ForwardRefused(why));
             next.run(request).await
+        }
+    }
+}
+
+/// What a verified assertion binds beyond its signature: the body that came with it is the one
+/// the gateway held and hashed, and it is used once (its request id is the one-time id).
+async fn assertion_holds(
+    state: &AppState,
+    assertion: &Assertion,
+    request: Request,
+) -> Result<Request, (String, Request)> {
+    let request = match &assertion.body_sha256 {
+        // A body the gateway streamed through (over 64 KiB, or chunked): bound by the
+        // assertion's one use, method and path only.
+        None => request,
+        Some(expected) => {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, REPLAYABLE_BODY_BYTES as usize)
+                .await
+                .unwrap_or_default();
+            let matches = forward::body_sha256(&bytes) == expected.as_str();
+            let request = Request::from_parts(parts, Body::from(bytes));
+            if !matches {
+                return Err((
+                    "the body is not the one the assertion names".to_owned(),
+                    request,
+                ));
+            }
+            request
+        }
+    };
+    let once = authsome_domain::shared_state::app_scoped(
+        &assertion.app_id,
+        "forwarded",
+        &assertion.request_id,
+    );
+    // Kept for as long as the assertion's time would still pass.
+    let window = std::time::Duration::from_secs(2 * forward::MAX_SKEW_SECONDS + 5);
+    match state.replay.first_use(&once, window).await {
+        Ok(true) => Ok(request),
+        Ok(false) => Err(("forwarding assertion already used".to_owned(), request)),
+        Err(e) => {
+            tracing::error!(error = %e, "replay cache unavailable; forwarded request refused");
+            Err((
+                "forwarding assertions cannot be checked now".to_owned(),
+                request,
+            ))
         }
     }
 }

@@ -317,16 +317,25 @@ async fn server_nonces_are_offered_and_checked() {
     assert_eq!(ok.body["session"]["tokenType"], "DPoP");
 }
 
-/// A dedicated application: proofs are checked by its instance, against the deployment's public
-/// URL, which the gateway and the instance share.
+/// A dedicated application: proofs are checked against the deployment's public URL, which the
+/// gateway and the instances share, and used once at the gateway: a proof replayed is refused
+/// whichever of the application's instances (each with a replay cache of its own, without
+/// Redis) the replay would reach.
 #[tokio::test]
-async fn bound_tokens_work_through_the_gateway_to_a_dedicated_instance() {
+async fn bound_tokens_work_through_the_gateway_to_dedicated_instances_once() {
     use crate::dedicated::{dedicated_app, gateway, Dedicated};
     let gw = gateway().await;
-    let port = reserve_port();
-    let upstream = format!("http://{}", port.local_addr().unwrap());
-    let Dedicated { app, pk, .. } = dedicated_app(&gw, std::slice::from_ref(&upstream)).await;
-    let _instance = spawn_instance(&gw, &app, port);
+    let ports = [reserve_port(), reserve_port()];
+    let upstreams: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://{}", p.local_addr().unwrap()))
+        .collect();
+    let Dedicated { app, pk, .. } = dedicated_app(&gw, &upstreams).await;
+    let [first, second] = ports;
+    let _instances = [
+        spawn_instance(&gw, &app, first),
+        spawn_instance(&gw, &app, second),
+    ];
     let base = format!("/v1/{app}");
     let url = |path: &str| format!("{}{base}{path}", gw.base);
     let credentials = json!({"email": "far@example.com", "password": "proof-of-possession"});
@@ -371,18 +380,21 @@ async fn bound_tokens_work_through_the_gateway_to_a_dedicated_instance() {
     )
     .await;
     assert_eq!(me.status, 200, "{}", me.body);
-    // The same proof again, or the token as a plain bearer token: refused.
-    let replayed = send(
-        &gw,
-        Method::GET,
-        &format!("{base}/me"),
-        Some(format!("DPoP {token}")),
-        Some(&proof),
-        None,
-        None,
-    )
-    .await;
-    assert_invalid_proof(&replayed);
+    // The same proof again, or the token as a plain bearer token: refused. Twice, so that the
+    // replays would reach both instances, round robin.
+    for _ in 0..2 {
+        let replayed = send(
+            &gw,
+            Method::GET,
+            &format!("{base}/me"),
+            Some(format!("DPoP {token}")),
+            Some(&proof),
+            None,
+            None,
+        )
+        .await;
+        assert_invalid_proof(&replayed);
+    }
     let bearer = send(
         &gw,
         Method::GET,

@@ -254,11 +254,16 @@ const FORGED: &str =
     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n\
                       {\"keys\":[{\"kid\":\"forged\"}]}";
 
+/// A request as an upstream read it.
+type HeadAndBody = (String, Vec<u8>);
+
 /// An upstream speaking HTTP/1.1 by hand: it records every request line it gets and answers
 /// `/health` with 200 and anything else with `answer`.
 struct RawUpstream {
     base: String,
     requests: Arc<Mutex<Vec<String>>>,
+    /// The whole head and body of each request other than a health check.
+    whole: Arc<Mutex<Vec<HeadAndBody>>>,
 }
 
 impl RawUpstream {
@@ -266,17 +271,27 @@ impl RawUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = requests.clone();
+        let whole = Arc::new(Mutex::new(Vec::new()));
+        let (seen, kept) = (requests.clone(), whole.clone());
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
-                tokio::spawn(Self::serve(tcp, answer.clone(), seen.clone()));
+                tokio::spawn(Self::serve(tcp, answer.clone(), seen.clone(), kept.clone()));
             }
         });
-        Self { base, requests }
+        Self {
+            base,
+            requests,
+            whole,
+        }
     }
 
-    async fn serve(mut tcp: tokio::net::TcpStream, answer: String, seen: Arc<Mutex<Vec<String>>>) {
+    async fn serve(
+        mut tcp: tokio::net::TcpStream,
+        answer: String,
+        seen: Arc<Mutex<Vec<String>>>,
+        kept: Arc<Mutex<Vec<HeadAndBody>>>,
+    ) {
         let mut buf = Vec::new();
         loop {
             let end = loop {
@@ -305,11 +320,13 @@ impl RawUpstream {
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             }
+            let body = buf[end..end + length].to_vec();
             buf.drain(..end + length);
             let line = head.lines().next().unwrap_or_default().to_owned();
             let reply = if line.starts_with("GET /health ") {
                 "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_owned()
             } else {
+                kept.lock().unwrap().push((head.clone(), body));
                 answer.clone()
             };
             seen.lock().unwrap().push(line);
@@ -1057,4 +1074,61 @@ async fn management_keys_do_not_outlive_their_members_power() {
         assert_error(&r, 401, "unauthorized");
     }
     assert_eq!(app.get(&members, &kept_key).await.status, 200);
+}
+
+/// Also found: the gateway's forwarding assertion worked as a bearer credential for a minute.
+/// Now it names the body it came with and is accepted once: one taken off the hop to an
+/// instance opens nothing with another body, and nothing a second time.
+#[tokio::test]
+async fn a_forwarding_assertion_is_bound_to_its_body_and_used_once() {
+    let gw = gateway().await;
+    let tap = RawUpstream::start(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+            .to_owned(),
+    )
+    .await;
+    let Dedicated { app, sk, .. } = dedicated_app(&gw, std::slice::from_ref(&tap.base)).await;
+    let created = gw
+        .post(
+            &format!("/v1/{app}/users"),
+            &sk,
+            json!({"email": "meant@example.com"}),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let (head, body) = tap.whole.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(body, br#"{"email":"meant@example.com"}"#);
+    let assertion = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("x-authsome-forwarded:")
+                .then(|| l.split_once(':').unwrap().1.trim().to_owned())
+        })
+        .expect("the gateway's assertion");
+    // A real instance of the application, which the captured assertion never reached.
+    let port = reserve_port();
+    let instance = spawn_instance(&gw, &app, port);
+    let replay = |body: &'static str| {
+        gw.client
+            .post(format!("{}/v1/{app}/users", instance.base))
+            .header("X-AuthSome-Forwarded", &assertion)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let other = TestApp::read(replay(r#"{"email":"chosen@example.com"}"#).await.unwrap()).await;
+    assert_error(&other, 401, "unauthorized");
+    assert!(other.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("body"));
+    let first = TestApp::read(replay(r#"{"email":"meant@example.com"}"#).await.unwrap()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = TestApp::read(replay(r#"{"email":"meant@example.com"}"#).await.unwrap()).await;
+    assert_error(&again, 401, "unauthorized");
+    assert!(again.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("already used"));
 }
