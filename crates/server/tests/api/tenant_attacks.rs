@@ -247,6 +247,9 @@ on_both_backends!(
     nul_bytes_in_query_parameters_are_refused,
     nul_characters_in_json_bodies_are_refused,
     idempotency_records_are_sealed_authenticated_and_only_for_creates,
+    an_invitation_cannot_take_over_or_reveal_an_account,
+    pending_invitations_learn_nothing_of_the_person,
+    management_keys_do_not_outlive_their_members_power,
 );
 
 /// A whole response, hidden in the body of another.
@@ -772,9 +775,7 @@ async fn accept(app: &TestApp, token: &str, password: &str, name: Option<&str>) 
 /// Finding 4: an admin of another workspace who invites the same address learns nothing of
 /// the account and gets no token, so cannot set its password, take it over, or keep the real
 /// invitee out.
-#[tokio::test]
-async fn an_invitation_cannot_take_over_or_reveal_an_account() {
-    let app = spawn_app().await;
+async fn an_invitation_cannot_take_over_or_reveal_an_account(app: TestApp) {
     let a = app.tenant("Victim Corp").await;
     let b = app.tenant("Attacker Corp").await;
     let victim = json!({"email": "victim@example.com", "role": "admin"});
@@ -881,9 +882,7 @@ async fn accepting_for_an_existing_account_is_throttled_like_sign_in() {
 }
 
 /// Finding 4: a workspace that has only invited a person gets no audit entries about them.
-#[tokio::test]
-async fn pending_invitations_learn_nothing_of_the_person() {
-    let app = spawn_app().await;
+async fn pending_invitations_learn_nothing_of_the_person(app: TestApp) {
     let a = app.tenant("Known").await;
     let b = app.tenant("Curious").await;
     let r = app
@@ -1011,9 +1010,7 @@ async fn management_key(app: &TestApp, ws: &str, token: &str, role: &str) -> (St
 /// Also found: a member removed or demoted kept full power through the management keys they
 /// created. Now a key never acts with more than its member's role, and leaves with them,
 /// unless an owner takes it over first.
-#[tokio::test]
-async fn management_keys_do_not_outlive_their_members_power() {
-    let app = spawn_app().await;
+async fn management_keys_do_not_outlive_their_members_power(app: TestApp) {
     let t = app.tenant("Keys Follow").await;
     let members = format!("/control/v1/workspaces/{}/members", t.ws);
     let (demoted_id, demoted) = app
