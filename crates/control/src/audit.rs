@@ -94,7 +94,17 @@ impl AuditSettings {
 
 enum Msg {
     Event(Box<Queued>),
-    Flush(oneshot::Sender<()>),
+    /// Answered once everything queued before it is written; with a workspace, once every
+    /// outbox row of that workspace committed anywhere is in its log too.
+    Flush(oneshot::Sender<()>, Option<WorkspaceId>),
+}
+
+/// Whose outbox rows a recovery takes.
+enum Scope<'a> {
+    /// The control plane's, and those of the applications this process has open.
+    Open,
+    /// The control plane's, and those of every application of these workspaces.
+    Workspaces(&'a [WorkspaceId]),
 }
 
 /// An event waiting for the writer, and the outbox it is also stored in (if it is a write's).
@@ -115,6 +125,12 @@ pub trait AppOutbox: Send + Sync {
     /// Rows older than `before` in the outboxes of the applications this process has open.
     async fn stale(
         &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(ApplicationId, Vec<OutboxRow>)>;
+    /// Rows older than `before` in the outboxes of `apps`, opened for it.
+    async fn pending(
+        &self,
+        apps: &[ApplicationId],
         before: chrono::DateTime<chrono::Utc>,
     ) -> Vec<(ApplicationId, Vec<OutboxRow>)>;
 }
@@ -281,8 +297,20 @@ impl AuditLog {
 
     /// Waits until every event queued before this call is stored.
     pub async fn flush(&self) {
+        self.flush_for(None).await;
+    }
+
+    /// Before a read of `ws`'s log: what this process queued is written, and every outbox row
+    /// of the workspace that any process committed and has not handed over (a crash, or another
+    /// replica between commit and hand-over) is taken now, so that the log never shows less
+    /// than was acknowledged.
+    async fn catch_up(&self, ws: &WorkspaceId) {
+        self.flush_for(Some(ws.clone())).await;
+    }
+
+    async fn flush_for(&self, ws: Option<WorkspaceId>) {
         let (done, wait) = oneshot::channel();
-        if self.queue.send(Msg::Flush(done)).is_ok() {
+        if self.queue.send(Msg::Flush(done, ws)).is_ok() {
             self.flush_asked.notify_one();
             let _ = wait.await;
         }
@@ -300,7 +328,8 @@ impl AuditLog {
                     None => return,
                 },
                 _ = tick.tick() => {
-                    if let Err(e) = self.recover(&mut heads, &mut workspaces).await {
+                    let before = authsome_domain::now() - OUTBOX_GRACE;
+                    if let Err(e) = self.recover(Scope::Open, before, &mut heads, &mut workspaces).await {
                         tracing::warn!(error = %e, "audit outbox recovery failed; will retry");
                     }
                     if let Err(e) = self.checkpoint_all().await {
@@ -311,6 +340,7 @@ impl AuditLog {
             };
             let mut events = Vec::new();
             let mut flushes = Vec::new();
+            let mut catch_up: Vec<WorkspaceId> = Vec::new();
             // Entries trickling in one by one (sequential writes) are worth a wait: one append
             // transaction for many entries instead of one each. The writer sleeps through the
             // wait rather than waking for each queued entry (a thread wake-up per audited write
@@ -333,7 +363,10 @@ impl AuditLog {
                             }
                             events.push(*q)
                         }
-                        Msg::Flush(f) => flushes.push(f),
+                        Msg::Flush(f, ws) => {
+                            flushes.push(f);
+                            catch_up.extend(ws);
+                        }
                     }
                     if events.len() >= BATCH {
                         break;
@@ -375,27 +408,49 @@ impl AuditLog {
                     events.retain(|q| !held.contains(&q.event.id.to_string()));
                 }
             }
+            if !catch_up.is_empty() {
+                // Everything committed until now: a row younger than any grace may be a
+                // replica's hand-over in flight, which then finds it held.
+                let scope = Scope::Workspaces(&catch_up);
+                let now = authsome_domain::now();
+                if let Err(e) = self.recover(scope, now, &mut heads, &mut workspaces).await {
+                    tracing::warn!(error = %e, "audit outbox catch-up failed");
+                    heads.clear();
+                }
+            }
             for f in flushes {
                 let _ = f.send(());
             }
         }
     }
 
-    /// Takes outbox rows whose hand-over never came (their process stopped between commit and
-    /// hand-over), skipping those the log already holds: each lands exactly once.
+    /// Takes outbox rows committed before `before` whose hand-over never came (their process
+    /// stopped between commit and hand-over, or has not got to it yet), skipping those the log
+    /// already holds: each lands exactly once.
     async fn recover(
         &self,
+        scope: Scope<'_>,
+        before: chrono::DateTime<chrono::Utc>,
         heads: &mut HashMap<WorkspaceId, CachedHead>,
         workspaces: &mut HashMap<ApplicationId, WorkspaceId>,
     ) -> Result<()> {
-        let before = authsome_domain::now() - OUTBOX_GRACE;
         let mut sources: Vec<(StoredIn, Vec<OutboxRow>)> = Vec::new();
-        let control = self.store.audit_outbox(before, BATCH as u32).await?;
+        let control = self.store.audit_outbox(before, u32::MAX).await?;
         if !control.is_empty() {
             sources.push((StoredIn::ControlPlane, control));
         }
         if let Some(apps) = self.app_outbox.get() {
-            for (app, rows) in apps.stale(before).await {
+            let found = match scope {
+                Scope::Open => apps.stale(before).await,
+                Scope::Workspaces(list) => {
+                    let mut of = Vec::new();
+                    for ws in list {
+                        of.extend(self.store.application_ids_of(ws).await?);
+                    }
+                    apps.pending(&of, before).await
+                }
+            };
+            for (app, rows) in found {
                 sources.push((StoredIn::Application(app), rows));
             }
         }
@@ -431,7 +486,27 @@ impl AuditLog {
 
     /// Recovers abandoned outbox rows now (the writer also does it every checkpoint interval).
     pub async fn recover_outboxes(&self) -> Result<()> {
-        self.recover(&mut HashMap::new(), &mut HashMap::new()).await
+        let before = authsome_domain::now() - OUTBOX_GRACE;
+        self.recover(
+            Scope::Open,
+            before,
+            &mut HashMap::new(),
+            &mut HashMap::new(),
+        )
+        .await
+    }
+
+    /// At start-up, before the server is ready: every row committed to the control plane's
+    /// outbox before `started` (by a process that stopped, or a replica yet to hand it over)
+    /// goes into the log now, not at the writer's next sweep.
+    pub async fn recover_at_start(&self, started: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        self.recover(
+            Scope::Open,
+            started,
+            &mut HashMap::new(),
+            &mut HashMap::new(),
+        )
+        .await
     }
 
     async fn delete_outbox(&self, stored_in: &StoredIn, ids: &[String]) -> Result<()> {
@@ -476,7 +551,10 @@ impl AuditLog {
         workspaces: &mut HashMap<ApplicationId, WorkspaceId>,
     ) -> Result<()> {
         let mut by_workspace: Vec<(WorkspaceId, Vec<&Queued>)> = Vec::new();
-        for queued in events {
+        // An event can come twice (its hand-over and a recovery of its outbox row): once in
+        // the log.
+        let mut seen = std::collections::HashSet::with_capacity(events.len());
+        for queued in events.iter().filter(|q| seen.insert(q.event.id.as_str())) {
             let Some(ws) = self.workspace_of(&queued.event, workspaces).await? else {
                 tracing::warn!(action = %queued.event.action, "audit event with no workspace and no root workspace; dropped");
                 continue;
@@ -854,7 +932,7 @@ impl AuditLog {
         page: &PageRequest,
     ) -> Result<Page<AuditEntryView>> {
         self.authorize(actor, ws).await?;
-        self.flush().await;
+        self.catch_up(ws).await;
         let rows = self
             .store
             .audit_entries(ws, filter, page.after.as_deref(), page.limit + 1)
@@ -875,7 +953,7 @@ impl AuditLog {
     /// Checks access and returns a reader of the whole log, oldest first, in chunks.
     pub async fn export(&self, actor: &Actor, ws: &WorkspaceId) -> Result<AuditReader> {
         self.authorize(actor, ws).await?;
-        self.flush().await;
+        self.catch_up(ws).await;
         let head = self.store.audit_head(ws).await?;
         Ok(AuditReader {
             store: self.store.clone(),
@@ -888,7 +966,7 @@ impl AuditLog {
     /// The latest signed checkpoint, first signing one if the log grew since.
     pub async fn latest_checkpoint(&self, actor: &Actor, ws: &WorkspaceId) -> Result<String> {
         self.authorize(actor, ws).await?;
-        self.flush().await;
+        self.catch_up(ws).await;
         let head = self.current_head(ws).await?;
         if head.size > head.checkpoint_size || head.size == 0 {
             if let Some(existing) = self.store.audit_checkpoint(ws, head.size).await? {
@@ -970,7 +1048,7 @@ impl AuditLog {
         tree_size: u64,
     ) -> Result<InclusionProof> {
         self.authorize(actor, ws).await?;
-        self.flush().await;
+        self.catch_up(ws).await;
         if index >= tree_size {
             return Err(ControlError::Invalid(
                 authsome_domain::ValidationError::new("index", "must be below treeSize"),
@@ -1000,7 +1078,7 @@ impl AuditLog {
         to: u64,
     ) -> Result<ConsistencyProof> {
         self.authorize(actor, ws).await?;
-        self.flush().await;
+        self.catch_up(ws).await;
         if from > to {
             return Err(ControlError::Invalid(
                 authsome_domain::ValidationError::new("from", "must not be larger than to"),
@@ -1051,7 +1129,7 @@ impl AuditLog {
         ws: &WorkspaceId,
     ) -> Result<std::result::Result<StoredVerification, StoredFailure>> {
         self.authorize(actor, ws).await?;
-        self.flush().await;
+        self.catch_up(ws).await;
         let head = self.current_head(ws).await?;
         let checkpoints = self.store.audit_checkpoints(ws).await?;
         let sizes: std::collections::HashSet<u64> = checkpoints.iter().map(|c| c.size).collect();

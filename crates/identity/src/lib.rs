@@ -271,6 +271,27 @@ impl Identity {
         found
     }
 
+    /// Rows committed before `before` in the outboxes of `apps`, each opened for it.
+    pub async fn pending_outboxes(
+        &self,
+        apps: &[ApplicationId],
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(ApplicationId, Vec<authsome_storage::outbox::OutboxRow>)> {
+        let mut found = Vec::new();
+        for app in apps {
+            let rows = match self.databases.open(app).await {
+                Ok(store) => store.outbox(before, 1_000).await,
+                Err(e) => Err(e),
+            };
+            match rows {
+                Ok(rows) if !rows.is_empty() => found.push((app.clone(), rows)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(app = %app, error = %e, "cannot read the audit outbox"),
+            }
+        }
+        found
+    }
+
     pub fn databases(&self) -> &AppDatabases {
         &self.databases
     }

@@ -94,6 +94,8 @@ pub struct ServerState {
     /// Creates dedicated applications' Redis users, when enabled.
     redis_users: RedisUsersSlot,
     draining: AtomicBool,
+    /// Set once the outbox rows left by a stopped process are in the audit log.
+    audit_recovered: Arc<AtomicBool>,
 }
 
 pub type AppState = Arc<ServerState>;
@@ -168,11 +170,18 @@ impl ServerState {
             forward_key,
             redis_users,
             draining: AtomicBool::new(false),
+            audit_recovered: Arc::new(AtomicBool::new(false)),
         });
         if state.http.only_app.is_none() {
             spawn_upstream_health_checks(&state);
         }
+        spawn_audit_recovery(&state);
         state
+    }
+
+    /// Whether the audit log holds every outbox row a stopped process left (`/ready` waits).
+    pub fn audit_recovered(&self) -> bool {
+        self.audit_recovered.load(Ordering::SeqCst)
     }
 
     /// From now on, provisioning a dedicated application also creates its Redis user (confined
@@ -190,6 +199,22 @@ impl ServerState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+}
+
+/// Takes what a stopped process left in the control plane's audit outbox into the log, retrying
+/// until the database answers; `/ready` answers 200 only after.
+fn spawn_audit_recovery(state: &AppState) {
+    let (audit, done) = (state.audit.clone(), state.audit_recovered.clone());
+    let started = authsome_domain::now();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = audit.recover_at_start(started).await {
+            tracing::warn!(error = %e, "audit outbox recovery at start-up failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        done.store(true, Ordering::SeqCst);
+    });
 }
 
 /// Checks the instances of every live dedicated application, every health interval, until the
@@ -359,6 +384,14 @@ impl authsome_control::audit::AppOutbox for IdentityOutbox {
         before: chrono::DateTime<chrono::Utc>,
     ) -> Vec<(ApplicationId, Vec<authsome_storage::outbox::OutboxRow>)> {
         self.0.stale_outboxes(before).await
+    }
+
+    async fn pending(
+        &self,
+        apps: &[ApplicationId],
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<(ApplicationId, Vec<authsome_storage::outbox::OutboxRow>)> {
+        self.0.pending_outboxes(apps, before).await
     }
 }
 

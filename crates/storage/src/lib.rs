@@ -291,6 +291,9 @@ pub trait ApplicationRepository {
     async fn any_application(&self, id: &ApplicationId) -> Result<Option<Application>>;
     /// Applications still waiting for their database (for the provisioning retry loop).
     async fn applications_to_provision(&self, limit: u32) -> Result<Vec<Application>>;
+    /// The applications of `workspace` whose databases exist (provisioned, not yet purged;
+    /// deleted ones included), for reading their audit outboxes.
+    async fn application_ids_of(&self, workspace: &WorkspaceId) -> Result<Vec<ApplicationId>>;
     /// The upstreams of every dedicated application that is not deleted, whatever its
     /// workspace, each once: the instances gateways keep health-checking.
     async fn all_upstreams(&self) -> Result<Vec<String>>;

@@ -1035,6 +1035,19 @@ macro_rules! impl_repositories {
                     .collect()
             }
 
+            async fn application_ids_of(&self, workspace: &WorkspaceId) -> Result<Vec<ApplicationId>> {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM applications WHERE workspace_id = $1 \
+                     AND provisioned_at IS NOT NULL ORDER BY id",
+                )
+                .bind(workspace.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                ids.iter()
+                    .map(|id| ApplicationId::parse(id).map_err(|_| StorageError::Corrupt("applications.id")))
+                    .collect()
+            }
+
             async fn all_upstreams(&self) -> Result<Vec<String>> {
                 let lists: Vec<String> = sqlx::query_scalar(
                     "SELECT upstreams FROM applications \

@@ -16,7 +16,8 @@ pub async fn health() -> axum::Json<HealthView> {
     axum::Json(HealthView { status: "ok" })
 }
 
-/// Storage is reachable and migrated, and the server is not draining.
+/// Storage is reachable and migrated, the audit log holds what a stopped process left in its
+/// outbox, and the server is not draining.
 #[utoipa::path(get, path = "/ready", tag = "health",
     responses((status = 200, body = ReadyView), (status = 503, body = ErrorBody)))]
 pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<ReadyView>, ApiError> {
@@ -31,12 +32,19 @@ pub async fn ready(State(state): State<AppState>) -> Result<axum::Json<ReadyView
         Err(e) => format!("unknown: {e}"),
     };
     let draining = state.is_draining();
+    // Outbox rows a stopped process left behind are in the audit log before traffic comes.
+    let audit = if state.audit_recovered() {
+        "ok"
+    } else {
+        "recovering"
+    };
     let checks = json!({
         "database": database,
         "migrations": migrations,
+        "audit": audit,
         "server": if draining { "draining" } else { "ok" },
     });
-    if database == "ok" && migrations == "ok" && !draining {
+    if database == "ok" && migrations == "ok" && audit == "ok" && !draining {
         return Ok(axum::Json(ReadyView {
             status: "ready",
             checks,

@@ -26,6 +26,8 @@ on_both_backends!(
     retention_prunes_bodies_and_the_rest_still_verifies,
     a_write_whose_audit_entry_cannot_be_stored_does_not_happen,
     outbox_rows_left_by_a_crash_land_exactly_once,
+    a_restarted_server_is_ready_only_with_what_was_left_in_its_outbox,
+    an_audit_read_shows_rows_not_handed_over_yet,
 );
 
 /// Every entry of the workspace's log, oldest first, through the paginated API.
@@ -1174,4 +1176,110 @@ async fn an_application_write_fails_closed_and_its_outbox_is_recovered() {
             .count(),
         1
     );
+}
+
+/// A fresh outbox row of `ws`, as a process that stopped right after its commit leaves it.
+async fn left_behind(app: &TestApp, ws: &WorkspaceId) -> DomainEvent {
+    let lost = DomainEvent::new("workspace.updated")
+        .workspace(ws)
+        .target(ws);
+    raw(
+        app,
+        "INSERT INTO audit_outbox (id, body, created_at) VALUES ($1, $2, CAST($3 AS BIGINT))",
+        &[
+            lost.id.as_str(),
+            &serde_json::to_string(&lost).unwrap(),
+            &lost.at.timestamp_millis().to_string(),
+        ],
+    )
+    .await;
+    lost
+}
+
+/// A server started on a database with rows a stopped process left in its outbox (however
+/// recent) answers `/ready` only once they are in the log.
+async fn a_restarted_server_is_ready_only_with_what_was_left_in_its_outbox(app: TestApp) {
+    use authsome_control::{ControlPlane, ControlSettings};
+    let t = app.tenant("Restarted").await;
+    let ws: WorkspaceId = t.ws.parse().unwrap();
+    app.state.audit.flush().await;
+    let lost = left_behind(&app, &ws).await;
+    // The same deployment started again: another server over the same databases.
+    let store = authsome_storage::connect(Some(&app.db_url), std::path::Path::new("."))
+        .await
+        .unwrap();
+    // (This server touches no application database: the Postgres isolation mode is moot.)
+    let apps = match &app.apps_dir {
+        Some(dir) => authsome_storage::app::AppDatabaseConfig::Sqlite { dir: dir.clone() },
+        None => authsome_storage::app::AppDatabaseConfig::Postgres {
+            server_url: app.db_url.clone(),
+        },
+    };
+    let restarted = authsome_server::ServerState::new(
+        ControlPlane::new(store.clone(), ControlSettings::default()),
+        authsome_identity::Identity::new(
+            authsome_storage::app::AppDatabases::new(apps, 8),
+            authsome_domain::master_key::MasterKey::from_base64(
+                &app.state.identity.master_key().to_base64(),
+            )
+            .unwrap(),
+            app.base.clone(),
+        ),
+        authsome_server::HttpSettings::default(),
+    );
+    for _ in 0..400 {
+        if restarted.audit_recovered() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(restarted.audit_recovered(), "never recovered");
+    // In the log itself, read straight from storage (an audit read would catch up anyway).
+    let held = store
+        .existing_audit_ids(&[lost.id.to_string()])
+        .await
+        .unwrap();
+    assert_eq!(held, [lost.id.to_string()]);
+}
+
+/// An audit read shows every row committed to an outbox, the control plane's and an
+/// application's, even when its hand-over has not happened yet.
+async fn an_audit_read_shows_rows_not_handed_over_yet(app: TestApp) {
+    let t = app.tenant("Caught up").await;
+    let ws: WorkspaceId = t.ws.parse().unwrap();
+    let lost = left_behind(&app, &ws).await;
+    let mut expected = vec![lost.id.to_string()];
+    // An application's outbox (SQLite: its database is a file the test can reach).
+    if let Some(dir) = &app.apps_dir {
+        let app_id = app.application(&t.owner_token, &t.ws, "development").await;
+        let app_typed: authsome_domain::id::ApplicationId = app_id.parse().unwrap();
+        let pending = DomainEvent::new("user.updated")
+            .application(&app_typed)
+            .target("usr_pending");
+        let db = format!("sqlite://{}", dir.join(format!("{app_id}.db")).display());
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        sqlx::query("INSERT INTO audit_outbox (id, body, created_at) VALUES ($1, $2, $3)")
+            .bind(pending.id.to_string())
+            .bind(serde_json::to_string(&pending).unwrap())
+            .bind(pending.at.timestamp_millis())
+            .execute(&pool)
+            .await
+            .unwrap();
+        expected.push(pending.id.to_string());
+    }
+    let entries = all_entries(&app, &t.owner_token, &t.ws, "").await;
+    for id in expected {
+        assert_eq!(
+            entries.iter().filter(|e| e["id"] == id.as_str()).count(),
+            1,
+            "{id} in {entries:?}"
+        );
+    }
+    let verified = app
+        .get(
+            &format!("/control/v1/workspaces/{}/audit/verify", t.ws),
+            &t.owner_token,
+        )
+        .await;
+    assert_eq!(verified.body["valid"], true, "{}", verified.body);
 }
