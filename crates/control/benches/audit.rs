@@ -360,10 +360,6 @@ impl EventSink for Recorder {
     fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
         self.0.record_stored(event, stored_in);
     }
-
-    fn audits(&self) -> bool {
-        true
-    }
 }
 
 fn main() {

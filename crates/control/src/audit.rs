@@ -1364,14 +1364,10 @@ mod tests {
         fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
             self.0.record_stored(event, stored_in);
         }
-
-        fn audits(&self) -> bool {
-            true
-        }
     }
 
     #[tokio::test]
-    async fn writes_carry_their_event_in_the_outbox_only_when_a_log_keeps_them() {
+    async fn every_write_carries_its_event_in_the_outbox() {
         use authsome_domain::id::{AccountId, MemberId};
         use authsome_domain::tenancy::{
             Account, KycStatus, Member, MemberStatus, PaymentStatus, Plan, Role, Workspace,
@@ -1428,19 +1424,9 @@ mod tests {
                 .expect("outbox")
         };
 
-        // Without an audit log (the control plane's default sink), the write stores no event.
+        // Whatever its sink, a write commits its event to the outbox with it ...
         let bare = crate::ControlPlane::new(store.clone(), crate::ControlSettings::default());
-        bare.update_workspace(&actor, &ws.id, rename("Unaudited"))
-            .await
-            .expect("update");
-        assert!(pending().await.is_empty());
-        assert_eq!(size(&store, &ws.id).await, 0);
-
-        // With one, the event is committed to the outbox with the write, then logged.
-        let audited = crate::ControlPlane::new(store.clone(), crate::ControlSettings::default())
-            .with_events(Arc::new(ToLog(audit.clone())));
-        audited
-            .update_workspace(&actor, &ws.id, rename("Audited"))
+        bare.update_workspace(&actor, &ws.id, rename("Sinkless"))
             .await
             .expect("update");
         let rows = pending().await;
@@ -1448,8 +1434,23 @@ mod tests {
         let event: DomainEvent = serde_json::from_str(&rows[0].body).expect("event JSON");
         assert_eq!(event.action, "workspace.updated");
         assert_eq!(event.workspace_id.as_ref(), Some(&ws.id));
+        assert_eq!(size(&store, &ws.id).await, 0);
+
+        // ... and the audit log takes it: a sink that records into it at once, a process
+        // without one (a tool, a stopped server) at the log's next recovery.
+        let audited = crate::ControlPlane::new(store.clone(), crate::ControlSettings::default())
+            .with_events(Arc::new(ToLog(audit.clone())));
+        audited
+            .update_workspace(&actor, &ws.id, rename("Audited"))
+            .await
+            .expect("update");
+        assert_eq!(pending().await.len(), 2);
         audit.flush().await;
-        assert_eq!(size(&store, &ws.id).await, 1);
+        audit
+            .recover_at_start(authsome_domain::now() + chrono::Duration::seconds(1))
+            .await
+            .expect("recovery");
+        assert_eq!(size(&store, &ws.id).await, 2);
         assert!(pending().await.is_empty());
     }
 }

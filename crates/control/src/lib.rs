@@ -119,6 +119,8 @@ pub struct ControlPlane {
     settings: ControlSettings,
     master_key: Option<Arc<authsome_domain::master_key::MasterKey>>,
     mailer: Option<Arc<dyn mail::Mailer>>,
+    #[cfg(feature = "unaudited-baseline")]
+    unaudited: bool,
 }
 
 impl ControlPlane {
@@ -134,7 +136,18 @@ impl ControlPlane {
             settings,
             master_key: None,
             mailer: None,
+            #[cfg(feature = "unaudited-baseline")]
+            unaudited: false,
         }
+    }
+
+    /// Benchmarks only (the cargo feature `unaudited-baseline`, which no build of the server
+    /// has): writes store no audit event, the baseline that the cost of auditing is measured
+    /// against.
+    #[cfg(feature = "unaudited-baseline")]
+    pub fn unaudited_baseline(mut self) -> Self {
+        self.unaudited = true;
+        self
     }
 
     /// Sends the control plane's mail (invitations) through `mailer`.
@@ -176,9 +189,8 @@ impl ControlPlane {
     /// Performs `write` with its `events` committed to the control-plane audit outbox in the
     /// write's own transaction, then hands them to the audit log. Fail closed: when the outbox
     /// row cannot be stored, the write rolls back with it and the caller gets the error.
-    /// `actor` is `None` for AuthSome's own work (events already say `System`). Without an
-    /// audit log behind the sink (`EventSink::audits`) the write runs alone and its events
-    /// follow it.
+    /// `actor` is `None` for AuthSome's own work (events already say `System`). A process
+    /// without an audit log (a tool) leaves its rows for the server's log to recover.
     async fn audited<T, E>(
         &self,
         actor: Option<&Actor>,
@@ -199,7 +211,8 @@ impl ControlPlane {
                 e
             })
             .collect();
-        if !self.events.audits() {
+        #[cfg(feature = "unaudited-baseline")]
+        if self.unaudited {
             let value = write.await?;
             for event in events {
                 self.events.emit(event);

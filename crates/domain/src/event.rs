@@ -205,14 +205,6 @@ pub trait EventSink: Send + Sync {
     fn emit_stored(&self, event: DomainEvent, _stored_in: StoredIn) {
         self.emit(event);
     }
-
-    /// Whether events end in an audit log. The control plane's writes then commit their events
-    /// to the audit outbox in their own transaction (fail closed); for a sink that keeps none
-    /// (tools, tests, a benchmark's unaudited baseline) they store no outbox rows that nothing
-    /// would ever drain, and the events are emitted after the write.
-    fn audits(&self) -> bool {
-        false
-    }
 }
 
 /// A sink that drops everything (tools and tests that do not care).

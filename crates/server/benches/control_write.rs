@@ -5,8 +5,9 @@
 //! Two servers run in this process, each the real router on 127.0.0.1 with its own database and
 //! its root workspace bootstrapped: one as deployed, with the audit log (every write commits its
 //! event to the audit outbox in its own transaction, and the log's writer appends it to the
-//! hash chain and the Merkle tree), and one whose control plane has an event sink without an
-//! audit log (`EventSink::audits` false), so the same writes store no event at all. A client
+//! hash chain and the Merkle tree), and one whose control plane is the unaudited baseline
+//! (`ControlPlane::unaudited_baseline`, a benchmark-only cargo feature), so the same writes
+//! store no event at all. A client
 //! on this thread, over one kept-alive connection to each, sends
 //! `PATCH /control/v1/workspaces/{wsId}` (a new name, as the workspace's management key) in
 //! rounds of a block of writes to each server, either first. Reported, per write: the time
@@ -144,8 +145,8 @@ struct Server {
 }
 
 impl Server {
-    /// Serves a freshly migrated `store`; `audited: false` swaps the control plane's event sink
-    /// for one without an audit log.
+    /// Serves a freshly migrated `store`; `audited: false` swaps the control plane for the
+    /// unaudited baseline.
     fn start(
         runtime: &Runtime,
         store: Arc<dyn Store>,
@@ -184,7 +185,9 @@ impl Server {
                     &mut shared.control,
                     ControlPlane::new(store.clone(), ControlSettings::default()),
                 );
-                shared.control = control.with_events(Arc::new(EventBus::new(4096)));
+                shared.control = control
+                    .with_events(Arc::new(EventBus::new(4096)))
+                    .unaudited_baseline();
             }
             let router = authsome_server::router(state.clone());
             tokio::spawn(authsome_server::serve(

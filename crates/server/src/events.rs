@@ -77,10 +77,6 @@ impl EventSink for EventBus {
         self.deliver(event, |audit, event| audit.record(event));
     }
 
-    fn audits(&self) -> bool {
-        self.audit.is_some()
-    }
-
     fn emit_stored(&self, event: DomainEvent, stored_in: StoredIn) {
         tracing::debug!(action = %event.action, target = ?event.target, "event");
         self.deliver(event, |audit, event| audit.record_stored(event, stored_in));

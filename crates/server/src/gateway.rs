@@ -12,7 +12,6 @@
 //! looks at bodies beyond their length.
 
 use std::net::{IpAddr, SocketAddr};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use authsome_domain::tenancy::{Application, Tenancy};
@@ -23,7 +22,6 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt;
 
 use crate::error::ApiError;
 use crate::request_id::REQUEST_ID_HEADER;
@@ -58,6 +56,7 @@ pub(crate) fn customer_app(path: &str) -> Option<&str> {
 /// exactly as [`dispatch`] would do it after the router. Any other request is given back, for
 /// the router (which needs the peer address as the `ConnectInfo` extension; this path takes it
 /// as `peer`).
+#[cfg(feature = "direct-path")]
 pub async fn forward_directly(
     state: &AppState,
     request: Request,
@@ -74,10 +73,11 @@ pub async fn forward_directly(
         },
         None => return Err(request),
     };
+    use futures_util::FutureExt;
     let route = Some(crate::metrics::FORWARDED_ROUTE);
     Ok(
         crate::request_id::instrument_as(request, Some(peer), route, |request| async move {
-            let forwarded = AssertUnwindSafe(forward_to_upstream(state, app, request))
+            let forwarded = std::panic::AssertUnwindSafe(forward_to_upstream(state, app, request))
                 .catch_unwind()
                 .await;
             match forwarded {

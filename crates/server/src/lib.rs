@@ -6,6 +6,7 @@
 //! touch storage directly except for the `/ready` probe and `Idempotency-Key` records. All error
 //! rendering goes through [`error`], so every response has the contract's error body.
 
+#[cfg(feature = "direct-path")]
 mod direct;
 pub mod dpop;
 pub mod error;

@@ -67,6 +67,7 @@ impl CustomerHeaders {
     }
 
     /// Whether one of these fields is named `name` (any case).
+    #[cfg(feature = "direct-path")]
     pub(crate) fn names(&self, name: &[u8]) -> bool {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         (self.dpop_nonce.is_some() && is(NONCE))

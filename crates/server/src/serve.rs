@@ -60,6 +60,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
+        #[cfg(feature = "direct-path")]
         let direct_state = (state.http.only_app.is_none()).then(|| state.clone());
         let state = state.clone();
         let router = router.clone();
@@ -68,40 +69,49 @@ pub async fn serve(
             let state = state.clone();
             let router = router.clone();
             async move {
-                let response = match crate::gateway::forward_directly(&state, request, peer).await {
+                #[cfg(feature = "direct-path")]
+                let request = match crate::gateway::forward_directly(&state, request, peer).await {
+                    Ok(response) => return Ok::<_, Infallible>(response),
+                    Err(request) => request,
+                };
+                #[cfg(not(feature = "direct-path"))]
+                let _ = &state;
+                let mut request = request;
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let response = match router.oneshot(request).await {
                     Ok(response) => response,
-                    Err(mut request) => {
-                        request.extensions_mut().insert(ConnectInfo(peer));
-                        match router.oneshot(request).await {
-                            Ok(response) => response,
-                            Err(never) => match never {},
-                        }
-                    }
+                    Err(never) => match never {},
                 };
                 Ok::<_, Infallible>(response)
             }
         });
         let mut stopped = stopped.clone();
         connections.spawn(async move {
-            let mut tcp = tcp;
             // A gateway serves dedicated applications' plain requests itself while they come;
             // hyper takes the connection from the first other request on.
-            let read = match direct_state {
-                Some(state) => {
-                    match crate::direct::serve(&state, &mut tcp, peer, &mut stopped).await {
-                        crate::direct::Left::Closed => return,
-                        crate::direct::Left::Handoff(read) => read,
+            #[cfg(feature = "direct-path")]
+            let io = {
+                let mut tcp = tcp;
+                let read = match direct_state {
+                    Some(state) => {
+                        match crate::direct::serve(&state, &mut tcp, peer, &mut stopped).await {
+                            crate::direct::Left::Closed => return,
+                            crate::direct::Left::Handoff(read) => read,
+                        }
                     }
-                }
-                None => bytes::Bytes::new(),
+                    None => bytes::Bytes::new(),
+                };
+                crate::direct::Rewind::new(tcp, read)
             };
+            #[cfg(not(feature = "direct-path"))]
+            let io = tcp;
             let connection = hyper::server::conn::http1::Builder::new()
                 // A client that does not finish sending a request head (or that keeps a
                 // connection idle) this long is cut off: slow-header attacks cannot hold
                 // connections open forever.
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(crate::direct::Rewind::new(tcp, read)), service)
+                .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(connection);
             let result = tokio::select! {

@@ -132,6 +132,7 @@ pub(crate) async fn authenticated_key(
 /// [`keyed`] for a request that carries `credential` (as [`credential`] finds it) and is not
 /// signed: the gateway's own HTTP path, which has no `Parts`, and keeps what its connection's
 /// previous request resolved in `memo`.
+#[cfg(feature = "direct-path")]
 pub(crate) async fn keyed_by(
     state: &AppState,
     app_id: &str,
