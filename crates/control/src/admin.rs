@@ -116,7 +116,7 @@ impl ControlPlane {
                 ValidationError::new("limits", "can only be set on enterprise workspaces").into(),
             );
         }
-        ws.updated_at = authsome_domain::now();
+        ws.updated_at = self.clock.now();
         self.audited(Some(actor), vec![event], self.store.update_workspace(&ws))
             .await?;
         self.invalidate(crate::keys::Invalidation::Workspace(ws.id.clone()));
@@ -143,7 +143,7 @@ impl ControlPlane {
         if let Some(upstreams) = patch.upstreams {
             event = self.set_upstreams(&mut app, event, upstreams).await?;
         }
-        app.updated_at = authsome_domain::now();
+        app.updated_at = self.clock.now();
         self.audited(
             Some(actor),
             vec![event],

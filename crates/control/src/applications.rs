@@ -71,7 +71,7 @@ impl ControlPlane {
             None => serde_json::json!({}),
         };
         workspace.may_create_application(input.environment)?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let mut app = Application {
             id: ApplicationId::new(),
             workspace_id: ws.clone(),
@@ -215,7 +215,7 @@ impl ControlPlane {
                 .await?;
             event = self.set_upstreams(&mut app, event, upstreams).await?;
         }
-        app.updated_at = authsome_domain::now();
+        app.updated_at = self.clock.now();
         self.audited(Some(actor), vec![event], async {
             self.store
                 .update_application(&app)
@@ -313,7 +313,7 @@ impl ControlPlane {
                 "the application is already deleted".into(),
             ));
         }
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         app.status = AppStatus::Deleting;
         app.deleted_at = Some(now);
         app.purge_at = Some(now + UNDELETE_WINDOW);
@@ -349,7 +349,7 @@ impl ControlPlane {
         };
         app.deleted_at = None;
         app.purge_at = None;
-        app.updated_at = authsome_domain::now();
+        app.updated_at = self.clock.now();
         self.audited(
             Some(actor),
             vec![Self::app_event("application.restored", &app)],

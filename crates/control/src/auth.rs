@@ -67,7 +67,7 @@ impl ControlPlane {
         };
         self.logins.succeeded(&normalized);
         let token = OpaqueToken::generate(SESSION_TOKEN_PREFIX);
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let expires_at = now + self.settings.session_ttl;
         let memberships = self.store.memberships(&account.id).await?;
         // Each workspace the account belongs to sees its sign-ins in its own audit log; one
@@ -160,7 +160,7 @@ impl ControlPlane {
         };
         let account = self
             .store
-            .session_account(&KeyHash::of(token), authsome_domain::now())
+            .session_account(&KeyHash::of(token), self.clock.now())
             .await?
             .filter(|a| &a.id == id)
             .ok_or(ControlError::Unauthenticated("session expired"))?;
@@ -174,7 +174,7 @@ impl ControlPlane {
         if bearer.starts_with(SESSION_TOKEN_PREFIX) {
             let account = self
                 .store
-                .session_account(&KeyHash::of(bearer), authsome_domain::now())
+                .session_account(&KeyHash::of(bearer), self.clock.now())
                 .await?
                 .ok_or(ControlError::Unauthenticated(
                     "invalid or expired session token",
@@ -212,7 +212,7 @@ impl ControlPlane {
             .as_deref()
             .map(|n| parse_name("name", n))
             .transpose()?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let invitation = self
             .store
             .pending_invitation(&KeyHash::of(&input.token), now)

@@ -46,7 +46,7 @@ impl ControlPlane {
             None => (password::generate_password(), true),
         };
         let password_hash = crate::auth::hash(password.clone()).await;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let account = Account {
             id: AccountId::new(),
             email: email.clone(),

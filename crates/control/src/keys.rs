@@ -138,35 +138,43 @@ pub struct KeyCache {
     usage: Mutex<FastMap<KeyId, DateTime<Utc>>>,
     /// Bumped by every invalidation: what a [`ConnectionMemo`] filled before it no longer holds.
     generation: AtomicU64,
-}
-
-fn fresh<T>(c: &Cached<T>) -> bool {
-    let ttl = if c.value.is_some() {
-        POSITIVE_TTL
-    } else {
-        NEGATIVE_TTL
-    };
-    c.at.elapsed() < ttl
+    /// What the entries' ages are read on.
+    clock: authsome_domain::clock::Clock,
 }
 
 impl KeyCache {
+    pub(crate) fn set_clock(&mut self, clock: authsome_domain::clock::Clock) {
+        self.clock = clock;
+    }
+
+    fn fresh<T>(&self, c: &Cached<T>) -> bool {
+        let ttl = if c.value.is_some() {
+            POSITIVE_TTL
+        } else {
+            NEGATIVE_TTL
+        };
+        self.clock.elapsed(c.at) < ttl
+    }
+
     /// `Some(entry)` on a fresh hit (the entry itself may be a cached "no such key").
     pub fn key(&self, hash: &KeyHash) -> Option<Option<Arc<ApiKey>>> {
         let keys = self.keys.read().ok()?;
-        keys.get(hash).filter(|c| fresh(c)).map(|c| c.value.clone())
+        keys.get(hash)
+            .filter(|c| self.fresh(c))
+            .map(|c| c.value.clone())
     }
 
     pub fn put_key(&self, hash: KeyHash, value: Option<Arc<ApiKey>>) {
         if let Ok(mut keys) = self.keys.write() {
             if keys.len() >= MAX_ENTRIES {
-                keys.retain(|_, c| fresh(c));
+                keys.retain(|_, c| self.fresh(c));
             }
             if keys.len() < MAX_ENTRIES {
                 keys.insert(
                     hash,
                     Cached {
                         value,
-                        at: CoarseInstant::now(),
+                        at: self.clock.instant(),
                     },
                 );
             }
@@ -181,19 +189,21 @@ impl KeyCache {
 
     fn application(&self, id: &ApplicationId) -> Option<Option<Arc<Application>>> {
         let apps = self.apps.read().ok()?;
-        apps.get(id).filter(|c| fresh(c)).map(|c| c.value.clone())
+        apps.get(id)
+            .filter(|c| self.fresh(c))
+            .map(|c| c.value.clone())
     }
 
     fn put_application(&self, id: ApplicationId, value: Option<Arc<Application>>) {
         if let Ok(mut apps) = self.apps.write() {
             if apps.len() >= MAX_ENTRIES {
-                apps.retain(|_, c| fresh(c));
+                apps.retain(|_, c| self.fresh(c));
             }
             apps.insert(
                 id,
                 Cached {
                     value,
-                    at: CoarseInstant::now(),
+                    at: self.clock.instant(),
                 },
             );
         }
@@ -271,7 +281,7 @@ impl ControlPlane {
         memo: &mut ConnectionMemo,
         id: &str,
     ) -> Result<Arc<Application>> {
-        let now = authsome_domain::coarse_now();
+        let now = self.clock.coarse_now();
         if memo.fresh(&self.keys, now) {
             if let Some(app) = memo.app(id) {
                 return Ok(app.clone());
@@ -297,7 +307,7 @@ impl ControlPlane {
         app_id: &str,
         credential: &str,
     ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
-        let now = authsome_domain::coarse_now();
+        let now = self.clock.coarse_now();
         if memo.fresh(&self.keys, now) {
             if let (Some(app), Some((known, key))) = (memo.app(app_id), &memo.key) {
                 let same = same_secret(known.as_bytes(), credential.as_bytes());
@@ -354,7 +364,7 @@ impl ControlPlane {
                 loaded
             }
         };
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         // The lookup was by hash; compare again in constant time as defence in depth.
         let key = key.filter(|k| k.hash.ct_eq(hash) && k.is_usable_at(now));
         if let Some(k) = &key {
@@ -398,7 +408,7 @@ impl ControlPlane {
             .trim()
             .parse()
             .map_err(|_| ControlError::Unauthenticated("X-Timestamp must be Unix seconds"))?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         if (now.timestamp() - sent).abs() > signing::MAX_SKEW_SECONDS {
             return Err(ControlError::Unauthenticated(
                 "the request's X-Timestamp is more than 300 s from the server's clock",
@@ -521,7 +531,7 @@ impl ControlPlane {
     pub async fn workspace_view(&self, id: &WorkspaceId) -> Result<Arc<Workspace>> {
         let hit = self.keys.workspaces.read().ok().and_then(|w| {
             w.get(id)
-                .filter(|c| c.at.elapsed() < WORKSPACE_TTL)
+                .filter(|c| self.keys.clock.elapsed(c.at) < WORKSPACE_TTL)
                 .and_then(|c| c.value.clone())
         });
         if let Some(ws) = hit {
@@ -541,7 +551,7 @@ impl ControlPlane {
                 id.clone(),
                 Cached {
                     value: Some(ws.clone()),
-                    at: CoarseInstant::now(),
+                    at: self.clock.instant(),
                 },
             );
         }
@@ -800,7 +810,7 @@ impl ControlPlane {
             .key(ws, app, id)
             .await?
             .ok_or(ControlError::NotFound("key"))?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         if !old.is_usable_at(now) || old.rolled_to.is_some() {
             return Err(ControlError::Conflict(
                 "only a live key that was not rolled before can be rolled".into(),
@@ -848,7 +858,7 @@ impl ControlPlane {
         self.audited(
             Some(actor),
             vec![event],
-            self.store.revoke_key(&old, authsome_domain::now()),
+            self.store.revoke_key(&old, self.clock.now()),
         )
         .await?;
         self.invalidate(Invalidation::Key(old.hash));

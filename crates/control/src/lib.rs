@@ -119,6 +119,7 @@ pub struct ControlPlane {
     settings: ControlSettings,
     master_key: Option<Arc<authsome_domain::master_key::MasterKey>>,
     mailer: Option<Arc<dyn mail::Mailer>>,
+    clock: authsome_domain::clock::Clock,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -136,9 +137,24 @@ impl ControlPlane {
             settings,
             master_key: None,
             mailer: None,
+            clock: authsome_domain::clock::Clock::system(),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }
+    }
+
+    /// Decides by `clock`'s time (expiries, lock-outs, backoffs, cache ages): a test's
+    /// manual clock, moved forward instead of sleeping.
+    pub fn with_clock(mut self, clock: authsome_domain::clock::Clock) -> Self {
+        self.logins = authsome_domain::throttle::LoginThrottle::default().with_clock(clock.clone());
+        self.keys.set_clock(clock.clone());
+        self.clock = clock;
+        self
+    }
+
+    /// The time this control plane decides by.
+    pub fn clock(&self) -> &authsome_domain::clock::Clock {
+        &self.clock
     }
 
     /// Benchmarks only (the cargo feature `unaudited-baseline`, which no build of the server
@@ -280,7 +296,7 @@ impl ControlPlane {
 
     /// Periodic housekeeping: flushes batched key usage and removes what has expired.
     pub async fn maintain(&self) -> Result<()> {
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         self.flush_key_usage().await?;
         self.flush_request_counts().await?;
         self.logins.prune();

@@ -84,7 +84,7 @@ impl ControlPlane {
             self.require_for(actor, ws, role, Permission::OwnersManage)?;
         }
         let email = parse_email(&input.email)?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let candidate = Member {
             id: MemberId::new(),
             workspace_id: ws.clone(),
@@ -152,7 +152,7 @@ impl ControlPlane {
     ) -> Result<Invitation> {
         self.require_platform_operator(actor).await?;
         let token = OpaqueToken::generate(INVITATION_TOKEN_PREFIX);
-        let expires_at = authsome_domain::now() + INVITATION_TTL;
+        let expires_at = self.clock.now() + INVITATION_TTL;
         let member = self
             .audited(
                 Some(actor),
@@ -257,7 +257,7 @@ impl ControlPlane {
                     .target(id)
                     .change("role", patch.role.as_str())],
                 self.store
-                    .update_member_role(ws, id, patch.role, authsome_domain::now()),
+                    .update_member_role(ws, id, patch.role, self.clock.now()),
             )
             .await?;
         for hash in capped {
@@ -297,7 +297,7 @@ impl ControlPlane {
                 vec![DomainEvent::new("workspace.member.removed")
                     .workspace(ws)
                     .target(id)],
-                self.store.remove_member(ws, id, authsome_domain::now()),
+                self.store.remove_member(ws, id, self.clock.now()),
             )
             .await?;
         for hash in revoked {

@@ -33,7 +33,7 @@ impl ControlPlane {
         let Some(provisioner) = &self.provisioner else {
             // Control-plane-only deployments (tests of the control plane) have nothing to create.
             app.status = AppStatus::Active;
-            app.provisioned_at = Some(authsome_domain::now());
+            app.provisioned_at = Some(self.clock.now());
             return Ok(Vec::new());
         };
         let outcome = match tokio::time::timeout(ATTEMPT_TIMEOUT, provisioner.provision(app)).await
@@ -41,7 +41,7 @@ impl ControlPlane {
             Ok(result) => result,
             Err(_) => Err("timed out".to_owned()),
         };
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let mut events = Vec::new();
         match outcome {
             Ok(()) => {
@@ -64,7 +64,7 @@ impl ControlPlane {
 
     /// Retries applications stuck in `provisioning` whose backoff has elapsed.
     pub(crate) async fn retry_provisioning(&self) -> Result<()> {
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         for mut app in self.store.applications_to_provision(50).await? {
             let backoff = 1i64
                 .checked_shl(app.provision_attempts.min(16))
@@ -85,7 +85,7 @@ impl ControlPlane {
 
     /// Removes applications whose undelete window has passed: resources first, then the record.
     pub(crate) async fn purge_expired(&self) -> Result<()> {
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         for id in self.store.expired_applications(now, 50).await? {
             if let Some(provisioner) = &self.provisioner {
                 if let Err(error) = provisioner.destroy(&id).await {

@@ -63,7 +63,7 @@ impl ControlPlane {
             Some(m) => parse_json_object("metadata", m)?,
             None => serde_json::json!({}),
         };
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let workspace = Workspace {
             id: WorkspaceId::new(),
             name,
@@ -150,7 +150,7 @@ impl ControlPlane {
             event = event.changed_keys("metadata", &ws.metadata, &metadata);
             ws.metadata = metadata;
         }
-        ws.updated_at = authsome_domain::now();
+        ws.updated_at = self.clock.now();
         self.audited(Some(actor), vec![event], async {
             self.store
                 .update_workspace(&ws)

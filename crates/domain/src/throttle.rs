@@ -8,13 +8,16 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::{Clock, CoarseInstant};
 
 const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 
 pub struct LoginThrottle {
     free_attempts: u32,
     accounts: Mutex<HashMap<String, Failures>>,
+    clock: Clock,
 }
 
 impl Default for LoginThrottle {
@@ -26,8 +29,8 @@ impl Default for LoginThrottle {
 
 struct Failures {
     count: u32,
-    last: Instant,
-    locked_until: Option<Instant>,
+    last: CoarseInstant,
+    locked_until: Option<CoarseInstant>,
 }
 
 impl LoginThrottle {
@@ -36,7 +39,14 @@ impl LoginThrottle {
         Self {
             free_attempts: free_attempts.max(1),
             accounts: Mutex::new(HashMap::new()),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same throttle on `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// `Err(retry_after)` while `email` is locked.
@@ -44,8 +54,9 @@ impl LoginThrottle {
         let Ok(accounts) = self.accounts.lock() else {
             return Ok(());
         };
+        let now = self.clock.instant();
         match accounts.get(email).and_then(|f| f.locked_until) {
-            Some(until) if until > Instant::now() => Err(until - Instant::now()),
+            Some(until) if until > now => Err(until.since(now)),
             _ => Ok(()),
         }
     }
@@ -54,14 +65,14 @@ impl LoginThrottle {
         let Ok(mut accounts) = self.accounts.lock() else {
             return;
         };
-        let now = Instant::now();
+        let now = self.clock.instant();
         let entry = accounts.entry(email.to_owned()).or_insert(Failures {
             count: 0,
             last: now,
             locked_until: None,
         });
         // A quiet quarter of an hour forgives earlier failures.
-        if now.duration_since(entry.last) > MAX_LOCK {
+        if now.since(entry.last) > MAX_LOCK {
             entry.count = 0;
         }
         entry.count += 1;
@@ -69,7 +80,7 @@ impl LoginThrottle {
         if entry.count >= self.free_attempts {
             let exponent = (entry.count - self.free_attempts).min(10);
             let lock = Duration::from_secs(2u64 << exponent).min(MAX_LOCK);
-            entry.locked_until = Some(now + lock);
+            entry.locked_until = Some(now.after(lock));
         }
     }
 
@@ -82,7 +93,8 @@ impl LoginThrottle {
     /// Drops entries idle for longer than the longest lock.
     pub fn prune(&self) {
         if let Ok(mut accounts) = self.accounts.lock() {
-            accounts.retain(|_, f| f.last.elapsed() <= MAX_LOCK);
+            let now = self.clock.instant();
+            accounts.retain(|_, f| now.since(f.last) <= MAX_LOCK);
         }
     }
 }
@@ -111,5 +123,22 @@ mod tests {
         assert!(t.check("a@x.test").unwrap_err() <= MAX_LOCK);
         t.succeeded("a@x.test");
         assert!(t.check("a@x.test").is_ok());
+    }
+
+    #[test]
+    fn a_lock_ends_when_its_time_has_passed_on_the_throttles_clock() {
+        let clock = Clock::manual();
+        let t = LoginThrottle::default().with_clock(clock.clone());
+        for _ in 0..5 {
+            t.failed("a@x.test");
+        }
+        assert!(t.check("a@x.test").is_err());
+        clock.advance(Duration::from_secs(2));
+        assert!(t.check("a@x.test").is_ok());
+        // A quiet quarter of an hour forgives, and an idle entry is pruned.
+        clock.advance(MAX_LOCK + Duration::from_secs(1));
+        t.prune();
+        t.failed("a@x.test");
+        assert!(t.check("a@x.test").is_ok(), "the count started again");
     }
 }

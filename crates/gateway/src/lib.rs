@@ -20,7 +20,7 @@ mod throttle;
 
 use authsome_domain::FastMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -161,17 +161,11 @@ pub fn gcra(now_us: i64, tat_us: Option<i64>, limit: Limit) -> (Decision, Option
     (decision, Some(new_tat))
 }
 
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// One replica's limiter: a map of arrival times, pruned when it grows.
 #[derive(Default)]
 pub struct InProcessLimiter {
     tats: Mutex<FastMap<String, i64>>,
+    clock: authsome_domain::clock::Clock,
 }
 
 #[async_trait]
@@ -186,8 +180,14 @@ impl RateLimiter for InProcessLimiter {
 }
 
 impl InProcessLimiter {
+    /// The limiter on `clock` (a test's manual clock refills a budget when moved forward).
+    pub fn with_clock(mut self, clock: authsome_domain::clock::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     fn decide(&self, subject: &str, limit: Limit) -> Result<Decision, RateLimitError> {
-        let now = now_us();
+        let now = self.clock.unix_micros();
         let mut tats = self
             .tats
             .lock()

@@ -131,7 +131,7 @@ impl Identity {
             .map(|n| parse_name("name", n))
             .transpose()?;
         let store = self.store(app).await?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let user = User {
             id: UserId::new(),
             email,
@@ -233,7 +233,7 @@ impl Identity {
             self.sign_in_failed(app, &email, Some(&user.id), "disabled");
             return Err(IdentityError::Forbidden("this user is disabled"));
         }
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         store.record_sign_in(&user.id, now).await?;
         let session = self
             .issue_session(app, &*store, &user, client, Some("user.signed_in"))
@@ -283,7 +283,7 @@ impl Identity {
     ) -> Result<IssuedSession> {
         let store = self.store(app).await?;
         let hash = KeyHash::of(refresh_token);
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let (_, session, user) = store
             .refresh_with_session(&hash)
             .await?
@@ -368,7 +368,7 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "user.signed_out", &session.id, Some(&user.id)),
-            store.revoke_session(&session.id, authsome_domain::now()),
+            store.revoke_session(&session.id, self.clock.now()),
         )
         .await?;
         Ok(())
@@ -382,7 +382,7 @@ impl Identity {
         access_token: Presented<'_>,
     ) -> Result<(User, Session, Claims)> {
         let keys = self.key_set(app).await?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let claims = keys
             .verify(
                 access_token.token,
@@ -454,7 +454,7 @@ impl Identity {
         .await?;
         session.active_organization_id = input.organization_id;
         let (token, expires_at) = self
-            .access_token(app, &*store, &user, &session, authsome_domain::now())
+            .access_token(app, &*store, &user, &session, self.clock.now())
             .await?;
         Ok(AccessToken {
             id: session.id,
@@ -492,7 +492,7 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "session.revoked", id, Some(&user.id)),
-            store.revoke_session(id, authsome_domain::now()),
+            store.revoke_session(id, self.clock.now()),
         )
         .await?;
         Ok(())
@@ -519,7 +519,7 @@ impl Identity {
         client: &ClientInfo,
         action: Option<&'static str>,
     ) -> Result<IssuedSession> {
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let session = Session {
             id: SessionId::new(),
             user_id: user.id.clone(),

@@ -18,7 +18,9 @@ mod users;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use authsome_domain::clock::{Clock, CoarseInstant};
 
 use authsome_domain::event::{DomainEvent, EventActor, EventSink, NoEvents, StoredIn};
 use authsome_domain::id::ApplicationId;
@@ -82,8 +84,10 @@ pub struct Identity {
     master_key: Arc<MasterKey>,
     /// Derives a refresh token's successor from it (see `auth::refresh_with_proof`).
     successor_key: [u8; 32],
+    /// What expiries, grace periods, lock-outs and cache ages are read on.
+    clock: Clock,
     public_url: String,
-    keys: RwLock<HashMap<ApplicationId, (Arc<KeySet>, Instant)>>,
+    keys: RwLock<HashMap<ApplicationId, (Arc<KeySet>, CoarseInstant)>>,
     account_throttle: Arc<dyn SignInThrottle>,
     address_throttle: Arc<dyn SignInThrottle>,
     active_users: Mutex<usage::ActiveUsers>,
@@ -118,6 +122,7 @@ impl Identity {
         Self {
             databases,
             successor_key: master_key.derive(b"authsome.refresh.successor.v1"),
+            clock: Clock::system(),
             master_key: Arc::new(master_key),
             public_url: public_url.trim_end_matches('/').to_owned(),
             keys: RwLock::new(HashMap::new()),
@@ -152,6 +157,19 @@ impl Identity {
     ) -> Self {
         self.account_throttle = account;
         self.address_throttle = address;
+        self
+    }
+
+    /// Decides by `clock`'s time: a test's manual clock, moved forward instead of sleeping. The
+    /// in-process sign-in throttles go by it too (shared ones go by Redis's clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.account_throttle = Arc::new(LocalThrottle(
+            LoginThrottle::new(ACCOUNT_FREE_ATTEMPTS).with_clock(clock.clone()),
+        ));
+        self.address_throttle = Arc::new(LocalThrottle(
+            LoginThrottle::new(ADDRESS_FREE_ATTEMPTS).with_clock(clock.clone()),
+        ));
+        self.clock = clock;
         self
     }
 
@@ -310,7 +328,7 @@ impl Identity {
         self.databases.provision(app).await?;
         let store = self.store(app).await?;
         if store.signing_keys().await?.is_empty() {
-            let now = authsome_domain::now();
+            let now = self.clock.now();
             store
                 .insert_signing_key(&self.new_signing_key(app, now, now))
                 .await?;
@@ -355,7 +373,7 @@ impl Identity {
             );
         }
         let store = self.store(app).await?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let switch_at = now + chrono::Duration::seconds(lead_seconds);
         let keys = store.signing_keys().await?;
         if keys.iter().any(|k| k.activates_at > now) {
@@ -396,15 +414,13 @@ impl Identity {
     pub async fn key_set(&self, app: &ApplicationId) -> Result<Arc<KeySet>> {
         let cached = self.keys.read().ok().and_then(|k| k.get(app).cloned());
         if let Some((keys, at)) = cached {
-            let switching = keys
-                .next_switch
-                .is_some_and(|t| authsome_domain::now() >= t);
-            if at.elapsed() < KEY_CACHE_TTL && !switching {
+            let switching = keys.next_switch.is_some_and(|t| self.clock.now() >= t);
+            if self.clock.elapsed(at) < KEY_CACHE_TTL && !switching {
                 return Ok(keys);
             }
         }
         let records = self.store(app).await?.signing_keys().await?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let corrupt = |what| IdentityError::Storage(StorageError::Corrupt(what));
         let mut verifying = Vec::new();
         let mut active = None;
@@ -442,7 +458,7 @@ impl Identity {
             next_switch,
         });
         if let Ok(mut keys) = self.keys.write() {
-            keys.insert(app.clone(), (set.clone(), Instant::now()));
+            keys.insert(app.clone(), (set.clone(), self.clock.instant()));
         }
         Ok(set)
     }

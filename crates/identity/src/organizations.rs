@@ -109,7 +109,7 @@ impl Identity {
             None => serde_json::json!({}),
         };
         let store = self.store(app).await?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let org = Organization {
             id: OrganizationId::new(),
             name,
@@ -201,7 +201,7 @@ impl Identity {
             event = event.changed_keys("metadata", &org.metadata, &metadata);
             org.metadata = metadata;
         }
-        org.updated_at = authsome_domain::now();
+        org.updated_at = self.clock.now();
         self.audited(app, event, async {
             store.update_organization(&org).await.map_err(|e| match e {
                 StorageError::Duplicate => IdentityError::Conflict("slug is already taken".into()),
@@ -248,7 +248,7 @@ impl Identity {
             .user(&input.user_id)
             .await?
             .ok_or(IdentityError::NotFound("user"))?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let membership = OrgMembership {
             id: OrgMembershipId::new(),
             organization_id: org.clone(),
@@ -302,7 +302,7 @@ impl Identity {
                     .change("role", role.clone()),
                 async {
                     store
-                        .update_membership_role(org, id, &role, authsome_domain::now())
+                        .update_membership_role(org, id, &role, self.clock.now())
                         .await
                         .map_err(storage("membership"))
                 },
@@ -346,7 +346,7 @@ impl Identity {
             .await?
             .ok_or(IdentityError::NotFound("organization"))?;
         let token = OpaqueToken::generate("oit_");
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let invitation = OrgInvitation {
             id: InvitationId::new(),
             organization_id: org.clone(),
@@ -384,7 +384,7 @@ impl Identity {
     ) -> Result<OrgMembership> {
         let (user, _, _) = self.authenticate(app, access_token).await?;
         let store = self.store(app).await?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let invitation = store
             .invitation_by_token(&KeyHash::of(&input.token), now)
             .await?

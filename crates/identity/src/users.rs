@@ -55,7 +55,7 @@ impl Identity {
         if let Some(p) = &input.password {
             self.policy.check(p)?;
         }
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         let user = User {
             id: UserId::new(),
             email,
@@ -153,7 +153,7 @@ impl Identity {
             }
             None => None,
         };
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         user.updated_at = now;
         if new_hash.is_some() {
             event = event.change("password", "changed");
@@ -189,7 +189,7 @@ impl Identity {
             .user(id)
             .await?
             .ok_or(IdentityError::NotFound("user"))?;
-        let now = authsome_domain::now();
+        let now = self.clock.now();
         user.disabled = disabled;
         user.updated_at = now;
         let action = if disabled {
@@ -225,7 +225,7 @@ impl Identity {
         let store = self.store(app).await?;
         self.audited(app, Self::event(app, "session.revoked", id, None), async {
             store
-                .revoke_session(id, authsome_domain::now())
+                .revoke_session(id, self.clock.now())
                 .await
                 .map_err(|e| match e {
                     StorageError::NotFound => IdentityError::NotFound("session"),

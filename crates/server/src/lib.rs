@@ -105,12 +105,8 @@ impl ServerState {
     /// Wires the control plane to the identity engine (which provisions applications) and
     /// returns the state the router serves.
     pub fn new(control: ControlPlane, identity: Identity, http: HttpSettings) -> AppState {
-        Self::with_limiter(
-            control,
-            identity,
-            http,
-            Arc::new(InProcessLimiter::default()),
-        )
+        let limiter = InProcessLimiter::default().with_clock(control.clock().clone());
+        Self::with_limiter(control, identity, http, Arc::new(limiter))
     }
 
     /// As [`ServerState::new`], with the given rate limiter (e.g. Redis-backed for replicas).

@@ -371,7 +371,7 @@ async fn refresh_token_reuse_revokes_the_session(app: TestApp) {
         );
     }
     // Past the grace window, the rotated token is theft: the session dies.
-    tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
+    app.clock.advance(std::time::Duration::from_millis(10_500));
     let replay = call_with(
         &app,
         Method::POST,

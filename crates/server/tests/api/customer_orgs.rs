@@ -477,7 +477,7 @@ async fn signing_key_rotation_publishes_before_it_signs(app: TestApp) {
         "the next key does not sign before its time"
     );
 
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.clock.advance(std::time::Duration::from_millis(2100));
     let after = sign_up(&app, &base, &c.pk, "new@example.com").await;
     let new_token = after["session"]["token"].as_str().unwrap();
     let new_kid = jsonwebtoken::decode_header(new_token).unwrap().kid.unwrap();

@@ -33,7 +33,7 @@ async fn set_standing(app: &TestApp, c: &Customer, patch: serde_json::Value) {
         .patch(&format!("/control/v1/admin/workspaces/{ws}"), &root, patch)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.clock.advance(std::time::Duration::from_millis(1100));
 }
 
 /// Sends requests as fast as it can until the first 429; returns (allowed, elapsed, the 429).
@@ -88,7 +88,7 @@ async fn keys_are_rate_limited_by_plan_with_headers() {
         .status,
         200
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+    app.clock.advance(std::time::Duration::from_millis(1050));
     assert_eq!(
         app.identify(&c.app, &c.sk).await.status,
         200,
@@ -125,7 +125,7 @@ async fn workspace_standing_is_enforced_within_a_second() {
     assert_eq!(app.identify(&c.app, &c.sk).await.status, 200);
     app.patch(&admin, &root, json!({"paymentStatus": "pastDue"}))
         .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.clock.advance(std::time::Duration::from_millis(1100));
     assert_error(&app.identify(&c.app, &c.sk).await, 402, "payment_required");
     let jwks = app
         .call(
@@ -142,10 +142,10 @@ async fn workspace_standing_is_enforced_within_a_second() {
         json!({"paymentStatus": "current", "status": "suspended"}),
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.clock.advance(std::time::Duration::from_millis(1100));
     assert_error(&app.identify(&c.app, &c.sk).await, 403, "forbidden");
     app.patch(&admin, &root, json!({"status": "active"})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.clock.advance(std::time::Duration::from_millis(1100));
     assert_eq!(app.identify(&c.app, &c.sk).await.status, 200);
 }
 

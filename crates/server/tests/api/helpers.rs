@@ -29,6 +29,8 @@ pub struct TestApp {
     /// The control-plane database (`sqlite://…` or `postgres://…`), for tests that must reach
     /// past the API (tampering with stored rows).
     pub db_url: String,
+    /// The time the server decides by: moved forward by a test instead of sleeping.
+    pub clock: authsome_domain::clock::Clock,
     _guard: Box<dyn std::any::Any + Send>,
 }
 
@@ -270,7 +272,9 @@ async fn serve_with_limiter(
     )>,
     mailer: Option<Arc<dyn authsome_control::mail::Mailer>>,
 ) -> TestApp {
-    let mut control = ControlPlane::new(store, ControlSettings::default());
+    let clock = authsome_domain::clock::Clock::manual();
+    let mut control =
+        ControlPlane::new(store, ControlSettings::default()).with_clock(clock.clone());
     if let Some(mailer) = mailer {
         control = control.with_mailer(mailer);
     }
@@ -290,7 +294,8 @@ async fn serve_with_limiter(
         AppDatabases::new(apps, 64),
         MasterKey::generate(),
         base.clone(),
-    );
+    )
+    .with_clock(clock.clone());
     if let Some((account, address)) = THROTTLES.with(|t| t.borrow_mut().take()) {
         identity = identity.with_throttles(account, address);
     }
@@ -324,6 +329,7 @@ async fn serve_with_limiter(
         root_key: management_key,
         apps_dir: None,
         db_url: String::new(),
+        clock,
         _guard: guard,
     }
 }

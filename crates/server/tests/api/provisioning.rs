@@ -47,7 +47,7 @@ async fn failed_provisioning_is_recorded_and_retried() {
 
     // Clear the way; after the backoff the maintenance loop finishes the job.
     std::fs::remove_file(&apps_dir).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    app.clock.advance(std::time::Duration::from_millis(2100));
     app.state.control.maintain().await.unwrap();
     let got = app
         .get(&format!("/control/v1/applications/{id}"), &t.owner_token)
