@@ -7,17 +7,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use authsome_control::{BootstrapResult, ControlPlane, ControlSettings};
 use authsome_domain::master_key::MasterKey;
-use authsome_server::{HttpSettings, ServerState};
+use authsome_server::HttpSettings;
 use authsome_storage::Store;
 use tokio::net::TcpListener;
 
-use authsome_gateway::{
-    InProcessLimiter, InProcessReplayCache, RateLimiter, RedisChannel, RedisLimiter,
-    RedisReplayCache, RedisThrottle, ReplayCache,
-};
-use authsome_identity::Identity;
-use authsome_server::{RedisInvalidations, SharedThrottle};
-use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
+use authsome_storage::app::AppDatabaseConfig;
 
 use crate::config::{AppIsolation, Config, LogFormat};
 
@@ -157,28 +151,30 @@ async fn open_store(config: &Config, create_key: bool) -> Result<(Arc<dyn Store>
     Ok((store, key))
 }
 
-fn control_plane(config: &Config, store: Arc<dyn Store>) -> Result<ControlPlane> {
-    let control = ControlPlane::new(
+/// The control plane of the commands that need no server (`init`).
+fn control_plane(config: &Config, store: Arc<dyn Store>) -> ControlPlane {
+    ControlPlane::new(
         store,
         ControlSettings {
             session_ttl: chrono::Duration::seconds(config.session_ttl_seconds),
             public_url: config.public_url.clone(),
             ..ControlSettings::default()
         },
-    );
-    Ok(match &config.smtp_url {
-        Some(url) => control.with_mailer(Arc::new(
-            authsome_server::mail::SmtpMailer::new(url.as_str(), &config.smtp_from)
-                .map_err(|e| anyhow!("AUTHSOME_SMTP_URL: {e}"))?,
-        )),
-        None => control,
-    })
+    )
 }
 
-/// The engine behind every application's customer API, with each application in a database of
-/// its own next to the control plane's.
-fn identity_engine(config: &Config, master_key: MasterKey) -> Identity {
-    let databases = match (&config.database_url, config.app_isolation) {
+fn mailer(config: &Config) -> Result<Option<Arc<dyn authsome_control::mail::Mailer>>> {
+    let Some(url) = &config.smtp_url else {
+        return Ok(None);
+    };
+    let mailer = authsome_server::mail::SmtpMailer::new(url.as_str(), &config.smtp_from)
+        .map_err(|e| anyhow!("AUTHSOME_SMTP_URL: {e}"))?;
+    Ok(Some(Arc::new(mailer)))
+}
+
+/// Every application in a database of its own next to the control plane's (or a schema).
+fn app_databases(config: &Config) -> AppDatabaseConfig {
+    match (&config.database_url, config.app_isolation) {
         (Some(url), AppIsolation::Schema) if config.is_postgres() => {
             AppDatabaseConfig::PostgresSchema {
                 server_url: url.clone(),
@@ -193,13 +189,7 @@ fn identity_engine(config: &Config, master_key: MasterKey) -> Identity {
         _ => AppDatabaseConfig::Sqlite {
             dir: config.data_dir.join("apps"),
         },
-    };
-    Identity::new(
-        AppDatabases::new(databases, 512),
-        master_key,
-        config.public_url.clone(),
-    )
-    .with_password_policy(config.password_policy.clone())
+    }
 }
 
 pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
@@ -223,105 +213,9 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
     // Embedded mode makes its own key on first start; a shared database needs the one key that
     // every replica is given.
     let (store, master_key) = open_store(&config, !config.is_postgres()).await?;
-    // An instance with per-application Redis users connects as its application's user, which
-    // reaches only that application's keys.
-    let redis_url = match (&config.redis_url, &only_app) {
-        (Some(url), Some(app)) if config.redis_app_users => {
-            let mut url = url.clone();
-            let user =
-                authsome_gateway::RedisAppUsers::username(&config.redis_prefix, app.as_str());
-            let password = authsome_server::redis_app_password(&master_key, app.as_str());
-            url.set_username(&user)
-                .and_then(|()| url.set_password(Some(&password)))
-                .map_err(|()| anyhow::anyhow!("AUTHSOME_REDIS_URL: cannot carry a user name"))?;
-            Some(url)
-        }
-        (url, _) => url.clone(),
-    };
-    let mut identity = identity_engine(&config, master_key);
-    if let Some(url) = &redis_url {
-        // Sign-in failure counters shared by every replica.
-        let throttle = |free: u32| {
-            let url = url.clone();
-            let prefix = config.redis_prefix.clone();
-            async move {
-                RedisThrottle::connect(url.as_str(), &prefix, free)
-                    .await
-                    .context("AUTHSOME_REDIS_URL")
-            }
-        };
-        identity = identity.with_throttles(
-            Arc::new(SharedThrottle(
-                throttle(authsome_identity::ACCOUNT_FREE_ATTEMPTS).await?,
-            )),
-            Arc::new(SharedThrottle(
-                throttle(authsome_identity::ADDRESS_FREE_ATTEMPTS).await?,
-            )),
-        );
-    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("AUTHSOME_LISTEN: cannot listen on {}", config.listen))?;
-    // With Redis, every replica enforces the same per-key limits and hears of every cache
-    // invalidation; without, each process keeps its own.
-    let mut control = control_plane(&config, store)?;
-    let (limiter, replay, channel): (Arc<dyn RateLimiter>, Arc<dyn ReplayCache>, _) =
-        match &redis_url {
-            Some(url) => {
-                let limiter = RedisLimiter::connect(url.as_str(), &config.redis_prefix)
-                    .await
-                    .context("AUTHSOME_REDIS_URL")?;
-                let replay = RedisReplayCache::connect(url.as_str(), &config.redis_prefix)
-                    .await
-                    .context("AUTHSOME_REDIS_URL")?;
-                let channel = RedisChannel::connect(
-                    url.as_str(),
-                    &format!("{}invalidations", config.redis_prefix),
-                )
-                .await
-                .context("AUTHSOME_REDIS_URL")?;
-                control =
-                    control.with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone())));
-                (Arc::new(limiter), Arc::new(replay), Some(channel))
-            }
-            None => (
-                Arc::new(InProcessLimiter::default()),
-                Arc::new(InProcessReplayCache::default()),
-                None,
-            ),
-        };
-    let state = ServerState::with_shared_state(
-        control,
-        identity,
-        HttpSettings {
-            max_body_bytes: config.max_body_bytes,
-            dpop_require_nonce: config.dpop_require_nonce,
-            proxy: config.proxy.clone(),
-            only_app: only_app.clone(),
-            header_read_timeout: Duration::from_secs(config.header_timeout_seconds),
-            metrics_token: config.metrics_token.clone(),
-            metrics_elsewhere: config.metrics_listen.is_some(),
-        },
-        limiter,
-        replay,
-    );
-    if let Some(channel) = &channel {
-        authsome_server::listen_for_invalidations(&state, channel);
-    }
-    if let (Some(url), None, true) = (&redis_url, &only_app, config.redis_app_users) {
-        let users = authsome_gateway::RedisAppUsers::connect(url.as_str(), &config.redis_prefix)
-            .await
-            .context("AUTHSOME_REDIS_APP_USERS")?;
-        state.use_redis_app_users(users);
-    }
-    if let Some(app) = &only_app {
-        // An instance of an application that does not exist would only ever answer 404.
-        state
-            .control
-            .public_application(app.as_str())
-            .await
-            .map_err(|_| anyhow::anyhow!("--app: application {app} not found"))?;
-    }
     let metrics_listener = match config.metrics_listen {
         Some(address) => Some(
             TcpListener::bind(address)
@@ -330,7 +224,19 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
         ),
         None => None,
     };
-    let app = authsome_server::router(state.clone());
+    let app = authsome_server::App::build(settings(&config, store, master_key, only_app.clone())?)
+        .await?;
+    let state = app.state.clone();
+    if let Some(app) = &only_app {
+        // An instance of an application that does not exist would only ever answer 404.
+        state
+            .control
+            .public_application(app.as_str())
+            .await
+            .map_err(|_| anyhow::anyhow!("--app: application {app} not found"))?;
+    }
+    app.start();
+    let router = authsome_server::router(state.clone());
     let local = listener.local_addr()?;
     match &only_app {
         Some(only) => tracing::info!(address = %local, app = %only, "authsome instance listening"),
@@ -350,14 +256,6 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
             shutdown.notify_waiters();
         }
     };
-    let maintenance = tokio::spawn(authsome_server::run_maintenance(
-        state.clone(),
-        Duration::from_secs(5),
-        {
-            let shutdown = shutdown.clone();
-            async move { shutdown.notified().await }
-        },
-    ));
     if let Some(metrics_listener) = metrics_listener {
         let router = authsome_server::metrics_router(state.clone());
         let shutdown = shutdown.clone();
@@ -372,7 +270,7 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
         });
     }
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    let server = authsome_server::serve(listener, state.clone(), app, signalled);
+    let server = authsome_server::serve(listener, state.clone(), router, signalled);
     let drained = {
         let shutdown = shutdown.clone();
         async move {
@@ -384,11 +282,43 @@ pub async fn serve(config: Config, only_app: Option<String>) -> Result<()> {
         () = server => {}
         _ = drained => tracing::warn!("drain period elapsed with requests still in flight"),
     }
-    let _ = maintenance.await;
-    // Requests that were in flight at the signal may have batched more: flush after draining.
-    authsome_server::flush_batched(&state).await;
+    // Requests that were in flight at the signal may have batched more: written now.
+    app.stop().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What `serve` is made of, from the configuration.
+fn settings(
+    config: &Config,
+    store: Arc<dyn Store>,
+    master_key: MasterKey,
+    only_app: Option<authsome_domain::id::ApplicationId>,
+) -> Result<authsome_server::Settings> {
+    let mut settings =
+        authsome_server::Settings::new(store, app_databases(config), config.public_url.clone());
+    settings.master_key = master_key;
+    settings.control.session_ttl = chrono::Duration::seconds(config.session_ttl_seconds);
+    settings.password_policy = config.password_policy.clone();
+    settings.mailer = mailer(config)?;
+    settings.http = HttpSettings {
+        max_body_bytes: config.max_body_bytes,
+        dpop_require_nonce: config.dpop_require_nonce,
+        proxy: config.proxy.clone(),
+        only_app,
+        header_read_timeout: Duration::from_secs(config.header_timeout_seconds),
+        metrics_token: config.metrics_token.clone(),
+        metrics_elsewhere: config.metrics_listen.is_some(),
+    };
+    settings.shared = match &config.redis_url {
+        Some(url) => authsome_server::SharedState::Redis {
+            url: url.clone(),
+            prefix: config.redis_prefix.clone(),
+            app_users: config.redis_app_users,
+        },
+        None => authsome_server::SharedState::InProcess,
+    };
+    Ok(settings)
 }
 
 async fn wait_for_signal() {
@@ -446,7 +376,7 @@ pub async fn init(config: Config, json: bool) -> Result<()> {
     init_logging(&config);
     ensure_data_dir(&config)?;
     let (store, _) = open_store(&config, true).await?;
-    let control = control_plane(&config, store)?;
+    let control = control_plane(&config, store);
     let result = control
         .bootstrap(&config.bootstrap_email, config.bootstrap_password.clone())
         .await

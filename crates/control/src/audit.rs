@@ -255,12 +255,12 @@ impl AuditLog {
     }
 
     /// Starts the writer task (once; later calls do nothing). It also signs checkpoints.
-    pub fn spawn_writer(self: &Arc<Self>) {
+    pub fn spawn_writer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let Some(receiver) = self.receiver.lock().ok().and_then(|mut r| r.take()) else {
-            return;
+            return tokio::spawn(async {});
         };
         let log = self.clone();
-        tokio::spawn(async move { log.run(receiver).await });
+        tokio::spawn(async move { log.run(receiver).await })
     }
 
     /// Where the writer deletes applications' outbox rows once it holds them.

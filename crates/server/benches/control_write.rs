@@ -48,11 +48,9 @@ use std::time::{Duration, Instant};
 
 use authsome_control::{BootstrapResult, ControlPlane, ControlSettings};
 use authsome_domain::id::WorkspaceId;
-use authsome_domain::master_key::MasterKey;
-use authsome_identity::Identity;
 use authsome_server::events::EventBus;
-use authsome_server::{AppState, HttpSettings, ServerState};
-use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
+use authsome_server::{App, AppState, Settings};
+use authsome_storage::app::AppDatabaseConfig;
 use authsome_storage::{PostgresStore, SqliteStore, Store};
 use authsome_testkit::cpu::{self, Usage};
 use authsome_testkit::rounds::Rounds;
@@ -157,12 +155,11 @@ impl Server {
     ) -> Self {
         let (state, workspace, key, addr) = runtime.block_on(async {
             store.migrate().await.expect("migrate");
-            let control = ControlPlane::new(store.clone(), ControlSettings::default());
             let BootstrapResult::Created {
                 workspace_id,
                 management_key,
                 ..
-            } = control
+            } = ControlPlane::new(store.clone(), ControlSettings::default())
                 .bootstrap("root@bench.local", None)
                 .await
                 .expect("bootstrap")
@@ -173,14 +170,11 @@ impl Server {
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("address");
-            let identity = Identity::new(
-                AppDatabases::new(apps, 64),
-                MasterKey::generate(),
-                format!("http://{addr}"),
-            );
-            let mut state = ServerState::new(control, identity, HttpSettings::default());
+            let mut settings = Settings::new(store.clone(), apps, format!("http://{addr}"));
+            settings.open_applications = 64;
+            let mut app = App::build(settings).await.expect("the server builds");
             if !audited {
-                let shared = Arc::get_mut(&mut state).expect("the state is not shared yet");
+                let shared = Arc::get_mut(&mut app.state).expect("the state is not shared yet");
                 let control = std::mem::replace(
                     &mut shared.control,
                     ControlPlane::new(store.clone(), ControlSettings::default()),
@@ -189,6 +183,8 @@ impl Server {
                     .with_events(Arc::new(EventBus::new(4096)))
                     .unaudited_baseline();
             }
+            app.start();
+            let state = app.state.clone();
             let router = authsome_server::router(state.clone());
             tokio::spawn(authsome_server::serve(
                 listener,

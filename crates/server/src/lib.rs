@@ -6,6 +6,7 @@
 //! touch storage directly except for the `/ready` probe and `Idempotency-Key` records. All error
 //! rendering goes through [`error`], so every response has the contract's error body.
 
+pub mod app;
 #[cfg(feature = "direct-path")]
 mod direct;
 pub mod dpop;
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use app::{App, BuildError, Settings, SharedState};
 use authsome_control::audit::{AuditLog, AuditSettings};
 use authsome_control::{ControlPlane, Provisioner};
 use authsome_domain::error_chain;
@@ -34,7 +36,7 @@ use authsome_domain::master_key::MasterKey;
 use authsome_domain::tenancy::{Application, Tenancy};
 use authsome_gateway::forward::ForwardKey;
 use authsome_gateway::proxy::{Proxy, ProxySettings};
-use authsome_gateway::{InProcessLimiter, InProcessReplayCache, RateLimiter, ReplayCache};
+use authsome_gateway::{RateLimiter, ReplayCache};
 use authsome_identity::Identity;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -102,31 +104,10 @@ pub struct ServerState {
 pub type AppState = Arc<ServerState>;
 
 impl ServerState {
-    /// Wires the control plane to the identity engine (which provisions applications) and
-    /// returns the state the router serves.
-    pub fn new(control: ControlPlane, identity: Identity, http: HttpSettings) -> AppState {
-        let limiter = InProcessLimiter::default().with_clock(control.clock().clone());
-        Self::with_limiter(control, identity, http, Arc::new(limiter))
-    }
-
-    /// As [`ServerState::new`], with the given rate limiter (e.g. Redis-backed for replicas).
-    pub fn with_limiter(
-        control: ControlPlane,
-        identity: Identity,
-        http: HttpSettings,
-        limiter: Arc<dyn RateLimiter>,
-    ) -> AppState {
-        Self::with_shared_state(
-            control,
-            identity,
-            http,
-            limiter,
-            Arc::new(InProcessReplayCache::default()),
-        )
-    }
-
-    /// As [`ServerState::new`], with the state replicas share (rate limits, replay cache).
-    pub fn with_shared_state(
+    /// Wires the control plane to the identity engine (which provisions applications), the
+    /// audit log and the gateway: the state the router serves. Starts nothing ([`App::start`]
+    /// does); build it with [`App::build`].
+    pub(crate) fn assemble(
         control: ControlPlane,
         identity: Identity,
         http: HttpSettings,
@@ -138,7 +119,6 @@ impl ServerState {
             identity.master_key(),
             AuditSettings::for_public_url(identity.public_url()),
         );
-        audit.spawn_writer();
         let events = Arc::new(EventBus::new(4096).with_audit(audit.clone()));
         let identity = Arc::new(identity.with_events(events.clone()));
         audit.set_app_outbox(Arc::new(IdentityOutbox(identity.clone())));
@@ -155,7 +135,7 @@ impl ServerState {
                 redis_users: redis_users.clone(),
             }))
             .with_events(events.clone());
-        let state = Arc::new(Self {
+        Arc::new(Self {
             control,
             audit,
             identity,
@@ -168,12 +148,7 @@ impl ServerState {
             redis_users,
             draining: AtomicBool::new(false),
             audit_recovered: Arc::new(AtomicBool::new(false)),
-        });
-        if state.http.only_app.is_none() {
-            spawn_upstream_health_checks(&state);
-        }
-        spawn_audit_recovery(&state);
-        state
+        })
     }
 
     /// Whether the audit log holds every outbox row a stopped process left (`/ready` waits).
@@ -184,7 +159,7 @@ impl ServerState {
     /// From now on, provisioning a dedicated application also creates its Redis user (confined
     /// to the application's keys) and destroying one deletes it
     /// (`AUTHSOME_REDIS_APP_USERS=true`).
-    pub fn use_redis_app_users(&self, users: authsome_gateway::RedisAppUsers) {
+    pub(crate) fn use_redis_app_users(&self, users: authsome_gateway::RedisAppUsers) {
         let _ = self.redis_users.set(Arc::new(users));
     }
 
@@ -196,42 +171,6 @@ impl ServerState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
-}
-
-/// Takes what a stopped process left in the control plane's audit outbox into the log, retrying
-/// until the database answers; `/ready` answers 200 only after.
-fn spawn_audit_recovery(state: &AppState) {
-    let (audit, done) = (state.audit.clone(), state.audit_recovered.clone());
-    let started = authsome_domain::now();
-    tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = audit.recover_at_start(started).await {
-            tracing::warn!(error = %e, "audit outbox recovery at start-up failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        done.store(true, Ordering::SeqCst);
-    });
-}
-
-/// Checks the instances of every live dedicated application, every health interval, until the
-/// state is dropped: the set is read again each round, so the instances of an application that
-/// moved or was deleted are no longer contacted.
-fn spawn_upstream_health_checks(state: &AppState) {
-    let weak = Arc::downgrade(state);
-    let every = state.proxy.health_interval();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(state) = weak.upgrade() else { return };
-            match state.control.serving_upstreams().await {
-                Ok(current) => state.proxy.check_health(&current).await,
-                Err(e) => tracing::warn!(error = %e, "cannot read the upstreams to check"),
-            }
-        }
-    });
 }
 
 /// The whole application router.
@@ -278,7 +217,7 @@ pub fn metrics_router(state: AppState) -> Router {
 
 /// Runs the background housekeeping (key-usage flushes, purges) until `shutdown` resolves, then
 /// flushes once more.
-pub async fn run_maintenance(
+pub(crate) async fn run_maintenance(
     state: AppState,
     every: Duration,
     shutdown: impl std::future::Future<Output = ()>,
@@ -305,7 +244,7 @@ pub async fn run_maintenance(
 
 /// Writes everything batched in memory (key `lastUsedAt`, request counts, monthly active users). Called when
 /// the maintenance loop stops and again once the server has drained its last requests.
-pub async fn flush_batched(state: &AppState) {
+pub(crate) async fn flush_batched(state: &AppState) {
     if let Err(e) = state.control.flush_key_usage().await {
         tracing::error!(error = %e, "key-usage flush failed");
     }
@@ -329,7 +268,7 @@ pub async fn flush_batched(state: &AppState) {
 }
 
 /// Sign-in failure counters in Redis, shared by every replica.
-pub struct SharedThrottle(pub authsome_gateway::RedisThrottle);
+pub(crate) struct SharedThrottle(pub authsome_gateway::RedisThrottle);
 
 #[async_trait::async_trait]
 impl authsome_identity::throttle::SignInThrottle for SharedThrottle {
@@ -446,7 +385,7 @@ fn hex_lower(bytes: &[u8]) -> String {
 }
 
 /// Cache invalidations carried to the other replicas over a Redis channel.
-pub struct RedisInvalidations(pub authsome_gateway::RedisChannel);
+pub(crate) struct RedisInvalidations(pub authsome_gateway::RedisChannel);
 
 impl authsome_control::InvalidationBus for RedisInvalidations {
     fn publish(&self, invalidation: &authsome_control::Invalidation) {
@@ -456,7 +395,7 @@ impl authsome_control::InvalidationBus for RedisInvalidations {
 
 /// Applies the invalidations other replicas publish on `channel` to this replica's caches, so a
 /// revoked key or a changed workspace standing takes effect everywhere within milliseconds.
-pub fn listen_for_invalidations(
+pub(crate) fn listen_for_invalidations(
     state: &AppState,
     channel: &authsome_gateway::RedisChannel,
 ) -> tokio::task::JoinHandle<()> {

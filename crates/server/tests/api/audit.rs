@@ -1199,7 +1199,6 @@ async fn left_behind(app: &TestApp, ws: &WorkspaceId) -> DomainEvent {
 /// A server started on a database with rows a stopped process left in its outbox (however
 /// recent) answers `/ready` only once they are in the log.
 async fn a_restarted_server_is_ready_only_with_what_was_left_in_its_outbox(app: TestApp) {
-    use authsome_control::{ControlPlane, ControlSettings};
     let t = app.tenant("Restarted").await;
     let ws: WorkspaceId = t.ws.parse().unwrap();
     app.state.audit.flush().await;
@@ -1215,18 +1214,14 @@ async fn a_restarted_server_is_ready_only_with_what_was_left_in_its_outbox(app: 
             server_url: app.db_url.clone(),
         },
     };
-    let restarted = authsome_server::ServerState::new(
-        ControlPlane::new(store.clone(), ControlSettings::default()),
-        authsome_identity::Identity::new(
-            authsome_storage::app::AppDatabases::new(apps, 8),
-            authsome_domain::master_key::MasterKey::from_base64(
-                &app.state.identity.master_key().to_base64(),
-            )
-            .unwrap(),
-            app.base.clone(),
-        ),
-        authsome_server::HttpSettings::default(),
-    );
+    let mut settings = authsome_server::Settings::new(store.clone(), apps, app.base.clone());
+    settings.master_key = authsome_domain::master_key::MasterKey::from_base64(
+        &app.state.identity.master_key().to_base64(),
+    )
+    .unwrap();
+    let restarted = authsome_server::App::build(settings).await.unwrap();
+    restarted.start();
+    let restarted = restarted.state.clone();
     for _ in 0..400 {
         if restarted.audit_recovered() {
             break;

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use authsome_control::{BootstrapResult, ControlPlane, ControlSettings};
 use authsome_domain::master_key::MasterKey;
-use authsome_identity::Identity;
-use authsome_server::{AppState, HttpSettings, RedisInvalidations, ServerState};
-use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
+use authsome_server::{App, AppState, HttpSettings, Settings, SharedState};
+use authsome_storage::app::AppDatabaseConfig;
 use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -101,7 +100,9 @@ async fn serve(
     http: HttpSettings,
     guard: Box<dyn std::any::Any + Send>,
 ) -> TestApp {
-    serve_with_limiter(store, apps, http, guard, None, None).await
+    serve_with(store, apps, http, guard, SharedState::InProcess, None)
+        .await
+        .expect("an in-process server builds")
 }
 
 /// An app on SQLite whose control plane mails through the SMTP server at `url`.
@@ -115,208 +116,152 @@ pub async fn spawn_with_mailer(url: &str) -> TestApp {
     let mailer =
         authsome_server::mail::SmtpMailer::new(url, "AuthSome Tests <noreply@authsome.test>")
             .unwrap();
-    serve_with_limiter(
+    serve_with(
         Arc::new(store),
         apps,
         HttpSettings::default(),
         Box::new(dir),
-        None,
+        SharedState::InProcess,
         Some(Arc::new(mailer)),
     )
     .await
+    .expect("an in-process server builds")
 }
 
-type Throttles = (
-    Arc<dyn authsome_identity::throttle::SignInThrottle>,
-    Arc<dyn authsome_identity::throttle::SignInThrottle>,
-);
+/// A fresh Redis key prefix, so that tests sharing one Redis never meet.
+fn redis_prefix() -> String {
+    format!("authsome-test-{}:", uuid::Uuid::now_v7().simple())
+}
 
-thread_local! {
-    /// Sign-in throttles for the next app this thread serves (Redis-backed tests).
-    static THROTTLES: std::cell::RefCell<Option<Throttles>> = const { std::cell::RefCell::new(None) };
+fn redis_state(url: &str, prefix: &str) -> SharedState {
+    SharedState::Redis {
+        url: url.parse().expect("a Redis URL"),
+        prefix: prefix.to_owned(),
+        app_users: false,
+    }
 }
 
 /// An app whose shared state (rate limits, invalidations, replay memory, sign-in throttles)
 /// lives in the Redis at `url`. `None` when it cannot connect.
 pub async fn spawn_with_redis_at(url: &str) -> Option<TestApp> {
-    let prefix = format!("authsome-test-{}:", uuid::Uuid::now_v7().simple());
-    let limiter = authsome_gateway::RedisLimiter::connect(url, &prefix)
-        .await
-        .ok()?;
-    let channel = authsome_gateway::RedisChannel::connect(url, &format!("{prefix}invalidations"))
-        .await
-        .ok()?;
-    let replay = Arc::new(
-        authsome_gateway::RedisReplayCache::connect(url, &prefix)
-            .await
-            .ok()?,
-    );
-    let throttle = |free: u32| {
-        let (url, prefix) = (url.to_owned(), prefix.clone());
-        async move { authsome_gateway::RedisThrottle::connect(&url, &prefix, free).await }
-    };
-    let account = throttle(authsome_identity::ACCOUNT_FREE_ATTEMPTS)
-        .await
-        .ok()?;
-    let address = throttle(authsome_identity::ADDRESS_FREE_ATTEMPTS)
-        .await
-        .ok()?;
-    THROTTLES.with(|t| {
-        *t.borrow_mut() = Some((
-            Arc::new(authsome_server::SharedThrottle(account)),
-            Arc::new(authsome_server::SharedThrottle(address)),
-        ))
-    });
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
     store.migrate().await.unwrap();
     let apps_dir = dir.path().join("apps");
-    let mut app = serve_with_limiter(
+    let mut app = serve_with(
         Arc::new(store),
         AppDatabaseConfig::Sqlite {
             dir: apps_dir.clone(),
         },
         HttpSettings::default(),
         Box::new(dir),
-        Some((Arc::new(limiter), channel, replay)),
+        redis_state(url, &redis_prefix()),
         None,
     )
-    .await;
+    .await
+    .ok()?;
     app.apps_dir = Some(apps_dir);
     Some(app)
 }
 
-/// Two replicas on one SQLite control plane whose rate limits live in Redis under a fresh
+/// Two replicas on one SQLite control plane whose shared state lives in Redis under a fresh
 /// prefix: the first as a `TestApp`, the second's base URL. `None` outside CI without Redis.
 pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
     let url = std::env::var("AUTHSOME_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("authsome-test-{}:", uuid::Uuid::now_v7().simple());
-    let limiter = |prefix: String| {
-        let url = url.clone();
-        async move {
-            match authsome_gateway::RedisLimiter::connect(&url, &prefix).await {
-                Ok(l) => Some(Arc::new(l) as Arc<dyn authsome_gateway::RateLimiter>),
-                Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                    panic!("CI=true and Redis is unreachable at {url}: {e}")
-                }
-                Err(e) => {
-                    eprintln!("skipping the Redis test: {e}");
-                    None
-                }
-            }
-        }
-    };
-    let first_limiter = limiter(prefix.clone()).await?;
-    let second_limiter = limiter(prefix.clone()).await?;
-    let replay = Arc::new(
-        authsome_gateway::RedisReplayCache::connect(&url, &prefix)
-            .await
-            .ok()?,
-    );
-    let channel = authsome_gateway::RedisChannel::connect(&url, &format!("{prefix}invalidations"))
-        .await
-        .ok()?;
+    let prefix = redis_prefix();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("cp.db")).await.unwrap());
     store.migrate().await.unwrap();
     let apps_dir = dir.path().join("apps");
-    let second_store = store.clone();
-    let first = serve_with_limiter(
-        store,
+    let first = serve_with(
+        store.clone(),
         AppDatabaseConfig::Sqlite {
             dir: apps_dir.clone(),
         },
         HttpSettings::default(),
         Box::new(dir),
-        Some((first_limiter, channel.clone(), replay.clone())),
+        redis_state(&url, &prefix),
         None,
     )
     .await;
+    let first = match first {
+        Ok(app) => app,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and Redis is unreachable at {url}: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping the Redis test: {e}");
+            return None;
+        }
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = ServerState::with_shared_state(
-        ControlPlane::new(second_store, ControlSettings::default())
-            .with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone()))),
-        Identity::new(
-            AppDatabases::new(AppDatabaseConfig::Sqlite { dir: apps_dir }, 64),
-            // Replicas share the deployment's master key.
-            MasterKey::from_base64(&first.state.identity.master_key().to_base64()).unwrap(),
-            base.clone(),
-        ),
-        HttpSettings::default(),
-        second_limiter,
-        replay,
+    let mut settings = Settings::new(
+        store,
+        AppDatabaseConfig::Sqlite { dir: apps_dir },
+        base.clone(),
     );
-    authsome_server::listen_for_invalidations(&state, &channel);
+    settings.open_applications = 64;
+    // Replicas share the deployment's master key.
+    settings.master_key =
+        MasterKey::from_base64(&first.state.identity.master_key().to_base64()).unwrap();
+    settings.shared = redis_state(&url, &prefix);
+    let second = App::build(settings).await.ok()?;
+    second.start();
+    let state = second.state.clone();
     let router = authsome_server::router(state.clone());
-    tokio::spawn(authsome_server::serve(
-        listener,
-        state,
-        router,
-        std::future::pending(),
-    ));
+    tokio::spawn(async move {
+        let _running = second;
+        authsome_server::serve(listener, state, router, std::future::pending()).await
+    });
     Some((first, base))
 }
 
-async fn serve_with_limiter(
+/// The server of a test: the composition root `main` uses, on 127.0.0.1:0, with a manual clock
+/// and the root workspace bootstrapped.
+async fn serve_with(
     store: Arc<dyn Store>,
     apps: AppDatabaseConfig,
     http: HttpSettings,
     guard: Box<dyn std::any::Any + Send>,
-    shared: Option<(
-        Arc<dyn authsome_gateway::RateLimiter>,
-        authsome_gateway::RedisChannel,
-        Arc<authsome_gateway::RedisReplayCache>,
-    )>,
+    shared: SharedState,
     mailer: Option<Arc<dyn authsome_control::mail::Mailer>>,
-) -> TestApp {
-    let clock = authsome_domain::clock::Clock::manual();
-    let mut control =
-        ControlPlane::new(store, ControlSettings::default()).with_clock(clock.clone());
-    if let Some(mailer) = mailer {
-        control = control.with_mailer(mailer);
-    }
+) -> Result<TestApp, authsome_server::BuildError> {
     let root_email = "root@platform.test".to_owned();
     let BootstrapResult::Created {
         workspace_id,
         password,
         management_key,
         ..
-    } = control.bootstrap(&root_email, None).await.unwrap()
+    } = ControlPlane::new(store.clone(), ControlSettings::default())
+        .bootstrap(&root_email, None)
+        .await
+        .unwrap()
     else {
         panic!("fresh database was already bootstrapped");
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut identity = Identity::new(
-        AppDatabases::new(apps, 64),
-        MasterKey::generate(),
-        base.clone(),
-    )
-    .with_clock(clock.clone());
-    if let Some((account, address)) = THROTTLES.with(|t| t.borrow_mut().take()) {
-        identity = identity.with_throttles(account, address);
-    }
-    let state = match shared {
-        Some((limiter, channel, replay)) => {
-            let control =
-                control.with_invalidation_bus(Arc::new(RedisInvalidations(channel.clone())));
-            let state = ServerState::with_shared_state(control, identity, http, limiter, replay);
-            authsome_server::listen_for_invalidations(&state, &channel);
-            state
-        }
-        None => ServerState::new(control, identity, http),
-    };
-    let app = authsome_server::router(state.clone());
+    let clock = authsome_domain::clock::Clock::manual();
+    let mut settings = Settings::new(store, apps, base.clone());
+    settings.open_applications = 64;
+    settings.http = http;
+    settings.shared = shared;
+    settings.mailer = mailer;
+    settings.clock = clock.clone();
+    let app = App::build(settings).await?;
+    app.start();
+    let state = app.state.clone();
+    let router = authsome_server::router(state.clone());
     tokio::spawn(authsome_server::serve(
         listener,
         state.clone(),
-        app,
+        router,
         std::future::pending(),
     ));
-    TestApp {
+    Ok(TestApp {
         base,
         client: reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -330,8 +275,8 @@ async fn serve_with_limiter(
         apps_dir: None,
         db_url: String::new(),
         clock,
-        _guard: guard,
-    }
+        _guard: Box::new((guard, app)),
+    })
 }
 
 impl TestApp {
@@ -592,18 +537,17 @@ pub fn spawn_instance(
             .unwrap();
         runtime.block_on(async move {
             let store = SqliteStore::open(std::path::Path::new(&db)).await.unwrap();
-            let state = ServerState::new(
-                ControlPlane::new(Arc::new(store), ControlSettings::default()),
-                Identity::new(
-                    AppDatabases::new(AppDatabaseConfig::Sqlite { dir: apps_dir }, 64),
-                    MasterKey::from_base64(&master).unwrap(),
-                    public_url,
-                ),
-                HttpSettings {
-                    only_app: Some(only_app),
-                    ..HttpSettings::default()
-                },
+            let mut settings = Settings::new(
+                Arc::new(store),
+                AppDatabaseConfig::Sqlite { dir: apps_dir },
+                public_url,
             );
+            settings.open_applications = 64;
+            settings.master_key = MasterKey::from_base64(&master).unwrap();
+            settings.http.only_app = Some(only_app);
+            let instance = App::build(settings).await.unwrap();
+            instance.start();
+            let state = instance.state.clone();
             let router = authsome_server::router(state.clone()).layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
                     if request.uri().path() != "/health" {
