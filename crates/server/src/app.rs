@@ -104,7 +104,10 @@ pub struct App {
     pub state: AppState,
     channel: Option<RedisChannel>,
     maintenance_every: Duration,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Background loops that hold nothing unwritten: ended at once on [`App::stop`].
+    loops: Mutex<Vec<JoinHandle<()>>>,
+    /// The maintenance loop, which writes what is batched when told to stop: awaited.
+    maintenance: Mutex<Option<JoinHandle<()>>>,
     stop_maintenance: Arc<tokio::sync::Notify>,
 }
 
@@ -211,7 +214,8 @@ impl App {
             state,
             channel,
             maintenance_every,
-            tasks: Mutex::new(Vec::new()),
+            loops: Mutex::new(Vec::new()),
+            maintenance: Mutex::new(None),
             stop_maintenance: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -221,39 +225,47 @@ impl App {
     /// instance), cache invalidations from the other replicas, and the maintenance loop.
     pub fn start(&self) {
         let state = &self.state;
-        let mut tasks = vec![state.audit.spawn_writer(), spawn_audit_recovery(state)];
+        // The audit writer runs for as long as the process: the last flush needs it.
+        let _writer = state.audit.spawn_writer();
+        let mut loops = vec![spawn_audit_recovery(state)];
         if state.http.only_app.is_none() {
-            tasks.push(spawn_upstream_health_checks(state));
+            loops.push(spawn_upstream_health_checks(state));
         }
         if let Some(channel) = &self.channel {
-            tasks.push(crate::listen_for_invalidations(state, channel));
+            loops.push(crate::listen_for_invalidations(state, channel));
+        }
+        if let Ok(mut running) = self.loops.lock() {
+            running.extend(loops);
         }
         let stop = self.stop_maintenance.clone();
-        tasks.push(tokio::spawn(crate::run_maintenance(
+        let maintenance = tokio::spawn(crate::run_maintenance(
             state.clone(),
             self.maintenance_every,
             async move { stop.notified().await },
-        )));
-        if let Ok(mut running) = self.tasks.lock() {
-            running.extend(tasks);
+        ));
+        if let Ok(mut slot) = self.maintenance.lock() {
+            *slot = Some(maintenance);
         }
     }
 
     /// Stops the background work and writes what is batched in memory (key use, request
-    /// counts, monthly active users, the audit queue, a last checkpoint).
+    /// counts, monthly active users, the audit queue, a last checkpoint). The maintenance loop
+    /// is let finish what it is writing, never cut off in the middle of it.
     pub async fn stop(&self) {
-        self.stop_maintenance.notify_waiters();
-        let tasks = self
-            .tasks
+        let loops = self
+            .loops
             .lock()
-            .map(|mut t| std::mem::take(&mut *t))
+            .map(|mut l| std::mem::take(&mut *l))
             .unwrap_or_default();
-        for task in &tasks {
+        for task in loops {
             task.abort();
         }
-        for task in tasks {
-            let _ = task.await;
+        let maintenance = self.maintenance.lock().ok().and_then(|mut m| m.take());
+        if let Some(maintenance) = maintenance {
+            self.stop_maintenance.notify_one();
+            let _ = maintenance.await;
         }
+        // What requests in flight at the stop batched meanwhile.
         crate::flush_batched(&self.state).await;
     }
 }
