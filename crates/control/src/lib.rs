@@ -9,6 +9,7 @@
 //! exactly as if it did not exist; `Forbidden` is only for callers who can see it.
 
 mod admin;
+pub mod admission;
 mod applications;
 pub mod audit;
 mod auth;
@@ -119,6 +120,10 @@ pub struct ControlPlane {
     settings: ControlSettings,
     master_key: Option<Arc<authsome_domain::master_key::MasterKey>>,
     mailer: Option<Arc<dyn mail::Mailer>>,
+    /// The customer API's per-key rate limits (in process or in Redis); none: unlimited.
+    limiter: Option<Arc<dyn authsome_gateway::RateLimiter>>,
+    /// One-time values already used (request signatures); none: signed requests are refused.
+    replay: Option<Arc<dyn authsome_gateway::ReplayCache>>,
     clock: authsome_domain::clock::Clock,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
@@ -137,6 +142,8 @@ impl ControlPlane {
             settings,
             master_key: None,
             mailer: None,
+            limiter: None,
+            replay: None,
             clock: authsome_domain::clock::Clock::system(),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
@@ -163,6 +170,18 @@ impl ControlPlane {
     #[cfg(feature = "unaudited-baseline")]
     pub fn unaudited_baseline(mut self) -> Self {
         self.unaudited = true;
+        self
+    }
+
+    /// The state the customer API's entry point shares between replicas: rate limits and used
+    /// request signatures.
+    pub fn with_entry_state(
+        mut self,
+        limiter: Arc<dyn authsome_gateway::RateLimiter>,
+        replay: Arc<dyn authsome_gateway::ReplayCache>,
+    ) -> Self {
+        self.limiter = Some(limiter);
+        self.replay = Some(replay);
         self
     }
 

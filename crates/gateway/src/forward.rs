@@ -176,6 +176,39 @@ pub fn strip_client_identity(headers: &mut HeaderMap) {
     }
 }
 
+/// The fields a gateway adds to every request it forwards, once the client's own identity and
+/// hop-by-hop fields are gone: both of its paths (a header map, and raw bytes) write these,
+/// in this order, through [`ForwardedFields::each`].
+pub struct ForwardedFields<'a> {
+    pub app_id: &'a str,
+    pub request_id: &'a str,
+    /// The signed `X-AuthSome-Forwarded` value.
+    pub assertion: &'a str,
+    pub client_ip: &'a str,
+    /// `https` when the deployment's public URL is, else `http`.
+    pub proto: &'static str,
+    /// The client's `Host`, if it sent one.
+    pub host: Option<&'a [u8]>,
+}
+
+impl ForwardedFields<'_> {
+    /// Calls `field(name, value)` for each field, names in lowercase.
+    pub fn each<E>(
+        &self,
+        mut field: impl FnMut(&'static str, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        field("x-authsome-app-id", self.app_id.as_bytes())?;
+        field("x-authsome-request-id", self.request_id.as_bytes())?;
+        field("x-authsome-forwarded", self.assertion.as_bytes())?;
+        field("x-forwarded-for", self.client_ip.as_bytes())?;
+        field("x-forwarded-proto", self.proto.as_bytes())?;
+        if let Some(host) = self.host {
+            field("x-forwarded-host", host)?;
+        }
+        Ok(())
+    }
+}
+
 /// What the gateway checked before forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assertion {

@@ -1,6 +1,7 @@
 //! Organizations (org units) of an application's users: create, list, update, delete;
 //! memberships with roles; invitations by email, accepted once by the signed-in invitee.
 
+use authsome_control::admission::{AdminAccess, OrganizationsRead, OrganizationsWrite};
 use authsome_domain::id::{ApplicationId, InvitationId, OrgMembershipId, OrganizationId, UserId};
 use authsome_domain::identity::{
     parse_org_role, OrgInvitation, OrgMembership, Organization, ORG_INVITATION_TTL,
@@ -96,9 +97,10 @@ fn storage(what: &'static str) -> impl Fn(StorageError) -> IdentityError {
 impl Identity {
     pub async fn create_organization(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsWrite>,
         input: NewOrganization,
     ) -> Result<(Organization, Option<OrgMembership>)> {
+        let app = access.application();
         let name = parse_name("name", &input.name)?;
         let slug = match input.slug {
             Some(s) => Slug::parse("slug", &s)?,
@@ -156,9 +158,10 @@ impl Identity {
 
     pub async fn organization(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsRead>,
         id: &OrganizationId,
     ) -> Result<Organization> {
+        let app = access.application();
         self.store(app)
             .await?
             .organization(id)
@@ -168,18 +171,20 @@ impl Identity {
 
     pub async fn organizations(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsRead>,
         page: &PageRequest,
     ) -> Result<Page<Organization>> {
+        let app = access.application();
         Ok(self.store(app).await?.organizations(page).await?)
     }
 
     pub async fn update_organization(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsWrite>,
         id: &OrganizationId,
         patch: OrganizationPatch,
     ) -> Result<Organization> {
+        let app = access.application();
         let store = self.store(app).await?;
         let mut org = store
             .organization(id)
@@ -214,9 +219,10 @@ impl Identity {
 
     pub async fn delete_organization(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsWrite>,
         id: &OrganizationId,
     ) -> Result<()> {
+        let app = access.application();
         let store = self.store(app).await?;
         self.audited(
             app,
@@ -234,10 +240,11 @@ impl Identity {
 
     pub async fn add_membership(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsWrite>,
         org: &OrganizationId,
         input: NewMembership,
     ) -> Result<OrgMembership> {
+        let app = access.application();
         let role = parse_org_role(&input.role)?;
         let store = self.store(app).await?;
         store
@@ -274,10 +281,11 @@ impl Identity {
 
     pub async fn memberships(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsRead>,
         org: &OrganizationId,
         page: &PageRequest,
     ) -> Result<Page<OrgMembership>> {
+        let app = access.application();
         let store = self.store(app).await?;
         store
             .organization(org)
@@ -288,11 +296,12 @@ impl Identity {
 
     pub async fn update_membership(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsWrite>,
         org: &OrganizationId,
         id: &OrgMembershipId,
         patch: MembershipPatch,
     ) -> Result<OrgMembership> {
+        let app = access.application();
         let role = parse_org_role(&patch.role)?;
         let store = self.store(app).await?;
         let membership = self
@@ -313,10 +322,11 @@ impl Identity {
 
     pub async fn remove_membership(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsWrite>,
         org: &OrganizationId,
         id: &OrgMembershipId,
     ) -> Result<()> {
+        let app = access.application();
         let store = self.store(app).await?;
         self.audited(
             app,
@@ -334,10 +344,11 @@ impl Identity {
 
     pub async fn invite_to_organization(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<OrganizationsWrite>,
         org: &OrganizationId,
         input: NewOrgInvitation,
     ) -> Result<CreatedOrgInvitation> {
+        let app = access.application();
         let email = parse_email(&input.email)?;
         let role = parse_org_role(&input.role)?;
         let store = self.store(app).await?;

@@ -1,6 +1,9 @@
 //! The admin API of an application's users and sessions (secret key only).
 
-use authsome_domain::id::{ApplicationId, SessionId, UserId};
+use authsome_control::admission::{
+    AdminAccess, SessionsRead, SessionsWrite, UsersRead, UsersWrite,
+};
+use authsome_domain::id::{SessionId, UserId};
 use authsome_domain::identity::{Session, User};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::member::parse_email;
@@ -50,7 +53,12 @@ fn email_taken(e: StorageError) -> IdentityError {
 }
 
 impl Identity {
-    pub async fn create_user(&self, app: &ApplicationId, input: NewUser) -> Result<User> {
+    pub async fn create_user(
+        &self,
+        access: &AdminAccess<UsersWrite>,
+        input: NewUser,
+    ) -> Result<User> {
+        let app = access.application();
         let email = parse_email(&input.email)?;
         if let Some(p) = &input.password {
             self.policy.check(p)?;
@@ -90,7 +98,8 @@ impl Identity {
         Ok(user)
     }
 
-    pub async fn get_user(&self, app: &ApplicationId, id: &UserId) -> Result<User> {
+    pub async fn get_user(&self, access: &AdminAccess<UsersRead>, id: &UserId) -> Result<User> {
+        let app = access.application();
         self.store(app)
             .await?
             .user(id)
@@ -100,11 +109,12 @@ impl Identity {
 
     pub async fn list_users(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<UsersRead>,
         email: Option<&str>,
         query: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<User>> {
+        let app = access.application();
         let filter = UserFilter {
             email: email.map(|e| e.trim().to_lowercase()),
             query: query.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()),
@@ -114,10 +124,11 @@ impl Identity {
 
     pub async fn update_user(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<UsersWrite>,
         id: &UserId,
         patch: UserPatch,
     ) -> Result<User> {
+        let app = access.application();
         let store = self.store(app).await?;
         let mut user = store
             .user(id)
@@ -168,7 +179,8 @@ impl Identity {
         Ok(user)
     }
 
-    pub async fn delete_user(&self, app: &ApplicationId, id: &UserId) -> Result<()> {
+    pub async fn delete_user(&self, access: &AdminAccess<UsersWrite>, id: &UserId) -> Result<()> {
+        let app = access.application();
         let store = self.store(app).await?;
         self.audited(app, Self::event(app, "user.deleted", id, None), async {
             store.delete_user(id).await.map_err(email_taken)
@@ -180,10 +192,11 @@ impl Identity {
     /// Disabling ends every session and refresh token of the user at once.
     pub async fn set_disabled(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<UsersWrite>,
         id: &UserId,
         disabled: bool,
     ) -> Result<User> {
+        let app = access.application();
         let store = self.store(app).await?;
         let mut user = store
             .user(id)
@@ -209,10 +222,11 @@ impl Identity {
 
     pub async fn user_sessions(
         &self,
-        app: &ApplicationId,
+        access: &AdminAccess<SessionsRead>,
         id: &UserId,
         page: &PageRequest,
     ) -> Result<Page<Session>> {
+        let app = access.application();
         let store = self.store(app).await?;
         store
             .user(id)
@@ -221,7 +235,12 @@ impl Identity {
         Ok(store.sessions_of(id, page).await?)
     }
 
-    pub async fn revoke_session(&self, app: &ApplicationId, id: &SessionId) -> Result<()> {
+    pub async fn revoke_session(
+        &self,
+        access: &AdminAccess<SessionsWrite>,
+        id: &SessionId,
+    ) -> Result<()> {
+        let app = access.application();
         let store = self.store(app).await?;
         self.audited(app, Self::event(app, "session.revoked", id, None), async {
             store

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use authsome_control::ConnectionMemo;
 use authsome_domain::id::RequestId;
 use authsome_domain::tenancy::{ApiKey, Application, Tenancy};
-use authsome_gateway::forward::{self, Claims};
+use authsome_gateway::forward::{self, Claims, ForwardedFields};
 use authsome_gateway::h1::{list_has, parse_length, values_of, write_chunk, Span, LAST_CHUNK};
 use authsome_gateway::proxy::{ProxyBody, ResponseHead, ResponseTimer};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -413,7 +413,9 @@ async fn forward_request(
         customer::credential_of(bearer, || head.get(message, customer::PUBLISHABLE_KEY));
     let key_hash = match credential {
         Some(credential) => {
-            let (_, key) = customer::keyed_by(state, app_id, credential, &mut kept.memo).await?;
+            let key = customer::keyed_by(state, app_id, credential, &mut kept.memo)
+                .await?
+                .key;
             if !kept
                 .key_hex
                 .as_ref()
@@ -467,23 +469,18 @@ async fn forward_request(
             field(&mut fields, name, value);
         }
     }
-    field(&mut fields, b"x-authsome-app-id", app_id.as_bytes());
-    field(
-        &mut fields,
-        b"x-authsome-request-id",
-        claims.request_id.as_bytes(),
-    );
-    field(&mut fields, b"x-authsome-forwarded", signed.as_bytes());
-    field(&mut fields, b"x-forwarded-for", claims.client_ip.as_bytes());
-    let proto = if state.identity.public_url().starts_with("https:") {
-        "https"
-    } else {
-        "http"
+    let forwarded = ForwardedFields {
+        app_id,
+        request_id: claims.request_id,
+        assertion: &signed,
+        client_ip: claims.client_ip,
+        proto: crate::gateway::forwarded_proto(state),
+        host,
     };
-    field(&mut fields, b"x-forwarded-proto", proto.as_bytes());
-    if let Some(host) = host {
-        field(&mut fields, b"x-forwarded-host", host);
-    }
+    let _ = forwarded.each(|name, value| {
+        field(&mut fields, name.as_bytes(), value);
+        Ok::<_, std::convert::Infallible>(())
+    });
     state
         .proxy
         .forward_encoded(

@@ -175,6 +175,33 @@ impl From<ControlError> for ApiError {
     }
 }
 
+impl From<authsome_control::admission::Refusal> for ApiError {
+    fn from(refusal: authsome_control::admission::Refusal) -> Self {
+        use authsome_control::admission::Reason;
+        match refusal.reason {
+            Reason::Unauthenticated(m) => ApiError::unauthorized(m),
+            Reason::NotFound(what) => ApiError::not_found(what),
+            Reason::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            Reason::PaymentRequired(m) => ApiError::new(StatusCode::PAYMENT_REQUIRED, m),
+            Reason::TooManyRequests {
+                message,
+                retry_after_secs,
+            } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+            },
+            Reason::Unavailable {
+                message,
+                retry_after_secs,
+            } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            },
+            Reason::Failed(e) => e.into(),
+        }
+    }
+}
+
 /// A storage failure: 503 with `Retry-After` when the database was unreachable (nothing was
 /// decided; a retry may succeed), 500 otherwise. The cause chain goes to the log; the caller
 /// gets only the request id.

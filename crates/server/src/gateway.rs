@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use authsome_domain::tenancy::{Application, Tenancy};
-use authsome_gateway::forward::{self, Assertion, Claims, FORWARDED_HEADER};
+use authsome_gateway::forward::{self, Assertion, Claims, ForwardedFields, FORWARDED_HEADER};
 use authsome_gateway::proxy::{Outgoing, ProxyError};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -24,15 +24,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-use crate::request_id::REQUEST_ID_HEADER;
 use crate::routes::customer;
 use crate::AppState;
 
 /// Bodies up to this size are read before forwarding, so that a request can be sent again on
 /// another upstream; larger ones (and chunked ones) stream through once.
 pub(crate) const REPLAYABLE_BODY_BYTES: u64 = 64 * 1024;
-
-const APP_ID_HEADER: HeaderName = HeaderName::from_static("x-authsome-app-id");
 
 /// Marks a response to a request this gateway handled for a dedicated application (for the
 /// `route="forwarded"` metrics label).
@@ -141,9 +138,9 @@ async fn forward_to_upstream(
     // (rate limit, quota and metering included); keyless routes need a serving application in
     // good standing.
     let key_hash = if customer::credential(&parts).is_some() || customer::is_signed(&parts) {
-        let (app, key) = customer::keyed(state, &app_id, &parts).await?;
-        debug_assert_eq!(app.id.as_str(), app_id);
-        Some(key.hash.hex())
+        let admitted = customer::keyed(state, &app_id, &parts).await?;
+        debug_assert_eq!(admitted.application.id.as_str(), app_id);
+        Some(admitted.key.hash.hex())
     } else {
         customer::public(state, &app_id).await?;
         None
@@ -219,25 +216,19 @@ async fn forward_to_upstream(
     let headers = &mut parts.headers;
     forward::strip_hop_by_hop(headers);
     forward::strip_client_identity(headers);
-    let value = |s: &str| HeaderValue::from_str(s).map_err(|_| ApiError::internal());
-    headers.insert(APP_ID_HEADER, value(&app_id)?);
-    headers.insert(REQUEST_ID_HEADER, value(&request_id)?);
-    headers.insert(FORWARDED_HEADER, value(&signed)?);
-    headers.insert(
-        HeaderName::from_static("x-forwarded-for"),
-        value(&client_ip)?,
-    );
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if state.identity.public_url().starts_with("https:") {
-            "https"
-        } else {
-            "http"
-        }),
-    );
-    if let Some(host) = original_host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
+    let fields = ForwardedFields {
+        app_id: &app_id,
+        request_id: &request_id,
+        assertion: &signed,
+        client_ip: &client_ip,
+        proto: forwarded_proto(state),
+        host: original_host.as_ref().map(HeaderValue::as_bytes),
+    };
+    fields.each(|name, value| {
+        let value = HeaderValue::from_bytes(value).map_err(|_| ApiError::internal())?;
+        headers.insert(HeaderName::from_static(name), value);
+        Ok::<_, ApiError>(())
+    })?;
 
     let response = state
         .proxy
@@ -248,6 +239,15 @@ async fn forward_to_upstream(
     // Framed again here, from the body's own length (hyper writes it).
     forward::strip_response_framing(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// The scheme clients reach the deployment by, as forwarded to instances.
+pub(crate) fn forwarded_proto(state: &AppState) -> &'static str {
+    if state.identity.public_url().starts_with("https:") {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// A path that an instance could read as another ([`forward::check_target`]) is not forwarded.

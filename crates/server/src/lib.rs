@@ -128,6 +128,7 @@ impl ServerState {
         let proxy = Proxy::new(http.proxy.clone());
         let redis_users = RedisUsersSlot::default();
         let control = control
+            .with_entry_state(limiter.clone(), replay.clone())
             .with_upstream_policy(http.proxy.policy.clone())
             .with_master_key(identity.master_key())
             .with_provisioner(Arc::new(IdentityProvisioner {

@@ -4,14 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use authsome_domain::event::{DomainEvent, EventActor, EventSink, Outcome};
-use authsome_domain::keys::KeyKind;
-use authsome_domain::shared_state::app_scoped;
-use authsome_domain::tenancy::{
-    ApiKey, AppStatus, Application, Environment, KeyScope, PaymentStatus, Workspace,
-    WorkspaceStatus,
+use authsome_control::admission::{
+    AdminAccess, Admission, Admitted, Presented, Refusal, Scope, SignedRequest,
 };
-use authsome_gateway::Limit;
+use authsome_domain::keys::KeyKind;
+use authsome_domain::tenancy::{ApiKey, AppStatus, Application, Environment};
 use authsome_identity::ClientInfo;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::request::Parts;
@@ -60,73 +57,136 @@ fn looks_like_key(token: &str) -> bool {
     ["pk_", "sk_", "wk_"].iter().any(|p| token.starts_with(p))
 }
 
-/// The application of the path and the verified key of the request, for routes that need a key.
-/// The application must be ready to serve (`active`).
-pub async fn keyed(
+/// The request's admission through the control plane's one entry point, for routes that need
+/// a key: the application must be serving (`active`).
+pub async fn keyed(state: &AppState, app_id: &str, parts: &Parts) -> Result<Admitted, ApiError> {
+    admit(state, app_id, parts, false).await
+}
+
+/// An admin route's access: the request admitted with the application's secret key holding
+/// scope `S` (refusals are audited by the control plane).
+pub async fn admin<S: Scope>(
     state: &AppState,
     app_id: &str,
     parts: &Parts,
-) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
-    let (app, key) = entry(state, app_id, parts).await?;
-    ensure_serving(&app)?;
-    Ok((app, key))
+) -> Result<AdminAccess<S>, ApiError> {
+    let admitted = keyed(state, app_id, parts).await?;
+    Ok(state.control.admin_access::<S>(&admitted)?)
 }
 
-/// The entry point of every keyed request: the key verified against the application, the
-/// workspace's standing, and the key's rate limit.
-async fn entry(
+async fn admit(
     state: &AppState,
     app_id: &str,
     parts: &Parts,
-) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
-    let (app, key) = authenticated_key(state, app_id, parts).await?;
-    // On a dedicated instance, the gateway already verified the key and applied the rate
-    // limit, quota and metering; the key was looked up again only to refuse one revoked since.
-    if is_forwarded_with_key(parts) {
-        crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
-        crate::request_id::set_app(&app);
-        ensure_standing(&*state.control.workspace_view(&app.workspace_id).await?)?;
-        return Ok((app, key));
-    }
-    if let Some(Ok(signed)) = signed(parts) {
-        first_use_of_signature(state, &app, &key, &signed).await?;
-    }
-    admit(state, app, key).await
+    identify_only: bool,
+) -> Result<Admitted, ApiError> {
+    let path_with_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    let digest = parts.extensions.get::<BodyDigest>().map(|d| d.0.as_str());
+    let presented = presented_credential(parts, path_with_query, digest)?;
+    let admission = Admission {
+        application: app_id,
+        presented,
+        identify_only,
+    };
+    settle(state.control.admit(admission, None).await)
 }
 
-fn is_forwarded_with_key(parts: &Parts) -> bool {
-    parts
+/// What the request presents: a gateway's verified assertion first (on an instance), then a
+/// signature, then a key.
+fn presented_credential<'a>(
+    parts: &'a Parts,
+    path_with_query: &'a str,
+    body_digest: Option<&'a str>,
+) -> Result<Presented<'a>, ApiError> {
+    if let Some(key_hash) = parts
         .extensions
         .get::<crate::gateway::Forwarded>()
-        .is_some_and(|f| f.0.key_hash.is_some())
+        .and_then(|f| f.0.key_hash.as_deref())
+    {
+        return Ok(Presented::Forwarded { key_hash });
+    }
+    Ok(match signed(parts) {
+        Some(signed) => {
+            let signed = signed?;
+            Presented::Signed(SignedRequest {
+                key_id: signed.key_id,
+                timestamp: signed.timestamp,
+                signature: signed.signature,
+                method: parts.method.as_str(),
+                path_with_query,
+                body_digest: body_digest.unwrap_or(EMPTY_BODY_DIGEST),
+            })
+        }
+        None => match credential(parts) {
+            Some(key) => Presented::Key(key),
+            None => Presented::Nothing,
+        },
+    })
+}
+
+/// SHA-256 (hex) of an empty body: what a signed request without a body signs.
+const EMPTY_BODY_DIGEST: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// The request context takes what the entry point learnt (for the audit log, the response's
+/// customer-API headers and the log line), and a refusal becomes the contract's error.
+fn settle(admitted: Result<Admitted, Refusal>) -> Result<Admitted, ApiError> {
+    let (application, key, rate_limit) = match &admitted {
+        Ok(a) => (Some(&a.application), Some(&a.key), a.rate_limit),
+        Err(r) => (r.application.as_ref(), r.key.as_ref(), r.rate_limit),
+    };
+    if let Some(key) = key {
+        crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
+    }
+    if let Some(application) = application {
+        crate::request_id::set_app(application);
+    }
+    if let Some(decision) = rate_limit {
+        crate::request_id::set_rate_limit(decision);
+    }
+    Ok(admitted?)
 }
 
 /// Which application and key the request's credential proves, and nothing more: no
-/// admission, no rate limit, and a signature is not yet marked used. For the entry point, and
-/// for the idempotency record, which is kept per authenticated key.
+/// admission, no rate limit, and a signature is not marked used. For the idempotency record,
+/// which is kept per authenticated key.
 pub(crate) async fn authenticated_key(
     state: &AppState,
     app_id: &str,
     parts: &Parts,
 ) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
-    if let Some(hash) = parts
-        .extensions
-        .get::<crate::gateway::Forwarded>()
-        .and_then(|f| f.0.key_hash.as_deref())
-    {
-        return Ok(state.control.verify_forwarded_key(app_id, hash).await?);
-    }
-    match signed(parts) {
-        Some(signed) => verify_signed(state, app_id, parts, signed).await,
-        None => {
-            let key = credential(parts).ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing API key (Authorization: Bearer, X-Publishable-Key or a signed request)",
-                )
-            })?;
-            Ok(state.control.verify_app_key(app_id, key).await?)
-        }
-    }
+    let path_with_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    let digest = parts.extensions.get::<BodyDigest>().map(|d| d.0.as_str());
+    let control = &state.control;
+    Ok(
+        match presented_credential(parts, path_with_query, digest)? {
+            Presented::Forwarded { key_hash } => {
+                control.verify_forwarded_key(app_id, key_hash).await?
+            }
+            Presented::Signed(s) => {
+                control
+                    .verify_signed_request(
+                        app_id,
+                        s.key_id,
+                        s.timestamp,
+                        s.signature,
+                        s.method,
+                        s.path_with_query,
+                        s.body_digest,
+                    )
+                    .await?
+            }
+            Presented::Key(key) => control.verify_app_key(app_id, key).await?,
+            Presented::Nothing => {
+                return Err(ApiError::unauthorized("missing API key"));
+            }
+        },
+    )
 }
 
 /// [`keyed`] for a request that carries `credential` (as [`credential`] finds it) and is not
@@ -138,76 +198,18 @@ pub(crate) async fn keyed_by(
     app_id: &str,
     credential: &str,
     memo: &mut authsome_control::ConnectionMemo,
-) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
-    let (app, key) = state.control.memo_app_key(memo, app_id, credential).await?;
-    let (app, key) = admit(state, app, key).await?;
-    ensure_serving(&app)?;
-    Ok((app, key))
-}
-
-/// What every verified key goes through: the workspace's standing, the key's rate limit, the
-/// monthly quota, and metering.
-async fn admit(
-    state: &AppState,
-    app: Arc<Application>,
-    key: Arc<ApiKey>,
-) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
-    crate::request_id::set_actor(authsome_domain::event::EventActor::Key(key.id.clone()));
-    crate::request_id::set_app(&app);
-    let workspace = state.control.workspace_view(&app.workspace_id).await?;
-    ensure_standing(&workspace)?;
-    let limit = Limit {
-        per_second: workspace.requests_per_second_per_key(),
+) -> Result<Admitted, ApiError> {
+    let admission = Admission {
+        application: app_id,
+        presented: Presented::Key(credential),
+        identify_only: false,
     };
-    let cell = app_scoped(app.id.as_str(), "ratelimit", key.id.as_str());
-    let checked = match state.limiter.check_now(&cell, limit) {
-        Some(now) => now,
-        None => state.limiter.check(&cell, limit).await,
-    };
-    let decision = match checked {
-        Ok(d) => d,
-        Err(e) => {
-            // The shared limiter is down: keep serving (logged); limits resume with it.
-            tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
-            return Ok((app, key));
-        }
-    };
-    crate::request_id::set_rate_limit(decision);
-    if let Some(wait) = decision.retry_after {
-        return Err(ApiError {
-            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "rate limit of {} requests per second exceeded",
-                    decision.limit
-                ),
-            )
-        });
-    }
-    if let Some(quota) = workspace.requests_per_month() {
-        if state.control.month_requests(&app.id).await? >= quota {
-            let (_, next_month) = authsome_control::month_bounds(chrono::Utc::now());
-            let wait = (next_month - chrono::Utc::now()).num_seconds().max(1) as u64;
-            return Err(ApiError {
-                retry_after: Some(wait),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("monthly quota of {quota} requests exceeded"),
-                )
-            });
-        }
-    }
-    state.control.record_request(&app.id, &key.id);
-    Ok((app, key))
+    settle(state.control.admit(admission, Some(memo)).await)
 }
 
 pub(crate) const KEY_ID_HEADER: HeaderName = HeaderName::from_static("x-api-key-id");
 const TIMESTAMP_HEADER: HeaderName = HeaderName::from_static("x-timestamp");
 pub(crate) const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("x-signature");
-
-/// How long a signature is remembered: its whole validity window (±300 s) and a margin.
-const SIGNATURE_MEMORY: std::time::Duration = std::time::Duration::from_secs(660);
 
 /// The three headers of a signed request, when it is one.
 struct Signed<'a> {
@@ -272,87 +274,6 @@ pub(crate) async fn digest_signed_body(
     .await
 }
 
-async fn verify_signed(
-    state: &AppState,
-    app_id: &str,
-    parts: &Parts,
-    signed: Result<Signed<'_>, ApiError>,
-) -> Result<(Arc<Application>, Arc<ApiKey>), ApiError> {
-    let signed = signed?;
-    let digest = parts
-        .extensions
-        .get::<BodyDigest>()
-        .map(|d| d.0.clone())
-        .unwrap_or_else(|| authsome_domain::keys::signing::body_digest(b""));
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path(), |p| p.as_str());
-    Ok(state
-        .control
-        .verify_signed_request(
-            app_id,
-            signed.key_id,
-            signed.timestamp,
-            signed.signature,
-            parts.method.as_str(),
-            path,
-            &digest,
-        )
-        .await?)
-}
-
-/// Each signature is accepted once, on any replica. Without the replay cache, refuse.
-async fn first_use_of_signature(
-    state: &AppState,
-    app: &Application,
-    key: &ApiKey,
-    signed: &Signed<'_>,
-) -> Result<(), ApiError> {
-    let memo = app_scoped(
-        app.id.as_str(),
-        "replay-signature",
-        &format!(
-            "{}:{}",
-            key.id,
-            signed.signature.trim().to_ascii_lowercase()
-        ),
-    );
-    match state.replay.first_use(&memo, SIGNATURE_MEMORY).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(ApiError::unauthorized(
-            "this request signature was already used",
-        )),
-        Err(e) => {
-            tracing::error!(error = %e, "replay cache unavailable; signed request refused");
-            Err(ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "request signatures cannot be checked right now",
-                )
-            })
-        }
-    }
-}
-
-/// A suspended workspace is closed (403); one past due on payment gets 402.
-fn ensure_standing(workspace: &Workspace) -> Result<(), ApiError> {
-    if workspace.status == WorkspaceStatus::Suspended {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "the workspace is suspended",
-        ));
-    }
-    if workspace.payment_status == PaymentStatus::PastDue {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "the workspace's payment is past due",
-        ));
-    }
-    Ok(())
-}
-
 /// The application of the path for routes reached without a key (JWKS, discovery, access-token
 /// routes).
 pub async fn public(state: &AppState, app_id: &str) -> Result<Arc<Application>, ApiError> {
@@ -366,49 +287,7 @@ pub(crate) async fn admit_public(
     app: Arc<Application>,
 ) -> Result<Arc<Application>, ApiError> {
     crate::request_id::set_app(&app);
-    ensure_standing(&*state.control.workspace_view(&app.workspace_id).await?)?;
-    ensure_serving(&app)?;
-    Ok(app)
-}
-
-fn ensure_serving(app: &Application) -> Result<(), ApiError> {
-    match app.status {
-        AppStatus::Active => Ok(()),
-        AppStatus::Provisioning => Err(ApiError {
-            retry_after: Some(5),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the application is still being provisioned",
-            )
-        }),
-        AppStatus::Suspended => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "the application is suspended",
-        )),
-        AppStatus::Deleting => Err(ApiError::not_found("application")),
-    }
-}
-
-/// Secret keys only, and only with the scope the route needs.
-/// The admin API needs the application's secret key with `scope`; a refusal is audited.
-pub fn require_secret(state: &AppState, key: &ApiKey, scope: KeyScope) -> Result<(), ApiError> {
-    let refusal = if key.kind != KeyKind::Secret {
-        "this route needs the application's secret key".to_owned()
-    } else if !key.has_scope(scope) {
-        format!("this key lacks the `{}` scope", scope.as_str())
-    } else {
-        return Ok(());
-    };
-    let mut denied = DomainEvent::new("permission.denied")
-        .workspace(&key.workspace_id)
-        .actor(EventActor::Key(key.id.clone()))
-        .outcome(Outcome::Denied)
-        .change("scope", scope.as_str());
-    if let Some(app) = &key.application_id {
-        denied = denied.application(app);
-    }
-    state.events.emit(denied);
-    Err(ApiError::new(StatusCode::FORBIDDEN, refusal))
+    Ok(state.control.admit_public(app).await?)
 }
 
 /// The access token of a request, with the key thumbprint of its DPoP proof when it comes as
@@ -499,7 +378,11 @@ pub async fn identify(
     Path(app_id): Path<String>,
     parts: Parts,
 ) -> Result<Response, ApiError> {
-    let (app, key) = entry(&state, &app_id, &parts).await?;
+    let Admitted {
+        application: app,
+        key,
+        ..
+    } = admit(&state, &app_id, &parts, true).await?;
     Ok(axum::Json(AppIdentity {
         id: app.id.to_string(),
         name: app.name.clone(),

@@ -44,7 +44,7 @@ pub async fn sign_up(
     parts: Parts,
     Json(input): Json<SignUp>,
 ) -> Result<(StatusCode, axum::Json<AuthResponse>), ApiError> {
-    let (app, _) = keyed(&state, &app_id, &parts).await?;
+    let app = keyed(&state, &app_id, &parts).await?.application;
     let (user, session) = state
         .identity
         .sign_up(
@@ -72,7 +72,7 @@ pub async fn sign_in(
     parts: Parts,
     Json(input): Json<SignIn>,
 ) -> Result<axum::Json<AuthResponse>, ApiError> {
-    let (app, _) = keyed(&state, &app_id, &parts).await?;
+    let app = keyed(&state, &app_id, &parts).await?.application;
     let (user, session) = state
         .identity
         .sign_in(
@@ -96,7 +96,7 @@ pub async fn refresh(
     parts: Parts,
     Json(input): Json<RefreshRequest>,
 ) -> Result<axum::Json<RefreshResponse>, ApiError> {
-    let (app, _) = keyed(&state, &app_id, &parts).await?;
+    let app = keyed(&state, &app_id, &parts).await?.application;
     let jkt = crate::dpop::verify(&state, &parts, None).await?;
     let session = state
         .identity

@@ -2,9 +2,9 @@
 //! scopes) and the user-facing routes (access token): accepting an invitation, switching the
 //! organization a session acts in.
 
+use authsome_control::admission::{OrganizationsRead, OrganizationsWrite};
 use authsome_domain::id::{OrgMembershipId, OrganizationId};
 use authsome_domain::identity::{OrgMembership, Organization};
-use authsome_domain::tenancy::KeyScope;
 use authsome_identity::{
     AcceptOrgInvitation, CreatedOrgInvitation, MembershipPatch, NewMembership, NewOrgInvitation,
     NewOrganization, OrganizationPatch, SwitchOrganization,
@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{path_id, Json, Query};
-use crate::routes::customer::{keyed, presented, public, require_secret};
+use crate::routes::customer::{self, presented, public};
 use crate::routes::customer_users::PageParams;
 use crate::views::List;
 use crate::AppState;
@@ -30,17 +30,6 @@ pub struct CreatedOrganization {
     pub membership: Option<OrgMembership>,
 }
 
-async fn admin(
-    state: &AppState,
-    app_id: &str,
-    parts: &Parts,
-    scope: KeyScope,
-) -> Result<authsome_domain::id::ApplicationId, ApiError> {
-    let (app, key) = keyed(state, app_id, parts).await?;
-    require_secret(state, &key, scope)?;
-    Ok(app.id.clone())
-}
-
 #[utoipa::path(post, path = "/v1/{appId}/organizations", tag = "organizations",
     params(("appId" = String, Path)),
     request_body = NewOrganization,
@@ -52,8 +41,8 @@ pub async fn create(
     parts: Parts,
     Json(input): Json<NewOrganization>,
 ) -> Result<(StatusCode, axum::Json<CreatedOrganization>), ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsWrite).await?;
-    let (organization, membership) = state.identity.create_organization(&app, input).await?;
+    let access = customer::admin::<OrganizationsWrite>(&state, &app_id, &parts).await?;
+    let (organization, membership) = state.identity.create_organization(&access, input).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedOrganization {
@@ -73,10 +62,10 @@ pub async fn list(
     Query(params): Query<PageParams>,
     parts: Parts,
 ) -> Result<axum::Json<List<Organization>>, ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsRead).await?;
+    let access = customer::admin::<OrganizationsRead>(&state, &app_id, &parts).await?;
     let page = authsome_domain::page::PageRequest::parse(params.limit, params.cursor.as_deref())?;
     Ok(axum::Json(List::from_page(
-        state.identity.organizations(&app, &page).await?,
+        state.identity.organizations(&access, &page).await?,
         |o| o,
     )))
 }
@@ -90,9 +79,11 @@ pub async fn get(
     Path((app_id, org)): Path<(String, String)>,
     parts: Parts,
 ) -> Result<axum::Json<Organization>, ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsRead).await?;
+    let access = customer::admin::<OrganizationsRead>(&state, &app_id, &parts).await?;
     let org: OrganizationId = path_id(&org, "organization")?;
-    Ok(axum::Json(state.identity.organization(&app, &org).await?))
+    Ok(axum::Json(
+        state.identity.organization(&access, &org).await?,
+    ))
 }
 
 #[utoipa::path(patch, path = "/v1/{appId}/organizations/{orgId}", tag = "organizations",
@@ -106,12 +97,12 @@ pub async fn update(
     parts: Parts,
     Json(patch): Json<OrganizationPatch>,
 ) -> Result<axum::Json<Organization>, ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsWrite).await?;
+    let access = customer::admin::<OrganizationsWrite>(&state, &app_id, &parts).await?;
     let org: OrganizationId = path_id(&org, "organization")?;
     Ok(axum::Json(
         state
             .identity
-            .update_organization(&app, &org, patch)
+            .update_organization(&access, &org, patch)
             .await?,
     ))
 }
@@ -125,9 +116,9 @@ pub async fn delete(
     Path((app_id, org)): Path<(String, String)>,
     parts: Parts,
 ) -> Result<StatusCode, ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsWrite).await?;
+    let access = customer::admin::<OrganizationsWrite>(&state, &app_id, &parts).await?;
     let org: OrganizationId = path_id(&org, "organization")?;
-    state.identity.delete_organization(&app, &org).await?;
+    state.identity.delete_organization(&access, &org).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -142,11 +133,11 @@ pub async fn add_membership(
     parts: Parts,
     Json(input): Json<NewMembership>,
 ) -> Result<(StatusCode, axum::Json<OrgMembership>), ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsWrite).await?;
+    let access = customer::admin::<OrganizationsWrite>(&state, &app_id, &parts).await?;
     let org: OrganizationId = path_id(&org, "organization")?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(state.identity.add_membership(&app, &org, input).await?),
+        axum::Json(state.identity.add_membership(&access, &org, input).await?),
     ))
 }
 
@@ -160,11 +151,11 @@ pub async fn memberships(
     Query(params): Query<PageParams>,
     parts: Parts,
 ) -> Result<axum::Json<List<OrgMembership>>, ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsRead).await?;
+    let access = customer::admin::<OrganizationsRead>(&state, &app_id, &parts).await?;
     let org: OrganizationId = path_id(&org, "organization")?;
     let page = authsome_domain::page::PageRequest::parse(params.limit, params.cursor.as_deref())?;
     Ok(axum::Json(List::from_page(
-        state.identity.memberships(&app, &org, &page).await?,
+        state.identity.memberships(&access, &org, &page).await?,
         |m| m,
     )))
 }
@@ -180,13 +171,13 @@ pub async fn update_membership(
     parts: Parts,
     Json(patch): Json<MembershipPatch>,
 ) -> Result<axum::Json<OrgMembership>, ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsWrite).await?;
+    let access = customer::admin::<OrganizationsWrite>(&state, &app_id, &parts).await?;
     let org: OrganizationId = path_id(&org, "organization")?;
     let membership: OrgMembershipId = path_id(&membership, "membership")?;
     Ok(axum::Json(
         state
             .identity
-            .update_membership(&app, &org, &membership, patch)
+            .update_membership(&access, &org, &membership, patch)
             .await?,
     ))
 }
@@ -200,12 +191,12 @@ pub async fn remove_membership(
     Path((app_id, org, membership)): Path<(String, String, String)>,
     parts: Parts,
 ) -> Result<StatusCode, ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsWrite).await?;
+    let access = customer::admin::<OrganizationsWrite>(&state, &app_id, &parts).await?;
     let org: OrganizationId = path_id(&org, "organization")?;
     let membership: OrgMembershipId = path_id(&membership, "membership")?;
     state
         .identity
-        .remove_membership(&app, &org, &membership)
+        .remove_membership(&access, &org, &membership)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -222,14 +213,14 @@ pub async fn invite(
     parts: Parts,
     Json(input): Json<NewOrgInvitation>,
 ) -> Result<(StatusCode, axum::Json<CreatedOrgInvitation>), ApiError> {
-    let app = admin(&state, &app_id, &parts, KeyScope::OrganizationsWrite).await?;
+    let access = customer::admin::<OrganizationsWrite>(&state, &app_id, &parts).await?;
     let org: OrganizationId = path_id(&org, "organization")?;
     Ok((
         StatusCode::CREATED,
         axum::Json(
             state
                 .identity
-                .invite_to_organization(&app, &org, input)
+                .invite_to_organization(&access, &org, input)
                 .await?,
         ),
     ))

@@ -1,8 +1,8 @@
 //! An application's admin API over its users and sessions: secret key only, by scope.
 
+use authsome_control::admission::{SessionsRead, SessionsWrite, UsersRead, UsersWrite};
 use authsome_domain::id::{SessionId, UserId};
 use authsome_domain::identity::{Session, User};
-use authsome_domain::tenancy::KeyScope;
 use authsome_identity::{NewUser, UserPatch};
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{path_id, Json, Query};
-use crate::routes::customer::{keyed, require_secret};
+use crate::routes::customer::admin;
 use crate::views::List;
 use crate::AppState;
 
@@ -66,9 +66,8 @@ pub async fn create(
     parts: Parts,
     Json(input): Json<NewUser>,
 ) -> Result<(StatusCode, axum::Json<AdminUser>), ApiError> {
-    let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&state, &key, KeyScope::UsersWrite)?;
-    let user = state.identity.create_user(&app.id, input).await?;
+    let access = admin::<UsersWrite>(&state, &app_id, &parts).await?;
+    let user = state.identity.create_user(&access, input).await?;
     Ok((StatusCode::CREATED, axum::Json(user.into())))
 }
 
@@ -82,13 +81,12 @@ pub async fn list(
     Query(params): Query<UserListParams>,
     parts: Parts,
 ) -> Result<axum::Json<List<AdminUser>>, ApiError> {
-    let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&state, &key, KeyScope::UsersRead)?;
+    let access = admin::<UsersRead>(&state, &app_id, &parts).await?;
     let page = authsome_domain::page::PageRequest::parse(params.limit, params.cursor.as_deref())?;
     let users = state
         .identity
         .list_users(
-            &app.id,
+            &access,
             params.email.as_deref(),
             params.query.as_deref(),
             &page,
@@ -106,11 +104,10 @@ pub async fn get(
     Path((app_id, user)): Path<(String, String)>,
     parts: Parts,
 ) -> Result<axum::Json<AdminUser>, ApiError> {
-    let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&state, &key, KeyScope::UsersRead)?;
+    let access = admin::<UsersRead>(&state, &app_id, &parts).await?;
     let user: UserId = path_id(&user, "user")?;
     Ok(axum::Json(
-        state.identity.get_user(&app.id, &user).await?.into(),
+        state.identity.get_user(&access, &user).await?.into(),
     ))
 }
 
@@ -125,13 +122,12 @@ pub async fn update(
     parts: Parts,
     Json(patch): Json<UserPatch>,
 ) -> Result<axum::Json<AdminUser>, ApiError> {
-    let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&state, &key, KeyScope::UsersWrite)?;
+    let access = admin::<UsersWrite>(&state, &app_id, &parts).await?;
     let user: UserId = path_id(&user, "user")?;
     Ok(axum::Json(
         state
             .identity
-            .update_user(&app.id, &user, patch)
+            .update_user(&access, &user, patch)
             .await?
             .into(),
     ))
@@ -146,10 +142,9 @@ pub async fn delete(
     Path((app_id, user)): Path<(String, String)>,
     parts: Parts,
 ) -> Result<StatusCode, ApiError> {
-    let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&state, &key, KeyScope::UsersWrite)?;
+    let access = admin::<UsersWrite>(&state, &app_id, &parts).await?;
     let user: UserId = path_id(&user, "user")?;
-    state.identity.delete_user(&app.id, &user).await?;
+    state.identity.delete_user(&access, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -185,13 +180,12 @@ async fn set_disabled(
     parts: Parts,
     disabled: bool,
 ) -> Result<axum::Json<AdminUser>, ApiError> {
-    let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&state, &key, KeyScope::UsersWrite)?;
+    let access = admin::<UsersWrite>(&state, &app_id, &parts).await?;
     let user: UserId = path_id(&user, "user")?;
     Ok(axum::Json(
         state
             .identity
-            .set_disabled(&app.id, &user, disabled)
+            .set_disabled(&access, &user, disabled)
             .await?
             .into(),
     ))
@@ -207,11 +201,10 @@ pub async fn sessions(
     Query(params): Query<PageParams>,
     parts: Parts,
 ) -> Result<axum::Json<List<Session>>, ApiError> {
-    let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&state, &key, KeyScope::SessionsRead)?;
+    let access = admin::<SessionsRead>(&state, &app_id, &parts).await?;
     let user: UserId = path_id(&user, "user")?;
     let page = authsome_domain::page::PageRequest::parse(params.limit, params.cursor.as_deref())?;
-    let sessions = state.identity.user_sessions(&app.id, &user, &page).await?;
+    let sessions = state.identity.user_sessions(&access, &user, &page).await?;
     Ok(axum::Json(List::from_page(sessions, |s| s)))
 }
 
@@ -225,9 +218,8 @@ pub async fn revoke_session(
     Path((app_id, session)): Path<(String, String)>,
     parts: Parts,
 ) -> Result<StatusCode, ApiError> {
-    let (app, key) = keyed(&state, &app_id, &parts).await?;
-    require_secret(&state, &key, KeyScope::SessionsWrite)?;
+    let access = admin::<SessionsWrite>(&state, &app_id, &parts).await?;
     let session: SessionId = path_id(&session, "session")?;
-    state.identity.revoke_session(&app.id, &session).await?;
+    state.identity.revoke_session(&access, &session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
