@@ -45,7 +45,7 @@ use authsome_domain::tenancy::{
     Actor, KycStatus, Member, MemberStatus, PaymentStatus, Plan, Role, Workspace, WorkspaceLimits,
     WorkspaceStatus,
 };
-use authsome_storage::outbox::{scope, OutboxRow};
+use authsome_storage::outbox::{Outbox, OutboxRow};
 use authsome_storage::{PostgresStore, SqliteStore, Store, SystemRepository};
 use authsome_testkit::cpu::{self, Usage};
 use authsome_testkit::rounds::Rounds;
@@ -215,7 +215,7 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
         .await
         .expect("account");
     store
-        .create_workspace(&ws, &owner)
+        .create_workspace(&ws, &owner, &Outbox::empty())
         .await
         .expect("workspace");
     // Plain and audited blocks alternate, so the machine's drift (other load, frequency, a
@@ -240,8 +240,10 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
             if !audited {
                 for i in 0..BLOCK {
                     plain.name = format!("Plain {round}.{i}");
-                    let (done, _) = scope(Vec::new(), store.update_workspace(&plain)).await;
-                    done.expect("write");
+                    store
+                        .update_workspace(&plain, &Outbox::empty())
+                        .await
+                        .expect("write");
                 }
                 storage.plain(started.elapsed(), Usage::now(postgres).since(&used));
                 continue;
@@ -252,10 +254,12 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
                     .workspace(&ws.id)
                     .target(&ws.id)
                     .change("name", plain.name.clone());
-                let (done, stored) =
-                    scope(vec![OutboxRow::of(&event)], store.update_workspace(&plain)).await;
-                done.expect("write");
-                assert!(stored);
+                let outbox = Outbox::new(vec![OutboxRow::of(&event)]);
+                store
+                    .update_workspace(&plain, &outbox)
+                    .await
+                    .expect("write");
+                assert!(outbox.stored());
                 audit.record_stored(event, StoredIn::ControlPlane);
             }
             let answered = started.elapsed();
@@ -302,8 +306,10 @@ async fn overhead(backend: &str, store: &Arc<dyn Store>, audit: &Arc<AuditLog>, 
                         .expect("member");
                     current.name = format!("Plain op {round}.{i}");
                     current.updated_at = authsome_domain::now();
-                    let (done, _) = scope(Vec::new(), store.update_workspace(&current)).await;
-                    done.expect("write");
+                    store
+                        .update_workspace(&current, &Outbox::empty())
+                        .await
+                        .expect("write");
                 }
                 operation.plain(started.elapsed(), Usage::now(postgres).since(&used));
                 continue;

@@ -117,8 +117,10 @@ impl ControlPlane {
             );
         }
         ws.updated_at = self.clock.now();
-        self.audited(Some(actor), vec![event], self.store.update_workspace(&ws))
-            .await?;
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store.update_workspace(&ws, outbox).await
+        })
+        .await?;
         self.invalidate(crate::keys::Invalidation::Workspace(ws.id.clone()));
         Ok(ws)
     }
@@ -144,11 +146,9 @@ impl ControlPlane {
             event = self.set_upstreams(&mut app, event, upstreams).await?;
         }
         app.updated_at = self.clock.now();
-        self.audited(
-            Some(actor),
-            vec![event],
-            self.store.update_application(&app),
-        )
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store.update_application(&app, outbox).await
+        })
         .await?;
         self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         Ok(app)

@@ -94,9 +94,9 @@ impl ControlPlane {
         self.audited(
             Some(actor),
             vec![Self::app_event("application.created", &app)],
-            async {
+            async |outbox| {
                 self.store
-                    .create_application(&app)
+                    .create_application(&app, outbox)
                     .await
                     .map_err(duplicate("slug"))
             },
@@ -104,8 +104,10 @@ impl ControlPlane {
         .await?;
         // Usually ready before we answer; if not, the maintenance loop retries.
         let provisioned = self.provision(&mut app).await?;
-        self.audited(None, provisioned, self.store.update_application(&app))
-            .await?;
+        self.audited(None, provisioned, async |outbox| {
+            self.store.update_application(&app, outbox).await
+        })
+        .await?;
         Ok(app)
     }
 
@@ -216,9 +218,9 @@ impl ControlPlane {
             event = self.set_upstreams(&mut app, event, upstreams).await?;
         }
         app.updated_at = self.clock.now();
-        self.audited(Some(actor), vec![event], async {
+        self.audited(Some(actor), vec![event], async |outbox| {
             self.store
-                .update_application(&app)
+                .update_application(&app, outbox)
                 .await
                 .map_err(duplicate("slug"))
         })
@@ -321,7 +323,7 @@ impl ControlPlane {
         self.audited(
             Some(actor),
             vec![Self::app_event("application.deleted", &app)],
-            self.store.update_application(&app),
+            async |outbox| self.store.update_application(&app, outbox).await,
         )
         .await?;
         self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
@@ -353,9 +355,9 @@ impl ControlPlane {
         self.audited(
             Some(actor),
             vec![Self::app_event("application.restored", &app)],
-            async {
+            async |outbox| {
                 self.store
-                    .update_application(&app)
+                    .update_application(&app, outbox)
                     .await
                     .map_err(duplicate("slug"))
             },

@@ -1408,7 +1408,7 @@ mod tests {
         };
         store.create_account(&account, None).await.expect("account");
         store
-            .create_workspace(&ws, &owner)
+            .create_workspace(&ws, &owner, &authsome_storage::outbox::Outbox::empty())
             .await
             .expect("workspace");
         let actor = Actor::Account(owner.account_id.clone());

@@ -85,12 +85,11 @@ impl ControlPlane {
         if events.is_empty() {
             events.push(DomainEvent::new("account.signed_in").target(&account.id));
         }
-        self.audited(
-            Some(&actor),
-            events,
+        self.audited(Some(&actor), events, async |outbox| {
             self.store
-                .create_session(&token.hash, &account.id, now, expires_at),
-        )
+                .create_session(&token.hash, &account.id, now, expires_at, outbox)
+                .await
+        })
         .await?;
         Ok(LoginResult {
             token: token.plaintext,
@@ -248,12 +247,17 @@ impl ControlPlane {
                 vec![DomainEvent::new("workspace.member.joined")
                     .workspace(&invitation.workspace_id)
                     .target(&invitation.member_id)],
-                self.store.accept_invitation(
-                    &invitation,
-                    new_hash.as_deref(),
-                    name.as_deref(),
-                    now,
-                ),
+                async |outbox| {
+                    self.store
+                        .accept_invitation(
+                            &invitation,
+                            new_hash.as_deref(),
+                            name.as_deref(),
+                            now,
+                            outbox,
+                        )
+                        .await
+                },
             )
             .await?;
         Ok(member)

@@ -643,7 +643,7 @@ impl ControlPlane {
                 .application(&app.id)
                 .target(&created.key.id)
                 .change("type", created.key.kind.as_str())],
-            self.store.insert_key(&created.key),
+            async |outbox| self.store.insert_key(&created.key, outbox).await,
         )
         .await?;
         Ok(created)
@@ -749,7 +749,7 @@ impl ControlPlane {
                 .workspace(ws)
                 .target(&created.key.id)
                 .change("role", role.as_str())],
-            self.store.insert_key(&created.key),
+            async |outbox| self.store.insert_key(&created.key, outbox).await,
         )
         .await?;
         Ok(created)
@@ -830,7 +830,11 @@ impl ControlPlane {
         self.audited(
             Some(actor),
             vec![event.change("successor", new.key.id.to_string())],
-            self.store.roll_key(&old, old_expires_at, &new.key),
+            async |outbox| {
+                self.store
+                    .roll_key(&old, old_expires_at, &new.key, outbox)
+                    .await
+            },
         )
         .await?;
         self.invalidate(Invalidation::Key(old.hash));
@@ -855,11 +859,9 @@ impl ControlPlane {
             .key(ws, app, id)
             .await?
             .ok_or(ControlError::NotFound("key"))?;
-        self.audited(
-            Some(actor),
-            vec![event],
-            self.store.revoke_key(&old, self.clock.now()),
-        )
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store.revoke_key(&old, self.clock.now(), outbox).await
+        })
         .await?;
         self.invalidate(Invalidation::Key(old.hash));
         self.store

@@ -122,13 +122,14 @@ impl ControlPlane {
                     .workspace(ws)
                     .target(&candidate.id)
                     .change("role", candidate.role.as_str())],
-                async {
+                async |outbox| {
                     self.store
                         .invite_member(
                             &candidate,
                             &invitation.id,
                             &token.hash,
                             invitation.expires_at,
+                            outbox,
                         )
                         .await
                         .map_err(|e| match e {
@@ -157,7 +158,11 @@ impl ControlPlane {
             .audited(
                 Some(actor),
                 vec![DomainEvent::new("admin.invitation.reissued").target(id)],
-                self.store.reissue_invitation(id, &token.hash, expires_at),
+                async |outbox| {
+                    self.store
+                        .reissue_invitation(id, &token.hash, expires_at, outbox)
+                        .await
+                },
             )
             .await?
             .ok_or(ControlError::NotFound("invitation"))?;
@@ -256,8 +261,11 @@ impl ControlPlane {
                     .workspace(ws)
                     .target(id)
                     .change("role", patch.role.as_str())],
-                self.store
-                    .update_member_role(ws, id, patch.role, self.clock.now()),
+                async |outbox| {
+                    self.store
+                        .update_member_role(ws, id, patch.role, self.clock.now(), outbox)
+                        .await
+                },
             )
             .await?;
         for hash in capped {
@@ -297,7 +305,11 @@ impl ControlPlane {
                 vec![DomainEvent::new("workspace.member.removed")
                     .workspace(ws)
                     .target(id)],
-                self.store.remove_member(ws, id, self.clock.now()),
+                async |outbox| {
+                    self.store
+                        .remove_member(ws, id, self.clock.now(), outbox)
+                        .await
+                },
             )
             .await?;
         for hash in revoked {
@@ -329,13 +341,13 @@ impl ControlPlane {
                 .workspace(ws)
                 .target(id)
                 .change("to", account.to_string())],
-            async {
-                match self.store.reassign_management_key(ws, id, account).await {
-                    Err(authsome_storage::StorageError::NotFound) => {
-                        Err(ControlError::NotFound("key"))
-                    }
-                    other => Ok(other?),
-                }
+            async |outbox| match self
+                .store
+                .reassign_management_key(ws, id, account, outbox)
+                .await
+            {
+                Err(authsome_storage::StorageError::NotFound) => Err(ControlError::NotFound("key")),
+                other => Ok(other?),
             },
         )
         .await?;

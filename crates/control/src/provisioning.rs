@@ -76,8 +76,10 @@ impl ControlPlane {
                 continue;
             }
             let provisioned = self.provision(&mut app).await?;
-            self.audited(None, provisioned, self.store.update_application(&app))
-                .await?;
+            self.audited(None, provisioned, async |outbox| {
+                self.store.update_application(&app, outbox).await
+            })
+            .await?;
             self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         }
         Ok(())
@@ -100,8 +102,10 @@ impl ControlPlane {
             if let Some(app) = self.store.any_application(&id).await? {
                 purged = purged.workspace(&app.workspace_id);
             }
-            self.audited(None, vec![purged], self.store.remove_application(&id))
-                .await?;
+            self.audited(None, vec![purged], async |outbox| {
+                self.store.remove_application(&id, outbox).await
+            })
+            .await?;
             self.invalidate(crate::keys::Invalidation::Application(id.clone()));
             tracing::info!(app = %id, "purged application past its undelete window");
         }

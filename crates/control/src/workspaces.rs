@@ -95,9 +95,9 @@ impl ControlPlane {
             vec![DomainEvent::new("workspace.created")
                 .workspace(&workspace.id)
                 .target(&workspace.id)],
-            async {
+            async |outbox| {
                 self.store
-                    .create_workspace(&workspace, &owner)
+                    .create_workspace(&workspace, &owner, outbox)
                     .await
                     .map_err(duplicate("slug"))
             },
@@ -151,9 +151,9 @@ impl ControlPlane {
             ws.metadata = metadata;
         }
         ws.updated_at = self.clock.now();
-        self.audited(Some(actor), vec![event], async {
+        self.audited(Some(actor), vec![event], async |outbox| {
             self.store
-                .update_workspace(&ws)
+                .update_workspace(&ws, outbox)
                 .await
                 .map_err(duplicate("slug"))
         })
@@ -176,11 +176,9 @@ impl ControlPlane {
             vec![DomainEvent::new("workspace.deleted")
                 .workspace(id)
                 .target(id)],
-            async {
-                match self.store.delete_workspace(id).await {
-                    Err(StorageError::NotFound) => Err(ControlError::NotFound("workspace")),
-                    other => Ok(other?),
-                }
+            async |outbox| match self.store.delete_workspace(id, outbox).await {
+                Err(StorageError::NotFound) => Err(ControlError::NotFound("workspace")),
+                other => Ok(other?),
             },
         )
         .await

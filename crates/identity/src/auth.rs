@@ -12,6 +12,7 @@ use authsome_domain::shared_state::app_scoped;
 use authsome_domain::tenancy::member::parse_email;
 use authsome_domain::tenancy::parse_name;
 use authsome_storage::app::{AppRepository, Rotation};
+use authsome_storage::outbox::Outbox;
 use authsome_storage::StorageError;
 use chrono::{DateTime, Utc};
 
@@ -147,9 +148,9 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "user.signed_up", &user.id, Some(&user.id)),
-            async {
+            async |outbox| {
                 store
-                    .create_user(&user, Some(&hash))
+                    .create_user(&user, Some(&hash), outbox)
                     .await
                     .map_err(|e| match e {
                         StorageError::Duplicate => {
@@ -317,11 +318,11 @@ impl Identity {
         let touch = now - session.last_active_at > chrono::Duration::minutes(1);
         let refreshed = Self::event(app, "session.refreshed", &session.id, Some(&user.id));
         let (rotation, _) = self
-            .audited_if_written(
-                app,
-                refreshed.clone(),
-                store.rotate_refresh(&hash, &successor_record, now, touch),
-            )
+            .audited_if_written(app, refreshed.clone(), async |outbox| {
+                store
+                    .rotate_refresh(&hash, &successor_record, now, touch, outbox)
+                    .await
+            })
             .await?;
         match rotation {
             Rotation::Rotated => {}
@@ -329,15 +330,17 @@ impl Identity {
                 // The same successor as the first time, which the rotation stored. (A token
                 // rotated by an earlier version had a random successor: this one is added.)
                 if store.refresh_with_session(&successor.hash).await?.is_none() {
-                    self.audited(app, refreshed, store.add_refresh(&successor_record, now))
-                        .await?;
+                    self.audited(app, refreshed, async |outbox| {
+                        store.add_refresh(&successor_record, now, outbox).await
+                    })
+                    .await?;
                 }
             }
             Rotation::AlreadyRotated(_) => {
                 self.audited(
                     app,
                     Self::event(app, "session.revoked_on_reuse", &session.id, Some(&user.id)),
-                    store.revoke_session(&session.id, now),
+                    async |outbox| store.revoke_session(&session.id, now, outbox).await,
                 )
                 .await?;
                 tracing::warn!(app = %app, session = %session.id, "refresh token reuse: session revoked");
@@ -368,7 +371,11 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "user.signed_out", &session.id, Some(&user.id)),
-            store.revoke_session(&session.id, self.clock.now()),
+            async |outbox| {
+                store
+                    .revoke_session(&session.id, self.clock.now(), outbox)
+                    .await
+            },
         )
         .await?;
         Ok(())
@@ -449,7 +456,11 @@ impl Identity {
                 &session.id,
                 Some(&user.id),
             ),
-            store.set_active_organization(&session.id, input.organization_id.as_ref()),
+            async |outbox| {
+                store
+                    .set_active_organization(&session.id, input.organization_id.as_ref(), outbox)
+                    .await
+            },
         )
         .await?;
         session.active_organization_id = input.organization_id;
@@ -492,7 +503,7 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "session.revoked", id, Some(&user.id)),
-            store.revoke_session(id, self.clock.now()),
+            async |outbox| store.revoke_session(id, self.clock.now(), outbox).await,
         )
         .await?;
         Ok(())
@@ -548,12 +559,16 @@ impl Identity {
                 self.audited(
                     app,
                     Self::event(app, action, &session.id, Some(&user.id)),
-                    store.create_session(&session, &record),
+                    async |outbox| store.create_session(&session, &record, outbox).await,
                 )
                 .await?
             }
             // Part of a write that is audited itself (sign-up).
-            None => store.create_session(&session, &record).await?,
+            None => {
+                store
+                    .create_session(&session, &record, &Outbox::empty())
+                    .await?
+            }
         }
         let (token, expires_at) = self.access_token(app, store, user, &session, now).await?;
         Ok(IssuedSession {

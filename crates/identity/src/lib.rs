@@ -16,6 +16,7 @@ pub mod tokens;
 mod usage;
 mod users;
 
+use authsome_storage::outbox::Outbox;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -224,7 +225,7 @@ impl Identity {
         &self,
         app: &ApplicationId,
         event: DomainEvent,
-        write: impl std::future::Future<Output = std::result::Result<T, E>>,
+        write: impl AsyncFnOnce(&Outbox) -> std::result::Result<T, E>,
     ) -> Result<T>
     where
         IdentityError: From<E>,
@@ -243,15 +244,15 @@ impl Identity {
         &self,
         app: &ApplicationId,
         mut event: DomainEvent,
-        write: impl std::future::Future<Output = std::result::Result<T, E>>,
+        write: impl AsyncFnOnce(&Outbox) -> std::result::Result<T, E>,
     ) -> Result<(T, bool)>
     where
         IdentityError: From<E>,
     {
         self.events.stamp(&mut event);
-        let rows = vec![authsome_storage::outbox::OutboxRow::of(&event)];
-        let (result, stored) = authsome_storage::outbox::scope(rows, write).await;
-        let value = result?;
+        let outbox = Outbox::new(vec![authsome_storage::outbox::OutboxRow::of(&event)]);
+        let value = write(&outbox).await?;
+        let stored = outbox.stored();
         if stored {
             self.events
                 .emit_stored(event, StoredIn::Application(app.clone()));
@@ -330,7 +331,7 @@ impl Identity {
         if store.signing_keys().await?.is_empty() {
             let now = self.clock.now();
             store
-                .insert_signing_key(&self.new_signing_key(app, now, now))
+                .insert_signing_key(&self.new_signing_key(app, now, now), &Outbox::empty())
                 .await?;
         }
         drop(store);
@@ -384,11 +385,17 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "application.signing_key.rotated", app, None),
-            store.insert_signing_key(&self.new_signing_key(app, now, switch_at)),
+            async |outbox| {
+                store
+                    .insert_signing_key(&self.new_signing_key(app, now, switch_at), outbox)
+                    .await
+            },
         )
         .await?;
         for old in keys.iter().filter(|k| k.retired_at.is_none()) {
-            store.retire_signing_key(&old.kid, switch_at).await?;
+            store
+                .retire_signing_key(&old.kid, switch_at, &Outbox::empty())
+                .await?;
         }
         if let Ok(mut cache) = self.keys.write() {
             cache.remove(app);

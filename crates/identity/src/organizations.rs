@@ -140,9 +140,9 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "organization.created", &org.id, None),
-            async {
+            async |outbox| {
                 store
-                    .create_organization(&org, creator.as_ref())
+                    .create_organization(&org, creator.as_ref(), outbox)
                     .await
                     .map_err(|e| match e {
                         StorageError::Duplicate => {
@@ -207,11 +207,16 @@ impl Identity {
             org.metadata = metadata;
         }
         org.updated_at = self.clock.now();
-        self.audited(app, event, async {
-            store.update_organization(&org).await.map_err(|e| match e {
-                StorageError::Duplicate => IdentityError::Conflict("slug is already taken".into()),
-                other => storage("organization")(other),
-            })
+        self.audited(app, event, async |outbox| {
+            store
+                .update_organization(&org, outbox)
+                .await
+                .map_err(|e| match e {
+                    StorageError::Duplicate => {
+                        IdentityError::Conflict("slug is already taken".into())
+                    }
+                    other => storage("organization")(other),
+                })
         })
         .await?;
         Ok(org)
@@ -227,9 +232,9 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "organization.deleted", id, None),
-            async {
+            async |outbox| {
                 store
-                    .delete_organization(id)
+                    .delete_organization(id, outbox)
                     .await
                     .map_err(storage("organization"))
             },
@@ -268,9 +273,9 @@ impl Identity {
             app,
             Self::event(app, "organization.membership.added", &membership.id, None)
                 .change("role", membership.role.clone()),
-            async {
+            async |outbox| {
                 store
-                    .add_membership(&membership)
+                    .add_membership(&membership, outbox)
                     .await
                     .map_err(storage("membership"))
             },
@@ -309,9 +314,9 @@ impl Identity {
                 app,
                 Self::event(app, "organization.membership.updated", id, None)
                     .change("role", role.clone()),
-                async {
+                async |outbox| {
                     store
-                        .update_membership_role(org, id, &role, self.clock.now())
+                        .update_membership_role(org, id, &role, self.clock.now(), outbox)
                         .await
                         .map_err(storage("membership"))
                 },
@@ -331,9 +336,9 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "organization.membership.removed", id, None),
-            async {
+            async |outbox| {
                 store
-                    .remove_membership(org, id)
+                    .remove_membership(org, id, outbox)
                     .await
                     .map_err(storage("membership"))
             },
@@ -373,7 +378,7 @@ impl Identity {
             Self::event(app, "organization.invitation.created", &invitation.id, None)
                 .change("role", role.clone())
                 .identifying("email", email.clone()),
-            store.create_invitation(&invitation),
+            async |outbox| store.create_invitation(&invitation, outbox).await,
         )
         .await?;
         Ok(CreatedOrgInvitation {
@@ -420,9 +425,9 @@ impl Identity {
                 &invitation.id,
                 Some(&membership.user_id),
             ),
-            async {
+            async |outbox| {
                 store
-                    .accept_org_invitation(&invitation.id, &membership, now)
+                    .accept_org_invitation(&invitation.id, &membership, now, outbox)
                     .await
                     .map_err(|e| match e {
                         StorageError::State(_) => IdentityError::NotFound("invitation"),

@@ -9,6 +9,7 @@ use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::member::parse_email;
 use authsome_domain::tenancy::{parse_json_object, parse_name};
 use authsome_storage::app::UserFilter;
+use authsome_storage::outbox::Outbox;
 use authsome_storage::StorageError;
 
 use crate::{Identity, IdentityError, Result};
@@ -87,9 +88,9 @@ impl Identity {
         self.audited(
             app,
             Self::event(app, "user.created", &user.id, None),
-            async {
+            async |outbox| {
                 store
-                    .create_user(&user, hash.as_deref())
+                    .create_user(&user, hash.as_deref(), outbox)
                     .await
                     .map_err(email_taken)
             },
@@ -169,12 +170,12 @@ impl Identity {
         if new_hash.is_some() {
             event = event.change("password", "changed");
         }
-        self.audited(app, event, async {
-            store.update_user(&user).await.map_err(email_taken)
+        self.audited(app, event, async |outbox| {
+            store.update_user(&user, outbox).await.map_err(email_taken)
         })
         .await?;
         if let Some(hash) = new_hash {
-            store.set_password(id, &hash, now).await?;
+            store.set_password(id, &hash, now, &Outbox::empty()).await?;
         }
         Ok(user)
     }
@@ -182,9 +183,11 @@ impl Identity {
     pub async fn delete_user(&self, access: &AdminAccess<UsersWrite>, id: &UserId) -> Result<()> {
         let app = access.application();
         let store = self.store(app).await?;
-        self.audited(app, Self::event(app, "user.deleted", id, None), async {
-            store.delete_user(id).await.map_err(email_taken)
-        })
+        self.audited(
+            app,
+            Self::event(app, "user.deleted", id, None),
+            async |outbox| store.delete_user(id, outbox).await.map_err(email_taken),
+        )
         .await?;
         Ok(())
     }
@@ -210,12 +213,14 @@ impl Identity {
         } else {
             "user.enabled"
         };
-        self.audited(app, Self::event(app, action, id, None), async {
-            store.update_user(&user).await.map_err(email_taken)
+        self.audited(app, Self::event(app, action, id, None), async |outbox| {
+            store.update_user(&user, outbox).await.map_err(email_taken)
         })
         .await?;
         if disabled {
-            store.revoke_user_sessions(id, now).await?;
+            store
+                .revoke_user_sessions(id, now, &Outbox::empty())
+                .await?;
         }
         Ok(user)
     }
@@ -242,15 +247,19 @@ impl Identity {
     ) -> Result<()> {
         let app = access.application();
         let store = self.store(app).await?;
-        self.audited(app, Self::event(app, "session.revoked", id, None), async {
-            store
-                .revoke_session(id, self.clock.now())
-                .await
-                .map_err(|e| match e {
-                    StorageError::NotFound => IdentityError::NotFound("session"),
-                    other => other.into(),
-                })
-        })
+        self.audited(
+            app,
+            Self::event(app, "session.revoked", id, None),
+            async |outbox| {
+                store
+                    .revoke_session(id, self.clock.now(), outbox)
+                    .await
+                    .map_err(|e| match e {
+                        StorageError::NotFound => IdentityError::NotFound("session"),
+                        other => other.into(),
+                    })
+            },
+        )
         .await?;
         Ok(())
     }

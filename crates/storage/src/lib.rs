@@ -149,6 +149,7 @@ pub trait AccountRepository {
         account: &AccountId,
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<()>;
     /// The account behind an unexpired session token.
     async fn session_account(
@@ -165,7 +166,12 @@ pub trait AccountRepository {
 #[async_trait]
 pub trait WorkspaceRepository {
     /// Creates a workspace with its first owner (an existing account) in one transaction.
-    async fn create_workspace(&self, workspace: &Workspace, owner: &Member) -> Result<()>;
+    async fn create_workspace(
+        &self,
+        workspace: &Workspace,
+        owner: &Member,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     /// The workspace and the caller's role in it, or `None` when the caller is not an active
     /// member (or its management key belongs elsewhere).
     async fn workspace_access(
@@ -183,9 +189,17 @@ pub trait WorkspaceRepository {
     async fn any_workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>>;
     /// Platform operators only: all workspaces.
     async fn all_workspaces(&self, page: &PageRequest) -> Result<Page<Workspace>>;
-    async fn update_workspace(&self, workspace: &Workspace) -> Result<()>;
+    async fn update_workspace(
+        &self,
+        workspace: &Workspace,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     /// Deletes a workspace that has no applications left (deleted ones included); `State` otherwise.
-    async fn delete_workspace(&self, id: &WorkspaceId) -> Result<()>;
+    async fn delete_workspace(
+        &self,
+        id: &WorkspaceId,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
 }
 
 /// An invitation found by its token, with what accepting it needs to know.
@@ -210,6 +224,7 @@ pub trait MemberRepository {
         invitation_id: &InvitationId,
         token_hash: &KeyHash,
         expires_at: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<Member>;
     /// Changes a role; `LastOwner` if that would leave no active owner. In the same
     /// transaction, the member's management keys in the workspace that could do more than the
@@ -220,6 +235,7 @@ pub trait MemberRepository {
         id: &MemberId,
         role: Role,
         now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<(Member, Vec<KeyHash>)>;
     /// Removes a member; `LastOwner` if that would leave no active owner. In the same
     /// transaction, the member's live management keys in the workspace are revoked; their
@@ -229,6 +245,7 @@ pub trait MemberRepository {
         workspace: &WorkspaceId,
         id: &MemberId,
         now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<Vec<KeyHash>>;
     /// Makes `account` the member a management key belongs to. `NotFound` when there is no
     /// such live management key in the workspace.
@@ -237,6 +254,7 @@ pub trait MemberRepository {
         workspace: &WorkspaceId,
         id: &KeyId,
         account: &AccountId,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<()>;
     async fn pending_invitation(
         &self,
@@ -251,6 +269,7 @@ pub trait MemberRepository {
         id: &InvitationId,
         token_hash: &KeyHash,
         expires_at: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<Option<Member>>;
     /// Consumes the invitation (once), activates the membership, and sets the password and name
     /// when given. `State` when it was consumed concurrently.
@@ -260,12 +279,17 @@ pub trait MemberRepository {
         password_hash: Option<&str>,
         name: Option<&str>,
         now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<Member>;
 }
 
 #[async_trait]
 pub trait ApplicationRepository {
-    async fn create_application(&self, app: &Application) -> Result<()>;
+    async fn create_application(
+        &self,
+        app: &Application,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     /// The application with its workspace and the caller's role there, or `None` when the caller
     /// has no access to its workspace. Deleted applications are included.
     async fn application_access(
@@ -285,7 +309,11 @@ pub trait ApplicationRepository {
         page: &PageRequest,
     ) -> Result<Page<Application>>;
     /// Writes every mutable field of an existing application of `app.workspace_id`.
-    async fn update_application(&self, app: &Application) -> Result<()>;
+    async fn update_application(
+        &self,
+        app: &Application,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     /// Any application by id, whatever its workspace. For the public customer-API routes (JWKS,
     /// discovery, token checks), where the application id in the path is the whole claim.
     async fn any_application(&self, id: &ApplicationId) -> Result<Option<Application>>;
@@ -304,12 +332,16 @@ pub trait ApplicationRepository {
         limit: u32,
     ) -> Result<Vec<ApplicationId>>;
     /// Removes a deleted application's record for good (its database must be gone already).
-    async fn remove_application(&self, id: &ApplicationId) -> Result<()>;
+    async fn remove_application(
+        &self,
+        id: &ApplicationId,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
 }
 
 #[async_trait]
 pub trait KeyRepository {
-    async fn insert_key(&self, key: &ApiKey) -> Result<()>;
+    async fn insert_key(&self, key: &ApiKey, outbox: &crate::outbox::Outbox) -> Result<()>;
     /// The key a credential hashes to, whatever its tenant: the credential decides.
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>>;
     /// The key a signed request names, whatever its tenant: the signature decides (checked
@@ -335,8 +367,14 @@ pub trait KeyRepository {
         old: &ApiKey,
         old_expires_at: DateTime<Utc>,
         replacement: &ApiKey,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<()>;
-    async fn revoke_key(&self, old: &ApiKey, now: DateTime<Utc>) -> Result<()>;
+    async fn revoke_key(
+        &self,
+        old: &ApiKey,
+        now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     /// Batched `lastUsedAt` updates (never moves a timestamp backwards).
     async fn record_key_use(&self, uses: &[(KeyId, DateTime<Utc>)]) -> Result<()>;
 }

@@ -1,19 +1,16 @@
 //! The audit outbox: how a write and its audit event are committed together or not at all.
 //!
-//! The control plane and the identity engine run each audited write inside [`scope`] with the
-//! write's event already serialised. The storage method that performs the write inserts the
-//! pending rows into its own database's `audit_outbox` table in the write's transaction, and
-//! reports them stored only once that transaction commits. The audit writer later moves each
+//! The control plane and the identity engine hand each audited write an [`Outbox`] holding the
+//! write's events already serialised: the storage method that performs the write takes it as an
+//! argument, inserts its rows into its own database's `audit_outbox` table in the write's
+//! transaction, and marks them stored only once that transaction commits. The audit writer later moves each
 //! row into the workspace's log and deletes it, skipping ids the log already holds, so every
 //! row lands exactly once. A write whose outbox row cannot be stored rolls back with it.
 //!
-//! **Invariant:** every storage method that writes something audited stores the pending rows
-//! atomically with the write (the backend's `write_outbox` in its transaction, or the row's
-//! `INSERT` inside the write's single command: a data-modifying CTE on Postgres, a
-//! `crate::script` on SQLite) and calls `committed` after the commit.
-
-use std::cell::RefCell;
-use std::future::Future;
+//! **Invariant:** every storage method that writes something audited takes an [`Outbox`] and
+//! stores its rows atomically with the write (the backend's `write_outbox` in its transaction,
+//! or the row's `INSERT` inside the write's single command: a data-modifying CTE on Postgres, a
+//! `crate::script` on SQLite) and calls `Outbox::committed` after the commit.
 
 use chrono::{DateTime, Utc};
 
@@ -36,46 +33,81 @@ impl OutboxRow {
     }
 }
 
-struct Pending {
+/// The audit rows a write commits with it. The caller (the control plane, the identity engine)
+/// makes one from the write's events and passes it to the storage method that performs the
+/// write: an audited write cannot be called without one. The method stores the rows in the
+/// write's own transaction or single command, and marks them stored once that commits, which
+/// the caller checks with [`Outbox::stored`].
+#[derive(Debug, Default)]
+pub struct Outbox {
     rows: Vec<OutboxRow>,
-    stored: bool,
+    stored: std::sync::atomic::AtomicBool,
 }
 
-tokio::task_local! {
-    static PENDING: RefCell<Pending>;
-}
+impl Outbox {
+    pub fn new(rows: Vec<OutboxRow>) -> Self {
+        Self {
+            rows,
+            stored: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 
-/// Runs `write` with `rows` pending; returns its output and whether the rows were committed
-/// with it.
-pub async fn scope<F: Future>(rows: Vec<OutboxRow>, write: F) -> (F::Output, bool) {
-    let pending = RefCell::new(Pending {
-        rows,
-        stored: false,
-    });
-    PENDING
-        .scope(pending, async move {
-            let output = write.await;
-            let stored = PENDING.with(|p| p.borrow().stored);
-            (output, stored)
-        })
-        .await
-}
+    /// No rows: for a write made outside any audited operation (tools, tests of storage).
+    pub fn empty() -> Self {
+        Self::default()
+    }
 
-/// The rows the current write must store (none outside a [`scope`], or once stored).
-pub(crate) fn pending() -> Vec<OutboxRow> {
-    PENDING
-        .try_with(|p| {
-            let p = p.borrow();
-            if p.stored {
-                Vec::new()
+    /// Whether the rows were committed with the write (false while there were none).
+    pub fn stored(&self) -> bool {
+        self.stored.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The rows still to store (none once stored).
+    pub(crate) fn rows(&self) -> &[OutboxRow] {
+        if self.stored() {
+            &[]
+        } else {
+            &self.rows
+        }
+    }
+
+    /// Called after the transaction or command that wrote the rows committed.
+    pub(crate) fn committed(&self, wrote: bool) {
+        if wrote {
+            self.stored
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// The rows for a write that stores them inside its own single command.
+    pub(crate) fn inline(&self) -> InlineRows {
+        let mut rows = self.rows().iter();
+        let Some(first) = rows.next() else {
+            return InlineRows::default();
+        };
+        let rest: Vec<serde_json::Value> = rows
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "body": r.body,
+                    "at": r.created_at.timestamp_millis(),
+                })
+            })
+            .collect();
+        InlineRows {
+            at: Some(first.created_at.timestamp_millis()),
+            id: Some(first.id.clone()),
+            body: Some(first.body.clone()),
+            rest: if rest.is_empty() {
+                None
             } else {
-                p.rows.clone()
-            }
-        })
-        .unwrap_or_default()
+                serde_json::to_string(&rest).ok()
+            },
+        }
+    }
 }
 
-/// The pending rows for a write that stores them inside its own single command: the first
+/// An outbox's rows for a write that stores them inside its own single command: the first
 /// row's columns bound as they are (the usual case, one event per write, costs no JSON on either
 /// side), and any further rows as one JSON array (`[{"id", "body", "at"}]`, `at` in
 /// milliseconds) that the SQL takes apart: `jsonb_array_elements(CAST($n AS jsonb))` on
@@ -112,8 +144,8 @@ impl InlineRows {
     }
 }
 
-/// The one command of a write that changes at most one row, with the pending outbox rows
-/// ([`pending_inline`]) stored only if it changed one: on Postgres one statement with
+/// The one command of a write that changes at most one row, with its outbox's rows
+/// ([`Outbox::inline`]) stored only if it changed one: on Postgres one statement with
 /// data-modifying CTEs, on SQLite a script (`crate::script`, run on the held connection). Its
 /// first row's first column is the number of rows the write changed.
 ///
@@ -212,39 +244,6 @@ macro_rules! outboxed_write {
 }
 pub(crate) use outboxed_write;
 
-pub(crate) fn pending_inline() -> InlineRows {
-    let mut rows = pending().into_iter();
-    let Some(first) = rows.next() else {
-        return InlineRows::default();
-    };
-    let rest: Vec<serde_json::Value> = rows
-        .map(|r| {
-            serde_json::json!({
-                "id": r.id,
-                "body": r.body,
-                "at": r.created_at.timestamp_millis(),
-            })
-        })
-        .collect();
-    InlineRows {
-        at: Some(first.created_at.timestamp_millis()),
-        id: Some(first.id),
-        body: Some(first.body),
-        rest: if rest.is_empty() {
-            None
-        } else {
-            serde_json::to_string(&rest).ok()
-        },
-    }
-}
-
-/// Called after the transaction that wrote the pending rows committed.
-pub(crate) fn committed(wrote: bool) {
-    if wrote {
-        let _ = PENDING.try_with(|p| p.borrow_mut().stored = true);
-    }
-}
-
 /// The one outbox statement that differs between backends.
 pub(crate) trait OutboxDialect: sqlx::Database {
     /// Deletes the rows with these ids: one fixed statement whatever their number, the ids
@@ -269,22 +268,26 @@ impl OutboxDialect for sqlx::Sqlite {
 }
 
 /// The outbox's SQL for one backend (the table is the same in every database):
-/// `write_outbox(executor)` inserts the pending rows (if any) through the write's transaction;
+/// `write_outbox(executor, outbox)` inserts an outbox's rows (if any) through the write's
+/// transaction;
 /// `read_outbox(executor, before, limit)` lists rows older than `before`;
 /// `delete_outbox_ids(executor, ids)` deletes rows by id, with [`OutboxDialect::delete_ids`].
 macro_rules! outbox_sql {
     ($db:ty) => {
-        async fn write_outbox<'e, E>(exec: E) -> $crate::Result<bool>
+        async fn write_outbox<'e, E>(
+            exec: E,
+            outbox: &$crate::outbox::Outbox,
+        ) -> $crate::Result<bool>
         where
             E: sqlx::Executor<'e, Database = $db>,
         {
-            let rows = $crate::outbox::pending();
+            let rows = outbox.rows();
             if rows.is_empty() {
                 return Ok(false);
             }
             let mut insert =
                 sqlx::QueryBuilder::<$db>::new("INSERT INTO audit_outbox (id, body, created_at) ");
-            insert.push_values(&rows, |mut b, r| {
+            insert.push_values(rows, |mut b, r| {
                 b.push_bind(&r.id)
                     .push_bind(&r.body)
                     .push_bind(r.created_at.timestamp_millis());

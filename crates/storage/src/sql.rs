@@ -38,11 +38,12 @@ macro_rules! impl_repositories {
                 Ok(id)
             }
 
-            /// Runs an [`crate::outbox::outboxed_write!`] command with the pending `rows` bound
+            /// Runs an [`crate::outbox::outboxed_write!`] command with `outbox`'s `rows` bound
             /// last; the number of rows the write changed (its outbox rows stored if it changed
             /// one).
             async fn run_outboxed<'q>(
                 &self,
+                outbox: &crate::outbox::Outbox,
                 rows: &'q crate::outbox::InlineRows,
                 query: sqlx::query::Query<
                     'q,
@@ -57,7 +58,7 @@ macro_rules! impl_repositories {
                     .await
                     .map_err(unique)?;
                 let changed = crate::script::first_count(&result)?;
-                crate::outbox::committed(changed > 0 && rows.any());
+                outbox.committed(changed > 0 && rows.any());
                 Ok(changed)
             }
 
@@ -168,9 +169,7 @@ macro_rules! impl_repositories {
                 insert_workspace(&mut *tx, &root.workspace).await?;
                 insert_member(&mut *tx, &root.member).await?;
                 insert_key(&mut *tx, &root.key).await?;
-                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
                 Ok(BootstrapOutcome::Created)
             }
 
@@ -359,7 +358,8 @@ macro_rules! impl_repositories {
                 account: &AccountId,
                 created_at: DateTime<Utc>,
                 expires_at: DateTime<Utc>,
-            ) -> Result<()> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query(
@@ -372,9 +372,9 @@ macro_rules! impl_repositories {
                 .bind(ms(expires_at))
                 .execute(&mut *tx)
                 .await?;
-                let outboxed = write_outbox(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -430,14 +430,14 @@ macro_rules! impl_repositories {
 
         #[async_trait]
         impl WorkspaceRepository for $store {
-            async fn create_workspace(&self, workspace: &Workspace, owner: &Member) -> Result<()> {
+            async fn create_workspace(&self, workspace: &Workspace, owner: &Member, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 insert_workspace(&mut *tx, workspace).await?;
                 insert_member(&mut *tx, owner).await?;
-                let outboxed = write_outbox(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -535,8 +535,8 @@ macro_rules! impl_repositories {
                 Ok(Page::from_rows(rows, page.limit, |w| w.id.as_str()))
             }
 
-            async fn update_workspace(&self, w: &Workspace) -> Result<()> {
-                let rows = crate::outbox::pending_inline();
+            async fn update_workspace(&self, w: &Workspace, outbox: &crate::outbox::Outbox) -> Result<()> {
+                let rows = outbox.inline();
                 let sql = crate::outbox::outboxed_write!(
                     $backend,
                     "UPDATE workspaces SET name = $1, slug = $2, plan = $3, status = $4, \
@@ -555,13 +555,13 @@ macro_rules! impl_repositories {
                     .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
                     .bind(ms(w.updated_at))
                     .bind(w.id.as_str());
-                if self.run_outboxed(&rows, query).await? == 0 {
+                if self.run_outboxed(outbox, &rows, query).await? == 0 {
                     return Err(StorageError::NotFound);
                 }
                 Ok(())
             }
 
-            async fn delete_workspace(&self, id: &WorkspaceId) -> Result<()> {
+            async fn delete_workspace(&self, id: &WorkspaceId, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query(
@@ -572,9 +572,9 @@ macro_rules! impl_repositories {
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 1 {
-                    let outboxed = write_outbox(&mut *tx).await?;
+                    let outboxed = write_outbox(&mut *tx, outbox).await?;
                     tx.commit().await?;
-                    crate::outbox::committed(outboxed);
+                    outbox.committed(outboxed);
                     return Ok(());
                 }
                 drop(tx);
@@ -624,7 +624,8 @@ macro_rules! impl_repositories {
                 invitation_id: &InvitationId,
                 token_hash: &KeyHash,
                 expires_at: DateTime<Utc>,
-            ) -> Result<Member> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<Member> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 lock_workspace(&mut *tx, &member.workspace_id).await?;
@@ -661,9 +662,9 @@ macro_rules! impl_repositories {
                 .bind(ms(expires_at))
                 .execute(&mut *tx)
                 .await?;
-                let outboxed = write_outbox(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 self.member_by_id(&member.workspace_id, &member.id).await
             }
 
@@ -673,7 +674,8 @@ macro_rules! impl_repositories {
                 id: &MemberId,
                 role: Role,
                 now: DateTime<Utc>,
-            ) -> Result<(Member, Vec<KeyHash>)> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<(Member, Vec<KeyHash>)> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 lock_workspace(&mut *tx, workspace).await?;
@@ -707,9 +709,9 @@ macro_rules! impl_repositories {
                     query = query.bind(exceeding.next().unwrap_or_default());
                 }
                 let capped: Vec<String> = query.fetch_all(&mut *tx).await?;
-                let outboxed = write_outbox(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 let member = self.member_by_id(workspace, id).await?;
                 Ok((member, key_hashes(capped)?))
             }
@@ -719,7 +721,8 @@ macro_rules! impl_repositories {
                 workspace: &WorkspaceId,
                 id: &MemberId,
                 now: DateTime<Utc>,
-            ) -> Result<Vec<KeyHash>> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<Vec<KeyHash>> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 lock_workspace(&mut *tx, workspace).await?;
@@ -745,9 +748,9 @@ macro_rules! impl_repositories {
                 .bind(&account)
                 .fetch_all(&mut *tx)
                 .await?;
-                let outboxed = write_outbox(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 key_hashes(revoked)
             }
 
@@ -756,7 +759,8 @@ macro_rules! impl_repositories {
                 workspace: &WorkspaceId,
                 id: &KeyId,
                 account: &AccountId,
-            ) -> Result<()> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let done = sqlx::query(
@@ -771,9 +775,9 @@ macro_rules! impl_repositories {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = write_outbox(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -812,7 +816,8 @@ macro_rules! impl_repositories {
                 id: &InvitationId,
                 token_hash: &KeyHash,
                 expires_at: DateTime<Utc>,
-            ) -> Result<Option<Member>> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<Option<Member>> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let found: Option<(String, String)> = sqlx::query_as(
@@ -827,9 +832,9 @@ macro_rules! impl_repositories {
                 let Some((workspace, member)) = found else {
                     return Ok(None);
                 };
-                let outboxed = write_outbox(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 let workspace = WorkspaceId::parse(&workspace)
                     .map_err(|_| StorageError::Corrupt("invitations.workspace_id"))?;
                 let member = MemberId::parse(&member)
@@ -843,7 +848,8 @@ macro_rules! impl_repositories {
                 password_hash: Option<&str>,
                 name: Option<&str>,
                 now: DateTime<Utc>,
-            ) -> Result<Member> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<Member> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 let consumed = sqlx::query(
@@ -876,17 +882,17 @@ macro_rules! impl_repositories {
                 .bind(inv.account.id.as_str())
                 .execute(&mut *tx)
                 .await?;
-                let outboxed = write_outbox(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 self.member_by_id(&inv.workspace_id, &inv.member_id).await
             }
         }
 
         #[async_trait]
         impl ApplicationRepository for $store {
-            async fn create_application(&self, a: &Application) -> Result<()> {
-                let rows = crate::outbox::pending_inline();
+            async fn create_application(&self, a: &Application, outbox: &crate::outbox::Outbox) -> Result<()> {
+                let rows = outbox.inline();
                 let query = sqlx::query(crate::outbox::outboxed_write!(
                     $backend,
                     "INSERT INTO applications (id, workspace_id, name, slug, environment, tenancy, \
@@ -912,7 +918,7 @@ macro_rules! impl_repositories {
                 .bind(opt_ms(a.provisioned_at))
                 .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
                 .bind(a.provision_error.as_deref());
-                self.run_outboxed(&rows, query).await?;
+                self.run_outboxed(outbox, &rows, query).await?;
                 Ok(())
             }
 
@@ -981,8 +987,8 @@ macro_rules! impl_repositories {
                 Ok(Page::from_rows(rows, page.limit, |a| a.id.as_str()))
             }
 
-            async fn update_application(&self, a: &Application) -> Result<()> {
-                let rows = crate::outbox::pending_inline();
+            async fn update_application(&self, a: &Application, outbox: &crate::outbox::Outbox) -> Result<()> {
+                let rows = outbox.inline();
                 let query = sqlx::query(crate::outbox::outboxed_write!(
                     $backend,
                     "UPDATE applications SET name = $1, slug = $2, status = $3, region = $4, \
@@ -1005,7 +1011,7 @@ macro_rules! impl_repositories {
                 .bind(opt_ms(a.provisioned_at))
                 .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
                 .bind(a.provision_error.as_deref());
-                if self.run_outboxed(&rows, query).await? == 0 {
+                if self.run_outboxed(outbox, &rows, query).await? == 0 {
                     return Err(StorageError::NotFound);
                 }
                 Ok(())
@@ -1078,24 +1084,24 @@ macro_rules! impl_repositories {
                     .collect()
             }
 
-            async fn remove_application(&self, id: &ApplicationId) -> Result<()> {
+            async fn remove_application(&self, id: &ApplicationId, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query("DELETE FROM applications WHERE id = $1 AND purge_at IS NOT NULL")
                     .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = write_outbox(&mut *tx).await?;
+                let outboxed = write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
         }
 
         #[async_trait]
         impl KeyRepository for $store {
-            async fn insert_key(&self, key: &ApiKey) -> Result<()> {
-                let rows = crate::outbox::pending_inline();
+            async fn insert_key(&self, key: &ApiKey, outbox: &crate::outbox::Outbox) -> Result<()> {
+                let rows = outbox.inline();
                 let query = bind_key(
                     sqlx::query(crate::outbox::outboxed_write!(
                         $backend,
@@ -1108,7 +1114,7 @@ macro_rules! impl_repositories {
                     )),
                     key,
                 );
-                self.run_outboxed(&rows, query).await?;
+                self.run_outboxed(outbox, &rows, query).await?;
                 Ok(())
             }
 
@@ -1180,8 +1186,9 @@ macro_rules! impl_repositories {
                 old: &ApiKey,
                 old_expires_at: DateTime<Utc>,
                 replacement: &ApiKey,
-            ) -> Result<()> {
-                let rows = crate::outbox::pending_inline();
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()> {
+                let rows = outbox.inline();
                 // The replacement's columns first, as `bind_key` numbers them.
                 let query = bind_key(
                     sqlx::query(crate::outbox::outboxed_write!(
@@ -1202,14 +1209,14 @@ macro_rules! impl_repositories {
                 .bind(ms(old_expires_at))
                 .bind(old.workspace_id.as_str())
                 .bind(old.id.as_str());
-                if self.run_outboxed(&rows, query).await? == 0 {
+                if self.run_outboxed(outbox, &rows, query).await? == 0 {
                     return Err(StorageError::State("the key was already rolled or revoked"));
                 }
                 Ok(())
             }
 
-            async fn revoke_key(&self, old: &ApiKey, now: DateTime<Utc>) -> Result<()> {
-                let rows = crate::outbox::pending_inline();
+            async fn revoke_key(&self, old: &ApiKey, now: DateTime<Utc>, outbox: &crate::outbox::Outbox) -> Result<()> {
+                let rows = outbox.inline();
                 let query = sqlx::query(crate::outbox::outboxed_write!(
                     $backend,
                     "UPDATE api_keys SET revoked_at = $1 \
@@ -1219,7 +1226,7 @@ macro_rules! impl_repositories {
                 .bind(ms(now))
                 .bind(old.workspace_id.as_str())
                 .bind(old.id.as_str());
-                if self.run_outboxed(&rows, query).await? == 0 {
+                if self.run_outboxed(outbox, &rows, query).await? == 0 {
                     return Err(StorageError::State("the key is already revoked"));
                 }
                 Ok(())
@@ -1241,9 +1248,7 @@ macro_rules! impl_repositories {
                     .execute(&mut *tx)
                     .await?;
                 }
-                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
                 Ok(())
             }
         }
@@ -1272,9 +1277,7 @@ macro_rules! impl_repositories {
                     .execute(&mut *tx)
                     .await?;
                 }
-                let outboxed = write_outbox(&mut *tx).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
                 Ok(())
             }
 

@@ -10,6 +10,7 @@ use authsome_domain::tenancy::{
     Account, Actor, ApiKey, AppStatus, Application, Environment, KeyScope, KycStatus, Member,
     MemberStatus, PaymentStatus, Plan, Role, Tenancy, Workspace, WorkspaceLimits, WorkspaceStatus,
 };
+use authsome_storage::outbox::{Outbox, OutboxRow as Row};
 use authsome_storage::{
     AuditFilter, AuditRow, AuditSigningKey, BootstrapOutcome, IdempotencyBegin, PostgresStore,
     RootBootstrap, SqliteStore, StorageError, Store, StoredCheckpoint, SystemRepository,
@@ -188,8 +189,18 @@ async fn seeded(store: &Arc<dyn Store>, slug: &str) -> (Workspace, Actor, Member
         .unwrap();
     let ws = workspace(slug);
     let owner = member(&ws.id, &acc.id, &owner_email, Role::Owner);
-    store.create_workspace(&ws, &owner).await.unwrap();
+    store
+        .create_workspace(&ws, &owner, &Outbox::empty())
+        .await
+        .unwrap();
     (ws, Actor::Account(acc.id), owner)
+}
+
+/// Runs `write` with an outbox of `rows`: its output, and whether the rows were stored with it.
+async fn with_rows<T>(rows: Vec<Row>, write: impl AsyncFnOnce(&Outbox) -> T) -> (T, bool) {
+    let outbox = Outbox::new(rows);
+    let result = write(&outbox).await;
+    (result, outbox.stored())
 }
 
 fn page(limit: u32) -> PageRequest {
@@ -324,6 +335,7 @@ async fn workspace_access_follows_membership(store: Arc<dyn Store>) {
             &InvitationId::new(),
             &KeyHash::of("t1"),
             now() + Duration::days(7),
+            &Outbox::empty(),
         )
         .await
         .unwrap();
@@ -344,7 +356,11 @@ async fn workspace_pages_and_updates(store: Arc<dyn Store>) {
     for slug in ["two", "three", "four", "five"] {
         let ws = workspace(slug);
         store
-            .create_workspace(&ws, &member(&ws.id, acc, &owner_member.email, Role::Owner))
+            .create_workspace(
+                &ws,
+                &member(&ws.id, acc, &owner_member.email, Role::Owner),
+                &Outbox::empty(),
+            )
             .await
             .unwrap();
         ids.push(ws.id);
@@ -373,17 +389,20 @@ async fn workspace_pages_and_updates(store: Arc<dyn Store>) {
         audit_retention_days: Some(90),
     };
     updated.updated_at = now();
-    store.update_workspace(&updated).await.unwrap();
+    store
+        .update_workspace(&updated, &Outbox::empty())
+        .await
+        .unwrap();
     let read = store.any_workspace(&first.id).await.unwrap().unwrap();
     assert_eq!(read, updated);
     updated.slug = "two".into();
     assert!(matches!(
-        store.update_workspace(&updated).await,
+        store.update_workspace(&updated, &Outbox::empty()).await,
         Err(StorageError::Duplicate)
     ));
     let ghost = workspace("ghost");
     assert!(matches!(
-        store.update_workspace(&ghost).await,
+        store.update_workspace(&ghost, &Outbox::empty()).await,
         Err(StorageError::NotFound)
     ));
 }
@@ -391,29 +410,41 @@ async fn workspace_pages_and_updates(store: Arc<dyn Store>) {
 async fn workspace_delete_needs_no_applications(store: Arc<dyn Store>) {
     let (ws, owner, _) = seeded(&store, "deleteme").await;
     let app = application(&ws.id, "app-one");
-    store.create_application(&app).await.unwrap();
+    store
+        .create_application(&app, &Outbox::empty())
+        .await
+        .unwrap();
     assert!(matches!(
-        store.delete_workspace(&ws.id).await,
+        store.delete_workspace(&ws.id, &Outbox::empty()).await,
         Err(StorageError::State(_))
     ));
     let mut deleted = app.clone();
     deleted.deleted_at = Some(now());
     deleted.purge_at = Some(now());
-    store.update_application(&deleted).await.unwrap();
+    store
+        .update_application(&deleted, &Outbox::empty())
+        .await
+        .unwrap();
     let expired = store
         .expired_applications(now() + Duration::seconds(1), 10)
         .await
         .unwrap();
     assert_eq!(expired, vec![app.id.clone()]);
-    store.remove_application(&app.id).await.unwrap();
-    store.delete_workspace(&ws.id).await.unwrap();
+    store
+        .remove_application(&app.id, &Outbox::empty())
+        .await
+        .unwrap();
+    store
+        .delete_workspace(&ws.id, &Outbox::empty())
+        .await
+        .unwrap();
     assert!(store
         .workspace_access(&owner, &ws.id)
         .await
         .unwrap()
         .is_none());
     assert!(matches!(
-        store.delete_workspace(&ws.id).await,
+        store.delete_workspace(&ws.id, &Outbox::empty()).await,
         Err(StorageError::NotFound)
     ));
 }
@@ -422,12 +453,14 @@ async fn members_always_keep_an_owner(store: Arc<dyn Store>) {
     let (ws, _, owner) = seeded(&store, "owners").await;
     assert!(matches!(
         store
-            .update_member_role(&ws.id, &owner.id, Role::Admin, now())
+            .update_member_role(&ws.id, &owner.id, Role::Admin, now(), &Outbox::empty())
             .await,
         Err(StorageError::LastOwner)
     ));
     assert!(matches!(
-        store.remove_member(&ws.id, &owner.id, now()).await,
+        store
+            .remove_member(&ws.id, &owner.id, now(), &Outbox::empty())
+            .await,
         Err(StorageError::LastOwner)
     ));
     // Still the owner after both refusals.
@@ -446,6 +479,7 @@ async fn members_always_keep_an_owner(store: Arc<dyn Store>) {
             &InvitationId::new(),
             &KeyHash::of("t2"),
             now() + Duration::days(7),
+            &Outbox::empty(),
         )
         .await
         .unwrap();
@@ -458,18 +492,24 @@ async fn members_always_keep_an_owner(store: Arc<dyn Store>) {
     };
     assert!(matches!(
         store
-            .invite_member(&again, &InvitationId::new(), &KeyHash::of("t3"), now())
+            .invite_member(
+                &again,
+                &InvitationId::new(),
+                &KeyHash::of("t3"),
+                now(),
+                &Outbox::empty()
+            )
             .await,
         Err(StorageError::Duplicate)
     ));
     // An invited owner does not count until active.
     store
-        .update_member_role(&ws.id, &second.id, Role::Owner, now())
+        .update_member_role(&ws.id, &second.id, Role::Owner, now(), &Outbox::empty())
         .await
         .unwrap();
     assert!(matches!(
         store
-            .update_member_role(&ws.id, &owner.id, Role::Viewer, now())
+            .update_member_role(&ws.id, &owner.id, Role::Viewer, now(), &Outbox::empty())
             .await,
         Err(StorageError::LastOwner)
     ));
@@ -479,15 +519,24 @@ async fn members_always_keep_an_owner(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     store
-        .accept_invitation(&pending, Some("$argon2id$y"), Some("Second"), now())
+        .accept_invitation(
+            &pending,
+            Some("$argon2id$y"),
+            Some("Second"),
+            now(),
+            &Outbox::empty(),
+        )
         .await
         .unwrap();
     let demoted = store
-        .update_member_role(&ws.id, &owner.id, Role::Viewer, now())
+        .update_member_role(&ws.id, &owner.id, Role::Viewer, now(), &Outbox::empty())
         .await
         .unwrap();
     assert_eq!(demoted.0.role, Role::Viewer);
-    store.remove_member(&ws.id, &owner.id, now()).await.unwrap();
+    store
+        .remove_member(&ws.id, &owner.id, now(), &Outbox::empty())
+        .await
+        .unwrap();
     assert!(store.member(&ws.id, &owner.id).await.unwrap().is_none());
     let listed = store.members(&ws.id, &page(10)).await.unwrap();
     assert_eq!(listed.items.len(), 1);
@@ -501,12 +550,20 @@ async fn members_always_keep_an_owner(store: Arc<dyn Store>) {
         .is_none());
     assert!(matches!(
         store
-            .update_member_role(&ws.id, &other_owner.id, Role::Viewer, now())
+            .update_member_role(
+                &ws.id,
+                &other_owner.id,
+                Role::Viewer,
+                now(),
+                &Outbox::empty()
+            )
             .await,
         Err(StorageError::NotFound)
     ));
     assert!(matches!(
-        store.remove_member(&ws.id, &other_owner.id, now()).await,
+        store
+            .remove_member(&ws.id, &other_owner.id, now(), &Outbox::empty())
+            .await,
         Err(StorageError::NotFound)
     ));
     assert_eq!(
@@ -535,6 +592,7 @@ async fn concurrent_demotions_keep_an_owner(store: Arc<dyn Store>) {
             &InvitationId::new(),
             &KeyHash::of("race"),
             now() + Duration::days(1),
+            &Outbox::empty(),
         )
         .await
         .unwrap();
@@ -544,13 +602,14 @@ async fn concurrent_demotions_keep_an_owner(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     store
-        .accept_invitation(&pending, None, None, now())
+        .accept_invitation(&pending, None, None, now(), &Outbox::empty())
         .await
         .unwrap();
     for _ in 0..5 {
+        let (none_a, none_b) = (Outbox::empty(), Outbox::empty());
         let (a, b) = tokio::join!(
-            store.update_member_role(&ws.id, &first.id, Role::Admin, now()),
-            store.update_member_role(&ws.id, &second.id, Role::Admin, now()),
+            store.update_member_role(&ws.id, &first.id, Role::Admin, now(), &none_a),
+            store.update_member_role(&ws.id, &second.id, Role::Admin, now(), &none_b),
         );
         let owners = store
             .members(&ws.id, &page(10))
@@ -564,7 +623,7 @@ async fn concurrent_demotions_keep_an_owner(store: Arc<dyn Store>) {
         assert!(a.is_err() || b.is_err());
         for m in [&first, &second] {
             let _ = store
-                .update_member_role(&ws.id, &m.id, Role::Owner, now())
+                .update_member_role(&ws.id, &m.id, Role::Owner, now(), &Outbox::empty())
                 .await;
         }
     }
@@ -588,6 +647,7 @@ async fn invitations_are_single_use(store: Arc<dyn Store>) {
             &InvitationId::new(),
             &token.hash,
             now() + Duration::days(7),
+            &Outbox::empty(),
         )
         .await
         .unwrap();
@@ -610,13 +670,13 @@ async fn invitations_are_single_use(store: Arc<dyn Store>) {
     assert_eq!(pending.account.email, "joiner@invites.test");
     assert_eq!(pending.password_hash, None);
     let accepted = store
-        .accept_invitation(&pending, Some("$argon2id$z"), None, now())
+        .accept_invitation(&pending, Some("$argon2id$z"), None, now(), &Outbox::empty())
         .await
         .unwrap();
     assert_eq!(accepted.status, MemberStatus::Active);
     assert!(matches!(
         store
-            .accept_invitation(&pending, Some("$argon2id$w"), None, now())
+            .accept_invitation(&pending, Some("$argon2id$w"), None, now(), &Outbox::empty())
             .await,
         Err(StorageError::State(_))
     ));
@@ -638,7 +698,10 @@ async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
     let (a, owner_a, _) = seeded(&store, "apps-a").await;
     let (b, owner_b, _) = seeded(&store, "apps-b").await;
     let app = application(&a.id, "web");
-    store.create_application(&app).await.unwrap();
+    store
+        .create_application(&app, &Outbox::empty())
+        .await
+        .unwrap();
     assert_eq!(
         store.application(&a.id, &app.id).await.unwrap().unwrap(),
         app
@@ -663,7 +726,7 @@ async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
     hijack.workspace_id = b.id.clone();
     hijack.name = "hijacked".into();
     assert!(matches!(
-        store.update_application(&hijack).await,
+        store.update_application(&hijack, &Outbox::empty()).await,
         Err(StorageError::NotFound)
     ));
     assert_eq!(
@@ -685,19 +748,25 @@ async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
     // Slugs are unique among live applications of a workspace only.
     let clash = application(&a.id, "web");
     assert!(matches!(
-        store.create_application(&clash).await,
+        store.create_application(&clash, &Outbox::empty()).await,
         Err(StorageError::Duplicate)
     ));
     store
-        .create_application(&application(&b.id, "web"))
+        .create_application(&application(&b.id, "web"), &Outbox::empty())
         .await
         .unwrap();
     let mut deleted = app.clone();
     deleted.status = AppStatus::Deleting;
     deleted.deleted_at = Some(now());
     deleted.purge_at = Some(now() + Duration::days(7));
-    store.update_application(&deleted).await.unwrap();
-    store.create_application(&clash).await.unwrap();
+    store
+        .update_application(&deleted, &Outbox::empty())
+        .await
+        .unwrap();
+    store
+        .create_application(&clash, &Outbox::empty())
+        .await
+        .unwrap();
     assert_eq!(
         store
             .applications(&a.id, false, &page(10))
@@ -729,9 +798,15 @@ async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
             .unwrap(),
         vec![app.id.clone()]
     );
-    store.remove_application(&clash.id).await.unwrap();
+    store
+        .remove_application(&clash.id, &Outbox::empty())
+        .await
+        .unwrap();
     assert!(store.application(&a.id, &clash.id).await.unwrap().is_some());
-    store.remove_application(&app.id).await.unwrap();
+    store
+        .remove_application(&app.id, &Outbox::empty())
+        .await
+        .unwrap();
     assert!(store.application(&a.id, &app.id).await.unwrap().is_none());
     assert!(store.any_application(&app.id).await.unwrap().is_none());
     assert_eq!(
@@ -747,7 +822,10 @@ async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
     let mut waiting = application(&b.id, "waiting");
     waiting.status = AppStatus::Provisioning;
     waiting.provisioned_at = None;
-    store.create_application(&waiting).await.unwrap();
+    store
+        .create_application(&waiting, &Outbox::empty())
+        .await
+        .unwrap();
     let queue = store.applications_to_provision(10).await.unwrap();
     assert_eq!(
         queue.iter().map(|a| a.id.clone()).collect::<Vec<_>>(),
@@ -756,7 +834,10 @@ async fn applications_are_scoped_to_their_workspace(store: Arc<dyn Store>) {
     waiting.status = AppStatus::Active;
     waiting.provision_attempts = 3;
     waiting.provision_error = Some("boom".into());
-    store.update_application(&waiting).await.unwrap();
+    store
+        .update_application(&waiting, &Outbox::empty())
+        .await
+        .unwrap();
     assert_eq!(
         store
             .application(&b.id, &waiting.id)
@@ -794,6 +875,7 @@ async fn management_keys_follow_their_member(store: Arc<dyn Store>) {
             &InvitationId::new(),
             &KeyHash::of("kf"),
             now() + Duration::days(1),
+            &Outbox::empty(),
         )
         .await
         .unwrap();
@@ -803,7 +885,7 @@ async fn management_keys_follow_their_member(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     store
-        .accept_invitation(&pending, None, None, now())
+        .accept_invitation(&pending, None, None, now(), &Outbox::empty())
         .await
         .unwrap();
     let management = |role: Role, by: &AccountId| {
@@ -826,11 +908,14 @@ async fn management_keys_follow_their_member(store: Arc<dyn Store>) {
     let viewers = management(Role::Viewer, &admin_account.id);
     let owners = management(Role::Admin, &owner_account);
     let app = application(&ws.id, "kf-app");
-    store.create_application(&app).await.unwrap();
+    store
+        .create_application(&app, &Outbox::empty())
+        .await
+        .unwrap();
     let mut app_secret = app_key(&ws.id, &app.id);
     app_secret.created_by = Some(admin_account.id.clone());
     for key in [&admins, &viewers, &owners, &app_secret] {
-        store.insert_key(key).await.unwrap();
+        store.insert_key(key, &Outbox::empty()).await.unwrap();
     }
     let role_of = |key: &ApiKey| {
         let store = store.clone();
@@ -839,7 +924,7 @@ async fn management_keys_follow_their_member(store: Arc<dyn Store>) {
     };
     // Demoted to operator: the admin key is capped, the viewer key already fits.
     let (_, capped) = store
-        .update_member_role(&ws.id, &admin.id, Role::Operator, now())
+        .update_member_role(&ws.id, &admin.id, Role::Operator, now(), &Outbox::empty())
         .await
         .unwrap();
     assert_eq!(capped, [admins.hash]);
@@ -848,16 +933,19 @@ async fn management_keys_follow_their_member(store: Arc<dyn Store>) {
     assert_eq!(role_of(&owners).await.role, Some(Role::Admin));
     // An owner takes one over; then the member leaves: the others are revoked with them.
     store
-        .reassign_management_key(&ws.id, &viewers.id, &owner_account)
+        .reassign_management_key(&ws.id, &viewers.id, &owner_account, &Outbox::empty())
         .await
         .unwrap();
     assert!(matches!(
         store
-            .reassign_management_key(&ws.id, &app_secret.id, &owner_account)
+            .reassign_management_key(&ws.id, &app_secret.id, &owner_account, &Outbox::empty())
             .await,
         Err(StorageError::NotFound)
     ));
-    let revoked = store.remove_member(&ws.id, &admin.id, now()).await.unwrap();
+    let revoked = store
+        .remove_member(&ws.id, &admin.id, now(), &Outbox::empty())
+        .await
+        .unwrap();
     assert_eq!(revoked, [admins.hash]);
     assert!(role_of(&admins).await.revoked_at.is_some());
     let kept = role_of(&viewers).await;
@@ -887,14 +975,20 @@ async fn upstreams_of_live_dedicated_applications(store: Arc<dyn Store>) {
     let two = dedicated(&b.id, "two", &["http://10.0.0.2:80", "http://10.0.0.3:80"]);
     let mut gone = dedicated(&b.id, "gone", &["http://10.0.0.9:80"]);
     for app in [&one, &two, &gone] {
-        store.create_application(app).await.unwrap();
+        store
+            .create_application(app, &Outbox::empty())
+            .await
+            .unwrap();
     }
     store
-        .create_application(&application(&a.id, "shared"))
+        .create_application(&application(&a.id, "shared"), &Outbox::empty())
         .await
         .unwrap();
     gone.deleted_at = Some(now());
-    store.update_application(&gone).await.unwrap();
+    store
+        .update_application(&gone, &Outbox::empty())
+        .await
+        .unwrap();
     assert_eq!(
         store.all_upstreams().await.unwrap(),
         [
@@ -906,7 +1000,10 @@ async fn upstreams_of_live_dedicated_applications(store: Arc<dyn Store>) {
     // Moved: the old address is no longer one.
     let mut moved = one.clone();
     moved.upstreams = vec!["http://10.0.0.4:80".into()];
-    store.update_application(&moved).await.unwrap();
+    store
+        .update_application(&moved, &Outbox::empty())
+        .await
+        .unwrap();
     assert_eq!(
         store.all_upstreams().await.unwrap(),
         [
@@ -921,9 +1018,12 @@ async fn keys_roll_revoke_and_record_use(store: Arc<dyn Store>) {
     let (a, _, _) = seeded(&store, "keys-a").await;
     let (b, _, _) = seeded(&store, "keys-b").await;
     let app = application(&a.id, "api");
-    store.create_application(&app).await.unwrap();
+    store
+        .create_application(&app, &Outbox::empty())
+        .await
+        .unwrap();
     let key = app_key(&a.id, &app.id);
-    store.insert_key(&key).await.unwrap();
+    store.insert_key(&key, &Outbox::empty()).await.unwrap();
     assert_eq!(store.key_by_hash(&key.hash).await.unwrap().unwrap(), key);
     assert!(store
         .key(&b.id, Some(&app.id), &key.id)
@@ -952,7 +1052,10 @@ async fn keys_roll_revoke_and_record_use(store: Arc<dyn Store>) {
 
     let replacement = app_key(&a.id, &app.id);
     let grace_end = now() + Duration::hours(24);
-    store.roll_key(&key, grace_end, &replacement).await.unwrap();
+    store
+        .roll_key(&key, grace_end, &replacement, &Outbox::empty())
+        .await
+        .unwrap();
     let old = store
         .key(&a.id, Some(&app.id), &key.id)
         .await
@@ -962,7 +1065,7 @@ async fn keys_roll_revoke_and_record_use(store: Arc<dyn Store>) {
     assert_eq!(old.expires_at, Some(grace_end));
     assert!(matches!(
         store
-            .roll_key(&key, grace_end, &app_key(&a.id, &app.id))
+            .roll_key(&key, grace_end, &app_key(&a.id, &app.id), &Outbox::empty())
             .await,
         Err(StorageError::State(_))
     ));
@@ -979,10 +1082,18 @@ async fn keys_roll_revoke_and_record_use(store: Arc<dyn Store>) {
     // Another workspace cannot revoke it.
     let mut foreign = replacement.clone();
     foreign.workspace_id = b.id.clone();
-    assert!(store.revoke_key(&foreign, now()).await.is_err());
-    store.revoke_key(&replacement, now()).await.unwrap();
+    assert!(store
+        .revoke_key(&foreign, now(), &Outbox::empty())
+        .await
+        .is_err());
+    store
+        .revoke_key(&replacement, now(), &Outbox::empty())
+        .await
+        .unwrap();
     assert!(matches!(
-        store.revoke_key(&replacement, now()).await,
+        store
+            .revoke_key(&replacement, now(), &Outbox::empty())
+            .await,
         Err(StorageError::State(_))
     ));
     assert!(store
@@ -1011,7 +1122,10 @@ async fn keys_roll_revoke_and_record_use(store: Arc<dyn Store>) {
 
     // Pagination over keys.
     for _ in 0..4 {
-        store.insert_key(&app_key(&a.id, &app.id)).await.unwrap();
+        store
+            .insert_key(&app_key(&a.id, &app.id), &Outbox::empty())
+            .await
+            .unwrap();
     }
     let first = store.keys(&a.id, Some(&app.id), &page(4)).await.unwrap();
     assert_eq!(first.items.len(), 4);
@@ -1096,7 +1210,13 @@ async fn sessions_expire(store: Arc<dyn Store>) {
     let token = OpaqueToken::generate("cst_");
     let t = now();
     store
-        .create_session(&token.hash, &acc.id, t, t + Duration::hours(1))
+        .create_session(
+            &token.hash,
+            &acc.id,
+            t,
+            t + Duration::hours(1),
+            &Outbox::empty(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1129,7 +1249,13 @@ async fn sessions_expire(store: Arc<dyn Store>) {
         .is_none());
     let again = OpaqueToken::generate("cst_");
     store
-        .create_session(&again.hash, &acc.id, t, t + Duration::hours(1))
+        .create_session(
+            &again.hash,
+            &acc.id,
+            t,
+            t + Duration::hours(1),
+            &Outbox::empty(),
+        )
         .await
         .unwrap();
     store.delete_session(&again.hash).await.unwrap();
@@ -1144,6 +1270,7 @@ async fn sessions_expire(store: Arc<dyn Store>) {
 // Application databases
 
 mod app_databases {
+    use super::{with_rows, Outbox};
     use authsome_domain::id::{ApplicationId, UserId};
     use authsome_domain::identity::User;
     use authsome_storage::app::{AppDatabaseConfig, AppDatabases};
@@ -1172,7 +1299,7 @@ mod app_databases {
         dbs.provision(&app).await.unwrap();
         let store = dbs.open(&app).await.unwrap();
         store
-            .create_user(&user("a@example.com"), None)
+            .create_user(&user("a@example.com"), None, &Outbox::empty())
             .await
             .unwrap();
         assert!(store
@@ -1204,14 +1331,17 @@ mod app_databases {
         use authsome_domain::identity::{RefreshRecord, Session};
         use authsome_domain::keys::KeyHash;
         use authsome_storage::app::Rotation;
-        use authsome_storage::outbox::{scope, OutboxRow};
+        use authsome_storage::outbox::OutboxRow;
 
         let app = ApplicationId::new();
         dbs.provision(&app).await.unwrap();
         let store = dbs.open(&app).await.unwrap();
         let now = authsome_domain::now();
         let owner = user("r@example.com");
-        store.create_user(&owner, None).await.unwrap();
+        store
+            .create_user(&owner, None, &Outbox::empty())
+            .await
+            .unwrap();
         let record = |hash: &KeyHash, session: &SessionId| RefreshRecord {
             hash: *hash,
             session_id: session.clone(),
@@ -1235,7 +1365,7 @@ mod app_databases {
             };
             let hash = KeyHash::of(&format!("first-{i}"));
             store
-                .create_session(&session, &record(&hash, &session.id))
+                .create_session(&session, &record(&hash, &session.id), &Outbox::empty())
                 .await
                 .unwrap();
             sessions.push((session, hash));
@@ -1246,7 +1376,13 @@ mod app_databases {
         // is replaced).
         let taken = sessions[1].1;
         assert!(store
-            .rotate_refresh(&first, &record(&taken, &session.id), now, true)
+            .rotate_refresh(
+                &first,
+                &record(&taken, &session.id),
+                now,
+                true,
+                &Outbox::empty()
+            )
             .await
             .is_err());
         let second = KeyHash::of("second");
@@ -1255,20 +1391,28 @@ mod app_databases {
             body: "{}".into(),
             created_at: now,
         };
-        let (rotation, stored) = scope(
-            vec![outbox("evt_rotated")],
-            store.rotate_refresh(&first, &record(&second, &session.id), now, true),
-        )
+        let (rotation, stored) = with_rows(vec![outbox("evt_rotated")], async |outbox| {
+            store
+                .rotate_refresh(&first, &record(&second, &session.id), now, true, outbox)
+                .await
+        })
         .await;
         assert!(matches!(rotation.unwrap(), Rotation::Rotated));
         assert!(stored);
         // Five rows changed by the last statement on this connection.
-        assert_eq!(store.revoke_user_sessions(&owner.id, now).await.unwrap(), 5);
+        assert_eq!(
+            store
+                .revoke_user_sessions(&owner.id, now, &Outbox::empty())
+                .await
+                .unwrap(),
+            5
+        );
         let third = KeyHash::of("third");
-        let (rotation, stored) = scope(
-            vec![outbox("evt_replayed")],
-            store.rotate_refresh(&first, &record(&third, &session.id), now, true),
-        )
+        let (rotation, stored) = with_rows(vec![outbox("evt_replayed")], async |outbox| {
+            store
+                .rotate_refresh(&first, &record(&third, &session.id), now, true, outbox)
+                .await
+        })
         .await;
         assert!(
             matches!(rotation.unwrap(), Rotation::AlreadyRotated(at) if at.timestamp_millis() == now.timestamp_millis())
@@ -1280,6 +1424,7 @@ mod app_databases {
                 &record(&third, &session.id),
                 now,
                 false,
+                &Outbox::empty(),
             )
             .await
             .unwrap();
@@ -1375,7 +1520,7 @@ mod app_databases {
         dbs.open(&b)
             .await
             .unwrap()
-            .create_user(&user("b@example.com"), None)
+            .create_user(&user("b@example.com"), None, &Outbox::empty())
             .await
             .unwrap();
         // Acting as A's role, B's schema is out of reach even when named explicitly.
@@ -1600,13 +1745,18 @@ async fn audit_signing_keys_rotate_with_one_active(store: Arc<dyn Store>) {
 /// creation and revocation): each stores its rows, body intact, exactly when it wrote, and a
 /// write that changes nothing or fails stores none.
 async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc<dyn Store>) {
-    use authsome_storage::outbox::scope;
     let (ws, _, _) = seeded(&store, "one-command").await;
     let mut app = application(&ws.id, "api");
-    store.create_application(&app).await.unwrap();
+    store
+        .create_application(&app, &Outbox::empty())
+        .await
+        .unwrap();
     // An update stores its row; one of an application that is not there stores none.
     app.name = "Renamed".into();
-    let (result, stored) = scope(vec![outbox_row("evt_app")], store.update_application(&app)).await;
+    let (result, stored) = with_rows(vec![outbox_row("evt_app")], async |outbox| {
+        store.update_application(&app, outbox).await
+    })
+    .await;
     result.unwrap();
     assert!(stored);
     assert_eq!(
@@ -1620,31 +1770,31 @@ async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc
     );
     let mut elsewhere = app.clone();
     elsewhere.workspace_id = WorkspaceId::new();
-    let (result, stored) = scope(
-        vec![outbox_row("evt_not_there")],
-        store.update_application(&elsewhere),
-    )
+    let (result, stored) = with_rows(vec![outbox_row("evt_not_there")], async |outbox| {
+        store.update_application(&elsewhere, outbox).await
+    })
     .await;
     assert!(matches!(result, Err(StorageError::NotFound)), "{result:?}");
     assert!(!stored);
     // A new slug that another application holds: the update and its row roll back together.
     let other = application(&ws.id, "other");
-    store.create_application(&other).await.unwrap();
+    store
+        .create_application(&other, &Outbox::empty())
+        .await
+        .unwrap();
     let mut clash = app.clone();
     clash.slug = "other".into();
-    let (result, stored) = scope(
-        vec![outbox_row("evt_clash")],
-        store.update_application(&clash),
-    )
+    let (result, stored) = with_rows(vec![outbox_row("evt_clash")], async |outbox| {
+        store.update_application(&clash, outbox).await
+    })
     .await;
     assert!(result.is_err());
     assert!(!stored);
     // A new application stores its row; one whose slug is taken stores none.
     let third = application(&ws.id, "third");
-    let (result, stored) = scope(
-        vec![outbox_row("evt_app_created")],
-        store.create_application(&third),
-    )
+    let (result, stored) = with_rows(vec![outbox_row("evt_app_created")], async |outbox| {
+        store.create_application(&third, outbox).await
+    })
     .await;
     result.unwrap();
     assert!(stored);
@@ -1657,34 +1807,37 @@ async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc
             .slug,
         "third"
     );
-    let (result, stored) = scope(
-        vec![outbox_row("evt_app_clash")],
-        store.create_application(&application(&ws.id, "third")),
-    )
+    let (result, stored) = with_rows(vec![outbox_row("evt_app_clash")], async |outbox| {
+        store
+            .create_application(&application(&ws.id, "third"), outbox)
+            .await
+    })
     .await;
     assert!(matches!(result, Err(StorageError::Duplicate)), "{result:?}");
     assert!(!stored);
     // A key with two events stores both; the same key again (its id taken) stores neither.
     let key = app_key(&ws.id, &app.id);
-    let (result, stored) = scope(
+    let (result, stored) = with_rows(
         vec![outbox_row("evt_key_1"), outbox_row("evt_key_2")],
-        store.insert_key(&key),
+        async |outbox| store.insert_key(&key, outbox).await,
     )
     .await;
     result.unwrap();
     assert!(stored);
     assert_eq!(store.key_by_hash(&key.hash).await.unwrap().unwrap(), key);
-    let (result, stored) = scope(vec![outbox_row("evt_key_again")], store.insert_key(&key)).await;
+    let (result, stored) = with_rows(vec![outbox_row("evt_key_again")], async |outbox| {
+        store.insert_key(&key, outbox).await
+    })
+    .await;
     assert!(result.is_err());
     assert!(!stored);
     // A roll stores its row; one onto a key id that is taken stores none and leaves the old key
     // as it was; rolling the same key again stores none.
     let rolled = app_key(&ws.id, &app.id);
-    store.insert_key(&rolled).await.unwrap();
-    let (result, stored) = scope(
-        vec![outbox_row("evt_roll_clash")],
-        store.roll_key(&rolled, now(), &key),
-    )
+    store.insert_key(&rolled, &Outbox::empty()).await.unwrap();
+    let (result, stored) = with_rows(vec![outbox_row("evt_roll_clash")], async |outbox| {
+        store.roll_key(&rolled, now(), &key, outbox).await
+    })
     .await;
     assert!(matches!(result, Err(StorageError::Duplicate)), "{result:?}");
     assert!(!stored);
@@ -1692,10 +1845,11 @@ async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc
     assert_eq!((unrolled.rolled_to, unrolled.expires_at), (None, None));
     let replacement = app_key(&ws.id, &app.id);
     let grace_end = now() + Duration::hours(1);
-    let (result, stored) = scope(
-        vec![outbox_row("evt_rolled")],
-        store.roll_key(&rolled, grace_end, &replacement),
-    )
+    let (result, stored) = with_rows(vec![outbox_row("evt_rolled")], async |outbox| {
+        store
+            .roll_key(&rolled, grace_end, &replacement, outbox)
+            .await
+    })
     .await;
     result.unwrap();
     assert!(stored);
@@ -1706,25 +1860,24 @@ async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc
         store.key_by_hash(&replacement.hash).await.unwrap().unwrap(),
         replacement
     );
-    let (result, stored) = scope(
-        vec![outbox_row("evt_rolled_again")],
-        store.roll_key(&rolled, grace_end, &app_key(&ws.id, &app.id)),
-    )
+    let (result, stored) = with_rows(vec![outbox_row("evt_rolled_again")], async |outbox| {
+        store
+            .roll_key(&rolled, grace_end, &app_key(&ws.id, &app.id), outbox)
+            .await
+    })
     .await;
     assert!(matches!(result, Err(StorageError::State(_))), "{result:?}");
     assert!(!stored);
     // A revocation stores its row; revoking again changes nothing and stores none.
-    let (result, stored) = scope(
-        vec![outbox_row("evt_revoked")],
-        store.revoke_key(&key, now()),
-    )
+    let (result, stored) = with_rows(vec![outbox_row("evt_revoked")], async |outbox| {
+        store.revoke_key(&key, now(), outbox).await
+    })
     .await;
     result.unwrap();
     assert!(stored);
-    let (result, stored) = scope(
-        vec![outbox_row("evt_revoked_again")],
-        store.revoke_key(&key, now()),
-    )
+    let (result, stored) = with_rows(vec![outbox_row("evt_revoked_again")], async |outbox| {
+        store.revoke_key(&key, now(), outbox).await
+    })
     .await;
     assert!(matches!(result, Err(StorageError::State(_))), "{result:?}");
     assert!(!stored);
@@ -1754,10 +1907,9 @@ async fn single_command_writes_store_outbox_rows_only_when_they_write(store: Arc
     // The store is still usable for writes after the failed commands (on SQLite, the held
     // connection of a script that failed half-way is replaced).
     app.name = "Again".into();
-    let (result, stored) = scope(
-        vec![outbox_row("evt_app_2")],
-        store.update_application(&app),
-    )
+    let (result, stored) = with_rows(vec![outbox_row("evt_app_2")], async |outbox| {
+        store.update_application(&app, outbox).await
+    })
     .await;
     result.unwrap();
     assert!(stored);
@@ -1773,23 +1925,31 @@ fn outbox_row(id: &str) -> authsome_storage::outbox::OutboxRow {
 }
 
 async fn outbox_rows_commit_with_their_write_or_not_at_all(store: Arc<dyn Store>) {
-    use authsome_storage::outbox::scope;
     let (ws, _, _) = seeded(&store, "outboxed").await;
     let later = now() + Duration::seconds(1);
     // Committed with the write.
     let mut updated = ws.clone();
     updated.name = "Outboxed".into();
-    let (result, stored) = scope(vec![outbox_row("evt_a")], store.update_workspace(&updated)).await;
+    let (result, stored) = with_rows(vec![outbox_row("evt_a")], async |outbox| {
+        store.update_workspace(&updated, outbox).await
+    })
+    .await;
     result.unwrap();
     assert!(stored);
     // A write that fails takes its outbox row with it.
     let mut missing = ws.clone();
     missing.id = WorkspaceId::new();
-    let (result, stored) = scope(vec![outbox_row("evt_b")], store.update_workspace(&missing)).await;
+    let (result, stored) = with_rows(vec![outbox_row("evt_b")], async |outbox| {
+        store.update_workspace(&missing, outbox).await
+    })
+    .await;
     assert!(matches!(result, Err(StorageError::NotFound)));
     assert!(!stored);
     // No scope, no row.
-    store.update_workspace(&updated).await.unwrap();
+    store
+        .update_workspace(&updated, &Outbox::empty())
+        .await
+        .unwrap();
     let rows = store.audit_outbox(later, 10).await.unwrap();
     assert_eq!(
         rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
@@ -1823,13 +1983,13 @@ async fn outbox_rows_commit_with_their_write_or_not_at_all(store: Arc<dyn Store>
     // A write with several events stores them all, body and time intact (the first row is
     // bound as it is, the others travel as JSON).
     updated.name = "Thrice".into();
-    let (result, stored) = scope(
+    let (result, stored) = with_rows(
         vec![
             outbox_row("evt_b1"),
             outbox_row("evt_b2"),
             outbox_row("evt_b3"),
         ],
-        store.update_workspace(&updated),
+        async |outbox| store.update_workspace(&updated, outbox).await,
     )
     .await;
     result.unwrap();
@@ -1849,7 +2009,6 @@ async fn outbox_rows_commit_with_their_write_or_not_at_all(store: Arc<dyn Store>
 /// whole and in order, and its outbox rows, however many, go in the same transaction, leaving
 /// the rows of other events; batches of every size in turn append on top of each other.
 async fn large_audit_batches_append_and_clear_their_outbox_rows(store: Arc<dyn Store>) {
-    use authsome_storage::outbox::scope;
     let (ws, _, _) = seeded(&store, "large-batches").await;
     let later = now() + Duration::seconds(1);
     let mut events: Vec<String> = Vec::new();
@@ -1857,7 +2016,10 @@ async fn large_audit_batches_append_and_clear_their_outbox_rows(store: Arc<dyn S
     for i in 0..80 {
         let id = format!("evt_large_{i:03}");
         updated.name = format!("Large {i}");
-        let (result, stored) = scope(vec![outbox_row(&id)], store.update_workspace(&updated)).await;
+        let (result, stored) = with_rows(vec![outbox_row(&id)], async |outbox| {
+            store.update_workspace(&updated, outbox).await
+        })
+        .await;
         result.unwrap();
         assert!(stored);
         events.push(id);
@@ -1924,7 +2086,7 @@ async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
     let (ws, actor, _) = seeded(&store, "crowd").await;
     let (other, _, _) = seeded(&store, "crowd-other").await;
     store
-        .create_application(&application(&ws.id, "crowd-taken"))
+        .create_application(&application(&ws.id, "crowd-taken"), &Outbox::empty())
         .await
         .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
@@ -1937,13 +2099,16 @@ async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
                 0 => {
                     let mut w = ws.clone();
                     w.name = format!("Crowd {i}");
-                    store.update_workspace(&w).await.map(|_| ())
+                    store
+                        .update_workspace(&w, &Outbox::empty())
+                        .await
+                        .map(|_| ())
                 }
                 // A script that fails on the unique slug after its first statement began.
                 1 => {
                     let mut w = ws.clone();
                     w.slug = other.slug.clone();
-                    match store.update_workspace(&w).await {
+                    match store.update_workspace(&w, &Outbox::empty()).await {
                         Err(StorageError::Duplicate) => Ok(()),
                         other => panic!("a duplicate slug was taken: {other:?}"),
                     }
@@ -1951,12 +2116,12 @@ async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
                 // A transaction that commits.
                 2 => {
                     let app = application(&ws.id, &format!("crowd-{i}"));
-                    store.create_application(&app).await
+                    store.create_application(&app, &Outbox::empty()).await
                 }
                 // A transaction that rolls back (the slug is taken), and a read.
                 _ => {
                     let app = application(&ws.id, "crowd-taken");
-                    match store.create_application(&app).await {
+                    match store.create_application(&app, &Outbox::empty()).await {
                         Err(StorageError::Duplicate) => {}
                         other => panic!("a taken slug was used again: {other:?}"),
                     }
@@ -1991,7 +2156,7 @@ async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
     // The writers still work after the failures.
     let mut w = read.clone();
     w.name = "After".into();
-    store.update_workspace(&w).await.unwrap();
+    store.update_workspace(&w, &Outbox::empty()).await.unwrap();
     assert_eq!(
         store.any_workspace(&ws.id).await.unwrap().unwrap().name,
         "After"
@@ -2024,7 +2189,10 @@ async fn sqlite_wal_is_checkpointed_after_writes() {
     let (ws, owner, _) = seeded(&store, "checkpointed").await;
     let mut renamed = ws.clone();
     renamed.name = "Once".into();
-    store.update_workspace(&renamed).await.unwrap();
+    store
+        .update_workspace(&renamed, &Outbox::empty())
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
         size() < 20 * 4096,
@@ -2034,7 +2202,10 @@ async fn sqlite_wal_is_checkpointed_after_writes() {
     // The store checkpoints every two hundred writes.
     for i in 0..200 {
         renamed.name = format!("Write {i}");
-        store.update_workspace(&renamed).await.unwrap();
+        store
+            .update_workspace(&renamed, &Outbox::empty())
+            .await
+            .unwrap();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while size() < 20 * 4096 {
@@ -2065,7 +2236,10 @@ async fn sqlite_wal_is_checkpointed_after_writes() {
     // 3,000 writes of two pages or more each (a frame is a page and 24 bytes), back to back.
     for i in 0..3_000 {
         renamed.name = format!("Renamed {i}");
-        store.update_workspace(&renamed).await.unwrap();
+        store
+            .update_workspace(&renamed, &Outbox::empty())
+            .await
+            .unwrap();
     }
     assert_ne!(salt(), before, "the WAL was never started over");
     assert!(

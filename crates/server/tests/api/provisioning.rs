@@ -127,7 +127,10 @@ async fn purge_removes_the_database(app: TestApp) {
     let store = app.state.control.store();
     let mut record = store.application(&ws, &app_id).await.unwrap().unwrap();
     record.purge_at = Some(authsome_domain::now() - chrono::Duration::seconds(1));
-    store.update_application(&record).await.unwrap();
+    store
+        .update_application(&record, &authsome_storage::outbox::Outbox::empty())
+        .await
+        .unwrap();
     app.state.control.maintain().await.unwrap();
     assert!(!exists(&app).await, "the database is dropped");
     assert_error(

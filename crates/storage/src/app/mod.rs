@@ -59,31 +59,52 @@ pub enum Rotation {
 pub trait IdentityRepository: Send + Sync {
     async fn ping(&self) -> Result<()>;
     /// `Duplicate` when the email (case-insensitively) is taken.
-    async fn create_user(&self, user: &User, password_hash: Option<&str>) -> Result<()>;
+    async fn create_user(
+        &self,
+        user: &User,
+        password_hash: Option<&str>,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     async fn user(&self, id: &UserId) -> Result<Option<User>>;
     /// The user with this (lowercased) email and their password hash.
     async fn user_by_email(&self, email: &str) -> Result<Option<(User, Option<String>)>>;
     async fn users(&self, filter: &UserFilter, page: &PageRequest) -> Result<Page<User>>;
     /// Writes profile, metadata, disabled state; `Duplicate` on an email clash.
-    async fn update_user(&self, user: &User) -> Result<()>;
+    async fn update_user(&self, user: &User, outbox: &crate::outbox::Outbox) -> Result<()>;
     async fn set_password(
         &self,
         id: &UserId,
         password_hash: &str,
         now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<()>;
-    async fn delete_user(&self, id: &UserId) -> Result<()>;
+    async fn delete_user(&self, id: &UserId, outbox: &crate::outbox::Outbox) -> Result<()>;
     async fn record_sign_in(&self, id: &UserId, at: DateTime<Utc>) -> Result<()>;
 
     /// A new session with its first refresh token.
-    async fn create_session(&self, session: &Session, refresh: &RefreshRecord) -> Result<()>;
+    async fn create_session(
+        &self,
+        session: &Session,
+        refresh: &RefreshRecord,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     async fn session(&self, id: &SessionId) -> Result<Option<Session>>;
     /// The session and its user in one round trip (the hot path of every token check).
     async fn session_with_user(&self, id: &SessionId) -> Result<Option<(Session, User)>>;
     async fn sessions_of(&self, user: &UserId, page: &PageRequest) -> Result<Page<Session>>;
     /// Revokes one session (idempotent); `NotFound` if it does not exist.
-    async fn revoke_session(&self, id: &SessionId, now: DateTime<Utc>) -> Result<()>;
-    async fn revoke_user_sessions(&self, user: &UserId, now: DateTime<Utc>) -> Result<u64>;
+    async fn revoke_session(
+        &self,
+        id: &SessionId,
+        now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
+    async fn revoke_user_sessions(
+        &self,
+        user: &UserId,
+        now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<u64>;
 
     /// A refresh token with its session and user, in one round trip.
     async fn refresh_with_session(
@@ -99,20 +120,36 @@ pub trait IdentityRepository: Send + Sync {
         successor: &RefreshRecord,
         now: DateTime<Utc>,
         touch_session: bool,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<Rotation>;
     /// Stores an extra live token for a session (a double-submit inside the grace window).
-    async fn add_refresh(&self, record: &RefreshRecord, now: DateTime<Utc>) -> Result<()>;
+    async fn add_refresh(
+        &self,
+        record: &RefreshRecord,
+        now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
 
     /// Sets (or clears) the organization a session acts in.
     async fn set_active_organization(
         &self,
         session: &SessionId,
         organization: Option<&OrganizationId>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<()>;
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
-    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
-    async fn retire_signing_key(&self, kid: &str, at: DateTime<Utc>) -> Result<()>;
+    async fn insert_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
+    async fn retire_signing_key(
+        &self,
+        kid: &str,
+        at: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
 
     /// Records first authentications of the month (`(month, user, at)`); repeats are ignored.
     /// Outbox rows created before `before`, oldest first (see `crate::outbox`).
@@ -137,14 +174,27 @@ pub trait OrganizationRepository: Send + Sync {
         &self,
         org: &Organization,
         first_member: Option<&OrgMembership>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<()>;
     async fn organization(&self, id: &OrganizationId) -> Result<Option<Organization>>;
     async fn organizations(&self, page: &PageRequest) -> Result<Page<Organization>>;
-    async fn update_organization(&self, org: &Organization) -> Result<()>;
-    async fn delete_organization(&self, id: &OrganizationId) -> Result<()>;
+    async fn update_organization(
+        &self,
+        org: &Organization,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
+    async fn delete_organization(
+        &self,
+        id: &OrganizationId,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
 
     /// `Duplicate` when the user is already a member.
-    async fn add_membership(&self, membership: &OrgMembership) -> Result<()>;
+    async fn add_membership(
+        &self,
+        membership: &OrgMembership,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     async fn membership(
         &self,
         org: &OrganizationId,
@@ -167,10 +217,20 @@ pub trait OrganizationRepository: Send + Sync {
         id: &OrgMembershipId,
         role: &str,
         now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<OrgMembership>;
-    async fn remove_membership(&self, org: &OrganizationId, id: &OrgMembershipId) -> Result<()>;
+    async fn remove_membership(
+        &self,
+        org: &OrganizationId,
+        id: &OrgMembershipId,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
 
-    async fn create_invitation(&self, invitation: &OrgInvitation) -> Result<()>;
+    async fn create_invitation(
+        &self,
+        invitation: &OrgInvitation,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     /// A live (unaccepted, unexpired) invitation.
     async fn invitation_by_token(
         &self,
@@ -184,6 +244,7 @@ pub trait OrganizationRepository: Send + Sync {
         invitation: &InvitationId,
         membership: &OrgMembership,
         now: DateTime<Utc>,
+        outbox: &crate::outbox::Outbox,
     ) -> Result<()>;
 }
 

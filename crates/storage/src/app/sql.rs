@@ -315,7 +315,7 @@ macro_rules! impl_identity {
                 Ok(())
             }
 
-            async fn create_user(&self, u: &User, password_hash: Option<&str>) -> Result<()> {
+            async fn create_user(&self, u: &User, password_hash: Option<&str>, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
@@ -336,9 +336,9 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -394,7 +394,7 @@ macro_rules! impl_identity {
                 Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |u| u.id.as_str()))
             }
 
-            async fn update_user(&self, u: &User) -> Result<()> {
+            async fn update_user(&self, u: &User, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query(
@@ -416,9 +416,9 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -427,7 +427,8 @@ macro_rules! impl_identity {
                 id: &UserId,
                 password_hash: &str,
                 now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<()> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
@@ -436,13 +437,13 @@ macro_rules! impl_identity {
                     .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
-            async fn delete_user(&self, id: &UserId) -> Result<()> {
+            async fn delete_user(&self, id: &UserId, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query("DELETE FROM users WHERE id = $1")
@@ -452,9 +453,9 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -467,7 +468,7 @@ macro_rules! impl_identity {
                 Ok(())
             }
 
-            async fn create_session(&self, s: &Session, refresh: &RefreshRecord) -> Result<()> {
+            async fn create_session(&self, s: &Session, refresh: &RefreshRecord, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
@@ -488,9 +489,9 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await?;
                 insert_refresh(&mut *tx, refresh).await?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -542,7 +543,7 @@ macro_rules! impl_identity {
                 Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |s| s.id.as_str()))
             }
 
-            async fn revoke_session(&self, id: &SessionId, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+            async fn revoke_session(&self, id: &SessionId, now: chrono::DateTime<chrono::Utc>, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query(
@@ -555,13 +556,13 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
-            async fn revoke_user_sessions(&self, user: &UserId, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+            async fn revoke_user_sessions(&self, user: &UserId, now: chrono::DateTime<chrono::Utc>, outbox: &crate::outbox::Outbox) -> Result<u64> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let revoked = sqlx::query(
@@ -572,9 +573,9 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(revoked)
             }
 
@@ -607,12 +608,13 @@ macro_rules! impl_identity {
                 successor: &RefreshRecord,
                 now: chrono::DateTime<chrono::Utc>,
                 touch_session: bool,
-            ) -> Result<super::Rotation> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<super::Rotation> {
                 // One command: mark the old token rotated; only if that happened, insert its
                 // successor, touch the session if asked and store the audit outbox rows. A
                 // data-modifying CTE on Postgres, a script on SQLite; each reports 1 when it
                 // rotated.
-                let rows = crate::outbox::pending_inline();
+                let rows = outbox.inline();
                 let sql = if <$store>::DATA_MODIFYING_CTE {
                     "WITH old AS ( \
                          UPDATE refresh_tokens SET rotated_at = $1 \
@@ -670,13 +672,13 @@ macro_rules! impl_identity {
                     self.script_conn().await?.run(query).await?
                 };
                 if crate::script::first_count(&result)? == 1 {
-                    crate::outbox::committed(rows.any());
+                    outbox.committed(rows.any());
                     return Ok(super::Rotation::Rotated);
                 }
                 self.rotation_state(old).await
             }
 
-            async fn add_refresh(&self, record: &RefreshRecord, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+            async fn add_refresh(&self, record: &RefreshRecord, now: chrono::DateTime<chrono::Utc>, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 insert_refresh(&mut *tx, record).await?;
@@ -685,9 +687,9 @@ macro_rules! impl_identity {
                     .bind(record.session_id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -703,7 +705,7 @@ macro_rules! impl_identity {
                 .collect()
             }
 
-            async fn insert_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
+            async fn insert_signing_key(&self, k: &SigningKeyRecord, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
@@ -719,13 +721,13 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
-            async fn retire_signing_key(&self, kid: &str, at: chrono::DateTime<chrono::Utc>) -> Result<()> {
+            async fn retire_signing_key(&self, kid: &str, at: chrono::DateTime<chrono::Utc>, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL")
@@ -733,9 +735,9 @@ macro_rules! impl_identity {
                     .bind(kid)
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -743,7 +745,8 @@ macro_rules! impl_identity {
                 &self,
                 session: &SessionId,
                 organization: Option<&OrganizationId>,
-            ) -> Result<()> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query("UPDATE sessions SET active_org_id = $1 WHERE id = $2")
@@ -751,9 +754,9 @@ macro_rules! impl_identity {
                     .bind(session.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -789,9 +792,7 @@ macro_rules! impl_identity {
                     .execute(&mut *tx)
                     .await?;
                 }
-                let outboxed = Self::write_outbox(&mut *tx).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
                 Ok(())
             }
 
@@ -810,7 +811,8 @@ macro_rules! impl_identity {
                 &self,
                 org: &Organization,
                 first_member: Option<&OrgMembership>,
-            ) -> Result<()> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
@@ -829,9 +831,9 @@ macro_rules! impl_identity {
                 if let Some(m) = first_member {
                     insert_membership(&mut *tx, m).await?;
                 }
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -861,7 +863,7 @@ macro_rules! impl_identity {
                 Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |o| o.id.as_str()))
             }
 
-            async fn update_organization(&self, org: &Organization) -> Result<()> {
+            async fn update_organization(&self, org: &Organization, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query(
@@ -878,13 +880,13 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
-            async fn delete_organization(&self, id: &OrganizationId) -> Result<()> {
+            async fn delete_organization(&self, id: &OrganizationId, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query("DELETE FROM organizations WHERE id = $1")
@@ -898,19 +900,19 @@ macro_rules! impl_identity {
                     .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
-            async fn add_membership(&self, m: &OrgMembership) -> Result<()> {
+            async fn add_membership(&self, m: &OrgMembership, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 insert_membership(&mut *tx, m).await?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -984,7 +986,8 @@ macro_rules! impl_identity {
                 id: &OrgMembershipId,
                 role: &str,
                 now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<OrgMembership> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<OrgMembership> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let done = sqlx::query(
@@ -1000,14 +1003,14 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 drop(conn);
                 self.membership(org, id).await?.ok_or(StorageError::NotFound)
             }
 
-            async fn remove_membership(&self, org: &OrganizationId, id: &OrgMembershipId) -> Result<()> {
+            async fn remove_membership(&self, org: &OrganizationId, id: &OrgMembershipId, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let user: Option<String> = sqlx::query_scalar(
@@ -1026,13 +1029,13 @@ macro_rules! impl_identity {
                 .bind(org.as_str())
                 .execute(&mut *tx)
                 .await?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
-            async fn create_invitation(&self, inv: &OrgInvitation) -> Result<()> {
+            async fn create_invitation(&self, inv: &OrgInvitation, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 sqlx::query(
@@ -1050,9 +1053,9 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
 
@@ -1078,7 +1081,8 @@ macro_rules! impl_identity {
                 invitation: &InvitationId,
                 membership: &OrgMembership,
                 now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<()> {
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()> {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 let consumed = sqlx::query(
@@ -1094,9 +1098,9 @@ macro_rules! impl_identity {
                     return Err(StorageError::State("the invitation was already used or has expired"));
                 }
                 insert_membership(&mut *tx, membership).await?;
-                let outboxed = Self::write_outbox(&mut *tx).await?;
+                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
                 tx.commit().await?;
-                crate::outbox::committed(outboxed);
+                outbox.committed(outboxed);
                 Ok(())
             }
         }
