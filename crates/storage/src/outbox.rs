@@ -269,11 +269,19 @@ impl OutboxDialect for sqlx::Sqlite {
 
 /// The outbox's SQL for one backend (the table is the same in every database):
 /// `write_outbox(executor, outbox)` inserts an outbox's rows (if any) through the write's
-/// transaction;
+/// transaction; `commit_with_outbox(tx, outbox)` does that and commits, the end of every
+/// audited write made in a transaction;
 /// `read_outbox(executor, before, limit)` lists rows older than `before`;
 /// `delete_outbox_ids(executor, ids)` deletes rows by id, with [`OutboxDialect::delete_ids`].
 macro_rules! outbox_sql {
     ($db:ty) => {
+        $crate::outbox::outbox_sql!(@items $db, write_outbox);
+    };
+    // Inside an `impl` block, where the functions are associated ones.
+    (impl $db:ty) => {
+        $crate::outbox::outbox_sql!(@items $db, Self::write_outbox);
+    };
+    (@items $db:ty, $($write:ident)::+) => {
         async fn write_outbox<'e, E>(
             exec: E,
             outbox: &$crate::outbox::Outbox,
@@ -294,6 +302,18 @@ macro_rules! outbox_sql {
             });
             insert.build().execute(exec).await?;
             Ok(true)
+        }
+
+        /// The end of every audited write made in a transaction: `outbox`'s rows stored in
+        /// it, the transaction committed, and the rows marked stored.
+        async fn commit_with_outbox(
+            mut tx: sqlx::Transaction<'_, $db>,
+            outbox: &$crate::outbox::Outbox,
+        ) -> $crate::Result<()> {
+            let outboxed = $($write)::+(&mut *tx, outbox).await?;
+            tx.commit().await?;
+            outbox.committed(outboxed);
+            Ok(())
         }
 
         async fn read_outbox<'e, E>(

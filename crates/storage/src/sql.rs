@@ -372,9 +372,7 @@ macro_rules! impl_repositories {
                 .bind(ms(expires_at))
                 .execute(&mut *tx)
                 .await?;
-                let outboxed = write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -435,9 +433,7 @@ macro_rules! impl_repositories {
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 insert_workspace(&mut *tx, workspace).await?;
                 insert_member(&mut *tx, owner).await?;
-                let outboxed = write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -572,9 +568,7 @@ macro_rules! impl_repositories {
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 1 {
-                    let outboxed = write_outbox(&mut *tx, outbox).await?;
-                    tx.commit().await?;
-                    outbox.committed(outboxed);
+                    commit_with_outbox(tx, outbox).await?;
                     return Ok(());
                 }
                 drop(tx);
@@ -662,9 +656,7 @@ macro_rules! impl_repositories {
                 .bind(ms(expires_at))
                 .execute(&mut *tx)
                 .await?;
-                let outboxed = write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                commit_with_outbox(tx, outbox).await?;
                 self.member_by_id(&member.workspace_id, &member.id).await
             }
 
@@ -709,9 +701,7 @@ macro_rules! impl_repositories {
                     query = query.bind(exceeding.next().unwrap_or_default());
                 }
                 let capped: Vec<String> = query.fetch_all(&mut *tx).await?;
-                let outboxed = write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                commit_with_outbox(tx, outbox).await?;
                 let member = self.member_by_id(workspace, id).await?;
                 Ok((member, key_hashes(capped)?))
             }
@@ -748,9 +738,7 @@ macro_rules! impl_repositories {
                 .bind(&account)
                 .fetch_all(&mut *tx)
                 .await?;
-                let outboxed = write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                commit_with_outbox(tx, outbox).await?;
                 key_hashes(revoked)
             }
 
@@ -775,9 +763,7 @@ macro_rules! impl_repositories {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -832,9 +818,7 @@ macro_rules! impl_repositories {
                 let Some((workspace, member)) = found else {
                     return Ok(None);
                 };
-                let outboxed = write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                commit_with_outbox(tx, outbox).await?;
                 let workspace = WorkspaceId::parse(&workspace)
                     .map_err(|_| StorageError::Corrupt("invitations.workspace_id"))?;
                 let member = MemberId::parse(&member)
@@ -882,9 +866,7 @@ macro_rules! impl_repositories {
                 .bind(inv.account.id.as_str())
                 .execute(&mut *tx)
                 .await?;
-                let outboxed = write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                commit_with_outbox(tx, outbox).await?;
                 self.member_by_id(&inv.workspace_id, &inv.member_id).await
             }
         }
@@ -1091,9 +1073,7 @@ macro_rules! impl_repositories {
                     .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
         }

@@ -290,7 +290,7 @@ fn like_pattern(text: &str) -> String {
 macro_rules! impl_identity {
     ($store:ty, $db:ty) => {
         impl $store {
-            crate::outbox::outbox_sql!($db);
+            crate::outbox::outbox_sql!(impl $db);
 
             /// Why a rotation did not happen: rotated already (and when), or no such token.
             async fn rotation_state(&self, old: &KeyHash) -> Result<super::Rotation> {
@@ -336,9 +336,7 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -416,9 +414,7 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -437,9 +433,7 @@ macro_rules! impl_identity {
                     .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -453,9 +447,7 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -489,9 +481,7 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await?;
                 insert_refresh(&mut *tx, refresh).await?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -556,9 +546,7 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -573,9 +561,7 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(revoked)
             }
 
@@ -687,9 +673,7 @@ macro_rules! impl_identity {
                     .bind(record.session_id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -721,9 +705,7 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -735,9 +717,7 @@ macro_rules! impl_identity {
                     .bind(kid)
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -754,9 +734,7 @@ macro_rules! impl_identity {
                     .bind(session.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -831,9 +809,7 @@ macro_rules! impl_identity {
                 if let Some(m) = first_member {
                     insert_membership(&mut *tx, m).await?;
                 }
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -880,9 +856,7 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -900,9 +874,7 @@ macro_rules! impl_identity {
                     .bind(id.as_str())
                     .execute(&mut *tx)
                     .await?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -910,9 +882,7 @@ macro_rules! impl_identity {
                 let mut conn = self.conn().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
                 insert_membership(&mut *tx, m).await?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -1003,9 +973,7 @@ macro_rules! impl_identity {
                 if done.rows_affected() == 0 {
                     return Err(StorageError::NotFound);
                 }
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 drop(conn);
                 self.membership(org, id).await?.ok_or(StorageError::NotFound)
             }
@@ -1029,9 +997,7 @@ macro_rules! impl_identity {
                 .bind(org.as_str())
                 .execute(&mut *tx)
                 .await?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -1053,9 +1019,7 @@ macro_rules! impl_identity {
                 .execute(&mut *tx)
                 .await
                 .map_err(unique)?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
 
@@ -1098,9 +1062,7 @@ macro_rules! impl_identity {
                     return Err(StorageError::State("the invitation was already used or has expired"));
                 }
                 insert_membership(&mut *tx, membership).await?;
-                let outboxed = Self::write_outbox(&mut *tx, outbox).await?;
-                tx.commit().await?;
-                outbox.committed(outboxed);
+                Self::commit_with_outbox(tx, outbox).await?;
                 Ok(())
             }
         }
