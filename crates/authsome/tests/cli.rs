@@ -866,8 +866,42 @@ async fn two_serve_processes_share_sessions_revocations_and_limits() {
         .await
         .unwrap();
     assert_eq!(limited.status(), 200);
-    // Both replicas see the new standing within a second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Both replicas see the new limit as soon as the invalidation reaches them (within the
+    // cache's second at most): watched with a key of its own, whose budget is its own.
+    let watcher: Value = post(
+        &b1,
+        &format!("/control/v1/applications/{app}/keys"),
+        &mk,
+        serde_json::json!({"type": "publishable"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let watcher = watcher["secret"].as_str().unwrap().to_owned();
+    for base in [&b1, &b2] {
+        let started = Instant::now();
+        loop {
+            let r = client
+                .get(format!("{base}/v1/{app}"))
+                .bearer_auth(&watcher)
+                .send()
+                .await
+                .unwrap();
+            if r.headers()
+                .get("x-ratelimit-limit")
+                .is_some_and(|l| l == "5")
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the new limit never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let started = Instant::now();
     let mut allowed = 0;
     for i in 0..30 {
