@@ -159,6 +159,8 @@ struct Head {
     fields: SmallVec<[(Span, Span); 12]>,
     /// The client asked to close the connection after this request.
     close: bool,
+    /// The request carries a `DPoP` proof (checked and used at the gateway).
+    dpop: bool,
 }
 
 impl Head {
@@ -284,6 +286,7 @@ fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
     head.app = range(app.as_bytes());
     head.fields.clear();
     head.close = false;
+    head.dpop = false;
     head.method = method;
     let mut length: Option<usize> = None;
     for field in request.headers.iter() {
@@ -306,6 +309,8 @@ fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
                 return Parsed::Other;
             }
             head.close |= list_has(field.value, "close");
+        } else if is("dpop") {
+            head.dpop = true;
         }
         head.fields.push((range(name), range(field.value)));
     }
@@ -430,7 +435,7 @@ async fn forward_request(
             None
         }
     };
-    if let Some(proof) = head.get(message, "dpop") {
+    if let Some(proof) = head.dpop.then(|| head.get(message, "dpop")).flatten() {
         crate::dpop::use_proof_at_gateway(
             state,
             app_id,
