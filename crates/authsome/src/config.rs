@@ -225,6 +225,13 @@ pub const SETTINGS: &[Setting] = &[
         secret: false,
         help: "argon2id lanes (OWASP: 1).",
     },
+    Setting {
+        key: "hashing_memory_mib",
+        env: "AUTHSOME_HASHING_MEMORY_MIB",
+        default: Some("256"),
+        secret: false,
+        help: "Memory that password hashing may hold at once. The one hashing pool runs as many threads as there are cores and this fits argon2id hashes; beyond a short queue per application, sign-ins get 503 with `Retry-After` at once.",
+    },
     Setting { key: "redis_prefix", env: "AUTHSOME_REDIS_PREFIX", default: Some("authsome:"), secret: false,
         help: "Prefix of every Redis key this deployment writes (several deployments can share a Redis)." },
     Setting {
@@ -347,6 +354,7 @@ pub struct Config {
     /// `None`: one per available CPU.
     pub worker_threads: Option<usize>,
     pub password_policy: PasswordPolicy,
+    pub hashing_memory_mib: u64,
     pub redis_prefix: String,
     pub dpop_require_nonce: bool,
     pub redis_app_users: bool,
@@ -585,6 +593,7 @@ impl RawConfig {
                 None => None,
             },
             password_policy: self.password_policy(&number)?,
+            hashing_memory_mib: number("AUTHSOME_HASHING_MEMORY_MIB", 16, 1024 * 1024)?,
             redis_prefix: self
                 .get("AUTHSOME_REDIS_PREFIX")
                 .unwrap_or("authsome:")

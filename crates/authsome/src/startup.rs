@@ -300,6 +300,7 @@ fn settings(
     settings.master_key = master_key;
     settings.control.session_ttl = chrono::Duration::seconds(config.session_ttl_seconds);
     settings.password_policy = config.password_policy.clone();
+    settings.hashing_memory_kib = config.hashing_memory_mib * 1024;
     settings.mailer = mailer(config)?;
     settings.http = HttpSettings {
         max_body_bytes: config.max_body_bytes,

@@ -62,7 +62,14 @@ pub struct Admission<'a> {
     /// Only which application and key this is (`GET /v1/{appId}`), which an application that
     /// is not serving yet still answers.
     pub identify_only: bool,
+    /// The client's address: a publishable key (which is public) is limited per key and
+    /// address, so that no one can keep an application's frontend at 429 for everyone.
+    pub client: Option<&'a str>,
 }
+
+/// A publishable key's traffic from all addresses together may use this many times the
+/// per-key rate: the application-wide ceiling above the per-address limits.
+pub const PUBLISHABLE_CEILING_FACTOR: u32 = 20;
 
 /// An admitted request: its application and key, and the rate limit's numbers for the response
 /// headers (none when a gateway applied it, or no limiter is configured).
@@ -133,6 +140,7 @@ impl From<ControlError> for Refusal {
             ControlError::Unauthenticated(m) => Reason::Unauthenticated(m.to_owned()),
             ControlError::NotFound(what) => Reason::NotFound(what),
             ControlError::Forbidden(m) => Reason::Forbidden(m),
+            ControlError::PaymentRequired(m) => Reason::PaymentRequired(m),
             ControlError::RateLimited { retry_after_secs } => Reason::TooManyRequests {
                 message: format!("too many attempts; retry in {retry_after_secs} s"),
                 retry_after_secs,
@@ -143,6 +151,26 @@ impl From<ControlError> for Refusal {
             },
             other => Reason::Failed(other),
         })
+    }
+}
+
+/// One limiter cell's decision; `None` when the limiter cannot answer (logged).
+async fn check(
+    limiter: &dyn authsome_gateway::RateLimiter,
+    cell: &str,
+    per_second: u32,
+) -> Option<Decision> {
+    let limit = Limit { per_second };
+    let checked = match limiter.check_now(cell, limit) {
+        Some(now) => now,
+        None => limiter.check(cell, limit).await,
+    };
+    match checked {
+        Ok(decision) => Some(decision),
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
+            None
+        }
     }
 }
 
@@ -244,7 +272,9 @@ impl ControlPlane {
         if !request.identify_only {
             serving(&application).map_err(refused)?;
         }
-        let rate_limit = self.limit(&application, &key, &workspace).await?;
+        let rate_limit = self
+            .limit(&application, &key, &workspace, request.client)
+            .await?;
         if let Some(quota) = workspace.requests_per_month() {
             let used = self
                 .month_requests(&application.id)
@@ -270,31 +300,53 @@ impl ControlPlane {
         })
     }
 
-    /// The key's rate limit, from its workspace's plan. A shared limiter that cannot answer
-    /// lets the request through (logged): limits resume with it.
+    /// The key's rate limit, from its workspace's plan: per secret key; per publishable key
+    /// and client address, under an application-wide ceiling for all publishable traffic. A
+    /// shared limiter that cannot answer lets the request through (logged): limits resume with
+    /// it.
     async fn limit(
         &self,
         application: &Arc<Application>,
         key: &Arc<ApiKey>,
         workspace: &Workspace,
+        client: Option<&str>,
     ) -> Result<Option<Decision>, Refusal> {
         let Some(limiter) = &self.limiter else {
             return Ok(None);
         };
-        let limit = Limit {
-            per_second: workspace.requests_per_second_per_key(),
-        };
-        let cell = app_scoped(application.id.as_str(), "ratelimit", key.id.as_str());
-        let checked = match limiter.check_now(&cell, limit) {
-            Some(now) => now,
-            None => limiter.check(&cell, limit).await,
-        };
-        let decision = match checked {
-            Ok(decision) => decision,
-            Err(e) => {
-                tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
-                return Ok(None);
+        let per_key = workspace.requests_per_second_per_key();
+        let app = application.id.as_str();
+        let decision = match (key.kind, client) {
+            (KeyKind::Publishable, Some(address)) => {
+                let address = authsome_domain::shared_state::client_bucket(address);
+                let mut cell = String::with_capacity(key.id.as_str().len() + 1 + address.len());
+                cell.push_str(key.id.as_str());
+                cell.push('/');
+                cell.push_str(&address);
+                let own = check(&**limiter, &app_scoped(app, "ratelimit", &cell), per_key).await;
+                match own {
+                    Some(d) if d.retry_after.is_none() => {
+                        let ceiling = per_key.saturating_mul(PUBLISHABLE_CEILING_FACTOR);
+                        let all = app_scoped(app, "ratelimit-publishable", "");
+                        match check(&**limiter, &all, ceiling).await {
+                            Some(c) if c.retry_after.is_some() => Some(c),
+                            _ => Some(d),
+                        }
+                    }
+                    other => other,
+                }
             }
+            _ => {
+                check(
+                    &**limiter,
+                    &app_scoped(app, "ratelimit", key.id.as_str()),
+                    per_key,
+                )
+                .await
+            }
+        };
+        let Some(decision) = decision else {
+            return Ok(None);
         };
         match decision.retry_after {
             None => Ok(Some(decision)),

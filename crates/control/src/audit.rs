@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::audit_fold::Folds;
 use authsome_audit::entry::Outcome as EntryOutcome;
 use authsome_audit::merkle::{self, CompactRange, Hash};
 use authsome_audit::note::{Checkpoint, NoteSigner, NoteVerifier};
@@ -69,6 +70,11 @@ pub struct AuditSettings {
     /// own. Entries still show at once where it matters: this process's audit reads flush the
     /// queue first.
     pub linger_stored: Duration,
+    /// Identical refusals (failed sign-ins, denied requests) within this window are one entry
+    /// now and one exact count when it closes (see `audit_fold`); zero writes each one.
+    pub fold_window: Duration,
+    /// What fold windows are timed by: the system's clock, or a test's.
+    pub clock: authsome_domain::clock::Clock,
 }
 
 impl AuditSettings {
@@ -88,6 +94,8 @@ impl AuditSettings {
             checkpoint_every: Duration::from_secs(30),
             linger: Duration::from_millis(20),
             linger_stored: Duration::from_millis(250),
+            fold_window: Duration::from_secs(60),
+            clock: authsome_domain::clock::Clock::system(),
         }
     }
 }
@@ -164,7 +172,12 @@ pub struct AuditLog {
     flush_asked: tokio::sync::Notify,
     /// The writer waits `linger_stored` (only outbox-backed events queued so far).
     lingering_long: std::sync::atomic::AtomicBool,
+    /// Repeated refusals counted instead of written one by one.
+    folds: Mutex<Folds>,
 }
+
+/// Distinct kinds of refusal counted at once; beyond it the oldest window closes early.
+const FOLD_CAPACITY: usize = 10_000;
 
 /// How often retention runs.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -239,7 +252,9 @@ impl AuditLog {
         settings: AuditSettings,
     ) -> Arc<Self> {
         let (queue, receiver) = mpsc::unbounded_channel();
+        let folds = Folds::new(settings.fold_window, FOLD_CAPACITY, settings.clock.clone());
         Arc::new(Self {
+            folds: Mutex::new(folds),
             store,
             master,
             settings,
@@ -268,9 +283,32 @@ impl AuditLog {
         let _ = self.app_outbox.set(outbox);
     }
 
-    /// Queues an event that is not a write (a denial, a failed sign-in) for its log.
+    /// Queues an event that is not a write (a denial, a failed sign-in) for its log; a refusal
+    /// identical to one already written in the fold window is only counted (see `audit_fold`).
     pub fn record(&self, event: DomainEvent) {
-        self.enqueue(event, None);
+        let mut released = Vec::new();
+        let offer = match self.folds.lock() {
+            Ok(mut folds) => folds.offer(event, &mut released),
+            Err(poisoned) => poisoned.into_inner().offer(event, &mut released),
+        };
+        for summary in released {
+            self.enqueue(summary, None);
+        }
+        if let Some(event) = offer {
+            self.enqueue(event, None);
+        }
+    }
+
+    /// Queues the counts of fold windows that have closed (every open one with `all`, when the
+    /// process stops): called by the maintenance loop.
+    pub fn release_folds(&self, all: bool) {
+        let summaries = match self.folds.lock() {
+            Ok(mut folds) => folds.release(all),
+            Err(poisoned) => poisoned.into_inner().release(all),
+        };
+        for summary in summaries {
+            self.enqueue(summary, None);
+        }
     }
 
     /// Queues a write's event already committed to `stored_in`'s outbox; the writer deletes

@@ -8,7 +8,10 @@ use authsome_domain::tenancy::member::parse_email;
 use authsome_domain::tenancy::{parse_name, Account, Actor, Member, MemberStatus};
 use chrono::{DateTime, Utc};
 
+use crate::hashing::HashTenant;
+use crate::throttle::{Attempt, Realm, ThrottleUnavailable, Throttled};
 use crate::{ControlError, ControlPlane, Result};
+use authsome_domain::ValidationError;
 
 /// Dashboard session tokens start with this; management keys with `wk_`.
 pub const SESSION_TOKEN_PREFIX: &str = "cst_";
@@ -32,25 +35,77 @@ pub struct AcceptInvitation {
 }
 
 const BAD_CREDENTIALS: &str = "invalid email or password";
+/// No address is longer (RFC 5321); checked before anything else is done with the input.
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// Longer passwords are refused before hashing.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+fn too_long(field: &'static str, max: usize) -> ControlError {
+    ControlError::Invalid(ValidationError::new(
+        field,
+        format!("must be at most {max} bytes"),
+    ))
+}
+
+/// Bounds a credential's inputs before any work is done with them.
+pub(crate) fn bounded_credentials(email: &str, password: &str) -> Result<()> {
+    if email.len() > MAX_EMAIL_BYTES {
+        return Err(too_long("email", MAX_EMAIL_BYTES));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(too_long("password", MAX_PASSWORD_BYTES));
+    }
+    Ok(())
+}
+
+fn unavailable(e: ThrottleUnavailable) -> ControlError {
+    tracing::error!(error = %e, "sign-in refused: throttle state unavailable");
+    ControlError::Unavailable("sign-in is unavailable right now".into())
+}
+
+impl From<Throttled> for ControlError {
+    fn from(t: Throttled) -> Self {
+        match t {
+            Throttled::Locked(wait) => ControlError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            },
+            Throttled::Unavailable(e) => unavailable(e),
+        }
+    }
+}
 
 impl ControlPlane {
-    /// Same error and same work for an unknown email as for a wrong password.
-    pub async fn login(&self, email: &str, password: &str) -> Result<LoginResult> {
+    /// Same error and same work for an unknown email as for a wrong password. Failures count
+    /// against the email and against the client's `address` (across emails); either one locked
+    /// is 429 before any work.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        address: Option<&str>,
+    ) -> Result<LoginResult> {
+        bounded_credentials(email, password)?;
         let normalized = email.trim().to_lowercase();
-        if let Err(wait) = self.logins.check(&normalized) {
+        let attempt = Attempt {
+            scope: Realm::ControlPlane,
+            account: Some(&normalized),
+            address,
+        };
+        if let Err(refused) = self.credentials.check(attempt).await {
             self.login_failed(&normalized, None, "locked").await;
-            return Err(ControlError::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            });
+            return Err(refused.into());
         }
         let found = match parse_email(email) {
             Ok(email) => self.store.account_by_email(&email).await?,
             Err(_) => None,
         };
         let account = match found {
-            Some((account, Some(hash))) if verify(password, hash.clone()).await => account,
+            Some((account, Some(hash))) if self.verify(password, hash.clone()).await? => account,
             Some((account, Some(_))) => {
-                self.logins.failed(&normalized);
+                self.credentials
+                    .failed(attempt)
+                    .await
+                    .map_err(unavailable)?;
                 self.login_failed(&normalized, Some(&account.id), "bad_credentials")
                     .await;
                 return Err(ControlError::Unauthenticated(BAD_CREDENTIALS));
@@ -58,14 +113,20 @@ impl ControlPlane {
             // Unknown email, or an invited account that has not set a password yet: the same
             // work, the same answer, the same throttling.
             _ => {
-                dummy_verify(password).await;
-                self.logins.failed(&normalized);
+                self.dummy_verify(password).await?;
+                self.credentials
+                    .failed(attempt)
+                    .await
+                    .map_err(unavailable)?;
                 self.login_failed(&normalized, None, "bad_credentials")
                     .await;
                 return Err(ControlError::Unauthenticated(BAD_CREDENTIALS));
             }
         };
-        self.logins.succeeded(&normalized);
+        self.credentials
+            .succeeded(attempt)
+            .await
+            .map_err(unavailable)?;
         let token = OpaqueToken::generate(SESSION_TOKEN_PREFIX);
         let now = self.clock.now();
         let expires_at = now + self.settings.session_ttl;
@@ -205,7 +266,21 @@ impl ControlPlane {
     /// reached that address) proves it, and the password given becomes the new account's; for
     /// an account that exists, accepting is signing in as it: its password, under the same
     /// throttle as sign-in, and nothing of the account changes (its name included).
-    pub async fn accept_invitation(&self, input: AcceptInvitation) -> Result<Member> {
+    pub async fn accept_invitation(
+        &self,
+        input: AcceptInvitation,
+        address: Option<&str>,
+    ) -> Result<Member> {
+        if input.password.len() > MAX_PASSWORD_BYTES {
+            return Err(too_long("password", MAX_PASSWORD_BYTES));
+        }
+        // Guessing invitation tokens counts against the address like guessing passwords.
+        let by_address = Attempt {
+            scope: Realm::ControlPlane,
+            account: None,
+            address,
+        };
+        self.credentials.check(by_address).await?;
         let name = input
             .name
             .as_deref()
@@ -215,30 +290,42 @@ impl ControlPlane {
         let invitation = self
             .store
             .pending_invitation(&KeyHash::of(&input.token), now)
-            .await?
-            .ok_or(ControlError::NotFound("invitation"))?;
+            .await?;
+        let Some(invitation) = invitation else {
+            self.credentials
+                .failed(by_address)
+                .await
+                .map_err(unavailable)?;
+            return Err(ControlError::NotFound("invitation"));
+        };
         let (new_hash, name) = match &invitation.password_hash {
             Some(existing) => {
                 let email = invitation.account.email.as_str();
-                if let Err(wait) = self.logins.check(email) {
-                    return Err(ControlError::RateLimited {
-                        retry_after_secs: wait.as_secs().max(1),
-                    });
-                }
-                if !verify(&input.password, existing.clone()).await {
-                    self.logins.failed(email);
+                let attempt = Attempt {
+                    account: Some(email),
+                    ..by_address
+                };
+                self.credentials.check(attempt).await?;
+                if !self.verify(&input.password, existing.clone()).await? {
+                    self.credentials
+                        .failed(attempt)
+                        .await
+                        .map_err(unavailable)?;
                     self.login_failed(email, Some(&invitation.account.id), "bad_credentials")
                         .await;
                     return Err(ControlError::Unauthenticated(
                         "this account already has a password; give that password to accept",
                     ));
                 }
-                self.logins.succeeded(email);
+                self.credentials
+                    .succeeded(attempt)
+                    .await
+                    .map_err(unavailable)?;
                 (None, None)
             }
             None => {
                 password::check_policy(&input.password)?;
-                (Some(hash(input.password.clone()).await), name)
+                (Some(self.hash(input.password.clone()).await?), name)
             }
         };
         let member = self
@@ -264,21 +351,35 @@ impl ControlPlane {
     }
 }
 
-// Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-pub(crate) async fn hash(password: String) -> String {
-    tokio::task::spawn_blocking(move || password::hash_password(&password))
-        .await
-        .unwrap_or_default()
-}
+// Argon2 takes tens of milliseconds of CPU and megabytes of memory: it runs on the process's
+// bounded hashing pool, in the control plane's turn.
+impl ControlPlane {
+    pub(crate) async fn hash(&self, password: String) -> Result<String> {
+        Ok(self
+            .hashers
+            .run(HashTenant::ControlPlane, move || {
+                password::hash_password(&password)
+            })
+            .await?)
+    }
 
-async fn verify(password: &str, hash: String) -> bool {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || password::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false)
-}
+    async fn verify(&self, password: &str, hash: String) -> Result<bool> {
+        let password = password.to_owned();
+        Ok(self
+            .hashers
+            .run(HashTenant::ControlPlane, move || {
+                password::verify_password(&password, &hash)
+            })
+            .await?)
+    }
 
-async fn dummy_verify(password: &str) {
-    let password = password.to_owned();
-    let _ = tokio::task::spawn_blocking(move || password::verify_against_dummy(&password)).await;
+    async fn dummy_verify(&self, password: &str) -> Result<()> {
+        let password = password.to_owned();
+        Ok(self
+            .hashers
+            .run(HashTenant::ControlPlane, move || {
+                password::verify_against_dummy(&password)
+            })
+            .await?)
+    }
 }

@@ -45,7 +45,7 @@ impl ControlPlane {
             }
             None => (password::generate_password(), true),
         };
-        let password_hash = crate::auth::hash(password.clone()).await;
+        let password_hash = self.hash(password.clone()).await?;
         let now = self.clock.now();
         let account = Account {
             id: AccountId::new(),

@@ -627,6 +627,13 @@ impl ControlPlane {
         let mut scopes = scopes;
         scopes.sort_by_key(|s| s.as_str());
         scopes.dedup();
+        let cap = ws.keys_per_application();
+        if self.store.live_key_count(&app.id, self.clock.now()).await? >= cap {
+            return Err(ControlError::PaymentRequired(format!(
+                "the {} plan allows {cap} live keys per application; revoke one or upgrade",
+                ws.plan.as_str()
+            )));
+        }
         let created = self.with_signing_secret(new_key(
             &ws.id,
             Some(&app.id),

@@ -12,13 +12,16 @@ mod admin;
 pub mod admission;
 mod applications;
 pub mod audit;
+mod audit_fold;
 mod auth;
 mod bootstrap;
+pub mod hashing;
 mod keys;
 pub mod mail;
 mod members;
 mod metering;
 mod provisioning;
+pub mod throttle;
 mod workspaces;
 
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use authsome_storage::{StorageError, Store};
 
 pub use admin::{AdminApplicationPatch, AdminWorkspacePatch};
 pub use applications::{ApplicationPatch, NewApplication};
-pub use auth::{AcceptInvitation, LoginResult};
+pub use auth::{AcceptInvitation, LoginResult, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
 pub use bootstrap::BootstrapResult;
 pub use keys::{
     ConnectionMemo, CreatedKey, Invalidation, InvalidationBus, KeyCache, LocalOnly, NewAppKey,
@@ -57,9 +60,15 @@ pub enum ControlError {
     Conflict(String),
     #[error("too many attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// The workspace's plan does not allow it (a limit named in the message).
+    #[error("{0}")]
+    PaymentRequired(String),
     /// A service this operation needs (the mail server) did not take it; nothing was stored.
     #[error("{0}")]
     Unavailable(String),
+    /// Password hashing is at capacity (see [`hashing`]): nothing was done; retry shortly.
+    #[error(transparent)]
+    Busy(#[from] hashing::Busy),
     #[error("storage failure")]
     Storage(#[source] StorageError),
 }
@@ -113,7 +122,8 @@ impl Default for ControlSettings {
 pub struct ControlPlane {
     store: Arc<dyn Store>,
     keys: KeyCache,
-    logins: authsome_domain::throttle::LoginThrottle,
+    credentials: Arc<throttle::CredentialThrottle>,
+    hashers: hashing::HashPool,
     provisioner: Option<Arc<dyn Provisioner>>,
     events: Arc<dyn EventSink>,
     invalidation: Arc<dyn InvalidationBus>,
@@ -135,7 +145,13 @@ impl ControlPlane {
         Self {
             store,
             keys: KeyCache::default(),
-            logins: authsome_domain::throttle::LoginThrottle::default(),
+            credentials: Arc::new(throttle::CredentialThrottle::in_process(
+                &authsome_domain::clock::Clock::system(),
+            )),
+            hashers: hashing::HashPool::for_machine(
+                hashing::DEFAULT_MEMORY_BUDGET_KIB,
+                authsome_domain::password::Argon2Params::default().memory_kib,
+            ),
             provisioner: None,
             events: Arc::new(NoEvents),
             invalidation: Arc::new(LocalOnly),
@@ -154,10 +170,34 @@ impl ControlPlane {
     /// Decides by `clock`'s time (expiries, lock-outs, backoffs, cache ages): a test's
     /// manual clock, moved forward instead of sleeping.
     pub fn with_clock(mut self, clock: authsome_domain::clock::Clock) -> Self {
-        self.logins = authsome_domain::throttle::LoginThrottle::default().with_clock(clock.clone());
+        self.credentials = Arc::new(throttle::CredentialThrottle::in_process(&clock));
         self.keys.set_clock(clock.clone());
         self.clock = clock;
         self
+    }
+
+    /// Hashes team members' passwords on `pool`, shared with the identity engine so that the
+    /// process has one bound on hashing work.
+    pub fn with_hash_pool(mut self, pool: hashing::HashPool) -> Self {
+        self.hashers = pool;
+        self
+    }
+
+    /// Counts credential failures in `throttle` (shared with the identity engine; in Redis
+    /// when replicas share state).
+    pub fn with_credential_throttle(mut self, throttle: Arc<throttle::CredentialThrottle>) -> Self {
+        self.credentials = throttle;
+        self
+    }
+
+    /// The credential throttle, for the identity engine to share.
+    pub fn credential_throttle(&self) -> Arc<throttle::CredentialThrottle> {
+        self.credentials.clone()
+    }
+
+    /// The pool passwords are hashed on.
+    pub fn hash_pool(&self) -> &hashing::HashPool {
+        &self.hashers
     }
 
     /// The time this control plane decides by.
@@ -318,7 +358,7 @@ impl ControlPlane {
         let now = self.clock.now();
         self.flush_key_usage().await?;
         self.flush_request_counts().await?;
-        self.logins.prune();
+        self.credentials.prune();
         self.retry_provisioning().await?;
         self.purge_expired().await?;
         self.store.purge_sessions(now).await?;

@@ -15,6 +15,25 @@ pub fn app_scoped(app: &str, kind: &str, rest: &str) -> String {
     key
 }
 
+/// The part of a client address that limits and throttles count by: an IPv4 address whole,
+/// an IPv6 address by its /64 (one subscriber's usual allocation, which an attacker could
+/// otherwise walk through). Text that is not an address is kept as it is.
+pub fn client_bucket(address: &str) -> std::borrow::Cow<'_, str> {
+    if !address.contains(':') {
+        return std::borrow::Cow::Borrowed(address);
+    }
+    match address.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::borrow::Cow::Owned(v4.to_string()),
+            None => {
+                let s = v6.segments();
+                std::borrow::Cow::Owned(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+            }
+        },
+        Err(_) => std::borrow::Cow::Borrowed(address),
+    }
+}
+
 /// The Redis key pattern that covers every key of `app` under the deployment's `prefix`.
 pub fn app_key_pattern(prefix: &str, app: &str) -> String {
     format!("{prefix}app:{app}:*")
@@ -33,5 +52,20 @@ mod tests {
         assert!(format!("authsome:{name}").starts_with(prefix));
         // Another application's names do not.
         assert!(!format!("authsome:{}", app_scoped("app_10", "x", "y")).starts_with(prefix));
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_and_ipv4_whole() {
+        assert_eq!(client_bucket("203.0.113.9"), "203.0.113.9");
+        assert_eq!(
+            client_bucket("2001:db8:1:2:aaaa::1"),
+            client_bucket("2001:db8:1:2:ffff:1:2:3")
+        );
+        assert_ne!(
+            client_bucket("2001:db8:1:2::1"),
+            client_bucket("2001:db8:1:3::1")
+        );
+        assert_eq!(client_bucket("::ffff:192.0.2.1"), "192.0.2.1");
+        assert_eq!(client_bucket("not an address"), "not an address");
     }
 }

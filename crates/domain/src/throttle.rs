@@ -1,10 +1,15 @@
-//! Brute-force protection for sign-in: consecutive failures for one subject (an email, a client
-//! address) lock it for a growing period (2 s after the allowed failures, doubling, at most 15
-//! minutes). During a lock the password is not even checked, so a correct guess gains nothing. A
-//! success clears the count.
+//! Brute-force protection for sign-in: consecutive failures for one subject (an account, a
+//! client address) lock it for a growing period (2 s after the allowed failures, doubling, at
+//! most 15 minutes). During a lock the password is not even checked, so a correct guess gains
+//! nothing. A success clears the count.
 //!
-//! In-process (a mutex and a map, no I/O); the gateway work moves these counters to Redis so
-//! replicas share them.
+//! The count is forgiven only after a quiet period longer than the longest lock, so waiting a
+//! lock out does not buy a fresh set of free attempts: past the free ones, guesses stay at one
+//! per longest lock for as long as they keep coming.
+//!
+//! In-process (a mutex and a map, no I/O), bounded: beyond its capacity the entries idle
+//! longest are dropped. Subjects are whatever the caller passes (the control plane passes
+//! fixed-size digests, never the typed email). Redis holds the same counters for replicas.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,18 +17,24 @@ use std::time::Duration;
 
 use crate::clock::{Clock, CoarseInstant};
 
-const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+/// The longest lock.
+pub const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+/// Subjects an in-process throttle keeps at most, unless told otherwise.
+pub const DEFAULT_CAPACITY: usize = 100_000;
 
 pub struct LoginThrottle {
     free_attempts: u32,
+    /// Quiet time after which the count starts again; longer than [`MAX_LOCK`].
+    forgive_after: Duration,
+    capacity: usize,
     accounts: Mutex<HashMap<String, Failures>>,
     clock: Clock,
 }
 
 impl Default for LoginThrottle {
-    /// Five failures before the first lock.
+    /// Five failures before the first lock, forgiven after a quiet day.
     fn default() -> Self {
-        Self::new(5)
+        Self::new(5, Duration::from_secs(24 * 3600))
     }
 }
 
@@ -34,13 +45,31 @@ struct Failures {
 }
 
 impl LoginThrottle {
-    /// Allows `free_attempts` consecutive failures before locking.
-    pub fn new(free_attempts: u32) -> Self {
+    /// Allows `free_attempts` consecutive failures before locking; forgets them after
+    /// `forgive_after` without one (at least twice the longest lock).
+    pub fn new(free_attempts: u32, forgive_after: Duration) -> Self {
         Self {
             free_attempts: free_attempts.max(1),
+            forgive_after: forgive_after.max(2 * MAX_LOCK),
+            capacity: DEFAULT_CAPACITY,
             accounts: Mutex::new(HashMap::new()),
             clock: Clock::system(),
         }
+    }
+
+    /// Keeps at most `capacity` subjects (the idlest are dropped beyond it).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// The quiet time after which failures are forgotten.
+    pub fn forgive_after(&self) -> Duration {
+        self.forgive_after
+    }
+
+    pub fn free_attempts(&self) -> u32 {
+        self.free_attempts
     }
 
     /// The same throttle on `clock`.
@@ -66,13 +95,16 @@ impl LoginThrottle {
             return;
         };
         let now = self.clock.instant();
+        if accounts.len() >= self.capacity && !accounts.contains_key(email) {
+            evict_idlest(&mut accounts, self.capacity);
+        }
         let entry = accounts.entry(email.to_owned()).or_insert(Failures {
             count: 0,
             last: now,
             locked_until: None,
         });
-        // A quiet quarter of an hour forgives earlier failures.
-        if now.since(entry.last) > MAX_LOCK {
+        // A quiet period (longer than any lock) forgives earlier failures.
+        if now.since(entry.last) > self.forgive_after {
             entry.count = 0;
         }
         entry.count += 1;
@@ -90,13 +122,41 @@ impl LoginThrottle {
         }
     }
 
-    /// Drops entries idle for longer than the longest lock.
+    /// Drops entries whose failures are forgiven.
     pub fn prune(&self) {
         if let Ok(mut accounts) = self.accounts.lock() {
             let now = self.clock.instant();
-            accounts.retain(|_, f| now.since(f.last) <= MAX_LOCK);
+            accounts.retain(|_, f| now.since(f.last) <= self.forgive_after);
         }
     }
+
+    /// Subjects held now.
+    pub fn len(&self) -> usize {
+        self.accounts.lock().map_or(0, |a| a.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Makes room: drops the tenth of `capacity` idle longest (one pass, so a flood of new
+/// subjects costs amortised constant time each).
+fn evict_idlest(accounts: &mut HashMap<String, Failures>, capacity: usize) {
+    let drop = (capacity / 10).max(1);
+    let mut lasts: Vec<CoarseInstant> = accounts.values().map(|f| f.last).collect();
+    let cut = drop.min(lasts.len()) - 1;
+    lasts.select_nth_unstable(cut);
+    let threshold = lasts[cut];
+    let mut dropped = 0;
+    accounts.retain(|_, f| {
+        if dropped < drop && f.last <= threshold {
+            dropped += 1;
+            false
+        } else {
+            true
+        }
+    });
 }
 
 #[cfg(test)]
@@ -135,10 +195,57 @@ mod tests {
         assert!(t.check("a@x.test").is_err());
         clock.advance(Duration::from_secs(2));
         assert!(t.check("a@x.test").is_ok());
-        // A quiet quarter of an hour forgives, and an idle entry is pruned.
-        clock.advance(MAX_LOCK + Duration::from_secs(1));
+        // A quiet day forgives, and an idle entry is pruned.
+        clock.advance(t.forgive_after() + Duration::from_secs(1));
         t.prune();
+        assert!(t.is_empty());
         t.failed("a@x.test");
         assert!(t.check("a@x.test").is_ok(), "the count started again");
+    }
+
+    #[test]
+    fn waiting_out_the_longest_lock_does_not_buy_free_attempts() {
+        let clock = Clock::manual();
+        let t = LoginThrottle::default().with_clock(clock.clone());
+        let mut guesses = 0;
+        // A day of an attacker guessing whenever the lock allows.
+        let day = Duration::from_secs(24 * 3600);
+        let mut elapsed = Duration::ZERO;
+        while elapsed < day {
+            match t.check("a@x.test") {
+                Ok(()) => {
+                    guesses += 1;
+                    t.failed("a@x.test");
+                }
+                Err(wait) => {
+                    clock.advance(wait);
+                    elapsed += wait;
+                }
+            }
+        }
+        // 5 free, the growing locks up to the longest, then one per longest lock.
+        assert!(guesses <= 5 + 10 + 24 * 4 + 1, "{guesses} guesses in a day");
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_drops_the_idlest() {
+        let clock = Clock::manual();
+        let t = LoginThrottle::default()
+            .with_capacity(100)
+            .with_clock(clock.clone());
+        for _ in 0..5 {
+            t.failed("victim");
+        }
+        clock.advance(Duration::from_secs(1));
+        for n in 0..1000 {
+            t.failed(&format!("spray-{n}"));
+            assert!(t.len() <= 100);
+        }
+        // The most recent subjects are kept; the idlest (the first) went.
+        for _ in 0..4 {
+            t.failed("spray-999");
+        }
+        assert!(t.check("spray-999").is_err());
+        assert!(t.check("victim").is_ok());
     }
 }

@@ -1,7 +1,8 @@
 //! Sign-in failure counters shared by replicas, in Redis: consecutive failures of one subject
 //! lock it for a growing period (2 s after the free attempts, doubling, at most 15 minutes),
-//! the same policy as the in-process `LoginThrottle`, with Redis's clock. A quiet quarter of an
-//! hour forgives (the key expires). Unreachable Redis is an error: callers refuse sign-in.
+//! the same policy as the in-process `LoginThrottle`, with Redis's clock. A quiet period longer
+//! than the longest lock forgives (the key expires then). Unreachable Redis is an error:
+//! callers refuse sign-in.
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ if count >= free then
   local lock = math.min(2000 * (2 ^ exponent), 900000)
   redis.call('HSET', KEYS[1], 'until', now + lock)
 end
-redis.call('PEXPIRE', KEYS[1], 900000)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return count
 "#;
 
@@ -36,23 +37,32 @@ pub struct RedisThrottle {
     connection: ConnectionManager,
     prefix: String,
     free_attempts: u32,
+    forgive_after_ms: u64,
     fail: redis::Script,
     check: redis::Script,
 }
 
 impl RedisThrottle {
     /// Counters under `prefix` + subject (see `authsome_domain::shared_state`), locking after
-    /// `free_attempts`.
+    /// `free_attempts`, forgotten after `forgive_after` without a failure (never sooner than
+    /// twice the longest lock, as in process).
     pub async fn connect(
         url: &str,
         prefix: &str,
         free_attempts: u32,
+        forgive_after: Duration,
     ) -> Result<Self, RateLimitError> {
         let connection = crate::connect(url).await?;
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
             free_attempts: free_attempts.max(1),
+            forgive_after_ms: u64::try_from(
+                forgive_after
+                    .max(2 * authsome_domain::throttle::MAX_LOCK)
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             fail: redis::Script::new(FAIL),
             check: redis::Script::new(CHECK),
         })
@@ -80,6 +90,7 @@ impl RedisThrottle {
             .fail
             .key(self.key(subject))
             .arg(self.free_attempts)
+            .arg(self.forgive_after_ms)
             .invoke_async(&mut connection)
             .with_deadline()
             .await?;
@@ -106,7 +117,8 @@ mod tests {
         let url = std::env::var("AUTHSOME_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let prefix = format!("authsome-test-throttle-{}:", std::process::id());
-        let first = match RedisThrottle::connect(&url, &prefix, 3).await {
+        let first = match RedisThrottle::connect(&url, &prefix, 3, Duration::from_secs(3600)).await
+        {
             Ok(t) => t,
             Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
                 panic!("CI=true and Redis is unreachable at {url}: {e}")
@@ -116,7 +128,9 @@ mod tests {
                 return;
             }
         };
-        let second = RedisThrottle::connect(&url, &prefix, 3).await.unwrap();
+        let second = RedisThrottle::connect(&url, &prefix, 3, Duration::from_secs(3600))
+            .await
+            .unwrap();
         let subject = format!("app:{}@example.com", std::process::id());
         first.succeeded(&subject).await.unwrap();
         // Failures on two replicas add up: the third locks, for about two seconds.
@@ -133,6 +147,14 @@ mod tests {
         second.failed(&subject).await.unwrap();
         let wait = first.check(&subject).await.unwrap().expect("locked");
         assert!(wait > Duration::from_secs(3), "{wait:?}");
+        // The count outlives the longest lock: it expires only after the quiet hour.
+        let mut connection = first.connection.clone();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(first.key(&subject))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(ttl > 3_500_000, "{ttl}");
         // Success (after the lock) clears everything.
         first.succeeded(&subject).await.unwrap();
         assert_eq!(second.check(&subject).await.unwrap(), None);

@@ -8,13 +8,15 @@ use authsome_domain::identity::{
 use authsome_domain::keys::{KeyHash, OpaqueToken};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::password;
-use authsome_domain::shared_state::app_scoped;
 use authsome_domain::tenancy::member::parse_email;
 use authsome_domain::tenancy::parse_name;
 use authsome_storage::app::{AppRepository, Rotation};
 use authsome_storage::outbox::Outbox;
 use authsome_storage::StorageError;
 use chrono::{DateTime, Utc};
+
+use authsome_control::throttle::{Attempt, Realm, ThrottleUnavailable, Throttled};
+use authsome_domain::ValidationError;
 
 use crate::tokens::Claims;
 use crate::{Identity, IdentityError, Result};
@@ -23,6 +25,41 @@ const REFRESH_PREFIX: &str = "rt_";
 const BAD_CREDENTIALS: &str = "invalid email or password";
 const BAD_TOKEN: &str = "invalid or expired access token";
 const BAD_REFRESH: &str = "invalid or expired refresh token";
+/// Opaque tokens are far shorter; a longer one is refused before it is hashed or looked up.
+const MAX_TOKEN_BYTES: usize = 512;
+
+/// Emails and passwords are bounded before any work (the control plane's limits).
+fn bounded_credentials(email: &str, password: &str) -> Result<()> {
+    use authsome_control::{MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
+    for (field, value, max) in [
+        ("email", email, MAX_EMAIL_BYTES),
+        ("password", password, MAX_PASSWORD_BYTES),
+    ] {
+        if value.len() > max {
+            return Err(IdentityError::Invalid(ValidationError::new(
+                field,
+                format!("must be at most {max} bytes"),
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn unavailable(e: ThrottleUnavailable) -> IdentityError {
+    tracing::error!(error = %e, "sign-in refused: throttle state unavailable");
+    IdentityError::Unavailable("sign-in is unavailable right now".into())
+}
+
+impl From<Throttled> for IdentityError {
+    fn from(t: Throttled) -> Self {
+        match t {
+            Throttled::Locked(wait) => IdentityError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            },
+            Throttled::Unavailable(e) => unavailable(e),
+        }
+    }
+}
 
 #[derive(Debug, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -124,6 +161,15 @@ impl Identity {
         input: SignUp,
         client: &ClientInfo,
     ) -> Result<(User, IssuedSession)> {
+        bounded_credentials(&input.email, &input.password)?;
+        // An address that keeps failing (guessing passwords, probing which emails exist) is
+        // refused here too, before the hash.
+        let by_address = Attempt {
+            scope: Realm::Application(app.as_str()),
+            account: None,
+            address: client.ip.as_deref(),
+        };
+        self.credentials.check(by_address).await?;
         let email = parse_email(&input.email)?;
         self.policy.check(&input.password)?;
         let name = input
@@ -144,23 +190,33 @@ impl Identity {
             updated_at: now,
             last_sign_in_at: Some(now),
         };
-        let hash = self.hash_password(input.password).await;
-        self.audited(
-            app,
-            Self::event(app, "user.signed_up", &user.id, Some(&user.id)),
-            async |outbox| {
-                store
-                    .create_user(&user, Some(&hash), outbox)
-                    .await
-                    .map_err(|e| match e {
-                        StorageError::Duplicate => {
-                            IdentityError::Conflict("a user with this email already exists".into())
-                        }
-                        other => other.into(),
-                    })
-            },
-        )
-        .await?;
+        let hash = self.hash_password(app, input.password).await?;
+        let created = self
+            .audited(
+                app,
+                Self::event(app, "user.signed_up", &user.id, Some(&user.id)),
+                async |outbox| {
+                    store
+                        .create_user(&user, Some(&hash), outbox)
+                        .await
+                        .map_err(|e| match e {
+                            StorageError::Duplicate => IdentityError::Conflict(
+                                "a user with this email already exists".into(),
+                            ),
+                            other => other.into(),
+                        })
+                },
+            )
+            .await;
+        if let Err(IdentityError::Conflict(m)) = created {
+            // Asking whether an email exists is a failure like a wrong password.
+            self.credentials
+                .failed(by_address)
+                .await
+                .map_err(unavailable)?;
+            return Err(IdentityError::Conflict(m));
+        }
+        created?;
         let session = self
             .issue_session(app, &*store, &user, client, None)
             .await?;
@@ -176,31 +232,18 @@ impl Identity {
         input: SignIn,
         client: &ClientInfo,
     ) -> Result<(User, IssuedSession)> {
+        bounded_credentials(&input.email, &input.password)?;
         let email = input.email.trim().to_lowercase();
-        let account_key = app_scoped(app.as_str(), "signin-account", &email);
-        let address_key = client
-            .ip
-            .as_ref()
-            .map(|ip| app_scoped(app.as_str(), "signin-address", ip));
-        let unavailable = |e: crate::throttle::ThrottleUnavailable| {
-            tracing::error!(error = %e, "sign-in refused: throttle state unavailable");
-            IdentityError::Unavailable("sign-in is unavailable right now".into())
+        let attempt = Attempt {
+            scope: Realm::Application(app.as_str()),
+            account: Some(&email),
+            address: client.ip.as_deref(),
         };
-        let mut locked = self
-            .account_throttle
-            .check(&account_key)
-            .await
-            .map_err(unavailable)?;
-        if locked.is_none() {
-            if let Some(k) = &address_key {
-                locked = self.address_throttle.check(k).await.map_err(unavailable)?;
+        if let Err(refused) = self.credentials.check(attempt).await {
+            if matches!(refused, Throttled::Locked(_)) {
+                self.sign_in_failed(app, &email, None, "locked");
             }
-        }
-        if let Some(wait) = locked {
-            self.sign_in_failed(app, &email, None, "locked");
-            return Err(IdentityError::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            });
+            return Err(refused.into());
         }
         let store = self.store(app).await?;
         let found = match parse_email(&email) {
@@ -209,25 +252,25 @@ impl Identity {
         };
         let known = found.as_ref().map(|(u, _)| u.id.clone());
         let verified = match found {
-            Some((user, Some(hash))) => self.verify(&input.password, hash).await.then_some(user),
+            Some((user, Some(hash))) => self
+                .verify(app, &input.password, hash)
+                .await?
+                .then_some(user),
             _ => {
-                self.dummy(&input.password).await;
+                self.dummy(app, &input.password).await?;
                 None
             }
         };
         let Some(user) = verified else {
-            self.account_throttle
-                .failed(&account_key)
+            self.credentials
+                .failed(attempt)
                 .await
                 .map_err(unavailable)?;
-            if let Some(k) = &address_key {
-                self.address_throttle.failed(k).await.map_err(unavailable)?;
-            }
             self.sign_in_failed(app, &email, known.as_ref(), "bad_credentials");
             return Err(IdentityError::Unauthenticated(BAD_CREDENTIALS));
         };
-        self.account_throttle
-            .succeeded(&account_key)
+        self.credentials
+            .succeeded(attempt)
             .await
             .map_err(unavailable)?;
         if user.disabled {
@@ -271,25 +314,45 @@ impl Identity {
     /// Exchanges a refresh token for a new pair. Each token works once: presenting a rotated one
     /// again (after a short grace for concurrent double-submits) revokes the whole session.
     pub async fn refresh(&self, app: &ApplicationId, refresh_token: &str) -> Result<IssuedSession> {
-        self.refresh_with_proof(app, refresh_token, None).await
+        self.refresh_with_proof(app, refresh_token, None, None)
+            .await
     }
 
     /// As [`Identity::refresh`], with the key thumbprint of a verified DPoP proof: a session
-    /// bound to a key refreshes only with a proof made with that key (RFC 9449 §5).
+    /// bound to a key refreshes only with a proof made with that key (RFC 9449 §5), and the
+    /// client's address: unknown tokens count against it, and once it is locked they are 429.
+    /// (A live token is not throttled: it cannot have been guessed, and a refresh costs no
+    /// round trip to the shared throttle.)
     pub async fn refresh_with_proof(
         &self,
         app: &ApplicationId,
         refresh_token: &str,
         dpop_jkt: Option<&str>,
+        address: Option<&str>,
     ) -> Result<IssuedSession> {
+        if refresh_token.len() > MAX_TOKEN_BYTES {
+            return Err(IdentityError::Unauthenticated(BAD_REFRESH));
+        }
         let store = self.store(app).await?;
         let hash = KeyHash::of(refresh_token);
         let now = self.clock.now();
-        let (_, session, user) = store
+        let found = store
             .refresh_with_session(&hash)
             .await?
-            .filter(|(r, _, _)| r.expires_at > now)
-            .ok_or(IdentityError::Unauthenticated(BAD_REFRESH))?;
+            .filter(|(r, _, _)| r.expires_at > now);
+        let Some((_, session, user)) = found else {
+            let attempt = Attempt {
+                scope: Realm::Application(app.as_str()),
+                account: None,
+                address,
+            };
+            self.credentials.check(attempt).await?;
+            self.credentials
+                .failed(attempt)
+                .await
+                .map_err(unavailable)?;
+            return Err(IdentityError::Unauthenticated(BAD_REFRESH));
+        };
         if !session.is_live_at(now) || user.disabled {
             return Err(IdentityError::Unauthenticated("the session has ended"));
         }
@@ -619,17 +682,15 @@ impl Identity {
 }
 
 impl Identity {
-    async fn verify(&self, password: &str, hash: String) -> bool {
+    async fn verify(&self, app: &ApplicationId, password: &str, hash: String) -> Result<bool> {
         let password = password.to_owned();
-        self.hashing(move || password::verify_password(&password, &hash))
+        self.hashing(app, move || password::verify_password(&password, &hash))
             .await
-            .unwrap_or(false)
     }
 
-    async fn dummy(&self, password: &str) {
+    async fn dummy(&self, app: &ApplicationId, password: &str) -> Result<()> {
         let password = password.to_owned();
-        let _ = self
-            .hashing(move || password::verify_against_dummy(&password))
-            .await;
+        self.hashing(app, move || password::verify_against_dummy(&password))
+            .await
     }
 }

@@ -9,9 +9,7 @@
 
 mod auth;
 pub mod dpop;
-mod hashing;
 mod organizations;
-pub mod throttle;
 pub mod tokens;
 mod usage;
 mod users;
@@ -21,20 +19,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use authsome_control::hashing::{HashPool, HashTenant};
 use authsome_domain::clock::{Clock, CoarseInstant};
 
+use authsome_control::throttle::CredentialThrottle;
 use authsome_domain::event::{DomainEvent, EventActor, EventSink, NoEvents, StoredIn};
 use authsome_domain::id::ApplicationId;
 use authsome_domain::identity::SigningKeyRecord;
 use authsome_domain::master_key::MasterKey;
 use authsome_domain::password::PasswordPolicy;
-use authsome_domain::throttle::LoginThrottle;
-use throttle::{LocalThrottle, SignInThrottle};
 
-/// Failures allowed before an email is locked out (per application).
-pub const ACCOUNT_FREE_ATTEMPTS: u32 = 5;
-/// Failures allowed before a client address is locked out (per application).
-pub const ADDRESS_FREE_ATTEMPTS: u32 = 20;
 use authsome_domain::ValidationError;
 use authsome_storage::app::{AppDatabases, AppRepository};
 use authsome_storage::StorageError;
@@ -67,6 +61,9 @@ pub enum IdentityError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// Password hashing is at capacity: nothing was done; retry shortly.
+    #[error(transparent)]
+    Busy(#[from] authsome_control::hashing::Busy),
     #[error("storage failure")]
     Storage(#[source] StorageError),
 }
@@ -89,12 +86,12 @@ pub struct Identity {
     clock: Clock,
     public_url: String,
     keys: RwLock<HashMap<ApplicationId, (Arc<KeySet>, CoarseInstant)>>,
-    account_throttle: Arc<dyn SignInThrottle>,
-    address_throttle: Arc<dyn SignInThrottle>,
+    /// Failures per account and per client address (shared with the control plane).
+    credentials: Arc<CredentialThrottle>,
     active_users: Mutex<usage::ActiveUsers>,
     events: Arc<dyn EventSink>,
     policy: PasswordPolicy,
-    hashers: hashing::HashPool,
+    hashers: HashPool,
 }
 
 /// Hands memory that is free inside the allocator back to the system. On glibc, freed blocks
@@ -127,13 +124,13 @@ impl Identity {
             master_key: Arc::new(master_key),
             public_url: public_url.trim_end_matches('/').to_owned(),
             keys: RwLock::new(HashMap::new()),
-            account_throttle: Arc::new(LocalThrottle(LoginThrottle::new(ACCOUNT_FREE_ATTEMPTS))),
-            address_throttle: Arc::new(LocalThrottle(LoginThrottle::new(ADDRESS_FREE_ATTEMPTS))),
+            credentials: Arc::new(CredentialThrottle::in_process(&Clock::system())),
             active_users: Mutex::new(usage::ActiveUsers::default()),
             events: Arc::new(NoEvents),
             policy: PasswordPolicy::default(),
-            hashers: hashing::HashPool::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            hashers: HashPool::for_machine(
+                authsome_control::hashing::DEFAULT_MEMORY_BUDGET_KIB,
+                authsome_domain::password::Argon2Params::default().memory_kib,
             ),
         }
     }
@@ -149,27 +146,17 @@ impl Identity {
         &self.public_url
     }
 
-    /// Keeps sign-in failure counters in `account` (per application and email) and `address`
-    /// (per application and client address), e.g. shared by all replicas through Redis.
-    pub fn with_throttles(
-        mut self,
-        account: Arc<dyn SignInThrottle>,
-        address: Arc<dyn SignInThrottle>,
-    ) -> Self {
-        self.account_throttle = account;
-        self.address_throttle = address;
+    /// Counts sign-in, sign-up and refresh failures in `throttle` (the process's one, shared
+    /// with the control plane; in Redis when replicas share state).
+    pub fn with_credential_throttle(mut self, throttle: Arc<CredentialThrottle>) -> Self {
+        self.credentials = throttle;
         self
     }
 
     /// Decides by `clock`'s time: a test's manual clock, moved forward instead of sleeping. The
     /// in-process sign-in throttles go by it too (shared ones go by Redis's clock).
     pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.account_throttle = Arc::new(LocalThrottle(
-            LoginThrottle::new(ACCOUNT_FREE_ATTEMPTS).with_clock(clock.clone()),
-        ));
-        self.address_throttle = Arc::new(LocalThrottle(
-            LoginThrottle::new(ADDRESS_FREE_ATTEMPTS).with_clock(clock.clone()),
-        ));
+        self.credentials = Arc::new(CredentialThrottle::in_process(&clock));
         self.clock = clock;
         self
     }
@@ -180,21 +167,33 @@ impl Identity {
         self
     }
 
-    /// argon2id takes tens of milliseconds of CPU and ~19 MiB of memory: it runs on the
-    /// dedicated hashing threads, so a burst of sign-ins queues instead of exhausting memory, and
-    /// each thread reuses its allocation instead of growing a new one.
-    pub(crate) async fn hashing<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Option<T> {
-        self.hashers.run(work).await
+    /// Hashes on `pool`, the process's one (shared with the control plane).
+    pub fn with_hash_pool(mut self, pool: HashPool) -> Self {
+        self.hashers = pool;
+        self
     }
 
-    pub(crate) async fn hash_password(&self, password: String) -> String {
+    /// argon2id takes tens of milliseconds of CPU and megabytes of memory: it runs on the
+    /// process's bounded hashing pool in `app`'s turn, so a burst of one application's sign-ins
+    /// queues behind its own share, and beyond its queue is refused at once ([`IdentityError::Busy`]).
+    pub(crate) async fn hashing<T: Send + 'static>(
+        &self,
+        app: &ApplicationId,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        Ok(self
+            .hashers
+            .run(HashTenant::Application(app.to_string()), work)
+            .await?)
+    }
+
+    pub(crate) async fn hash_password(
+        &self,
+        app: &ApplicationId,
+        password: String,
+    ) -> Result<String> {
         let policy = self.policy.clone();
-        self.hashing(move || policy.hash(&password))
-            .await
-            .unwrap_or_default()
+        self.hashing(app, move || policy.hash(&password)).await
     }
 
     /// Sends the identity engine's domain events to `sink`.
@@ -477,8 +476,7 @@ impl Identity {
             tracing::warn!(error = %e, "could not record monthly active users; will retry");
         }
         self.databases.close_idle(Duration::from_secs(300)).await;
-        self.account_throttle.prune();
-        self.address_throttle.prune();
+        self.credentials.prune();
         release_free_memory();
     }
 }

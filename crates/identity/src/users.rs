@@ -81,7 +81,7 @@ impl Identity {
             last_sign_in_at: None,
         };
         let hash = match input.password {
-            Some(p) => Some(self.hash_password(p).await),
+            Some(p) => Some(self.hash_password(app, p).await?),
             None => None,
         };
         let store = self.store(app).await?;
@@ -161,7 +161,7 @@ impl Identity {
         let new_hash = match patch.password {
             Some(p) => {
                 self.policy.check(&p)?;
-                Some(self.hash_password(p).await)
+                Some(self.hash_password(app, p).await?)
             }
             None => None,
         };

@@ -8,11 +8,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use authsome_control::hashing::HashPool;
 use authsome_control::mail::Mailer;
+use authsome_control::throttle::{
+    CredentialThrottle, ACCOUNT_FORGIVE_AFTER, ACCOUNT_FREE_ATTEMPTS, ADDRESS_FORGIVE_AFTER,
+    ADDRESS_FREE_ATTEMPTS,
+};
 use authsome_control::{ControlPlane, ControlSettings};
 use authsome_domain::clock::Clock;
 use authsome_domain::master_key::MasterKey;
-use authsome_domain::password::PasswordPolicy;
+use authsome_domain::password::{Argon2Params, PasswordPolicy};
 use authsome_gateway::{
     InProcessLimiter, InProcessReplayCache, RateLimiter, RedisAppUsers, RedisChannel, RedisLimiter,
     RedisReplayCache, RedisThrottle, ReplayCache,
@@ -37,6 +42,8 @@ pub struct Settings {
     pub public_url: String,
     pub control: ControlSettings,
     pub password_policy: PasswordPolicy,
+    /// The memory password hashes may hold at once (sizes the one hashing pool), in KiB.
+    pub hashing_memory_kib: u64,
     pub http: HttpSettings,
     /// Where the state replicas share lives.
     pub shared: SharedState,
@@ -61,6 +68,7 @@ impl Settings {
             },
             public_url,
             password_policy: PasswordPolicy::default(),
+            hashing_memory_kib: authsome_control::hashing::DEFAULT_MEMORY_BUDGET_KIB,
             http: HttpSettings::default(),
             shared: SharedState::InProcess,
             mailer: None,
@@ -123,20 +131,34 @@ impl App {
             public_url,
             control,
             password_policy,
+            hashing_memory_kib,
             http,
             shared,
             mailer,
             clock,
             maintenance_every,
         } = settings;
+        // One bound on hashing for the whole process, sized for the costliest hash it makes.
+        let hashers = HashPool::for_machine(
+            hashing_memory_kib,
+            password_policy
+                .argon2
+                .memory_kib
+                .max(Argon2Params::default().memory_kib),
+        );
         let mut identity = Identity::new(
             AppDatabases::new(apps, open_applications),
             master_key,
             public_url,
         )
         .with_password_policy(password_policy)
+        .with_hash_pool(hashers.clone())
         .with_clock(clock.clone());
-        let mut control = ControlPlane::new(store, control).with_clock(clock.clone());
+        let mut control = ControlPlane::new(store, control)
+            .with_clock(clock.clone())
+            .with_hash_pool(hashers);
+        // One credential throttle for both APIs (replaced by Redis's below when shared).
+        identity = identity.with_credential_throttle(control.credential_throttle());
         if let Some(mailer) = mailer {
             control = control.with_mailer(mailer);
         }
@@ -158,22 +180,24 @@ impl App {
                 app_users,
             } => {
                 let url = instance_redis_url(url, prefix, *app_users, &http, &identity)?;
-                let throttle = |free: u32| {
+                let throttle = |free: u32, forgive: Duration| {
                     let url = url.clone();
                     async move {
-                        RedisThrottle::connect(url.as_str(), prefix, free)
+                        RedisThrottle::connect(url.as_str(), prefix, free, forgive)
                             .await
                             .map_err(redis_error)
                     }
                 };
-                identity = identity.with_throttles(
+                let credentials = Arc::new(CredentialThrottle::new(
                     Arc::new(SharedThrottle(
-                        throttle(authsome_identity::ACCOUNT_FREE_ATTEMPTS).await?,
+                        throttle(ACCOUNT_FREE_ATTEMPTS, ACCOUNT_FORGIVE_AFTER).await?,
                     )),
                     Arc::new(SharedThrottle(
-                        throttle(authsome_identity::ADDRESS_FREE_ATTEMPTS).await?,
+                        throttle(ADDRESS_FREE_ATTEMPTS, ADDRESS_FORGIVE_AFTER).await?,
                     )),
-                );
+                ));
+                identity = identity.with_credential_throttle(credentials.clone());
+                control = control.with_credential_throttle(credentials);
                 let limiter = RedisLimiter::connect(url.as_str(), prefix)
                     .await
                     .map_err(redis_error)?;

@@ -170,6 +170,8 @@ impl From<ControlError> for ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
             },
+            ControlError::PaymentRequired(m) => ApiError::new(StatusCode::PAYMENT_REQUIRED, m),
+            ControlError::Busy(busy) => busy.into(),
             ControlError::Storage(e) => storage_failure(&e, "storage failure"),
         }
     }
@@ -198,6 +200,19 @@ impl From<authsome_control::admission::Refusal> for ApiError {
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
             },
             Reason::Failed(e) => e.into(),
+        }
+    }
+}
+
+/// The hashing pool turned the work away: 503 at once, with when to retry.
+impl From<authsome_control::hashing::Busy> for ApiError {
+    fn from(busy: authsome_control::hashing::Busy) -> Self {
+        ApiError {
+            retry_after: Some(busy.retry_after_secs),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sign-ins are being processed; retry shortly",
+            )
         }
     }
 }
@@ -239,6 +254,7 @@ impl From<IdentityError> for ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
             },
+            IdentityError::Busy(busy) => busy.into(),
             IdentityError::Storage(e) => storage_failure(&e, "application storage failure"),
         }
     }

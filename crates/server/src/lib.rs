@@ -117,7 +117,10 @@ impl ServerState {
         let audit = AuditLog::new(
             control.store().clone(),
             identity.master_key(),
-            AuditSettings::for_public_url(identity.public_url()),
+            AuditSettings {
+                clock: control.clock().clone(),
+                ..AuditSettings::for_public_url(identity.public_url())
+            },
         );
         let events = Arc::new(EventBus::new(4096).with_audit(audit.clone()));
         let identity = Arc::new(identity.with_events(events.clone()));
@@ -233,6 +236,7 @@ pub(crate) async fn run_maintenance(
                     tracing::warn!(error = %e, "maintenance failed; will retry");
                 }
                 state.identity.maintain().await;
+                state.audit.release_folds(false);
                 if let Err(e) = state.audit.prune_if_due().await {
                     tracing::warn!(error = %e, "audit retention failed; will retry");
                 }
@@ -255,6 +259,8 @@ pub(crate) async fn flush_batched(state: &AppState) {
     if let Err(e) = state.identity.flush_active_users().await {
         tracing::error!(error = %e, "monthly-active-users flush failed");
     }
+    // Counts of repeated refusals still being folded are written now, not lost.
+    state.audit.release_folds(true);
     // The audit writer retries until its database takes the queue; shutdown waits a bounded
     // time for it, then signs a checkpoint over what was written.
     if tokio::time::timeout(Duration::from_secs(10), state.audit.flush())
@@ -272,35 +278,35 @@ pub(crate) async fn flush_batched(state: &AppState) {
 pub(crate) struct SharedThrottle(pub authsome_gateway::RedisThrottle);
 
 #[async_trait::async_trait]
-impl authsome_identity::throttle::SignInThrottle for SharedThrottle {
+impl authsome_control::throttle::SignInThrottle for SharedThrottle {
     async fn check(
         &self,
         subject: &str,
-    ) -> Result<Option<Duration>, authsome_identity::throttle::ThrottleUnavailable> {
+    ) -> Result<Option<Duration>, authsome_control::throttle::ThrottleUnavailable> {
         self.0
             .check(subject)
             .await
-            .map_err(|e| authsome_identity::throttle::ThrottleUnavailable(e.to_string()))
+            .map_err(|e| authsome_control::throttle::ThrottleUnavailable(e.to_string()))
     }
 
     async fn failed(
         &self,
         subject: &str,
-    ) -> Result<(), authsome_identity::throttle::ThrottleUnavailable> {
+    ) -> Result<(), authsome_control::throttle::ThrottleUnavailable> {
         self.0
             .failed(subject)
             .await
-            .map_err(|e| authsome_identity::throttle::ThrottleUnavailable(e.to_string()))
+            .map_err(|e| authsome_control::throttle::ThrottleUnavailable(e.to_string()))
     }
 
     async fn succeeded(
         &self,
         subject: &str,
-    ) -> Result<(), authsome_identity::throttle::ThrottleUnavailable> {
+    ) -> Result<(), authsome_control::throttle::ThrottleUnavailable> {
         self.0
             .succeeded(subject)
             .await
-            .map_err(|e| authsome_identity::throttle::ThrottleUnavailable(e.to_string()))
+            .map_err(|e| authsome_control::throttle::ThrottleUnavailable(e.to_string()))
     }
 }
 

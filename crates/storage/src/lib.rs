@@ -360,6 +360,8 @@ pub trait KeyRepository {
         application: Option<&ApplicationId>,
         id: &KeyId,
     ) -> Result<Option<ApiKey>>;
+    /// Keys of `application` that still work at `now` (neither revoked nor expired).
+    async fn live_key_count(&self, application: &ApplicationId, now: DateTime<Utc>) -> Result<u64>;
     /// Stores `replacement` and gives the old key `old_expires_at`, atomically; `State` when the
     /// old key was already rolled or revoked.
     async fn roll_key(

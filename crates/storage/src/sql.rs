@@ -1141,6 +1141,22 @@ macro_rules! impl_repositories {
                 Ok(Page::from_rows(rows, page.limit, |k| k.id.as_str()))
             }
 
+            async fn live_key_count(
+                &self,
+                application: &ApplicationId,
+                now: DateTime<Utc>,
+            ) -> Result<u64> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM api_keys WHERE application_id = $1 \
+                     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+                )
+                .bind(application.as_str())
+                .bind(ms(now))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
             async fn key(
                 &self,
                 workspace: &WorkspaceId,

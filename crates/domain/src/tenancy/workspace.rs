@@ -149,6 +149,17 @@ impl Workspace {
         }
     }
 
+    /// Live keys (publishable and secret together) one application may have: free 10, pro 50,
+    /// enterprise 500. Each key has its own rate limit, so an unbounded number would be an
+    /// unbounded rate.
+    pub fn keys_per_application(&self) -> u64 {
+        match self.plan {
+            Plan::Free => 10,
+            Plan::Pro => 50,
+            Plan::Enterprise => 500,
+        }
+    }
+
     /// How long audit entries keep their bodies: free 7 days, pro 30, enterprise as
     /// configured (default a year). Hashes and signed checkpoints are kept for ever.
     pub fn audit_retention(&self) -> chrono::Duration {

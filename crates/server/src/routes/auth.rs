@@ -5,8 +5,11 @@ use authsome_domain::tenancy::Member;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use axum::http::request::Parts;
+
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Caller, Json};
+use crate::routes::customer::client_info;
 use crate::views::{LoginView, UserView};
 use crate::AppState;
 
@@ -23,9 +26,14 @@ pub struct LoginRequest {
     responses((status = 200, body = LoginView), (status = 401, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
+    parts: Parts,
     Json(input): Json<LoginRequest>,
 ) -> Result<axum::Json<LoginView>, ApiError> {
-    let done = state.control.login(&input.email, &input.password).await?;
+    let client = client_info(&parts);
+    let done = state
+        .control
+        .login(&input.email, &input.password, client.ip.as_deref())
+        .await?;
     Ok(axum::Json(LoginView {
         token: done.token,
         expires_at: done.expires_at,
@@ -68,7 +76,14 @@ pub async fn me(
         (status = 404, body = ErrorBody)))]
 pub async fn accept_invitation(
     State(state): State<AppState>,
+    parts: Parts,
     Json(input): Json<AcceptInvitation>,
 ) -> Result<axum::Json<Member>, ApiError> {
-    Ok(axum::Json(state.control.accept_invitation(input).await?))
+    let client = client_info(&parts);
+    Ok(axum::Json(
+        state
+            .control
+            .accept_invitation(input, client.ip.as_deref())
+            .await?,
+    ))
 }

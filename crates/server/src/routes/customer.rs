@@ -86,10 +86,12 @@ async fn admit(
         .map_or_else(|| parts.uri.path(), |p| p.as_str());
     let digest = parts.extensions.get::<BodyDigest>().map(|d| d.0.as_str());
     let presented = presented_credential(parts, path_with_query, digest)?;
+    let context = crate::request_id::context();
     let admission = Admission {
         application: app_id,
         presented,
         identify_only,
+        client: context.as_ref().and_then(|c| c.ip.as_deref()),
     };
     settle(state.control.admit(admission, None).await)
 }
@@ -199,10 +201,12 @@ pub(crate) async fn keyed_by(
     credential: &str,
     memo: &mut authsome_control::ConnectionMemo,
 ) -> Result<Admitted, ApiError> {
+    let context = crate::request_id::context();
     let admission = Admission {
         application: app_id,
         presented: Presented::Key(credential),
         identify_only: false,
+        client: context.as_ref().and_then(|c| c.ip.as_deref()),
     };
     settle(state.control.admit(admission, Some(memo)).await)
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Json;
-use crate::routes::customer::{client_info_with_proof, keyed, presented, public};
+use crate::routes::customer::{client_info, client_info_with_proof, keyed, presented, public};
 use crate::AppState;
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -100,7 +100,12 @@ pub async fn refresh(
     let jkt = crate::dpop::verify(&state, &parts, None).await?;
     let session = state
         .identity
-        .refresh_with_proof(&app.id, &input.refresh_token, jkt.as_deref())
+        .refresh_with_proof(
+            &app.id,
+            &input.refresh_token,
+            jkt.as_deref(),
+            client_info(&parts).ip.as_deref(),
+        )
         .await?;
     Ok(axum::Json(RefreshResponse { session }))
 }

@@ -100,9 +100,30 @@ async fn serve(
     http: HttpSettings,
     guard: Box<dyn std::any::Any + Send>,
 ) -> TestApp {
-    serve_with(store, apps, http, guard, SharedState::InProcess, None)
+    serve_with(store, apps, http, guard, SharedState::InProcess, None, None)
         .await
         .expect("an in-process server builds")
+}
+
+/// An app on SQLite with settings changed by `tune` (after the tests' defaults).
+pub async fn spawn_tuned(tune: fn(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    let apps = AppDatabaseConfig::Sqlite {
+        dir: dir.path().join("apps"),
+    };
+    serve_with(
+        Arc::new(store),
+        apps,
+        HttpSettings::default(),
+        Box::new(dir),
+        SharedState::InProcess,
+        None,
+        Some(tune),
+    )
+    .await
+    .expect("an in-process server builds")
 }
 
 /// An app on SQLite whose control plane mails through the SMTP server at `url`.
@@ -123,6 +144,7 @@ pub async fn spawn_with_mailer(url: &str) -> TestApp {
         Box::new(dir),
         SharedState::InProcess,
         Some(Arc::new(mailer)),
+        None,
     )
     .await
     .expect("an in-process server builds")
@@ -157,6 +179,7 @@ pub async fn spawn_with_redis_at(url: &str) -> Option<TestApp> {
         Box::new(dir),
         redis_state(url, &redis_prefix()),
         None,
+        None,
     )
     .await
     .ok()?;
@@ -183,6 +206,7 @@ pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
         HttpSettings::default(),
         Box::new(dir),
         redis_state(&url, &prefix),
+        None,
         None,
     )
     .await;
@@ -228,6 +252,7 @@ async fn serve_with(
     guard: Box<dyn std::any::Any + Send>,
     shared: SharedState,
     mailer: Option<Arc<dyn authsome_control::mail::Mailer>>,
+    tune: Option<fn(&mut Settings)>,
 ) -> Result<TestApp, authsome_server::BuildError> {
     let root_email = "root@platform.test".to_owned();
     let BootstrapResult::Created {
@@ -251,6 +276,9 @@ async fn serve_with(
     settings.shared = shared;
     settings.mailer = mailer;
     settings.clock = clock.clone();
+    if let Some(tune) = tune {
+        tune(&mut settings);
+    }
     let app = App::build(settings).await?;
     app.start();
     let state = app.state.clone();

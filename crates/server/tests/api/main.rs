@@ -33,6 +33,7 @@ macro_rules! on_both_backends {
 
 mod helpers;
 
+mod abuse;
 mod applications;
 mod audit;
 mod auth_and_members;
