@@ -274,6 +274,10 @@ fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Other;
     };
+    // Over the server's limit: the router's path answers 414 with the contract's body.
+    if target.len() > crate::request_id::MAX_URI_BYTES {
+        return Parsed::Other;
+    }
     let path = target.split('?').next().unwrap_or_default();
     let Some(app) = crate::gateway::customer_app(path) else {
         return Parsed::Other;

@@ -94,6 +94,8 @@ pub fn code_for(status: StatusCode) -> &'static str {
         405 => "method_not_allowed",
         409 => "conflict",
         413 => "payload_too_large",
+        414 => "uri_too_long",
+        431 => "request_header_fields_too_large",
         429 => "rate_limit_exceeded",
         502 => "bad_gateway",
         503 => "service_unavailable",

@@ -202,6 +202,48 @@ where
     instrument_as(request, peer, None, handler).await
 }
 
+/// The longest request target the server reads (path and query).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header bytes (names, values and their separators) a request may carry.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// The most header fields a request may carry.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// A request head over the server's own limits: 414 or 431 with the contract's body. (These
+/// sit below hyper's hard cut-offs, which answer without a body: see `serve.rs`.)
+fn oversized_head(request: &Request) -> Option<crate::error::ApiError> {
+    use crate::error::ApiError;
+    use axum::http::StatusCode;
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Some(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    let headers = request.headers();
+    if headers.len() > MAX_HEADER_FIELDS {
+        return Some(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("more than {MAX_HEADER_FIELDS} header fields"),
+        ));
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Some(ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the header fields are longer than {MAX_HEADER_BYTES} bytes"),
+        ));
+    }
+    None
+}
+
 /// [`instrument`] for the server's direct forwarding path, which skips the router: the peer
 /// address is given rather than read from the request's extensions, and the metrics route
 /// label is fixed (neither needs an extension, which would be an allocation per request).
@@ -234,6 +276,9 @@ where
     let user_agent = request.headers().get(header::USER_AGENT).cloned();
     let context = std::sync::Arc::new(RequestContext::new(id.clone(), ip, user_agent));
     let mut response = scope(context.clone(), async move {
+        if let Some(refused) = oversized_head(&request) {
+            return axum::response::IntoResponse::into_response(refused);
+        }
         let response = handler(request).await;
         ensure_error_body(response)
     })

@@ -111,6 +111,11 @@ pub async fn serve(
                 // connections open forever.
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
+                // Above the server's own limits (`request_id::MAX_HEADER_*`), so a head over
+                // those is answered with the contract's body; only one over these hard
+                // cut-offs (or a URI over hyper's 64 KiB) gets hyper's bodiless 431/414.
+                .max_headers(2 * crate::request_id::MAX_HEADER_FIELDS)
+                .max_buf_size(1024 * 1024)
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             tokio::pin!(connection);

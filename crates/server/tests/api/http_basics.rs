@@ -217,3 +217,31 @@ async fn a_request_head_that_never_ends_is_cut_off() {
         200
     );
 }
+
+#[tokio::test]
+async fn oversized_targets_and_heads_get_414_and_431_with_the_error_body() {
+    let app = spawn_app().await;
+    let long = format!("/v1/app_x/{}", "a".repeat(9000));
+    let r = app.call(Method::GET, &long, None, None).await;
+    assert_error(&r, 414, "uri_too_long");
+    assert!(r.body["error"]["requestId"]
+        .as_str()
+        .unwrap()
+        .starts_with("req_"));
+    // Many fields, and a few large ones: both over the server's limits, under hyper's.
+    let mut many = app.client.get(format!("{}/health", app.base));
+    for n in 0..150 {
+        many = many.header(format!("x-filler-{n}"), "1");
+    }
+    let r = TestApp::read(many.send().await.unwrap()).await;
+    assert_error(&r, 431, "request_header_fields_too_large");
+    let mut large = app.client.get(format!("{}/health", app.base));
+    for n in 0..5 {
+        large = large.header(format!("x-large-{n}"), "b".repeat(8 * 1024));
+    }
+    let r = TestApp::read(large.send().await.unwrap()).await;
+    assert_error(&r, 431, "request_header_fields_too_large");
+    // Within the limits, the same request is served.
+    let r = app.call(Method::GET, "/health", None, None).await;
+    assert_eq!(r.status, 200);
+}
