@@ -226,6 +226,20 @@ pub const SETTINGS: &[Setting] = &[
         help: "argon2id lanes (OWASP: 1).",
     },
     Setting {
+        key: "open_applications",
+        env: "AUTHSOME_OPEN_APPLICATIONS",
+        default: Some("512"),
+        secret: false,
+        help: "Application databases a process keeps open at once; the least recently used closes when another opens (pools idle for 5 minutes close anyway). Bounds memory whatever the number of applications: about 0.2 MiB per open SQLite application.",
+    },
+    Setting {
+        key: "app_db_connections",
+        env: "AUTHSOME_APP_DB_CONNECTIONS",
+        default: Some("64"),
+        secret: false,
+        help: "On Postgres: connections all applications' pools together may hold, per process (each pool up to 4). Keep replicas x this under the server's `max_connections`, beside the control plane's pool.",
+    },
+    Setting {
         key: "hashing_memory_mib",
         env: "AUTHSOME_HASHING_MEMORY_MIB",
         default: Some("256"),
@@ -355,6 +369,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     pub password_policy: PasswordPolicy,
     pub hashing_memory_mib: u64,
+    pub open_applications: usize,
+    pub app_db_connections: u32,
     pub redis_prefix: String,
     pub dpop_require_nonce: bool,
     pub redis_app_users: bool,
@@ -594,6 +610,8 @@ impl RawConfig {
             },
             password_policy: self.password_policy(&number)?,
             hashing_memory_mib: number("AUTHSOME_HASHING_MEMORY_MIB", 16, 1024 * 1024)?,
+            open_applications: number("AUTHSOME_OPEN_APPLICATIONS", 1, 1_000_000)? as usize,
+            app_db_connections: number("AUTHSOME_APP_DB_CONNECTIONS", 1, 100_000)? as u32,
             redis_prefix: self
                 .get("AUTHSOME_REDIS_PREFIX")
                 .unwrap_or("authsome:")

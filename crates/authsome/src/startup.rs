@@ -301,6 +301,8 @@ fn settings(
     settings.control.session_ttl = chrono::Duration::seconds(config.session_ttl_seconds);
     settings.password_policy = config.password_policy.clone();
     settings.hashing_memory_kib = config.hashing_memory_mib * 1024;
+    settings.open_applications = config.open_applications;
+    settings.app_db_connections = config.app_db_connections;
     settings.mailer = mailer(config)?;
     settings.http = HttpSettings {
         max_body_bytes: config.max_body_bytes,

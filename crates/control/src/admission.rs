@@ -277,7 +277,7 @@ impl ControlPlane {
             .await?;
         if let Some(quota) = workspace.requests_per_month() {
             let used = self
-                .month_requests(&application.id)
+                .workspace_month_requests(&application.workspace_id)
                 .await
                 .map_err(|e| refused(Refusal::from(e).reason))?;
             if used >= quota {
@@ -292,7 +292,7 @@ impl ControlPlane {
                 });
             }
         }
-        self.record_request(&application.id, &key.id);
+        self.record_request(&application.id, &application.workspace_id, &key.id);
         Ok(Admitted {
             application,
             key,

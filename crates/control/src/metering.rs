@@ -1,6 +1,7 @@
 //! Request metering: customer-API requests counted per application, key and hour in memory and
 //! written in batches by the maintenance loop (never a database write per request), and the
-//! month-to-date total that monthly quotas are checked against.
+//! month-to-date totals: an application's (its usage), and its workspace's, which the plan's
+//! monthly quota is checked against.
 //!
 //! The total is the stored count (re-read at most every few seconds) plus what this process has
 //! not written yet; requests another replica has not flushed yet are not in it, so a quota can be
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use authsome_domain::clock::CoarseInstant;
 
-use authsome_domain::id::{ApplicationId, KeyId};
+use authsome_domain::id::{ApplicationId, KeyId, WorkspaceId};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 
 use crate::{ControlPlane, Result};
@@ -24,6 +25,7 @@ const TOTAL_TTL: Duration = Duration::from_secs(5);
 pub struct RequestMeter {
     pending: Mutex<Pending>,
     totals: RwLock<FastMap<ApplicationId, (i64, u64, CoarseInstant)>>,
+    workspace_totals: RwLock<FastMap<WorkspaceId, (i64, u64, CoarseInstant)>>,
     /// The last hour whose month was worked out and that month's first hour, packed as
     /// `hour << 32 | month_start_hour` (0: none yet): every request asks, and the calendar
     /// arithmetic is worth doing once an hour rather than twice a request.
@@ -52,10 +54,13 @@ impl RequestMeter {
 #[derive(Default)]
 struct Pending {
     apps: FastMap<ApplicationId, AppPending>,
+    /// (month-start hour, requests) per workspace, for its quota.
+    workspaces: FastMap<WorkspaceId, Vec<(i64, u64)>>,
 }
 
 #[derive(Default)]
 struct AppPending {
+    workspace: Option<WorkspaceId>,
     /// (month-start hour, requests): one entry, two around the turn of a month.
     months: Vec<(i64, u64)>,
     keys: FastMap<KeyId, Vec<(i64, u64)>>,
@@ -82,28 +87,56 @@ impl AppPending {
 }
 
 impl Pending {
-    fn add(&mut self, app: &ApplicationId, key: &KeyId, hour: i64, month: i64, n: u64) {
+    fn add(
+        &mut self,
+        app: &ApplicationId,
+        workspace: &WorkspaceId,
+        key: &KeyId,
+        hour: i64,
+        month: i64,
+        n: u64,
+    ) {
         match self.apps.get_mut(app) {
             Some(pending) => pending.add(key, hour, month, n),
             None => {
-                let mut pending = AppPending::default();
+                let mut pending = AppPending {
+                    workspace: Some(workspace.clone()),
+                    ..AppPending::default()
+                };
                 pending.add(key, hour, month, n);
                 self.apps.insert(app.clone(), pending);
             }
         }
+        match self.workspaces.get_mut(workspace) {
+            Some(months) => bump(months, month, n),
+            None => {
+                self.workspaces.insert(workspace.clone(), vec![(month, n)]);
+            }
+        }
     }
 
-    /// Everything counted, as (application, key, hour, requests).
-    fn into_counts(self) -> Vec<(ApplicationId, KeyId, i64, u64)> {
+    /// Everything counted, as (application, its workspace, key, hour, requests).
+    fn into_counts(self) -> Vec<Counted> {
         let mut counts = Vec::new();
         for (app, pending) in self.apps {
+            let Some(workspace) = pending.workspace else {
+                continue;
+            };
             for (key, hours) in pending.keys {
                 for (hour, n) in hours {
-                    counts.push((app.clone(), key.clone(), hour, n));
+                    counts.push((app.clone(), workspace.clone(), key.clone(), hour, n));
                 }
             }
         }
         counts
+    }
+
+    /// Requests of `workspace`'s applications counted here in the month starting at `month`.
+    fn workspace_month_total(&self, workspace: &WorkspaceId, month: i64) -> u64 {
+        self.workspaces
+            .get(workspace)
+            .and_then(|months| months.iter().find(|(m, _)| *m == month))
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Requests of `app` counted here in the month starting at hour `month`.
@@ -114,6 +147,8 @@ impl Pending {
             .map_or(0, |(_, n)| *n)
     }
 }
+
+type Counted = (ApplicationId, WorkspaceId, KeyId, i64, u64);
 
 fn hour_start(hour: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default()
@@ -146,11 +181,11 @@ pub fn month_bounds(t: DateTime<Utc>) -> (i64, DateTime<Utc>) {
 
 impl ControlPlane {
     /// Counts one customer-API request (in memory).
-    pub fn record_request(&self, app: &ApplicationId, key: &KeyId) {
+    pub fn record_request(&self, app: &ApplicationId, workspace: &WorkspaceId, key: &KeyId) {
         let hour = current_hour();
         let month = self.meter.month_start(hour);
         if let Ok(mut pending) = self.meter.pending.lock() {
-            pending.add(app, key, hour, month, 1);
+            pending.add(app, workspace, key, hour, month, 1);
         }
     }
 
@@ -163,20 +198,29 @@ impl ControlPlane {
         if counts.is_empty() {
             return Ok(0);
         }
-        match self.store.add_request_counts(&counts).await {
+        let rows: Vec<(ApplicationId, KeyId, i64, u64)> = counts
+            .iter()
+            .map(|(a, _, k, h, n)| (a.clone(), k.clone(), *h, *n))
+            .collect();
+        match self.store.add_request_counts(&rows).await {
             Ok(()) => {
                 // What was pending is now in the stored totals.
                 if let Ok(mut totals) = self.meter.totals.write() {
-                    for (app, _, _, _) in &counts {
+                    for (app, _, _, _, _) in &counts {
                         totals.remove(app);
+                    }
+                }
+                if let Ok(mut totals) = self.meter.workspace_totals.write() {
+                    for (_, workspace, _, _, _) in &counts {
+                        totals.remove(workspace);
                     }
                 }
                 Ok(counts.len())
             }
             Err(e) => {
                 if let Ok(mut pending) = self.meter.pending.lock() {
-                    for (a, k, h, n) in &counts {
-                        pending.add(a, k, *h, self.meter.month_start(*h), *n);
+                    for (a, w, k, h, n) in &counts {
+                        pending.add(a, w, k, *h, self.meter.month_start(*h), *n);
                     }
                 }
                 Err(e.into())
@@ -213,6 +257,40 @@ impl ControlPlane {
             .map_or(0, |p| p.month_total(app, from_hour));
         Ok(stored + pending)
     }
+
+    /// Requests of all the workspace's applications this calendar month (UTC): what its plan's
+    /// monthly quota counts.
+    pub async fn workspace_month_requests(&self, workspace: &WorkspaceId) -> Result<u64> {
+        let from_hour = self.meter.month_start(current_hour());
+        let cached = self.meter.workspace_totals.read().ok().and_then(|t| {
+            t.get(workspace)
+                .filter(|(from, _, at)| *from == from_hour && at.elapsed() < TOTAL_TTL)
+                .map(|(_, n, _)| *n)
+        });
+        let stored = match cached {
+            Some(n) => n,
+            None => {
+                let n = self
+                    .store
+                    .workspace_requests_since(workspace, from_hour)
+                    .await?;
+                if let Ok(mut totals) = self.meter.workspace_totals.write() {
+                    if totals.len() > 100_000 {
+                        totals.clear();
+                    }
+                    totals.insert(workspace.clone(), (from_hour, n, CoarseInstant::now()));
+                }
+                n
+            }
+        };
+        let pending = self
+            .meter
+            .pending
+            .lock()
+            .ok()
+            .map_or(0, |p| p.workspace_month_total(workspace, from_hour));
+        Ok(stored + pending)
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +324,7 @@ mod tests {
         let hour = |m, d, h| hour_of(Utc.with_ymd_and_hms(2026, m, d, h, 0, 0).unwrap());
         let (app, other) = (ApplicationId::new(), ApplicationId::new());
         let (k1, k2) = (KeyId::new(), KeyId::new());
+        let (ws, other_ws) = (WorkspaceId::new(), WorkspaceId::new());
         let mut pending = Pending::default();
         // The last hour of November and the first of December, twice each (the memo is asked
         // for the same hour again and for the next one).
@@ -257,10 +336,11 @@ mod tests {
         ] {
             let month = meter.month_start(at);
             assert_eq!(month, month_bounds(hour_start(at)).0);
-            pending.add(&app, &k1, at, month, 1);
+            pending.add(&app, &ws, &k1, at, month, 1);
         }
         pending.add(
             &app,
+            &ws,
             &k2,
             hour(12, 1, 0),
             meter.month_start(hour(12, 1, 0)),
@@ -268,6 +348,7 @@ mod tests {
         );
         pending.add(
             &other,
+            &other_ws,
             &k1,
             hour(12, 1, 0),
             meter.month_start(hour(12, 1, 0)),
@@ -279,10 +360,17 @@ mod tests {
         assert_eq!(pending.month_total(&app, december), 7);
         assert_eq!(pending.month_total(&other, december), 7);
         assert_eq!(pending.month_total(&other, november), 0);
+        // A workspace's quota counts all its applications.
+        assert_eq!(pending.workspace_month_total(&ws, december), 7);
+        assert_eq!(pending.workspace_month_total(&ws, november), 2);
+        assert_eq!(pending.workspace_month_total(&other_ws, december), 7);
         let mut counts: Vec<_> = pending
             .into_counts()
             .into_iter()
-            .map(|(a, k, h, n)| (a == app, k == k1, h, n))
+            .map(|(a, w, k, h, n)| {
+                assert_eq!(w == ws, a == app);
+                (a == app, k == k1, h, n)
+            })
             .collect();
         counts.sort();
         assert_eq!(

@@ -148,9 +148,12 @@ fn evict_idlest(accounts: &mut HashMap<String, Failures>, capacity: usize) {
     let cut = drop.min(lasts.len()) - 1;
     lasts.select_nth_unstable(cut);
     let threshold = lasts[cut];
-    let mut dropped = 0;
+    // Every entry idler than the threshold goes, then as many at it as make up the tenth.
+    let before = accounts.len();
+    accounts.retain(|_, f| f.last >= threshold);
+    let mut dropped = before - accounts.len();
     accounts.retain(|_, f| {
-        if dropped < drop && f.last <= threshold {
+        if dropped < drop && f.last == threshold {
             dropped += 1;
             false
         } else {

@@ -37,6 +37,8 @@ pub struct Settings {
     pub apps: AppDatabaseConfig,
     /// Application databases kept open at once (idle ones are closed).
     pub open_applications: usize,
+    /// On Postgres, connections all applications' pools together may hold.
+    pub app_db_connections: u32,
     pub master_key: MasterKey,
     /// The deployment's externally visible URL (token issuer, links in mail).
     pub public_url: String,
@@ -60,7 +62,8 @@ impl Settings {
         Self {
             store,
             apps,
-            open_applications: 512,
+            open_applications: authsome_storage::app::DEFAULT_OPEN_APPLICATIONS,
+            app_db_connections: authsome_storage::app::DEFAULT_POSTGRES_CONNECTION_BUDGET,
             master_key: MasterKey::generate(),
             control: ControlSettings {
                 public_url: public_url.clone(),
@@ -127,6 +130,7 @@ impl App {
             store,
             apps,
             open_applications,
+            app_db_connections,
             master_key,
             public_url,
             control,
@@ -147,7 +151,7 @@ impl App {
                 .max(Argon2Params::default().memory_kib),
         );
         let mut identity = Identity::new(
-            AppDatabases::new(apps, open_applications),
+            AppDatabases::new(apps, open_applications).with_connection_budget(app_db_connections),
             master_key,
             public_url,
         )

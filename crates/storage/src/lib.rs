@@ -388,6 +388,12 @@ pub trait UsageRepository {
     async fn add_request_counts(&self, counts: &[(ApplicationId, KeyId, i64, u64)]) -> Result<()>;
     /// Requests of an application from `from_hour` (inclusive) on.
     async fn requests_since(&self, application: &ApplicationId, from_hour: i64) -> Result<u64>;
+    /// Requests of all of a workspace's applications from `from_hour` (inclusive) on.
+    async fn workspace_requests_since(
+        &self,
+        workspace: &WorkspaceId,
+        from_hour: i64,
+    ) -> Result<u64>;
 }
 
 /// The first outcome of an `Idempotency-Key`.

@@ -1288,6 +1288,23 @@ macro_rules! impl_repositories {
                 .await?;
                 Ok(u64::try_from(total.unwrap_or(0)).unwrap_or(0))
             }
+
+            async fn workspace_requests_since(
+                &self,
+                workspace: &WorkspaceId,
+                from_hour: i64,
+            ) -> Result<u64> {
+                let total: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(SUM(r.requests) AS BIGINT) FROM request_counts r \
+                     JOIN applications a ON a.id = r.application_id \
+                     WHERE a.workspace_id = $1 AND r.hour >= $2",
+                )
+                .bind(workspace.as_str())
+                .bind(from_hour)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(u64::try_from(total.unwrap_or(0)).unwrap_or(0))
+            }
         }
 
         #[derive(sqlx::FromRow)]

@@ -1504,6 +1504,41 @@ mod app_databases {
         lifecycle(dbs).await;
     }
 
+    /// Many applications serving on Postgres never hold more connections than the budget:
+    /// the least recently used pool closes instead.
+    #[tokio::test]
+    async fn postgres_application_pools_stay_within_the_connection_budget() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let config = AppDatabaseConfig::PostgresSchema {
+            server_url: db.url.clone(),
+        };
+        let dbs = AppDatabases::new(config, 512).with_connection_budget(8);
+        assert_eq!(dbs.max_open(), 2);
+        for n in 0..6 {
+            let app = ApplicationId::new();
+            dbs.provision(&app).await.unwrap();
+            dbs.open(&app)
+                .await
+                .unwrap()
+                .create_user(&user(&format!("u{n}@example.com")), None, &Outbox::empty())
+                .await
+                .unwrap();
+            assert!(dbs.open_pools() <= 2);
+        }
+        // SQLite holds one connection per open application: only the pool count bounds it.
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = AppDatabases::new(
+            AppDatabaseConfig::Sqlite {
+                dir: dir.path().to_owned(),
+            },
+            512,
+        )
+        .with_connection_budget(8);
+        assert_eq!(sqlite.max_open(), 512);
+    }
+
     #[tokio::test]
     async fn postgres_schema_per_application_is_enforced_by_the_database() {
         let Some(db) = TestDatabase::create().await else {

@@ -266,6 +266,21 @@ async fn requests_are_metered_and_monthly_quotas_enforced() {
         6,
         "refused requests are not counted"
     );
+    // The quota is the workspace's: its other applications are over it too.
+    let ws = app
+        .get(
+            &format!("/control/v1/applications/{}", c.app),
+            &c.owner_token,
+        )
+        .await
+        .body["workspaceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = app.application(&c.owner_token, &ws, "staging").await;
+    let (_, second_key) = app.key(&c.owner_token, &second, "secret").await;
+    let over = app.identify(&second, &second_key).await;
+    assert_error(&over, 429, "rate_limit_exceeded");
 }
 
 #[tokio::test]

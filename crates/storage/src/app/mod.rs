@@ -294,6 +294,10 @@ impl Closer {
     }
 }
 
+/// Pools a server keeps open unless configured otherwise: the bound on memory that does not
+/// grow with the number of applications.
+pub const DEFAULT_OPEN_APPLICATIONS: usize = 512;
+
 /// Opens application databases lazily and keeps at most `max_open` pools; idle pools close.
 pub struct AppDatabases {
     config: AppDatabaseConfig,
@@ -329,7 +333,15 @@ async fn ensure_database(server_url: &str, name: &str) -> Result<()> {
 /// Connections an application's pool may hold; with `max_open` pools this bounds the total.
 const CONNECTIONS_PER_APP: u32 = 4;
 
+/// Connections all applications' pools together may hold on Postgres unless configured
+/// otherwise: well under Postgres's default `max_connections` (100), which the control plane
+/// and other replicas share.
+pub const DEFAULT_POSTGRES_CONNECTION_BUDGET: u32 = 64;
+
 impl AppDatabases {
+    /// At most `max_open` pools at once (the least recently used closes when one more opens);
+    /// on Postgres also no more than [`DEFAULT_POSTGRES_CONNECTION_BUDGET`] connections in all
+    /// (see [`AppDatabases::with_connection_budget`]).
     pub fn new(config: AppDatabaseConfig, max_open: usize) -> Self {
         Self {
             config,
@@ -337,6 +349,26 @@ impl AppDatabases {
             max_open: max_open.max(1),
             connections_per_app: CONNECTIONS_PER_APP,
         }
+        .with_connection_budget(DEFAULT_POSTGRES_CONNECTION_BUDGET)
+    }
+
+    /// On Postgres, the applications' pools hold at most `budget` connections together: so
+    /// many pools stay open as the budget allows at their size, however many applications
+    /// serve. (A SQLite application holds one connection to its own file, bounded by
+    /// `max_open` alone.)
+    pub fn with_connection_budget(mut self, budget: u32) -> Self {
+        if !matches!(self.config, AppDatabaseConfig::Sqlite { .. }) {
+            let per_app = CONNECTIONS_PER_APP.min(budget.max(1));
+            self.connections_per_app = per_app;
+            let pools = usize::try_from(budget.max(1) / per_app).unwrap_or(1).max(1);
+            self.max_open = self.max_open.min(pools);
+        }
+        self
+    }
+
+    /// The most pools open at once.
+    pub fn max_open(&self) -> usize {
+        self.max_open
     }
 
     /// The Postgres database name of an application.
