@@ -5,10 +5,12 @@
 //! many there were (`changes.repeated`), between which times and from which addresses. The
 //! count is exact: the first entry plus `repeated` is every attempt.
 //!
-//! "Identical" is the same action, outcome, actor, workspace, application, target, changes and
-//! identifying values; the request id, time, address and user agent may differ. Only events
-//! that are not writes and did not succeed are folded. No I/O: the audit log asks what to
-//! write.
+//! "Identical" is the same action, outcome, actor, workspace, application, target and changes;
+//! the request id, time, address, user agent and the values of identifying fields (the emails
+//! a spray tries, kept only as HMACs anyway) may differ. The closing entry says how many
+//! distinct identifying values there were (`changes.distinct`), and lists the first addresses.
+//! Only events that are not writes and did not succeed are folded. No I/O: the audit log asks
+//! what to write.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +21,8 @@ use authsome_domain::id::EventId;
 
 /// Distinct client addresses a summary lists (the count stays exact beyond them).
 const ADDRESSES_LISTED: usize = 8;
+/// Distinct identifying values a window tells apart; beyond it the summary says "at least".
+const DISTINCT_COUNTED: usize = 1024;
 
 struct Pending {
     /// The entry written at once, copied for the summary.
@@ -28,6 +32,8 @@ struct Pending {
     last_at: chrono::DateTime<chrono::Utc>,
     addresses: Vec<String>,
     more_addresses: bool,
+    /// Digests of the identifying values seen (bounded).
+    identities: std::collections::HashSet<u64>,
 }
 
 pub(crate) struct Folds {
@@ -65,6 +71,7 @@ impl Folds {
                 p.repeated += 1;
                 p.last_at = event.at;
                 note_address(p, event.ip.as_deref());
+                note_identity(p, &event);
                 return None;
             }
             if let Some(done) = self.open.remove(&key) {
@@ -91,8 +98,10 @@ impl Folds {
             last_at: event.at,
             addresses: Vec::new(),
             more_addresses: false,
+            identities: std::collections::HashSet::new(),
         };
         note_address(&mut pending, event.ip.as_deref());
+        note_identity(&mut pending, &event);
         self.open.insert(key, pending);
         Some(event)
     }
@@ -127,6 +136,18 @@ fn note_address(p: &mut Pending, ip: Option<&str>) {
     }
 }
 
+fn note_identity(p: &mut Pending, event: &DomainEvent) {
+    if event.identifying.is_empty() || p.identities.len() >= DISTINCT_COUNTED {
+        return;
+    }
+    use std::hash::BuildHasher;
+    // A process-local keyed hash: only told apart here, never stored.
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let digest = KEY.get_or_init(Default::default).hash_one(&event.identifying);
+    p.identities.insert(digest);
+}
+
 /// The entry that closes a window, if anything was folded into it.
 fn summary(p: Pending) -> Option<DomainEvent> {
     if p.repeated == 0 {
@@ -154,6 +175,14 @@ fn summary(p: Pending) -> Option<DomainEvent> {
     if p.more_addresses {
         event.changes.insert("moreAddresses".into(), true.into());
     }
+    if !p.identities.is_empty() {
+        event
+            .changes
+            .insert("distinct".into(), p.identities.len().into());
+        if p.identities.len() >= DISTINCT_COUNTED {
+            event.changes.insert("distinctAtLeast".into(), true.into());
+        }
+    }
     Some(event)
 }
 
@@ -161,8 +190,10 @@ fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// What makes two refusals the same: everything but when, where from and which request.
+/// What makes two refusals the same: everything but when, where from, which request and the
+/// identifying values tried (their field names count).
 fn fold_key(e: &DomainEvent) -> String {
+    let fields: Vec<&str> = e.identifying.iter().map(|(f, _)| f.as_str()).collect();
     let identity = serde_json::json!([
         e.action,
         e.outcome,
@@ -171,7 +202,7 @@ fn fold_key(e: &DomainEvent) -> String {
         e.application_id,
         e.target,
         e.changes,
-        e.identifying,
+        fields,
     ]);
     identity.to_string()
 }
@@ -219,6 +250,27 @@ mod tests {
         assert_eq!(s.identifying, failed("x").identifying);
         // The next attempt opens a new window and is written at once.
         assert!(written(folds.offer(failed("10.0.0.1"), &mut released)));
+    }
+
+    #[test]
+    fn a_spray_of_different_emails_folds_and_counts_them() {
+        let clock = Clock::manual();
+        let mut folds = Folds::new(Duration::from_secs(60), 100, clock.clone());
+        let mut released = Vec::new();
+        let tried = |n: u32| {
+            DomainEvent::new("account.sign_in_failed")
+                .outcome(Outcome::Failure)
+                .change("reason", "bad_credentials")
+                .identifying("email", format!("user{n}@spray.test"))
+        };
+        assert!(written(folds.offer(tried(0), &mut released)));
+        for n in 1..300 {
+            assert!(!written(folds.offer(tried(n % 100), &mut released)));
+        }
+        clock.advance(Duration::from_secs(60));
+        let summary = folds.release(false).pop().unwrap();
+        assert_eq!(summary.changes["repeated"], 299);
+        assert_eq!(summary.changes["distinct"], 100);
     }
 
     #[test]

@@ -91,7 +91,7 @@ impl ControlPlane {
             account: Some(&normalized),
             address,
         };
-        if let Err(refused) = self.credentials.check(attempt).await {
+        if let Err(refused) = self.credentials.admit(attempt).await {
             self.login_failed(&normalized, None, "locked").await;
             return Err(refused.into());
         }
@@ -280,7 +280,7 @@ impl ControlPlane {
             account: None,
             address,
         };
-        self.credentials.check(by_address).await?;
+        self.credentials.admit(by_address).await?;
         let name = input
             .name
             .as_deref()
@@ -305,7 +305,7 @@ impl ControlPlane {
                     account: Some(email),
                     ..by_address
                 };
-                self.credentials.check(attempt).await?;
+                self.credentials.admit(attempt).await?;
                 if !self.verify(&input.password, existing.clone()).await? {
                     self.credentials
                         .failed(attempt)

@@ -38,6 +38,9 @@ pub trait SignInThrottle: Send + Sync {
     /// `Some(wait)` while `subject` is locked.
     async fn check(&self, subject: &str) -> Result<Option<Duration>, ThrottleUnavailable>;
     async fn failed(&self, subject: &str) -> Result<(), ThrottleUnavailable>;
+    /// Checks and counts in one step: `Some(wait)` while locked (not counted), otherwise the
+    /// attempt is counted as a failure until [`SignInThrottle::succeeded`] clears it.
+    async fn attempt(&self, subject: &str) -> Result<Option<Duration>, ThrottleUnavailable>;
     async fn succeeded(&self, subject: &str) -> Result<(), ThrottleUnavailable>;
     /// Drops forgiven state (in-process counters only).
     fn prune(&self) {}
@@ -55,6 +58,10 @@ impl SignInThrottle for LocalThrottle {
     async fn failed(&self, subject: &str) -> Result<(), ThrottleUnavailable> {
         self.0.failed(subject);
         Ok(())
+    }
+
+    async fn attempt(&self, subject: &str) -> Result<Option<Duration>, ThrottleUnavailable> {
+        Ok(self.0.attempt(subject).err())
     }
 
     async fn succeeded(&self, subject: &str) -> Result<(), ThrottleUnavailable> {
@@ -127,37 +134,34 @@ impl CredentialThrottle {
         )
     }
 
-    /// `Err(Locked)` while the account or the address is locked.
-    pub async fn check(&self, who: Attempt<'_>) -> Result<(), Throttled> {
-        let mut wait = None;
-        if let Some(account) = who.account {
-            wait = self
-                .account
-                .check(&subject(who.scope, "a", account))
-                .await?;
-        }
-        if wait.is_none() {
-            if let Some(address) = who.address {
-                let bucket = client_bucket(address);
-                wait = self
-                    .address
-                    .check(&subject(who.scope, "i", &bucket))
-                    .await?;
+    /// Lets an attempt through unless the address or the account is locked. The attempt is
+    /// counted against the account at once (checked and counted in one step, so concurrent
+    /// guesses cannot all pass before one is counted); a success clears it.
+    pub async fn admit(&self, who: Attempt<'_>) -> Result<(), Throttled> {
+        if let Some(address) = who.address {
+            let bucket = client_bucket(address);
+            if let Some(wait) = self
+                .address
+                .check(&subject(who.scope, "i", &bucket))
+                .await?
+            {
+                return Err(Throttled::Locked(wait));
             }
         }
-        match wait {
-            Some(wait) => Err(Throttled::Locked(wait)),
-            None => Ok(()),
+        if let Some(account) = who.account {
+            if let Some(wait) = self
+                .account
+                .attempt(&subject(who.scope, "a", account))
+                .await?
+            {
+                return Err(Throttled::Locked(wait));
+            }
         }
+        Ok(())
     }
 
-    /// Counts a failure against the account and the address.
+    /// Counts a failure against the address (the account's was counted on admission).
     pub async fn failed(&self, who: Attempt<'_>) -> Result<(), ThrottleUnavailable> {
-        if let Some(account) = who.account {
-            self.account
-                .failed(&subject(who.scope, "a", account))
-                .await?;
-        }
         if let Some(address) = who.address {
             let bucket = client_bucket(address);
             self.address
@@ -214,7 +218,7 @@ mod tests {
         let mut locked = 0;
         for email in &emails {
             let attempt = who(Some(email), Some("203.0.113.7"));
-            match t.check(attempt).await {
+            match t.admit(attempt).await {
                 Ok(()) => t.failed(attempt).await.unwrap(),
                 Err(Throttled::Locked(_)) => locked += 1,
                 Err(e) => panic!("{e:?}"),
@@ -223,7 +227,7 @@ mod tests {
         assert_eq!(locked, 30 - ADDRESS_FREE_ATTEMPTS as usize);
         // Another address may still try those accounts (each below its own limit).
         assert!(t
-            .check(who(Some(&emails[0]), Some("198.51.100.1")))
+            .admit(who(Some(&emails[0]), Some("198.51.100.1")))
             .await
             .is_ok());
     }
@@ -234,11 +238,11 @@ mod tests {
         for n in 0..ACCOUNT_FREE_ATTEMPTS {
             let ip = format!("10.0.0.{n}");
             let attempt = who(Some("victim@x.test"), Some(&ip));
-            t.check(attempt).await.unwrap();
+            t.admit(attempt).await.unwrap();
             t.failed(attempt).await.unwrap();
         }
         assert!(matches!(
-            t.check(who(Some("victim@x.test"), Some("10.9.9.9"))).await,
+            t.admit(who(Some("victim@x.test"), Some("10.9.9.9"))).await,
             Err(Throttled::Locked(_))
         ));
         // Scopes are separate: the same email in an application is not locked.
@@ -247,7 +251,7 @@ mod tests {
             account: Some("victim@x.test"),
             address: None,
         };
-        assert!(t.check(app).await.is_ok());
+        assert!(t.admit(app).await.is_ok());
     }
 
     #[tokio::test]
@@ -261,7 +265,7 @@ mod tests {
         t.succeeded(who(Some("mine@x.test"), Some("10.1.1.1")))
             .await
             .unwrap();
-        assert!(t.check(who(None, Some("10.1.1.1"))).await.is_err());
+        assert!(t.admit(who(None, Some("10.1.1.1"))).await.is_err());
     }
 
     #[test]

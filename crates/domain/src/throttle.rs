@@ -94,11 +94,33 @@ impl LoginThrottle {
         let Ok(mut accounts) = self.accounts.lock() else {
             return;
         };
+        self.count(&mut accounts, email);
+    }
+
+    /// Checks and counts in one step: `Err(retry_after)` while `subject` is locked, otherwise
+    /// the attempt is counted as a failure at once (a success clears it with
+    /// [`LoginThrottle::succeeded`]), so concurrent attempts cannot all pass the check
+    /// before any of them is counted.
+    pub fn attempt(&self, subject: &str) -> Result<(), Duration> {
+        let Ok(mut accounts) = self.accounts.lock() else {
+            return Ok(());
+        };
         let now = self.clock.instant();
-        if accounts.len() >= self.capacity && !accounts.contains_key(email) {
-            evict_idlest(&mut accounts, self.capacity);
+        if let Some(until) = accounts.get(subject).and_then(|f| f.locked_until) {
+            if until > now {
+                return Err(until.since(now));
+            }
         }
-        let entry = accounts.entry(email.to_owned()).or_insert(Failures {
+        self.count(&mut accounts, subject);
+        Ok(())
+    }
+
+    fn count(&self, accounts: &mut HashMap<String, Failures>, subject: &str) {
+        let now = self.clock.instant();
+        if accounts.len() >= self.capacity && !accounts.contains_key(subject) {
+            evict_idlest(accounts, self.capacity);
+        }
+        let entry = accounts.entry(subject.to_owned()).or_insert(Failures {
             count: 0,
             last: now,
             locked_until: None,
@@ -228,6 +250,24 @@ mod tests {
         }
         // 5 free, the growing locks up to the longest, then one per longest lock.
         assert!(guesses <= 5 + 10 + 24 * 4 + 1, "{guesses} guesses in a day");
+    }
+
+    #[test]
+    fn concurrent_attempts_cannot_all_pass_before_one_is_counted() {
+        let t = std::sync::Arc::new(LoginThrottle::default());
+        let admitted: usize = (0..16)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || usize::from(t.attempt("a@x.test").is_ok()))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(admitted, 5);
+        // A success clears what the attempts counted.
+        t.succeeded("a@x.test");
+        assert!(t.attempt("a@x.test").is_ok());
     }
 
     #[test]

@@ -24,6 +24,22 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return count
 "#;
 
+const ATTEMPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if untl > now then return untl - now end
+local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+local free = tonumber(ARGV[1])
+if count >= free then
+  local exponent = math.min(count - free, 10)
+  local lock = math.min(2000 * (2 ^ exponent), 900000)
+  redis.call('HSET', KEYS[1], 'until', now + lock)
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 0
+"#;
+
 const CHECK: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -39,6 +55,7 @@ pub struct RedisThrottle {
     free_attempts: u32,
     forgive_after_ms: u64,
     fail: redis::Script,
+    attempt: redis::Script,
     check: redis::Script,
 }
 
@@ -64,6 +81,7 @@ impl RedisThrottle {
             )
             .unwrap_or(u64::MAX),
             fail: redis::Script::new(FAIL),
+            attempt: redis::Script::new(ATTEMPT),
             check: redis::Script::new(CHECK),
         })
     }
@@ -95,6 +113,21 @@ impl RedisThrottle {
             .with_deadline()
             .await?;
         Ok(())
+    }
+
+    /// Checks and counts in one step (see `LoginThrottle::attempt`): `Some(wait)` while
+    /// locked, otherwise the attempt is counted.
+    pub async fn attempt(&self, subject: &str) -> Result<Option<Duration>, RateLimitError> {
+        let mut connection = self.connection.clone();
+        let wait_ms: i64 = self
+            .attempt
+            .key(self.key(subject))
+            .arg(self.free_attempts)
+            .arg(self.forgive_after_ms)
+            .invoke_async(&mut connection)
+            .with_deadline()
+            .await?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
     }
 
     pub async fn succeeded(&self, subject: &str) -> Result<(), RateLimitError> {
@@ -155,8 +188,16 @@ mod tests {
             .await
             .unwrap();
         assert!(ttl > 3_500_000, "{ttl}");
+        // An attempt while locked is refused and not counted; after a success it counts.
+        assert!(first.attempt(&subject).await.unwrap().is_some());
         // Success (after the lock) clears everything.
         first.succeeded(&subject).await.unwrap();
         assert_eq!(second.check(&subject).await.unwrap(), None);
+        for _ in 0..2 {
+            assert_eq!(first.attempt(&subject).await.unwrap(), None);
+        }
+        // The third attempt (3 free) was counted at once, so it locks.
+        assert_eq!(second.attempt(&subject).await.unwrap(), None);
+        assert!(first.check(&subject).await.unwrap().is_some());
     }
 }

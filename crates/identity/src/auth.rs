@@ -169,7 +169,7 @@ impl Identity {
             account: None,
             address: client.ip.as_deref(),
         };
-        self.credentials.check(by_address).await?;
+        self.credentials.admit(by_address).await?;
         let email = parse_email(&input.email)?;
         self.policy.check(&input.password)?;
         let name = input
@@ -239,7 +239,7 @@ impl Identity {
             account: Some(&email),
             address: client.ip.as_deref(),
         };
-        if let Err(refused) = self.credentials.check(attempt).await {
+        if let Err(refused) = self.credentials.admit(attempt).await {
             if matches!(refused, Throttled::Locked(_)) {
                 self.sign_in_failed(app, &email, None, "locked");
             }
@@ -346,7 +346,7 @@ impl Identity {
                 account: None,
                 address,
             };
-            self.credentials.check(attempt).await?;
+            self.credentials.admit(attempt).await?;
             self.credentials
                 .failed(attempt)
                 .await

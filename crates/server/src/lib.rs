@@ -289,6 +289,16 @@ impl authsome_control::throttle::SignInThrottle for SharedThrottle {
             .map_err(|e| authsome_control::throttle::ThrottleUnavailable(e.to_string()))
     }
 
+    async fn attempt(
+        &self,
+        subject: &str,
+    ) -> Result<Option<Duration>, authsome_control::throttle::ThrottleUnavailable> {
+        self.0
+            .attempt(subject)
+            .await
+            .map_err(|e| authsome_control::throttle::ThrottleUnavailable(e.to_string()))
+    }
+
     async fn failed(
         &self,
         subject: &str,

@@ -429,3 +429,53 @@ async fn the_plan_caps_live_keys_per_application() {
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
 }
+
+#[tokio::test]
+async fn an_address_lock_holds_on_every_replica() {
+    let Some((app, second)) = spawn_two_replicas_with_redis().await else {
+        return;
+    };
+    let mut statuses = Vec::new();
+    // Guesses at different accounts, alternating between the replicas.
+    for n in 0..24 {
+        let base = if n % 2 == 0 { &app.base } else { &second };
+        let response = app
+            .client
+            .post(format!("{base}/control/v1/auth/login"))
+            .json(&json!({"email": format!("user{n}@spray.test"), "password": "guess-guess"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn concurrent_guesses_get_no_more_than_the_free_attempts() {
+    let app = spawn_app().await;
+    let t = app.tenant("Concurrent").await;
+    let guesses = (0..16).map(|n| {
+        let (app, email) = (&app, &t.owner_email);
+        async move {
+            app.call(
+                Method::POST,
+                "/control/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": format!("guess number {n}")})),
+            )
+            .await
+            .status
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    // Each guess is counted as it is let through: five are checked, the rest refused at once
+    // (429 locked, or 503 when the hashing queue was full).
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 5, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [401, 429, 503].contains(s)),
+        "{statuses:?}"
+    );
+}
