@@ -30,6 +30,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // The store's pool is dropped at the end, inside the runtime's context (declared first, so
+    // dropped last).
+    let _entered = runtime.enter();
     let dir = tempfile::tempdir().expect("tempdir");
     let (control, app_id, key) = runtime.block_on(async {
         let store = SqliteStore::open(&dir.path().join("bench.db"))

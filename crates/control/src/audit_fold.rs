@@ -144,7 +144,9 @@ fn note_identity(p: &mut Pending, event: &DomainEvent) {
     // A process-local keyed hash: only told apart here, never stored.
     static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
         std::sync::OnceLock::new();
-    let digest = KEY.get_or_init(Default::default).hash_one(&event.identifying);
+    let digest = KEY
+        .get_or_init(Default::default)
+        .hash_one(&event.identifying);
     p.identities.insert(digest);
 }
 
