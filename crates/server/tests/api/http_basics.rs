@@ -245,3 +245,59 @@ async fn oversized_targets_and_heads_get_414_and_431_with_the_error_body() {
     let r = app.call(Method::GET, "/health", None, None).await;
     assert_eq!(r.status, 200);
 }
+
+/// Every value serde reads and writes for an enum is in the document's enum for it, and the
+/// document names no value serde would refuse.
+#[tokio::test]
+async fn documented_enum_values_are_what_the_api_speaks() {
+    use authsome_domain::tenancy::{
+        AppStatus, Environment, KeyScope, KycStatus, MemberStatus, PaymentStatus, Plan, Role,
+        Tenancy, WorkspaceStatus,
+    };
+    fn check<T>(spec: &serde_json::Value, name: &str, all: &[T])
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let documented: Vec<String> = spec["components"]["schemas"][name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no enum in the document"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let spoken: Vec<String> = all
+            .iter()
+            .map(|v| {
+                serde_json::to_value(v)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(documented, spoken, "{name}");
+        for text in &documented {
+            let back: T = serde_json::from_value(json!(text)).unwrap();
+            assert!(all.contains(&back), "{name}: {text}");
+        }
+    }
+    let app = spawn_app().await;
+    let spec = app
+        .client
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    check(&spec, "Environment", Environment::ALL);
+    check(&spec, "Plan", Plan::ALL);
+    check(&spec, "WorkspaceStatus", WorkspaceStatus::ALL);
+    check(&spec, "KycStatus", KycStatus::ALL);
+    check(&spec, "PaymentStatus", PaymentStatus::ALL);
+    check(&spec, "Role", Role::ALL);
+    check(&spec, "Tenancy", Tenancy::ALL);
+    check(&spec, "AppStatus", AppStatus::ALL);
+    check(&spec, "MemberStatus", MemberStatus::ALL);
+    check(&spec, "KeyScope", KeyScope::ALL);
+}
