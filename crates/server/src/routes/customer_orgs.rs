@@ -247,22 +247,28 @@ pub async fn accept_invitation(
     ))
 }
 
+/// The answer to switching organization: the session's new access token.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SwitchedOrganization {
+    pub session: authsome_identity::AccessToken,
+}
+
 /// Acts in another organization (or none): a new access token with `org` and `orgRole`.
 #[utoipa::path(post, path = "/v1/{appId}/auth/switch-organization", tag = "customer",
     params(("appId" = String, Path)),
     request_body = SwitchOrganization,
-    responses((status = 200, body = authsome_identity::AccessToken), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = SwitchedOrganization), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn switch_organization(
     State(state): State<AppState>,
     Path(app_id): Path<String>,
     parts: Parts,
     Json(input): Json<SwitchOrganization>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
+) -> Result<axum::Json<SwitchedOrganization>, ApiError> {
     let app = public(&state, &app_id).await?;
-    let token = state
+    let session = state
         .identity
         .switch_organization(&app.id, presented(&state, &parts).await?.get(), input)
         .await?;
-    Ok(axum::Json(serde_json::json!({ "session": token })))
+    Ok(axum::Json(SwitchedOrganization { session }))
 }
