@@ -30,6 +30,8 @@ pub struct LoginResult {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AcceptInvitation {
     pub token: String,
+    /// At most 1024 bytes (UTF-8).
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub password: String,
     pub name: Option<String>,
 }

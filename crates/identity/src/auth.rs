@@ -65,7 +65,11 @@ impl From<Throttled> for IdentityError {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignUp {
+    /// At most 254 bytes (UTF-8), checked before anything else.
+    #[cfg_attr(feature = "openapi", schema(max_length = 254, format = Email))]
     pub email: String,
+    /// At most 1024 bytes (UTF-8).
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub password: String,
     pub name: Option<String>,
 }
@@ -74,7 +78,11 @@ pub struct SignUp {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignIn {
+    /// At most 254 bytes (UTF-8), checked before anything else.
+    #[cfg_attr(feature = "openapi", schema(max_length = 254, format = Email))]
     pub email: String,
+    /// At most 1024 bytes (UTF-8).
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub password: String,
 }
 

@@ -16,7 +16,11 @@ use crate::AppState;
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
+    /// At most 254 bytes (UTF-8), checked before anything else.
+    #[schema(max_length = 254, format = Email)]
     pub email: String,
+    /// At most 1024 bytes (UTF-8).
+    #[schema(max_length = 1024)]
     pub password: String,
 }
 
