@@ -71,7 +71,7 @@ impl Modify for BearerAuth {
 pub fn router_and_spec() -> (Router<AppState>, Spec) {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    OpenApiRouter::with_openapi(doc)
+    let (router, spec) = OpenApiRouter::with_openapi(doc)
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(health::openapi_json))
@@ -159,7 +159,99 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         ))
         .routes(routes!(customer_orgs::invite))
         .routes(routes!(customer_orgs::accept_invitation))
-        .split_for_parts()
+        .split_for_parts();
+    let mut spec = spec;
+    document_error_statuses(&mut spec);
+    (router, spec)
+}
+
+/// Adds to every operation the error statuses that apply to it whatever its handler does,
+/// each with the contract's error body: the request's own shape (400, 413), its credential
+/// (401, 403), a resource in its path (404), a create's conflict (409), the customer API's
+/// standing and limits (402, 429), credential throttles (429), and services it needs being
+/// unavailable or at capacity (503). Statuses a handler documents itself are kept.
+fn document_error_statuses(spec: &mut Spec) {
+    use utoipa::openapi::path::HttpMethod;
+    const UNSTORED: [&str; 4] = ["/health", "/openapi.json", "/metrics", "/ready"];
+    const CREDENTIAL_ROUTES: [&str; 5] = [
+        "/control/v1/auth/login",
+        "/control/v1/auth/accept-invitation",
+        "/v1/{appId}/auth/signin",
+        "/v1/{appId}/auth/signup",
+        "/v1/{appId}/auth/refresh",
+    ];
+    for (path, item) in spec.paths.paths.iter_mut() {
+        for (method, operation) in [
+            (HttpMethod::Get, item.get.as_mut()),
+            (HttpMethod::Post, item.post.as_mut()),
+            (HttpMethod::Put, item.put.as_mut()),
+            (HttpMethod::Patch, item.patch.as_mut()),
+            (HttpMethod::Delete, item.delete.as_mut()),
+        ] {
+            let Some(operation) = operation else { continue };
+            let mut statuses: Vec<(&str, &str)> = Vec::new();
+            if operation.request_body.is_some() {
+                statuses.push(("400", "The body is not valid for this operation."));
+                statuses.push(("413", "The body is larger than the server accepts."));
+            }
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            if secured {
+                statuses.push(("401", "No valid credential."));
+                statuses.push(("403", "The credential may not do this."));
+            }
+            if path.contains('{') {
+                statuses.push(("404", "Not found, or not visible to the caller."));
+            }
+            let creates =
+                method == HttpMethod::Post && operation.responses.responses.contains_key("201");
+            if creates {
+                statuses.push((
+                    "409",
+                    "It conflicts with what exists, or an `Idempotency-Key` was reused differently.",
+                ));
+            }
+            if path.starts_with("/v1/") && secured {
+                statuses.push(("402", "The application's workspace is past due."));
+                statuses.push((
+                    "429",
+                    "A rate limit or the monthly quota is exhausted (see `Retry-After`).",
+                ));
+            }
+            if CREDENTIAL_ROUTES.contains(&path.as_str()) {
+                statuses.push((
+                    "429",
+                    "Too many failed attempts from this account or address (see `Retry-After`).",
+                ));
+            }
+            if !UNSTORED.contains(&path.as_str()) {
+                statuses.push((
+                    "503",
+                    "A service it needs is unavailable or at capacity; retry after `Retry-After`.",
+                ));
+            }
+            for (status, description) in statuses {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error_response(description).into());
+            }
+        }
+    }
+}
+
+/// A response with the contract's error body.
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
 }
 
 /// The document as pretty JSON with a trailing newline, exactly as committed at the root.
