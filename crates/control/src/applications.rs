@@ -17,6 +17,7 @@ use crate::{duplicate, ControlError, ControlPlane, Result};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewApplication {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::name_schema))]
     pub name: String,
     pub slug: Option<String>,
     pub environment: Environment,
@@ -32,6 +33,7 @@ pub struct NewApplication {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplicationPatch {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
     pub name: Option<String>,
     pub slug: Option<String>,
     pub region: Option<String>,

@@ -33,6 +33,7 @@ pub struct AcceptInvitation {
     /// At most 1024 bytes (UTF-8).
     #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub password: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
     pub name: Option<String>,
 }
 

@@ -48,6 +48,7 @@ pub struct NewAppKey {
     /// `publishable` or `secret`.
     #[serde(rename = "type")]
     pub kind: KeyKind,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
     pub name: Option<String>,
     /// Secret keys only; absent or empty means the full admin API.
     pub scopes: Option<Vec<KeyScope>>,
@@ -57,6 +58,7 @@ pub struct NewAppKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewManagementKey {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
     pub name: Option<String>,
     /// The role the key acts with (default `admin`; never `owner`).
     pub role: Option<Role>,

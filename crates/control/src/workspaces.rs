@@ -15,6 +15,7 @@ use crate::{duplicate, ControlError, ControlPlane, Result};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewWorkspace {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::name_schema))]
     pub name: String,
     pub slug: Option<String>,
     pub plan: Option<Plan>,
@@ -26,6 +27,7 @@ pub struct NewWorkspace {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspacePatch {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
     pub name: Option<String>,
     pub slug: Option<String>,
     /// Replaces the whole metadata object.

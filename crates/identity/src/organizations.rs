@@ -19,6 +19,7 @@ use crate::{Identity, IdentityError, Result};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrganization {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::name_schema))]
     pub name: String,
     pub slug: Option<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
@@ -32,6 +33,7 @@ pub struct NewOrganization {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrganizationPatch {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
     pub name: Option<String>,
     pub slug: Option<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]

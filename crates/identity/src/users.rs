@@ -21,6 +21,7 @@ pub struct NewUser {
     pub email: String,
     /// Optional: a user without a password cannot sign in with one.
     pub password: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
     pub name: Option<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub public_metadata: Option<serde_json::Value>,
@@ -33,6 +34,7 @@ pub struct NewUser {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserPatch {
     pub email: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
     pub name: Option<String>,
     pub password: Option<String>,
     /// Replaces the whole object.
