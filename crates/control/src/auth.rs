@@ -9,9 +9,11 @@ use authsome_domain::tenancy::{parse_name, Account, Actor, Member, MemberStatus}
 use chrono::{DateTime, Utc};
 
 use crate::hashing::HashTenant;
-use crate::throttle::{Attempt, Realm, ThrottleUnavailable, Throttled};
+use crate::throttle::{
+    bounded, bounded_credentials, Attempt, Realm, ThrottleUnavailable, Throttled,
+    MAX_PASSWORD_BYTES,
+};
 use crate::{ControlError, ControlPlane, Result};
-use authsome_domain::ValidationError;
 
 /// Dashboard session tokens start with this; management keys with `wk_`.
 pub const SESSION_TOKEN_PREFIX: &str = "cst_";
@@ -38,28 +40,6 @@ pub struct AcceptInvitation {
 }
 
 const BAD_CREDENTIALS: &str = "invalid email or password";
-/// No address is longer (RFC 5321); checked before anything else is done with the input.
-pub const MAX_EMAIL_BYTES: usize = 254;
-/// Longer passwords are refused before hashing.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
-
-fn too_long(field: &'static str, max: usize) -> ControlError {
-    ControlError::Invalid(ValidationError::new(
-        field,
-        format!("must be at most {max} bytes"),
-    ))
-}
-
-/// Bounds a credential's inputs before any work is done with them.
-pub(crate) fn bounded_credentials(email: &str, password: &str) -> Result<()> {
-    if email.len() > MAX_EMAIL_BYTES {
-        return Err(too_long("email", MAX_EMAIL_BYTES));
-    }
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(too_long("password", MAX_PASSWORD_BYTES));
-    }
-    Ok(())
-}
 
 fn unavailable(e: ThrottleUnavailable) -> ControlError {
     tracing::error!(error = %e, "sign-in refused: throttle state unavailable");
@@ -274,9 +254,7 @@ impl ControlPlane {
         input: AcceptInvitation,
         address: Option<&str>,
     ) -> Result<Member> {
-        if input.password.len() > MAX_PASSWORD_BYTES {
-            return Err(too_long("password", MAX_PASSWORD_BYTES));
-        }
+        bounded("password", &input.password, MAX_PASSWORD_BYTES)?;
         // Guessing invitation tokens counts against the address like guessing passwords.
         let by_address = Attempt {
             scope: Realm::ControlPlane,

@@ -86,6 +86,9 @@ struct Shared {
     size: HashPoolSize,
     state: Mutex<State>,
     work: Condvar,
+    /// The threads start with the first job: a pool made and replaced before any hashing
+    /// (a service's default, before the process's one is plugged in) costs no threads.
+    started: std::sync::Once,
 }
 
 /// See the module documentation. Cloning shares the pool; the threads end when the last clone
@@ -119,16 +122,8 @@ impl HashPool {
             size,
             state: Mutex::new(State::default()),
             work: Condvar::new(),
+            started: std::sync::Once::new(),
         });
-        for n in 0..size.threads {
-            let shared = shared.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("authsome-hash-{n}"))
-                .spawn(move || worker(&shared));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "could not start a hashing thread");
-            }
-        }
         Self {
             _owner: Arc::new(Closer(shared.clone())),
             shared,
@@ -166,7 +161,22 @@ impl HashPool {
         })
     }
 
+    fn start(&self) {
+        self.shared.started.call_once(|| {
+            for n in 0..self.shared.size.threads {
+                let shared = self.shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("authsome-hash-{n}"))
+                    .spawn(move || worker(&shared));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "could not start a hashing thread");
+                }
+            }
+        });
+    }
+
     fn submit(&self, tenant: HashTenant, job: Job) -> Result<(), Busy> {
+        self.start();
         let busy = Busy {
             retry_after_secs: 1,
         };

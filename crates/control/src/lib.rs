@@ -35,7 +35,7 @@ use authsome_storage::{StorageError, Store};
 
 pub use admin::{AdminApplicationPatch, AdminWorkspacePatch};
 pub use applications::{ApplicationPatch, NewApplication};
-pub use auth::{AcceptInvitation, LoginResult, MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
+pub use auth::{AcceptInvitation, LoginResult};
 pub use bootstrap::BootstrapResult;
 pub use keys::{
     ConnectionMemo, CreatedKey, Invalidation, InvalidationBus, KeyCache, LocalOnly, NewAppKey,

@@ -24,8 +24,8 @@ const TOTAL_TTL: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct RequestMeter {
     pending: Mutex<Pending>,
-    totals: RwLock<FastMap<ApplicationId, (i64, u64, CoarseInstant)>>,
-    workspace_totals: RwLock<FastMap<WorkspaceId, (i64, u64, CoarseInstant)>>,
+    totals: Totals<ApplicationId>,
+    workspace_totals: Totals<WorkspaceId>,
     /// The last hour whose month was worked out and that month's first hour, packed as
     /// `hour << 32 | month_start_hour` (0: none yet): every request asks, and the calendar
     /// arithmetic is worth doing once an hour rather than twice a request.
@@ -231,66 +231,68 @@ impl ControlPlane {
     /// Requests of the application this calendar month (UTC): stored plus not yet flushed here.
     pub async fn month_requests(&self, app: &ApplicationId) -> Result<u64> {
         let from_hour = self.meter.month_start(current_hour());
-        let cached = self.meter.totals.read().ok().and_then(|t| {
-            t.get(app)
-                .filter(|(from, _, at)| *from == from_hour && at.elapsed() < TOTAL_TTL)
-                .map(|(_, n, _)| *n)
-        });
-        let stored = match cached {
-            Some(n) => n,
-            None => {
-                let n = self.store.requests_since(app, from_hour).await?;
-                if let Ok(mut totals) = self.meter.totals.write() {
-                    if totals.len() > 100_000 {
-                        totals.clear();
-                    }
-                    totals.insert(app.clone(), (from_hour, n, CoarseInstant::now()));
-                }
-                n
-            }
-        };
-        let pending = self
-            .meter
-            .pending
-            .lock()
-            .ok()
-            .map_or(0, |p| p.month_total(app, from_hour));
-        Ok(stored + pending)
+        month_total(
+            &self.meter.totals,
+            app,
+            from_hour,
+            || self.store.requests_since(app, from_hour),
+            |p| p.month_total(app, from_hour),
+            &self.meter.pending,
+        )
+        .await
     }
 
     /// Requests of all the workspace's applications this calendar month (UTC): what its plan's
     /// monthly quota counts.
     pub async fn workspace_month_requests(&self, workspace: &WorkspaceId) -> Result<u64> {
         let from_hour = self.meter.month_start(current_hour());
-        let cached = self.meter.workspace_totals.read().ok().and_then(|t| {
-            t.get(workspace)
-                .filter(|(from, _, at)| *from == from_hour && at.elapsed() < TOTAL_TTL)
-                .map(|(_, n, _)| *n)
-        });
-        let stored = match cached {
-            Some(n) => n,
-            None => {
-                let n = self
-                    .store
-                    .workspace_requests_since(workspace, from_hour)
-                    .await?;
-                if let Ok(mut totals) = self.meter.workspace_totals.write() {
-                    if totals.len() > 100_000 {
-                        totals.clear();
-                    }
-                    totals.insert(workspace.clone(), (from_hour, n, CoarseInstant::now()));
-                }
-                n
-            }
-        };
-        let pending = self
-            .meter
-            .pending
-            .lock()
-            .ok()
-            .map_or(0, |p| p.workspace_month_total(workspace, from_hour));
-        Ok(stored + pending)
+        month_total(
+            &self.meter.workspace_totals,
+            workspace,
+            from_hour,
+            || self.store.workspace_requests_since(workspace, from_hour),
+            |p| p.workspace_month_total(workspace, from_hour),
+            &self.meter.pending,
+        )
+        .await
     }
+}
+
+type Totals<K> = RwLock<FastMap<K, (i64, u64, CoarseInstant)>>;
+
+/// A month's total for `key`: the stored count (`stored`, read again at most every
+/// [`TOTAL_TTL`]) plus what this process counted and has not written (`pending_of`).
+async fn month_total<K, F>(
+    totals: &Totals<K>,
+    key: &K,
+    from_hour: i64,
+    stored: impl FnOnce() -> F,
+    pending_of: impl FnOnce(&Pending) -> u64,
+    pending: &Mutex<Pending>,
+) -> Result<u64>
+where
+    K: Clone + Eq + std::hash::Hash,
+    F: std::future::Future<Output = std::result::Result<u64, authsome_storage::StorageError>>,
+{
+    let cached = totals.read().ok().and_then(|t| {
+        t.get(key)
+            .filter(|(from, _, at)| *from == from_hour && at.elapsed() < TOTAL_TTL)
+            .map(|(_, n, _)| *n)
+    });
+    let stored = match cached {
+        Some(n) => n,
+        None => {
+            let n = stored().await?;
+            if let Ok(mut totals) = totals.write() {
+                if totals.len() > 100_000 {
+                    totals.clear();
+                }
+                totals.insert(key.clone(), (from_hour, n, CoarseInstant::now()));
+            }
+            n
+        }
+    };
+    Ok(stored + pending.lock().ok().map_or(0, |p| pending_of(&p)))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use authsome_domain::clock::Clock;
 use authsome_domain::keys::KeyHash;
 use authsome_domain::shared_state::{app_scoped, client_bucket};
 use authsome_domain::throttle::LoginThrottle;
+use authsome_domain::ValidationError;
 
 /// Consecutive failures of one account before it locks.
 pub const ACCOUNT_FREE_ATTEMPTS: u32 = 5;
@@ -26,6 +27,29 @@ pub const ADDRESS_FREE_ATTEMPTS: u32 = 20;
 pub const ACCOUNT_FORGIVE_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// An address's after a quiet hour (several people may share it).
 pub const ADDRESS_FORGIVE_AFTER: Duration = Duration::from_secs(3600);
+
+/// No address is longer (RFC 5321); checked before anything else is done with the input.
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// Longer passwords are refused before hashing.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// `value` of `field` is at most `max` bytes.
+pub fn bounded(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Bounds a credential's inputs, on every credential route of both APIs, before any work is
+/// done with them (before the throttle, a lookup or a hash).
+pub fn bounded_credentials(email: &str, password: &str) -> Result<(), ValidationError> {
+    bounded("email", email, MAX_EMAIL_BYTES)?;
+    bounded("password", password, MAX_PASSWORD_BYTES)
+}
 
 /// The counters cannot be read: the attempt is refused rather than unprotected (fail closed).
 #[derive(Debug, Clone, thiserror::Error)]

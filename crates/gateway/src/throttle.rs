@@ -10,10 +10,26 @@ use redis::aio::ConnectionManager;
 
 use crate::{RateLimitError, WithDeadline};
 
-const FAIL: &str = r#"
-local t = redis.call('TIME')
+// The scripts' shared steps, put together below (`concat!` takes only literals).
+macro_rules! now_ms {
+    () => {
+        "local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
+"
+    };
+}
+macro_rules! return_wait_if_locked {
+    () => {
+        "local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if untl > now then return untl - now end
+"
+    };
+}
+// Counts a failure, locks past the free attempts (ARGV[1]), and keeps the count for the
+// forgiveness period (ARGV[2], ms).
+macro_rules! count_failure {
+    () => {
+        "local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
 local free = tonumber(ARGV[1])
 if count >= free then
   local exponent = math.min(count - free, 10)
@@ -21,32 +37,18 @@ if count >= free then
   redis.call('HSET', KEYS[1], 'until', now + lock)
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-return count
-"#;
+"
+    };
+}
 
-const ATTEMPT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-if untl > now then return untl - now end
-local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
-local free = tonumber(ARGV[1])
-if count >= free then
-  local exponent = math.min(count - free, 10)
-  local lock = math.min(2000 * (2 ^ exponent), 900000)
-  redis.call('HSET', KEYS[1], 'until', now + lock)
-end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-return 0
-"#;
-
-const CHECK: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-if untl > now then return untl - now end
-return 0
-"#;
+const FAIL: &str = concat!(now_ms!(), count_failure!(), "return count\n");
+const ATTEMPT: &str = concat!(
+    now_ms!(),
+    return_wait_if_locked!(),
+    count_failure!(),
+    "return 0\n"
+);
+const CHECK: &str = concat!(now_ms!(), return_wait_if_locked!(), "return 0\n");
 
 #[derive(Clone)]
 pub struct RedisThrottle {
@@ -90,44 +92,32 @@ impl RedisThrottle {
         format!("{}{subject}", self.prefix)
     }
 
-    /// `Some(wait)` while `subject` is locked.
-    pub async fn check(&self, subject: &str) -> Result<Option<Duration>, RateLimitError> {
+    /// Runs one of the scripts on `subject`'s counter (each takes the free attempts and the
+    /// forgiveness period; `CHECK` ignores them) and returns what it returned.
+    async fn run(&self, script: &redis::Script, subject: &str) -> Result<i64, RateLimitError> {
         let mut connection = self.connection.clone();
-        let wait_ms: i64 = self
-            .check
-            .key(self.key(subject))
-            .invoke_async(&mut connection)
-            .with_deadline()
-            .await?;
-        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
-    }
-
-    pub async fn failed(&self, subject: &str) -> Result<(), RateLimitError> {
-        let mut connection = self.connection.clone();
-        let _: i64 = self
-            .fail
+        script
             .key(self.key(subject))
             .arg(self.free_attempts)
             .arg(self.forgive_after_ms)
             .invoke_async(&mut connection)
             .with_deadline()
-            .await?;
-        Ok(())
+            .await
+    }
+
+    /// `Some(wait)` while `subject` is locked.
+    pub async fn check(&self, subject: &str) -> Result<Option<Duration>, RateLimitError> {
+        Ok(wait(self.run(&self.check, subject).await?))
+    }
+
+    pub async fn failed(&self, subject: &str) -> Result<(), RateLimitError> {
+        self.run(&self.fail, subject).await.map(drop)
     }
 
     /// Checks and counts in one step (see `LoginThrottle::attempt`): `Some(wait)` while
     /// locked, otherwise the attempt is counted.
     pub async fn attempt(&self, subject: &str) -> Result<Option<Duration>, RateLimitError> {
-        let mut connection = self.connection.clone();
-        let wait_ms: i64 = self
-            .attempt
-            .key(self.key(subject))
-            .arg(self.free_attempts)
-            .arg(self.forgive_after_ms)
-            .invoke_async(&mut connection)
-            .with_deadline()
-            .await?;
-        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms.unsigned_abs())))
+        Ok(wait(self.run(&self.attempt, subject).await?))
     }
 
     pub async fn succeeded(&self, subject: &str) -> Result<(), RateLimitError> {
@@ -139,6 +129,11 @@ impl RedisThrottle {
             .await?;
         Ok(())
     }
+}
+
+/// A script's answer in milliseconds as a wait, if any.
+fn wait(ms: i64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()))
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@ use authsome_storage::outbox::Outbox;
 use authsome_storage::StorageError;
 use chrono::{DateTime, Utc};
 
-use authsome_control::throttle::{Attempt, Realm, ThrottleUnavailable, Throttled};
-use authsome_domain::ValidationError;
+use authsome_control::throttle::{
+    bounded_credentials, Attempt, Realm, ThrottleUnavailable, Throttled,
+};
 
 use crate::tokens::Claims;
 use crate::{Identity, IdentityError, Result};
@@ -27,23 +28,6 @@ const BAD_TOKEN: &str = "invalid or expired access token";
 const BAD_REFRESH: &str = "invalid or expired refresh token";
 /// Opaque tokens are far shorter; a longer one is refused before it is hashed or looked up.
 const MAX_TOKEN_BYTES: usize = 512;
-
-/// Emails and passwords are bounded before any work (the control plane's limits).
-fn bounded_credentials(email: &str, password: &str) -> Result<()> {
-    use authsome_control::{MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
-    for (field, value, max) in [
-        ("email", email, MAX_EMAIL_BYTES),
-        ("password", password, MAX_PASSWORD_BYTES),
-    ] {
-        if value.len() > max {
-            return Err(IdentityError::Invalid(ValidationError::new(
-                field,
-                format!("must be at most {max} bytes"),
-            )));
-        }
-    }
-    Ok(())
-}
 
 fn unavailable(e: ThrottleUnavailable) -> IdentityError {
     tracing::error!(error = %e, "sign-in refused: throttle state unavailable");

@@ -151,16 +151,7 @@ async fn a_login_flood_costs_the_audit_log_a_few_entries_and_the_count_is_exact(
 async fn publishable_keys_on_admin_routes_fold_their_denials() {
     let app = spawn_app().await;
     let c = customer_app(&app, "Denied").await;
-    let ws = app
-        .get(
-            &format!("/control/v1/applications/{}", c.app),
-            &c.owner_token,
-        )
-        .await
-        .body["workspaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ws = c.ws.clone();
     for _ in 0..50 {
         let r = call_with(
             &app,
@@ -356,16 +347,7 @@ async fn a_publishable_key_is_limited_per_address_and_a_secret_key_per_key() {
 async fn publishable_traffic_from_all_addresses_stays_under_the_applications_ceiling() {
     let app = spawn_app().await;
     let c = customer_app_on(&app, "Ceiling", "enterprise").await;
-    let ws = app
-        .get(
-            &format!("/control/v1/applications/{}", c.app),
-            &c.owner_token,
-        )
-        .await
-        .body["workspaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ws = c.ws.clone();
     let root = app.root_token().await;
     let r = app
         .patch(

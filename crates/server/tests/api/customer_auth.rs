@@ -6,6 +6,8 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 pub struct Customer {
+    /// The application's workspace.
+    pub ws: String,
     pub app: String,
     pub pk: String,
     pub sk: String,
@@ -47,6 +49,7 @@ pub async fn customer_app_on(app: &TestApp, name: &str, plan: &str) -> Customer 
     let (_, pk) = app.key(&t.owner_token, &app_id, "publishable").await;
     let (_, sk) = app.key(&t.owner_token, &app_id, "secret").await;
     Customer {
+        ws: t.ws,
         app: app_id,
         pk,
         sk,

@@ -110,16 +110,7 @@ async fn keys_are_rate_limited_by_plan_with_headers() {
 async fn workspace_standing_is_enforced_within_a_second() {
     let app = spawn_app().await;
     let c = customer_app_on(&app, "Standing", "free").await;
-    let ws = app
-        .get(
-            &format!("/control/v1/applications/{}", c.app),
-            &c.owner_token,
-        )
-        .await
-        .body["workspaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ws = c.ws.clone();
     let admin = format!("/control/v1/admin/workspaces/{ws}");
     let root = app.root_token().await;
     assert_eq!(app.identify(&c.app, &c.sk).await.status, 200);
@@ -267,16 +258,7 @@ async fn requests_are_metered_and_monthly_quotas_enforced() {
         "refused requests are not counted"
     );
     // The quota is the workspace's: its other applications are over it too.
-    let ws = app
-        .get(
-            &format!("/control/v1/applications/{}", c.app),
-            &c.owner_token,
-        )
-        .await
-        .body["workspaceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let ws = c.ws.clone();
     let second = app.application(&c.owner_token, &ws, "staging").await;
     let (_, second_key) = app.key(&c.owner_token, &second, "secret").await;
     let over = app.identify(&second, &second_key).await;

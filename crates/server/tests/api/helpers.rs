@@ -107,44 +107,36 @@ async fn serve(
 
 /// An app on SQLite with settings changed by `tune` (after the tests' defaults).
 pub async fn spawn_tuned(tune: fn(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
-    store.migrate().await.unwrap();
-    let apps = AppDatabaseConfig::Sqlite {
-        dir: dir.path().join("apps"),
-    };
-    serve_with(
-        Arc::new(store),
-        apps,
-        HttpSettings::default(),
-        Box::new(dir),
-        SharedState::InProcess,
-        None,
-        Some(tune),
-    )
-    .await
-    .expect("an in-process server builds")
+    serve_sqlite(None, Some(tune)).await
 }
 
 /// An app on SQLite whose control plane mails through the SMTP server at `url`.
 pub async fn spawn_with_mailer(url: &str) -> TestApp {
+    let mailer =
+        authsome_server::mail::SmtpMailer::new(url, "AuthSome Tests <noreply@authsome.test>")
+            .unwrap();
+    serve_sqlite(Some(Arc::new(mailer)), None).await
+}
+
+/// An in-process app on a fresh SQLite control plane and applications folder.
+async fn serve_sqlite(
+    mailer: Option<Arc<dyn authsome_control::mail::Mailer>>,
+    tune: Option<fn(&mut Settings)>,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
     store.migrate().await.unwrap();
     let apps = AppDatabaseConfig::Sqlite {
         dir: dir.path().join("apps"),
     };
-    let mailer =
-        authsome_server::mail::SmtpMailer::new(url, "AuthSome Tests <noreply@authsome.test>")
-            .unwrap();
     serve_with(
         Arc::new(store),
         apps,
         HttpSettings::default(),
         Box::new(dir),
         SharedState::InProcess,
-        Some(Arc::new(mailer)),
-        None,
+        mailer,
+        tune,
     )
     .await
     .expect("an in-process server builds")
