@@ -17,15 +17,18 @@ use crate::{duplicate, ControlError, ControlPlane, Result};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewApplication {
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::name))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_slug))]
     pub slug: Option<String>,
     pub environment: Environment,
     pub tenancy: Option<Tenancy>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_region))]
     pub region: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub config: Option<serde_json::Value>,
-    /// Required for `dedicated` applications: `http(s)://host[:port]` instances.
+    /// Required for `dedicated` applications.
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_upstreams))]
     pub upstreams: Option<Vec<String>>,
 }
 
@@ -33,13 +36,16 @@ pub struct NewApplication {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApplicationPatch {
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_name))]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_slug))]
     pub slug: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_region))]
     pub region: Option<String>,
     /// Replaces the whole config object.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub config: Option<serde_json::Value>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_upstreams))]
     pub upstreams: Option<Vec<String>>,
 }
 

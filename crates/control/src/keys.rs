@@ -45,20 +45,26 @@ pub const DEFAULT_ROLL_GRACE_SECONDS: i64 = 24 * 3600;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewAppKey {
-    /// `publishable` or `secret`.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = app_key_kind))]
     pub kind: KeyKind,
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_name))]
     pub name: Option<String>,
     /// Secret keys only; absent or empty means the full admin API.
     pub scopes: Option<Vec<KeyScope>>,
+}
+
+/// An application's key kinds (management keys belong to workspaces).
+#[cfg(feature = "openapi")]
+fn app_key_kind() -> utoipa::openapi::Object {
+    authsome_domain::schema::one_of(&["publishable", "secret"], "The key's kind")
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewManagementKey {
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_name))]
     pub name: Option<String>,
     /// The role the key acts with (default `admin`; never `owner`).
     pub role: Option<Role>,
@@ -68,7 +74,8 @@ pub struct NewManagementKey {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RollKey {
-    /// How long the old key keeps working: 0 to 2592000 seconds, default 86400.
+    /// How long the old key keeps working: 0 to 2592000 seconds (30 days), default 86400.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2_592_000))]
     pub expires_in_seconds: Option<i64>,
 }
 

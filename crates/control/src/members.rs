@@ -19,6 +19,7 @@ pub const INVITATION_TTL: Duration = Duration::days(7);
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewMember {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::email))]
     pub email: String,
     pub role: Role,
 }

@@ -15,11 +15,12 @@ use crate::{duplicate, ControlError, ControlPlane, Result};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewWorkspace {
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::name))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_slug))]
     pub slug: Option<String>,
     pub plan: Option<Plan>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -27,11 +28,12 @@ pub struct NewWorkspace {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspacePatch {
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_name))]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_slug))]
     pub slug: Option<String>,
     /// Replaces the whole metadata object.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub metadata: Option<serde_json::Value>,
 }
 

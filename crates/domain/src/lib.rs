@@ -15,6 +15,8 @@ pub mod keys;
 pub mod master_key;
 pub mod page;
 pub mod password;
+#[cfg(feature = "openapi")]
+pub mod schema;
 pub mod shared_state;
 pub mod tenancy;
 pub mod throttle;

@@ -49,13 +49,11 @@ impl From<Throttled> for IdentityError {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignUp {
-    /// At most 254 bytes (UTF-8), checked before anything else.
-    #[cfg_attr(feature = "openapi", schema(max_length = 254, format = Email))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::email))]
     pub email: String,
-    /// At most 1024 bytes (UTF-8).
-    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::user_password))]
     pub password: String,
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_name))]
     pub name: Option<String>,
 }
 
@@ -63,11 +61,9 @@ pub struct SignUp {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignIn {
-    /// At most 254 bytes (UTF-8), checked before anything else.
-    #[cfg_attr(feature = "openapi", schema(max_length = 254, format = Email))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::email))]
     pub email: String,
-    /// At most 1024 bytes (UTF-8).
-    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::presented_password))]
     pub password: String,
 }
 
@@ -76,7 +72,7 @@ pub struct SignIn {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SwitchOrganization {
     /// The organization to act in, or `null` to act as the user alone.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_organization_id))]
     pub organization_id: Option<OrganizationId>,
 }
 

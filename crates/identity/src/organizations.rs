@@ -19,13 +19,14 @@ use crate::{Identity, IdentityError, Result};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrganization {
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::name))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_slug))]
     pub slug: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub metadata: Option<serde_json::Value>,
     /// A user who joins as `admin` at once (typically the creator).
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_user_id))]
     pub created_by: Option<UserId>,
 }
 
@@ -33,10 +34,11 @@ pub struct NewOrganization {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrganizationPatch {
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_name))]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_slug))]
     pub slug: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -44,9 +46,9 @@ pub struct OrganizationPatch {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewMembership {
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::user_id))]
     pub user_id: UserId,
-    /// `admin`, `member`, `auditor` or a custom role name.
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::org_role))]
     pub role: String,
 }
 
@@ -54,6 +56,7 @@ pub struct NewMembership {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MembershipPatch {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::org_role))]
     pub role: String,
 }
 
@@ -61,7 +64,9 @@ pub struct MembershipPatch {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewOrgInvitation {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::email))]
     pub email: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::org_role))]
     pub role: String,
 }
 

@@ -18,14 +18,16 @@ use crate::{Identity, IdentityError, Result};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewUser {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::email))]
     pub email: String,
     /// Optional: a user without a password cannot sign in with one.
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_user_password))]
     pub password: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_name))]
     pub name: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub public_metadata: Option<serde_json::Value>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub private_metadata: Option<serde_json::Value>,
 }
 
@@ -33,15 +35,17 @@ pub struct NewUser {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserPatch {
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_email))]
     pub email: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::tenancy::optional_name_schema))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_name))]
     pub name: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_user_password))]
     pub password: Option<String>,
     /// Replaces the whole object.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub public_metadata: Option<serde_json::Value>,
     /// Replaces the whole object.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = authsome_domain::schema::optional_json_object))]
     pub private_metadata: Option<serde_json::Value>,
 }
 

@@ -85,6 +85,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -138,7 +139,8 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// An optional JSON body: absent (no `Content-Type`, or `Content-Length: 0`: many clients send
-/// `Content-Type: application/json` on every request) is `None`; present but bad is an error.
+/// `Content-Type: application/json` on every request) or `null` is `None`; present but bad is
+/// an error.
 impl<T: DeserializeOwned, S: Send + Sync> axum::extract::OptionalFromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
@@ -150,8 +152,9 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::OptionalFromRequest<S> 
         if empty || !headers.contains_key(header::CONTENT_TYPE) {
             return Ok(None);
         }
-        <Json<T> as FromRequest<S>>::from_request(req, state)
+        // A JSON `null` body is no body, as the description's `oneOf: [null, …]` says.
+        <Json<Option<T>> as FromRequest<S>>::from_request(req, state)
             .await
-            .map(Some)
+            .map(|Json(body)| body.map(Json))
     }
 }

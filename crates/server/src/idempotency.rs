@@ -70,8 +70,14 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     else {
         return next.run(request).await;
     };
-    let key = match request
-        .headers()
+    let (parts, body) = request.into_parts();
+    // Unauthenticated: the route refuses it (401 before any judgement of the key); nothing is
+    // written.
+    let Some(principal) = principal(&state, route, &parts).await else {
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    let key = match parts
+        .headers
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .filter(|k| (1..=255).contains(&k.len()))
@@ -81,11 +87,6 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             return ApiError::bad_request("Idempotency-Key must be 1-255 visible ASCII characters")
                 .into_response()
         }
-    };
-    let (parts, body) = request.into_parts();
-    // Unauthenticated: the route refuses it; nothing is written.
-    let Some(principal) = principal(&state, route, &parts).await else {
-        return next.run(Request::from_parts(parts, body)).await;
     };
     let body = match axum::body::to_bytes(body, state.http.max_body_bytes).await {
         Ok(bytes) => bytes,

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use axum::Router;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as Spec;
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -63,6 +63,14 @@ impl Modify for BearerAuth {
                     ))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "publishableKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Publishable-Key",
+                "Customer API, where a publishable key is enough: the key (`pk_live_…`, \
+                 `pk_test_…`) instead of `Authorization: Bearer`.",
+            ))),
         );
     }
 }

@@ -79,34 +79,6 @@ pub fn parse_name(field: &'static str, s: &str) -> Result<String, ValidationErro
     Ok(trimmed.to_owned())
 }
 
-/// [`parse_name`]'s rule as a JSON Schema (ECMA-262 pattern), a little stricter than the
-/// server (it trims first), so that whatever a client or a generator makes from it is accepted.
-#[cfg(feature = "openapi")]
-pub fn name_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::String)
-        .min_length(Some(1))
-        .max_length(Some(100))
-        .pattern(Some(
-            r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$",
-        ))
-        .description(Some(
-            "1-100 characters after trimming, without control characters",
-        ))
-        .build()
-}
-
-/// [`name_schema`] for a field that may be absent or null.
-#[cfg(feature = "openapi")]
-pub fn optional_name_schema() -> utoipa::openapi::Object {
-    let mut schema = name_schema();
-    schema.schema_type = utoipa::openapi::schema::SchemaType::from_iter([
-        utoipa::openapi::schema::Type::String,
-        utoipa::openapi::schema::Type::Null,
-    ]);
-    schema
-}
-
 /// Metadata and config objects: a JSON object of at most 8 KiB when serialised.
 pub fn parse_json_object(
     field: &'static str,

@@ -65,11 +65,14 @@ string_enum!(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkspaceLimits {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub requests_per_second_per_key: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub requests_per_month: Option<u64>,
     /// Days audit entries are kept (enterprise; default 365).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub audit_retention_days: Option<u32>,
 }
 

@@ -16,6 +16,7 @@ use crate::AppState;
 #[into_params(parameter_in = Query)]
 pub struct ApplicationListParams {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -26,7 +27,7 @@ pub struct ApplicationListParams {
 /// Creates an application. Production applications need a workspace whose KYC is completed.
 #[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/applications", tag = "applications",
     params(("wsId" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7e]{1,255}$", description = "1-255 visible ASCII characters: replays the first response for 24 h")),
     request_body = NewApplication,
     responses((status = 201, body = Application), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -146,6 +147,7 @@ pub async fn restore(
 #[into_params(parameter_in = Query)]
 pub struct UsageParams {
     /// `YYYY-MM` (UTC); default the current month.
+    #[param(schema_with = authsome_domain::schema::month)]
     pub month: Option<String>,
 }
 
@@ -225,6 +227,7 @@ fn signing_views(keys: Vec<authsome_domain::identity::SigningKeyRecord>) -> Vec<
 pub struct RotateSigningKey {
     /// Seconds the next key is published before it signs (0-86400, default 300), so verifiers
     /// that cache the JWKS fetch it first.
+    #[schema(minimum = 0, maximum = 86400)]
     pub activate_in_seconds: Option<i64>,
 }
 

@@ -26,6 +26,7 @@ use authsome_domain::event::EventSink;
 #[into_params(parameter_in = Query)]
 pub struct AuditListParams {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -39,7 +40,7 @@ pub struct AuditListParams {
     pub action: Option<String>,
     /// The application the entry concerns.
     pub application: Option<String>,
-    /// `success`, `failure` or `denied`.
+    #[param(schema_with = outcome_schema)]
     pub outcome: Option<String>,
 }
 
@@ -178,7 +179,16 @@ pub async fn list(
 pub struct ExportParams {
     /// `jsonl` (default): one canonical entry per line, each line's bytes its Merkle leaf;
     /// or `csv`.
+    #[param(schema_with = format_schema)]
     pub format: Option<String>,
+}
+
+fn outcome_schema() -> utoipa::openapi::Object {
+    authsome_domain::schema::one_of(&["success", "failure", "denied"], "The entry's outcome")
+}
+
+fn format_schema() -> utoipa::openapi::Object {
+    authsome_domain::schema::one_of(&["jsonl", "csv"], "The export's format (default `jsonl`)")
 }
 
 #[derive(Clone, Copy)]
@@ -234,7 +244,8 @@ fn csv_row(line: &str) -> Option<String> {
 /// Streams the whole log, oldest first, in bounded memory whatever its size.
 #[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/audit/export", tag = "audit",
     params(("wsId" = String, Path), ExportParams),
-    responses((status = 200, description = "JSON Lines or CSV", content_type = "application/jsonl"),
+    responses((status = 200, description = "JSON Lines (`format=jsonl`, the default) or CSV",
+            content((String = "application/jsonl"), (String = "text/csv"))),
         (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn export(

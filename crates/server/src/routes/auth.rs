@@ -16,11 +16,9 @@ use crate::AppState;
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginRequest {
-    /// At most 254 bytes (UTF-8), checked before anything else.
-    #[schema(max_length = 254, format = Email)]
+    #[schema(schema_with = authsome_domain::schema::email)]
     pub email: String,
-    /// At most 1024 bytes (UTF-8).
-    #[schema(max_length = 1024)]
+    #[schema(schema_with = authsome_domain::schema::presented_password)]
     pub password: String,
 }
 

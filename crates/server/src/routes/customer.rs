@@ -372,11 +372,10 @@ pub fn client_info(parts: &Parts) -> ClientInfo {
 
 /// Which application and key type the presented key belongs to.
 #[utoipa::path(get, path = "/v1/{appId}", tag = "customer",
-    params(("appId" = String, Path),
-        ("X-Publishable-Key" = Option<String>, Header, description = "Alternative to Bearer for pk_ keys")),
+    params(("appId" = String, Path)),
     responses((status = 200, body = AppIdentity), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("publishableKey" = [])))]
 pub async fn identify(
     State(state): State<AppState>,
     Path(app_id): Path<String>,

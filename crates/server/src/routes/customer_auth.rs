@@ -37,7 +37,7 @@ pub struct RefreshRequest {
     params(("appId" = String, Path)),
     request_body = SignUp,
     responses((status = 201, body = AuthResponse), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("publishableKey" = [])))]
 pub async fn sign_up(
     State(state): State<AppState>,
     Path(app_id): Path<String>,
@@ -65,7 +65,7 @@ pub async fn sign_up(
     params(("appId" = String, Path)),
     request_body = SignIn,
     responses((status = 200, body = AuthResponse), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("publishableKey" = [])))]
 pub async fn sign_in(
     State(state): State<AppState>,
     Path(app_id): Path<String>,
@@ -89,7 +89,7 @@ pub async fn sign_in(
     params(("appId" = String, Path)),
     request_body = RefreshRequest,
     responses((status = 200, body = RefreshResponse), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("publishableKey" = [])))]
 pub async fn refresh(
     State(state): State<AppState>,
     Path(app_id): Path<String>,

@@ -37,7 +37,7 @@ pub async fn list_app_keys(
 /// Creates a publishable or secret key (`pk_live_`/`sk_live_` for production, `_test_` otherwise).
 #[utoipa::path(post, path = "/control/v1/applications/{appId}/keys", tag = "keys",
     params(("appId" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7e]{1,255}$", description = "1-255 visible ASCII characters: replays the first response for 24 h")),
     request_body = NewAppKey,
     responses((status = 201, body = CreatedKeyView), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -116,7 +116,7 @@ pub async fn list_management_keys(
 /// Creates a workspace management key (`wk_live_`) acting with a role (default `admin`).
 #[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/keys", tag = "keys",
     params(("wsId" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7e]{1,255}$", description = "1-255 visible ASCII characters: replays the first response for 24 h")),
     request_body(content = Option<NewManagementKey>),
     responses((status = 201, body = CreatedKeyView), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]

@@ -33,7 +33,7 @@ pub async fn list(
 /// to the server log for the operators to relay; only a platform operator's answer carries it.
 #[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/members", tag = "members",
     params(("wsId" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7e]{1,255}$", description = "1-255 visible ASCII characters: replays the first response for 24 h")),
     request_body = NewMember,
     responses((status = 201, body = InvitedMemberView), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]

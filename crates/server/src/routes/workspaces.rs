@@ -13,7 +13,7 @@ use crate::AppState;
 /// Creates a workspace; the caller (a signed-in team member) becomes its owner.
 #[utoipa::path(post, path = "/control/v1/workspaces", tag = "workspaces",
     request_body = NewWorkspace,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[\\x21-\\x7e]{1,255}$", description = "1-255 visible ASCII characters: replays the first response for 24 h")),
     responses((status = 201, body = WorkspaceView), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(

@@ -1,5 +1,5 @@
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::*;
 
@@ -155,6 +155,38 @@ async fn malformed_bodies_and_queries() {
         .await
         .unwrap();
     assert_error(&TestApp::read(r).await, 400, "invalid_request");
+    // Without a credential the answer is 401 whatever the key: nothing is judged for a caller
+    // who has not said who they are.
+    let r = app
+        .client
+        .post(&url)
+        .header("Idempotency-Key", "")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(&TestApp::read(r).await, 401, "unauthorized");
+}
+
+/// An optional body may be absent or JSON `null` (as the description's `oneOf: [null, …]`
+/// says); anything else must be the object.
+#[tokio::test]
+async fn optional_bodies_may_be_null() {
+    let app = spawn_app().await;
+    let root = app.root_token().await;
+    let keys = format!("/control/v1/workspaces/{}/keys", app.root_ws);
+    let created = app.post(&keys, &root, Value::Null).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let key = created.body["id"].as_str().unwrap();
+    let rolled = app
+        .post(&format!("{keys}/{key}/roll"), &root, Value::Null)
+        .await;
+    assert_eq!(rolled.status, 201, "{}", rolled.body);
+    assert_error(
+        &app.post(&keys, &root, json!([])).await,
+        400,
+        "invalid_request",
+    );
 }
 
 #[tokio::test]
