@@ -68,6 +68,20 @@ mod tests {
             .await
             .expect("terminate");
         assert!(killed);
+        // pg_terminate_backend only signals: the process is gone when the server no longer
+        // lists it.
+        loop {
+            let alive: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_one(&killer)
+                    .await
+                    .expect("activity");
+            if alive == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         killer.close().await;
         Some((pool, pid, db))
     }
@@ -97,7 +111,6 @@ mod tests {
         let Some((pool, _, _db)) = pool_whose_backend_died(postgres()).await else {
             return;
         };
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let failed = sqlx::query("SELECT 1").execute(&pool).await;
         let error = crate::StorageError::from(failed.expect_err("the dead connection"));
         assert!(error.is_unavailable(), "{error:?}");
