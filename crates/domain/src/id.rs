@@ -190,6 +190,12 @@ define_id!(
 define_id!(
     /// An event or audit entry.
     EventId, "evt");
+define_id!(
+    /// A vault: a named set of secrets in a workspace.
+    VaultId, "vlt");
+define_id!(
+    /// A secret in a vault (its versions are numbered).
+    SecretId, "sec");
 
 impl RequestId {
     /// An id for a request just received: a UUIDv7 (the time, then random bits) like every id,
