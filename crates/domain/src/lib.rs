@@ -20,6 +20,7 @@ pub mod schema;
 pub mod shared_state;
 pub mod tenancy;
 pub mod throttle;
+pub mod vault;
 
 /// A request field that failed validation: which field, and what it must be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

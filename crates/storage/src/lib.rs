@@ -21,6 +21,7 @@ mod rows;
 mod script;
 mod sql;
 mod sqlite;
+pub mod vault;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use audit::{
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use vault::{SecretWrite, VaultRepository};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -441,6 +443,7 @@ pub trait Store:
     + IdempotencyRepository
     + UsageRepository
     + AuditRepository
+    + VaultRepository
     + Send
     + Sync
 {
@@ -456,6 +459,7 @@ impl<T> Store for T where
         + IdempotencyRepository
         + UsageRepository
         + AuditRepository
+        + VaultRepository
         + Send
         + Sync
 {

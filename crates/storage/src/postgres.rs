@@ -47,3 +47,5 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 crate::sql::impl_repositories!(PostgresStore, Backend::Postgres, MIGRATOR);
 
 crate::audit::impl_audit!(PostgresStore, crate::audit::postgres_batch::insert_entries);
+
+crate::vault::impl_vault!(PostgresStore);

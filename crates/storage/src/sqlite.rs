@@ -162,3 +162,5 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 crate::sql::impl_repositories!(SqliteStore, Backend::Sqlite, MIGRATOR);
 
 crate::audit::impl_audit!(SqliteStore, crate::audit::sqlite_batch::insert_entries);
+
+crate::vault::impl_vault!(SqliteStore);

@@ -85,6 +85,7 @@ backend_tests!(
     single_command_writes_store_outbox_rows_only_when_they_write,
     large_audit_batches_append_and_clear_their_outbox_rows,
     concurrent_writers_all_land,
+    vault_versions_are_checked_pruned_and_scoped,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2282,4 +2283,192 @@ async fn sqlite_wal_is_checkpointed_after_writes() {
         "the WAL grew with the writes: {} bytes",
         wal()
     );
+}
+
+async fn vault_versions_are_checked_pruned_and_scoped(store: Arc<dyn Store>) {
+    use authsome_domain::id::{SecretId, VaultId};
+    use authsome_domain::vault::{Secret, StoredKek, Vault};
+    use authsome_storage::SecretWrite;
+
+    let (ws, _, _) = seeded(&store, "vaulted").await;
+    let (other, _, _) = seeded(&store, "elsewhere").await;
+    let kek = StoredKek {
+        version: 1,
+        sealed: Some(vec![1, 2, 3]),
+        created_at: now(),
+    };
+    assert!(store.insert_kek(&ws.id, &kek).await.unwrap());
+    assert!(
+        !store.insert_kek(&ws.id, &kek).await.unwrap(),
+        "a version is made once"
+    );
+    assert_eq!(store.keks(&ws.id).await.unwrap(), vec![kek.clone()]);
+    assert!(store.keks(&other.id).await.unwrap().is_empty());
+
+    let vault = Vault {
+        id: VaultId::new(),
+        workspace_id: ws.id.clone(),
+        name: "production".into(),
+        description: None,
+        max_versions: 2,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let (stored, audited) = with_rows(vec![outbox_row("evt_vault")], async |o| {
+        store.insert_vault(&vault, o).await
+    })
+    .await;
+    stored.unwrap();
+    assert!(audited);
+    let twin = Vault {
+        id: VaultId::new(),
+        ..vault.clone()
+    };
+    assert!(matches!(
+        store.insert_vault(&twin, &Outbox::empty()).await,
+        Err(StorageError::Duplicate)
+    ));
+    assert_eq!(
+        store.vault(&ws.id, &vault.id).await.unwrap().as_ref(),
+        Some(&vault)
+    );
+    assert!(
+        store.vault(&other.id, &vault.id).await.unwrap().is_none(),
+        "tenant boundary"
+    );
+
+    let mut secret = Secret {
+        id: SecretId::new(),
+        vault_id: vault.id.clone(),
+        workspace_id: ws.id.clone(),
+        name: "DATABASE_URL".into(),
+        description: Some("primary".into()),
+        tags: vec!["db".into()],
+        expires_at: None,
+        version: 1,
+        versions: Vec::new(),
+        created_at: now(),
+        updated_at: now(),
+        deleted_at: None,
+    };
+    let put = |secret: &Secret, envelope: &'static [u8]| {
+        let secret = secret.clone();
+        let store = store.clone();
+        async move {
+            let write = SecretWrite {
+                secret: &secret,
+                kek_version: 1,
+                envelope,
+                created_by: Some("acc_x"),
+                max_versions: 2,
+            };
+            store.put_secret_version(&write, &Outbox::empty()).await
+        }
+    };
+    put(&secret, b"one").await.unwrap();
+    assert!(
+        matches!(
+            put(&secret, b"again").await,
+            Err(StorageError::State("stale"))
+        ),
+        "a second first version is stale"
+    );
+    secret.version = 2;
+    put(&secret, b"two").await.unwrap();
+    assert!(matches!(
+        put(&secret, b"dup").await,
+        Err(StorageError::State("stale"))
+    ));
+    secret.version = 3;
+    put(&secret, b"three").await.unwrap();
+
+    let read = store
+        .secret(&ws.id, &vault.id, "DATABASE_URL")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.version, 3);
+    assert_eq!(
+        read.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [2, 3],
+        "maxVersions 2 pruned the first"
+    );
+    assert_eq!(
+        store.secret_envelope(&read, 3).await.unwrap(),
+        Some((1, b"three".to_vec()))
+    );
+    assert_eq!(store.secret_envelope(&read, 1).await.unwrap(), None);
+    assert!(store
+        .secret(&other.id, &vault.id, "DATABASE_URL")
+        .await
+        .unwrap()
+        .is_none());
+    let listed = store.secrets(&ws.id, &vault.id, &page(10)).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert!(listed.items[0].versions.is_empty());
+    assert!(store
+        .secrets(&other.id, &vault.id, &page(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    store
+        .destroy_secret_version(&read, 2, now(), &Outbox::empty())
+        .await
+        .unwrap();
+    assert_eq!(store.secret_envelope(&read, 2).await.unwrap(), None);
+    assert!(matches!(
+        store
+            .destroy_secret_version(&read, 2, now(), &Outbox::empty())
+            .await,
+        Err(StorageError::State(_))
+    ));
+
+    store
+        .set_secret_deleted(&read, Some(now()), &Outbox::empty())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .set_secret_deleted(&read, Some(now()), &Outbox::empty())
+            .await,
+        Err(StorageError::State(_))
+    ));
+    secret.version = 4;
+    assert!(
+        matches!(
+            put(&secret, b"four").await,
+            Err(StorageError::State("stale"))
+        ),
+        "no version is written to a deleted secret"
+    );
+    store
+        .set_secret_deleted(&read, None, &Outbox::empty())
+        .await
+        .unwrap();
+    put(&secret, b"four").await.unwrap();
+
+    assert!(matches!(
+        store
+            .delete_vault(&ws.id, &vault.id, &Outbox::empty())
+            .await,
+        Err(StorageError::State(_))
+    ));
+    assert!(matches!(
+        store
+            .delete_vault(&other.id, &vault.id, &Outbox::empty())
+            .await,
+        Err(StorageError::NotFound)
+    ));
+    let empty = Vault {
+        id: VaultId::new(),
+        name: "ci".into(),
+        ..vault.clone()
+    };
+    store.insert_vault(&empty, &Outbox::empty()).await.unwrap();
+    store
+        .delete_vault(&ws.id, &empty.id, &Outbox::empty())
+        .await
+        .unwrap();
 }

@@ -1,0 +1,74 @@
+//! The credential vault's records as the control plane and storage see them: vaults, secrets
+//! with their version history, and the workspace key-encryption keys (sealed). Values never
+//! appear here: they exist only as envelopes (bytes) in storage and in the one call that reads
+//! or writes them (`authsome-vault`).
+
+use chrono::{DateTime, Utc};
+
+use crate::id::{SecretId, VaultId, WorkspaceId};
+
+/// A named set of secrets in a workspace (`production`, `ci`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Vault {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "vlt_01jd4v0z3c8x2m5q7w9e1r6t0y"))]
+    pub id: VaultId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub description: Option<String>,
+    /// Versions kept of each secret; the oldest beyond it are removed on write.
+    pub max_versions: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A secret's metadata: never its value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "sec_01jd4v0z3c8x2m5q7w9e1r6t0y"))]
+    pub id: SecretId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub vault_id: VaultId,
+    #[serde(skip)]
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// When the credential stops being valid at its source (alerts warn before it).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The latest version's number.
+    pub version: u32,
+    /// The versions kept, oldest first (in a listing: empty).
+    pub versions: Vec<SecretVersion>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Set while soft-deleted: no value is served until it is restored.
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// One version of a secret.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVersion {
+    pub version: u32,
+    pub created_at: DateTime<Utc>,
+    /// Who wrote it (`acc_…`, `key_…`).
+    pub created_by: Option<String>,
+    /// Set once destroyed: its value is gone for good.
+    pub destroyed_at: Option<DateTime<Utc>>,
+}
+
+/// One version of a workspace's key-encryption key, as stored: sealed under the master key,
+/// or destroyed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKek {
+    pub version: u32,
+    /// `None` once destroyed.
+    pub sealed: Option<Vec<u8>>,
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,52 @@
+-- The credential vault. Values are stored only as envelopes (authsome-vault): sealed with a
+-- data key wrapped by a workspace key-encryption key, itself kept only sealed under the master
+-- key. A destroyed KEK or version keeps its row with the key material or envelope removed.
+
+CREATE TABLE vault_keks (
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    version      BIGINT NOT NULL,
+    sealed       BLOB,
+    created_at   BIGINT NOT NULL,
+    destroyed_at BIGINT,
+    PRIMARY KEY (workspace_id, version)
+);
+
+CREATE TABLE vaults (
+    id           TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    description  TEXT,
+    max_versions BIGINT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL,
+    UNIQUE (workspace_id, name)
+);
+
+CREATE TABLE vault_secrets (
+    id             TEXT PRIMARY KEY,
+    workspace_id   TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    vault_id       TEXT NOT NULL REFERENCES vaults (id) ON DELETE CASCADE,
+    name           TEXT NOT NULL,
+    description    TEXT,
+    tags           TEXT NOT NULL,
+    expires_at     BIGINT,
+    latest_version BIGINT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    updated_at     BIGINT NOT NULL,
+    deleted_at     BIGINT,
+    UNIQUE (vault_id, name)
+);
+CREATE INDEX vault_secrets_workspace ON vault_secrets (workspace_id, vault_id, name);
+
+CREATE TABLE vault_secret_versions (
+    secret_id    TEXT NOT NULL REFERENCES vault_secrets (id) ON DELETE CASCADE,
+    workspace_id TEXT NOT NULL,
+    version      BIGINT NOT NULL,
+    kek_version  BIGINT NOT NULL,
+    envelope     BLOB,
+    created_by   TEXT,
+    created_at   BIGINT NOT NULL,
+    destroyed_at BIGINT,
+    PRIMARY KEY (secret_id, version)
+);
+CREATE INDEX vault_secret_versions_kek ON vault_secret_versions (workspace_id, kek_version);

@@ -1,0 +1,561 @@
+//! The credential vault's storage: workspace KEKs (sealed), vaults, secrets and their versions'
+//! envelopes. Every query carries the workspace; values exist here only as envelope bytes.
+
+use async_trait::async_trait;
+use authsome_domain::id::{VaultId, WorkspaceId};
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::vault::{Secret, StoredKek, Vault};
+use chrono::{DateTime, Utc};
+
+use crate::outbox::Outbox;
+use crate::Result;
+
+/// A new version of a secret, as the control plane sealed it.
+pub struct SecretWrite<'a> {
+    /// The secret's metadata after the write: `version` is the new version's number, one past
+    /// the stored latest (none stored: 1, and the secret is created with `id`).
+    pub secret: &'a Secret,
+    pub kek_version: u32,
+    pub envelope: &'a [u8],
+    pub created_by: Option<&'a str>,
+    /// Versions beyond the newest this many are removed in the same transaction.
+    pub max_versions: u32,
+}
+
+#[async_trait]
+pub trait VaultRepository {
+    /// The workspace's KEK versions, oldest first.
+    async fn keks(&self, workspace: &WorkspaceId) -> Result<Vec<StoredKek>>;
+    /// Stores a KEK version unless that version exists; whether it was stored.
+    async fn insert_kek(&self, workspace: &WorkspaceId, kek: &StoredKek) -> Result<bool>;
+
+    /// `Duplicate` when the workspace has a vault of that name.
+    async fn insert_vault(&self, vault: &Vault, outbox: &Outbox) -> Result<()>;
+    async fn vaults(&self, workspace: &WorkspaceId, page: &PageRequest) -> Result<Page<Vault>>;
+    async fn vault(&self, workspace: &WorkspaceId, id: &VaultId) -> Result<Option<Vault>>;
+    async fn update_vault(&self, vault: &Vault, outbox: &Outbox) -> Result<()>;
+    /// `State` while the vault holds secrets (deleted ones included).
+    async fn delete_vault(
+        &self,
+        workspace: &WorkspaceId,
+        id: &VaultId,
+        outbox: &Outbox,
+    ) -> Result<()>;
+
+    /// A vault's secrets by name, without their version lists.
+    async fn secrets(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+        page: &PageRequest,
+    ) -> Result<Page<Secret>>;
+    /// A secret with its versions.
+    async fn secret(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+        name: &str,
+    ) -> Result<Option<Secret>>;
+    /// Stores a new version if the stored latest is still the one before it (`State("stale")`
+    /// otherwise, nothing written), updates the metadata and prunes old versions, atomically.
+    async fn put_secret_version(&self, write: &SecretWrite<'_>, outbox: &Outbox) -> Result<()>;
+    /// A version's envelope and KEK version; `None` for an unknown or destroyed version.
+    async fn secret_envelope(
+        &self,
+        secret: &Secret,
+        version: u32,
+    ) -> Result<Option<(u32, Vec<u8>)>>;
+    /// Soft-deletes (`Some(time)`) or restores (`None`) a secret.
+    async fn set_secret_deleted(
+        &self,
+        secret: &Secret,
+        deleted_at: Option<DateTime<Utc>>,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// Removes a version's envelope for good (`State` when already destroyed).
+    async fn destroy_secret_version(
+        &self,
+        secret: &Secret,
+        version: u32,
+        at: DateTime<Utc>,
+        outbox: &Outbox,
+    ) -> Result<()>;
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct VaultRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub max_versions: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl VaultRow {
+    pub(crate) fn into_domain(self) -> Result<Vault> {
+        use crate::rows::time;
+        Ok(Vault {
+            id: VaultId::parse(&self.id).map_err(|_| crate::StorageError::Corrupt("vaults.id"))?,
+            workspace_id: WorkspaceId::parse(&self.workspace_id)
+                .map_err(|_| crate::StorageError::Corrupt("vaults.workspace_id"))?,
+            name: self.name,
+            description: self.description,
+            max_versions: u32::try_from(self.max_versions)
+                .map_err(|_| crate::StorageError::Corrupt("vaults.max_versions"))?,
+            created_at: time(self.created_at, "vaults.created_at")?,
+            updated_at: time(self.updated_at, "vaults.updated_at")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub vault_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: String,
+    pub expires_at: Option<i64>,
+    pub latest_version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+impl SecretRow {
+    pub(crate) fn into_domain(self) -> Result<Secret> {
+        use crate::rows::{json, time};
+        use crate::StorageError::Corrupt;
+        Ok(Secret {
+            id: authsome_domain::id::SecretId::parse(&self.id)
+                .map_err(|_| Corrupt("vault_secrets.id"))?,
+            vault_id: VaultId::parse(&self.vault_id)
+                .map_err(|_| Corrupt("vault_secrets.vault_id"))?,
+            workspace_id: WorkspaceId::parse(&self.workspace_id)
+                .map_err(|_| Corrupt("vault_secrets.workspace_id"))?,
+            name: self.name,
+            description: self.description,
+            tags: json(&self.tags, "vault_secrets.tags")?,
+            expires_at: self
+                .expires_at
+                .map(|t| time(t, "vault_secrets.expires_at"))
+                .transpose()?,
+            version: u32::try_from(self.latest_version)
+                .map_err(|_| Corrupt("vault_secrets.latest_version"))?,
+            versions: Vec::new(),
+            created_at: time(self.created_at, "vault_secrets.created_at")?,
+            updated_at: time(self.updated_at, "vault_secrets.updated_at")?,
+            deleted_at: self
+                .deleted_at
+                .map(|t| time(t, "vault_secrets.deleted_at"))
+                .transpose()?,
+        })
+    }
+}
+
+pub(crate) const VAULT_COLUMNS: &str =
+    "id, workspace_id, name, description, max_versions, created_at, updated_at";
+pub(crate) const SECRET_COLUMNS: &str = "id, workspace_id, vault_id, name, description, tags, \
+     expires_at, latest_version, created_at, updated_at, deleted_at";
+
+/// Implements [`VaultRepository`] for a store, after `crate::sql::impl_repositories!` (whose
+/// `commit_with_outbox` it uses).
+macro_rules! impl_vault {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::vault::VaultRepository for $store {
+            async fn keks(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+            ) -> $crate::Result<Vec<authsome_domain::vault::StoredKek>> {
+                let rows: Vec<(i64, Option<Vec<u8>>, i64)> = sqlx::query_as(
+                    "SELECT version, sealed, created_at FROM vault_keks \
+                     WHERE workspace_id = $1 ORDER BY version",
+                )
+                .bind(workspace.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(version, sealed, created_at)| {
+                        Ok(authsome_domain::vault::StoredKek {
+                            version: u32::try_from(version)
+                                .map_err(|_| $crate::StorageError::Corrupt("vault_keks.version"))?,
+                            sealed,
+                            created_at: $crate::rows::time(created_at, "vault_keks.created_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn insert_kek(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                kek: &authsome_domain::vault::StoredKek,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO vault_keks (workspace_id, version, sealed, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, version) DO NOTHING",
+                )
+                .bind(workspace.as_str())
+                .bind(i64::from(kek.version))
+                .bind(kek.sealed.as_deref())
+                .bind($crate::rows::ms(kek.created_at))
+                .execute(&mut *self.writer().await?)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_vault(
+                &self,
+                vault: &authsome_domain::vault::Vault,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                sqlx::query(
+                    "INSERT INTO vaults (id, workspace_id, name, description, max_versions, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(vault.id.as_str())
+                .bind(vault.workspace_id.as_str())
+                .bind(&vault.name)
+                .bind(vault.description.as_deref())
+                .bind(i64::from(vault.max_versions))
+                .bind($crate::rows::ms(vault.created_at))
+                .bind($crate::rows::ms(vault.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::rows::unique)?;
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn vaults(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                page: &authsome_domain::page::PageRequest,
+            ) -> $crate::Result<authsome_domain::page::Page<authsome_domain::vault::Vault>> {
+                let sql = format!(
+                    "SELECT {} FROM vaults WHERE workspace_id = $1 AND id > $2 \
+                     ORDER BY id LIMIT $3",
+                    $crate::vault::VAULT_COLUMNS
+                );
+                let rows = sqlx::query_as::<_, $crate::vault::VaultRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(page.after.as_deref().unwrap_or(""))
+                    .bind(i64::from(page.limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::vault::VaultRow::into_domain)
+                    .collect::<$crate::Result<Vec<_>>>()?;
+                Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |v| v.id.as_str()))
+            }
+
+            async fn vault(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                id: &authsome_domain::id::VaultId,
+            ) -> $crate::Result<Option<authsome_domain::vault::Vault>> {
+                let sql = format!(
+                    "SELECT {} FROM vaults WHERE workspace_id = $1 AND id = $2",
+                    $crate::vault::VAULT_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::vault::VaultRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map($crate::vault::VaultRow::into_domain)
+                    .transpose()
+            }
+
+            async fn update_vault(
+                &self,
+                vault: &authsome_domain::vault::Vault,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "UPDATE vaults SET name = $1, description = $2, max_versions = $3, \
+                     updated_at = $4 WHERE workspace_id = $5 AND id = $6",
+                )
+                .bind(&vault.name)
+                .bind(vault.description.as_deref())
+                .bind(i64::from(vault.max_versions))
+                .bind($crate::rows::ms(vault.updated_at))
+                .bind(vault.workspace_id.as_str())
+                .bind(vault.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::rows::unique)?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn delete_vault(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                id: &authsome_domain::id::VaultId,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "DELETE FROM vaults WHERE workspace_id = $1 AND id = $2 \
+                     AND NOT EXISTS (SELECT 1 FROM vault_secrets WHERE vault_id = $2)",
+                )
+                .bind(workspace.as_str())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 1 {
+                    return commit_with_outbox(tx, outbox).await;
+                }
+                drop(tx);
+                drop(w);
+                match self.vault(workspace, id).await? {
+                    Some(_) => Err($crate::StorageError::State("the vault still holds secrets")),
+                    None => Err($crate::StorageError::NotFound),
+                }
+            }
+
+            async fn secrets(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+                page: &authsome_domain::page::PageRequest,
+            ) -> $crate::Result<authsome_domain::page::Page<authsome_domain::vault::Secret>> {
+                let sql = format!(
+                    "SELECT {} FROM vault_secrets WHERE workspace_id = $1 AND vault_id = $2 \
+                     AND name > $3 ORDER BY name LIMIT $4",
+                    $crate::vault::SECRET_COLUMNS
+                );
+                let rows = sqlx::query_as::<_, $crate::vault::SecretRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(vault.as_str())
+                    .bind(page.after.as_deref().unwrap_or(""))
+                    .bind(i64::from(page.limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::vault::SecretRow::into_domain)
+                    .collect::<$crate::Result<Vec<_>>>()?;
+                Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |s| s.name.as_str()))
+            }
+
+            async fn secret(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+                name: &str,
+            ) -> $crate::Result<Option<authsome_domain::vault::Secret>> {
+                let sql = format!(
+                    "SELECT {} FROM vault_secrets WHERE workspace_id = $1 AND vault_id = $2 \
+                     AND name = $3",
+                    $crate::vault::SECRET_COLUMNS
+                );
+                let Some(row) = sqlx::query_as::<_, $crate::vault::SecretRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(vault.as_str())
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let mut secret = row.into_domain()?;
+                let versions: Vec<(i64, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+                    "SELECT version, created_at, created_by, destroyed_at \
+                     FROM vault_secret_versions WHERE workspace_id = $1 AND secret_id = $2 \
+                     ORDER BY version",
+                )
+                .bind(workspace.as_str())
+                .bind(secret.id.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                secret.versions = versions
+                    .into_iter()
+                    .map(|(version, created_at, created_by, destroyed_at)| {
+                        Ok(authsome_domain::vault::SecretVersion {
+                            version: u32::try_from(version).map_err(|_| {
+                                $crate::StorageError::Corrupt("vault_secret_versions.version")
+                            })?,
+                            created_at: $crate::rows::time(
+                                created_at,
+                                "vault_secret_versions.created_at",
+                            )?,
+                            created_by,
+                            destroyed_at: destroyed_at
+                                .map(|t| $crate::rows::time(t, "vault_secret_versions.destroyed_at"))
+                                .transpose()?,
+                        })
+                    })
+                    .collect::<$crate::Result<Vec<_>>>()?;
+                Ok(Some(secret))
+            }
+
+            async fn put_secret_version(
+                &self,
+                write: &$crate::vault::SecretWrite<'_>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let s = write.secret;
+                let stale = $crate::StorageError::State("stale");
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let tags = serde_json::to_string(&s.tags).unwrap_or_else(|_| "[]".into());
+                if s.version == 1 {
+                    sqlx::query(
+                        "INSERT INTO vault_secrets (id, workspace_id, vault_id, name, \
+                         description, tags, expires_at, latest_version, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9)",
+                    )
+                    .bind(s.id.as_str())
+                    .bind(s.workspace_id.as_str())
+                    .bind(s.vault_id.as_str())
+                    .bind(&s.name)
+                    .bind(s.description.as_deref())
+                    .bind(&tags)
+                    .bind($crate::rows::opt_ms(s.expires_at))
+                    .bind($crate::rows::ms(s.created_at))
+                    .bind($crate::rows::ms(s.updated_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| match $crate::rows::unique(e) {
+                        $crate::StorageError::Duplicate => $crate::StorageError::State("stale"),
+                        other => other,
+                    })?;
+                } else {
+                    let done = sqlx::query(
+                        "UPDATE vault_secrets SET latest_version = $1, description = $2, \
+                         tags = $3, expires_at = $4, updated_at = $5 \
+                         WHERE workspace_id = $6 AND id = $7 AND latest_version = $8 \
+                         AND deleted_at IS NULL",
+                    )
+                    .bind(i64::from(s.version))
+                    .bind(s.description.as_deref())
+                    .bind(&tags)
+                    .bind($crate::rows::opt_ms(s.expires_at))
+                    .bind($crate::rows::ms(s.updated_at))
+                    .bind(s.workspace_id.as_str())
+                    .bind(s.id.as_str())
+                    .bind(i64::from(s.version - 1))
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(stale);
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO vault_secret_versions (secret_id, workspace_id, version, \
+                     kek_version, envelope, created_by, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(s.id.as_str())
+                .bind(s.workspace_id.as_str())
+                .bind(i64::from(s.version))
+                .bind(i64::from(write.kek_version))
+                .bind(write.envelope)
+                .bind(write.created_by)
+                .bind($crate::rows::ms(s.updated_at))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM vault_secret_versions WHERE workspace_id = $1 \
+                     AND secret_id = $2 AND version <= $3",
+                )
+                .bind(s.workspace_id.as_str())
+                .bind(s.id.as_str())
+                .bind(i64::from(s.version) - i64::from(write.max_versions))
+                .execute(&mut *tx)
+                .await?;
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn secret_envelope(
+                &self,
+                secret: &authsome_domain::vault::Secret,
+                version: u32,
+            ) -> $crate::Result<Option<(u32, Vec<u8>)>> {
+                let row: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+                    "SELECT kek_version, envelope FROM vault_secret_versions \
+                     WHERE workspace_id = $1 AND secret_id = $2 AND version = $3",
+                )
+                .bind(secret.workspace_id.as_str())
+                .bind(secret.id.as_str())
+                .bind(i64::from(version))
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some((kek, Some(envelope))) => Ok(Some((
+                        u32::try_from(kek)
+                            .map_err(|_| $crate::StorageError::Corrupt("kek_version"))?,
+                        envelope,
+                    ))),
+                    _ => Ok(None),
+                }
+            }
+
+            async fn set_secret_deleted(
+                &self,
+                secret: &authsome_domain::vault::Secret,
+                deleted_at: Option<chrono::DateTime<chrono::Utc>>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "UPDATE vault_secrets SET deleted_at = $1 WHERE workspace_id = $2 AND id = $3 \
+                     AND (deleted_at IS NULL) = ($1 IS NOT NULL)",
+                )
+                .bind($crate::rows::opt_ms(deleted_at))
+                .bind(secret.workspace_id.as_str())
+                .bind(secret.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StorageError::State(if deleted_at.is_some() {
+                        "the secret is already deleted"
+                    } else {
+                        "the secret is not deleted"
+                    }));
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn destroy_secret_version(
+                &self,
+                secret: &authsome_domain::vault::Secret,
+                version: u32,
+                at: chrono::DateTime<chrono::Utc>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "UPDATE vault_secret_versions SET envelope = NULL, destroyed_at = $1 \
+                     WHERE workspace_id = $2 AND secret_id = $3 AND version = $4 \
+                     AND destroyed_at IS NULL",
+                )
+                .bind($crate::rows::ms(at))
+                .bind(secret.workspace_id.as_str())
+                .bind(secret.id.as_str())
+                .bind(i64::from(version))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StorageError::State("the version is already destroyed"));
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+        }
+    };
+}
+
+pub(crate) use impl_vault;
