@@ -118,5 +118,12 @@ for name, user in (("ORM", out["USR_ADMIN"]), ("ORM_DEL", out["USR_DEL"])):
     body = {"userId": user, "role": "member"}
     out[name] = call("POST", f"/v1/{app}/organizations/{org}/memberships", body, sk)["id"]
 
+# The vault: one with secrets (CONFORMANCE_SECRET with two versions, one to delete, one whose
+# first version is destroyed), one empty to delete.
+for name in ("VAULT", "VAULT_DEL"):
+    out[name] = call("POST", f"/control/v1/workspaces/{ws}/vaults", {"name": name.lower()}, cst)["id"]
+for secret in ("CONFORMANCE_SECRET", "CONFORMANCE_SECRET", "TO_DELETE", "TO_DESTROY", "TO_DESTROY"):
+    call("PUT", f"/control/v1/vaults/{out['VAULT']}/secrets/{secret}", {"value": "conformance value"}, cst)
+
 for name, value in out.items():
     print(f"export CONFORMANCE_{name}={shlex.quote(value)}")

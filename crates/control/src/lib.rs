@@ -22,6 +22,7 @@ mod members;
 mod metering;
 mod provisioning;
 pub mod throttle;
+mod vault;
 mod workspaces;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use keys::{
 pub use members::{Delivery, Invitation, MemberPatch, NewMember};
 pub use metering::month_bounds;
 pub use provisioning::Provisioner;
+pub use vault::{NewVault, PutSecret, RevealedSecret, VaultPatch};
 pub use workspaces::{NewWorkspace, WorkspacePatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,9 @@ pub enum ControlError {
     /// A service this operation needs (the mail server) did not take it; nothing was stored.
     #[error("{0}")]
     Unavailable(String),
+    /// A condition the caller set (`If-Match`) no longer holds: nothing was written.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// Password hashing is at capacity (see [`hashing`]): nothing was done; retry shortly.
     #[error(transparent)]
     Busy(#[from] hashing::Busy),

@@ -93,6 +93,7 @@ pub fn code_for(status: StatusCode) -> &'static str {
         404 => "not_found",
         405 => "method_not_allowed",
         409 => "conflict",
+        412 => "precondition_failed",
         413 => "payload_too_large",
         414 => "uri_too_long",
         431 => "request_header_fields_too_large",
@@ -173,6 +174,9 @@ impl From<ControlError> for ApiError {
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m)
             },
             ControlError::PaymentRequired(m) => ApiError::new(StatusCode::PAYMENT_REQUIRED, m),
+            ControlError::PreconditionFailed(m) => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, m)
+            }
             ControlError::Busy(busy) => busy.into(),
             ControlError::Storage(e) => storage_failure(&e, "storage failure"),
         }

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::error::ErrorBody;
 use crate::routes::{
     admin, applications, audit, auth, customer, customer_auth, customer_orgs, customer_users,
-    health, keys, members, workspaces,
+    health, keys, members, vault, workspaces,
 };
 use crate::AppState;
 
@@ -37,6 +37,7 @@ use crate::AppState;
         (name = "keys", description = "Publishable, secret and management keys"),
         (name = "admin", description = "Platform operators"),
         (name = "audit", description = "The tamper-evident audit log: entries, export, signed checkpoints, proofs"),
+        (name = "vault", description = "The credential vault: vaults, secrets, versions and values"),
         (name = "customer", description = "The customer API of one application: auth and tokens"),
         (name = "users", description = "An application's users and sessions (secret key)"),
         (name = "organizations", description = "An application's organizations and memberships"),
@@ -126,6 +127,17 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(audit::prefix))
         .routes(routes!(audit::hash))
         .routes(routes!(audit::rotate_signing_key))
+        .routes(routes!(vault::create, vault::list))
+        .routes(routes!(vault::get, vault::update, vault::delete))
+        .routes(routes!(vault::secrets))
+        .routes(routes!(
+            vault::put_secret,
+            vault::secret,
+            vault::delete_secret
+        ))
+        .routes(routes!(vault::value))
+        .routes(routes!(vault::restore_secret))
+        .routes(routes!(vault::destroy_version))
         .routes(routes!(admin::list_workspaces))
         .routes(routes!(admin::get_workspace, admin::update_workspace))
         .routes(routes!(admin::update_application))

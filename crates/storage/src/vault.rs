@@ -33,6 +33,9 @@ pub trait VaultRepository {
     async fn insert_vault(&self, vault: &Vault, outbox: &Outbox) -> Result<()>;
     async fn vaults(&self, workspace: &WorkspaceId, page: &PageRequest) -> Result<Page<Vault>>;
     async fn vault(&self, workspace: &WorkspaceId, id: &VaultId) -> Result<Option<Vault>>;
+    /// The workspace a vault id belongs to, for the caller's access check that must follow
+    /// (a route names only the vault); reveals nothing else.
+    async fn vault_workspace(&self, id: &VaultId) -> Result<Option<WorkspaceId>>;
     async fn update_vault(&self, vault: &Vault, outbox: &Outbox) -> Result<()>;
     /// `State` while the vault holds secrets (deleted ones included).
     async fn delete_vault(
@@ -270,6 +273,22 @@ macro_rules! impl_vault {
                     .await?
                     .map($crate::vault::VaultRow::into_domain)
                     .transpose()
+            }
+
+            async fn vault_workspace(
+                &self,
+                id: &authsome_domain::id::VaultId,
+            ) -> $crate::Result<Option<authsome_domain::id::WorkspaceId>> {
+                let ws: Option<String> =
+                    sqlx::query_scalar("SELECT workspace_id FROM vaults WHERE id = $1")
+                        .bind(id.as_str())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                ws.map(|w| {
+                    authsome_domain::id::WorkspaceId::parse(&w)
+                        .map_err(|_| $crate::StorageError::Corrupt("vaults.workspace_id"))
+                })
+                .transpose()
             }
 
             async fn update_vault(

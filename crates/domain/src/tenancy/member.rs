@@ -31,21 +31,40 @@ pub enum Permission {
     KeysRevoke,
     ManagementKeysManage,
     AuditRead,
+    /// Vaults and secrets' metadata (never values).
+    VaultsRead,
+    /// Create, change and delete vaults; delete, restore and destroy secrets.
+    VaultsManage,
+    /// Write new versions of secrets (rotation).
+    SecretsWrite,
+    /// Read secrets' values.
+    SecretsReveal,
+    /// Rotate the workspace's key-encryption key and re-encrypt its secrets.
+    KeyringManage,
+    /// Destroy the workspace's keys: every secret becomes unreadable for good.
+    KeyringDestroy,
 }
 
 impl Role {
-    /// The permission matrix. `owner`: everything; `admin`: everything but billing and owners;
-    /// `operator`: roll keys, restart, read; `viewer`: read; `auditor`: the audit log only.
+    /// The permission matrix. `owner`: everything; `admin`: everything but billing, owners,
+    /// deleting the workspace and destroying its keys; `operator`: roll keys, restart, write
+    /// new secret versions, read; `viewer`: read (secrets' metadata, never values); `auditor`:
+    /// the audit log only.
     pub fn allows(self, permission: Permission) -> bool {
         use Permission::*;
         let read = matches!(
             permission,
-            WorkspaceRead | MembersRead | ApplicationsRead | KeysRead
+            WorkspaceRead | MembersRead | ApplicationsRead | KeysRead | VaultsRead
         );
         match self {
             Role::Owner => true,
-            Role::Admin => !matches!(permission, Billing | OwnersManage | WorkspaceDelete),
-            Role::Operator => read || matches!(permission, KeysRoll | ApplicationsRestart),
+            Role::Admin => !matches!(
+                permission,
+                Billing | OwnersManage | WorkspaceDelete | KeyringDestroy
+            ),
+            Role::Operator => {
+                read || matches!(permission, KeysRoll | ApplicationsRestart | SecretsWrite)
+            }
             Role::Viewer => read,
             Role::Auditor => matches!(permission, WorkspaceRead | AuditRead),
         }
@@ -71,7 +90,7 @@ impl Role {
     }
 }
 
-const ALL_PERMISSIONS: [Permission; 16] = [
+const ALL_PERMISSIONS: [Permission; 22] = [
     Permission::WorkspaceRead,
     Permission::WorkspaceUpdate,
     Permission::WorkspaceDelete,
@@ -88,6 +107,12 @@ const ALL_PERMISSIONS: [Permission; 16] = [
     Permission::KeysRevoke,
     Permission::ManagementKeysManage,
     Permission::AuditRead,
+    Permission::VaultsRead,
+    Permission::VaultsManage,
+    Permission::SecretsWrite,
+    Permission::SecretsReveal,
+    Permission::KeyringManage,
+    Permission::KeyringDestroy,
 ];
 
 /// A person who signs in to the control plane. Email is unique, stored lowercased.
@@ -193,6 +218,12 @@ mod tests {
             KeysRevoke,
             ManagementKeysManage,
             AuditRead,
+            VaultsRead,
+            VaultsManage,
+            SecretsWrite,
+            SecretsReveal,
+            KeyringManage,
+            KeyringDestroy,
         ];
         assert!(all.iter().all(|&p| Role::Owner.allows(p)));
         assert!(!Role::Admin.allows(Billing) && !Role::Admin.allows(OwnersManage));
@@ -203,6 +234,13 @@ mod tests {
         assert!(!Role::Viewer.allows(AuditRead));
         assert!(Role::Auditor.allows(AuditRead) && !Role::Auditor.allows(ApplicationsRead));
         assert!(!Role::Auditor.allows(MembersRead));
+        // The vault: values to owners and admins; operators rotate; viewers see metadata;
+        // auditors nothing; only owners destroy the keys.
+        assert!(Role::Admin.allows(SecretsReveal) && !Role::Admin.allows(KeyringDestroy));
+        assert!(Role::Operator.allows(SecretsWrite) && !Role::Operator.allows(SecretsReveal));
+        assert!(Role::Viewer.allows(VaultsRead) && !Role::Viewer.allows(SecretsReveal));
+        assert!(!Role::Viewer.allows(SecretsWrite));
+        assert!(!Role::Auditor.allows(VaultsRead) && !Role::Auditor.allows(SecretsReveal));
     }
 
     #[test]

@@ -53,4 +53,5 @@ mod redis_outage;
 mod role_matrix;
 mod signed_requests;
 mod tenant_attacks;
+mod vault;
 mod workspaces_and_admin;

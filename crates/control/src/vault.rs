@@ -1,0 +1,568 @@
+//! The credential vault's use cases: vaults, secrets and their versions, for team members and
+//! management keys. Who may do what is decided here ([`Permission`]s of the caller's role);
+//! sealing and opening is `authsome-vault`'s; storage keeps envelopes only. Every write, every
+//! value read and every denial is an audit entry naming the secret and version, never the value.
+
+use authsome_domain::event::DomainEvent;
+use authsome_domain::id::{SecretId, VaultId, WorkspaceId};
+use authsome_domain::master_key::MasterKey;
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::tenancy::{Actor, Permission, Role, Workspace};
+use authsome_domain::vault::{Secret, StoredKek, Vault};
+use authsome_storage::{SecretWrite, StorageError};
+use authsome_vault::rules::{
+    check_max_versions, check_value, parse_secret_name, parse_tags, parse_vault_name,
+    DEFAULT_MAX_VERSIONS,
+};
+use authsome_vault::{Envelope, Kek, SecretContext, VaultError};
+use chrono::{DateTime, Utc};
+use zeroize::Zeroizing;
+
+use crate::{ControlError, ControlPlane, Result};
+
+/// Attempts at a write without `If-Match` that keeps meeting concurrent writers.
+const WRITE_ATTEMPTS: usize = 5;
+
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewVault {
+    #[cfg_attr(feature = "openapi", schema(schema_with = vault_name_schema))]
+    pub name: String,
+    pub description: Option<String>,
+    /// Versions kept of each secret (1-1000, default 10); older ones are removed on write.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub max_versions: Option<u32>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VaultPatch {
+    #[cfg_attr(feature = "openapi", schema(schema_with = optional_vault_name_schema))]
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub max_versions: Option<u32>,
+}
+
+/// A new version of a secret. The value is wiped from memory once sealed.
+#[derive(serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutSecret {
+    /// At most 64 KiB (UTF-8).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, max_length = 16384))]
+    pub value: Zeroizing<String>,
+    /// Replaces the description when given.
+    pub description: Option<String>,
+    /// Replaces the tags when given: at most 32 names of 1-64 characters.
+    pub tags: Option<Vec<String>>,
+    /// When the credential stops being valid at its source; replaces the date when given.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for PutSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutSecret").finish_non_exhaustive()
+    }
+}
+
+/// A secret's value, as read by someone allowed to.
+#[derive(serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RevealedSecret {
+    pub name: String,
+    pub version: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub value: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for RevealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevealedSecret")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "openapi")]
+fn vault_name_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some("^[A-Za-z0-9_.-]{1,64}$"))
+        .description(Some("1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'"))
+        .build()
+}
+
+#[cfg(feature = "openapi")]
+fn optional_vault_name_schema() -> utoipa::openapi::Object {
+    let mut schema = vault_name_schema();
+    schema.schema_type = utoipa::openapi::schema::SchemaType::from_iter([
+        utoipa::openapi::schema::Type::String,
+        utoipa::openapi::schema::Type::Null,
+    ]);
+    schema
+}
+
+fn vault_event(action: &'static str, vault: &Vault) -> DomainEvent {
+    DomainEvent::new(action)
+        .workspace(&vault.workspace_id)
+        .target(&vault.id)
+}
+
+fn secret_event(action: &'static str, secret: &Secret, version: u32) -> DomainEvent {
+    DomainEvent::new(action)
+        .workspace(&secret.workspace_id)
+        .target(&secret.id)
+        .change("vault", secret.vault_id.as_str())
+        .change("name", secret.name.as_str())
+        .change("version", version)
+}
+
+fn actor_id(actor: &Actor) -> &str {
+    match actor {
+        Actor::Account(id) => id.as_str(),
+        Actor::ManagementKey { key_id, .. } => key_id.as_str(),
+    }
+}
+
+fn description(d: Option<String>) -> Result<Option<String>> {
+    match d {
+        Some(d) if d.chars().count() > 1000 => Err(authsome_domain::ValidationError::new(
+            "description",
+            "must be at most 1000 characters",
+        )
+        .into()),
+        Some(d) if d.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// A sealed or opened value that does not fit here is a fault of stored data, never input.
+fn vault_fault(e: VaultError) -> ControlError {
+    tracing::error!(error = %e, "a vault envelope or key does not open");
+    ControlError::Storage(StorageError::Corrupt("vault envelope"))
+}
+
+impl ControlPlane {
+    fn vault_master(&self) -> Result<&MasterKey> {
+        self.master_key.as_deref().ok_or_else(|| {
+            ControlError::Unavailable("the vault needs the deployment's master key".into())
+        })
+    }
+
+    fn open_kek(&self, ws: &WorkspaceId, stored: &StoredKek) -> Result<Kek> {
+        let sealed = stored.sealed.as_deref().ok_or_else(|| {
+            ControlError::Conflict("the workspace's vault keys were destroyed".into())
+        })?;
+        Kek::open(self.vault_master()?, ws, stored.version, sealed).map_err(vault_fault)
+    }
+
+    /// The workspace's current key-encryption key, made at its first use.
+    async fn current_kek(&self, ws: &WorkspaceId) -> Result<Kek> {
+        if let Some(latest) = self.store.keks(ws).await?.last() {
+            return self.open_kek(ws, latest);
+        }
+        let kek = Kek::generate(ws, 1);
+        let stored = StoredKek {
+            version: 1,
+            sealed: Some(kek.seal(self.vault_master()?)),
+            created_at: self.clock.now(),
+        };
+        if self.store.insert_kek(ws, &stored).await? {
+            return Ok(kek);
+        }
+        // Another request made it first: use theirs.
+        match self.store.keks(ws).await?.last() {
+            Some(latest) => self.open_kek(ws, latest),
+            None => Err(ControlError::Storage(StorageError::NotFound)),
+        }
+    }
+
+    async fn kek_version(&self, ws: &WorkspaceId, version: u32) -> Result<Kek> {
+        let keks = self.store.keks(ws).await?;
+        let stored = keks
+            .iter()
+            .find(|k| k.version == version)
+            .ok_or_else(|| vault_fault(VaultError::UnknownKey(version)))?;
+        self.open_kek(ws, stored)
+    }
+
+    /// The vault as the caller may use it: `NotFound` unless it is in a workspace the caller
+    /// belongs to, then the permission (a denial is audited).
+    async fn vault_for(
+        &self,
+        actor: &Actor,
+        id: &VaultId,
+        permission: Permission,
+    ) -> Result<(Vault, Workspace, Role)> {
+        let ws = self
+            .store
+            .vault_workspace(id)
+            .await?
+            .ok_or(ControlError::NotFound("vault"))?;
+        let (workspace, role) = self
+            .store
+            .workspace_access(actor, &ws)
+            .await?
+            .ok_or(ControlError::NotFound("vault"))?;
+        self.require_for(actor, &ws, role, permission)?;
+        let vault = self
+            .store
+            .vault(&ws, id)
+            .await?
+            .ok_or(ControlError::NotFound("vault"))?;
+        Ok((vault, workspace, role))
+    }
+
+    async fn secret_in(&self, vault: &Vault, name: &str) -> Result<Secret> {
+        self.store
+            .secret(&vault.workspace_id, &vault.id, name)
+            .await?
+            .ok_or(ControlError::NotFound("secret"))
+    }
+
+    pub async fn create_vault(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        input: NewVault,
+    ) -> Result<Vault> {
+        let (workspace, _) = self
+            .workspace_for(actor, ws, Permission::VaultsManage)
+            .await?;
+        workspace.may_write()?;
+        let now = self.clock.now();
+        let vault = Vault {
+            id: VaultId::new(),
+            workspace_id: ws.clone(),
+            name: parse_vault_name(&input.name)?,
+            description: description(input.description)?,
+            max_versions: check_max_versions(input.max_versions.unwrap_or(DEFAULT_MAX_VERSIONS))?,
+            created_at: now,
+            updated_at: now,
+        };
+        let event = vault_event("vault.created", &vault)
+            .change("name", vault.name.as_str())
+            .change("maxVersions", vault.max_versions);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .insert_vault(&vault, outbox)
+                .await
+                .map_err(crate::duplicate("vault name"))
+        })
+        .await?;
+        Ok(vault)
+    }
+
+    pub async fn vaults(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<Vault>> {
+        self.workspace_for(actor, ws, Permission::VaultsRead)
+            .await?;
+        Ok(self.store.vaults(ws, page).await?)
+    }
+
+    pub async fn vault(&self, actor: &Actor, id: &VaultId) -> Result<Vault> {
+        Ok(self.vault_for(actor, id, Permission::VaultsRead).await?.0)
+    }
+
+    pub async fn update_vault(
+        &self,
+        actor: &Actor,
+        id: &VaultId,
+        patch: VaultPatch,
+    ) -> Result<Vault> {
+        let (mut vault, workspace, _) = self.vault_for(actor, id, Permission::VaultsManage).await?;
+        workspace.may_write()?;
+        let mut event = vault_event("vault.updated", &vault);
+        if let Some(name) = patch.name {
+            let name = parse_vault_name(&name)?;
+            event = event.changed("name", &vault.name, &name);
+            vault.name = name;
+        }
+        if let Some(d) = patch.description {
+            let d = description(Some(d))?;
+            event = event.changed("description", &vault.description, &d);
+            vault.description = d;
+        }
+        if let Some(n) = patch.max_versions {
+            let n = check_max_versions(n)?;
+            event = event.changed("maxVersions", &vault.max_versions, &n);
+            vault.max_versions = n;
+        }
+        vault.updated_at = self.clock.now();
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .update_vault(&vault, outbox)
+                .await
+                .map_err(crate::duplicate("vault name"))
+        })
+        .await?;
+        Ok(vault)
+    }
+
+    /// Deletes an empty vault (its secrets deleted and destroyed first are still its own).
+    pub async fn delete_vault(&self, actor: &Actor, id: &VaultId) -> Result<()> {
+        let (vault, workspace, _) = self.vault_for(actor, id, Permission::VaultsManage).await?;
+        workspace.may_write()?;
+        self.audited(
+            Some(actor),
+            vec![vault_event("vault.deleted", &vault)],
+            async |outbox| {
+                self.store
+                    .delete_vault(&vault.workspace_id, &vault.id, outbox)
+                    .await
+            },
+        )
+        .await
+    }
+
+    pub async fn secrets(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        page: &PageRequest,
+    ) -> Result<Page<Secret>> {
+        let (vault, _, _) = self.vault_for(actor, vault, Permission::VaultsRead).await?;
+        Ok(self
+            .store
+            .secrets(&vault.workspace_id, &vault.id, page)
+            .await?)
+    }
+
+    pub async fn secret(&self, actor: &Actor, vault: &VaultId, name: &str) -> Result<Secret> {
+        let (vault, _, _) = self.vault_for(actor, vault, Permission::VaultsRead).await?;
+        self.secret_in(&vault, name).await
+    }
+
+    /// Writes a new version: 1 creates the secret. With `if_match`, only if the latest version
+    /// is still that one (`PreconditionFailed` otherwise); without, after whatever concurrent
+    /// writes landed first. Returns the secret and whether it was created.
+    pub async fn put_secret(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        name: &str,
+        input: PutSecret,
+        if_match: Option<u32>,
+    ) -> Result<(Secret, bool)> {
+        let (vault, workspace, _) = self
+            .vault_for(actor, vault, Permission::SecretsWrite)
+            .await?;
+        workspace.may_write()?;
+        let name = parse_secret_name(name)?;
+        check_value(&input.value)?;
+        let description = description(input.description)?;
+        let tags = input.tags.map(parse_tags).transpose()?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let existing = self
+                .store
+                .secret(&vault.workspace_id, &vault.id, &name)
+                .await?;
+            if existing.as_ref().is_some_and(|s| s.deleted_at.is_some()) {
+                return Err(ControlError::Conflict(
+                    "the secret is deleted; restore it first".into(),
+                ));
+            }
+            let latest = existing.as_ref().map_or(0, |s| s.version);
+            if let Some(expected) = if_match {
+                if expected != latest {
+                    return Err(ControlError::PreconditionFailed(format!(
+                        "the latest version is {latest}, not {expected}"
+                    )));
+                }
+            }
+            let now = self.clock.now();
+            let created = existing.is_none();
+            let mut secret = existing.unwrap_or_else(|| Secret {
+                id: SecretId::new(),
+                vault_id: vault.id.clone(),
+                workspace_id: vault.workspace_id.clone(),
+                name: name.clone(),
+                description: None,
+                tags: Vec::new(),
+                expires_at: None,
+                version: 0,
+                versions: Vec::new(),
+                created_at: now,
+                updated_at: now,
+                deleted_at: None,
+            });
+            secret.version = latest + 1;
+            secret.updated_at = now;
+            if let Some(d) = &description {
+                secret.description = Some(d.clone());
+            }
+            if let Some(t) = &tags {
+                secret.tags = t.clone();
+            }
+            if let Some(e) = input.expires_at {
+                secret.expires_at = Some(e);
+            }
+            let kek = self.current_kek(&vault.workspace_id).await?;
+            let ctx = SecretContext {
+                workspace: &vault.workspace_id,
+                vault: &vault.id,
+                name: &name,
+                version: secret.version,
+            };
+            let envelope = Envelope::seal(&kek, ctx, input.value.as_bytes())
+                .map_err(vault_fault)?
+                .to_bytes();
+            let write = SecretWrite {
+                secret: &secret,
+                kek_version: kek.version(),
+                envelope: &envelope,
+                created_by: Some(actor_id(actor)),
+                max_versions: vault.max_versions,
+            };
+            let event = secret_event("vault.secret.written", &secret, secret.version);
+            let written = self
+                .audited(Some(actor), vec![event], async |outbox| {
+                    match self.store.put_secret_version(&write, outbox).await {
+                        Err(StorageError::State("stale")) => Err(ControlError::PreconditionFailed(
+                            "another version was written first".into(),
+                        )),
+                        other => other.map_err(ControlError::from),
+                    }
+                })
+                .await;
+            match written {
+                Ok(()) => {
+                    let stored = self.secret_in(&vault, &name).await?;
+                    return Ok((stored, created));
+                }
+                Err(ControlError::PreconditionFailed(_)) if if_match.is_none() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ControlError::Conflict(
+            "the secret kept changing; retry".into(),
+        ))
+    }
+
+    /// A version's value (the latest by default). The read is audited.
+    pub async fn secret_value(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<RevealedSecret> {
+        let (vault, _, _) = self
+            .vault_for(actor, vault, Permission::SecretsReveal)
+            .await?;
+        let secret = self.secret_in(&vault, name).await?;
+        if secret.deleted_at.is_some() {
+            return Err(ControlError::NotFound("secret"));
+        }
+        let version = version.unwrap_or(secret.version);
+        let (kek_version, bytes) = self
+            .store
+            .secret_envelope(&secret, version)
+            .await?
+            .ok_or(ControlError::NotFound("secret version"))?;
+        let kek = self.kek_version(&vault.workspace_id, kek_version).await?;
+        let ctx = SecretContext {
+            workspace: &vault.workspace_id,
+            vault: &vault.id,
+            name: &secret.name,
+            version,
+        };
+        let plain = match Envelope::from_bytes(&bytes).and_then(|e| e.open(&kek, ctx)) {
+            Ok(plain) => plain,
+            Err(e) => {
+                self.emit(
+                    actor,
+                    secret_event("vault.secret.read", &secret, version)
+                        .outcome(authsome_domain::event::Outcome::Failure)
+                        .change("reason", "the stored envelope does not open here"),
+                );
+                return Err(vault_fault(e));
+            }
+        };
+        let value = String::from_utf8(plain.to_vec())
+            .map(Zeroizing::new)
+            .map_err(|_| vault_fault(VaultError::Malformed))?;
+        self.emit(actor, secret_event("vault.secret.read", &secret, version));
+        Ok(RevealedSecret {
+            name: secret.name,
+            version,
+            value,
+        })
+    }
+
+    /// Soft-deletes a secret: no value is served until it is restored.
+    pub async fn delete_secret(&self, actor: &Actor, vault: &VaultId, name: &str) -> Result<()> {
+        self.set_secret_deleted(actor, vault, name, true).await
+    }
+
+    pub async fn restore_secret(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        name: &str,
+    ) -> Result<Secret> {
+        self.set_secret_deleted(actor, vault, name, false).await?;
+        let (vault, _, _) = self.vault_for(actor, vault, Permission::VaultsRead).await?;
+        self.secret_in(&vault, name).await
+    }
+
+    async fn set_secret_deleted(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        name: &str,
+        deleted: bool,
+    ) -> Result<()> {
+        let (vault, workspace, _) = self
+            .vault_for(actor, vault, Permission::VaultsManage)
+            .await?;
+        workspace.may_write()?;
+        let secret = self.secret_in(&vault, name).await?;
+        let (action, at) = if deleted {
+            ("vault.secret.deleted", Some(self.clock.now()))
+        } else {
+            ("vault.secret.restored", None)
+        };
+        let event = secret_event(action, &secret, secret.version);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store.set_secret_deleted(&secret, at, outbox).await
+        })
+        .await
+    }
+
+    /// Destroys a version's value for good (its metadata stays, marked destroyed).
+    pub async fn destroy_secret_version(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        name: &str,
+        version: u32,
+    ) -> Result<Secret> {
+        let (vault, workspace, _) = self
+            .vault_for(actor, vault, Permission::VaultsManage)
+            .await?;
+        workspace.may_write()?;
+        let secret = self.secret_in(&vault, name).await?;
+        if !secret.versions.iter().any(|v| v.version == version) {
+            return Err(ControlError::NotFound("secret version"));
+        }
+        let at = self.clock.now();
+        let event = secret_event("vault.secret.version_destroyed", &secret, version);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .destroy_secret_version(&secret, version, at, outbox)
+                .await
+        })
+        .await?;
+        self.secret_in(&vault, name).await
+    }
+}

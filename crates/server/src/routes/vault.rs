@@ -1,0 +1,267 @@
+//! The credential vault: `/control/v1/workspaces/{wsId}/vaults` and `/control/v1/vaults/…`:
+//! vaults, secrets (metadata), their values and versions.
+
+use authsome_control::{NewVault, PutSecret, RevealedSecret, VaultPatch};
+use authsome_domain::id::{VaultId, WorkspaceId};
+use authsome_domain::vault::{Secret, Vault};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{path_id, Caller, Json, ListParams, Query};
+use crate::views::List;
+use crate::AppState;
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ValueParams {
+    /// The version to read (default: the latest).
+    #[param(minimum = 1)]
+    pub version: Option<u32>,
+}
+
+/// `If-Match: <version>` (bare or quoted): the version a write expects to replace.
+fn if_match(headers: &HeaderMap) -> Result<Option<u32>, ApiError> {
+    let Some(value) = headers.get(axum::http::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_matches('"'))
+        .and_then(|v| v.parse::<u32>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("If-Match must be a version number"))
+}
+
+#[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/vaults", tag = "vault",
+    params(("wsId" = String, Path)),
+    request_body = NewVault,
+    responses((status = 201, body = Vault), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(input): Json<NewVault>,
+) -> Result<(StatusCode, axum::Json<Vault>), ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let vault = state
+        .control
+        .create_vault(&caller.actor, &ws, input)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(vault)))
+}
+
+#[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/vaults", tag = "vault",
+    params(("wsId" = String, Path), ListParams),
+    responses((status = 200, body = List<Vault>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<List<Vault>>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let page = state
+        .control
+        .vaults(&caller.actor, &ws, &params.page()?)
+        .await?;
+    Ok(axum::Json(List::from_page(page, |v| v)))
+}
+
+#[utoipa::path(get, path = "/control/v1/vaults/{vaultId}", tag = "vault",
+    params(("vaultId" = String, Path)),
+    responses((status = 200, body = Vault), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Vault>, ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    Ok(axum::Json(state.control.vault(&caller.actor, &id).await?))
+}
+
+#[utoipa::path(patch, path = "/control/v1/vaults/{vaultId}", tag = "vault",
+    params(("vaultId" = String, Path)),
+    request_body = VaultPatch,
+    responses((status = 200, body = Vault), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(patch): Json<VaultPatch>,
+) -> Result<axum::Json<Vault>, ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    Ok(axum::Json(
+        state
+            .control
+            .update_vault(&caller.actor, &id, patch)
+            .await?,
+    ))
+}
+
+/// Deletes an empty vault.
+#[utoipa::path(delete, path = "/control/v1/vaults/{vaultId}", tag = "vault",
+    params(("vaultId" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    state.control.delete_vault(&caller.actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A vault's secrets: metadata only, never values.
+#[utoipa::path(get, path = "/control/v1/vaults/{vaultId}/secrets", tag = "vault",
+    params(("vaultId" = String, Path), ListParams),
+    responses((status = 200, body = List<Secret>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn secrets(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<List<Secret>>, ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    let page = state
+        .control
+        .secrets(&caller.actor, &id, &params.page()?)
+        .await?;
+    Ok(axum::Json(List::from_page(page, |s| s)))
+}
+
+/// Writes a new version: 201 with version 1 when it creates the secret, then 200. With
+/// `If-Match: <version>`, only if that is still the latest (412 `precondition_failed`
+/// otherwise).
+#[utoipa::path(put, path = "/control/v1/vaults/{vaultId}/secrets/{name}", tag = "vault",
+    params(("vaultId" = String, Path),
+        ("name" = String, Path, pattern = "^[A-Za-z0-9_.-]{1,128}$"),
+        ("If-Match" = Option<String>, Header, pattern = "^\"?[0-9]{1,9}\"?$",
+            description = "The version this write replaces (0: none yet)")),
+    request_body = PutSecret,
+    responses((status = 200, body = Secret), (status = 201, body = Secret),
+        (status = 412, body = ErrorBody), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn put_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(input): Json<PutSecret>,
+) -> Result<(StatusCode, axum::Json<Secret>), ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    let expected = if_match(&headers)?;
+    let (secret, created) = state
+        .control
+        .put_secret(&caller.actor, &id, &name, input, expected)
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(secret)))
+}
+
+/// A secret's metadata: `version` is the latest, `versions` those kept.
+#[utoipa::path(get, path = "/control/v1/vaults/{vaultId}/secrets/{name}", tag = "vault",
+    params(("vaultId" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Secret), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<axum::Json<Secret>, ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    Ok(axum::Json(
+        state.control.secret(&caller.actor, &id, &name).await?,
+    ))
+}
+
+/// Soft-deletes a secret: no value is served until it is restored.
+#[utoipa::path(delete, path = "/control/v1/vaults/{vaultId}/secrets/{name}", tag = "vault",
+    params(("vaultId" = String, Path), ("name" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    state
+        .control
+        .delete_secret(&caller.actor, &id, &name)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A secret's value (the latest version unless `version` is given). Every read is audited.
+#[utoipa::path(get, path = "/control/v1/vaults/{vaultId}/secrets/{name}/value", tag = "vault",
+    params(("vaultId" = String, Path), ("name" = String, Path), ValueParams),
+    responses((status = 200, body = RevealedSecret), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn value(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    Query(params): Query<ValueParams>,
+) -> Result<axum::Json<RevealedSecret>, ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    Ok(axum::Json(
+        state
+            .control
+            .secret_value(&caller.actor, &id, &name, params.version)
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/control/v1/vaults/{vaultId}/secrets/{name}/restore", tag = "vault",
+    params(("vaultId" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Secret), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn restore_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<axum::Json<Secret>, ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    Ok(axum::Json(
+        state
+            .control
+            .restore_secret(&caller.actor, &id, &name)
+            .await?,
+    ))
+}
+
+/// Destroys one version's value for good; its metadata stays, marked destroyed.
+#[utoipa::path(post, path = "/control/v1/vaults/{vaultId}/secrets/{name}/versions/{version}/destroy",
+    tag = "vault",
+    params(("vaultId" = String, Path), ("name" = String, Path),
+        ("version" = u32, Path, minimum = 1)),
+    responses((status = 200, body = Secret), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn destroy_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name, version)): Path<(String, String, String)>,
+) -> Result<axum::Json<Secret>, ApiError> {
+    let id: VaultId = path_id(&id, "vault")?;
+    let version: u32 = path_id(&version, "secret version")?;
+    Ok(axum::Json(
+        state
+            .control
+            .destroy_secret_version(&caller.actor, &id, &name, version)
+            .await?,
+    ))
+}

@@ -1,0 +1,485 @@
+//! The credential vault over HTTP: vaults, versioned secrets with check-and-set, who may read
+//! what, the audit trail, and envelopes that open only where they were sealed.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+on_both_backends!(
+    secrets_are_versioned_checked_and_listed_without_values,
+    the_roles_decide_who_reads_values_and_every_read_is_audited,
+    stored_values_are_envelopes_that_open_only_where_sealed,
+);
+
+async fn put(
+    app: &TestApp,
+    token: &str,
+    vault: &str,
+    name: &str,
+    body: Value,
+    if_match: Option<&str>,
+) -> Response {
+    let mut request = app
+        .client
+        .put(format!(
+            "{}/control/v1/vaults/{vault}/secrets/{name}",
+            app.base
+        ))
+        .bearer_auth(token)
+        .json(&body);
+    if let Some(v) = if_match {
+        request = request.header("If-Match", v);
+    }
+    TestApp::read(request.send().await.unwrap()).await
+}
+
+async fn vault(app: &TestApp, token: &str, ws: &str, body: Value) -> String {
+    let r = app
+        .post(&format!("/control/v1/workspaces/{ws}/vaults"), token, body)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn value(app: &TestApp, token: &str, vault: &str, name: &str, query: &str) -> Response {
+    app.get(
+        &format!("/control/v1/vaults/{vault}/secrets/{name}/value{query}"),
+        token,
+    )
+    .await
+}
+
+async fn secrets_are_versioned_checked_and_listed_without_values(app: TestApp) {
+    let t = app.tenant("Vaulted").await;
+    let tok = &t.owner_token;
+    let v = vault(
+        &app,
+        tok,
+        &t.ws,
+        json!({"name": "production", "description": "prod"}),
+    )
+    .await;
+    assert!(v.starts_with("vlt_"));
+    let dup = app
+        .post(
+            &format!("/control/v1/workspaces/{}/vaults", t.ws),
+            tok,
+            json!({"name": "production"}),
+        )
+        .await;
+    assert_error(&dup, 409, "conflict");
+
+    let first = put(
+        &app,
+        tok,
+        &v,
+        "DATABASE_URL",
+        json!({"value": "postgres://one", "tags": ["db"]}),
+        None,
+    )
+    .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.body["version"], 1);
+    assert!(first.body["id"].as_str().unwrap().starts_with("sec_"));
+    assert_eq!(first.body["tags"], json!(["db"]));
+    let second = put(
+        &app,
+        tok,
+        &v,
+        "DATABASE_URL",
+        json!({"value": "postgres://two"}),
+        None,
+    )
+    .await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.body["version"], 2);
+    assert_eq!(second.body["tags"], json!(["db"]), "kept when not given");
+
+    // Check-and-set: a stale If-Match changes nothing.
+    let stale = put(
+        &app,
+        tok,
+        &v,
+        "DATABASE_URL",
+        json!({"value": "lost"}),
+        Some("1"),
+    )
+    .await;
+    assert_error(&stale, 412, "precondition_failed");
+    let fresh = put(
+        &app,
+        tok,
+        &v,
+        "DATABASE_URL",
+        json!({"value": "postgres://three"}),
+        Some("\"2\""),
+    )
+    .await;
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    assert_eq!(fresh.body["version"], 3);
+    let create_only = put(&app, tok, &v, "NEW_ONE", json!({"value": "x"}), Some("1")).await;
+    assert_error(&create_only, 412, "precondition_failed");
+    let created = put(&app, tok, &v, "NEW_ONE", json!({"value": "x"}), Some("0")).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_error(
+        &put(
+            &app,
+            tok,
+            &v,
+            "NEW_ONE",
+            json!({"value": "y"}),
+            Some("soon"),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+
+    let latest = value(&app, tok, &v, "DATABASE_URL", "").await;
+    assert_eq!(latest.status, 200, "{}", latest.body);
+    assert_eq!(
+        latest.body,
+        json!({"name": "DATABASE_URL", "version": 3, "value": "postgres://three"})
+    );
+    let old = value(&app, tok, &v, "DATABASE_URL", "?version=1").await;
+    assert_eq!(old.body["value"], "postgres://one");
+    assert_error(
+        &value(&app, tok, &v, "DATABASE_URL", "?version=9").await,
+        404,
+        "not_found",
+    );
+
+    // Metadata never carries a value.
+    let listed = app
+        .get(&format!("/control/v1/vaults/{v}/secrets"), tok)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 2);
+    let meta = app
+        .get(&format!("/control/v1/vaults/{v}/secrets/DATABASE_URL"), tok)
+        .await;
+    assert_eq!(meta.body["version"], 3);
+    assert_eq!(meta.body["versions"].as_array().unwrap().len(), 3);
+    for body in [&listed.body, &meta.body, &first.body, &fresh.body] {
+        assert!(!body.to_string().contains("postgres://"), "{body}");
+    }
+
+    // maxVersions prunes the oldest.
+    let small = vault(&app, tok, &t.ws, json!({"name": "ci", "maxVersions": 2})).await;
+    for n in 1..=3 {
+        put(
+            &app,
+            tok,
+            &small,
+            "TOKEN",
+            json!({"value": format!("t{n}")}),
+            None,
+        )
+        .await;
+    }
+    let meta = app
+        .get(&format!("/control/v1/vaults/{small}/secrets/TOKEN"), tok)
+        .await;
+    let kept: Vec<u64> = meta.body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, [2, 3]);
+    assert_error(
+        &value(&app, tok, &small, "TOKEN", "?version=1").await,
+        404,
+        "not_found",
+    );
+
+    // Soft delete, restore, destroy.
+    let path = format!("/control/v1/vaults/{v}/secrets/DATABASE_URL");
+    assert_eq!(app.delete(&path, tok).await.status, 204);
+    assert_error(
+        &value(&app, tok, &v, "DATABASE_URL", "").await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &put(&app, tok, &v, "DATABASE_URL", json!({"value": "v"}), None).await,
+        409,
+        "conflict",
+    );
+    let restored = app.post(&format!("{path}/restore"), tok, json!({})).await;
+    assert_eq!(restored.status, 200, "{}", restored.body);
+    assert_eq!(
+        value(&app, tok, &v, "DATABASE_URL", "").await.body["version"],
+        3
+    );
+    let destroyed = app
+        .post(&format!("{path}/versions/2/destroy"), tok, json!({}))
+        .await;
+    assert_eq!(destroyed.status, 200, "{}", destroyed.body);
+    assert!(destroyed.body["versions"][1]["destroyedAt"].is_string());
+    assert_error(
+        &value(&app, tok, &v, "DATABASE_URL", "?version=2").await,
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        value(&app, tok, &v, "DATABASE_URL", "?version=1")
+            .await
+            .status,
+        200
+    );
+    assert_error(
+        &app.post(&format!("{path}/versions/2/destroy"), tok, json!({}))
+            .await,
+        409,
+        "conflict",
+    );
+    assert_error(
+        &app.delete(&format!("/control/v1/vaults/{v}"), tok).await,
+        409,
+        "conflict",
+    );
+
+    // Bad input is a clear 400.
+    for (name, body) in [
+        ("bad%20name", json!({"value": "x"})),
+        ("OK", json!({"value": "x".repeat(64 * 1024 + 1)})),
+        ("OK", json!({"value": "x", "tags": ["no spaces"]})),
+        ("OK", json!({"value": "x", "unknown": 1})),
+    ] {
+        assert_error(
+            &put(&app, tok, &v, name, body, None).await,
+            400,
+            "invalid_request",
+        );
+    }
+    assert_error(
+        &app.post(
+            &format!("/control/v1/workspaces/{}/vaults", t.ws),
+            tok,
+            json!({"name": "x", "maxVersions": 0}),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+
+    // Another tenant sees nothing of it.
+    let other = app.tenant("Elsewhere").await;
+    for path in [
+        format!("/control/v1/vaults/{v}"),
+        format!("/control/v1/vaults/{v}/secrets"),
+        format!("/control/v1/vaults/{v}/secrets/DATABASE_URL/value"),
+    ] {
+        assert_error(&app.get(&path, &other.owner_token).await, 404, "not_found");
+    }
+    assert_error(
+        &put(
+            &app,
+            &other.owner_token,
+            &v,
+            "DATABASE_URL",
+            json!({"value": "mine"}),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &app.get("/control/v1/vaults/vlt_bad", tok).await,
+        404,
+        "not_found",
+    );
+}
+
+async fn the_roles_decide_who_reads_values_and_every_read_is_audited(app: TestApp) {
+    let t = app.tenant("Roles").await;
+    let owner = &t.owner_token;
+    let v = vault(&app, owner, &t.ws, json!({"name": "shared"})).await;
+    put(
+        &app,
+        owner,
+        &v,
+        "API_KEY",
+        json!({"value": "sk-very-secret"}),
+        None,
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for role in ["admin", "operator", "viewer", "auditor"] {
+        let (_, token) = app
+            .add_member(owner, &t.ws, &format!("{role}@roles.test"), role)
+            .await;
+        tokens.push((role, token));
+    }
+    for (role, token) in &tokens {
+        let read = value(&app, token, &v, "API_KEY", "").await;
+        let meta = app
+            .get(&format!("/control/v1/vaults/{v}/secrets"), token)
+            .await;
+        let write = put(
+            &app,
+            token,
+            &v,
+            "API_KEY",
+            json!({"value": format!("by-{role}")}),
+            None,
+        )
+        .await;
+        let made = app
+            .post(
+                &format!("/control/v1/workspaces/{}/vaults", t.ws),
+                token,
+                json!({"name": format!("v-{role}")}),
+            )
+            .await;
+        let expected: (u16, u16, u16, u16) = match *role {
+            "admin" => (200, 200, 200, 201),
+            "operator" => (403, 200, 200, 403),
+            "viewer" => (403, 200, 403, 403),
+            _ => (403, 403, 403, 403),
+        };
+        assert_eq!(
+            (read.status, meta.status, write.status, made.status),
+            expected,
+            "{role}: {} {} {} {}",
+            read.body,
+            meta.body,
+            write.body,
+            made.body
+        );
+    }
+
+    let entries = audit_entries(&app, owner, &t.ws).await;
+    let reads: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "vault.secret.read")
+        .collect();
+    assert_eq!(reads.len(), 1, "the admin's read");
+    assert_eq!(reads[0]["changes"]["name"], "API_KEY");
+    assert_eq!(reads[0]["changes"]["version"], 1);
+    let writes = entries
+        .iter()
+        .filter(|e| e["action"] == "vault.secret.written")
+        .count();
+    assert_eq!(writes, 3, "the owner's, the admin's and the operator's");
+    let denied = entries
+        .iter()
+        .filter(|e| {
+            e["action"] == "permission.denied" && e["changes"]["permission"] == "SecretsReveal"
+        })
+        .count();
+    assert_eq!(denied, 3, "operator, viewer, auditor");
+    let all = serde_json::to_string(&entries).unwrap();
+    for leaked in ["sk-very-secret", "by-admin", "by-operator"] {
+        assert!(!all.contains(leaked), "{leaked} in the audit log");
+    }
+}
+
+async fn audit_entries(app: &TestApp, token: &str, ws: &str) -> Vec<Value> {
+    app.state.audit.release_folds(true);
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = app
+            .get(
+                &format!("/control/v1/workspaces/{ws}/audit?limit=100{cursor}"),
+                token,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        out.extend(r.body["data"].as_array().unwrap().iter().cloned());
+        match r.body["nextCursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return out,
+        }
+    }
+}
+
+/// Runs one statement on the control-plane database, past the API (as an attacker with the
+/// database would).
+async fn raw(app: &TestApp, sql: &str) -> Vec<Vec<u8>> {
+    if app.db_url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        sqlx::query_scalar::<_, Vec<u8>>(sql)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
+        sqlx::query_scalar::<_, Vec<u8>>(sql)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    }
+}
+
+async fn stored_values_are_envelopes_that_open_only_where_sealed(app: TestApp) {
+    let t = app.tenant("Sealed").await;
+    let tok = &t.owner_token;
+    let v = vault(&app, tok, &t.ws, json!({"name": "sealed"})).await;
+    put(
+        &app,
+        tok,
+        &v,
+        "ALPHA",
+        json!({"value": "alpha-plaintext"}),
+        None,
+    )
+    .await;
+    put(
+        &app,
+        tok,
+        &v,
+        "BRAVO",
+        json!({"value": "bravo-plaintext"}),
+        None,
+    )
+    .await;
+
+    let envelopes = raw(&app, "SELECT envelope FROM vault_secret_versions").await;
+    assert_eq!(envelopes.len(), 2);
+    for e in &envelopes {
+        assert!(e.starts_with(b"AV1"));
+        let text = String::from_utf8_lossy(e);
+        assert!(!text.contains("plaintext"), "a value stored in the clear");
+    }
+    let keks = raw(&app, "SELECT sealed FROM vault_keks").await;
+    assert_eq!(keks.len(), 1, "one key-encryption key for the workspace");
+
+    // ALPHA's envelope copied over BRAVO's row: its AAD names ALPHA, so it does not open.
+    raw(
+        &app,
+        "UPDATE vault_secret_versions SET envelope = (SELECT v.envelope FROM vault_secret_versions v \
+         JOIN vault_secrets s ON s.id = v.secret_id WHERE s.name = 'ALPHA') \
+         WHERE secret_id = (SELECT id FROM vault_secrets WHERE name = 'BRAVO') RETURNING envelope",
+    )
+    .await;
+    let moved = value(&app, tok, &v, "BRAVO", "").await;
+    assert_error(&moved, 500, "internal_error");
+    assert!(!moved.body.to_string().contains("alpha"), "{}", moved.body);
+    assert_eq!(
+        value(&app, tok, &v, "ALPHA", "").await.body["value"],
+        "alpha-plaintext"
+    );
+    let entries = audit_entries(&app, tok, &t.ws).await;
+    let failed = entries
+        .iter()
+        .find(|e| e["action"] == "vault.secret.read" && e["outcome"] == "failure")
+        .expect("the failed read is audited");
+    assert_eq!(failed["changes"]["name"], "BRAVO");
+
+    // A truncated envelope is refused the same way.
+    raw(
+        &app,
+        "UPDATE vault_secret_versions SET envelope = substr(envelope, 1, 3) \
+         WHERE secret_id = (SELECT id FROM vault_secrets WHERE name = 'ALPHA') RETURNING envelope",
+    )
+    .await;
+    assert_error(
+        &value(&app, tok, &v, "ALPHA", "").await,
+        500,
+        "internal_error",
+    );
+}
