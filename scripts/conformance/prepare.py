@@ -49,7 +49,7 @@ out["CST_OUT"] = login()
 # A customer workspace on the enterprise plan with limits far above what the fuzzer sends, so
 # the gateway's limiter is consulted but never decides an answer.
 limits = {"requestsPerSecondPerKey": 1_000_000, "requestsPerMonth": 1_000_000_000_000}
-for name in ("WS", "WS_DEL", "WS_ADMIN"):
+for name in ("WS", "WS_DEL", "WS_ADMIN", "WS_SHRED"):
     ws = out[name] = call("POST", "/control/v1/workspaces", {"name": f"Conformance {name}"}, cst)["id"]
     call("PATCH", f"/control/v1/admin/workspaces/{ws}", {"plan": "enterprise", "limits": limits}, MK)
 ws = out["WS"]

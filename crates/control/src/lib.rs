@@ -45,7 +45,9 @@ pub use keys::{
 pub use members::{Delivery, Invitation, MemberPatch, NewMember};
 pub use metering::month_bounds;
 pub use provisioning::Provisioner;
-pub use vault::{NewVault, PutSecret, RevealedSecret, VaultPatch};
+pub use vault::{
+    DestroyKeyring, KeyringStatus, NewVault, Progress, PutSecret, RevealedSecret, VaultPatch,
+};
 pub use workspaces::{NewWorkspace, WorkspacePatch};
 
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +368,8 @@ impl ControlPlane {
         self.credentials.prune();
         self.retry_provisioning().await?;
         self.purge_expired().await?;
+        self.vault_key_work_for(std::time::Duration::from_secs(1))
+            .await?;
         self.store.purge_sessions(now).await?;
         self.store
             .purge_idempotency(now - chrono::Duration::hours(24))

@@ -107,6 +107,43 @@ fn optional_vault_name_schema() -> utoipa::openapi::Object {
     schema
 }
 
+/// Work done at most per call of [`ControlPlane::vault_key_work`].
+const KEY_WORK_BATCH: u32 = 256;
+
+/// Progress of background work over a workspace's secret versions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A workspace's keyring: its newest key-encryption key and the background work under way.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeyringStatus {
+    /// The newest key-encryption key version (0: none made yet).
+    pub version: u32,
+    /// Live secret versions whose data key is wrapped by the newest version.
+    pub rewrap: Progress,
+    /// Live secret versions sealed again under fresh data keys since the last rekey request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rekey: Option<Progress>,
+    /// When the workspace's keys were destroyed (what was sealed before cannot be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destroyed_at: Option<DateTime<Utc>>,
+}
+
+/// Confirms destroying a workspace's keys by typing its name.
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestroyKeyring {
+    /// The workspace's name, exactly.
+    pub confirm: String,
+}
+
 fn vault_event(action: &'static str, vault: &Vault) -> DomainEvent {
     DomainEvent::new(action)
         .workspace(&vault.workspace_id)
@@ -161,14 +198,19 @@ impl ControlPlane {
         Kek::open(self.vault_master()?, ws, stored.version, sealed).map_err(vault_fault)
     }
 
-    /// The workspace's current key-encryption key, made at its first use.
+    /// The workspace's current key-encryption key, made at its first use (and, after its keys
+    /// were destroyed, a fresh one for what is written next).
     async fn current_kek(&self, ws: &WorkspaceId) -> Result<Kek> {
-        if let Some(latest) = self.store.keks(ws).await?.last() {
-            return self.open_kek(ws, latest);
+        let latest = self.store.keks(ws).await?.pop();
+        if let Some(latest) = &latest {
+            if latest.sealed.is_some() {
+                return self.open_kek(ws, latest);
+            }
         }
-        let kek = Kek::generate(ws, 1);
+        let version = latest.map_or(1, |k| k.version + 1);
+        let kek = Kek::generate(ws, version);
         let stored = StoredKek {
-            version: 1,
+            version,
             sealed: Some(kek.seal(self.vault_master()?)),
             created_at: self.clock.now(),
         };
@@ -564,5 +606,202 @@ impl ControlPlane {
         })
         .await?;
         self.secret_in(&vault, name).await
+    }
+
+    pub async fn keyring(&self, actor: &Actor, ws: &WorkspaceId) -> Result<KeyringStatus> {
+        self.workspace_for(actor, ws, Permission::VaultsRead)
+            .await?;
+        self.keyring_status(ws).await
+    }
+
+    async fn keyring_status(&self, ws: &WorkspaceId) -> Result<KeyringStatus> {
+        let p = self.store.keyring_progress(ws).await?;
+        Ok(KeyringStatus {
+            version: p.version,
+            rewrap: Progress {
+                done: p.rewrapped,
+                total: p.total,
+            },
+            rekey: p.rekey_requested_at.map(|_| Progress {
+                done: p.rekeyed,
+                total: p.total,
+            }),
+            destroyed_at: p.destroyed_at,
+        })
+    }
+
+    /// Makes a new key-encryption key version: new writes use it at once, and the background
+    /// work rewraps every existing data key under it (readable throughout).
+    pub async fn rotate_keyring(&self, actor: &Actor, ws: &WorkspaceId) -> Result<KeyringStatus> {
+        let (workspace, _) = self
+            .workspace_for(actor, ws, Permission::KeyringManage)
+            .await?;
+        workspace.may_write()?;
+        let version = self
+            .store
+            .keks(ws)
+            .await?
+            .last()
+            .map_or(1, |k| k.version + 1);
+        let kek = Kek::generate(ws, version);
+        let stored = StoredKek {
+            version,
+            sealed: Some(kek.seal(self.vault_master()?)),
+            created_at: self.clock.now(),
+        };
+        let event = DomainEvent::new("vault.keyring.rotated")
+            .workspace(ws)
+            .target(ws)
+            .change("version", version);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .rotate_kek(ws, &stored, outbox)
+                .await
+                .map_err(crate::duplicate("that key version"))
+        })
+        .await?;
+        self.keyring_status(ws).await
+    }
+
+    /// Asks for every value to be sealed again under a fresh data key, in the background.
+    pub async fn rekey_keyring(&self, actor: &Actor, ws: &WorkspaceId) -> Result<KeyringStatus> {
+        let (workspace, _) = self
+            .workspace_for(actor, ws, Permission::KeyringManage)
+            .await?;
+        workspace.may_write()?;
+        let at = self.clock.now();
+        let event = DomainEvent::new("vault.keyring.rekey_requested")
+            .workspace(ws)
+            .target(ws);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store.request_rekey(ws, at, outbox).await
+        })
+        .await?;
+        self.keyring_status(ws).await
+    }
+
+    /// Crypto-shredding: removes every key-encryption key of the workspace, so that nothing
+    /// sealed under them can be opened by anyone, this server included. Owners only, confirmed
+    /// by the workspace's name.
+    pub async fn destroy_keyring(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        input: DestroyKeyring,
+    ) -> Result<KeyringStatus> {
+        let (workspace, _) = self
+            .workspace_for(actor, ws, Permission::KeyringDestroy)
+            .await?;
+        if input.confirm != workspace.name {
+            return Err(authsome_domain::ValidationError::new(
+                "confirm",
+                "must be the workspace's name, exactly",
+            )
+            .into());
+        }
+        let at = self.clock.now();
+        let event = DomainEvent::new("vault.keyring.destroyed")
+            .workspace(ws)
+            .target(ws);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store.destroy_keks(ws, at, outbox).await
+        })
+        .await?;
+        self.keyring_status(ws).await
+    }
+
+    /// One batch of background key work over every workspace: data keys rewrapped under their
+    /// workspace's newest KEK, values sealed again where a rekey was asked for. Resumable (the
+    /// state is the rows themselves) and safe beside other replicas doing the same (each
+    /// replacement checks the row is still as read). Returns how many envelopes it replaced.
+    pub async fn vault_key_work(&self) -> Result<usize> {
+        if self.master_key.is_none() {
+            return Ok(0);
+        }
+        let pending = self.store.pending_key_work(KEY_WORK_BATCH).await?;
+        let mut keks: std::collections::HashMap<(String, u32), Kek> = Default::default();
+        let mut replaced = 0;
+        for row in pending {
+            let (Ok(ws), Ok(vault), Ok(from), Ok(to), Ok(version)) = (
+                WorkspaceId::parse(&row.workspace_id),
+                VaultId::parse(&row.vault_id),
+                u32::try_from(row.kek_version),
+                u32::try_from(row.current_kek),
+                u32::try_from(row.version),
+            ) else {
+                tracing::error!(secret = %row.secret_id, "a stored vault row does not parse");
+                continue;
+            };
+            for v in [from, to] {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    keks.entry((row.workspace_id.clone(), v))
+                {
+                    slot.insert(self.kek_version(&ws, v).await?);
+                }
+            }
+            let (Some(old), Some(new)) = (
+                keks.get(&(row.workspace_id.clone(), from)),
+                keks.get(&(row.workspace_id.clone(), to)),
+            ) else {
+                continue;
+            };
+            let ctx = SecretContext {
+                workspace: &ws,
+                vault: &vault,
+                name: &row.name,
+                version,
+            };
+            let Ok(envelope) = Envelope::from_bytes(&row.envelope) else {
+                tracing::error!(secret = %row.secret_id, version, "a stored envelope is malformed");
+                continue;
+            };
+            let rekey = row
+                .rekey_requested_at
+                .is_some_and(|asked| row.sealed_at < asked);
+            let (next, sealed_at) = if rekey {
+                let value = match envelope.open(old, ctx) {
+                    Ok(value) => value,
+                    Err(e) => {
+                        tracing::error!(secret = %row.secret_id, version, error = %e, "rekey: envelope does not open");
+                        continue;
+                    }
+                };
+                let now = self.clock.now();
+                (Envelope::seal(new, ctx, &value), Some(now))
+            } else {
+                (envelope.rewrap(old, new, ctx), None)
+            };
+            match next {
+                Ok(next) => {
+                    if self
+                        .store
+                        .replace_envelope(&row, to, &next.to_bytes(), sealed_at)
+                        .await?
+                    {
+                        replaced += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(secret = %row.secret_id, version, error = %e, "rewrap: envelope does not open");
+                }
+            }
+        }
+        Ok(replaced)
+    }
+}
+
+impl ControlPlane {
+    /// [`ControlPlane::vault_key_work`] batch after batch until none is left or `budget` is
+    /// spent (the maintenance loop's share; the rest waits for its next tick).
+    pub async fn vault_key_work_for(&self, budget: std::time::Duration) -> Result<usize> {
+        let started = std::time::Instant::now();
+        let mut total = 0;
+        loop {
+            let done = self.vault_key_work().await?;
+            total += done;
+            if done == 0 || started.elapsed() >= budget {
+                return Ok(total);
+            }
+        }
     }
 }

@@ -28,6 +28,43 @@ pub trait VaultRepository {
     async fn keks(&self, workspace: &WorkspaceId) -> Result<Vec<StoredKek>>;
     /// Stores a KEK version unless that version exists; whether it was stored.
     async fn insert_kek(&self, workspace: &WorkspaceId, kek: &StoredKek) -> Result<bool>;
+    /// Stores the next KEK version (a rotation), with its audit rows; `Duplicate` when that
+    /// version was made meanwhile.
+    async fn rotate_kek(
+        &self,
+        workspace: &WorkspaceId,
+        kek: &StoredKek,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// Asks for every value of the workspace sealed before `at` to be sealed again.
+    async fn request_rekey(
+        &self,
+        workspace: &WorkspaceId,
+        at: DateTime<Utc>,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// Removes the key material of every KEK version of the workspace: what they wrapped can
+    /// never be opened again.
+    async fn destroy_keks(
+        &self,
+        workspace: &WorkspaceId,
+        at: DateTime<Utc>,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// Where the workspace's background key work stands.
+    async fn keyring_progress(&self, workspace: &WorkspaceId) -> Result<KeyringProgress>;
+    /// Up to `limit` live versions, of any workspace, wrapped by an older KEK than their
+    /// workspace's newest live one or sealed before a rekey was asked for.
+    async fn pending_key_work(&self, limit: u32) -> Result<Vec<PendingEnvelope>>;
+    /// Replaces a version's envelope if it is still the one `pending` read (a concurrent
+    /// worker's replacement wins); whether it was replaced.
+    async fn replace_envelope(
+        &self,
+        pending: &PendingEnvelope,
+        kek_version: u32,
+        envelope: &[u8],
+        sealed_at: Option<DateTime<Utc>>,
+    ) -> Result<bool>;
 
     /// `Duplicate` when the workspace has a vault of that name.
     async fn insert_vault(&self, vault: &Vault, outbox: &Outbox) -> Result<()>;
@@ -83,6 +120,38 @@ pub trait VaultRepository {
         at: DateTime<Utc>,
         outbox: &Outbox,
     ) -> Result<()>;
+}
+
+/// Where a workspace's keyring stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyringProgress {
+    /// The newest KEK version (0: none yet).
+    pub version: u32,
+    /// Live (not destroyed) secret versions.
+    pub total: u64,
+    /// Of them, those wrapped by the newest KEK.
+    pub rewrapped: u64,
+    /// When a rekey was last asked for, and how many values were sealed since.
+    pub rekey_requested_at: Option<DateTime<Utc>>,
+    pub rekeyed: u64,
+    pub destroyed_at: Option<DateTime<Utc>>,
+}
+
+/// A live secret version whose envelope needs background work.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingEnvelope {
+    pub workspace_id: String,
+    pub vault_id: String,
+    pub secret_id: String,
+    pub name: String,
+    pub version: i64,
+    pub kek_version: i64,
+    pub envelope: Vec<u8>,
+    pub sealed_at: i64,
+    /// The workspace's newest live KEK version.
+    pub current_kek: i64,
+    /// Set when the value must be sealed again under a fresh data key.
+    pub rekey_requested_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -206,6 +275,169 @@ macro_rules! impl_vault {
                 .bind(i64::from(kek.version))
                 .bind(kek.sealed.as_deref())
                 .bind($crate::rows::ms(kek.created_at))
+                .execute(&mut *self.writer().await?)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn rotate_kek(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                kek: &authsome_domain::vault::StoredKek,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                sqlx::query(
+                    "INSERT INTO vault_keks (workspace_id, version, sealed, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(workspace.as_str())
+                .bind(i64::from(kek.version))
+                .bind(kek.sealed.as_deref())
+                .bind($crate::rows::ms(kek.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::rows::unique)?;
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn request_rekey(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                at: chrono::DateTime<chrono::Utc>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                sqlx::query(
+                    "INSERT INTO vault_keyrings (workspace_id, rekey_requested_at) VALUES ($1, $2) \
+                     ON CONFLICT (workspace_id) DO UPDATE SET rekey_requested_at = $2",
+                )
+                .bind(workspace.as_str())
+                .bind($crate::rows::ms(at))
+                .execute(&mut *tx)
+                .await?;
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn destroy_keks(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                at: chrono::DateTime<chrono::Utc>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                sqlx::query(
+                    "INSERT INTO vault_keyrings (workspace_id, destroyed_at) VALUES ($1, $2) \
+                     ON CONFLICT (workspace_id) DO UPDATE SET destroyed_at = $2",
+                )
+                .bind(workspace.as_str())
+                .bind($crate::rows::ms(at))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE vault_keks SET sealed = NULL, destroyed_at = $2 \
+                     WHERE workspace_id = $1 AND sealed IS NOT NULL",
+                )
+                .bind(workspace.as_str())
+                .bind($crate::rows::ms(at))
+                .execute(&mut *tx)
+                .await?;
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn keyring_progress(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+            ) -> $crate::Result<$crate::vault::KeyringProgress> {
+                let (version, total, rewrapped, requested, rekeyed, destroyed): (
+                    Option<i64>,
+                    i64,
+                    i64,
+                    Option<i64>,
+                    i64,
+                    Option<i64>,
+                ) = sqlx::query_as(
+                    "SELECT (SELECT MAX(version) FROM vault_keks WHERE workspace_id = $1), \
+                     (SELECT COUNT(*) FROM vault_secret_versions \
+                      WHERE workspace_id = $1 AND envelope IS NOT NULL), \
+                     (SELECT COUNT(*) FROM vault_secret_versions v WHERE v.workspace_id = $1 \
+                      AND v.envelope IS NOT NULL AND v.kek_version = \
+                      (SELECT MAX(version) FROM vault_keks WHERE workspace_id = $1)), \
+                     (SELECT rekey_requested_at FROM vault_keyrings WHERE workspace_id = $1), \
+                     (SELECT COUNT(*) FROM vault_secret_versions v WHERE v.workspace_id = $1 \
+                      AND v.envelope IS NOT NULL AND v.sealed_at >= COALESCE( \
+                      (SELECT rekey_requested_at FROM vault_keyrings WHERE workspace_id = $1), 0)), \
+                     (SELECT destroyed_at FROM vault_keyrings WHERE workspace_id = $1)",
+                )
+                .bind(workspace.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                Ok($crate::vault::KeyringProgress {
+                    version: version.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+                    total: count(total),
+                    rewrapped: count(rewrapped),
+                    rekey_requested_at: requested
+                        .map(|t| $crate::rows::time(t, "vault_keyrings.rekey_requested_at"))
+                        .transpose()?,
+                    rekeyed: count(rekeyed),
+                    destroyed_at: destroyed
+                        .map(|t| $crate::rows::time(t, "vault_keyrings.destroyed_at"))
+                        .transpose()?,
+                })
+            }
+
+            async fn pending_key_work(
+                &self,
+                limit: u32,
+            ) -> $crate::Result<Vec<$crate::vault::PendingEnvelope>> {
+                // Per workspace: its newest live KEK, and the time of its latest rekey request.
+                Ok(sqlx::query_as::<_, $crate::vault::PendingEnvelope>(
+                    "WITH rings AS (SELECT k.workspace_id, MAX(k.version) AS current_kek, \
+                       (SELECT r.rekey_requested_at FROM vault_keyrings r \
+                        WHERE r.workspace_id = k.workspace_id) AS rekey_requested_at \
+                       FROM vault_keks k WHERE k.sealed IS NOT NULL GROUP BY k.workspace_id) \
+                     SELECT v.workspace_id, s.vault_id, v.secret_id, s.name, v.version, \
+                       v.kek_version, v.envelope, v.sealed_at, r.current_kek, r.rekey_requested_at \
+                     FROM rings r \
+                     JOIN vault_secret_versions v ON v.workspace_id = r.workspace_id \
+                     JOIN vault_secrets s ON s.id = v.secret_id \
+                     WHERE v.envelope IS NOT NULL \
+                       AND (v.kek_version < r.current_kek \
+                            OR v.sealed_at < COALESCE(r.rekey_requested_at, 0)) \
+                       AND EXISTS (SELECT 1 FROM vault_keks o WHERE o.workspace_id = v.workspace_id \
+                            AND o.version = v.kek_version AND o.sealed IS NOT NULL) \
+                     LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn replace_envelope(
+                &self,
+                pending: &$crate::vault::PendingEnvelope,
+                kek_version: u32,
+                envelope: &[u8],
+                sealed_at: Option<chrono::DateTime<chrono::Utc>>,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE vault_secret_versions SET kek_version = $1, envelope = $2, \
+                     sealed_at = COALESCE($3, sealed_at) \
+                     WHERE workspace_id = $4 AND secret_id = $5 AND version = $6 \
+                     AND kek_version = $7 AND sealed_at = $8 AND envelope IS NOT NULL",
+                )
+                .bind(i64::from(kek_version))
+                .bind(envelope)
+                .bind($crate::rows::opt_ms(sealed_at))
+                .bind(&pending.workspace_id)
+                .bind(&pending.secret_id)
+                .bind(pending.version)
+                .bind(pending.kek_version)
+                .bind(pending.sealed_at)
                 .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -473,8 +705,8 @@ macro_rules! impl_vault {
                 }
                 sqlx::query(
                     "INSERT INTO vault_secret_versions (secret_id, workspace_id, version, \
-                     kek_version, envelope, created_by, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                     kek_version, envelope, created_by, created_at, sealed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
                 )
                 .bind(s.id.as_str())
                 .bind(s.workspace_id.as_str())

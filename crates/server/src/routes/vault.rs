@@ -1,7 +1,9 @@
 //! The credential vault: `/control/v1/workspaces/{wsId}/vaults` and `/control/v1/vaults/…`:
 //! vaults, secrets (metadata), their values and versions.
 
-use authsome_control::{NewVault, PutSecret, RevealedSecret, VaultPatch};
+use authsome_control::{
+    DestroyKeyring, KeyringStatus, NewVault, PutSecret, RevealedSecret, VaultPatch,
+};
 use authsome_domain::id::{VaultId, WorkspaceId};
 use authsome_domain::vault::{Secret, Vault};
 use axum::extract::{Path, State};
@@ -262,6 +264,75 @@ pub async fn destroy_version(
         state
             .control
             .destroy_secret_version(&caller.actor, &id, &name, version)
+            .await?,
+    ))
+}
+
+/// The workspace's keyring: its newest key-encryption key and the background work under way.
+#[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/keyring", tag = "vault",
+    params(("wsId" = String, Path)),
+    responses((status = 200, body = KeyringStatus), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn keyring(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> Result<axum::Json<KeyringStatus>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    Ok(axum::Json(state.control.keyring(&caller.actor, &ws).await?))
+}
+
+/// Rotates the key-encryption key: new writes use the new version at once; existing data keys
+/// are rewrapped in the background (`rewrap` shows how far), every secret readable throughout.
+#[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/keyring/rotate", tag = "vault",
+    params(("wsId" = String, Path)),
+    responses((status = 200, body = KeyringStatus), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate_keyring(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> Result<axum::Json<KeyringStatus>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    Ok(axum::Json(
+        state.control.rotate_keyring(&caller.actor, &ws).await?,
+    ))
+}
+
+/// Re-encrypts every secret value under a fresh data key, in the background (`rekey`).
+#[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/keyring/rekey", tag = "vault",
+    params(("wsId" = String, Path)),
+    responses((status = 200, body = KeyringStatus), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rekey_keyring(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> Result<axum::Json<KeyringStatus>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    Ok(axum::Json(
+        state.control.rekey_keyring(&caller.actor, &ws).await?,
+    ))
+}
+
+/// Destroys every key-encryption key of the workspace (owners only, confirmed by its name):
+/// no secret sealed under them can ever be read again.
+#[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/keyring/destroy", tag = "vault",
+    params(("wsId" = String, Path)),
+    request_body = DestroyKeyring,
+    responses((status = 200, body = KeyringStatus), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn destroy_keyring(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(input): Json<DestroyKeyring>,
+) -> Result<axum::Json<KeyringStatus>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    Ok(axum::Json(
+        state
+            .control
+            .destroy_keyring(&caller.actor, &ws, input)
             .await?,
     ))
 }

@@ -9,6 +9,8 @@ on_both_backends!(
     secrets_are_versioned_checked_and_listed_without_values,
     the_roles_decide_who_reads_values_and_every_read_is_audited,
     stored_values_are_envelopes_that_open_only_where_sealed,
+    rotation_rewraps_in_the_background_and_rekey_reseals_every_value,
+    destroyed_keys_leave_nothing_that_opens,
 );
 
 async fn put(
@@ -482,4 +484,285 @@ async fn stored_values_are_envelopes_that_open_only_where_sealed(app: TestApp) {
         500,
         "internal_error",
     );
+}
+
+/// Rows of the control-plane database as `(text, bytes, integer)` columns.
+async fn rows(app: &TestApp, sql: &str) -> Vec<(String, Option<Vec<u8>>, i64)> {
+    if app.db_url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&pool).await.unwrap()
+    }
+}
+
+async fn keyring(app: &TestApp, token: &str, ws: &str, action: &str) -> Value {
+    let path = format!("/control/v1/workspaces/{ws}/keyring{action}");
+    let r = if action.is_empty() {
+        app.get(&path, token).await
+    } else {
+        app.post(&path, token, json!({})).await
+    };
+    assert_eq!(r.status, 200, "{action}: {}", r.body);
+    r.body
+}
+
+async fn rotation_rewraps_in_the_background_and_rekey_reseals_every_value(app: TestApp) {
+    let t = app.tenant("Rotating").await;
+    let tok = &t.owner_token;
+    let v = vault(&app, tok, &t.ws, json!({"name": "keys"})).await;
+    assert_eq!(
+        keyring(&app, tok, &t.ws, "").await["version"],
+        0,
+        "no key before a secret"
+    );
+    for (name, value) in [("A", "a1"), ("A", "a2"), ("B", "b1"), ("C", "c1")] {
+        put(&app, tok, &v, name, json!({"value": value}), None).await;
+    }
+    let ring = keyring(&app, tok, &t.ws, "").await;
+    assert_eq!(ring["version"], 1);
+    assert_eq!(ring["rewrap"], json!({"done": 4, "total": 4}));
+
+    let rotated = keyring(&app, tok, &t.ws, "/rotate").await;
+    assert_eq!(rotated["version"], 2);
+    assert_eq!(rotated["rewrap"], json!({"done": 0, "total": 4}));
+    // Readable throughout, and new writes use the new key at once.
+    assert_eq!(
+        value(&app, tok, &v, "A", "?version=1").await.body["value"],
+        "a1"
+    );
+    put(&app, tok, &v, "D", json!({"value": "d1"}), None).await;
+    assert_eq!(
+        keyring(&app, tok, &t.ws, "").await["rewrap"],
+        json!({"done": 1, "total": 5})
+    );
+
+    let moved = app.state.control.vault_key_work().await.unwrap();
+    assert_eq!(moved, 4);
+    assert_eq!(
+        app.state.control.vault_key_work().await.unwrap(),
+        0,
+        "nothing left"
+    );
+    assert_eq!(
+        keyring(&app, tok, &t.ws, "").await["rewrap"],
+        json!({"done": 5, "total": 5})
+    );
+    let versions = rows(
+        &app,
+        "SELECT secret_id, envelope, kek_version FROM vault_secret_versions",
+    )
+    .await;
+    assert!(versions.iter().all(|(_, _, kek)| *kek == 2));
+    for (name, query, expected) in [
+        ("A", "?version=1", "a1"),
+        ("A", "", "a2"),
+        ("B", "", "b1"),
+        ("D", "", "d1"),
+    ] {
+        assert_eq!(
+            value(&app, tok, &v, name, query).await.body["value"],
+            expected
+        );
+    }
+
+    // Rekey: every value sealed again under a fresh data key.
+    let before: Vec<Vec<u8>> = versions
+        .iter()
+        .map(|(_, e, _)| e.clone().unwrap())
+        .collect();
+    let asked = keyring(&app, tok, &t.ws, "/rekey").await;
+    assert_eq!(asked["rekey"], json!({"done": 0, "total": 5}));
+    app.clock.advance(std::time::Duration::from_millis(5));
+    assert_eq!(
+        app.state
+            .control
+            .vault_key_work_for(std::time::Duration::from_secs(5))
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        keyring(&app, tok, &t.ws, "").await["rekey"],
+        json!({"done": 5, "total": 5})
+    );
+    let after = rows(
+        &app,
+        "SELECT secret_id, envelope, kek_version FROM vault_secret_versions",
+    )
+    .await;
+    for (old, (_, new, _)) in before.iter().zip(&after) {
+        let new = new.as_ref().unwrap();
+        // Header and wrapped key aside, the value's nonce and ciphertext are new.
+        assert_ne!(old[7 + 72..], new[7 + 72..], "a value kept its old sealing");
+    }
+    assert_eq!(value(&app, tok, &v, "C", "").await.body["value"], "c1");
+
+    // Who may: admins rotate, viewers do not.
+    let (_, viewer) = app
+        .add_member(tok, &t.ws, "viewer@rotating.test", "viewer")
+        .await;
+    assert_error(
+        &app.post(
+            &format!("/control/v1/workspaces/{}/keyring/rotate", t.ws),
+            &viewer,
+            json!({}),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    let other = app.tenant("NotRotating").await;
+    assert_error(
+        &app.post(
+            &format!("/control/v1/workspaces/{}/keyring/rotate", t.ws),
+            &other.owner_token,
+            json!({}),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+}
+
+async fn destroyed_keys_leave_nothing_that_opens(app: TestApp) {
+    use authsome_domain::id::{VaultId, WorkspaceId};
+    use authsome_vault::{Envelope, Kek, SecretContext};
+
+    let t = app.tenant("Shredded").await;
+    let tok = &t.owner_token;
+    let v = vault(&app, tok, &t.ws, json!({"name": "doomed"})).await;
+    put(&app, tok, &v, "ONE", json!({"value": "first secret"}), None).await;
+    put(
+        &app,
+        tok,
+        &v,
+        "TWO",
+        json!({"value": "second secret"}),
+        None,
+    )
+    .await;
+    keyring(&app, tok, &t.ws, "/rotate").await;
+    put(
+        &app,
+        tok,
+        &v,
+        "THREE",
+        json!({"value": "third secret"}),
+        None,
+    )
+    .await;
+    // A bystander workspace whose keys live on.
+    let other = app.tenant("Bystander").await;
+    let theirs = vault(&app, &other.owner_token, &other.ws, json!({"name": "safe"})).await;
+    put(
+        &app,
+        &other.owner_token,
+        &theirs,
+        "ONE",
+        json!({"value": "theirs"}),
+        None,
+    )
+    .await;
+
+    let path = format!("/control/v1/workspaces/{}/keyring/destroy", t.ws);
+    let (_, admin) = app
+        .add_member(tok, &t.ws, "admin@shredded.test", "admin")
+        .await;
+    assert_error(
+        &app.post(&path, &admin, json!({"confirm": "Shredded"}))
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &app.post(&path, tok, json!({"confirm": "shredded"})).await,
+        400,
+        "invalid_request",
+    );
+    let destroyed = app.post(&path, tok, json!({"confirm": "Shredded"})).await;
+    assert_eq!(destroyed.status, 200, "{}", destroyed.body);
+    assert!(destroyed.body["destroyedAt"].is_string());
+
+    for name in ["ONE", "TWO", "THREE"] {
+        assert_error(&value(&app, tok, &v, name, "").await, 409, "conflict");
+    }
+    assert_eq!(
+        value(&app, &other.owner_token, &theirs, "ONE", "")
+            .await
+            .body["value"],
+        "theirs"
+    );
+
+    // Provably: every key the server still holds (the master key, and every KEK still sealed
+    // under it, of any workspace) fails on every shredded envelope.
+    let master = app.state.identity.master_key();
+    let keks = rows(&app, "SELECT workspace_id, sealed, version FROM vault_keks").await;
+    let mine: Vec<_> = keks.iter().filter(|(ws, _, _)| *ws == t.ws).collect();
+    assert_eq!(mine.len(), 2);
+    assert!(
+        mine.iter().all(|(_, sealed, _)| sealed.is_none()),
+        "key material left behind"
+    );
+    let mut held = Vec::new();
+    for (ws, sealed, version) in &keks {
+        if let Some(sealed) = sealed {
+            let ws = WorkspaceId::parse(ws).unwrap();
+            held.push(Kek::open(&master, &ws, *version as u32, sealed).unwrap());
+        }
+    }
+    assert!(!held.is_empty(), "the bystander's key is still held");
+    let shredded = rows(
+        &app,
+        &format!(
+            "SELECT s.name, v.envelope, v.version FROM vault_secret_versions v \
+             JOIN vault_secrets s ON s.id = v.secret_id WHERE v.workspace_id = '{}'",
+            t.ws
+        ),
+    )
+    .await;
+    assert_eq!(shredded.len(), 3);
+    let ws = WorkspaceId::parse(&t.ws).unwrap();
+    let vault_id = VaultId::parse(&v).unwrap();
+    for (name, envelope, version) in &shredded {
+        let envelope = Envelope::from_bytes(envelope.as_ref().unwrap()).unwrap();
+        let ctx = SecretContext {
+            workspace: &ws,
+            vault: &vault_id,
+            name,
+            version: *version as u32,
+        };
+        for kek in &held {
+            assert!(
+                envelope.open(kek, ctx).is_err(),
+                "{name} opened with a held key"
+            );
+        }
+        // Even a KEK forged from the master key's bytes for this workspace does not open it.
+        for kek_version in 1..=3 {
+            assert!(envelope
+                .open(&Kek::generate(&ws, kek_version), ctx)
+                .is_err());
+        }
+    }
+
+    // The workspace can start over: a new key for what is written next; the rest stays gone.
+    put(&app, tok, &v, "FOUR", json!({"value": "after"}), None).await;
+    assert_eq!(
+        value(&app, tok, &v, "FOUR", "").await.body["value"],
+        "after"
+    );
+    assert_error(&value(&app, tok, &v, "ONE", "").await, 409, "conflict");
+    let ring = keyring(&app, tok, &t.ws, "").await;
+    assert_eq!(ring["version"], 3);
+    assert_eq!(
+        app.state.control.vault_key_work().await.unwrap(),
+        0,
+        "no work on shredded rows"
+    );
+    let entries = audit_entries(&app, tok, &t.ws).await;
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "vault.keyring.destroyed"));
 }

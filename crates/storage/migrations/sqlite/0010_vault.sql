@@ -46,7 +46,17 @@ CREATE TABLE vault_secret_versions (
     envelope     BLOB,
     created_by   TEXT,
     created_at   BIGINT NOT NULL,
+    -- When the value was last sealed under a fresh data key (a rekey seals it again).
+    sealed_at    BIGINT NOT NULL,
     destroyed_at BIGINT,
     PRIMARY KEY (secret_id, version)
 );
 CREATE INDEX vault_secret_versions_kek ON vault_secret_versions (workspace_id, kek_version);
+
+-- Work asked of a workspace's keyring: values sealed before `rekey_requested_at` are sealed
+-- again under fresh data keys, in the background.
+CREATE TABLE vault_keyrings (
+    workspace_id       TEXT PRIMARY KEY REFERENCES workspaces (id) ON DELETE CASCADE,
+    rekey_requested_at BIGINT,
+    destroyed_at       BIGINT
+);
