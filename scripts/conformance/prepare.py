@@ -125,5 +125,8 @@ for name in ("VAULT", "VAULT_DEL"):
 for secret in ("CONFORMANCE_SECRET", "CONFORMANCE_SECRET", "TO_DELETE", "TO_DESTROY", "TO_DESTROY"):
     call("PUT", f"/control/v1/vaults/{out['VAULT']}/secrets/{secret}", {"value": "conformance value"}, cst)
 
+for name in ("PRN", "PRN_DEL"):
+    out[name] = call("POST", f"/control/v1/workspaces/{ws}/principals", {"name": name.lower()}, cst)["id"]
+
 for name, value in out.items():
     print(f"export CONFORMANCE_{name}={shlex.quote(value)}")

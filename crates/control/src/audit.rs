@@ -735,6 +735,7 @@ impl AuditLog {
                 EventActor::Account(id) => ("account", Some(id.as_str().to_owned())),
                 EventActor::Key(id) => ("key", Some(id.as_str().to_owned())),
                 EventActor::User(id) => ("user", Some(id.as_str().to_owned())),
+                EventActor::Principal(id) => ("principal", Some(id.as_str().to_owned())),
                 EventActor::System => ("system", None),
                 // In a request, but no credential was verified (a failed sign-in).
                 EventActor::Unknown => ("anonymous", None),

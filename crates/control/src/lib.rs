@@ -46,7 +46,8 @@ pub use members::{Delivery, Invitation, MemberPatch, NewMember};
 pub use metering::month_bounds;
 pub use provisioning::Provisioner;
 pub use vault::{
-    DestroyKeyring, KeyringStatus, NewVault, Progress, PutSecret, RevealedSecret, VaultPatch,
+    DestroyKeyring, KeyringStatus, NewBinding, NewPrincipal, NewVault, PopRequest, Progress,
+    PutSecret, RevealedSecret, VaultActor, VaultPatch,
 };
 pub use workspaces::{NewWorkspace, WorkspacePatch};
 

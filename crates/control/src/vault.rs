@@ -3,12 +3,12 @@
 //! sealing and opening is `authsome-vault`'s; storage keeps envelopes only. Every write, every
 //! value read and every denial is an audit entry naming the secret and version, never the value.
 
-use authsome_domain::event::DomainEvent;
+use authsome_domain::event::{DomainEvent, EventActor};
 use authsome_domain::id::{SecretId, VaultId, WorkspaceId};
 use authsome_domain::master_key::MasterKey;
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{Actor, Permission, Role, Workspace};
-use authsome_domain::vault::{Secret, StoredKek, Vault};
+use authsome_domain::vault::{Principal, Secret, StoredKek, Vault, VaultPermission};
 use authsome_storage::{SecretWrite, StorageError};
 use authsome_vault::rules::{
     check_max_versions, check_value, parse_secret_name, parse_tags, parse_vault_name,
@@ -159,10 +159,36 @@ fn secret_event(action: &'static str, secret: &Secret, version: u32) -> DomainEv
         .change("version", version)
 }
 
-fn actor_id(actor: &Actor) -> &str {
-    match actor {
-        Actor::Account(id) => id.as_str(),
-        Actor::ManagementKey { key_id, .. } => key_id.as_str(),
+/// Who acts on a vault's secrets: a team member (a session or a management key, deciding by
+/// role) or a machine principal (deciding by its bindings).
+#[derive(Debug, Clone)]
+pub enum VaultActor {
+    Team(Actor),
+    Principal(Principal),
+}
+
+impl VaultActor {
+    fn id(&self) -> &str {
+        match self {
+            Self::Team(Actor::Account(id)) => id.as_str(),
+            Self::Team(Actor::ManagementKey { key_id, .. }) => key_id.as_str(),
+            Self::Principal(p) => p.id.as_str(),
+        }
+    }
+
+    /// The team actor `audited` stamps events with; a principal's events are stamped here.
+    fn team(&self) -> Option<&Actor> {
+        match self {
+            Self::Team(actor) => Some(actor),
+            Self::Principal(_) => None,
+        }
+    }
+
+    fn stamp(&self, event: DomainEvent) -> DomainEvent {
+        match self {
+            Self::Team(_) => event,
+            Self::Principal(p) => event.actor(EventActor::Principal(p.id.clone())),
+        }
     }
 }
 
@@ -258,6 +284,64 @@ impl ControlPlane {
             .await?
             .ok_or(ControlError::NotFound("vault"))?;
         Ok((vault, workspace, role))
+    }
+
+    /// [`ControlPlane::vault_for`] for team members; for a principal, the vault must be in its
+    /// workspace and bound to it with the permission (reading values or metadata: `read`;
+    /// writing versions: `write`), else `NotFound`, as if it did not exist.
+    async fn vault_as(
+        &self,
+        actor: &VaultActor,
+        id: &VaultId,
+        permission: Permission,
+    ) -> Result<(Vault, Workspace)> {
+        let principal = match actor {
+            VaultActor::Team(team) => {
+                let (vault, workspace, _) = self.vault_for(team, id, permission).await?;
+                return Ok((vault, workspace));
+            }
+            VaultActor::Principal(p) => p,
+        };
+        let needed = match permission {
+            Permission::VaultsRead | Permission::SecretsReveal => VaultPermission::Read,
+            Permission::SecretsWrite => VaultPermission::Write,
+            _ => return Err(ControlError::NotFound("vault")),
+        };
+        let bound = self
+            .store
+            .binding(&principal.workspace_id, &principal.id, id)
+            .await?
+            .is_some_and(|b| b.permissions.contains(&needed));
+        if !bound {
+            self.events.emit(
+                DomainEvent::new("permission.denied")
+                    .workspace(&principal.workspace_id)
+                    .target(id)
+                    .outcome(authsome_domain::event::Outcome::Denied)
+                    .change("permission", format!("{needed:?}").to_lowercase())
+                    .actor(EventActor::Principal(principal.id.clone())),
+            );
+            return Err(ControlError::NotFound("vault"));
+        }
+        let vault = self
+            .store
+            .vault(&principal.workspace_id, id)
+            .await?
+            .ok_or(ControlError::NotFound("vault"))?;
+        let workspace = self
+            .store
+            .any_workspace(&principal.workspace_id)
+            .await?
+            .ok_or(ControlError::NotFound("vault"))?;
+        Ok((vault, workspace))
+    }
+
+    /// Announces a non-write event of `actor`.
+    fn emit_as(&self, actor: &VaultActor, event: DomainEvent) {
+        match actor {
+            VaultActor::Team(team) => self.emit(team, event),
+            VaultActor::Principal(_) => self.events.emit(actor.stamp(event)),
+        }
     }
 
     async fn secret_in(&self, vault: &Vault, name: &str) -> Result<Secret> {
@@ -368,19 +452,19 @@ impl ControlPlane {
 
     pub async fn secrets(
         &self,
-        actor: &Actor,
+        actor: &VaultActor,
         vault: &VaultId,
         page: &PageRequest,
     ) -> Result<Page<Secret>> {
-        let (vault, _, _) = self.vault_for(actor, vault, Permission::VaultsRead).await?;
+        let (vault, _) = self.vault_as(actor, vault, Permission::VaultsRead).await?;
         Ok(self
             .store
             .secrets(&vault.workspace_id, &vault.id, page)
             .await?)
     }
 
-    pub async fn secret(&self, actor: &Actor, vault: &VaultId, name: &str) -> Result<Secret> {
-        let (vault, _, _) = self.vault_for(actor, vault, Permission::VaultsRead).await?;
+    pub async fn secret(&self, actor: &VaultActor, vault: &VaultId, name: &str) -> Result<Secret> {
+        let (vault, _) = self.vault_as(actor, vault, Permission::VaultsRead).await?;
         self.secret_in(&vault, name).await
     }
 
@@ -389,14 +473,14 @@ impl ControlPlane {
     /// writes landed first. Returns the secret and whether it was created.
     pub async fn put_secret(
         &self,
-        actor: &Actor,
+        actor: &VaultActor,
         vault: &VaultId,
         name: &str,
         input: PutSecret,
         if_match: Option<u32>,
     ) -> Result<(Secret, bool)> {
-        let (vault, workspace, _) = self
-            .vault_for(actor, vault, Permission::SecretsWrite)
+        let (vault, workspace) = self
+            .vault_as(actor, vault, Permission::SecretsWrite)
             .await?;
         workspace.may_write()?;
         let name = parse_secret_name(name)?;
@@ -462,12 +546,16 @@ impl ControlPlane {
                 secret: &secret,
                 kek_version: kek.version(),
                 envelope: &envelope,
-                created_by: Some(actor_id(actor)),
+                created_by: Some(actor.id()),
                 max_versions: vault.max_versions,
             };
-            let event = secret_event("vault.secret.written", &secret, secret.version);
+            let event = actor.stamp(secret_event(
+                "vault.secret.written",
+                &secret,
+                secret.version,
+            ));
             let written = self
-                .audited(Some(actor), vec![event], async |outbox| {
+                .audited(actor.team(), vec![event], async |outbox| {
                     match self.store.put_secret_version(&write, outbox).await {
                         Err(StorageError::State("stale")) => Err(ControlError::PreconditionFailed(
                             "another version was written first".into(),
@@ -493,13 +581,13 @@ impl ControlPlane {
     /// A version's value (the latest by default). The read is audited.
     pub async fn secret_value(
         &self,
-        actor: &Actor,
+        actor: &VaultActor,
         vault: &VaultId,
         name: &str,
         version: Option<u32>,
     ) -> Result<RevealedSecret> {
-        let (vault, _, _) = self
-            .vault_for(actor, vault, Permission::SecretsReveal)
+        let (vault, _) = self
+            .vault_as(actor, vault, Permission::SecretsReveal)
             .await?;
         let secret = self.secret_in(&vault, name).await?;
         if secret.deleted_at.is_some() {
@@ -521,7 +609,7 @@ impl ControlPlane {
         let plain = match Envelope::from_bytes(&bytes).and_then(|e| e.open(&kek, ctx)) {
             Ok(plain) => plain,
             Err(e) => {
-                self.emit(
+                self.emit_as(
                     actor,
                     secret_event("vault.secret.read", &secret, version)
                         .outcome(authsome_domain::event::Outcome::Failure)
@@ -533,7 +621,7 @@ impl ControlPlane {
         let value = String::from_utf8(plain.to_vec())
             .map(Zeroizing::new)
             .map_err(|_| vault_fault(VaultError::Malformed))?;
-        self.emit(actor, secret_event("vault.secret.read", &secret, version));
+        self.emit_as(actor, secret_event("vault.secret.read", &secret, version));
         Ok(RevealedSecret {
             name: secret.name,
             version,
@@ -803,5 +891,269 @@ impl ControlPlane {
                 return Ok(total);
             }
         }
+    }
+}
+
+/// A new machine principal.
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewPrincipal {
+    #[cfg_attr(feature = "openapi", schema(schema_with = vault_name_schema))]
+    pub name: String,
+    /// The Ed25519 public key it signs its proofs with, as an OKP JWK
+    /// (`{"kty": "OKP", "crv": "Ed25519", "x": …}`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub public_key: Option<serde_json::Value>,
+}
+
+/// A principal's permissions in one vault (replacing any it had there).
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewBinding {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub vault_id: VaultId,
+    pub permissions: Vec<VaultPermission>,
+}
+
+/// The request a principal's proof must match.
+pub struct PopRequest<'a> {
+    pub method: &'a str,
+    /// Scheme, host and path of the request URL, as the deployment's public URL spells them.
+    pub url: &'a str,
+    /// Lowercase hex SHA-256 of the body bytes.
+    pub body_sha256: &'a str,
+}
+
+impl ControlPlane {
+    pub async fn create_principal(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        input: NewPrincipal,
+    ) -> Result<Principal> {
+        let (workspace, _) = self
+            .workspace_for(actor, ws, Permission::VaultsManage)
+            .await?;
+        workspace.may_write()?;
+        let public_key = input
+            .public_key
+            .as_ref()
+            .map(authsome_vault::pop::public_key_from_jwk)
+            .transpose()
+            .map_err(|e| authsome_domain::ValidationError::new("publicKey", e.0))?
+            .map(|k| k.as_bytes().to_vec());
+        let principal = Principal {
+            id: authsome_domain::id::PrincipalId::new(),
+            workspace_id: ws.clone(),
+            name: parse_vault_name(&input.name)?,
+            public_key_jwk: public_key.as_deref().map(Principal::jwk_of),
+            public_key,
+            created_at: self.clock.now(),
+        };
+        let event = DomainEvent::new("vault.principal.created")
+            .workspace(ws)
+            .target(&principal.id)
+            .change("name", principal.name.as_str())
+            .change("publicKey", principal.public_key.is_some());
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .insert_principal(&principal, outbox)
+                .await
+                .map_err(crate::duplicate("principal name"))
+        })
+        .await?;
+        Ok(principal)
+    }
+
+    pub async fn principals(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<Principal>> {
+        self.workspace_for(actor, ws, Permission::VaultsRead)
+            .await?;
+        Ok(self.store.principals(ws, page).await?)
+    }
+
+    /// The principal, if it is of a workspace where the caller holds `permission`.
+    async fn principal_for(
+        &self,
+        actor: &Actor,
+        id: &authsome_domain::id::PrincipalId,
+        permission: Permission,
+    ) -> Result<(Principal, Workspace)> {
+        let principal = self
+            .store
+            .principal_by_id(id)
+            .await?
+            .ok_or(ControlError::NotFound("principal"))?;
+        let (workspace, role) = self
+            .store
+            .workspace_access(actor, &principal.workspace_id)
+            .await?
+            .ok_or(ControlError::NotFound("principal"))?;
+        self.require_for(actor, &workspace.id, role, permission)?;
+        Ok((principal, workspace))
+    }
+
+    pub async fn principal(
+        &self,
+        actor: &Actor,
+        id: &authsome_domain::id::PrincipalId,
+    ) -> Result<Principal> {
+        Ok(self
+            .principal_for(actor, id, Permission::VaultsRead)
+            .await?
+            .0)
+    }
+
+    pub async fn delete_principal(
+        &self,
+        actor: &Actor,
+        id: &authsome_domain::id::PrincipalId,
+    ) -> Result<()> {
+        let (principal, workspace) = self
+            .principal_for(actor, id, Permission::VaultsManage)
+            .await?;
+        workspace.may_write()?;
+        let event = DomainEvent::new("vault.principal.deleted")
+            .workspace(&workspace.id)
+            .target(&principal.id);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .delete_principal(&workspace.id, &principal.id, outbox)
+                .await
+        })
+        .await
+    }
+
+    /// Binds a principal to a vault of its workspace with `permissions` (an empty list keeps
+    /// the binding but allows nothing).
+    pub async fn bind_principal(
+        &self,
+        actor: &Actor,
+        id: &authsome_domain::id::PrincipalId,
+        input: NewBinding,
+    ) -> Result<authsome_domain::vault::Binding> {
+        let (principal, workspace) = self
+            .principal_for(actor, id, Permission::VaultsManage)
+            .await?;
+        workspace.may_write()?;
+        let mut permissions = input.permissions;
+        permissions.sort_by_key(|p| *p as u8);
+        permissions.dedup();
+        let binding = authsome_domain::vault::Binding {
+            principal_id: principal.id.clone(),
+            vault_id: input.vault_id,
+            permissions,
+            created_at: self.clock.now(),
+        };
+        let event = DomainEvent::new("vault.principal.bound")
+            .workspace(&workspace.id)
+            .target(&principal.id)
+            .change("vault", binding.vault_id.as_str())
+            .change(
+                "permissions",
+                serde_json::to_value(&binding.permissions).unwrap_or_default(),
+            );
+        self.audited(Some(actor), vec![event], async |outbox| {
+            match self
+                .store
+                .put_binding(&workspace.id, &binding, outbox)
+                .await
+            {
+                Err(StorageError::NotFound) => Err(ControlError::NotFound("vault")),
+                other => other.map_err(ControlError::from),
+            }
+        })
+        .await?;
+        Ok(binding)
+    }
+
+    pub async fn principal_bindings(
+        &self,
+        actor: &Actor,
+        id: &authsome_domain::id::PrincipalId,
+    ) -> Result<Vec<authsome_domain::vault::Binding>> {
+        let (principal, workspace) = self
+            .principal_for(actor, id, Permission::VaultsRead)
+            .await?;
+        Ok(self.store.bindings(&workspace.id, &principal.id).await?)
+    }
+
+    /// A principal's proof of possession (`Authorization: PoP <JWS>`): signed by its registered
+    /// key, for this request, within the window, and its `jti` never seen before (in Redis when
+    /// replicas share state; refused when that cannot be asked). A proof that names a known
+    /// principal and fails is an audit entry of its workspace.
+    pub async fn authenticate_principal(
+        &self,
+        proof: &str,
+        request: &PopRequest<'_>,
+    ) -> Result<Principal> {
+        use authsome_vault::pop;
+        let refused = |why: &'static str| ControlError::Unauthenticated(why);
+        let kid = pop::key_id(proof).map_err(|e| refused(e.0))?;
+        let id = authsome_domain::id::PrincipalId::parse(&kid)
+            .map_err(|_| refused("invalid PoP proof: kid is not a principal id"))?;
+        let principal = self
+            .store
+            .principal_by_id(&id)
+            .await?
+            .ok_or(refused("invalid PoP proof: unknown principal"))?;
+        let checked = (|| {
+            let key = principal
+                .public_key
+                .as_deref()
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+                .ok_or(pop::PopError("the principal has no public key"))?;
+            let verified = pop::verify(proof, &key)?;
+            verified.check(&pop::Expected {
+                method: request.method,
+                url: request.url,
+                now: self.clock.now().timestamp(),
+                body_sha256: request.body_sha256,
+            })?;
+            Ok::<_, pop::PopError>(verified)
+        })();
+        let verified = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                self.principal_refused(&principal, e.0);
+                return Err(refused(e.0));
+            }
+        };
+        let replay = self.replay.as_ref().ok_or_else(|| {
+            ControlError::Unavailable("no replay cache for proofs of possession".into())
+        })?;
+        let once = format!("pop:{}:{}", principal.id, verified.jti);
+        let ttl = std::time::Duration::from_secs(2 * pop::WINDOW_SECONDS as u64);
+        match replay.first_use(&once, ttl).await {
+            Ok(true) => Ok(principal),
+            Ok(false) => {
+                self.principal_refused(&principal, "invalid PoP proof: jti already used");
+                Err(refused("invalid PoP proof: jti already used"))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "PoP refused: replay cache unavailable");
+                Err(ControlError::Unavailable(
+                    "cannot check the proof's jti; retry".into(),
+                ))
+            }
+        }
+    }
+
+    fn principal_refused(&self, principal: &Principal, why: &'static str) {
+        self.events.emit(
+            DomainEvent::new("vault.principal.auth_failed")
+                .workspace(&principal.workspace_id)
+                .target(&principal.id)
+                .outcome(authsome_domain::event::Outcome::Failure)
+                .change("reason", why)
+                .actor(EventActor::Principal(principal.id.clone())),
+        );
     }
 }

@@ -17,6 +17,8 @@ pub enum EventActor {
     Key(KeyId),
     /// An application's end user (with an access token, or signing in/up).
     User(UserId),
+    /// A workspace's machine principal (proving itself with its key).
+    Principal(crate::id::PrincipalId),
     /// AuthSome itself (maintenance, provisioning).
     System,
     /// Not known where the event was raised; the sink fills it from the request.

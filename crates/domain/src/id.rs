@@ -196,6 +196,9 @@ define_id!(
 define_id!(
     /// A secret in a vault (its versions are numbered).
     SecretId, "sec");
+define_id!(
+    /// A machine principal of a workspace (a service, a CI job, an agent).
+    PrincipalId, "prn");
 
 impl RequestId {
     /// An id for a request just received: a UUIDv7 (the time, then random bits) like every id,

@@ -474,6 +474,10 @@ pub mod signing {
     /// How far a request's timestamp may be from the server's clock, either way.
     pub const MAX_SKEW_SECONDS: i64 = 300;
 
+    /// Hex SHA-256 of the empty body: what a request without one signs.
+    pub const EMPTY_BODY_DIGEST: &str =
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
     /// Hex SHA-256 of a body (of the empty body for requests without one).
     pub fn body_digest(body: &[u8]) -> String {
         hex::encode(Sha256::digest(body))

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::id::{SecretId, VaultId, WorkspaceId};
+use crate::id::{PrincipalId, SecretId, VaultId, WorkspaceId};
 
 /// A named set of secrets in a workspace (`production`, `ci`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -71,4 +71,60 @@ pub struct StoredKek {
     /// `None` once destroyed.
     pub sealed: Option<Vec<u8>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A machine principal: a service, a CI job or an agent that reads (or writes) the secrets of
+/// the vaults it is bound to, proving itself with its own key.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Principal {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "prn_01jd4v0z3c8x2m5q7w9e1r6t0y"))]
+    pub id: PrincipalId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    /// The Ed25519 public key it signs proofs with (32 bytes), if it registered one.
+    #[serde(skip)]
+    pub public_key: Option<Vec<u8>>,
+    /// The public key as a JWK, when there is one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub public_key_jwk: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a principal may do in a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum VaultPermission {
+    /// Read values (and secrets' metadata).
+    Read,
+    /// Write new versions.
+    Write,
+}
+
+/// A principal's permissions in one vault.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Binding {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub principal_id: PrincipalId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub vault_id: VaultId,
+    pub permissions: Vec<VaultPermission>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Principal {
+    /// The OKP JWK of an Ed25519 public key.
+    pub fn jwk_of(public_key: &[u8]) -> serde_json::Value {
+        use base64::Engine;
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public_key),
+        })
+    }
 }

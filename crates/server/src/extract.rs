@@ -158,3 +158,49 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::OptionalFromRequest<S> 
             .map(|Json(body)| body.map(Json))
     }
 }
+
+/// The proof of `Authorization: PoP <JWS>`, if that is the scheme.
+pub(crate) fn pop_proof(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, proof) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("pop")
+        .then(|| proof.trim())
+        .filter(|p| !p.is_empty())
+}
+
+/// Who may act on a vault's secrets: a team member ([`Caller`]) or a machine principal proving
+/// itself with `Authorization: PoP <JWS>` (its signature, method, URL, time, body and one-time
+/// `jti` checked by the control plane).
+pub struct VaultCaller(pub authsome_control::VaultActor);
+
+impl FromRequestParts<AppState> for VaultCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(proof) = pop_proof(parts) else {
+            let caller = Caller::from_request_parts(parts, state).await?;
+            return Ok(Self(authsome_control::VaultActor::Team(caller.actor)));
+        };
+        let url = format!("{}{}", state.identity.public_url(), parts.uri.path());
+        let digest = parts
+            .extensions
+            .get::<crate::routes::customer::BodyDigest>()
+            .map_or(authsome_domain::keys::signing::EMPTY_BODY_DIGEST, |d| {
+                d.0.as_str()
+            });
+        let principal = state
+            .control
+            .authenticate_principal(
+                proof,
+                &authsome_control::PopRequest {
+                    method: parts.method.as_str(),
+                    url: &url,
+                    body_sha256: digest,
+                },
+            )
+            .await?;
+        crate::request_id::set_actor(EventActor::Principal(principal.id.clone()));
+        Ok(Self(authsome_control::VaultActor::Principal(principal)))
+    }
+}

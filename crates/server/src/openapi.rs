@@ -66,6 +66,16 @@ impl Modify for BearerAuth {
             ),
         );
         components.add_security_scheme(
+            "pop",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "A machine principal's proof of possession, `PoP <JWS>`: a compact JWS signed \
+                 with its registered Ed25519 key (`alg` `EdDSA`, `kid` its `prn_…` id) over the \
+                 claims `htm`, `htu` (scheme, host and path), `iat` (within 60 s), `jti` (once) \
+                 and `body_sha256` (lowercase hex SHA-256 of the body).",
+            ))),
+        );
+        components.add_security_scheme(
             "publishableKey",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-Publishable-Key",
@@ -142,6 +152,9 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(vault::rotate_keyring))
         .routes(routes!(vault::rekey_keyring))
         .routes(routes!(vault::destroy_keyring))
+        .routes(routes!(vault::create_principal, vault::principals))
+        .routes(routes!(vault::principal, vault::delete_principal))
+        .routes(routes!(vault::bind, vault::bindings))
         .routes(routes!(admin::list_workspaces))
         .routes(routes!(admin::get_workspace, admin::update_workspace))
         .routes(routes!(admin::update_application))

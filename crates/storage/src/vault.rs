@@ -2,9 +2,10 @@
 //! envelopes. Every query carries the workspace; values exist here only as envelope bytes.
 
 use async_trait::async_trait;
+use authsome_domain::id::PrincipalId;
 use authsome_domain::id::{VaultId, WorkspaceId};
 use authsome_domain::page::{Page, PageRequest};
-use authsome_domain::vault::{Secret, StoredKek, Vault};
+use authsome_domain::vault::{Binding, Principal, Secret, StoredKek, Vault};
 use chrono::{DateTime, Utc};
 
 use crate::outbox::Outbox;
@@ -51,6 +52,45 @@ pub trait VaultRepository {
         at: DateTime<Utc>,
         outbox: &Outbox,
     ) -> Result<()>;
+    /// `Duplicate` when the workspace has a principal of that name.
+    async fn insert_principal(&self, principal: &Principal, outbox: &Outbox) -> Result<()>;
+    async fn principals(
+        &self,
+        workspace: &WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<Principal>>;
+    async fn principal(
+        &self,
+        workspace: &WorkspaceId,
+        id: &PrincipalId,
+    ) -> Result<Option<Principal>>;
+    /// The principal a proof names, whatever its workspace: the proof's signature decides.
+    async fn principal_by_id(&self, id: &PrincipalId) -> Result<Option<Principal>>;
+    async fn delete_principal(
+        &self,
+        workspace: &WorkspaceId,
+        id: &PrincipalId,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// Sets a principal's permissions in a vault (both of `workspace`; `NotFound` otherwise).
+    async fn put_binding(
+        &self,
+        workspace: &WorkspaceId,
+        binding: &Binding,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    async fn bindings(
+        &self,
+        workspace: &WorkspaceId,
+        principal: &PrincipalId,
+    ) -> Result<Vec<Binding>>;
+    async fn binding(
+        &self,
+        workspace: &WorkspaceId,
+        principal: &PrincipalId,
+        vault: &VaultId,
+    ) -> Result<Option<Binding>>;
+
     /// Where the workspace's background key work stands.
     async fn keyring_progress(&self, workspace: &WorkspaceId) -> Result<KeyringProgress>;
     /// Up to `limit` live versions, of any workspace, wrapped by an older KEK than their
@@ -153,6 +193,54 @@ pub struct PendingEnvelope {
     /// Set when the value must be sealed again under a fresh data key.
     pub rekey_requested_at: Option<i64>,
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PrincipalRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub public_key: Option<Vec<u8>>,
+    pub created_at: i64,
+}
+
+impl PrincipalRow {
+    pub(crate) fn into_domain(self) -> Result<Principal> {
+        use crate::StorageError::Corrupt;
+        Ok(Principal {
+            id: PrincipalId::parse(&self.id).map_err(|_| Corrupt("principals.id"))?,
+            workspace_id: WorkspaceId::parse(&self.workspace_id)
+                .map_err(|_| Corrupt("principals.workspace_id"))?,
+            name: self.name,
+            public_key_jwk: self.public_key.as_deref().map(Principal::jwk_of),
+            public_key: self.public_key,
+            created_at: crate::rows::time(self.created_at, "principals.created_at")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct BindingRow {
+    pub principal_id: String,
+    pub vault_id: String,
+    pub permissions: String,
+    pub created_at: i64,
+}
+
+impl BindingRow {
+    pub(crate) fn into_domain(self) -> Result<Binding> {
+        use crate::StorageError::Corrupt;
+        Ok(Binding {
+            principal_id: PrincipalId::parse(&self.principal_id)
+                .map_err(|_| Corrupt("principal_bindings.principal_id"))?,
+            vault_id: VaultId::parse(&self.vault_id)
+                .map_err(|_| Corrupt("principal_bindings.vault_id"))?,
+            permissions: crate::rows::json(&self.permissions, "principal_bindings.permissions")?,
+            created_at: crate::rows::time(self.created_at, "principal_bindings.created_at")?,
+        })
+    }
+}
+
+pub(crate) const PRINCIPAL_COLUMNS: &str = "id, workspace_id, name, public_key, created_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct VaultRow {
@@ -346,6 +434,174 @@ macro_rules! impl_vault {
                 .execute(&mut *tx)
                 .await?;
                 commit_with_outbox(tx, outbox).await
+            }
+
+            async fn insert_principal(
+                &self,
+                principal: &authsome_domain::vault::Principal,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                sqlx::query(
+                    "INSERT INTO principals (id, workspace_id, name, public_key, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(principal.id.as_str())
+                .bind(principal.workspace_id.as_str())
+                .bind(&principal.name)
+                .bind(principal.public_key.as_deref())
+                .bind($crate::rows::ms(principal.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::rows::unique)?;
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn principals(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                page: &authsome_domain::page::PageRequest,
+            ) -> $crate::Result<authsome_domain::page::Page<authsome_domain::vault::Principal>> {
+                let sql = format!(
+                    "SELECT {} FROM principals WHERE workspace_id = $1 AND id > $2 \
+                     ORDER BY id LIMIT $3",
+                    $crate::vault::PRINCIPAL_COLUMNS
+                );
+                let rows = sqlx::query_as::<_, $crate::vault::PrincipalRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(page.after.as_deref().unwrap_or(""))
+                    .bind(i64::from(page.limit) + 1)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::vault::PrincipalRow::into_domain)
+                    .collect::<$crate::Result<Vec<_>>>()?;
+                Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |p| p.id.as_str()))
+            }
+
+            async fn principal(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                id: &authsome_domain::id::PrincipalId,
+            ) -> $crate::Result<Option<authsome_domain::vault::Principal>> {
+                let sql = format!(
+                    "SELECT {} FROM principals WHERE workspace_id = $1 AND id = $2",
+                    $crate::vault::PRINCIPAL_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::vault::PrincipalRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map($crate::vault::PrincipalRow::into_domain)
+                    .transpose()
+            }
+
+            async fn principal_by_id(
+                &self,
+                id: &authsome_domain::id::PrincipalId,
+            ) -> $crate::Result<Option<authsome_domain::vault::Principal>> {
+                let sql = format!(
+                    "SELECT {} FROM principals WHERE id = $1",
+                    $crate::vault::PRINCIPAL_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::vault::PrincipalRow>(&sql)
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map($crate::vault::PrincipalRow::into_domain)
+                    .transpose()
+            }
+
+            async fn delete_principal(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                id: &authsome_domain::id::PrincipalId,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query("DELETE FROM principals WHERE workspace_id = $1 AND id = $2")
+                    .bind(workspace.as_str())
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn put_binding(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                binding: &authsome_domain::vault::Binding,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let permissions =
+                    serde_json::to_string(&binding.permissions).unwrap_or_else(|_| "[]".into());
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                // Both the principal and the vault must be the workspace's.
+                let done = sqlx::query(
+                    "INSERT INTO principal_bindings (principal_id, vault_id, workspace_id, \
+                     permissions, created_at) \
+                     SELECT p.id, v.id, p.workspace_id, $4, $5 FROM principals p \
+                     JOIN vaults v ON v.workspace_id = p.workspace_id \
+                     WHERE p.workspace_id = $1 AND p.id = $2 AND v.id = $3 \
+                     ON CONFLICT (principal_id, vault_id) DO UPDATE SET permissions = $4",
+                )
+                .bind(workspace.as_str())
+                .bind(binding.principal_id.as_str())
+                .bind(binding.vault_id.as_str())
+                .bind(&permissions)
+                .bind($crate::rows::ms(binding.created_at))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn bindings(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                principal: &authsome_domain::id::PrincipalId,
+            ) -> $crate::Result<Vec<authsome_domain::vault::Binding>> {
+                sqlx::query_as::<_, $crate::vault::BindingRow>(
+                    "SELECT principal_id, vault_id, permissions, created_at \
+                     FROM principal_bindings WHERE workspace_id = $1 AND principal_id = $2 \
+                     ORDER BY vault_id",
+                )
+                .bind(workspace.as_str())
+                .bind(principal.as_str())
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map($crate::vault::BindingRow::into_domain)
+                .collect()
+            }
+
+            async fn binding(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                principal: &authsome_domain::id::PrincipalId,
+                vault: &authsome_domain::id::VaultId,
+            ) -> $crate::Result<Option<authsome_domain::vault::Binding>> {
+                sqlx::query_as::<_, $crate::vault::BindingRow>(
+                    "SELECT principal_id, vault_id, permissions, created_at \
+                     FROM principal_bindings WHERE workspace_id = $1 AND principal_id = $2 \
+                     AND vault_id = $3",
+                )
+                .bind(workspace.as_str())
+                .bind(principal.as_str())
+                .bind(vault.as_str())
+                .fetch_optional(&self.pool)
+                .await?
+                .map($crate::vault::BindingRow::into_domain)
+                .transpose()
             }
 
             async fn keyring_progress(

@@ -129,8 +129,7 @@ fn presented_credential<'a>(
     })
 }
 
-/// SHA-256 (hex) of an empty body: what a signed request without a body signs.
-const EMPTY_BODY_DIGEST: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+use authsome_domain::keys::signing::EMPTY_BODY_DIGEST;
 
 /// The request context takes what the entry point learnt (for the audit log, the response's
 /// customer-API headers and the log line), and a refusal becomes the contract's error.
@@ -248,14 +247,19 @@ fn signed(parts: &Parts) -> Option<Result<Signed<'_>, ApiError>> {
 #[derive(Clone)]
 pub(crate) struct BodyDigest(pub String);
 
-/// For signed requests only: reads the body (within the size limit), records its digest and
+/// For signed requests and proofs of possession only: reads the body (within the size limit), records its digest and
 /// hands the same bytes on.
 pub(crate) async fn digest_signed_body(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !request.headers().contains_key(SIGNATURE_HEADER) {
+    let proof_of_possession = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() > 4 && v[..4].eq_ignore_ascii_case("pop "));
+    if !request.headers().contains_key(SIGNATURE_HEADER) && !proof_of_possession {
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();

@@ -2,15 +2,16 @@
 //! vaults, secrets (metadata), their values and versions.
 
 use authsome_control::{
-    DestroyKeyring, KeyringStatus, NewVault, PutSecret, RevealedSecret, VaultPatch,
+    DestroyKeyring, KeyringStatus, NewBinding, NewPrincipal, NewVault, PutSecret, RevealedSecret,
+    VaultPatch,
 };
-use authsome_domain::id::{VaultId, WorkspaceId};
-use authsome_domain::vault::{Secret, Vault};
+use authsome_domain::id::{PrincipalId, VaultId, WorkspaceId};
+use authsome_domain::vault::{Binding, Principal, Secret, Vault};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{path_id, Caller, Json, ListParams, Query};
+use crate::extract::{path_id, Caller, Json, ListParams, Query, VaultCaller};
 use crate::views::List;
 use crate::AppState;
 
@@ -126,18 +127,15 @@ pub async fn delete(
 #[utoipa::path(get, path = "/control/v1/vaults/{vaultId}/secrets", tag = "vault",
     params(("vaultId" = String, Path), ListParams),
     responses((status = 200, body = List<Secret>), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("pop" = [])))]
 pub async fn secrets(
     State(state): State<AppState>,
-    caller: Caller,
+    VaultCaller(caller): VaultCaller,
     Path(id): Path<String>,
     Query(params): Query<ListParams>,
 ) -> Result<axum::Json<List<Secret>>, ApiError> {
     let id: VaultId = path_id(&id, "vault")?;
-    let page = state
-        .control
-        .secrets(&caller.actor, &id, &params.page()?)
-        .await?;
+    let page = state.control.secrets(&caller, &id, &params.page()?).await?;
     Ok(axum::Json(List::from_page(page, |s| s)))
 }
 
@@ -152,10 +150,10 @@ pub async fn secrets(
     request_body = PutSecret,
     responses((status = 200, body = Secret), (status = 201, body = Secret),
         (status = 412, body = ErrorBody), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("pop" = [])))]
 pub async fn put_secret(
     State(state): State<AppState>,
-    caller: Caller,
+    VaultCaller(caller): VaultCaller,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
     Json(input): Json<PutSecret>,
@@ -164,7 +162,7 @@ pub async fn put_secret(
     let expected = if_match(&headers)?;
     let (secret, created) = state
         .control
-        .put_secret(&caller.actor, &id, &name, input, expected)
+        .put_secret(&caller, &id, &name, input, expected)
         .await?;
     let status = if created {
         StatusCode::CREATED
@@ -178,16 +176,14 @@ pub async fn put_secret(
 #[utoipa::path(get, path = "/control/v1/vaults/{vaultId}/secrets/{name}", tag = "vault",
     params(("vaultId" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Secret), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("pop" = [])))]
 pub async fn secret(
     State(state): State<AppState>,
-    caller: Caller,
+    VaultCaller(caller): VaultCaller,
     Path((id, name)): Path<(String, String)>,
 ) -> Result<axum::Json<Secret>, ApiError> {
     let id: VaultId = path_id(&id, "vault")?;
-    Ok(axum::Json(
-        state.control.secret(&caller.actor, &id, &name).await?,
-    ))
+    Ok(axum::Json(state.control.secret(&caller, &id, &name).await?))
 }
 
 /// Soft-deletes a secret: no value is served until it is restored.
@@ -212,10 +208,10 @@ pub async fn delete_secret(
 #[utoipa::path(get, path = "/control/v1/vaults/{vaultId}/secrets/{name}/value", tag = "vault",
     params(("vaultId" = String, Path), ("name" = String, Path), ValueParams),
     responses((status = 200, body = RevealedSecret), (status = "4XX", body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = []), ("pop" = [])))]
 pub async fn value(
     State(state): State<AppState>,
-    caller: Caller,
+    VaultCaller(caller): VaultCaller,
     Path((id, name)): Path<(String, String)>,
     Query(params): Query<ValueParams>,
 ) -> Result<axum::Json<RevealedSecret>, ApiError> {
@@ -223,7 +219,7 @@ pub async fn value(
     Ok(axum::Json(
         state
             .control
-            .secret_value(&caller.actor, &id, &name, params.version)
+            .secret_value(&caller, &id, &name, params.version)
             .await?,
     ))
 }
@@ -334,5 +330,111 @@ pub async fn destroy_keyring(
             .control
             .destroy_keyring(&caller.actor, &ws, input)
             .await?,
+    ))
+}
+
+/// Creates a machine principal (a service, a CI job, an agent) with the Ed25519 public key it
+/// will sign its proofs with (`Authorization: PoP <JWS>`).
+#[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/principals", tag = "vault",
+    params(("wsId" = String, Path)),
+    request_body = NewPrincipal,
+    responses((status = 201, body = Principal), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_principal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(input): Json<NewPrincipal>,
+) -> Result<(StatusCode, axum::Json<Principal>), ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let principal = state
+        .control
+        .create_principal(&caller.actor, &ws, input)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(principal)))
+}
+
+#[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/principals", tag = "vault",
+    params(("wsId" = String, Path), ListParams),
+    responses((status = 200, body = List<Principal>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn principals(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<List<Principal>>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let page = state
+        .control
+        .principals(&caller.actor, &ws, &params.page()?)
+        .await?;
+    Ok(axum::Json(List::from_page(page, |p| p)))
+}
+
+#[utoipa::path(get, path = "/control/v1/principals/{prnId}", tag = "vault",
+    params(("prnId" = String, Path)),
+    responses((status = 200, body = Principal), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn principal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Principal>, ApiError> {
+    let id: PrincipalId = path_id(&id, "principal")?;
+    Ok(axum::Json(
+        state.control.principal(&caller.actor, &id).await?,
+    ))
+}
+
+/// Deletes a principal: its proofs stop working at once.
+#[utoipa::path(delete, path = "/control/v1/principals/{prnId}", tag = "vault",
+    params(("prnId" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_principal(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: PrincipalId = path_id(&id, "principal")?;
+    state.control.delete_principal(&caller.actor, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Binds a principal to a vault of its workspace: `read` (values and metadata), `write` (new
+/// versions). Replaces what it had in that vault. Every other vault stays invisible to it.
+#[utoipa::path(post, path = "/control/v1/principals/{prnId}/bindings", tag = "vault",
+    params(("prnId" = String, Path)),
+    request_body = NewBinding,
+    responses((status = 200, body = Binding), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn bind(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(input): Json<NewBinding>,
+) -> Result<axum::Json<Binding>, ApiError> {
+    let id: PrincipalId = path_id(&id, "principal")?;
+    Ok(axum::Json(
+        state
+            .control
+            .bind_principal(&caller.actor, &id, input)
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/control/v1/principals/{prnId}/bindings", tag = "vault",
+    params(("prnId" = String, Path)),
+    responses((status = 200, body = Vec<Binding>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn bindings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Vec<Binding>>, ApiError> {
+    let id: PrincipalId = path_id(&id, "principal")?;
+    Ok(axum::Json(
+        state.control.principal_bindings(&caller.actor, &id).await?,
     ))
 }

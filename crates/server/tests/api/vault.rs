@@ -1,6 +1,7 @@
 //! The credential vault over HTTP: vaults, versioned secrets with check-and-set, who may read
 //! what, the audit trail, and envelopes that open only where they were sealed.
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -11,6 +12,7 @@ on_both_backends!(
     stored_values_are_envelopes_that_open_only_where_sealed,
     rotation_rewraps_in_the_background_and_rekey_reseals_every_value,
     destroyed_keys_leave_nothing_that_opens,
+    principals_read_only_their_bound_vaults_with_fresh_proofs,
 );
 
 async fn put(
@@ -765,4 +767,285 @@ async fn destroyed_keys_leave_nothing_that_opens(app: TestApp) {
     assert!(entries
         .iter()
         .any(|e| e["action"] == "vault.keyring.destroyed"));
+}
+
+/// A machine principal's key and the proofs it signs.
+struct Machine {
+    key: ed25519_dalek::SigningKey,
+    id: String,
+    jti: std::cell::Cell<u32>,
+}
+
+impl Machine {
+    fn jwk(key: &ed25519_dalek::SigningKey) -> Value {
+        use base64::Engine;
+        let x =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+        json!({"kty": "OKP", "crv": "Ed25519", "x": x})
+    }
+
+    /// A proof for `method` on `path` with `body`, at the server's time moved by `skew`.
+    fn proof(&self, app: &TestApp, method: &str, path: &str, body: &[u8], skew: i64) -> String {
+        use base64::Engine;
+        use ed25519_dalek::Signer;
+        use sha2::Digest;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        self.jti.set(self.jti.get() + 1);
+        let claims = json!({
+            "htm": method,
+            "htu": format!("{}{path}", app.state.identity.public_url()),
+            "iat": app.clock.now().timestamp() + skew,
+            "jti": format!("proof-{}", self.jti.get()),
+            "body_sha256": hex::encode(sha2::Sha256::digest(body)),
+        });
+        let input = format!(
+            "{}.{}",
+            b64.encode(json!({"alg": "EdDSA", "kid": self.id}).to_string()),
+            b64.encode(claims.to_string())
+        );
+        format!(
+            "{input}.{}",
+            b64.encode(self.key.sign(input.as_bytes()).to_bytes())
+        )
+    }
+}
+
+async fn with_proof(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    proof: &str,
+) -> Response {
+    let mut request = app
+        .client
+        .request(method, format!("{}{path}", app.base))
+        .header("Authorization", format!("PoP {proof}"));
+    if let Some(body) = body {
+        request = request
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+    }
+    TestApp::read(request.send().await.unwrap()).await
+}
+
+async fn principals_read_only_their_bound_vaults_with_fresh_proofs(app: TestApp) {
+    let t = app.tenant("Machines").await;
+    let tok = &t.owner_token;
+    let ci = vault(&app, tok, &t.ws, json!({"name": "ci"})).await;
+    let prod = vault(&app, tok, &t.ws, json!({"name": "prod"})).await;
+    put(
+        &app,
+        tok,
+        &ci,
+        "DEPLOY_TOKEN",
+        json!({"value": "ci-token"}),
+        None,
+    )
+    .await;
+    put(&app, tok, &prod, "DB", json!({"value": "prod-db"}), None).await;
+
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let made = app
+        .post(
+            &format!("/control/v1/workspaces/{}/principals", t.ws),
+            tok,
+            json!({"name": "github-deploy", "publicKey": Machine::jwk(&key)}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("prn_"));
+    assert_eq!(made.body["publicKeyJwk"], Machine::jwk(&key));
+    let machine = Machine {
+        key,
+        id: id.clone(),
+        jti: std::cell::Cell::new(0),
+    };
+    let bindings = format!("/control/v1/principals/{id}/bindings");
+    let bind = |permissions: Value, vault: &str| {
+        app.post(
+            &bindings,
+            tok,
+            json!({"vaultId": vault, "permissions": permissions}),
+        )
+    };
+    assert_eq!(bind(json!(["read"]), &ci).await.status, 200);
+
+    let ci_value = format!("/control/v1/vaults/{ci}/secrets/DEPLOY_TOKEN/value");
+    let proof = machine.proof(&app, "GET", &ci_value, b"", 0);
+    let read = with_proof(&app, Method::GET, &ci_value, None, &proof).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.body["value"], "ci-token");
+    // Each proof once; only the bound vault; only what the binding allows.
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, &proof).await,
+        401,
+        "unauthorized",
+    );
+    let prod_value = format!("/control/v1/vaults/{prod}/secrets/DB/value");
+    let p = machine.proof(&app, "GET", &prod_value, b"", 0);
+    assert_error(
+        &with_proof(&app, Method::GET, &prod_value, None, &p).await,
+        404,
+        "not_found",
+    );
+    let write_path = format!("/control/v1/vaults/{ci}/secrets/DEPLOY_TOKEN");
+    let body = json!({"value": "rotated-by-ci"});
+    let bytes = body.to_string();
+    let p = machine.proof(&app, "PUT", &write_path, bytes.as_bytes(), 0);
+    assert_error(
+        &with_proof(&app, Method::PUT, &write_path, Some(body.clone()), &p).await,
+        404,
+        "not_found",
+    );
+    assert_eq!(bind(json!(["read", "write"]), &ci).await.status, 200);
+    let p = machine.proof(&app, "PUT", &write_path, bytes.as_bytes(), 0);
+    let wrote = with_proof(&app, Method::PUT, &write_path, Some(body.clone()), &p).await;
+    assert_eq!(wrote.status, 200, "{}", wrote.body);
+    assert_eq!(wrote.body["version"], 2);
+    assert_eq!(wrote.body["versions"][1]["createdBy"], id.as_str());
+    // Team routes stay team routes.
+    let p = machine.proof(&app, "GET", &format!("/control/v1/vaults/{ci}"), b"", 0);
+    assert_error(
+        &with_proof(
+            &app,
+            Method::GET,
+            &format!("/control/v1/vaults/{ci}"),
+            None,
+            &p,
+        )
+        .await,
+        401,
+        "unauthorized",
+    );
+
+    // A proof for another body, URL or method, out of its window, or by another key: refused.
+    let p = machine.proof(&app, "PUT", &write_path, b"{}", 0);
+    assert_error(
+        &with_proof(&app, Method::PUT, &write_path, Some(body.clone()), &p).await,
+        401,
+        "unauthorized",
+    );
+    let p = machine.proof(&app, "GET", &prod_value, b"", 0);
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, &p).await,
+        401,
+        "unauthorized",
+    );
+    let p = machine.proof(&app, "POST", &ci_value, b"", 0);
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, &p).await,
+        401,
+        "unauthorized",
+    );
+    let p = machine.proof(&app, "GET", &ci_value, b"", -61);
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, &p).await,
+        401,
+        "unauthorized",
+    );
+    let p = machine.proof(&app, "GET", &ci_value, b"", 0);
+    app.clock.advance(std::time::Duration::from_secs(61));
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, &p).await,
+        401,
+        "unauthorized",
+    );
+    let impostor = Machine {
+        key: ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+        id: id.clone(),
+        jti: std::cell::Cell::new(100),
+    };
+    let p = impostor.proof(&app, "GET", &ci_value, b"", 0);
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, &p).await,
+        401,
+        "unauthorized",
+    );
+    let stranger = Machine {
+        key: ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+        id: "prn_01jd4v0z3c8x2m5q7w9e1r6t0y".into(),
+        jti: std::cell::Cell::new(0),
+    };
+    let p = stranger.proof(&app, "GET", &ci_value, b"", 0);
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, &p).await,
+        401,
+        "unauthorized",
+    );
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, "not.a.jws").await,
+        401,
+        "unauthorized",
+    );
+
+    // Bindings never cross workspaces; bad keys are a clear 400.
+    let other = app.tenant("OtherMachines").await;
+    let theirs = vault(
+        &app,
+        &other.owner_token,
+        &other.ws,
+        json!({"name": "theirs"}),
+    )
+    .await;
+    assert_error(&bind(json!(["read"]), &theirs).await, 404, "not_found");
+    assert_error(
+        &app.get(&format!("/control/v1/principals/{id}"), &other.owner_token)
+            .await,
+        404,
+        "not_found",
+    );
+    for key in [
+        json!({"kty": "OKP", "crv": "Ed25519", "x": "short"}),
+        json!({"kty": "RSA", "n": "x"}),
+    ] {
+        assert_error(
+            &app.post(
+                &format!("/control/v1/workspaces/{}/principals", t.ws),
+                tok,
+                json!({"name": "bad", "publicKey": key}),
+            )
+            .await,
+            400,
+            "invalid_request",
+        );
+    }
+
+    // The trail: the principal's read and write, and its refused proofs; never a value.
+    let entries = audit_entries(&app, tok, &t.ws).await;
+    let by_machine: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["actor"]["id"] == id.as_str())
+        .collect();
+    assert!(by_machine
+        .iter()
+        .any(|e| e["action"] == "vault.secret.read" && e["actor"]["type"] == "principal"));
+    assert!(by_machine
+        .iter()
+        .any(|e| e["action"] == "vault.secret.written"));
+    assert!(
+        by_machine
+            .iter()
+            .filter(|e| e["action"] == "vault.principal.auth_failed")
+            .count()
+            >= 5
+    );
+    assert!(!serde_json::to_string(&entries)
+        .unwrap()
+        .contains("ci-token"));
+
+    // Deleted, its proofs stop at once.
+    assert_eq!(
+        app.delete(&format!("/control/v1/principals/{id}"), tok)
+            .await
+            .status,
+        204
+    );
+    let p = machine.proof(&app, "GET", &ci_value, b"", 0);
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, &p).await,
+        401,
+        "unauthorized",
+    );
 }

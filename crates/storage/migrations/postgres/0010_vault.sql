@@ -60,3 +60,22 @@ CREATE TABLE vault_keyrings (
     rekey_requested_at BIGINT,
     destroyed_at       BIGINT
 );
+
+-- Machine principals and the vaults they are bound to.
+CREATE TABLE principals (
+    id           TEXT COLLATE "C" PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    public_key   BYTEA,
+    created_at   BIGINT NOT NULL,
+    UNIQUE (workspace_id, name)
+);
+
+CREATE TABLE principal_bindings (
+    principal_id TEXT NOT NULL REFERENCES principals (id) ON DELETE CASCADE,
+    vault_id     TEXT NOT NULL REFERENCES vaults (id) ON DELETE CASCADE,
+    workspace_id TEXT NOT NULL,
+    permissions  TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (principal_id, vault_id)
+);
