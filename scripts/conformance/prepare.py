@@ -128,5 +128,13 @@ for secret in ("CONFORMANCE_SECRET", "CONFORMANCE_SECRET", "TO_DELETE", "TO_DEST
 for name in ("PRN", "PRN_DEL"):
     out[name] = call("POST", f"/control/v1/workspaces/{ws}/principals", {"name": name.lower()}, cst)["id"]
 
+out["TIS_DEL"] = call(
+    "POST",
+    f"/control/v1/workspaces/{ws}/trusted-issuers",
+    {"issuer": "https://issuer.conformance.test", "jwksUri": "https://issuer.conformance.test/jwks",
+     "audience": "authsome", "principalId": out["PRN"], "claims": {"sub": "conformance"}},
+    cst,
+)["id"]
+
 for name, value in out.items():
     print(f"export CONFORMANCE_{name}={shlex.quote(value)}")

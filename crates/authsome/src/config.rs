@@ -149,6 +149,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "Dedicated applications: where platform operators may point upstreams, as CIDRs, addresses and host names (`*.` for a suffix), comma-separated, checked after resolution and again at every connection. Loopback, link-local and metadata addresses and names are refused unless listed explicitly (`127.0.0.1/32`, not `0.0.0.0/0`). Unset: any other address.",
     },
     Setting {
+        key: "outbound_allow",
+        env: "AUTHSOME_OUTBOUND_ALLOW",
+        default: None,
+        secret: false,
+        help: "Outbound calls to URLs customers give (identity issuers' key sets for workload identity federation): private, loopback, link-local and metadata addresses are refused unless listed here (CIDRs, addresses, host names, `*.` for a suffix; comma-separated). Public addresses are always allowed.",
+    },
+    Setting {
         key: "metrics_token",
         env: "AUTHSOME_METRICS_TOKEN",
         default: None,
@@ -379,6 +386,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub smtp_url: Option<url::Url>,
     pub smtp_from: String,
+    /// Where outbound calls to URLs customers give may go besides public addresses.
+    pub outbound: authsome_domain::egress::EgressPolicy,
 }
 
 impl Config {
@@ -641,6 +650,10 @@ impl RawConfig {
                 .map_err(|e| bad("AUTHSOME_UPSTREAM_ALLOW", e.to_string()))?,
             },
             smtp_url,
+            outbound: authsome_domain::egress::EgressPolicy::public_with(
+                self.get("AUTHSOME_OUTBOUND_ALLOW").unwrap_or_default(),
+            )
+            .map_err(|e| bad("AUTHSOME_OUTBOUND_ALLOW", e.to_string()))?,
             smtp_from,
             metrics_token: self.get("AUTHSOME_METRICS_TOKEN").map(str::to_owned),
             metrics_listen: self

@@ -304,6 +304,7 @@ fn settings(
     settings.open_applications = config.open_applications;
     settings.app_db_connections = config.app_db_connections;
     settings.mailer = mailer(config)?;
+    settings.outbound = config.outbound.clone();
     settings.http = HttpSettings {
         max_body_bytes: config.max_body_bytes,
         dpop_require_nonce: config.dpop_require_nonce,

@@ -15,6 +15,7 @@ pub mod audit;
 mod audit_fold;
 mod auth;
 mod bootstrap;
+pub mod federation;
 pub mod hashing;
 mod keys;
 pub mod mail;
@@ -38,6 +39,7 @@ pub use admin::{AdminApplicationPatch, AdminWorkspacePatch};
 pub use applications::{ApplicationPatch, NewApplication};
 pub use auth::{AcceptInvitation, LoginResult};
 pub use bootstrap::BootstrapResult;
+pub use federation::{KeySetSource, NewTrustedIssuer, PrincipalToken, TokenExchange};
 pub use keys::{
     ConnectionMemo, CreatedKey, Invalidation, InvalidationBus, KeyCache, LocalOnly, NewAppKey,
     NewManagementKey, RollKey, RolledKey,
@@ -144,6 +146,9 @@ pub struct ControlPlane {
     /// One-time values already used (request signatures); none: signed requests are refused.
     replay: Option<Arc<dyn authsome_gateway::ReplayCache>>,
     clock: authsome_domain::clock::Clock,
+    /// Outbound HTTP for identity issuers' key sets (workload identity federation).
+    key_sets: Option<Arc<dyn federation::KeySetSource>>,
+    key_set_cache: federation::KeySetCache,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -170,6 +175,8 @@ impl ControlPlane {
             limiter: None,
             replay: None,
             clock: authsome_domain::clock::Clock::system(),
+            key_sets: None,
+            key_set_cache: Default::default(),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }
@@ -231,6 +238,12 @@ impl ControlPlane {
     ) -> Self {
         self.limiter = Some(limiter);
         self.replay = Some(replay);
+        self
+    }
+
+    /// Fetches identity issuers' key sets through `source` (workload identity federation).
+    pub fn with_key_set_source(mut self, source: Arc<dyn federation::KeySetSource>) -> Self {
+        self.key_sets = Some(source);
         self
     }
 
@@ -418,6 +431,15 @@ fn require(role: Role, permission: Permission) -> Result<()> {
             "the {} role may not do this",
             role.as_str()
         )))
+    }
+}
+
+/// A row that vanished between the access check and the write (deleted meanwhile): `NotFound`
+/// naming it, like any unknown resource.
+fn gone(what: &'static str) -> impl Fn(StorageError) -> ControlError {
+    move |e| match e {
+        StorageError::NotFound => ControlError::NotFound(what),
+        other => other.into(),
     }
 }
 

@@ -428,7 +428,10 @@ impl ControlPlane {
             self.store
                 .update_vault(&vault, outbox)
                 .await
-                .map_err(crate::duplicate("vault name"))
+                .map_err(|e| match e {
+                    StorageError::NotFound => ControlError::NotFound("vault"),
+                    other => crate::duplicate("vault name")(other),
+                })
         })
         .await?;
         Ok(vault)
@@ -445,6 +448,7 @@ impl ControlPlane {
                 self.store
                     .delete_vault(&vault.workspace_id, &vault.id, outbox)
                     .await
+                    .map_err(crate::gone("vault"))
             },
         )
         .await
@@ -1026,6 +1030,7 @@ impl ControlPlane {
             self.store
                 .delete_principal(&workspace.id, &principal.id, outbox)
                 .await
+                .map_err(crate::gone("principal"))
         })
         .await
     }

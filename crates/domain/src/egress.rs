@@ -150,6 +150,16 @@ impl EgressPolicy {
         Ok(policy)
     }
 
+    /// Outbound calls to URLs customers give (identity issuers now; webhooks and connectors
+    /// later): any public address; private networks and the special addresses only when
+    /// `exceptions` (CIDRs, addresses, host names) lists them.
+    pub fn public_with(exceptions: &str) -> Result<Self, BadEntry> {
+        let mut policy = Self::parse(exceptions)?;
+        policy.listed = false;
+        policy.deny_private = true;
+        Ok(policy)
+    }
+
     /// The same policy, refusing private networks too unless they are listed.
     pub fn without_private(mut self) -> Self {
         self.deny_private = true;
@@ -248,6 +258,34 @@ fn valid_name(name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn outbound_policies_allow_public_addresses_and_listed_exceptions_only() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let strict = EgressPolicy::public_with("").unwrap();
+        assert!(strict.check("issuer.example", ip("93.184.216.34")).is_ok());
+        for private in [
+            "10.0.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "fd00::1",
+        ] {
+            assert!(
+                strict.check("issuer.example", ip(private)).is_err(),
+                "{private}"
+            );
+        }
+        let listed = EgressPolicy::public_with("127.0.0.1/32, 10.1.0.0/16").unwrap();
+        assert!(listed.check("127.0.0.1", ip("127.0.0.1")).is_ok());
+        assert!(listed.check("idp.internal", ip("10.1.2.3")).is_ok());
+        assert!(listed.check("idp.internal", ip("10.2.0.1")).is_err());
+        assert!(
+            listed.check("issuer.example", ip("93.184.216.34")).is_ok(),
+            "public stays open"
+        );
+        assert!(EgressPolicy::public_with("not a network!").is_err());
+    }
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

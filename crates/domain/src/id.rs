@@ -199,6 +199,9 @@ define_id!(
 define_id!(
     /// A machine principal of a workspace (a service, a CI job, an agent).
     PrincipalId, "prn");
+define_id!(
+    /// An external identity issuer a workspace trusts for one principal (workload identity).
+    TrustedIssuerId, "tis");
 
 impl RequestId {
     /// An id for a request just received: a UUIDv7 (the time, then random bits) like every id,

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::id::{PrincipalId, SecretId, VaultId, WorkspaceId};
+use crate::id::{PrincipalId, SecretId, TrustedIssuerId, VaultId, WorkspaceId};
 
 /// A named set of secrets in a workspace (`production`, `ci`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -127,4 +127,27 @@ impl Principal {
             "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public_key),
         })
     }
+}
+
+/// An external issuer of identity tokens (a CI system, a Kubernetes cluster) whose tokens, with
+/// the given audience and claims, a workspace accepts as one of its principals.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedIssuer {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "tis_01jd4v0z3c8x2m5q7w9e1r6t0y"))]
+    pub id: TrustedIssuerId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub workspace_id: WorkspaceId,
+    /// The tokens' `iss`, exactly.
+    pub issuer: String,
+    /// Where the issuer publishes its signing keys (an `https://` JWK Set).
+    pub jwks_uri: String,
+    /// The `aud` the tokens must carry.
+    pub audience: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub principal_id: PrincipalId,
+    /// Claims the tokens must carry with exactly these values (`sub`, `repository`, …).
+    pub claims: std::collections::BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
 }

@@ -54,6 +54,8 @@ pub struct Settings {
     pub clock: Clock,
     /// How often the maintenance loop runs.
     pub maintenance_every: Duration,
+    /// Where outbound calls to URLs customers give (identity issuers' key sets) may go.
+    pub outbound: authsome_domain::egress::EgressPolicy,
 }
 
 impl Settings {
@@ -77,6 +79,7 @@ impl Settings {
             mailer: None,
             clock: Clock::system(),
             maintenance_every: Duration::from_secs(5),
+            outbound: authsome_domain::egress::EgressPolicy::open().without_private(),
         }
     }
 }
@@ -141,6 +144,7 @@ impl App {
             mailer,
             clock,
             maintenance_every,
+            outbound,
         } = settings;
         // One bound on hashing for the whole process, sized for the costliest hash it makes.
         let hashers = HashPool::for_machine(
@@ -160,7 +164,8 @@ impl App {
         .with_clock(clock.clone());
         let mut control = ControlPlane::new(store, control)
             .with_clock(clock.clone())
-            .with_hash_pool(hashers);
+            .with_hash_pool(hashers)
+            .with_key_set_source(Arc::new(crate::outbound::HttpKeySets::new(outbound)));
         // One credential throttle for both APIs (replaced by Redis's below when shared).
         identity = identity.with_credential_throttle(control.credential_throttle());
         if let Some(mailer) = mailer {

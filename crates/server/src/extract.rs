@@ -179,6 +179,11 @@ impl FromRequestParts<AppState> for VaultCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(proof) = pop_proof(parts) else {
+            if let Some(token) = bearer(parts).filter(|t| t.starts_with("pat_")) {
+                let principal = state.control.authenticate_principal_token(token).await?;
+                crate::request_id::set_actor(EventActor::Principal(principal.id.clone()));
+                return Ok(Self(authsome_control::VaultActor::Principal(principal)));
+            }
             let caller = Caller::from_request_parts(parts, state).await?;
             return Ok(Self(authsome_control::VaultActor::Team(caller.actor)));
         };

@@ -56,7 +56,9 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "Control plane: a session token (`cst_…`) or management key (`wk_live_…`). \
+                        "Control plane: a session token (`cst_…`) or management key (`wk_live_…`); \
+                         on the secrets routes also a principal access token (`pat_…`, from \
+                         `/control/v1/principals/token`). \
                          Customer API: a publishable or secret key, or instead a request signed \
                          with a secret key (`X-Api-Key-Id`, `X-Timestamp`, `X-Signature`: hex \
                          HMAC-SHA256 of method, path with query, timestamp and hex SHA-256 of \
@@ -155,6 +157,12 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(vault::create_principal, vault::principals))
         .routes(routes!(vault::principal, vault::delete_principal))
         .routes(routes!(vault::bind, vault::bindings))
+        .routes(routes!(
+            vault::create_trusted_issuer,
+            vault::trusted_issuers
+        ))
+        .routes(routes!(vault::delete_trusted_issuer))
+        .routes(routes!(vault::exchange_token))
         .routes(routes!(admin::list_workspaces))
         .routes(routes!(admin::get_workspace, admin::update_workspace))
         .routes(routes!(admin::update_application))

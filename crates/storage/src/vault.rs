@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 use authsome_domain::id::PrincipalId;
+use authsome_domain::id::TrustedIssuerId;
 use authsome_domain::id::{VaultId, WorkspaceId};
 use authsome_domain::page::{Page, PageRequest};
-use authsome_domain::vault::{Binding, Principal, Secret, StoredKek, Vault};
+use authsome_domain::vault::{Binding, Principal, Secret, StoredKek, TrustedIssuer, Vault};
 use chrono::{DateTime, Utc};
 
 use crate::outbox::Outbox;
@@ -90,6 +91,18 @@ pub trait VaultRepository {
         principal: &PrincipalId,
         vault: &VaultId,
     ) -> Result<Option<Binding>>;
+
+    async fn insert_trusted_issuer(&self, trusted: &TrustedIssuer, outbox: &Outbox) -> Result<()>;
+    async fn trusted_issuers(&self, workspace: &WorkspaceId) -> Result<Vec<TrustedIssuer>>;
+    async fn delete_trusted_issuer(
+        &self,
+        workspace: &WorkspaceId,
+        id: &TrustedIssuerId,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// Every registration of `issuer`, whatever its workspace (at most `limit`): the token's
+    /// signature, audience and claims decide which, if any, it is.
+    async fn trusted_by_issuer(&self, issuer: &str, limit: u32) -> Result<Vec<TrustedIssuer>>;
 
     /// Where the workspace's background key work stands.
     async fn keyring_progress(&self, workspace: &WorkspaceId) -> Result<KeyringProgress>;
@@ -239,6 +252,39 @@ impl BindingRow {
         })
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TrustedIssuerRow {
+    pub id: String,
+    pub workspace_id: String,
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub audience: String,
+    pub principal_id: String,
+    pub claims: String,
+    pub created_at: i64,
+}
+
+impl TrustedIssuerRow {
+    pub(crate) fn into_domain(self) -> Result<TrustedIssuer> {
+        use crate::StorageError::Corrupt;
+        Ok(TrustedIssuer {
+            id: TrustedIssuerId::parse(&self.id).map_err(|_| Corrupt("trusted_issuers.id"))?,
+            workspace_id: WorkspaceId::parse(&self.workspace_id)
+                .map_err(|_| Corrupt("trusted_issuers.workspace_id"))?,
+            issuer: self.issuer,
+            jwks_uri: self.jwks_uri,
+            audience: self.audience,
+            principal_id: PrincipalId::parse(&self.principal_id)
+                .map_err(|_| Corrupt("trusted_issuers.principal_id"))?,
+            claims: crate::rows::json(&self.claims, "trusted_issuers.claims")?,
+            created_at: crate::rows::time(self.created_at, "trusted_issuers.created_at")?,
+        })
+    }
+}
+
+pub(crate) const TRUSTED_ISSUER_COLUMNS: &str =
+    "id, workspace_id, issuer, jwks_uri, audience, principal_id, claims, created_at";
 
 pub(crate) const PRINCIPAL_COLUMNS: &str = "id, workspace_id, name, public_key, created_at";
 
@@ -602,6 +648,93 @@ macro_rules! impl_vault {
                 .await?
                 .map($crate::vault::BindingRow::into_domain)
                 .transpose()
+            }
+
+            async fn insert_trusted_issuer(
+                &self,
+                t: &authsome_domain::vault::TrustedIssuer,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let claims = serde_json::to_string(&t.claims).unwrap_or_else(|_| "{}".into());
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                // The principal must be the workspace's.
+                let done = sqlx::query(
+                    "INSERT INTO trusted_issuers (id, workspace_id, issuer, jwks_uri, audience, \
+                     principal_id, claims, created_at) \
+                     SELECT $1, p.workspace_id, $3, $4, $5, p.id, $7, $8 FROM principals p \
+                     WHERE p.workspace_id = $2 AND p.id = $6",
+                )
+                .bind(t.id.as_str())
+                .bind(t.workspace_id.as_str())
+                .bind(&t.issuer)
+                .bind(&t.jwks_uri)
+                .bind(&t.audience)
+                .bind(t.principal_id.as_str())
+                .bind(&claims)
+                .bind($crate::rows::ms(t.created_at))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn trusted_issuers(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+            ) -> $crate::Result<Vec<authsome_domain::vault::TrustedIssuer>> {
+                let sql = format!(
+                    "SELECT {} FROM trusted_issuers WHERE workspace_id = $1 ORDER BY id LIMIT 1000",
+                    $crate::vault::TRUSTED_ISSUER_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::vault::TrustedIssuerRow>(&sql)
+                    .bind(workspace.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::vault::TrustedIssuerRow::into_domain)
+                    .collect()
+            }
+
+            async fn delete_trusted_issuer(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                id: &authsome_domain::id::TrustedIssuerId,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done =
+                    sqlx::query("DELETE FROM trusted_issuers WHERE workspace_id = $1 AND id = $2")
+                        .bind(workspace.as_str())
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn trusted_by_issuer(
+                &self,
+                issuer: &str,
+                limit: u32,
+            ) -> $crate::Result<Vec<authsome_domain::vault::TrustedIssuer>> {
+                let sql = format!(
+                    "SELECT {} FROM trusted_issuers WHERE issuer = $1 ORDER BY id LIMIT $2",
+                    $crate::vault::TRUSTED_ISSUER_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::vault::TrustedIssuerRow>(&sql)
+                    .bind(issuer)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::vault::TrustedIssuerRow::into_domain)
+                    .collect()
             }
 
             async fn keyring_progress(

@@ -2,11 +2,11 @@
 //! vaults, secrets (metadata), their values and versions.
 
 use authsome_control::{
-    DestroyKeyring, KeyringStatus, NewBinding, NewPrincipal, NewVault, PutSecret, RevealedSecret,
-    VaultPatch,
+    DestroyKeyring, KeyringStatus, NewBinding, NewPrincipal, NewTrustedIssuer, NewVault,
+    PrincipalToken, PutSecret, RevealedSecret, TokenExchange, VaultPatch,
 };
-use authsome_domain::id::{PrincipalId, VaultId, WorkspaceId};
-use authsome_domain::vault::{Binding, Principal, Secret, Vault};
+use authsome_domain::id::{PrincipalId, TrustedIssuerId, VaultId, WorkspaceId};
+use authsome_domain::vault::{Binding, Principal, Secret, TrustedIssuer, Vault};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 
@@ -436,5 +436,78 @@ pub async fn bindings(
     let id: PrincipalId = path_id(&id, "principal")?;
     Ok(axum::Json(
         state.control.principal_bindings(&caller.actor, &id).await?,
+    ))
+}
+
+/// Trusts an external issuer's tokens (a CI system, a Kubernetes cluster) as one principal of
+/// the workspace, when they carry the audience and every listed claim.
+#[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/trusted-issuers", tag = "vault",
+    params(("wsId" = String, Path)),
+    request_body = NewTrustedIssuer,
+    responses((status = 201, body = TrustedIssuer), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_trusted_issuer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(input): Json<NewTrustedIssuer>,
+) -> Result<(StatusCode, axum::Json<TrustedIssuer>), ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let trusted = state
+        .control
+        .create_trusted_issuer(&caller.actor, &ws, input)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(trusted)))
+}
+
+#[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/trusted-issuers", tag = "vault",
+    params(("wsId" = String, Path)),
+    responses((status = 200, body = Vec<TrustedIssuer>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn trusted_issuers(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> Result<axum::Json<Vec<TrustedIssuer>>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    Ok(axum::Json(
+        state.control.trusted_issuers(&caller.actor, &ws).await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/control/v1/workspaces/{wsId}/trusted-issuers/{tisId}", tag = "vault",
+    params(("wsId" = String, Path), ("tisId" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_trusted_issuer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let id: TrustedIssuerId = path_id(&id, "trusted issuer")?;
+    state
+        .control
+        .delete_trusted_issuer(&caller.actor, &ws, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Workload identity federation: exchanges a JWT of a trusted issuer (its signature checked
+/// against the issuer's published keys, its audience, expiry and registered claims) for a
+/// principal access token of 15 minutes, used as `Authorization: Bearer` on the secrets routes.
+#[utoipa::path(post, path = "/control/v1/principals/token", tag = "vault",
+    request_body = TokenExchange,
+    responses((status = 200, body = PrincipalToken), (status = 401, body = ErrorBody),
+        (status = "4XX", body = ErrorBody)))]
+pub async fn exchange_token(
+    State(state): State<AppState>,
+    Json(input): Json<TokenExchange>,
+) -> Result<axum::Json<PrincipalToken>, ApiError> {
+    Ok(axum::Json(
+        state
+            .control
+            .exchange_principal_token(&input.assertion)
+            .await?,
     ))
 }

@@ -47,6 +47,7 @@ mod dedicated;
 mod dpop;
 mod entry_point;
 mod events;
+mod federation;
 mod http_basics;
 mod provisioning;
 mod redis_outage;

@@ -79,3 +79,17 @@ CREATE TABLE principal_bindings (
     created_at   BIGINT NOT NULL,
     PRIMARY KEY (principal_id, vault_id)
 );
+
+-- External identity issuers a workspace trusts for one of its principals.
+CREATE TABLE trusted_issuers (
+    id           TEXT COLLATE "C" PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces (id) ON DELETE CASCADE,
+    issuer       TEXT NOT NULL,
+    jwks_uri     TEXT NOT NULL,
+    audience     TEXT NOT NULL,
+    principal_id TEXT NOT NULL REFERENCES principals (id) ON DELETE CASCADE,
+    claims       TEXT NOT NULL,
+    created_at   BIGINT NOT NULL
+);
+CREATE INDEX trusted_issuers_issuer ON trusted_issuers (issuer);
+CREATE INDEX trusted_issuers_workspace ON trusted_issuers (workspace_id, id);
