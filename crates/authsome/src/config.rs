@@ -149,6 +149,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "Dedicated applications: where platform operators may point upstreams, as CIDRs, addresses and host names (`*.` for a suffix), comma-separated, checked after resolution and again at every connection. Loopback, link-local and metadata addresses and names are refused unless listed explicitly (`127.0.0.1/32`, not `0.0.0.0/0`). Unset: any other address.",
     },
     Setting {
+        key: "vault_backend",
+        env: "AUTHSOME_VAULT_BACKEND",
+        default: Some("database"),
+        secret: false,
+        help: "Where the credential vault keeps its encrypted envelopes: `database` (the control plane's), or `redis` (AUTHSOME_REDIS_URL, under `<prefix>vault:<vaultId>:…`; envelopes only, never a key). A configured Redis that cannot be reached stops start-up; later it is a 503, never a fallback.",
+    },
+    Setting {
         key: "outbound_allow",
         env: "AUTHSOME_OUTBOUND_ALLOW",
         default: None,
@@ -388,6 +395,8 @@ pub struct Config {
     pub smtp_from: String,
     /// Where outbound calls to URLs customers give may go besides public addresses.
     pub outbound: authsome_domain::egress::EgressPolicy,
+    /// `AUTHSOME_VAULT_BACKEND=redis`: the vault's envelopes in Redis.
+    pub vault_in_redis: bool,
 }
 
 impl Config {
@@ -525,6 +534,22 @@ impl RawConfig {
                 .transpose()
         };
         let redis_url = service_url("AUTHSOME_REDIS_URL", &["redis", "rediss"])?;
+        let vault_in_redis = match self.get("AUTHSOME_VAULT_BACKEND").unwrap_or("database") {
+            "database" => false,
+            "redis" if redis_url.is_some() => true,
+            "redis" => {
+                return Err(bad(
+                    "AUTHSOME_VAULT_BACKEND",
+                    "`redis` needs AUTHSOME_REDIS_URL".to_owned(),
+                ))
+            }
+            other => {
+                return Err(bad(
+                    "AUTHSOME_VAULT_BACKEND",
+                    format!("must be `database` or `redis`, not `{other}`"),
+                ))
+            }
+        };
         let smtp_url = service_url("AUTHSOME_SMTP_URL", &["smtp", "smtps"])?;
         let smtp_from = self
             .get("AUTHSOME_SMTP_FROM")
@@ -650,6 +675,7 @@ impl RawConfig {
                 .map_err(|e| bad("AUTHSOME_UPSTREAM_ALLOW", e.to_string()))?,
             },
             smtp_url,
+            vault_in_redis,
             outbound: authsome_domain::egress::EgressPolicy::public_with(
                 self.get("AUTHSOME_OUTBOUND_ALLOW").unwrap_or_default(),
             )
@@ -835,6 +861,9 @@ mod tests {
             ("AUTHSOME_PASSWORD_DENYLIST_PATH", "/nonexistent/list.txt"),
             ("AUTHSOME_WORKER_THREADS", "0"),
             ("AUTHSOME_HEADER_TIMEOUT_SECONDS", "0"),
+            ("AUTHSOME_VAULT_BACKEND", "s3"),
+            ("AUTHSOME_VAULT_BACKEND", "redis"),
+            ("AUTHSOME_OUTBOUND_ALLOW", "not a network!"),
         ] {
             let err = gather(None, &env_of(&[(var, value)]))
                 .and_then(|r| r.parse())

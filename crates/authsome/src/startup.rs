@@ -305,6 +305,7 @@ fn settings(
     settings.app_db_connections = config.app_db_connections;
     settings.mailer = mailer(config)?;
     settings.outbound = config.outbound.clone();
+    settings.vault_in_redis = config.vault_in_redis;
     settings.http = HttpSettings {
         max_body_bytes: config.max_body_bytes,
         dpop_require_nonce: config.dpop_require_nonce,

@@ -48,8 +48,8 @@ pub use members::{Delivery, Invitation, MemberPatch, NewMember};
 pub use metering::month_bounds;
 pub use provisioning::Provisioner;
 pub use vault::{
-    DestroyKeyring, KeyringStatus, NewBinding, NewPrincipal, NewVault, PopRequest, Progress,
-    PutSecret, RevealedSecret, VaultActor, VaultPatch,
+    DestroyKeyring, EnvelopeStore, KeyringStatus, NewBinding, NewPrincipal, NewVault, PopRequest,
+    Progress, PutSecret, RevealedSecret, VaultActor, VaultPatch,
 };
 pub use workspaces::{NewWorkspace, WorkspacePatch};
 
@@ -149,6 +149,8 @@ pub struct ControlPlane {
     /// Outbound HTTP for identity issuers' key sets (workload identity federation).
     key_sets: Option<Arc<dyn federation::KeySetSource>>,
     key_set_cache: federation::KeySetCache,
+    /// Where the vault keeps envelopes when not in the database.
+    envelopes: Option<Arc<dyn vault::EnvelopeStore>>,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -177,6 +179,7 @@ impl ControlPlane {
             clock: authsome_domain::clock::Clock::system(),
             key_sets: None,
             key_set_cache: Default::default(),
+            envelopes: None,
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }
@@ -244,6 +247,12 @@ impl ControlPlane {
     /// Fetches identity issuers' key sets through `source` (workload identity federation).
     pub fn with_key_set_source(mut self, source: Arc<dyn federation::KeySetSource>) -> Self {
         self.key_sets = Some(source);
+        self
+    }
+
+    /// Keeps the vault's envelopes in `store` (Redis) instead of the database.
+    pub fn with_envelope_store(mut self, store: Arc<dyn vault::EnvelopeStore>) -> Self {
+        self.envelopes = Some(store);
         self
     }
 

@@ -9,7 +9,7 @@ use authsome_domain::master_key::MasterKey;
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{Actor, Permission, Role, Workspace};
 use authsome_domain::vault::{Principal, Secret, StoredKek, Vault, VaultPermission};
-use authsome_storage::{SecretWrite, StorageError};
+use authsome_storage::{SecretWrite, StorageError, StoredEnvelope};
 use authsome_vault::rules::{
     check_max_versions, check_value, parse_secret_name, parse_tags, parse_vault_name,
     DEFAULT_MAX_VERSIONS,
@@ -543,9 +543,10 @@ impl ControlPlane {
                 name: &name,
                 version: secret.version,
             };
-            let envelope = Envelope::seal(&kek, ctx, input.value.as_bytes())
+            let sealed = Envelope::seal(&kek, ctx, input.value.as_bytes())
                 .map_err(vault_fault)?
                 .to_bytes();
+            let envelope = self.keep_envelope(&secret, secret.version, sealed).await?;
             let write = SecretWrite {
                 secret: &secret,
                 kek_version: kek.version(),
@@ -569,12 +570,23 @@ impl ControlPlane {
                 })
                 .await;
             match written {
-                Ok(()) => {
+                Ok(pruned) => {
+                    for reference in pruned {
+                        self.forget_envelope(&reference).await;
+                    }
                     let stored = self.secret_in(&vault, &name).await?;
                     return Ok((stored, created));
                 }
-                Err(ControlError::PreconditionFailed(_)) if if_match.is_none() => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Nothing names what was stored for the failed write: forget it.
+                    if let StoredEnvelope::External(reference) = &envelope {
+                        self.forget_envelope(reference).await;
+                    }
+                    match e {
+                        ControlError::PreconditionFailed(_) if if_match.is_none() => continue,
+                        e => return Err(e),
+                    }
+                }
             }
         }
         Err(ControlError::Conflict(
@@ -598,11 +610,12 @@ impl ControlPlane {
             return Err(ControlError::NotFound("secret"));
         }
         let version = version.unwrap_or(secret.version);
-        let (kek_version, bytes) = self
+        let (kek_version, stored) = self
             .store
             .secret_envelope(&secret, version)
             .await?
             .ok_or(ControlError::NotFound("secret version"))?;
+        let bytes = self.envelope_bytes(&stored).await?;
         let kek = self.kek_version(&vault.workspace_id, kek_version).await?;
         let ctx = SecretContext {
             workspace: &vault.workspace_id,
@@ -691,12 +704,16 @@ impl ControlPlane {
         }
         let at = self.clock.now();
         let event = secret_event("vault.secret.version_destroyed", &secret, version);
-        self.audited(Some(actor), vec![event], async |outbox| {
-            self.store
-                .destroy_secret_version(&secret, version, at, outbox)
-                .await
-        })
-        .await?;
+        let reference = self
+            .audited(Some(actor), vec![event], async |outbox| {
+                self.store
+                    .destroy_secret_version(&secret, version, at, outbox)
+                    .await
+            })
+            .await?;
+        if let Some(reference) = reference {
+            self.forget_envelope(&reference).await;
+        }
         self.secret_in(&vault, name).await
     }
 
@@ -843,7 +860,13 @@ impl ControlPlane {
                 name: &row.name,
                 version,
             };
-            let Ok(envelope) = Envelope::from_bytes(&row.envelope) else {
+            let Some(stored) =
+                StoredEnvelope::from_columns(row.envelope.clone(), row.envelope_ref.clone())
+            else {
+                continue;
+            };
+            let bytes = self.envelope_bytes(&stored).await?;
+            let Ok(envelope) = Envelope::from_bytes(&bytes) else {
                 tracing::error!(secret = %row.secret_id, version, "a stored envelope is malformed");
                 continue;
             };
@@ -865,12 +888,23 @@ impl ControlPlane {
             };
             match next {
                 Ok(next) => {
+                    let secret_id = SecretId::parse(&row.secret_id).map_err(|_| {
+                        ControlError::Storage(StorageError::Corrupt("vault_secret_versions"))
+                    })?;
+                    let kept = self
+                        .keep_envelope_of(&vault, &secret_id, version, next.to_bytes())
+                        .await?;
                     if self
                         .store
-                        .replace_envelope(&row, to, &next.to_bytes(), sealed_at)
+                        .replace_envelope(&row, to, &kept, sealed_at)
                         .await?
                     {
                         replaced += 1;
+                        if let StoredEnvelope::External(old) = &stored {
+                            self.forget_envelope(old).await;
+                        }
+                    } else if let StoredEnvelope::External(new) = &kept {
+                        self.forget_envelope(new).await;
                     }
                 }
                 Err(e) => {
@@ -1160,5 +1194,98 @@ impl ControlPlane {
                 .change("reason", why)
                 .actor(EventActor::Principal(principal.id.clone())),
         );
+    }
+}
+
+/// Where the vault keeps envelopes when not in the database (`AUTHSOME_VAULT_BACKEND=redis`):
+/// opaque bytes under names, encrypted before they get here; the master key never goes there.
+#[async_trait::async_trait]
+pub trait EnvelopeStore: Send + Sync {
+    async fn put(&self, name: &str, value: &[u8]) -> std::result::Result<(), String>;
+    async fn get(&self, name: &str) -> std::result::Result<Option<Vec<u8>>, String>;
+    async fn delete(&self, name: &str) -> std::result::Result<(), String>;
+}
+
+#[async_trait::async_trait]
+impl EnvelopeStore for authsome_gateway::RedisBlobs {
+    async fn put(&self, name: &str, value: &[u8]) -> std::result::Result<(), String> {
+        authsome_gateway::RedisBlobs::put(self, name, value)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, name: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+        authsome_gateway::RedisBlobs::get(self, name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn delete(&self, name: &str) -> std::result::Result<(), String> {
+        authsome_gateway::RedisBlobs::delete(self, name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn backend_down(e: String) -> ControlError {
+    tracing::error!(error = %e, "vault backend unavailable");
+    ControlError::Unavailable("the vault's backend is unavailable; retry".into())
+}
+
+impl ControlPlane {
+    /// Keeps a sealed envelope where the vault's backend says: in the row (returned inline), or
+    /// stored now in the external store under a name unique to this write.
+    async fn keep_envelope(
+        &self,
+        secret: &Secret,
+        version: u32,
+        sealed: Vec<u8>,
+    ) -> Result<StoredEnvelope> {
+        self.keep_envelope_of(&secret.vault_id, &secret.id, version, sealed)
+            .await
+    }
+
+    async fn keep_envelope_of(
+        &self,
+        vault: &VaultId,
+        secret: &SecretId,
+        version: u32,
+        sealed: Vec<u8>,
+    ) -> Result<StoredEnvelope> {
+        let Some(store) = &self.envelopes else {
+            return Ok(StoredEnvelope::Inline(sealed));
+        };
+        let unique = hex::encode(rand::random::<[u8; 12]>());
+        let name = format!("vault:{vault}:{secret}:{version}:{unique}");
+        store.put(&name, &sealed).await.map_err(backend_down)?;
+        Ok(StoredEnvelope::External(name))
+    }
+
+    async fn envelope_bytes(&self, stored: &StoredEnvelope) -> Result<Vec<u8>> {
+        match stored {
+            StoredEnvelope::Inline(bytes) => Ok(bytes.clone()),
+            StoredEnvelope::External(name) => {
+                let store = self.envelopes.as_ref().ok_or_else(|| {
+                    ControlError::Unavailable(
+                        "this secret is kept in Redis, which this server is not configured for"
+                            .into(),
+                    )
+                })?;
+                store
+                    .get(name)
+                    .await
+                    .map_err(backend_down)?
+                    .ok_or_else(|| vault_fault(VaultError::Malformed))
+            }
+        }
+    }
+
+    /// Forgets an envelope nothing names any more (best effort: what is left is ciphertext).
+    async fn forget_envelope(&self, name: &str) {
+        if let Some(store) = &self.envelopes {
+            if let Err(e) = store.delete(name).await {
+                tracing::warn!(error = %e, "an unused vault envelope stays in the backend");
+            }
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Entry-point policy of the customer API: rate limits per key with GCRA (the generic cell rate
 //! algorithm), either in process (one replica, no services) or as one atomic Redis script so
 //! the limit holds across any number of replicas; and replay caches for one-time values
-//! (request signatures), in process or in Redis; and the forwarding hop to dedicated instances
+//! (request signatures), in process or in Redis; opaque values in Redis under given names
+//! ([`RedisBlobs`], the vault's envelopes when it keeps them there); and the forwarding hop to dedicated instances
 //! ([`proxy`]: balancing, health checks, retries, timeouts, on HTTP/1.1 connections it drives
 //! itself with `h1`'s framing; [`forward`]: header hygiene and the gateway's signed assertion).
 //!
@@ -10,6 +11,7 @@
 //! and it is given a prepared request and a list of upstreams and forwards it.
 
 mod acl;
+mod blobs;
 mod channel;
 pub mod forward;
 pub mod h1;
@@ -25,6 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use acl::RedisAppUsers;
+pub use blobs::RedisBlobs;
 pub use channel::RedisChannel;
 pub use redis_limiter::RedisLimiter;
 pub use replay::{InProcessReplayCache, RedisReplayCache, ReplayCache};

@@ -56,6 +56,8 @@ pub struct Settings {
     pub maintenance_every: Duration,
     /// Where outbound calls to URLs customers give (identity issuers' key sets) may go.
     pub outbound: authsome_domain::egress::EgressPolicy,
+    /// Keep the vault's envelopes in the shared Redis (`AUTHSOME_VAULT_BACKEND=redis`).
+    pub vault_in_redis: bool,
 }
 
 impl Settings {
@@ -80,6 +82,7 @@ impl Settings {
             clock: Clock::system(),
             maintenance_every: Duration::from_secs(5),
             outbound: authsome_domain::egress::EgressPolicy::open().without_private(),
+            vault_in_redis: false,
         }
     }
 }
@@ -145,6 +148,7 @@ impl App {
             clock,
             maintenance_every,
             outbound,
+            vault_in_redis,
         } = settings;
         // One bound on hashing for the whole process, sized for the costliest hash it makes.
         let hashers = HashPool::for_machine(
@@ -170,6 +174,12 @@ impl App {
         identity = identity.with_credential_throttle(control.credential_throttle());
         if let Some(mailer) = mailer {
             control = control.with_mailer(mailer);
+        }
+        if vault_in_redis && matches!(shared, SharedState::InProcess) {
+            return Err(BuildError {
+                setting: "AUTHSOME_VAULT_BACKEND",
+                message: "`redis` needs AUTHSOME_REDIS_URL".into(),
+            });
         }
         let (limiter, replay, channel, app_users): (
             Arc<dyn RateLimiter>,
@@ -213,6 +223,15 @@ impl App {
                 let replay = RedisReplayCache::connect(url.as_str(), prefix)
                     .await
                     .map_err(redis_error)?;
+                if vault_in_redis {
+                    let blobs = authsome_gateway::RedisBlobs::connect(url.as_str(), prefix)
+                        .await
+                        .map_err(|e| BuildError {
+                            setting: "AUTHSOME_VAULT_BACKEND",
+                            message: format!("Redis cannot be reached: {e}"),
+                        })?;
+                    control = control.with_envelope_store(Arc::new(blobs));
+                }
                 let channel =
                     RedisChannel::connect(url.as_str(), &format!("{prefix}invalidations"))
                         .await

@@ -38,7 +38,7 @@ pub use audit::{
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use vault::{KeyringProgress, PendingEnvelope, SecretWrite, VaultRepository};
+pub use vault::{KeyringProgress, PendingEnvelope, SecretWrite, StoredEnvelope, VaultRepository};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

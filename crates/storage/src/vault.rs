@@ -12,13 +12,39 @@ use chrono::{DateTime, Utc};
 use crate::outbox::Outbox;
 use crate::Result;
 
+/// Where a version's envelope is kept: in its row, or in the vault's external store
+/// (`AUTHSOME_VAULT_BACKEND=redis`) under a reference unique to the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredEnvelope {
+    Inline(Vec<u8>),
+    External(String),
+}
+
+impl StoredEnvelope {
+    pub(crate) fn columns(&self) -> (Option<&[u8]>, Option<&str>) {
+        match self {
+            Self::Inline(bytes) => (Some(bytes), None),
+            Self::External(reference) => (None, Some(reference)),
+        }
+    }
+
+    /// The envelope of a row's two columns; `None` when it has neither (destroyed).
+    pub fn from_columns(inline: Option<Vec<u8>>, reference: Option<String>) -> Option<Self> {
+        match (inline, reference) {
+            (Some(bytes), _) => Some(Self::Inline(bytes)),
+            (None, Some(reference)) => Some(Self::External(reference)),
+            (None, None) => None,
+        }
+    }
+}
+
 /// A new version of a secret, as the control plane sealed it.
 pub struct SecretWrite<'a> {
     /// The secret's metadata after the write: `version` is the new version's number, one past
     /// the stored latest (none stored: 1, and the secret is created with `id`).
     pub secret: &'a Secret,
     pub kek_version: u32,
-    pub envelope: &'a [u8],
+    pub envelope: &'a StoredEnvelope,
     pub created_by: Option<&'a str>,
     /// Versions beyond the newest this many are removed in the same transaction.
     pub max_versions: u32,
@@ -115,7 +141,7 @@ pub trait VaultRepository {
         &self,
         pending: &PendingEnvelope,
         kek_version: u32,
-        envelope: &[u8],
+        envelope: &StoredEnvelope,
         sealed_at: Option<DateTime<Utc>>,
     ) -> Result<bool>;
 
@@ -151,13 +177,18 @@ pub trait VaultRepository {
     ) -> Result<Option<Secret>>;
     /// Stores a new version if the stored latest is still the one before it (`State("stale")`
     /// otherwise, nothing written), updates the metadata and prunes old versions, atomically.
-    async fn put_secret_version(&self, write: &SecretWrite<'_>, outbox: &Outbox) -> Result<()>;
+    /// Returns the external references of the versions it pruned (for their store to forget).
+    async fn put_secret_version(
+        &self,
+        write: &SecretWrite<'_>,
+        outbox: &Outbox,
+    ) -> Result<Vec<String>>;
     /// A version's envelope and KEK version; `None` for an unknown or destroyed version.
     async fn secret_envelope(
         &self,
         secret: &Secret,
         version: u32,
-    ) -> Result<Option<(u32, Vec<u8>)>>;
+    ) -> Result<Option<(u32, StoredEnvelope)>>;
     /// Soft-deletes (`Some(time)`) or restores (`None`) a secret.
     async fn set_secret_deleted(
         &self,
@@ -165,14 +196,15 @@ pub trait VaultRepository {
         deleted_at: Option<DateTime<Utc>>,
         outbox: &Outbox,
     ) -> Result<()>;
-    /// Removes a version's envelope for good (`State` when already destroyed).
+    /// Removes a version's envelope for good (`State` when already destroyed); its external
+    /// reference, if it had one, for the store to forget.
     async fn destroy_secret_version(
         &self,
         secret: &Secret,
         version: u32,
         at: DateTime<Utc>,
         outbox: &Outbox,
-    ) -> Result<()>;
+    ) -> Result<Option<String>>;
 }
 
 /// Where a workspace's keyring stands.
@@ -199,7 +231,8 @@ pub struct PendingEnvelope {
     pub name: String,
     pub version: i64,
     pub kek_version: i64,
-    pub envelope: Vec<u8>,
+    pub envelope: Option<Vec<u8>>,
+    pub envelope_ref: Option<String>,
     pub sealed_at: i64,
     /// The workspace's newest live KEK version.
     pub current_kek: i64,
@@ -751,13 +784,13 @@ macro_rules! impl_vault {
                 ) = sqlx::query_as(
                     "SELECT (SELECT MAX(version) FROM vault_keks WHERE workspace_id = $1), \
                      (SELECT COUNT(*) FROM vault_secret_versions \
-                      WHERE workspace_id = $1 AND envelope IS NOT NULL), \
+                      WHERE workspace_id = $1 AND destroyed_at IS NULL), \
                      (SELECT COUNT(*) FROM vault_secret_versions v WHERE v.workspace_id = $1 \
-                      AND v.envelope IS NOT NULL AND v.kek_version = \
+                      AND v.destroyed_at IS NULL AND v.kek_version = \
                       (SELECT MAX(version) FROM vault_keks WHERE workspace_id = $1)), \
                      (SELECT rekey_requested_at FROM vault_keyrings WHERE workspace_id = $1), \
                      (SELECT COUNT(*) FROM vault_secret_versions v WHERE v.workspace_id = $1 \
-                      AND v.envelope IS NOT NULL AND v.sealed_at >= COALESCE( \
+                      AND v.destroyed_at IS NULL AND v.sealed_at >= COALESCE( \
                       (SELECT rekey_requested_at FROM vault_keyrings WHERE workspace_id = $1), 0)), \
                      (SELECT destroyed_at FROM vault_keyrings WHERE workspace_id = $1)",
                 )
@@ -790,11 +823,12 @@ macro_rules! impl_vault {
                         WHERE r.workspace_id = k.workspace_id) AS rekey_requested_at \
                        FROM vault_keks k WHERE k.sealed IS NOT NULL GROUP BY k.workspace_id) \
                      SELECT v.workspace_id, s.vault_id, v.secret_id, s.name, v.version, \
-                       v.kek_version, v.envelope, v.sealed_at, r.current_kek, r.rekey_requested_at \
+                       v.kek_version, v.envelope, v.envelope_ref, v.sealed_at, r.current_kek, \
+                       r.rekey_requested_at \
                      FROM rings r \
                      JOIN vault_secret_versions v ON v.workspace_id = r.workspace_id \
                      JOIN vault_secrets s ON s.id = v.secret_id \
-                     WHERE v.envelope IS NOT NULL \
+                     WHERE v.destroyed_at IS NULL \
                        AND (v.kek_version < r.current_kek \
                             OR v.sealed_at < COALESCE(r.rekey_requested_at, 0)) \
                        AND EXISTS (SELECT 1 FROM vault_keks o WHERE o.workspace_id = v.workspace_id \
@@ -810,23 +844,25 @@ macro_rules! impl_vault {
                 &self,
                 pending: &$crate::vault::PendingEnvelope,
                 kek_version: u32,
-                envelope: &[u8],
+                envelope: &$crate::vault::StoredEnvelope,
                 sealed_at: Option<chrono::DateTime<chrono::Utc>>,
             ) -> $crate::Result<bool> {
+                let (inline, reference) = envelope.columns();
                 let done = sqlx::query(
                     "UPDATE vault_secret_versions SET kek_version = $1, envelope = $2, \
-                     sealed_at = COALESCE($3, sealed_at) \
+                     sealed_at = COALESCE($3, sealed_at), envelope_ref = $9 \
                      WHERE workspace_id = $4 AND secret_id = $5 AND version = $6 \
-                     AND kek_version = $7 AND sealed_at = $8 AND envelope IS NOT NULL",
+                     AND kek_version = $7 AND sealed_at = $8 AND destroyed_at IS NULL",
                 )
                 .bind(i64::from(kek_version))
-                .bind(envelope)
+                .bind(inline)
                 .bind($crate::rows::opt_ms(sealed_at))
                 .bind(&pending.workspace_id)
                 .bind(&pending.secret_id)
                 .bind(pending.version)
                 .bind(pending.kek_version)
                 .bind(pending.sealed_at)
+                .bind(reference)
                 .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -1044,7 +1080,7 @@ macro_rules! impl_vault {
                 &self,
                 write: &$crate::vault::SecretWrite<'_>,
                 outbox: &$crate::outbox::Outbox,
-            ) -> $crate::Result<()> {
+            ) -> $crate::Result<Vec<String>> {
                 let s = write.secret;
                 let stale = $crate::StorageError::State("stale");
                 let mut w = self.writer().await?;
@@ -1094,52 +1130,54 @@ macro_rules! impl_vault {
                 }
                 sqlx::query(
                     "INSERT INTO vault_secret_versions (secret_id, workspace_id, version, \
-                     kek_version, envelope, created_by, created_at, sealed_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                     kek_version, envelope, created_by, created_at, sealed_at, envelope_ref) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
                 )
                 .bind(s.id.as_str())
                 .bind(s.workspace_id.as_str())
                 .bind(i64::from(s.version))
                 .bind(i64::from(write.kek_version))
-                .bind(write.envelope)
+                .bind(write.envelope.columns().0)
                 .bind(write.created_by)
                 .bind($crate::rows::ms(s.updated_at))
+                .bind(write.envelope.columns().1)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
+                let pruned: Vec<Option<String>> = sqlx::query_scalar(
                     "DELETE FROM vault_secret_versions WHERE workspace_id = $1 \
-                     AND secret_id = $2 AND version <= $3",
+                     AND secret_id = $2 AND version <= $3 RETURNING envelope_ref",
                 )
                 .bind(s.workspace_id.as_str())
                 .bind(s.id.as_str())
                 .bind(i64::from(s.version) - i64::from(write.max_versions))
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
-                commit_with_outbox(tx, outbox).await
+                commit_with_outbox(tx, outbox).await?;
+                Ok(pruned.into_iter().flatten().collect())
             }
 
             async fn secret_envelope(
                 &self,
                 secret: &authsome_domain::vault::Secret,
                 version: u32,
-            ) -> $crate::Result<Option<(u32, Vec<u8>)>> {
-                let row: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
-                    "SELECT kek_version, envelope FROM vault_secret_versions \
-                     WHERE workspace_id = $1 AND secret_id = $2 AND version = $3",
+            ) -> $crate::Result<Option<(u32, $crate::vault::StoredEnvelope)>> {
+                let row: Option<(i64, Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
+                    "SELECT kek_version, envelope, envelope_ref FROM vault_secret_versions \
+                     WHERE workspace_id = $1 AND secret_id = $2 AND version = $3 \
+                     AND destroyed_at IS NULL",
                 )
                 .bind(secret.workspace_id.as_str())
                 .bind(secret.id.as_str())
                 .bind(i64::from(version))
                 .fetch_optional(&self.pool)
                 .await?;
-                match row {
-                    Some((kek, Some(envelope))) => Ok(Some((
-                        u32::try_from(kek)
-                            .map_err(|_| $crate::StorageError::Corrupt("kek_version"))?,
-                        envelope,
-                    ))),
-                    _ => Ok(None),
-                }
+                let Some((kek, inline, reference)) = row else {
+                    return Ok(None);
+                };
+                let kek = u32::try_from(kek)
+                    .map_err(|_| $crate::StorageError::Corrupt("kek_version"))?;
+                Ok($crate::vault::StoredEnvelope::from_columns(inline, reference)
+                    .map(|envelope| (kek, envelope)))
             }
 
             async fn set_secret_deleted(
@@ -1175,13 +1213,27 @@ macro_rules! impl_vault {
                 version: u32,
                 at: chrono::DateTime<chrono::Utc>,
                 outbox: &$crate::outbox::Outbox,
-            ) -> $crate::Result<()> {
+            ) -> $crate::Result<Option<String>> {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                let done = sqlx::query(
-                    "UPDATE vault_secret_versions SET envelope = NULL, destroyed_at = $1 \
+                let reference: Option<Option<String>> = sqlx::query_scalar(
+                    "UPDATE vault_secret_versions SET destroyed_at = $1 \
                      WHERE workspace_id = $2 AND secret_id = $3 AND version = $4 \
-                     AND destroyed_at IS NULL",
+                     AND destroyed_at IS NULL RETURNING envelope_ref",
+                )
+                .bind($crate::rows::ms(at))
+                .bind(secret.workspace_id.as_str())
+                .bind(secret.id.as_str())
+                .bind(i64::from(version))
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(reference) = reference else {
+                    return Err($crate::StorageError::State("the version is already destroyed"));
+                };
+                let done = sqlx::query(
+                    "UPDATE vault_secret_versions SET envelope = NULL, envelope_ref = NULL \
+                     WHERE workspace_id = $2 AND secret_id = $3 AND version = $4 \
+                     AND destroyed_at = $1",
                 )
                 .bind($crate::rows::ms(at))
                 .bind(secret.workspace_id.as_str())
@@ -1192,7 +1244,8 @@ macro_rules! impl_vault {
                 if done.rows_affected() == 0 {
                     return Err($crate::StorageError::State("the version is already destroyed"));
                 }
-                commit_with_outbox(tx, outbox).await
+                commit_with_outbox(tx, outbox).await?;
+                Ok(reference)
             }
         }
     };

@@ -2288,7 +2288,7 @@ async fn sqlite_wal_is_checkpointed_after_writes() {
 async fn vault_versions_are_checked_pruned_and_scoped(store: Arc<dyn Store>) {
     use authsome_domain::id::{SecretId, VaultId};
     use authsome_domain::vault::{Secret, StoredKek, Vault};
-    use authsome_storage::SecretWrite;
+    use authsome_storage::{SecretWrite, StoredEnvelope};
 
     let (ws, _, _) = seeded(&store, "vaulted").await;
     let (other, _, _) = seeded(&store, "elsewhere").await;
@@ -2355,14 +2355,18 @@ async fn vault_versions_are_checked_pruned_and_scoped(store: Arc<dyn Store>) {
         let secret = secret.clone();
         let store = store.clone();
         async move {
+            let envelope = StoredEnvelope::Inline(envelope.to_vec());
             let write = SecretWrite {
                 secret: &secret,
                 kek_version: 1,
-                envelope,
+                envelope: &envelope,
                 created_by: Some("acc_x"),
                 max_versions: 2,
             };
-            store.put_secret_version(&write, &Outbox::empty()).await
+            store
+                .put_secret_version(&write, &Outbox::empty())
+                .await
+                .map(|_| ())
         }
     };
     put(&secret, b"one").await.unwrap();
@@ -2395,7 +2399,7 @@ async fn vault_versions_are_checked_pruned_and_scoped(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store.secret_envelope(&read, 3).await.unwrap(),
-        Some((1, b"three".to_vec()))
+        Some((1, StoredEnvelope::Inline(b"three".to_vec())))
     );
     assert_eq!(store.secret_envelope(&read, 1).await.unwrap(), None);
     assert!(store

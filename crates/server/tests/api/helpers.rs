@@ -30,6 +30,8 @@ pub struct TestApp {
     pub db_url: String,
     /// The time the server decides by: moved forward by a test instead of sleeping.
     pub clock: authsome_domain::clock::Clock,
+    /// Where the vault keeps envelopes when they are in Redis.
+    pub vault_redis: Option<VaultRedis>,
     _guard: Box<dyn std::any::Any + Send>,
 }
 
@@ -179,6 +181,57 @@ pub async fn spawn_with_redis_at(url: &str) -> Option<TestApp> {
     Some(app)
 }
 
+/// The Redis key prefix of the app from [`spawn_vault_in_redis`], and a client of it.
+pub struct VaultRedis {
+    pub prefix: String,
+    pub client: redis::Client,
+}
+
+/// An app on SQLite whose vault keeps its envelopes in Redis (`AUTHSOME_VAULT_BACKEND=redis`,
+/// a fresh prefix). `None` outside CI without Redis; in CI an unreachable Redis fails.
+pub async fn spawn_vault_in_redis() -> Option<TestApp> {
+    let url = std::env::var("AUTHSOME_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    spawn_vault_in_redis_at(&url).await
+}
+
+/// [`spawn_vault_in_redis`] with the Redis at `url`.
+pub async fn spawn_vault_in_redis_at(url: &str) -> Option<TestApp> {
+    let url = url.to_owned();
+    let prefix = redis_prefix();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("cp.db").display());
+    let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    let apps = AppDatabaseConfig::Sqlite {
+        dir: dir.path().join("apps"),
+    };
+    let built = serve_with(
+        Arc::new(store),
+        apps,
+        HttpSettings::default(),
+        Box::new(dir),
+        redis_state(&url, &prefix),
+        None,
+        Some(|s: &mut Settings| s.vault_in_redis = true),
+    )
+    .await;
+    let mut app = match built {
+        Ok(app) => app,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and Redis is unreachable at {url}: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping the Redis vault test: {e}");
+            return None;
+        }
+    };
+    app.db_url = db_url;
+    let client = redis::Client::open(url).unwrap();
+    app.vault_redis = Some(VaultRedis { prefix, client });
+    Some(app)
+}
+
 /// Two replicas on one SQLite control plane whose shared state lives in Redis under a fresh
 /// prefix: the first as a `TestApp`, the second's base URL. `None` outside CI without Redis.
 pub async fn spawn_two_replicas_with_redis() -> Option<(TestApp, String)> {
@@ -295,6 +348,7 @@ async fn serve_with(
         apps_dir: None,
         db_url: String::new(),
         clock,
+        vault_redis: None,
         _guard: Box::new((guard, app)),
     })
 }

@@ -168,3 +168,77 @@ async fn redis_going_away_fails_closed_for_security_state_and_recovers() {
         .unwrap();
     assert_eq!(signed.status(), 200);
 }
+
+/// The vault's envelopes in Redis: while Redis is away, values are neither read nor written
+/// (503, nothing half-written, no fallback to the database); both work again once it is back.
+#[tokio::test]
+async fn a_vault_in_redis_answers_503_while_redis_is_away() {
+    let redis = std::env::var("AUTHSOME_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let target = redis
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    if TcpStream::connect(&target).await.is_err() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI=true and Redis is unreachable at {redis}"
+        );
+        return;
+    }
+    let proxy = Proxy::start(&target).await;
+    let app = spawn_vault_in_redis_at(&format!("redis://127.0.0.1:{}", proxy.port))
+        .await
+        .expect("connected through the proxy");
+    let t = app.tenant("VaultOutage").await;
+    let tok = &t.owner_token;
+    let v = app
+        .post(
+            &format!("/control/v1/workspaces/{}/vaults", t.ws),
+            tok,
+            json!({"name": "v"}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret = format!("/control/v1/vaults/{v}/secrets/KEY");
+    let put = |value: &'static str| {
+        app.client
+            .put(format!("{}{secret}", app.base))
+            .bearer_auth(tok)
+            .json(&json!({"value": value}))
+            .send()
+    };
+    assert_eq!(put("one").await.unwrap().status(), 201);
+
+    proxy.down();
+    let read = app.get(&format!("{secret}/value"), tok).await;
+    assert_error(&read, 503, "service_unavailable");
+    let write = TestApp::read(put("two").await.unwrap()).await;
+    assert_error(&write, 503, "service_unavailable");
+    let meta = app.get(&secret, tok).await;
+    assert_eq!(
+        meta.body["version"], 1,
+        "nothing half-written: {}",
+        meta.body
+    );
+
+    proxy.up().await;
+    let started = Instant::now();
+    loop {
+        let read = app.get(&format!("{secret}/value"), tok).await;
+        if read.status == 200 {
+            assert_eq!(read.body["value"], "one");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no recovery: {}",
+            read.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(put("two").await.unwrap().status(), 200);
+}

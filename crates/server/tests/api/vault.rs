@@ -15,6 +15,29 @@ on_both_backends!(
     principals_read_only_their_bound_vaults_with_fresh_proofs,
 );
 
+/// The same scenarios with the vault's envelopes in Redis (`AUTHSOME_VAULT_BACKEND=redis`).
+mod redis_backend {
+    macro_rules! in_redis {
+        ($($name:ident),* $(,)?) => {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(app) = crate::helpers::spawn_vault_in_redis().await {
+                    super::$name(app).await;
+                }
+            })*
+        };
+    }
+
+    in_redis!(
+        secrets_are_versioned_checked_and_listed_without_values,
+        the_roles_decide_who_reads_values_and_every_read_is_audited,
+        stored_values_are_envelopes_that_open_only_where_sealed,
+        rotation_rewraps_in_the_background_and_rekey_reseals_every_value,
+        destroyed_keys_leave_nothing_that_opens,
+        principals_read_only_their_bound_vaults_with_fresh_proofs,
+    );
+}
+
 async fn put(
     app: &TestApp,
     token: &str,
@@ -403,6 +426,99 @@ async fn audit_entries(app: &TestApp, token: &str, ws: &str) -> Vec<Value> {
 
 /// Runs one statement on the control-plane database, past the API (as an attacker with the
 /// database would).
+/// Every live version's envelope, ordered by secret name and version: `(name, version, KEK
+/// version, bytes)`, from its row or, when the vault keeps it there, from Redis.
+async fn envelopes(app: &TestApp, ws: &str) -> Vec<(String, i64, i64, Vec<u8>)> {
+    type Row = (String, i64, i64, Option<Vec<u8>>, Option<String>);
+    let sql = format!(
+        "SELECT s.name, v.version, v.kek_version, v.envelope, v.envelope_ref \
+         FROM vault_secret_versions v JOIN vault_secrets s ON s.id = v.secret_id \
+         WHERE v.workspace_id = '{ws}' AND v.destroyed_at IS NULL ORDER BY s.name, v.version"
+    );
+    let rows: Vec<Row> = if app.db_url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(&sql).fetch_all(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
+        sqlx::query_as(&sql).fetch_all(&pool).await.unwrap()
+    };
+    let mut out = Vec::new();
+    for (name, version, kek, inline, reference) in rows {
+        let bytes = match (inline, reference, &app.vault_redis) {
+            (Some(bytes), None, None) => bytes,
+            (None, Some(reference), Some(redis)) => redis_get(redis, &reference).await,
+            (inline, reference, redis) => panic!(
+                "{name} v{version} is not where the backend keeps it: inline {}, ref {reference:?}, redis {}",
+                inline.is_some(),
+                redis.is_some()
+            ),
+        };
+        out.push((name, version, kek, bytes));
+    }
+    out
+}
+
+async fn redis_get(redis: &VaultRedis, reference: &str) -> Vec<u8> {
+    let mut c = redis
+        .client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("GET")
+        .arg(format!("{}{reference}", redis.prefix))
+        .query_async::<Vec<u8>>(&mut c)
+        .await
+        .unwrap()
+}
+
+/// Replaces the stored envelope of every version of secret `name` with `bytes`, past the API
+/// (in the row, or in Redis).
+async fn overwrite_envelopes(app: &TestApp, ws: &str, name: &str, bytes: &[u8]) {
+    let sql = format!(
+        "SELECT v.envelope_ref FROM vault_secret_versions v \
+         JOIN vault_secrets s ON s.id = v.secret_id \
+         WHERE v.workspace_id = '{ws}' AND s.name = '{name}'"
+    );
+    if let Some(redis) = &app.vault_redis {
+        let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        let refs: Vec<Option<String>> = sqlx::query_scalar(&sql).fetch_all(&pool).await.unwrap();
+        let mut c = redis
+            .client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        for reference in refs.into_iter().flatten() {
+            redis::cmd("SET")
+                .arg(format!("{}{reference}", redis.prefix))
+                .arg(bytes)
+                .query_async::<()>(&mut c)
+                .await
+                .unwrap();
+        }
+        return;
+    }
+    let update = format!(
+        "UPDATE vault_secret_versions SET envelope = $1 WHERE workspace_id = '{ws}' \
+         AND secret_id = (SELECT id FROM vault_secrets WHERE name = '{name}' \
+         AND workspace_id = '{ws}')"
+    );
+    if app.db_url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
+        sqlx::query(&update)
+            .bind(bytes)
+            .execute(&pool)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(&app.db_url).await.unwrap();
+        sqlx::query(&update)
+            .bind(bytes)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}
+
 async fn raw(app: &TestApp, sql: &str) -> Vec<Vec<u8>> {
     if app.db_url.starts_with("sqlite") {
         let pool = sqlx::SqlitePool::connect(&app.db_url).await.unwrap();
@@ -442,9 +558,9 @@ async fn stored_values_are_envelopes_that_open_only_where_sealed(app: TestApp) {
     )
     .await;
 
-    let envelopes = raw(&app, "SELECT envelope FROM vault_secret_versions").await;
-    assert_eq!(envelopes.len(), 2);
-    for e in &envelopes {
+    let stored = envelopes(&app, &t.ws).await;
+    assert_eq!(stored.len(), 2);
+    for (_, _, _, e) in &stored {
         assert!(e.starts_with(b"AV1"));
         let text = String::from_utf8_lossy(e);
         assert!(!text.contains("plaintext"), "a value stored in the clear");
@@ -453,13 +569,13 @@ async fn stored_values_are_envelopes_that_open_only_where_sealed(app: TestApp) {
     assert_eq!(keks.len(), 1, "one key-encryption key for the workspace");
 
     // ALPHA's envelope copied over BRAVO's row: its AAD names ALPHA, so it does not open.
-    raw(
-        &app,
-        "UPDATE vault_secret_versions SET envelope = (SELECT v.envelope FROM vault_secret_versions v \
-         JOIN vault_secrets s ON s.id = v.secret_id WHERE s.name = 'ALPHA') \
-         WHERE secret_id = (SELECT id FROM vault_secrets WHERE name = 'BRAVO') RETURNING envelope",
-    )
-    .await;
+    let alpha = stored
+        .iter()
+        .find(|(n, ..)| n == "ALPHA")
+        .unwrap()
+        .3
+        .clone();
+    overwrite_envelopes(&app, &t.ws, "BRAVO", &alpha).await;
     let moved = value(&app, tok, &v, "BRAVO", "").await;
     assert_error(&moved, 500, "internal_error");
     assert!(!moved.body.to_string().contains("alpha"), "{}", moved.body);
@@ -475,12 +591,7 @@ async fn stored_values_are_envelopes_that_open_only_where_sealed(app: TestApp) {
     assert_eq!(failed["changes"]["name"], "BRAVO");
 
     // A truncated envelope is refused the same way.
-    raw(
-        &app,
-        "UPDATE vault_secret_versions SET envelope = substr(envelope, 1, 3) \
-         WHERE secret_id = (SELECT id FROM vault_secrets WHERE name = 'ALPHA') RETURNING envelope",
-    )
-    .await;
+    overwrite_envelopes(&app, &t.ws, "ALPHA", &alpha[..3]).await;
     assert_error(
         &value(&app, tok, &v, "ALPHA", "").await,
         500,
@@ -551,12 +662,11 @@ async fn rotation_rewraps_in_the_background_and_rekey_reseals_every_value(app: T
         keyring(&app, tok, &t.ws, "").await["rewrap"],
         json!({"done": 5, "total": 5})
     );
-    let versions = rows(
-        &app,
-        "SELECT secret_id, envelope, kek_version FROM vault_secret_versions",
-    )
-    .await;
-    assert!(versions.iter().all(|(_, _, kek)| *kek == 2));
+    let versions = envelopes(&app, &t.ws).await;
+    assert_eq!(versions.len(), 5);
+    assert!(versions
+        .iter()
+        .all(|(_, _, kek, e)| *kek == 2 && e[3..7] == [0, 0, 0, 2]));
     for (name, query, expected) in [
         ("A", "?version=1", "a1"),
         ("A", "", "a2"),
@@ -570,10 +680,7 @@ async fn rotation_rewraps_in_the_background_and_rekey_reseals_every_value(app: T
     }
 
     // Rekey: every value sealed again under a fresh data key.
-    let before: Vec<Vec<u8>> = versions
-        .iter()
-        .map(|(_, e, _)| e.clone().unwrap())
-        .collect();
+    let before: Vec<Vec<u8>> = versions.iter().map(|(.., e)| e.clone()).collect();
     let asked = keyring(&app, tok, &t.ws, "/rekey").await;
     assert_eq!(asked["rekey"], json!({"done": 0, "total": 5}));
     app.clock.advance(std::time::Duration::from_millis(5));
@@ -589,13 +696,9 @@ async fn rotation_rewraps_in_the_background_and_rekey_reseals_every_value(app: T
         keyring(&app, tok, &t.ws, "").await["rekey"],
         json!({"done": 5, "total": 5})
     );
-    let after = rows(
-        &app,
-        "SELECT secret_id, envelope, kek_version FROM vault_secret_versions",
-    )
-    .await;
-    for (old, (_, new, _)) in before.iter().zip(&after) {
-        let new = new.as_ref().unwrap();
+    let after = envelopes(&app, &t.ws).await;
+    assert_eq!(after.len(), 5);
+    for (old, (.., new)) in before.iter().zip(&after) {
         // Header and wrapped key aside, the value's nonce and ciphertext are new.
         assert_ne!(old[7 + 72..], new[7 + 72..], "a value kept its old sealing");
     }
@@ -715,20 +818,12 @@ async fn destroyed_keys_leave_nothing_that_opens(app: TestApp) {
         }
     }
     assert!(!held.is_empty(), "the bystander's key is still held");
-    let shredded = rows(
-        &app,
-        &format!(
-            "SELECT s.name, v.envelope, v.version FROM vault_secret_versions v \
-             JOIN vault_secrets s ON s.id = v.secret_id WHERE v.workspace_id = '{}'",
-            t.ws
-        ),
-    )
-    .await;
+    let shredded = envelopes(&app, &t.ws).await;
     assert_eq!(shredded.len(), 3);
     let ws = WorkspaceId::parse(&t.ws).unwrap();
     let vault_id = VaultId::parse(&v).unwrap();
-    for (name, envelope, version) in &shredded {
-        let envelope = Envelope::from_bytes(envelope.as_ref().unwrap()).unwrap();
+    for (name, version, _, envelope) in &shredded {
+        let envelope = Envelope::from_bytes(envelope).unwrap();
         let ctx = SecretContext {
             workspace: &ws,
             vault: &vault_id,

@@ -44,6 +44,10 @@ CREATE TABLE vault_secret_versions (
     version      BIGINT NOT NULL,
     kek_version  BIGINT NOT NULL,
     envelope     BLOB,
+    -- With AUTHSOME_VAULT_BACKEND=redis the envelope is in Redis instead, under a key ending
+    -- in this reference (unique per write, so a lost race never leaves its bytes under the
+    -- winner's name).
+    envelope_ref TEXT,
     created_by   TEXT,
     created_at   BIGINT NOT NULL,
     -- When the value was last sealed under a fresh data key (a rekey seals it again).
