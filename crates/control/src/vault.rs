@@ -294,11 +294,11 @@ impl ControlPlane {
         actor: &VaultActor,
         id: &VaultId,
         permission: Permission,
-    ) -> Result<(Vault, Workspace)> {
+    ) -> Result<(Vault, Option<Workspace>)> {
         let principal = match actor {
             VaultActor::Team(team) => {
                 let (vault, workspace, _) = self.vault_for(team, id, permission).await?;
-                return Ok((vault, workspace));
+                return Ok((vault, Some(workspace)));
             }
             VaultActor::Principal(p) => p,
         };
@@ -307,12 +307,11 @@ impl ControlPlane {
             Permission::SecretsWrite => VaultPermission::Write,
             _ => return Err(ControlError::NotFound("vault")),
         };
-        let bound = self
+        let found = self
             .store
-            .binding(&principal.workspace_id, &principal.id, id)
-            .await?
-            .is_some_and(|b| b.permissions.contains(&needed));
-        if !bound {
+            .bound_vault(&principal.workspace_id, &principal.id, id)
+            .await?;
+        let Some((vault, _)) = found.filter(|(_, p)| p.contains(&needed)) else {
             self.events.emit(
                 DomainEvent::new("permission.denied")
                     .workspace(&principal.workspace_id)
@@ -322,17 +321,17 @@ impl ControlPlane {
                     .actor(EventActor::Principal(principal.id.clone())),
             );
             return Err(ControlError::NotFound("vault"));
-        }
-        let vault = self
-            .store
-            .vault(&principal.workspace_id, id)
-            .await?
-            .ok_or(ControlError::NotFound("vault"))?;
-        let workspace = self
-            .store
-            .any_workspace(&principal.workspace_id)
-            .await?
-            .ok_or(ControlError::NotFound("vault"))?;
+        };
+        // The workspace's standing matters to writes only.
+        let workspace = match needed {
+            VaultPermission::Write => Some(
+                self.store
+                    .any_workspace(&principal.workspace_id)
+                    .await?
+                    .ok_or(ControlError::NotFound("vault"))?,
+            ),
+            VaultPermission::Read => None,
+        };
         Ok((vault, workspace))
     }
 
@@ -486,7 +485,9 @@ impl ControlPlane {
         let (vault, workspace) = self
             .vault_as(actor, vault, Permission::SecretsWrite)
             .await?;
-        workspace.may_write()?;
+        workspace
+            .ok_or(ControlError::NotFound("vault"))?
+            .may_write()?;
         let name = parse_secret_name(name)?;
         check_value(&input.value)?;
         let description = description(input.description)?;
@@ -605,16 +606,16 @@ impl ControlPlane {
         let (vault, _) = self
             .vault_as(actor, vault, Permission::SecretsReveal)
             .await?;
-        let secret = self.secret_in(&vault, name).await?;
+        let (secret, envelope) = self
+            .store
+            .secret_with_envelope(&vault.workspace_id, &vault.id, name, version)
+            .await?
+            .ok_or(ControlError::NotFound("secret"))?;
         if secret.deleted_at.is_some() {
             return Err(ControlError::NotFound("secret"));
         }
         let version = version.unwrap_or(secret.version);
-        let (kek_version, stored) = self
-            .store
-            .secret_envelope(&secret, version)
-            .await?
-            .ok_or(ControlError::NotFound("secret version"))?;
+        let (kek_version, stored) = envelope.ok_or(ControlError::NotFound("secret version"))?;
         let bytes = self.envelope_bytes(&stored).await?;
         let kek = self.kek_version(&vault.workspace_id, kek_version).await?;
         let ctx = SecretContext {

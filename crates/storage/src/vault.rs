@@ -117,6 +117,23 @@ pub trait VaultRepository {
         principal: &PrincipalId,
         vault: &VaultId,
     ) -> Result<Option<Binding>>;
+    /// A vault of `workspace` with what `principal` may do there, if it is bound to it (one
+    /// query: the hot path of a principal's read).
+    async fn bound_vault(
+        &self,
+        workspace: &WorkspaceId,
+        principal: &PrincipalId,
+        vault: &VaultId,
+    ) -> Result<Option<(Vault, Vec<authsome_domain::vault::VaultPermission>)>>;
+    /// A secret (without its version list) and one live version's envelope, the latest unless
+    /// `version` is given (one query: the hot path of a value read).
+    async fn secret_with_envelope(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<(Secret, Option<(u32, StoredEnvelope)>)>>;
 
     async fn insert_trusted_issuer(&self, trusted: &TrustedIssuer, outbox: &Outbox) -> Result<()>;
     async fn trusted_issuers(&self, workspace: &WorkspaceId) -> Result<Vec<TrustedIssuer>>;
@@ -314,6 +331,22 @@ impl TrustedIssuerRow {
             created_at: crate::rows::time(self.created_at, "trusted_issuers.created_at")?,
         })
     }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretEnvelopeRow {
+    #[sqlx(flatten)]
+    pub secret: SecretRow,
+    pub kek_version: Option<i64>,
+    pub envelope: Option<Vec<u8>>,
+    pub envelope_ref: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct BoundVaultRow {
+    #[sqlx(flatten)]
+    pub vault: VaultRow,
+    pub permissions: String,
 }
 
 pub(crate) const TRUSTED_ISSUER_COLUMNS: &str =
@@ -768,6 +801,84 @@ macro_rules! impl_vault {
                     .into_iter()
                     .map($crate::vault::TrustedIssuerRow::into_domain)
                     .collect()
+            }
+
+            async fn bound_vault(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                principal: &authsome_domain::id::PrincipalId,
+                vault: &authsome_domain::id::VaultId,
+            ) -> $crate::Result<
+                Option<(
+                    authsome_domain::vault::Vault,
+                    Vec<authsome_domain::vault::VaultPermission>,
+                )>,
+            > {
+                let row = sqlx::query_as::<_, $crate::vault::BoundVaultRow>(
+                    "SELECT v.id, v.workspace_id, v.name, v.description, v.max_versions, \
+                     v.created_at, v.updated_at, b.permissions \
+                     FROM principal_bindings b JOIN vaults v ON v.id = b.vault_id \
+                     AND v.workspace_id = b.workspace_id \
+                     WHERE b.workspace_id = $1 AND b.principal_id = $2 AND b.vault_id = $3",
+                )
+                .bind(workspace.as_str())
+                .bind(principal.as_str())
+                .bind(vault.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| {
+                    Ok((
+                        r.vault.into_domain()?,
+                        $crate::rows::json(&r.permissions, "principal_bindings.permissions")?,
+                    ))
+                })
+                .transpose()
+            }
+
+            async fn secret_with_envelope(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+                name: &str,
+                version: Option<u32>,
+            ) -> $crate::Result<
+                Option<(
+                    authsome_domain::vault::Secret,
+                    Option<(u32, $crate::vault::StoredEnvelope)>,
+                )>,
+            > {
+                let row = sqlx::query_as::<_, $crate::vault::SecretEnvelopeRow>(
+                    "SELECT s.id, s.workspace_id, s.vault_id, s.name, s.description, s.tags, \
+                     s.expires_at, s.latest_version, s.created_at, s.updated_at, s.deleted_at, \
+                     v.kek_version, v.envelope, v.envelope_ref \
+                     FROM vault_secrets s LEFT JOIN vault_secret_versions v \
+                     ON v.workspace_id = s.workspace_id AND v.secret_id = s.id \
+                     AND v.version = COALESCE($4, s.latest_version) AND v.destroyed_at IS NULL \
+                     WHERE s.workspace_id = $1 AND s.vault_id = $2 AND s.name = $3",
+                )
+                .bind(workspace.as_str())
+                .bind(vault.as_str())
+                .bind(name)
+                .bind(version.map(i64::from))
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let envelope = match row.kek_version {
+                    Some(kek) => $crate::vault::StoredEnvelope::from_columns(
+                        row.envelope,
+                        row.envelope_ref,
+                    )
+                    .map(|e| {
+                        u32::try_from(kek)
+                            .map(|k| (k, e))
+                            .map_err(|_| $crate::StorageError::Corrupt("kek_version"))
+                    })
+                    .transpose()?,
+                    None => None,
+                };
+                Ok(Some((row.secret.into_domain()?, envelope)))
             }
 
             async fn keyring_progress(
