@@ -284,8 +284,31 @@ impl ControlPlane {
 
     /// Exchanges an assertion of a trusted issuer for a principal access token. Exactly one
     /// registration must accept it: signature by the issuer's published key, `iss`, `aud`,
-    /// `exp`/`nbf` and every registered claim.
-    pub async fn exchange_principal_token(&self, assertion: &str) -> Result<PrincipalToken> {
+    /// `exp`/`nbf` and every registered claim. Refused assertions count against the client's
+    /// `address` like failed logins (429 once it is locked, before any work).
+    pub async fn exchange_principal_token(
+        &self,
+        assertion: &str,
+        address: Option<&str>,
+    ) -> Result<PrincipalToken> {
+        use crate::throttle::{Attempt, Realm};
+        let attempt = Attempt {
+            scope: Realm::ControlPlane,
+            account: None,
+            address,
+        };
+        self.credentials.admit(attempt).await?;
+        let exchanged = self.exchange(assertion).await;
+        if let Err(ControlError::Unauthenticated(_)) = &exchanged {
+            if let Err(e) = self.credentials.failed(attempt).await {
+                tracing::error!(error = %e, "token exchange refused: throttle state unavailable");
+                return Err(ControlError::Unavailable("retry shortly".into()));
+            }
+        }
+        exchanged
+    }
+
+    async fn exchange(&self, assertion: &str) -> Result<PrincipalToken> {
         if assertion.len() > MAX_ASSERTION {
             return Err(refused("the assertion is too long"));
         }

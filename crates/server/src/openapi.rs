@@ -218,8 +218,9 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
 fn document_error_statuses(spec: &mut Spec) {
     use utoipa::openapi::path::HttpMethod;
     const UNSTORED: [&str; 4] = ["/health", "/openapi.json", "/metrics", "/ready"];
-    const CREDENTIAL_ROUTES: [&str; 5] = [
+    const CREDENTIAL_ROUTES: [&str; 6] = [
         "/control/v1/auth/login",
+        "/control/v1/principals/token",
         "/control/v1/auth/accept-invitation",
         "/v1/{appId}/auth/signin",
         "/v1/{appId}/auth/signup",

@@ -502,12 +502,14 @@ pub async fn delete_trusted_issuer(
         (status = "4XX", body = ErrorBody)))]
 pub async fn exchange_token(
     State(state): State<AppState>,
+    parts: axum::http::request::Parts,
     Json(input): Json<TokenExchange>,
 ) -> Result<axum::Json<PrincipalToken>, ApiError> {
+    let client = crate::routes::customer::client_info(&parts);
     Ok(axum::Json(
         state
             .control
-            .exchange_principal_token(&input.assertion)
+            .exchange_principal_token(&input.assertion, client.ip.as_deref())
             .await?,
     ))
 }

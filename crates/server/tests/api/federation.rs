@@ -335,3 +335,26 @@ async fn an_issuer_on_a_private_address_is_not_fetched_unless_allowed() {
         refused.body
     );
 }
+
+/// Refused assertions count against the client's address like failed logins: guessing stops
+/// with 429 (and `Retry-After`) before any more work.
+#[tokio::test]
+async fn refused_exchanges_lock_the_address() {
+    let app = spawn_app().await;
+    let mut locked = None;
+    for attempt in 0..200 {
+        let r = exchange(&app, "not-a-jwt").await;
+        if r.status == 429 {
+            locked = Some((attempt, r));
+            break;
+        }
+        assert_error(&r, 401, "unauthorized");
+    }
+    let (attempt, r) = locked.expect("the address is locked");
+    assert!(
+        attempt >= 5,
+        "a few mistakes are free: locked after {attempt}"
+    );
+    assert_error(&r, 429, "rate_limit_exceeded");
+    assert!(r.headers.contains_key("retry-after"));
+}
