@@ -433,6 +433,48 @@ pub(crate) const VAULT_COLUMNS: &str =
 pub(crate) const SECRET_COLUMNS: &str = "id, workspace_id, vault_id, name, description, tags, \
      expires_at, latest_version, created_at, updated_at, deleted_at";
 
+/// One page of a workspace's rows of `$table` in id order, as domain values (`$row` has
+/// `into_domain` and the values an `id`).
+macro_rules! scoped_page {
+    ($self:ident, $row:ty, $columns:expr, $table:literal, $workspace:expr, $page:expr) => {{
+        let sql = format!(
+            "SELECT {} FROM {} WHERE workspace_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            $columns, $table
+        );
+        let rows = sqlx::query_as::<_, $row>(&sql)
+            .bind($workspace.as_str())
+            .bind($page.after.as_deref().unwrap_or(""))
+            .bind(i64::from($page.limit) + 1)
+            .fetch_all(&$self.pool)
+            .await?
+            .into_iter()
+            .map(<$row>::into_domain)
+            .collect::<$crate::Result<Vec<_>>>()?;
+        Ok(authsome_domain::page::Page::from_rows(
+            rows,
+            $page.limit,
+            |r| r.id.as_str(),
+        ))
+    }};
+}
+
+/// A workspace's row of `$table` by id, as a domain value.
+macro_rules! scoped_row {
+    ($self:ident, $row:ty, $columns:expr, $table:literal, $workspace:expr, $id:expr) => {{
+        let sql = format!(
+            "SELECT {} FROM {} WHERE workspace_id = $1 AND id = $2",
+            $columns, $table
+        );
+        sqlx::query_as::<_, $row>(&sql)
+            .bind($workspace.as_str())
+            .bind($id.as_str())
+            .fetch_optional(&$self.pool)
+            .await?
+            .map(<$row>::into_domain)
+            .transpose()
+    }};
+}
+
 /// Implements [`VaultRepository`] for a store, after `crate::sql::impl_repositories!` (whose
 /// `commit_with_outbox` it uses).
 macro_rules! impl_vault {
@@ -575,21 +617,14 @@ macro_rules! impl_vault {
                 workspace: &authsome_domain::id::WorkspaceId,
                 page: &authsome_domain::page::PageRequest,
             ) -> $crate::Result<authsome_domain::page::Page<authsome_domain::vault::Principal>> {
-                let sql = format!(
-                    "SELECT {} FROM principals WHERE workspace_id = $1 AND id > $2 \
-                     ORDER BY id LIMIT $3",
-                    $crate::vault::PRINCIPAL_COLUMNS
-                );
-                let rows = sqlx::query_as::<_, $crate::vault::PrincipalRow>(&sql)
-                    .bind(workspace.as_str())
-                    .bind(page.after.as_deref().unwrap_or(""))
-                    .bind(i64::from(page.limit) + 1)
-                    .fetch_all(&self.pool)
-                    .await?
-                    .into_iter()
-                    .map($crate::vault::PrincipalRow::into_domain)
-                    .collect::<$crate::Result<Vec<_>>>()?;
-                Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |p| p.id.as_str()))
+                $crate::vault::scoped_page!(
+                    self,
+                    $crate::vault::PrincipalRow,
+                    $crate::vault::PRINCIPAL_COLUMNS,
+                    "principals",
+                    workspace,
+                    page
+                )
             }
 
             async fn principal(
@@ -597,17 +632,14 @@ macro_rules! impl_vault {
                 workspace: &authsome_domain::id::WorkspaceId,
                 id: &authsome_domain::id::PrincipalId,
             ) -> $crate::Result<Option<authsome_domain::vault::Principal>> {
-                let sql = format!(
-                    "SELECT {} FROM principals WHERE workspace_id = $1 AND id = $2",
-                    $crate::vault::PRINCIPAL_COLUMNS
-                );
-                sqlx::query_as::<_, $crate::vault::PrincipalRow>(&sql)
-                    .bind(workspace.as_str())
-                    .bind(id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .map($crate::vault::PrincipalRow::into_domain)
-                    .transpose()
+                $crate::vault::scoped_row!(
+                    self,
+                    $crate::vault::PrincipalRow,
+                    $crate::vault::PRINCIPAL_COLUMNS,
+                    "principals",
+                    workspace,
+                    id
+                )
             }
 
             async fn principal_by_id(
@@ -1008,21 +1040,14 @@ macro_rules! impl_vault {
                 workspace: &authsome_domain::id::WorkspaceId,
                 page: &authsome_domain::page::PageRequest,
             ) -> $crate::Result<authsome_domain::page::Page<authsome_domain::vault::Vault>> {
-                let sql = format!(
-                    "SELECT {} FROM vaults WHERE workspace_id = $1 AND id > $2 \
-                     ORDER BY id LIMIT $3",
-                    $crate::vault::VAULT_COLUMNS
-                );
-                let rows = sqlx::query_as::<_, $crate::vault::VaultRow>(&sql)
-                    .bind(workspace.as_str())
-                    .bind(page.after.as_deref().unwrap_or(""))
-                    .bind(i64::from(page.limit) + 1)
-                    .fetch_all(&self.pool)
-                    .await?
-                    .into_iter()
-                    .map($crate::vault::VaultRow::into_domain)
-                    .collect::<$crate::Result<Vec<_>>>()?;
-                Ok(authsome_domain::page::Page::from_rows(rows, page.limit, |v| v.id.as_str()))
+                $crate::vault::scoped_page!(
+                    self,
+                    $crate::vault::VaultRow,
+                    $crate::vault::VAULT_COLUMNS,
+                    "vaults",
+                    workspace,
+                    page
+                )
             }
 
             async fn vault(
@@ -1030,17 +1055,14 @@ macro_rules! impl_vault {
                 workspace: &authsome_domain::id::WorkspaceId,
                 id: &authsome_domain::id::VaultId,
             ) -> $crate::Result<Option<authsome_domain::vault::Vault>> {
-                let sql = format!(
-                    "SELECT {} FROM vaults WHERE workspace_id = $1 AND id = $2",
-                    $crate::vault::VAULT_COLUMNS
-                );
-                sqlx::query_as::<_, $crate::vault::VaultRow>(&sql)
-                    .bind(workspace.as_str())
-                    .bind(id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?
-                    .map($crate::vault::VaultRow::into_domain)
-                    .transpose()
+                $crate::vault::scoped_row!(
+                    self,
+                    $crate::vault::VaultRow,
+                    $crate::vault::VAULT_COLUMNS,
+                    "vaults",
+                    workspace,
+                    id
+                )
             }
 
             async fn vault_workspace(
@@ -1362,4 +1384,4 @@ macro_rules! impl_vault {
     };
 }
 
-pub(crate) use impl_vault;
+pub(crate) use {impl_vault, scoped_page, scoped_row};
