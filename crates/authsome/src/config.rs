@@ -160,7 +160,21 @@ pub const SETTINGS: &[Setting] = &[
         env: "AUTHSOME_OUTBOUND_ALLOW",
         default: None,
         secret: false,
-        help: "Outbound calls to URLs customers give (identity issuers' key sets for workload identity federation): private, loopback, link-local and metadata addresses are refused unless listed here (CIDRs, addresses, host names, `*.` for a suffix; comma-separated). Public addresses are always allowed.",
+        help: "Outbound calls to URLs customers give (identity issuers' key sets for workload identity federation, OAuth token endpoints and credential endpoints of provider configurations): private, loopback, link-local and metadata addresses are refused unless listed here (CIDRs, addresses, host names, `*.` for a suffix; comma-separated). Public addresses are always allowed.",
+    },
+    Setting {
+        key: "aws_endpoint",
+        env: "AUTHSOME_AWS_ENDPOINT",
+        default: None,
+        secret: false,
+        help: "Where AWS KMS is called (a VPC endpoint, or a local `moto_server`) instead of `https://kms.<region>.amazonaws.com`. KMS is called with the deployment's own AWS identity from the standard AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN variables; customers grant it their key in the key policy.",
+    },
+    Setting {
+        key: "aws_region",
+        env: "AUTHSOME_AWS_REGION",
+        default: None,
+        secret: false,
+        help: "The region of KMS keys named without one (a key id or alias); a key ARN names its own. Unset: AWS_REGION, AWS_DEFAULT_REGION, then us-east-1.",
     },
     Setting {
         key: "metrics_token",
@@ -397,6 +411,9 @@ pub struct Config {
     pub outbound: authsome_domain::egress::EgressPolicy,
     /// `AUTHSOME_VAULT_BACKEND=redis`: the vault's envelopes in Redis.
     pub vault_in_redis: bool,
+    /// `AUTHSOME_AWS_ENDPOINT`: where KMS is called instead of AWS's regional endpoint.
+    pub aws_endpoint: Option<String>,
+    pub aws_region: Option<String>,
 }
 
 impl Config {
@@ -676,6 +693,9 @@ impl RawConfig {
             },
             smtp_url,
             vault_in_redis,
+            aws_endpoint: service_url("AUTHSOME_AWS_ENDPOINT", &["http", "https"])?
+                .map(|u| u.to_string()),
+            aws_region: self.get("AUTHSOME_AWS_REGION").map(str::to_owned),
             outbound: authsome_domain::egress::EgressPolicy::public_with(
                 self.get("AUTHSOME_OUTBOUND_ALLOW").unwrap_or_default(),
             )

@@ -306,6 +306,10 @@ fn settings(
     settings.mailer = mailer(config)?;
     settings.outbound = config.outbound.clone();
     settings.vault_in_redis = config.vault_in_redis;
+    settings.aws = authsome_connect::aws::AwsSettings::from_env(
+        config.aws_endpoint.clone(),
+        config.aws_region.clone(),
+    );
     settings.http = HttpSettings {
         max_body_bytes: config.max_body_bytes,
         dpop_require_nonce: config.dpop_require_nonce,

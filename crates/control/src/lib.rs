@@ -21,6 +21,7 @@ mod keys;
 pub mod mail;
 mod members;
 mod metering;
+mod providers;
 mod provisioning;
 pub mod throttle;
 mod vault;
@@ -46,6 +47,10 @@ pub use keys::{
 };
 pub use members::{Delivery, Invitation, MemberPatch, NewMember};
 pub use metering::month_bounds;
+pub use providers::{
+    CredentialSources, FetchRequest, KmsKey, ProviderTest, ProviderView, PutProvider,
+    RefreshRequest, ResolveError, Resolved, SourceError, TokenGrant,
+};
 pub use provisioning::Provisioner;
 pub use vault::{
     DestroyKeyring, EnvelopeStore, KeyringStatus, NewBinding, NewPrincipal, NewVault, PopRequest,
@@ -151,6 +156,9 @@ pub struct ControlPlane {
     key_set_cache: federation::KeySetCache,
     /// Where the vault keeps envelopes when not in the database.
     envelopes: Option<Arc<dyn vault::EnvelopeStore>>,
+    /// Outbound calls for provider credentials (AWS KMS, token endpoints, customers' endpoints).
+    credential_sources: Option<Arc<dyn providers::CredentialSources>>,
+    resolver: providers::ResolverState,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -180,6 +188,8 @@ impl ControlPlane {
             key_sets: None,
             key_set_cache: Default::default(),
             envelopes: None,
+            credential_sources: None,
+            resolver: Default::default(),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }
@@ -247,6 +257,16 @@ impl ControlPlane {
     /// Fetches identity issuers' key sets through `source` (workload identity federation).
     pub fn with_key_set_source(mut self, source: Arc<dyn federation::KeySetSource>) -> Self {
         self.key_sets = Some(source);
+        self
+    }
+
+    /// Resolves provider credentials through `sources` (AWS KMS, OAuth token endpoints,
+    /// customers' credential endpoints).
+    pub fn with_credential_sources(
+        mut self,
+        sources: Arc<dyn providers::CredentialSources>,
+    ) -> Self {
+        self.credential_sources = Some(sources);
         self
     }
 

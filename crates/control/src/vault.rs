@@ -165,6 +165,9 @@ fn secret_event(action: &'static str, secret: &Secret, version: u32) -> DomainEv
 pub enum VaultActor {
     Team(Actor),
     Principal(Principal),
+    /// AuthSome itself, within one workspace: resolving a provider's credential, storing an
+    /// OAuth provider's rotated refresh token. Never built from a request.
+    System(WorkspaceId),
 }
 
 impl VaultActor {
@@ -173,6 +176,7 @@ impl VaultActor {
             Self::Team(Actor::Account(id)) => id.as_str(),
             Self::Team(Actor::ManagementKey { key_id, .. }) => key_id.as_str(),
             Self::Principal(p) => p.id.as_str(),
+            Self::System(_) => "system",
         }
     }
 
@@ -180,7 +184,7 @@ impl VaultActor {
     fn team(&self) -> Option<&Actor> {
         match self {
             Self::Team(actor) => Some(actor),
-            Self::Principal(_) => None,
+            Self::Principal(_) | Self::System(_) => None,
         }
     }
 
@@ -188,6 +192,7 @@ impl VaultActor {
         match self {
             Self::Team(_) => event,
             Self::Principal(p) => event.actor(EventActor::Principal(p.id.clone())),
+            Self::System(_) => event.actor(EventActor::System),
         }
     }
 }
@@ -301,6 +306,19 @@ impl ControlPlane {
                 return Ok((vault, Some(workspace)));
             }
             VaultActor::Principal(p) => p,
+            VaultActor::System(ws) => {
+                let vault = self
+                    .store
+                    .vault(ws, id)
+                    .await?
+                    .ok_or(ControlError::NotFound("vault"))?;
+                let workspace = self
+                    .store
+                    .any_workspace(ws)
+                    .await?
+                    .ok_or(ControlError::NotFound("vault"))?;
+                return Ok((vault, Some(workspace)));
+            }
         };
         let needed = match permission {
             Permission::VaultsRead | Permission::SecretsReveal => VaultPermission::Read,
@@ -339,7 +357,9 @@ impl ControlPlane {
     fn emit_as(&self, actor: &VaultActor, event: DomainEvent) {
         match actor {
             VaultActor::Team(team) => self.emit(team, event),
-            VaultActor::Principal(_) => self.events.emit(actor.stamp(event)),
+            VaultActor::Principal(_) | VaultActor::System(_) => {
+                self.events.emit(actor.stamp(event))
+            }
         }
     }
 

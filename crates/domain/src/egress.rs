@@ -96,6 +96,16 @@ fn private_networks() -> &'static [IpNet] {
     })
 }
 
+/// Whether `ip` is on the public internet: neither private nor special (loopback, link-local,
+/// metadata and the like). Plain-text HTTP goes only to addresses that are not.
+pub fn is_public(ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    !special_networks()
+        .iter()
+        .chain(private_networks())
+        .any(|n| n.contains(&ip))
+}
+
 /// Names of this host or of metadata services, refused unless listed by name.
 const SPECIAL_NAMES: [&str; 7] = [
     "localhost",

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod master_key;
 pub mod page;
 pub mod password;
+pub mod provider;
 #[cfg(feature = "openapi")]
 pub mod schema;
 pub mod shared_state;

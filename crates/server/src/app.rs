@@ -58,6 +58,8 @@ pub struct Settings {
     pub outbound: authsome_domain::egress::EgressPolicy,
     /// Keep the vault's envelopes in the shared Redis (`AUTHSOME_VAULT_BACKEND=redis`).
     pub vault_in_redis: bool,
+    /// The deployment's AWS identity, for customers' KMS keys; none: KMS is not called.
+    pub aws: Option<authsome_connect::aws::AwsSettings>,
 }
 
 impl Settings {
@@ -83,6 +85,7 @@ impl Settings {
             maintenance_every: Duration::from_secs(5),
             outbound: authsome_domain::egress::EgressPolicy::open().without_private(),
             vault_in_redis: false,
+            aws: None,
         }
     }
 }
@@ -149,6 +152,7 @@ impl App {
             maintenance_every,
             outbound,
             vault_in_redis,
+            aws,
         } = settings;
         // One bound on hashing for the whole process, sized for the costliest hash it makes.
         let hashers = HashPool::for_machine(
@@ -169,7 +173,10 @@ impl App {
         let mut control = ControlPlane::new(store, control)
             .with_clock(clock.clone())
             .with_hash_pool(hashers)
-            .with_key_set_source(Arc::new(crate::outbound::HttpKeySets::new(outbound)));
+            .with_key_set_source(Arc::new(authsome_connect::HttpKeySets::new(
+                outbound.clone(),
+            )))
+            .with_credential_sources(Arc::new(authsome_connect::Connector::new(outbound, aws)));
         // One credential throttle for both APIs (replaced by Redis's below when shared).
         identity = identity.with_credential_throttle(control.credential_throttle());
         if let Some(mailer) = mailer {

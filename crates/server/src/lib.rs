@@ -18,7 +18,6 @@ pub mod idempotency;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;
-mod outbound;
 pub mod request_id;
 mod routes;
 pub mod serve;

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::error::ErrorBody;
 use crate::routes::{
     admin, applications, audit, auth, customer, customer_auth, customer_orgs, customer_users,
-    health, keys, members, vault, workspaces,
+    health, keys, members, providers, vault, workspaces,
 };
 use crate::AppState;
 
@@ -38,6 +38,7 @@ use crate::AppState;
         (name = "admin", description = "Platform operators"),
         (name = "audit", description = "The tamper-evident audit log: entries, export, signed checkpoints, proofs"),
         (name = "vault", description = "The credential vault: vaults, secrets, versions and values"),
+        (name = "providers", description = "Provider credentials: where AuthSome gets the credential it acts with on each platform (hosted, kms, oauth, api_key)"),
         (name = "customer", description = "The customer API of one application: auth and tokens"),
         (name = "users", description = "An application's users and sessions (secret key)"),
         (name = "organizations", description = "An application's organizations and memberships"),
@@ -163,6 +164,9 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         ))
         .routes(routes!(vault::delete_trusted_issuer))
         .routes(routes!(vault::exchange_token))
+        .routes(routes!(providers::list))
+        .routes(routes!(providers::put, providers::get, providers::delete))
+        .routes(routes!(providers::test))
         .routes(routes!(admin::list_workspaces))
         .routes(routes!(admin::get_workspace, admin::update_workspace))
         .routes(routes!(admin::update_application))

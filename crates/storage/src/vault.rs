@@ -3,9 +3,11 @@
 
 use async_trait::async_trait;
 use authsome_domain::id::PrincipalId;
+use authsome_domain::id::{AccountId, MemberId};
 use authsome_domain::id::TrustedIssuerId;
 use authsome_domain::id::{VaultId, WorkspaceId};
 use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::provider::{CredentialMode, Provider, ProviderConfig};
 use authsome_domain::vault::{Binding, Principal, Secret, StoredKek, TrustedIssuer, Vault};
 use chrono::{DateTime, Utc};
 
@@ -146,6 +148,55 @@ pub trait VaultRepository {
     /// Every registration of `issuer`, whatever its workspace (at most `limit`): the token's
     /// signature, audience and claims decide which, if any, it is.
     async fn trusted_by_issuer(&self, issuer: &str, limit: u32) -> Result<Vec<TrustedIssuer>>;
+
+    /// Binds a member of the workspace to one of its vaults as an operator (reading values);
+    /// binding again changes nothing. The caller checked that both are the workspace's.
+    async fn bind_vault_operator(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+        member: &MemberId,
+        at: DateTime<Utc>,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// `NotFound` when the member is not bound to the vault.
+    async fn unbind_vault_operator(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+        member: &MemberId,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// The members bound to the vault, with when.
+    async fn vault_operators(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+    ) -> Result<Vec<(MemberId, DateTime<Utc>)>>;
+    /// Whether `account`'s membership of `workspace` is bound to `vault`.
+    async fn is_vault_operator(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+        account: &AccountId,
+    ) -> Result<bool>;
+
+    /// Stores a provider's configuration with its audit rows: created, or replacing the
+    /// stored one; the stored revision (one past the replaced one's).
+    async fn put_provider(&self, config: &ProviderConfig, outbox: &Outbox) -> Result<u32>;
+    async fn provider(
+        &self,
+        workspace: &WorkspaceId,
+        provider: Provider,
+    ) -> Result<Option<ProviderConfig>>;
+    async fn providers(&self, workspace: &WorkspaceId) -> Result<Vec<ProviderConfig>>;
+    /// `NotFound` when the workspace has no configuration of `provider`.
+    async fn delete_provider(
+        &self,
+        workspace: &WorkspaceId,
+        provider: Provider,
+        outbox: &Outbox,
+    ) -> Result<()>;
 
     /// Where the workspace's background key work stands.
     async fn keyring_progress(&self, workspace: &WorkspaceId) -> Result<KeyringProgress>;
@@ -329,6 +380,40 @@ impl TrustedIssuerRow {
                 .map_err(|_| Corrupt("trusted_issuers.principal_id"))?,
             claims: crate::rows::json(&self.claims, "trusted_issuers.claims")?,
             created_at: crate::rows::time(self.created_at, "trusted_issuers.created_at")?,
+        })
+    }
+}
+
+pub(crate) const PROVIDER_COLUMNS: &str =
+    "workspace_id, provider, mode, config, ciphertext, revision, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProviderRow {
+    pub workspace_id: String,
+    pub provider: String,
+    pub mode: String,
+    pub config: String,
+    pub ciphertext: Option<Vec<u8>>,
+    pub revision: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ProviderRow {
+    pub(crate) fn into_domain(self) -> Result<ProviderConfig> {
+        use crate::StorageError::Corrupt;
+        Ok(ProviderConfig {
+            workspace_id: WorkspaceId::parse(&self.workspace_id)
+                .map_err(|_| Corrupt("provider_configs.workspace_id"))?,
+            provider: Provider::parse(&self.provider)
+                .ok_or(Corrupt("provider_configs.provider"))?,
+            mode: CredentialMode::parse(&self.mode).ok_or(Corrupt("provider_configs.mode"))?,
+            config: crate::rows::json(&self.config, "provider_configs.config")?,
+            ciphertext: self.ciphertext,
+            revision: u32::try_from(self.revision)
+                .map_err(|_| Corrupt("provider_configs.revision"))?,
+            created_at: crate::rows::time(self.created_at, "provider_configs.created_at")?,
+            updated_at: crate::rows::time(self.updated_at, "provider_configs.updated_at")?,
         })
     }
 }
@@ -810,6 +895,186 @@ macro_rules! impl_vault {
                         .bind(id.as_str())
                         .execute(&mut *tx)
                         .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn bind_vault_operator(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+                member: &authsome_domain::id::MemberId,
+                at: chrono::DateTime<chrono::Utc>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                // Both must be the workspace's, checked in the statement itself.
+                sqlx::query(
+                    "INSERT INTO vault_operators (workspace_id, vault_id, member_id, created_at) \
+                     SELECT m.workspace_id, v.id, m.id, $4 FROM members m \
+                     JOIN vaults v ON v.workspace_id = m.workspace_id \
+                     WHERE m.workspace_id = $1 AND v.id = $2 AND m.id = $3 \
+                     ON CONFLICT (vault_id, member_id) DO NOTHING",
+                )
+                .bind(workspace.as_str())
+                .bind(vault.as_str())
+                .bind(member.as_str())
+                .bind($crate::rows::ms(at))
+                .execute(&mut *tx)
+                .await?;
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn unbind_vault_operator(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+                member: &authsome_domain::id::MemberId,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "DELETE FROM vault_operators WHERE workspace_id = $1 AND vault_id = $2 \
+                     AND member_id = $3",
+                )
+                .bind(workspace.as_str())
+                .bind(vault.as_str())
+                .bind(member.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn vault_operators(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+            ) -> $crate::Result<Vec<(authsome_domain::id::MemberId, chrono::DateTime<chrono::Utc>)>>
+            {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT member_id, created_at FROM vault_operators \
+                     WHERE workspace_id = $1 AND vault_id = $2 ORDER BY member_id LIMIT 1000",
+                )
+                .bind(workspace.as_str())
+                .bind(vault.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(member, at)| {
+                        Ok((
+                            authsome_domain::id::MemberId::parse(&member)
+                                .map_err(|_| $crate::StorageError::Corrupt("vault_operators.member_id"))?,
+                            $crate::rows::time(at, "vault_operators.created_at")?,
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn is_vault_operator(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+                account: &authsome_domain::id::AccountId,
+            ) -> $crate::Result<bool> {
+                let found: Option<(i64,)> = sqlx::query_as(
+                    "SELECT 1 FROM vault_operators o JOIN members m ON m.id = o.member_id \
+                     WHERE o.workspace_id = $1 AND o.vault_id = $2 AND m.workspace_id = $1 \
+                     AND m.account_id = $3",
+                )
+                .bind(workspace.as_str())
+                .bind(vault.as_str())
+                .bind(account.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(found.is_some())
+            }
+
+            async fn put_provider(
+                &self,
+                c: &authsome_domain::provider::ProviderConfig,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<u32> {
+                let config = serde_json::to_string(&c.config).unwrap_or_else(|_| "{}".into());
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let (revision,): (i64,) = sqlx::query_as(
+                    "INSERT INTO provider_configs (workspace_id, provider, mode, config, \
+                     ciphertext, revision, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, 1, $6, $6) \
+                     ON CONFLICT (workspace_id, provider) DO UPDATE SET mode = $3, config = $4, \
+                     ciphertext = $5, revision = provider_configs.revision + 1, updated_at = $6 \
+                     RETURNING revision",
+                )
+                .bind(c.workspace_id.as_str())
+                .bind(c.provider.as_str())
+                .bind(c.mode.as_str())
+                .bind(&config)
+                .bind(c.ciphertext.as_deref())
+                .bind($crate::rows::ms(c.updated_at))
+                .fetch_one(&mut *tx)
+                .await?;
+                commit_with_outbox(tx, outbox).await?;
+                u32::try_from(revision)
+                    .map_err(|_| $crate::StorageError::Corrupt("provider_configs.revision"))
+            }
+
+            async fn provider(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                provider: authsome_domain::provider::Provider,
+            ) -> $crate::Result<Option<authsome_domain::provider::ProviderConfig>> {
+                let sql = format!(
+                    "SELECT {} FROM provider_configs WHERE workspace_id = $1 AND provider = $2",
+                    $crate::vault::PROVIDER_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::vault::ProviderRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(provider.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map($crate::vault::ProviderRow::into_domain)
+                    .transpose()
+            }
+
+            async fn providers(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+            ) -> $crate::Result<Vec<authsome_domain::provider::ProviderConfig>> {
+                let sql = format!(
+                    "SELECT {} FROM provider_configs WHERE workspace_id = $1 ORDER BY provider",
+                    $crate::vault::PROVIDER_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::vault::ProviderRow>(&sql)
+                    .bind(workspace.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::vault::ProviderRow::into_domain)
+                    .collect()
+            }
+
+            async fn delete_provider(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                provider: authsome_domain::provider::Provider,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "DELETE FROM provider_configs WHERE workspace_id = $1 AND provider = $2",
+                )
+                .bind(workspace.as_str())
+                .bind(provider.as_str())
+                .execute(&mut *tx)
+                .await?;
                 if done.rows_affected() == 0 {
                     return Err($crate::StorageError::NotFound);
                 }

@@ -86,6 +86,7 @@ backend_tests!(
     large_audit_batches_append_and_clear_their_outbox_rows,
     concurrent_writers_all_land,
     vault_versions_are_checked_pruned_and_scoped,
+    provider_configs_are_revised_and_scoped,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2475,4 +2476,75 @@ async fn vault_versions_are_checked_pruned_and_scoped(store: Arc<dyn Store>) {
         .delete_vault(&ws.id, &empty.id, &Outbox::empty())
         .await
         .unwrap();
+}
+
+async fn provider_configs_are_revised_and_scoped(store: Arc<dyn Store>) {
+    use authsome_domain::provider::{CredentialMode, Provider, ProviderConfig};
+
+    let (ws, _, _) = seeded(&store, "configured").await;
+    let (other, _, _) = seeded(&store, "unconfigured").await;
+    let mut config = ProviderConfig {
+        workspace_id: ws.id.clone(),
+        provider: Provider::Aws,
+        mode: CredentialMode::Kms,
+        config: [("keyId".to_owned(), serde_json::json!("alias/rotation"))].into(),
+        ciphertext: Some(vec![9, 8, 7]),
+        revision: 0,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let (revision, audited) = with_rows(vec![outbox_row("evt_provider")], async |o| {
+        store.put_provider(&config, o).await
+    })
+    .await;
+    assert_eq!(revision.unwrap(), 1);
+    assert!(audited, "the audit rows go with the write");
+    let stored = store
+        .provider(&ws.id, Provider::Aws)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.revision, stored.ciphertext.as_deref()),
+        (1, Some(&[9u8, 8, 7][..]))
+    );
+    assert_eq!(stored.config, config.config);
+
+    // Replacing it: the next revision, the old ciphertext gone with the mode.
+    config.mode = CredentialMode::Hosted;
+    config.ciphertext = None;
+    assert_eq!(
+        store.put_provider(&config, &Outbox::empty()).await.unwrap(),
+        2
+    );
+    let stored = store
+        .provider(&ws.id, Provider::Aws)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.mode, stored.ciphertext, stored.revision),
+        (CredentialMode::Hosted, None, 2)
+    );
+    assert_eq!(stored.created_at, config.created_at);
+
+    // Another workspace sees none of it and cannot remove it.
+    assert!(store
+        .provider(&other.id, Provider::Aws)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.providers(&other.id).await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .delete_provider(&other.id, Provider::Aws, &Outbox::empty())
+            .await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(store.providers(&ws.id).await.unwrap().len(), 1);
+    store
+        .delete_provider(&ws.id, Provider::Aws, &Outbox::empty())
+        .await
+        .unwrap();
+    assert!(store.providers(&ws.id).await.unwrap().is_empty());
 }

@@ -13,6 +13,7 @@
 use sqlx::{Connection, Executor, PgConnection};
 
 pub mod cpu;
+pub mod moto;
 pub mod rounds;
 pub mod smtp;
 

@@ -7,14 +7,16 @@
 //! KEK version), so a ciphertext copied to another row, secret or workspace does not open.
 //! Plaintext values and keys live in [`zeroize::Zeroizing`] buffers, wiped when dropped.
 //!
-//! This crate owns the envelope format, machine principals' proof of possession ([`pop`]) and
-//! the vault's naming rules ([`rules`]). It knows
+//! This crate owns the envelope format, machine principals' proof of possession ([`pop`]),
+//! the credential resolver's rules (cache lifetimes per mode, backoff, circuit breaker:
+//! [`resolver`]) and the vault's naming rules ([`rules`]). It knows
 //! nothing of storage, permissions, principals or HTTP: the control plane decides who may use
 //! it, storage keeps what it produces.
 
 pub mod envelope;
 pub mod keyring;
 pub mod pop;
+pub mod resolver;
 pub mod rules;
 
 pub use envelope::{Envelope, SecretContext};

@@ -43,6 +43,12 @@ pub enum Permission {
     KeyringManage,
     /// Destroy the workspace's keys: every secret becomes unreadable for good.
     KeyringDestroy,
+    /// Provider configurations (mode and public settings, never a credential).
+    ProvidersRead,
+    /// Configure and remove providers' credentials.
+    ProvidersManage,
+    /// Resolve a provider's credential to check it works (the value is never shown).
+    ProvidersTest,
 }
 
 impl Role {
@@ -54,7 +60,7 @@ impl Role {
         use Permission::*;
         let read = matches!(
             permission,
-            WorkspaceRead | MembersRead | ApplicationsRead | KeysRead | VaultsRead
+            WorkspaceRead | MembersRead | ApplicationsRead | KeysRead | VaultsRead | ProvidersRead
         );
         match self {
             Role::Owner => true,
@@ -63,7 +69,10 @@ impl Role {
                 Billing | OwnersManage | WorkspaceDelete | KeyringDestroy
             ),
             Role::Operator => {
-                read || matches!(permission, KeysRoll | ApplicationsRestart | SecretsWrite)
+                read || matches!(
+                    permission,
+                    KeysRoll | ApplicationsRestart | SecretsWrite | ProvidersTest
+                )
             }
             Role::Viewer => read,
             Role::Auditor => matches!(permission, WorkspaceRead | AuditRead),
@@ -90,7 +99,7 @@ impl Role {
     }
 }
 
-const ALL_PERMISSIONS: [Permission; 22] = [
+const ALL_PERMISSIONS: [Permission; 25] = [
     Permission::WorkspaceRead,
     Permission::WorkspaceUpdate,
     Permission::WorkspaceDelete,
@@ -113,6 +122,9 @@ const ALL_PERMISSIONS: [Permission; 22] = [
     Permission::SecretsReveal,
     Permission::KeyringManage,
     Permission::KeyringDestroy,
+    Permission::ProvidersRead,
+    Permission::ProvidersManage,
+    Permission::ProvidersTest,
 ];
 
 /// A person who signs in to the control plane. Email is unique, stored lowercased.
@@ -224,6 +236,9 @@ mod tests {
             SecretsReveal,
             KeyringManage,
             KeyringDestroy,
+            ProvidersRead,
+            ProvidersManage,
+            ProvidersTest,
         ];
         assert!(all.iter().all(|&p| Role::Owner.allows(p)));
         assert!(!Role::Admin.allows(Billing) && !Role::Admin.allows(OwnersManage));
@@ -241,6 +256,9 @@ mod tests {
         assert!(Role::Viewer.allows(VaultsRead) && !Role::Viewer.allows(SecretsReveal));
         assert!(!Role::Viewer.allows(SecretsWrite));
         assert!(!Role::Auditor.allows(VaultsRead) && !Role::Auditor.allows(SecretsReveal));
+        assert!(Role::Admin.allows(ProvidersManage) && Role::Operator.allows(ProvidersTest));
+        assert!(!Role::Operator.allows(ProvidersManage) && Role::Viewer.allows(ProvidersRead));
+        assert!(!Role::Viewer.allows(ProvidersTest) && !Role::Auditor.allows(ProvidersRead));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod customer_users;
 pub mod health;
 pub mod keys;
 pub mod members;
+pub mod providers;
 pub mod vault;
 pub mod workspaces;
 

@@ -109,8 +109,15 @@ async fn serve(
 
 /// An app on SQLite with settings changed by `tune` (after the tests' defaults).
 pub async fn spawn_tuned(tune: fn(&mut Settings)) -> TestApp {
-    serve_sqlite(None, Some(tune)).await
+    serve_sqlite(None, Some(Box::new(tune))).await
 }
+
+/// [`spawn_tuned`] with a closure (settings that name a server the test started).
+pub async fn spawn_configured(tune: impl FnOnce(&mut Settings) + Send + 'static) -> TestApp {
+    serve_sqlite(None, Some(Box::new(tune))).await
+}
+
+pub type Tune = Box<dyn FnOnce(&mut Settings) + Send>;
 
 /// An app on SQLite whose control plane mails through the SMTP server at `url`.
 pub async fn spawn_with_mailer(url: &str) -> TestApp {
@@ -123,7 +130,7 @@ pub async fn spawn_with_mailer(url: &str) -> TestApp {
 /// An in-process app on a fresh SQLite control plane and applications folder.
 async fn serve_sqlite(
     mailer: Option<Arc<dyn authsome_control::mail::Mailer>>,
-    tune: Option<fn(&mut Settings)>,
+    tune: Option<Tune>,
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("cp.db")).await.unwrap();
@@ -131,7 +138,8 @@ async fn serve_sqlite(
     let apps = AppDatabaseConfig::Sqlite {
         dir: dir.path().join("apps"),
     };
-    serve_with(
+    let db_url = format!("sqlite://{}", dir.path().join("cp.db").display());
+    let mut app = serve_with(
         Arc::new(store),
         apps,
         HttpSettings::default(),
@@ -141,7 +149,9 @@ async fn serve_sqlite(
         tune,
     )
     .await
-    .expect("an in-process server builds")
+    .expect("an in-process server builds");
+    app.db_url = db_url;
+    app
 }
 
 /// A fresh Redis key prefix, so that tests sharing one Redis never meet.
@@ -213,7 +223,7 @@ pub async fn spawn_vault_in_redis_at(url: &str) -> Option<TestApp> {
         Box::new(dir),
         redis_state(&url, &prefix),
         None,
-        Some(|s: &mut Settings| s.vault_in_redis = true),
+        Some(Box::new(|s: &mut Settings| s.vault_in_redis = true)),
     )
     .await;
     let mut app = match built {
@@ -297,7 +307,7 @@ async fn serve_with(
     guard: Box<dyn std::any::Any + Send>,
     shared: SharedState,
     mailer: Option<Arc<dyn authsome_control::mail::Mailer>>,
-    tune: Option<fn(&mut Settings)>,
+    tune: Option<Tune>,
 ) -> Result<TestApp, authsome_server::BuildError> {
     let root_email = "root@platform.test".to_owned();
     let BootstrapResult::Created {

@@ -49,6 +49,7 @@ mod entry_point;
 mod events;
 mod federation;
 mod http_basics;
+mod providers;
 mod provisioning;
 mod redis_outage;
 mod role_matrix;

@@ -404,7 +404,7 @@ async fn the_roles_decide_who_reads_values_and_every_read_is_audited(app: TestAp
     }
 }
 
-async fn audit_entries(app: &TestApp, token: &str, ws: &str) -> Vec<Value> {
+pub(crate) async fn audit_entries(app: &TestApp, token: &str, ws: &str) -> Vec<Value> {
     app.state.audit.release_folds(true);
     let mut out = Vec::new();
     let mut cursor = String::new();

@@ -1,0 +1,280 @@
+//! AWS KMS over its JSON 1.1 protocol: `POST /` with `X-Amz-Target: TrentService.<Action>`,
+//! `Content-Type: application/x-amz-json-1.1`, signed with SigV4 (`aws-sigv4`). Blobs travel
+//! as base64; errors come back as `{"__type": "...Exception", "message": ...}`.
+//!
+//! The deployment calls KMS with its own AWS identity (the standard `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`); a customer's key policy grants that identity
+//! `kms:Encrypt` and `kms:Decrypt`. The endpoint is `https://kms.<region>.amazonaws.com`, or
+//! the operator's `AUTHSOME_AWS_ENDPOINT` (a VPC endpoint; `moto_server` in tests).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::egress::{Answer, CallError, Outbound};
+
+/// The largest KMS answer read.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// The deployment's AWS identity and where it calls.
+#[derive(Clone)]
+pub struct AwsSettings {
+    pub access_key_id: String,
+    pub secret_access_key: Zeroizing<String>,
+    pub session_token: Option<Zeroizing<String>>,
+    /// For keys named without a region (an id or alias).
+    pub default_region: String,
+    /// Instead of `https://kms.<region>.amazonaws.com`.
+    pub endpoint: Option<String>,
+}
+
+impl std::fmt::Debug for AwsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsSettings")
+            .field("access_key_id", &self.access_key_id)
+            .field("default_region", &self.default_region)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsSettings {
+    /// From the standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`, `AWS_REGION` or `AWS_DEFAULT_REGION`), with `endpoint`; `None`
+    /// without credentials.
+    pub fn from_env(endpoint: Option<String>, region: Option<String>) -> Option<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Some(Self {
+            access_key_id: var("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: Zeroizing::new(var("AWS_SECRET_ACCESS_KEY")?),
+            session_token: var("AWS_SESSION_TOKEN").map(Zeroizing::new),
+            default_region: region
+                .or_else(|| var("AWS_REGION"))
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+            endpoint,
+        })
+    }
+}
+
+/// What KMS said when it did not do it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KmsError {
+    /// KMS answered with an error it will answer again (access denied, wrong context, no such
+    /// key, disabled key).
+    Refused(String),
+    /// Throttled, failing or out of reach: worth retrying.
+    Unavailable(String),
+}
+
+/// A KMS client.
+pub struct Kms {
+    settings: AwsSettings,
+    outbound: Outbound,
+}
+
+impl Kms {
+    pub fn new(settings: AwsSettings) -> Self {
+        Self {
+            settings,
+            // The endpoint is AWS's or the operator's, never a customer's.
+            outbound: Outbound::trusted(),
+        }
+    }
+
+    /// `Encrypt`: the ciphertext blob.
+    pub async fn encrypt(
+        &self,
+        key_id: &str,
+        region: Option<&str>,
+        context: &BTreeMap<String, String>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        let plaintext = Zeroizing::new(B64.encode(plaintext));
+        let body = Zeroizing::new(
+            json!({
+                "KeyId": key_id,
+                "Plaintext": plaintext.as_str(),
+                "EncryptionContext": context,
+            })
+            .to_string(),
+        );
+        let answer = self
+            .call("Encrypt", region_of(key_id, region, &self.settings), &body)
+            .await?;
+        blob(&answer, "CiphertextBlob").map(|b| b.to_vec())
+    }
+
+    /// `Decrypt`, insisting on `key_id` (KMS refuses a ciphertext of another key).
+    pub async fn decrypt(
+        &self,
+        key_id: &str,
+        region: Option<&str>,
+        context: &BTreeMap<String, String>,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let body = json!({
+            "KeyId": key_id,
+            "CiphertextBlob": B64.encode(ciphertext),
+            "EncryptionContext": context,
+        })
+        .to_string();
+        let answer = self
+            .call("Decrypt", region_of(key_id, region, &self.settings), &body)
+            .await?;
+        blob(&answer, "Plaintext")
+    }
+
+    /// Any KMS action with its JSON request body; the answer's JSON.
+    pub async fn call(&self, action: &str, region: &str, body: &str) -> Result<Value, KmsError> {
+        let url = match &self.settings.endpoint {
+            Some(e) => format!("{}/", e.trim_end_matches('/')),
+            None => format!("https://kms.{region}.amazonaws.com/"),
+        };
+        let target = format!("TrentService.{action}");
+        let headers = self
+            .signed_headers(&url, region, &target, body.as_bytes())
+            .map_err(KmsError::Refused)?;
+        let answer = self
+            .outbound
+            .send(
+                reqwest::Method::POST,
+                &url,
+                |mut r| {
+                    for (name, value) in &headers {
+                        r = r.header(name.as_str(), value.as_str());
+                    }
+                    r.body(body.to_owned())
+                },
+                MAX_ANSWER,
+            )
+            .await
+            .map_err(|e| match e {
+                CallError::Refused(m) | CallError::Failed(m) => {
+                    KmsError::Unavailable(format!("KMS {action}: {m}"))
+                }
+            })?;
+        parse_answer(action, answer)
+    }
+
+    /// The request's headers, the SigV4 `Authorization` and `X-Amz-Date` among them.
+    fn signed_headers(
+        &self,
+        url: &str,
+        region: &str,
+        target: &str,
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, String> {
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_owned(),
+                })
+            })
+            .ok_or("the KMS endpoint is not a URL")?;
+        let mut headers = vec![
+            ("host".to_owned(), host),
+            (
+                "content-type".to_owned(),
+                "application/x-amz-json-1.1".to_owned(),
+            ),
+            ("x-amz-target".to_owned(), target.to_owned()),
+        ];
+        let identity: Identity = Credentials::new(
+            &self.settings.access_key_id,
+            self.settings.secret_access_key.as_str(),
+            self.settings.session_token.as_ref().map(|t| t.to_string()),
+            None,
+            "authsome",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name("kms")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| format!("cannot sign: {e}"))?
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            url,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| format!("cannot sign: {e}"))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| format!("cannot sign: {e}"))?
+            .into_parts();
+        headers.retain(|(k, _)| k != "host");
+        headers.extend(
+            instructions
+                .headers()
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        Ok(headers)
+    }
+}
+
+fn region_of<'a>(key_id: &'a str, region: Option<&'a str>, settings: &'a AwsSettings) -> &'a str {
+    authsome_domain::provider::kms_region(key_id)
+        .or(region)
+        .unwrap_or(&settings.default_region)
+}
+
+fn parse_answer(action: &str, answer: Answer) -> Result<Value, KmsError> {
+    let body: Option<Value> = serde_json::from_slice(&answer.body).ok();
+    if answer.status.is_success() {
+        return body.ok_or_else(|| {
+            KmsError::Unavailable(format!("KMS {action} answered something other than JSON"))
+        });
+    }
+    let kind = body
+        .as_ref()
+        .and_then(|b| b.get("__type"))
+        .and_then(Value::as_str)
+        // `com.amazonaws.kms#AccessDeniedException` or plain.
+        .map(|t| t.rsplit('#').next().unwrap_or(t).to_owned())
+        .unwrap_or_else(|| format!("HTTP {}", answer.status.as_u16()));
+    let message = body
+        .as_ref()
+        .and_then(|b| b.get("message").or_else(|| b.get("Message")))
+        .and_then(Value::as_str)
+        .map(|m| m.chars().take(300).collect::<String>())
+        .unwrap_or_default();
+    let said = format!(
+        "KMS {action}: {kind}{}{message}",
+        if message.is_empty() { "" } else { ": " }
+    );
+    let retryable = answer.status.is_server_error()
+        || answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || matches!(
+            kind.as_str(),
+            "ThrottlingException" | "KMSInternalException" | "DependencyTimeoutException"
+        );
+    Err(if retryable {
+        KmsError::Unavailable(said)
+    } else {
+        KmsError::Refused(said)
+    })
+}
+
+fn blob(answer: &Value, field: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    answer
+        .get(field)
+        .and_then(Value::as_str)
+        .and_then(|b| B64.decode(b).ok())
+        .map(Zeroizing::new)
+        .ok_or_else(|| KmsError::Unavailable(format!("KMS answered without a valid {field}")))
+}
