@@ -54,7 +54,7 @@ pub use providers::{
 pub use provisioning::Provisioner;
 pub use vault::{
     DestroyKeyring, EnvelopeStore, KeyringStatus, NewBinding, NewPrincipal, NewVault, PopRequest,
-    Progress, PutSecret, RevealedSecret, VaultActor, VaultPatch,
+    Progress, PutSecret, RevealedSecret, VaultActor, VaultOperator, VaultPatch,
 };
 pub use workspaces::{NewWorkspace, WorkspacePatch};
 

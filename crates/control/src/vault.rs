@@ -4,7 +4,7 @@
 //! value read and every denial is an audit entry naming the secret and version, never the value.
 
 use authsome_domain::event::{DomainEvent, EventActor};
-use authsome_domain::id::{SecretId, VaultId, WorkspaceId};
+use authsome_domain::id::{MemberId, SecretId, VaultId, WorkspaceId};
 use authsome_domain::master_key::MasterKey;
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{Actor, Permission, Role, Workspace};
@@ -133,6 +133,16 @@ pub struct KeyringStatus {
     /// When the workspace's keys were destroyed (what was sealed before cannot be read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destroyed_at: Option<DateTime<Utc>>,
+}
+
+/// A member with the operator role bound to a vault: it reads the vault's values.
+#[derive(Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct VaultOperator {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub member_id: MemberId,
+    pub created_at: DateTime<Utc>,
 }
 
 /// Confirms destroying a workspace's keys by typing its name.
@@ -282,7 +292,16 @@ impl ControlPlane {
             .workspace_access(actor, &ws)
             .await?
             .ok_or(ControlError::NotFound("vault"))?;
-        self.require_for(actor, &ws, role, permission)?;
+        // An operator reads the values of the vaults it is bound to.
+        let bound = match actor {
+            Actor::Account(account) if role.needs_vault_binding(permission) => {
+                self.store.is_vault_operator(&ws, id, account).await?
+            }
+            _ => false,
+        };
+        if !role.allows_in_vault(permission, bound) {
+            self.require_for(actor, &ws, role, permission)?;
+        }
         let vault = self
             .store
             .vault(&ws, id)
@@ -454,6 +473,89 @@ impl ControlPlane {
         })
         .await?;
         Ok(vault)
+    }
+
+    /// Binds a member with the operator role to the vault: it then reads the vault's values
+    /// (operators read no other vault's). Binding again changes nothing.
+    pub async fn bind_vault_operator(
+        &self,
+        actor: &Actor,
+        id: &VaultId,
+        member: &MemberId,
+    ) -> Result<VaultOperator> {
+        let (vault, workspace, _) = self.vault_for(actor, id, Permission::VaultsManage).await?;
+        workspace.may_write()?;
+        let found = self
+            .store
+            .member(&vault.workspace_id, member)
+            .await?
+            .ok_or(ControlError::NotFound("member"))?;
+        if found.role != Role::Operator {
+            return Err(authsome_domain::ValidationError::new(
+                "memberId",
+                format!(
+                    "has the {} role: only operators are bound to vaults (owners and admins read every vault)",
+                    found.role.as_str()
+                ),
+            )
+            .into());
+        }
+        let at = self.clock.now();
+        self.audited(
+            Some(actor),
+            vec![vault_event("vault.operator.bound", &vault).change("member", member.as_str())],
+            async |outbox| {
+                self.store
+                    .bind_vault_operator(&vault.workspace_id, &vault.id, member, at, outbox)
+                    .await
+            },
+        )
+        .await?;
+        Ok(self
+            .vault_operators(actor, id)
+            .await?
+            .into_iter()
+            .find(|o| &o.member_id == member)
+            .unwrap_or(VaultOperator {
+                member_id: member.clone(),
+                created_at: at,
+            }))
+    }
+
+    pub async fn unbind_vault_operator(
+        &self,
+        actor: &Actor,
+        id: &VaultId,
+        member: &MemberId,
+    ) -> Result<()> {
+        let (vault, workspace, _) = self.vault_for(actor, id, Permission::VaultsManage).await?;
+        workspace.may_write()?;
+        self.audited(
+            Some(actor),
+            vec![vault_event("vault.operator.unbound", &vault).change("member", member.as_str())],
+            async |outbox| {
+                self.store
+                    .unbind_vault_operator(&vault.workspace_id, &vault.id, member, outbox)
+                    .await
+                    .map_err(crate::gone("vault operator"))
+            },
+        )
+        .await
+    }
+
+    /// The operators bound to the vault.
+    pub async fn vault_operators(&self, actor: &Actor, id: &VaultId) -> Result<Vec<VaultOperator>> {
+        let (vault, _, _) = self.vault_for(actor, id, Permission::VaultsRead).await?;
+        Ok(self
+            .store
+            .vault_operators(&vault.workspace_id, &vault.id)
+            .await?
+            .into_iter()
+            .map(|(member_id, created_at)| VaultOperator {
+                member_id,
+                created_at,
+            })
+            .collect())
     }
 
     /// Deletes an empty vault (its secrets deleted and destroyed first are still its own).

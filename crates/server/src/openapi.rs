@@ -164,6 +164,8 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         ))
         .routes(routes!(vault::delete_trusted_issuer))
         .routes(routes!(vault::exchange_token))
+        .routes(routes!(vault::operators))
+        .routes(routes!(vault::bind_operator, vault::unbind_operator))
         .routes(routes!(providers::list))
         .routes(routes!(providers::put, providers::get, providers::delete))
         .routes(routes!(providers::test))

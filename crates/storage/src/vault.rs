@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use authsome_domain::id::PrincipalId;
-use authsome_domain::id::{AccountId, MemberId};
 use authsome_domain::id::TrustedIssuerId;
+use authsome_domain::id::{AccountId, MemberId};
 use authsome_domain::id::{VaultId, WorkspaceId};
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::provider::{CredentialMode, Provider, ProviderConfig};
@@ -983,17 +983,17 @@ macro_rules! impl_vault {
                 vault: &authsome_domain::id::VaultId,
                 account: &authsome_domain::id::AccountId,
             ) -> $crate::Result<bool> {
-                let found: Option<(i64,)> = sqlx::query_as(
-                    "SELECT 1 FROM vault_operators o JOIN members m ON m.id = o.member_id \
+                let (found,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM vault_operators o JOIN members m ON m.id = o.member_id \
                      WHERE o.workspace_id = $1 AND o.vault_id = $2 AND m.workspace_id = $1 \
                      AND m.account_id = $3",
                 )
                 .bind(workspace.as_str())
                 .bind(vault.as_str())
                 .bind(account.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_one(&self.pool)
                 .await?;
-                Ok(found.is_some())
+                Ok(found > 0)
             }
 
             async fn put_provider(

@@ -87,6 +87,7 @@ backend_tests!(
     concurrent_writers_all_land,
     vault_versions_are_checked_pruned_and_scoped,
     provider_configs_are_revised_and_scoped,
+    vault_operators_are_bound_within_their_workspace,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2547,4 +2548,88 @@ async fn provider_configs_are_revised_and_scoped(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(store.providers(&ws.id).await.unwrap().is_empty());
+}
+
+async fn vault_operators_are_bound_within_their_workspace(store: Arc<dyn Store>) {
+    use authsome_domain::id::VaultId;
+    use authsome_domain::vault::Vault;
+
+    let (ws, _, member) = seeded(&store, "operated").await;
+    let (other, _, stranger) = seeded(&store, "stranger").await;
+    let vault_of = |ws: &Workspace| Vault {
+        id: VaultId::new(),
+        workspace_id: ws.id.clone(),
+        name: "deploy".into(),
+        description: None,
+        max_versions: 10,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let (mine, theirs) = (vault_of(&ws), vault_of(&other));
+    store.insert_vault(&mine, &Outbox::empty()).await.unwrap();
+    store.insert_vault(&theirs, &Outbox::empty()).await.unwrap();
+
+    store
+        .bind_vault_operator(&ws.id, &mine.id, &member.id, now(), &Outbox::empty())
+        .await
+        .unwrap();
+    store
+        .bind_vault_operator(&ws.id, &mine.id, &member.id, now(), &Outbox::empty())
+        .await
+        .expect("binding again changes nothing");
+    assert!(store
+        .is_vault_operator(&ws.id, &mine.id, &member.account_id)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.vault_operators(&ws.id, &mine.id).await.unwrap().len(),
+        1
+    );
+    // Across the boundary nothing binds and nothing is seen.
+    for (w, v, m) in [
+        (&ws.id, &theirs.id, &member.id),
+        (&ws.id, &mine.id, &stranger.id),
+        (&other.id, &mine.id, &member.id),
+    ] {
+        store
+            .bind_vault_operator(w, v, m, now(), &Outbox::empty())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.vault_operators(&ws.id, &mine.id).await.unwrap().len(),
+        1
+    );
+    assert!(store
+        .vault_operators(&other.id, &mine.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .vault_operators(&ws.id, &theirs.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!store
+        .is_vault_operator(&other.id, &mine.id, &member.account_id)
+        .await
+        .unwrap());
+    assert!(!store
+        .is_vault_operator(&ws.id, &mine.id, &stranger.account_id)
+        .await
+        .unwrap());
+    assert!(matches!(
+        store
+            .unbind_vault_operator(&other.id, &mine.id, &member.id, &Outbox::empty())
+            .await,
+        Err(StorageError::NotFound)
+    ));
+    store
+        .unbind_vault_operator(&ws.id, &mine.id, &member.id, &Outbox::empty())
+        .await
+        .unwrap();
+    assert!(!store
+        .is_vault_operator(&ws.id, &mine.id, &member.account_id)
+        .await
+        .unwrap());
 }

@@ -81,6 +81,20 @@ impl Role {
 }
 
 impl Role {
+    /// [`Role::allows`] in one vault, where `bound` says whether the member is bound to it as
+    /// an operator: an operator reads the values of the vaults bound to it, and only those.
+    pub fn allows_in_vault(self, permission: Permission, bound: bool) -> bool {
+        self.allows(permission)
+            || (bound && self == Role::Operator && permission == Permission::SecretsReveal)
+    }
+
+    /// Whether deciding `permission` in a vault needs to know if the member is bound to it.
+    pub fn needs_vault_binding(self, permission: Permission) -> bool {
+        !self.allows(permission)
+            && self == Role::Operator
+            && permission == Permission::SecretsReveal
+    }
+
     /// Whether this role may do everything `other` may.
     pub fn covers(self, other: Role) -> bool {
         ALL_PERMISSIONS
@@ -256,6 +270,13 @@ mod tests {
         assert!(Role::Viewer.allows(VaultsRead) && !Role::Viewer.allows(SecretsReveal));
         assert!(!Role::Viewer.allows(SecretsWrite));
         assert!(!Role::Auditor.allows(VaultsRead) && !Role::Auditor.allows(SecretsReveal));
+        assert!(Role::Operator.allows_in_vault(SecretsReveal, true));
+        assert!(!Role::Operator.allows_in_vault(SecretsReveal, false));
+        assert!(
+            !Role::Viewer.allows_in_vault(SecretsReveal, true),
+            "only operators are bound"
+        );
+        assert!(!Role::Operator.allows_in_vault(VaultsManage, true));
         assert!(Role::Admin.allows(ProvidersManage) && Role::Operator.allows(ProvidersTest));
         assert!(!Role::Operator.allows(ProvidersManage) && Role::Viewer.allows(ProvidersRead));
         assert!(!Role::Viewer.allows(ProvidersTest) && !Role::Auditor.allows(ProvidersRead));

@@ -3,9 +3,9 @@
 
 use authsome_control::{
     DestroyKeyring, KeyringStatus, NewBinding, NewPrincipal, NewTrustedIssuer, NewVault,
-    PrincipalToken, PutSecret, RevealedSecret, TokenExchange, VaultPatch,
+    PrincipalToken, PutSecret, RevealedSecret, TokenExchange, VaultOperator, VaultPatch,
 };
-use authsome_domain::id::{PrincipalId, TrustedIssuerId, VaultId, WorkspaceId};
+use authsome_domain::id::{MemberId, PrincipalId, TrustedIssuerId, VaultId, WorkspaceId};
 use authsome_domain::vault::{Binding, Principal, Secret, TrustedIssuer, Vault};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -511,5 +511,59 @@ pub async fn exchange_token(
             .control
             .exchange_principal_token(&input.assertion, client.ip.as_deref())
             .await?,
+    ))
+}
+
+/// Binds a member with the operator role to the vault: operators read the values of the vaults
+/// bound to them and of no other.
+#[utoipa::path(put, path = "/control/v1/vaults/{vaultId}/operators/{memId}", tag = "vault",
+    params(("vaultId" = String, Path), ("memId" = String, Path)),
+    responses((status = 200, body = VaultOperator), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn bind_operator(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((vault, member)): Path<(String, String)>,
+) -> Result<axum::Json<VaultOperator>, ApiError> {
+    let vault: VaultId = path_id(&vault, "vault")?;
+    let member: MemberId = path_id(&member, "member")?;
+    Ok(axum::Json(
+        state
+            .control
+            .bind_vault_operator(&caller.actor, &vault, &member)
+            .await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/control/v1/vaults/{vaultId}/operators/{memId}", tag = "vault",
+    params(("vaultId" = String, Path), ("memId" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn unbind_operator(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((vault, member)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let vault: VaultId = path_id(&vault, "vault")?;
+    let member: MemberId = path_id(&member, "member")?;
+    state
+        .control
+        .unbind_vault_operator(&caller.actor, &vault, &member)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/control/v1/vaults/{vaultId}/operators", tag = "vault",
+    params(("vaultId" = String, Path)),
+    responses((status = 200, body = Vec<VaultOperator>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn operators(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(vault): Path<String>,
+) -> Result<axum::Json<Vec<VaultOperator>>, ApiError> {
+    let vault: VaultId = path_id(&vault, "vault")?;
+    Ok(axum::Json(
+        state.control.vault_operators(&caller.actor, &vault).await?,
     ))
 }

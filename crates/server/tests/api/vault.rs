@@ -13,6 +13,7 @@ on_both_backends!(
     rotation_rewraps_in_the_background_and_rekey_reseals_every_value,
     destroyed_keys_leave_nothing_that_opens,
     principals_read_only_their_bound_vaults_with_fresh_proofs,
+    operators_read_the_values_of_the_vaults_bound_to_them_only,
 );
 
 /// The same scenarios with the vault's envelopes in Redis (`AUTHSOME_VAULT_BACKEND=redis`).
@@ -35,6 +36,7 @@ mod redis_backend {
         rotation_rewraps_in_the_background_and_rekey_reseals_every_value,
         destroyed_keys_leave_nothing_that_opens,
         principals_read_only_their_bound_vaults_with_fresh_proofs,
+        operators_read_the_values_of_the_vaults_bound_to_them_only,
     );
 }
 
@@ -402,6 +404,111 @@ async fn the_roles_decide_who_reads_values_and_every_read_is_audited(app: TestAp
     for leaked in ["sk-very-secret", "by-admin", "by-operator"] {
         assert!(!all.contains(leaked), "{leaked} in the audit log");
     }
+}
+
+pub(crate) async fn bind(app: &TestApp, token: &str, vault: &str, member: &str) -> Response {
+    app.call(
+        Method::PUT,
+        &format!("/control/v1/vaults/{vault}/operators/{member}"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+async fn operators_read_the_values_of_the_vaults_bound_to_them_only(app: TestApp) {
+    let t = app.tenant("Bound Operators").await;
+    let owner = &t.owner_token;
+    let bound = vault(&app, owner, &t.ws, json!({"name": "deploy"})).await;
+    let other = vault(&app, owner, &t.ws, json!({"name": "finance"})).await;
+    for v in [&bound, &other] {
+        put(
+            &app,
+            owner,
+            v,
+            "TOKEN",
+            json!({"value": format!("in-{v}")}),
+            None,
+        )
+        .await;
+    }
+    let (op_member, operator) = app
+        .add_member(owner, &t.ws, "op@bound.test", "operator")
+        .await;
+    let (viewer_member, viewer) = app
+        .add_member(owner, &t.ws, "viewer@bound.test", "viewer")
+        .await;
+    let operators = |v: &str| format!("/control/v1/vaults/{v}/operators");
+    assert_eq!(
+        value(&app, &operator, &bound, "TOKEN", "").await.status,
+        403
+    );
+
+    let r = bind(&app, owner, &bound, &op_member).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["memberId"], op_member.as_str());
+    assert_eq!(
+        bind(&app, owner, &bound, &op_member).await.status,
+        200,
+        "idempotent"
+    );
+    let read = value(&app, &operator, &bound, "TOKEN", "").await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.body["value"], format!("in-{bound}"));
+    assert_eq!(
+        value(&app, &operator, &other, "TOKEN", "").await.status,
+        403
+    );
+    // Binding is for operators, by those who manage vaults, within the workspace.
+    assert_error(
+        &bind(&app, owner, &bound, &viewer_member).await,
+        400,
+        "invalid_request",
+    );
+    assert_eq!(value(&app, &viewer, &bound, "TOKEN", "").await.status, 403);
+    assert_error(
+        &bind(&app, &operator, &other, &op_member).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &bind(&app, owner, &bound, "mem_01jd4v0z3c8x2m5q7w9e1r6t0y").await,
+        404,
+        "not_found",
+    );
+    let stranger = app.tenant("Unbound").await;
+    assert_error(
+        &bind(&app, &stranger.owner_token, &bound, &op_member).await,
+        404,
+        "not_found",
+    );
+    let listed = app.get(&operators(&bound), &viewer).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body.as_array().unwrap().len(), 1);
+
+    let unbound = app
+        .delete(&format!("{}/{op_member}", operators(&bound)), owner)
+        .await;
+    assert_eq!(unbound.status, 204, "{}", unbound.body);
+    assert_eq!(
+        value(&app, &operator, &bound, "TOKEN", "").await.status,
+        403
+    );
+    assert_error(
+        &app.delete(&format!("{}/{op_member}", operators(&bound)), owner)
+            .await,
+        404,
+        "not_found",
+    );
+    let entries = audit_entries(&app, owner, &t.ws).await;
+    for action in ["vault.operator.bound", "vault.operator.unbound"] {
+        assert!(entries.iter().any(|e| e["action"] == action), "{action}");
+    }
+    let reads = entries
+        .iter()
+        .filter(|e| e["action"] == "vault.secret.read")
+        .count();
+    assert_eq!(reads, 1, "the bound operator's one read");
 }
 
 pub(crate) async fn audit_entries(app: &TestApp, token: &str, ws: &str) -> Vec<Value> {
