@@ -53,8 +53,8 @@ pub use providers::{
 };
 pub use provisioning::Provisioner;
 pub use vault::{
-    DestroyKeyring, EnvelopeStore, KeyringStatus, NewBinding, NewPrincipal, NewVault, PopRequest,
-    Progress, PutSecret, RevealedSecret, VaultActor, VaultOperator, VaultPatch,
+    CustomerKey, DestroyKeyring, EnvelopeStore, KeyringStatus, NewBinding, NewPrincipal, NewVault,
+    PopRequest, Progress, PutSecret, RevealedSecret, VaultActor, VaultOperator, VaultPatch,
 };
 pub use workspaces::{NewWorkspace, WorkspacePatch};
 
@@ -159,6 +159,7 @@ pub struct ControlPlane {
     /// Outbound calls for provider credentials (AWS KMS, token endpoints, customers' endpoints).
     credential_sources: Option<Arc<dyn providers::CredentialSources>>,
     resolver: providers::ResolverState,
+    kek_cache: vault::KekCache,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -190,6 +191,7 @@ impl ControlPlane {
             envelopes: None,
             credential_sources: None,
             resolver: Default::default(),
+            kek_cache: Default::default(),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }

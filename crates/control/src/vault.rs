@@ -3,6 +3,9 @@
 //! sealing and opening is `authsome-vault`'s; storage keeps envelopes only. Every write, every
 //! value read and every denial is an audit entry naming the secret and version, never the value.
 
+use std::sync::Arc;
+
+use authsome_domain::clock::CoarseInstant;
 use authsome_domain::event::{DomainEvent, EventActor};
 use authsome_domain::id::{MemberId, SecretId, VaultId, WorkspaceId};
 use authsome_domain::master_key::MasterKey;
@@ -127,6 +130,10 @@ pub struct KeyringStatus {
     pub version: u32,
     /// Live secret versions whose data key is wrapped by the newest version.
     pub rewrap: Progress,
+    /// The customer's KMS key (an ARN) that wraps the newest version (enterprise); absent: the
+    /// deployment's master key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
     /// Live secret versions sealed again under fresh data keys since the last rekey request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rekey: Option<Progress>,
@@ -143,6 +150,25 @@ pub struct VaultOperator {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub member_id: MemberId,
     pub created_at: DateTime<Utc>,
+}
+
+/// `PUT …/keyring/kms`: the customer's KMS key that wraps the workspace's keys from now on.
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomerKey {
+    /// A KMS key ARN; null: the deployment's master key again.
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
+    pub key_id: Option<String>,
+}
+
+/// A customer key that cannot be used while it is being set is the request's problem (400),
+/// unless KMS could not be reached (503).
+fn as_input(e: ControlError) -> ControlError {
+    match e {
+        ControlError::Conflict(m) => authsome_domain::ValidationError::new("keyId", m).into(),
+        other => other,
+    }
 }
 
 /// Confirms destroying a workspace's keys by typing its name.
@@ -219,6 +245,66 @@ fn description(d: Option<String>) -> Result<Option<String>> {
     }
 }
 
+/// How long a KEK opened by the customer's KMS is used before KMS is asked again: revoking
+/// the key's grant in KMS stops reads within this time.
+pub const CUSTOMER_KEY_CACHE: std::time::Duration = std::time::Duration::from_secs(300);
+/// The most opened KEKs kept in process.
+const KEK_CACHE_ENTRIES: usize = 10_000;
+
+/// KEKs opened in this process, by workspace and version, with the sealed bytes they were
+/// opened from.
+#[derive(Default)]
+pub(crate) struct KekCache {
+    keys: std::sync::Mutex<std::collections::HashMap<(WorkspaceId, u32), OpenedKek>>,
+}
+
+/// The sealed bytes a KEK was opened from, the key, and when.
+type OpenedKek = (Vec<u8>, Arc<Kek>, CoarseInstant);
+
+impl KekCache {
+    fn get(
+        &self,
+        slot: &(WorkspaceId, u32),
+        sealed: &[u8],
+        now: CoarseInstant,
+        customer_key: bool,
+    ) -> Option<Arc<Kek>> {
+        let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let (bytes, kek, opened) = keys.get(slot)?;
+        let fresh = !customer_key || now.since(*opened) < CUSTOMER_KEY_CACHE;
+        (bytes.as_slice() == sealed && fresh).then(|| kek.clone())
+    }
+
+    fn put(&self, slot: (WorkspaceId, u32), sealed: Vec<u8>, kek: Arc<Kek>, now: CoarseInstant) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= KEK_CACHE_ENTRIES {
+            keys.clear();
+        }
+        keys.insert(slot, (sealed, kek, now));
+    }
+}
+
+/// The encryption context of a KEK wrapped by a customer's KMS key.
+fn kek_context(ws: &WorkspaceId, version: u32) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        ("authsome:workspace".to_owned(), ws.to_string()),
+        ("authsome:kek-version".to_owned(), version.to_string()),
+    ])
+}
+
+/// The customer's KMS key refusing is the key's state (409, the message says why); KMS out of
+/// reach is 503.
+fn customer_key_fault(e: crate::providers::SourceError) -> ControlError {
+    match e {
+        crate::providers::SourceError::Refused(m) => {
+            ControlError::Conflict(format!("the workspace's customer-managed key refused: {m}"))
+        }
+        crate::providers::SourceError::Unavailable(m) => {
+            ControlError::Unavailable(format!("the workspace's customer-managed key: {m}"))
+        }
+    }
+}
+
 /// A sealed or opened value that does not fit here is a fault of stored data, never input.
 fn vault_fault(e: VaultError) -> ControlError {
     tracing::error!(error = %e, "a vault envelope or key does not open");
@@ -232,46 +318,115 @@ impl ControlPlane {
         })
     }
 
-    fn open_kek(&self, ws: &WorkspaceId, stored: &StoredKek) -> Result<Kek> {
+    /// Seals a new KEK for storage: under the customer's KMS key when `kms_key_id` names one,
+    /// else under the master key.
+    async fn seal_kek(
+        &self,
+        ws: &WorkspaceId,
+        kek: &Kek,
+        kms_key_id: Option<&str>,
+    ) -> Result<StoredKek> {
+        let sealed = match kms_key_id {
+            None => kek.seal(self.vault_master()?),
+            Some(key_id) => self
+                .credential_sources
+                .as_deref()
+                .ok_or_else(|| {
+                    ControlError::Unavailable("this deployment makes no outbound calls".into())
+                })?
+                .kms_encrypt(
+                    crate::providers::KmsKey {
+                        key_id,
+                        region: None,
+                    },
+                    &kek_context(ws, kek.version()),
+                    kek.expose_for_wrapping(),
+                )
+                .await
+                .map_err(customer_key_fault)?,
+        };
+        Ok(StoredKek {
+            version: kek.version(),
+            sealed: Some(sealed),
+            kms_key_id: kms_key_id.map(str::to_owned),
+            created_at: self.clock.now(),
+        })
+    }
+
+    /// Opens a stored KEK: from this process's cache while the stored row is unchanged (a
+    /// destroyed key is never served: the row says so first) and, for a customer-managed key,
+    /// younger than [`CUSTOMER_KEY_CACHE`] (so revoking the key in KMS takes effect).
+    async fn open_kek(&self, ws: &WorkspaceId, stored: &StoredKek) -> Result<Arc<Kek>> {
         let sealed = stored.sealed.as_deref().ok_or_else(|| {
             ControlError::Conflict("the workspace's vault keys were destroyed".into())
         })?;
-        Kek::open(self.vault_master()?, ws, stored.version, sealed).map_err(vault_fault)
+        let slot = (ws.clone(), stored.version);
+        let now = self.clock.instant();
+        if let Some(hit) = self
+            .kek_cache
+            .get(&slot, sealed, now, stored.kms_key_id.is_some())
+        {
+            return Ok(hit);
+        }
+        let kek = match &stored.kms_key_id {
+            None => {
+                Kek::open(self.vault_master()?, ws, stored.version, sealed).map_err(vault_fault)?
+            }
+            Some(key_id) => {
+                let plain = self
+                    .credential_sources
+                    .as_deref()
+                    .ok_or_else(|| {
+                        ControlError::Unavailable("this deployment makes no outbound calls".into())
+                    })?
+                    .kms_decrypt(
+                        crate::providers::KmsKey {
+                            key_id,
+                            region: None,
+                        },
+                        &kek_context(ws, stored.version),
+                        sealed,
+                    )
+                    .await
+                    .map_err(customer_key_fault)?;
+                Kek::from_unwrapped(ws, stored.version, &plain).map_err(vault_fault)?
+            }
+        };
+        let kek = Arc::new(kek);
+        self.kek_cache.put(slot, sealed.to_vec(), kek.clone(), now);
+        Ok(kek)
     }
 
     /// The workspace's current key-encryption key, made at its first use (and, after its keys
-    /// were destroyed, a fresh one for what is written next).
-    async fn current_kek(&self, ws: &WorkspaceId) -> Result<Kek> {
+    /// were destroyed, a fresh one for what is written next, wrapped as the last one was).
+    async fn current_kek(&self, ws: &WorkspaceId) -> Result<Arc<Kek>> {
         let latest = self.store.keks(ws).await?.pop();
         if let Some(latest) = &latest {
             if latest.sealed.is_some() {
-                return self.open_kek(ws, latest);
+                return self.open_kek(ws, latest).await;
             }
         }
-        let version = latest.map_or(1, |k| k.version + 1);
+        let version = latest.as_ref().map_or(1, |k| k.version + 1);
         let kek = Kek::generate(ws, version);
-        let stored = StoredKek {
-            version,
-            sealed: Some(kek.seal(self.vault_master()?)),
-            created_at: self.clock.now(),
-        };
+        let wrapping = latest.as_ref().and_then(|k| k.kms_key_id.as_deref());
+        let stored = self.seal_kek(ws, &kek, wrapping).await?;
         if self.store.insert_kek(ws, &stored).await? {
-            return Ok(kek);
+            return Ok(Arc::new(kek));
         }
         // Another request made it first: use theirs.
         match self.store.keks(ws).await?.last() {
-            Some(latest) => self.open_kek(ws, latest),
+            Some(latest) => self.open_kek(ws, latest).await,
             None => Err(ControlError::Storage(StorageError::NotFound)),
         }
     }
 
-    async fn kek_version(&self, ws: &WorkspaceId, version: u32) -> Result<Kek> {
+    async fn kek_version(&self, ws: &WorkspaceId, version: u32) -> Result<Arc<Kek>> {
         let keks = self.store.keks(ws).await?;
         let stored = keks
             .iter()
             .find(|k| k.version == version)
             .ok_or_else(|| vault_fault(VaultError::UnknownKey(version)))?;
-        self.open_kek(ws, stored)
+        self.open_kek(ws, stored).await
     }
 
     /// The vault as the caller may use it: `NotFound` unless it is in a workspace the caller
@@ -739,7 +894,18 @@ impl ControlPlane {
         let version = version.unwrap_or(secret.version);
         let (kek_version, stored) = envelope.ok_or(ControlError::NotFound("secret version"))?;
         let bytes = self.envelope_bytes(&stored).await?;
-        let kek = self.kek_version(&vault.workspace_id, kek_version).await?;
+        let kek = match self.kek_version(&vault.workspace_id, kek_version).await {
+            Ok(kek) => kek,
+            Err(e) => {
+                self.emit_as(
+                    actor,
+                    secret_event("vault.secret.read", &secret, version)
+                        .outcome(authsome_domain::event::Outcome::Failure)
+                        .change("reason", e.to_string()),
+                );
+                return Err(e);
+            }
+        };
         let ctx = SecretContext {
             workspace: &vault.workspace_id,
             vault: &vault.id,
@@ -848,8 +1014,10 @@ impl ControlPlane {
 
     async fn keyring_status(&self, ws: &WorkspaceId) -> Result<KeyringStatus> {
         let p = self.store.keyring_progress(ws).await?;
+        let kms_key_id = self.store.keks(ws).await?.pop().and_then(|k| k.kms_key_id);
         Ok(KeyringStatus {
             version: p.version,
+            kms_key_id,
             rewrap: Progress {
                 done: p.rewrapped,
                 total: p.total,
@@ -869,6 +1037,60 @@ impl ControlPlane {
             .workspace_for(actor, ws, Permission::KeyringManage)
             .await?;
         workspace.may_write()?;
+        let wrapping = self.store.keks(ws).await?.pop().and_then(|k| k.kms_key_id);
+        self.rotate_wrapped(actor, ws, wrapping, "vault.keyring.rotated")
+            .await
+    }
+
+    /// Wraps the workspace's keys with the customer's AWS KMS key from now on (`keyId` an ARN),
+    /// or with the master key again (`keyId` null): a new KEK version wrapped so, and the
+    /// background work rewraps every data key under it. Enterprise plan; owners only, since
+    /// whoever controls the KMS key can make every secret unreadable. The key is tried first
+    /// (an encryption and a decryption with the workspace's context).
+    pub async fn set_customer_key(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        input: CustomerKey,
+    ) -> Result<KeyringStatus> {
+        let (workspace, _) = self
+            .workspace_for(actor, ws, Permission::KeyringDestroy)
+            .await?;
+        workspace.may_write()?;
+        if let Some(key_id) = &input.key_id {
+            if workspace.plan != authsome_domain::tenancy::Plan::Enterprise {
+                return Err(ControlError::PaymentRequired(
+                    "customer-managed keys are part of the enterprise plan".into(),
+                ));
+            }
+            if authsome_domain::provider::kms_region(key_id).is_none() {
+                return Err(authsome_domain::ValidationError::new(
+                    "keyId",
+                    "must be a KMS key ARN (arn:aws:kms:<region>:<account>:key/…)",
+                )
+                .into());
+            }
+            // Probe: the deployment may encrypt and decrypt with it, in this context.
+            let probe = Kek::generate(ws, 0);
+            let sealed = self
+                .seal_kek(ws, &probe, Some(key_id))
+                .await
+                .map_err(as_input)?;
+            self.open_kek_uncached(ws, &sealed)
+                .await
+                .map_err(as_input)?;
+        }
+        self.rotate_wrapped(actor, ws, input.key_id, "vault.keyring.customer_key_set")
+            .await
+    }
+
+    async fn rotate_wrapped(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        kms_key_id: Option<String>,
+        action: &'static str,
+    ) -> Result<KeyringStatus> {
         let version = self
             .store
             .keks(ws)
@@ -876,15 +1098,14 @@ impl ControlPlane {
             .last()
             .map_or(1, |k| k.version + 1);
         let kek = Kek::generate(ws, version);
-        let stored = StoredKek {
-            version,
-            sealed: Some(kek.seal(self.vault_master()?)),
-            created_at: self.clock.now(),
-        };
-        let event = DomainEvent::new("vault.keyring.rotated")
+        let stored = self.seal_kek(ws, &kek, kms_key_id.as_deref()).await?;
+        let mut event = DomainEvent::new(action)
             .workspace(ws)
             .target(ws)
             .change("version", version);
+        if let Some(key) = &kms_key_id {
+            event = event.change("kmsKeyId", key.as_str());
+        }
         self.audited(Some(actor), vec![event], async |outbox| {
             self.store
                 .rotate_kek(ws, &stored, outbox)
@@ -893,6 +1114,29 @@ impl ControlPlane {
         })
         .await?;
         self.keyring_status(ws).await
+    }
+
+    async fn open_kek_uncached(&self, ws: &WorkspaceId, stored: &StoredKek) -> Result<()> {
+        let sealed = stored.sealed.as_deref().unwrap_or_default();
+        let key_id = stored.kms_key_id.as_deref().unwrap_or_default();
+        let plain = self
+            .credential_sources
+            .as_deref()
+            .ok_or_else(|| {
+                ControlError::Unavailable("this deployment makes no outbound calls".into())
+            })?
+            .kms_decrypt(
+                crate::providers::KmsKey {
+                    key_id,
+                    region: None,
+                },
+                &kek_context(ws, stored.version),
+                sealed,
+            )
+            .await
+            .map_err(customer_key_fault)?;
+        Kek::from_unwrapped(ws, stored.version, &plain).map_err(vault_fault)?;
+        Ok(())
     }
 
     /// Asks for every value to be sealed again under a fresh data key, in the background.
@@ -951,7 +1195,10 @@ impl ControlPlane {
             return Ok(0);
         }
         let pending = self.store.pending_key_work(KEY_WORK_BATCH).await?;
-        let mut keks: std::collections::HashMap<(String, u32), Kek> = Default::default();
+        let mut keks: std::collections::HashMap<(String, u32), Arc<Kek>> = Default::default();
+        // A workspace whose keys cannot be opened now (its KMS key out of reach) waits for a
+        // later round; the others go on.
+        let mut unavailable: std::collections::HashSet<String> = Default::default();
         let mut replaced = 0;
         for row in pending {
             let (Ok(ws), Ok(vault), Ok(from), Ok(to), Ok(version)) = (
@@ -964,11 +1211,23 @@ impl ControlPlane {
                 tracing::error!(secret = %row.secret_id, "a stored vault row does not parse");
                 continue;
             };
+            if unavailable.contains(&row.workspace_id) {
+                continue;
+            }
             for v in [from, to] {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     keks.entry((row.workspace_id.clone(), v))
                 {
-                    slot.insert(self.kek_version(&ws, v).await?);
+                    match self.kek_version(&ws, v).await {
+                        Ok(kek) => {
+                            slot.insert(kek);
+                        }
+                        Err(ControlError::Storage(e)) => return Err(e.into()),
+                        Err(e) => {
+                            tracing::warn!(workspace = %ws, error = %e, "vault key work: the workspace's keys cannot be opened now");
+                            unavailable.insert(row.workspace_id.clone());
+                        }
+                    }
                 }
             }
             let (Some(old), Some(new)) = (

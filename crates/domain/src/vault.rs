@@ -63,13 +63,16 @@ pub struct SecretVersion {
     pub destroyed_at: Option<DateTime<Utc>>,
 }
 
-/// One version of a workspace's key-encryption key, as stored: sealed under the master key,
-/// or destroyed.
+/// One version of a workspace's key-encryption key, as stored: sealed under the master key or
+/// the customer's KMS key, or destroyed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKek {
     pub version: u32,
     /// `None` once destroyed.
     pub sealed: Option<Vec<u8>>,
+    /// The customer's AWS KMS key (an ARN) that wrapped it, when not the master key: `sealed`
+    /// is then KMS ciphertext (enterprise, customer-managed keys).
+    pub kms_key_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 

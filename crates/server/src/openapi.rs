@@ -154,6 +154,7 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(vault::keyring))
         .routes(routes!(vault::rotate_keyring))
         .routes(routes!(vault::rekey_keyring))
+        .routes(routes!(vault::set_customer_key))
         .routes(routes!(vault::destroy_keyring))
         .routes(routes!(vault::create_principal, vault::principals))
         .routes(routes!(vault::principal, vault::delete_principal))

@@ -570,19 +570,20 @@ macro_rules! impl_vault {
                 &self,
                 workspace: &authsome_domain::id::WorkspaceId,
             ) -> $crate::Result<Vec<authsome_domain::vault::StoredKek>> {
-                let rows: Vec<(i64, Option<Vec<u8>>, i64)> = sqlx::query_as(
-                    "SELECT version, sealed, created_at FROM vault_keks \
+                let rows: Vec<(i64, Option<Vec<u8>>, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT version, sealed, kms_key_id, created_at FROM vault_keks \
                      WHERE workspace_id = $1 ORDER BY version",
                 )
                 .bind(workspace.as_str())
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter()
-                    .map(|(version, sealed, created_at)| {
+                    .map(|(version, sealed, kms_key_id, created_at)| {
                         Ok(authsome_domain::vault::StoredKek {
                             version: u32::try_from(version)
                                 .map_err(|_| $crate::StorageError::Corrupt("vault_keks.version"))?,
                             sealed,
+                            kms_key_id,
                             created_at: $crate::rows::time(created_at, "vault_keks.created_at")?,
                         })
                     })
@@ -595,13 +596,14 @@ macro_rules! impl_vault {
                 kek: &authsome_domain::vault::StoredKek,
             ) -> $crate::Result<bool> {
                 let done = sqlx::query(
-                    "INSERT INTO vault_keks (workspace_id, version, sealed, created_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, version) DO NOTHING",
+                    "INSERT INTO vault_keks (workspace_id, version, sealed, kms_key_id, created_at) \
+                     VALUES ($1, $2, $3, $5, $4) ON CONFLICT (workspace_id, version) DO NOTHING",
                 )
                 .bind(workspace.as_str())
                 .bind(i64::from(kek.version))
                 .bind(kek.sealed.as_deref())
                 .bind($crate::rows::ms(kek.created_at))
+                .bind(kek.kms_key_id.as_deref())
                 .execute(&mut *self.writer().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -616,13 +618,14 @@ macro_rules! impl_vault {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 sqlx::query(
-                    "INSERT INTO vault_keks (workspace_id, version, sealed, created_at) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO vault_keks (workspace_id, version, sealed, kms_key_id, created_at) \
+                     VALUES ($1, $2, $3, $5, $4)",
                 )
                 .bind(workspace.as_str())
                 .bind(i64::from(kek.version))
                 .bind(kek.sealed.as_deref())
                 .bind($crate::rows::ms(kek.created_at))
+                .bind(kek.kms_key_id.as_deref())
                 .execute(&mut *tx)
                 .await
                 .map_err($crate::rows::unique)?;

@@ -2297,6 +2297,7 @@ async fn vault_versions_are_checked_pruned_and_scoped(store: Arc<dyn Store>) {
     let kek = StoredKek {
         version: 1,
         sealed: Some(vec![1, 2, 3]),
+        kms_key_id: Some("arn:aws:kms:eu-west-1:111122223333:key/k".into()),
         created_at: now(),
     };
     assert!(store.insert_kek(&ws.id, &kek).await.unwrap());

@@ -49,6 +49,26 @@ impl Kek {
         XChaCha20Poly1305::new(self.key.as_ref().into())
     }
 
+    /// The key's bytes, for an external KMS to wrap (a customer-managed key). Never stored or
+    /// logged in the clear.
+    pub fn expose_for_wrapping(&self) -> &[u8; 32] {
+        &self.key
+    }
+
+    /// A key an external KMS unwrapped for `workspace`'s `version`.
+    pub fn from_unwrapped(
+        workspace: &WorkspaceId,
+        version: u32,
+        bytes: &[u8],
+    ) -> Result<Self, VaultError> {
+        let key: [u8; 32] = bytes.try_into().map_err(|_| VaultError::Malformed)?;
+        Ok(Self {
+            workspace: workspace.clone(),
+            version,
+            key: Zeroizing::new(key),
+        })
+    }
+
     /// The key sealed under the master key, for storage.
     pub fn seal(&self, master: &MasterKey) -> Vec<u8> {
         master.seal(&context(&self.workspace, self.version), self.key.as_ref())

@@ -2,8 +2,8 @@
 //! vaults, secrets (metadata), their values and versions.
 
 use authsome_control::{
-    DestroyKeyring, KeyringStatus, NewBinding, NewPrincipal, NewTrustedIssuer, NewVault,
-    PrincipalToken, PutSecret, RevealedSecret, TokenExchange, VaultOperator, VaultPatch,
+    CustomerKey, DestroyKeyring, KeyringStatus, NewBinding, NewPrincipal, NewTrustedIssuer,
+    NewVault, PrincipalToken, PutSecret, RevealedSecret, TokenExchange, VaultOperator, VaultPatch,
 };
 use authsome_domain::id::{MemberId, PrincipalId, TrustedIssuerId, VaultId, WorkspaceId};
 use authsome_domain::vault::{Binding, Principal, Secret, TrustedIssuer, Vault};
@@ -292,6 +292,31 @@ pub async fn rotate_keyring(
     let ws: WorkspaceId = path_id(&ws, "workspace")?;
     Ok(axum::Json(
         state.control.rotate_keyring(&caller.actor, &ws).await?,
+    ))
+}
+
+/// Enterprise: wraps the workspace's keys with the customer's AWS KMS key from now on (or, with
+/// `keyId` null, with the deployment's master key again): a new key version wrapped so, and
+/// every data key rewrapped under it in the background. Owners only: whoever controls the KMS
+/// key can make every secret unreadable by revoking the deployment's grant.
+#[utoipa::path(put, path = "/control/v1/workspaces/{wsId}/keyring/kms", tag = "vault",
+    params(("wsId" = String, Path)),
+    request_body = CustomerKey,
+    responses((status = 200, body = KeyringStatus), (status = "4XX", body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_customer_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(input): Json<CustomerKey>,
+) -> Result<axum::Json<KeyringStatus>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    Ok(axum::Json(
+        state
+            .control
+            .set_customer_key(&caller.actor, &ws, input)
+            .await?,
     ))
 }
 

@@ -42,6 +42,7 @@ mod cross_tenant;
 mod customer_auth;
 mod customer_bad_input;
 mod customer_keys;
+mod customer_managed_keys;
 mod customer_orgs;
 mod dedicated;
 mod dpop;
