@@ -892,9 +892,9 @@ impl ControlPlane {
             return Err(ControlError::NotFound("secret"));
         }
         let version = version.unwrap_or(secret.version);
-        let (kek_version, stored) = envelope.ok_or(ControlError::NotFound("secret version"))?;
+        let (stored_kek, stored) = envelope.ok_or(ControlError::NotFound("secret version"))?;
         let bytes = self.envelope_bytes(&stored).await?;
-        let kek = match self.kek_version(&vault.workspace_id, kek_version).await {
+        let kek = match self.open_kek(&vault.workspace_id, &stored_kek).await {
             Ok(kek) => kek,
             Err(e) => {
                 self.emit_as(

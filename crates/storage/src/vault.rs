@@ -127,15 +127,16 @@ pub trait VaultRepository {
         principal: &PrincipalId,
         vault: &VaultId,
     ) -> Result<Option<(Vault, Vec<authsome_domain::vault::VaultPermission>)>>;
-    /// A secret (without its version list) and one live version's envelope, the latest unless
-    /// `version` is given (one query: the hot path of a value read).
+    /// A secret (without its version list) and one live version's envelope with the stored
+    /// KEK that wraps it, the latest version unless `version` is given (one query: the hot
+    /// path of a value read).
     async fn secret_with_envelope(
         &self,
         workspace: &WorkspaceId,
         vault: &VaultId,
         name: &str,
         version: Option<u32>,
-    ) -> Result<Option<(Secret, Option<(u32, StoredEnvelope)>)>>;
+    ) -> Result<Option<(Secret, Option<(StoredKek, StoredEnvelope)>)>>;
 
     async fn insert_trusted_issuer(&self, trusted: &TrustedIssuer, outbox: &Outbox) -> Result<()>;
     async fn trusted_issuers(&self, workspace: &WorkspaceId) -> Result<Vec<TrustedIssuer>>;
@@ -425,6 +426,9 @@ pub(crate) struct SecretEnvelopeRow {
     pub kek_version: Option<i64>,
     pub envelope: Option<Vec<u8>>,
     pub envelope_ref: Option<String>,
+    pub kek_sealed: Option<Vec<u8>>,
+    pub kek_kms_key_id: Option<String>,
+    pub kek_created_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -1144,16 +1148,22 @@ macro_rules! impl_vault {
             ) -> $crate::Result<
                 Option<(
                     authsome_domain::vault::Secret,
-                    Option<(u32, $crate::vault::StoredEnvelope)>,
+                    Option<(
+                        authsome_domain::vault::StoredKek,
+                        $crate::vault::StoredEnvelope,
+                    )>,
                 )>,
             > {
                 let row = sqlx::query_as::<_, $crate::vault::SecretEnvelopeRow>(
                     "SELECT s.id, s.workspace_id, s.vault_id, s.name, s.description, s.tags, \
                      s.expires_at, s.latest_version, s.created_at, s.updated_at, s.deleted_at, \
-                     v.kek_version, v.envelope, v.envelope_ref \
+                     v.kek_version, v.envelope, v.envelope_ref, k.sealed AS kek_sealed, \
+                     k.kms_key_id AS kek_kms_key_id, k.created_at AS kek_created_at \
                      FROM vault_secrets s LEFT JOIN vault_secret_versions v \
                      ON v.workspace_id = s.workspace_id AND v.secret_id = s.id \
                      AND v.version = COALESCE($4, s.latest_version) AND v.destroyed_at IS NULL \
+                     LEFT JOIN vault_keks k \
+                     ON k.workspace_id = v.workspace_id AND k.version = v.kek_version \
                      WHERE s.workspace_id = $1 AND s.vault_id = $2 AND s.name = $3",
                 )
                 .bind(workspace.as_str())
@@ -1165,18 +1175,27 @@ macro_rules! impl_vault {
                 let Some(row) = row else {
                     return Ok(None);
                 };
-                let envelope = match row.kek_version {
-                    Some(kek) => $crate::vault::StoredEnvelope::from_columns(
+                let envelope = match (row.kek_version, row.kek_created_at) {
+                    (Some(kek), Some(created_at)) => $crate::vault::StoredEnvelope::from_columns(
                         row.envelope,
                         row.envelope_ref,
                     )
                     .map(|e| {
-                        u32::try_from(kek)
-                            .map(|k| (k, e))
-                            .map_err(|_| $crate::StorageError::Corrupt("kek_version"))
+                        Ok::<_, $crate::StorageError>((
+                            authsome_domain::vault::StoredKek {
+                                version: u32::try_from(kek)
+                                    .map_err(|_| $crate::StorageError::Corrupt("kek_version"))?,
+                                sealed: row.kek_sealed,
+                                kms_key_id: row.kek_kms_key_id,
+                                created_at: $crate::rows::time(created_at, "vault_keks.created_at")?,
+                            },
+                            e,
+                        ))
                     })
                     .transpose()?,
-                    None => None,
+                    // A version whose KEK row is missing is corrupt data.
+                    (Some(_), None) => return Err($crate::StorageError::Corrupt("vault_keks")),
+                    (None, _) => None,
                 };
                 Ok(Some((row.secret.into_domain()?, envelope)))
             }

@@ -55,7 +55,9 @@ pub fn backoff(attempt: u32, unit: f64) -> Duration {
 pub struct Breaker {
     failures: u32,
     opened_at: Option<CoarseInstant>,
-    probing: bool,
+    /// When the half-open circuit's probe went out (a probe that never reports, its caller
+    /// gone, is replaced after [`BREAKER_OPEN_FOR`]).
+    probing: Option<CoarseInstant>,
 }
 
 /// What the circuit says about a resolution about to start.
@@ -79,11 +81,13 @@ impl Breaker {
         if waited < BREAKER_OPEN_FOR {
             return Admission::Open(BREAKER_OPEN_FOR - waited);
         }
-        if self.probing {
-            // The probe is out: others wait for its outcome.
-            return Admission::Open(Duration::from_secs(1));
+        if let Some(sent) = self.probing {
+            if now.since(sent) < BREAKER_OPEN_FOR {
+                // The probe is out: others wait for its outcome.
+                return Admission::Open(Duration::from_secs(1));
+            }
         }
-        self.probing = true;
+        self.probing = Some(now);
         Admission::Probe
     }
 
@@ -95,9 +99,9 @@ impl Breaker {
     /// The source failed (after its retries).
     pub fn failed(&mut self, now: CoarseInstant) {
         self.failures = self.failures.saturating_add(1);
-        if self.probing || self.failures >= BREAKER_THRESHOLD {
+        if self.probing.is_some() || self.failures >= BREAKER_THRESHOLD {
             self.opened_at = Some(now);
-            self.probing = false;
+            self.probing = None;
         }
     }
 
