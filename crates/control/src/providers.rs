@@ -275,7 +275,8 @@ fn new_signing_secret() -> Zeroizing<String> {
 }
 
 impl ControlPlane {
-    fn sources(&self) -> std::result::Result<&dyn CredentialSources, SourceError> {
+    /// The outbound sources, or `Unavailable` when the deployment has none.
+    pub(crate) fn sources(&self) -> std::result::Result<&dyn CredentialSources, SourceError> {
         self.credential_sources.as_deref().ok_or_else(|| {
             SourceError::Unavailable("this deployment makes no outbound calls".into())
         })

@@ -329,11 +329,8 @@ impl ControlPlane {
         let sealed = match kms_key_id {
             None => kek.seal(self.vault_master()?),
             Some(key_id) => self
-                .credential_sources
-                .as_deref()
-                .ok_or_else(|| {
-                    ControlError::Unavailable("this deployment makes no outbound calls".into())
-                })?
+                .sources()
+                .map_err(customer_key_fault)?
                 .kms_encrypt(
                     crate::providers::KmsKey {
                         key_id,
@@ -372,25 +369,7 @@ impl ControlPlane {
             None => {
                 Kek::open(self.vault_master()?, ws, stored.version, sealed).map_err(vault_fault)?
             }
-            Some(key_id) => {
-                let plain = self
-                    .credential_sources
-                    .as_deref()
-                    .ok_or_else(|| {
-                        ControlError::Unavailable("this deployment makes no outbound calls".into())
-                    })?
-                    .kms_decrypt(
-                        crate::providers::KmsKey {
-                            key_id,
-                            region: None,
-                        },
-                        &kek_context(ws, stored.version),
-                        sealed,
-                    )
-                    .await
-                    .map_err(customer_key_fault)?;
-                Kek::from_unwrapped(ws, stored.version, &plain).map_err(vault_fault)?
-            }
+            Some(_) => self.unwrap_customer_kek(ws, stored, sealed).await?,
         };
         let kek = Arc::new(kek);
         self.kek_cache.put(slot, sealed.to_vec(), kek.clone(), now);
@@ -1076,7 +1055,8 @@ impl ControlPlane {
                 .seal_kek(ws, &probe, Some(key_id))
                 .await
                 .map_err(as_input)?;
-            self.open_kek_uncached(ws, &sealed)
+            let bytes = sealed.sealed.as_deref().unwrap_or_default();
+            self.unwrap_customer_kek(ws, &sealed, bytes)
                 .await
                 .map_err(as_input)?;
         }
@@ -1116,15 +1096,17 @@ impl ControlPlane {
         self.keyring_status(ws).await
     }
 
-    async fn open_kek_uncached(&self, ws: &WorkspaceId, stored: &StoredKek) -> Result<()> {
-        let sealed = stored.sealed.as_deref().unwrap_or_default();
+    /// Asks the customer's KMS to unwrap a stored KEK (no cache).
+    async fn unwrap_customer_kek(
+        &self,
+        ws: &WorkspaceId,
+        stored: &StoredKek,
+        sealed: &[u8],
+    ) -> Result<Kek> {
         let key_id = stored.kms_key_id.as_deref().unwrap_or_default();
         let plain = self
-            .credential_sources
-            .as_deref()
-            .ok_or_else(|| {
-                ControlError::Unavailable("this deployment makes no outbound calls".into())
-            })?
+            .sources()
+            .map_err(customer_key_fault)?
             .kms_decrypt(
                 crate::providers::KmsKey {
                     key_id,
@@ -1135,8 +1117,7 @@ impl ControlPlane {
             )
             .await
             .map_err(customer_key_fault)?;
-        Kek::from_unwrapped(ws, stored.version, &plain).map_err(vault_fault)?;
-        Ok(())
+        Kek::from_unwrapped(ws, stored.version, &plain).map_err(vault_fault)
     }
 
     /// Asks for every value to be sealed again under a fresh data key, in the background.

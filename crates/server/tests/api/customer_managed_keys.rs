@@ -3,23 +3,13 @@
 //! data key rewrapped under them in the background, and KMS out of reach stopping reads once
 //! the cached key ages out.
 
-use authsome_connect::aws::{AwsSettings, Kms};
-use authsome_testkit::moto::{Moto, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+use authsome_connect::aws::Kms;
+use authsome_testkit::moto::Moto;
 use reqwest::Method;
 use serde_json::{json, Value};
-use zeroize::Zeroizing;
 
 use crate::helpers::*;
-
-fn aws(endpoint: &str) -> AwsSettings {
-    AwsSettings {
-        access_key_id: ACCESS_KEY_ID.into(),
-        secret_access_key: Zeroizing::new(SECRET_ACCESS_KEY.into()),
-        session_token: None,
-        default_region: "us-east-1".into(),
-        endpoint: Some(endpoint.into()),
-    }
-}
+use crate::providers::aws;
 
 async fn set_key(app: &TestApp, token: &str, ws: &str, key: Value) -> Response {
     app.call(

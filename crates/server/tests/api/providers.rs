@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 
 use crate::helpers::*;
 
-fn aws(endpoint: &str) -> AwsSettings {
+/// The deployment's AWS settings for a test's `moto_server`.
+pub(crate) fn aws(endpoint: &str) -> AwsSettings {
     AwsSettings {
         access_key_id: ACCESS_KEY_ID.into(),
         secret_access_key: Zeroizing::new(SECRET_ACCESS_KEY.into()),
@@ -60,6 +61,16 @@ async fn test(app: &TestApp, token: &str, ws: &str, provider: &str) -> Response 
         &format!("/control/v1/workspaces/{ws}/providers/{provider}/test"),
         token,
         json!({}),
+    )
+    .await
+}
+
+async fn put_secret(app: &TestApp, token: &str, vault: &str, name: &str, body: Value) -> Response {
+    app.call(
+        reqwest::Method::PUT,
+        &format!("/control/v1/vaults/{vault}/secrets/{name}"),
+        Some(token),
+        Some(body),
     )
     .await
 }
@@ -431,18 +442,15 @@ async fn oauth_refresh_tokens_are_exchanged_cached_for_their_lifetime_and_rotate
     let t = app.tenant("OAuth").await;
     let owner = &t.owner_token;
     let vlt = vault(&app, &t, "oauth").await;
-    let r = app
-        .client
-        .put(format!(
-            "{}/control/v1/vaults/{vlt}/secrets/NETLIFY_CLIENT_SECRET",
-            app.base
-        ))
-        .bearer_auth(owner)
-        .json(&json!({"value": "client-secret"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let r = put_secret(
+        &app,
+        owner,
+        &vlt,
+        "NETLIFY_CLIENT_SECRET",
+        json!({"value": "client-secret"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
     let r = put(
         &app,
         owner,
@@ -579,18 +587,15 @@ async fn api_key_credentials_are_fetched_with_a_signed_request_each_time() {
     assert_ne!(hits[0].0["webhook-id"], hits[1].0["webhook-id"]);
 
     // A wrong signing secret: the endpoint refuses, reported once (a 4xx is not retried).
-    let r = app
-        .client
-        .put(format!(
-            "{}/control/v1/vaults/{vlt}/secrets/RENDER_SIGNING",
-            app.base
-        ))
-        .bearer_auth(owner)
-        .json(&json!({"value": "whsec_d3Jvbmc="}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let r = put_secret(
+        &app,
+        owner,
+        &vlt,
+        "RENDER_SIGNING",
+        json!({"value": "whsec_d3Jvbmc="}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let refused = test(&app, owner, &t.ws, "render").await;
     assert_eq!(refused.body["ok"], false);
     assert!(
