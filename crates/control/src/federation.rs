@@ -444,9 +444,9 @@ impl ControlPlane {
             .as_str()
             .and_then(|p| PrincipalId::parse(p).ok())
             .ok_or(refused("malformed principal access token"))?;
-        self.store
-            .principal_by_id(&id)
+        self.cached_principal(&id)
             .await?
+            .map(|p| Principal::clone(&p))
             .ok_or(refused("the principal no longer exists"))
     }
 }

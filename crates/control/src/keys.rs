@@ -12,13 +12,14 @@
 
 use authsome_domain::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use authsome_domain::clock::CoarseInstant;
-
 use authsome_domain::event::DomainEvent;
-use authsome_domain::id::{ApplicationId, KeyId, WorkspaceId};
+use authsome_domain::id::{ApplicationId, KeyId, PrincipalId, VaultId, WorkspaceId};
+use authsome_domain::vault::{Principal, Vault, VaultPermission};
+
+use crate::cache::TtlMap;
 use authsome_domain::keys::{
     generate_key, parse_key, same_secret, signing, KeyHash, KeyKind, KeyMode,
 };
@@ -36,7 +37,6 @@ pub const POSITIVE_TTL: Duration = Duration::from_secs(30);
 /// How stale the entry point's view of a workspace's standing may be.
 pub const WORKSPACE_TTL: Duration = Duration::from_secs(1);
 const NEGATIVE_TTL: Duration = Duration::from_secs(5);
-const MAX_ENTRIES: usize = 100_000;
 /// Longest grace period a rolled key may keep.
 pub const MAX_ROLL_GRACE_SECONDS: i64 = 30 * 24 * 3600;
 pub const DEFAULT_ROLL_GRACE_SECONDS: i64 = 24 * 3600;
@@ -90,26 +90,27 @@ pub struct RolledKey {
     pub new: CreatedKey,
 }
 
-struct Cached<T> {
-    value: Option<Arc<T>>,
-    at: CoarseInstant,
-}
-
 /// A cache entry that changed: forgotten here at once, and announced to the other replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
     Key(KeyHash),
     Application(ApplicationId),
     Workspace(WorkspaceId),
+    /// A machine principal deleted, or its bindings changed.
+    Principal(PrincipalId),
+    /// A vault changed or deleted (what principals' bindings reach).
+    Vault(VaultId),
 }
 
 impl Invalidation {
-    /// `k:<hash hex>`, `a:<app id>`, `w:<workspace id>`.
+    /// `k:<hash hex>`, `a:<app id>`, `w:<workspace id>`, `p:<principal id>`, `v:<vault id>`.
     pub fn encode(&self) -> String {
         match self {
             Invalidation::Key(h) => format!("k:{}", h.to_hex()),
             Invalidation::Application(id) => format!("a:{id}"),
             Invalidation::Workspace(id) => format!("w:{id}"),
+            Invalidation::Principal(id) => format!("p:{id}"),
+            Invalidation::Vault(id) => format!("v:{id}"),
         }
     }
 
@@ -121,6 +122,8 @@ impl Invalidation {
                 .ok()
                 .map(Invalidation::Application),
             "w" => WorkspaceId::parse(value).ok().map(Invalidation::Workspace),
+            "p" => PrincipalId::parse(value).ok().map(Invalidation::Principal),
+            "v" => VaultId::parse(value).ok().map(Invalidation::Vault),
             _ => None,
         }
     }
@@ -138,17 +141,38 @@ impl InvalidationBus for LocalOnly {
     fn publish(&self, _: &Invalidation) {}
 }
 
-/// In-process cache of verified keys and their applications, plus pending `lastUsedAt` writes.
-#[derive(Default)]
+/// In-process cache of verified credentials: API keys and their applications and workspaces,
+/// machine principals and their vault bindings; plus pending `lastUsedAt` writes.
 pub struct KeyCache {
-    keys: RwLock<FastMap<KeyHash, Cached<ApiKey>>>,
-    workspaces: RwLock<FastMap<WorkspaceId, Cached<Workspace>>>,
-    apps: RwLock<FastMap<ApplicationId, Cached<Application>>>,
+    keys: TtlMap<KeyHash, ApiKey>,
+    workspaces: TtlMap<WorkspaceId, Workspace>,
+    apps: TtlMap<ApplicationId, Application>,
+    pub(crate) principals: TtlMap<PrincipalId, Principal>,
+    /// A principal's binding to a vault: the vault and what the binding allows there.
+    pub(crate) bindings: TtlMap<(PrincipalId, VaultId), BoundVault>,
     usage: Mutex<FastMap<KeyId, DateTime<Utc>>>,
     /// Bumped by every invalidation: what a [`ConnectionMemo`] filled before it no longer holds.
     generation: AtomicU64,
     /// What the entries' ages are read on.
-    clock: authsome_domain::clock::Clock,
+    pub(crate) clock: authsome_domain::clock::Clock,
+}
+
+/// A vault as a principal's binding reaches it.
+pub(crate) type BoundVault = (Vault, Vec<VaultPermission>);
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self {
+            keys: TtlMap::new(POSITIVE_TTL, NEGATIVE_TTL),
+            workspaces: TtlMap::new(WORKSPACE_TTL, WORKSPACE_TTL),
+            apps: TtlMap::new(POSITIVE_TTL, NEGATIVE_TTL),
+            principals: TtlMap::new(POSITIVE_TTL, NEGATIVE_TTL),
+            bindings: TtlMap::new(POSITIVE_TTL, NEGATIVE_TTL),
+            usage: Mutex::default(),
+            generation: AtomicU64::default(),
+            clock: Default::default(),
+        }
+    }
 }
 
 impl KeyCache {
@@ -156,72 +180,29 @@ impl KeyCache {
         self.clock = clock;
     }
 
-    fn fresh<T>(&self, c: &Cached<T>) -> bool {
-        let ttl = if c.value.is_some() {
-            POSITIVE_TTL
-        } else {
-            NEGATIVE_TTL
-        };
-        self.clock.elapsed(c.at) < ttl
-    }
-
     /// `Some(entry)` on a fresh hit (the entry itself may be a cached "no such key").
     pub fn key(&self, hash: &KeyHash) -> Option<Option<Arc<ApiKey>>> {
-        let keys = self.keys.read().ok()?;
-        keys.get(hash)
-            .filter(|c| self.fresh(c))
-            .map(|c| c.value.clone())
+        self.keys.get(&self.clock, hash)
     }
 
     pub fn put_key(&self, hash: KeyHash, value: Option<Arc<ApiKey>>) {
-        if let Ok(mut keys) = self.keys.write() {
-            if keys.len() >= MAX_ENTRIES {
-                keys.retain(|_, c| self.fresh(c));
-            }
-            if keys.len() < MAX_ENTRIES {
-                keys.insert(
-                    hash,
-                    Cached {
-                        value,
-                        at: self.clock.instant(),
-                    },
-                );
-            }
-        }
+        self.keys.put(&self.clock, hash, value);
     }
 
     pub fn forget_key(&self, hash: &KeyHash) {
-        if let Ok(mut keys) = self.keys.write() {
-            keys.remove(hash);
-        }
+        self.keys.remove(hash);
     }
 
     fn application(&self, id: &ApplicationId) -> Option<Option<Arc<Application>>> {
-        let apps = self.apps.read().ok()?;
-        apps.get(id)
-            .filter(|c| self.fresh(c))
-            .map(|c| c.value.clone())
+        self.apps.get(&self.clock, id)
     }
 
     fn put_application(&self, id: ApplicationId, value: Option<Arc<Application>>) {
-        if let Ok(mut apps) = self.apps.write() {
-            if apps.len() >= MAX_ENTRIES {
-                apps.retain(|_, c| self.fresh(c));
-            }
-            apps.insert(
-                id,
-                Cached {
-                    value,
-                    at: self.clock.instant(),
-                },
-            );
-        }
+        self.apps.put(&self.clock, id, value);
     }
 
     pub fn forget_application(&self, id: &ApplicationId) {
-        if let Ok(mut apps) = self.apps.write() {
-            apps.remove(id);
-        }
+        self.apps.remove(id);
     }
 
     pub fn record_use(&self, id: &KeyId, at: DateTime<Utc>) {
@@ -355,10 +336,19 @@ impl ControlPlane {
             Invalidation::Key(hash) => self.keys.forget_key(hash),
             Invalidation::Application(id) => self.keys.forget_application(id),
             Invalidation::Workspace(id) => {
-                if let Ok(mut map) = self.keys.workspaces.write() {
-                    map.remove(id);
-                }
+                self.keys.workspaces.remove(id);
+                self.keys
+                    .principals
+                    .retain(|_, p| p.is_none_or(|p| &p.workspace_id != id));
+                self.keys
+                    .bindings
+                    .retain(|_, b| b.is_none_or(|(v, _)| &v.workspace_id != id));
             }
+            Invalidation::Principal(id) => {
+                self.keys.principals.remove(id);
+                self.keys.bindings.retain(|(p, _), _| p != id);
+            }
+            Invalidation::Vault(id) => self.keys.bindings.retain(|(_, v), _| v != id),
         }
     }
 
@@ -535,15 +525,56 @@ impl ControlPlane {
         Ok(app.filter(|a| workspace.is_none_or(|ws| &a.workspace_id == ws)))
     }
 
+    /// A machine principal from the cache or storage: one deleted, or whose bindings changed,
+    /// is forgotten at once here and on every replica the invalidation bus reaches.
+    pub(crate) async fn cached_principal(
+        &self,
+        id: &PrincipalId,
+    ) -> Result<Option<Arc<Principal>>> {
+        let cache = &self.keys;
+        if let Some(hit) = cache.principals.get(&cache.clock, id) {
+            return Ok(hit);
+        }
+        let since = cache.generation.load(Ordering::Acquire);
+        let loaded = self.store.principal_by_id(id).await?.map(Arc::new);
+        cache
+            .principals
+            .put_if(&cache.clock, id.clone(), loaded.clone(), || {
+                cache.generation.load(Ordering::Acquire) == since
+            });
+        Ok(loaded)
+    }
+
+    /// The vault `principal` is bound to, with what the binding allows, from the cache or
+    /// storage (forgotten like [`ControlPlane::cached_principal`], and when the vault changes).
+    pub(crate) async fn cached_binding(
+        &self,
+        principal: &Principal,
+        vault: &VaultId,
+    ) -> Result<Option<Arc<BoundVault>>> {
+        let cache = &self.keys;
+        let key = (principal.id.clone(), vault.clone());
+        if let Some(hit) = cache.bindings.get(&cache.clock, &key) {
+            return Ok(hit);
+        }
+        let since = cache.generation.load(Ordering::Acquire);
+        let loaded = self
+            .store
+            .bound_vault(&principal.workspace_id, &principal.id, vault)
+            .await?
+            .map(Arc::new);
+        cache
+            .bindings
+            .put_if(&cache.clock, key, loaded.clone(), || {
+                cache.generation.load(Ordering::Acquire) == since
+            });
+        Ok(loaded)
+    }
+
     /// The workspace's standing and plan as the customer API's entry point sees it: cached for
     /// one second, so a status change reaches every replica within that.
     pub async fn workspace_view(&self, id: &WorkspaceId) -> Result<Arc<Workspace>> {
-        let hit = self.keys.workspaces.read().ok().and_then(|w| {
-            w.get(id)
-                .filter(|c| self.keys.clock.elapsed(c.at) < WORKSPACE_TTL)
-                .and_then(|c| c.value.clone())
-        });
-        if let Some(ws) = hit {
+        if let Some(Some(ws)) = self.keys.workspaces.get(&self.keys.clock, id) {
             return Ok(ws);
         }
         let ws = self
@@ -552,18 +583,9 @@ impl ControlPlane {
             .await?
             .map(Arc::new)
             .ok_or(ControlError::NotFound("workspace"))?;
-        if let Ok(mut map) = self.keys.workspaces.write() {
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
-            }
-            map.insert(
-                id.clone(),
-                Cached {
-                    value: Some(ws.clone()),
-                    at: self.clock.instant(),
-                },
-            );
-        }
+        self.keys
+            .workspaces
+            .put(&self.keys.clock, id.clone(), Some(ws.clone()));
         Ok(ws)
     }
 

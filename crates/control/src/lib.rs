@@ -15,6 +15,7 @@ pub mod audit;
 mod audit_fold;
 mod auth;
 mod bootstrap;
+mod cache;
 pub mod federation;
 pub mod hashing;
 mod keys;

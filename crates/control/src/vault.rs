@@ -21,6 +21,7 @@ use authsome_vault::{Envelope, Kek, SecretContext, VaultError};
 use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
+use crate::keys::Invalidation;
 use crate::{ControlError, ControlPlane, Result};
 
 /// Attempts at a write without `If-Match` that keeps meeting concurrent writers.
@@ -478,11 +479,11 @@ impl ControlPlane {
             Permission::SecretsWrite => VaultPermission::Write,
             _ => return Err(ControlError::NotFound("vault")),
         };
-        let found = self
-            .store
-            .bound_vault(&principal.workspace_id, &principal.id, id)
-            .await?;
-        let Some((vault, _)) = found.filter(|(_, p)| p.contains(&needed)) else {
+        let found = self.cached_binding(principal, id).await?;
+        let Some(vault) = found
+            .filter(|bound| bound.1.contains(&needed))
+            .map(|bound| bound.0.clone())
+        else {
             self.events.emit(
                 DomainEvent::new("permission.denied")
                     .workspace(&principal.workspace_id)
@@ -606,6 +607,7 @@ impl ControlPlane {
                 })
         })
         .await?;
+        self.invalidate(Invalidation::Vault(vault.id.clone()));
         Ok(vault)
     }
 
@@ -706,7 +708,9 @@ impl ControlPlane {
                     .map_err(crate::gone("vault"))
             },
         )
-        .await
+        .await?;
+        self.invalidate(Invalidation::Vault(vault.id));
+        Ok(())
     }
 
     pub async fn secrets(
@@ -1429,7 +1433,9 @@ impl ControlPlane {
                 .await
                 .map_err(crate::gone("principal"))
         })
-        .await
+        .await?;
+        self.invalidate(Invalidation::Principal(principal.id));
+        Ok(())
     }
 
     /// Binds a principal to a vault of its workspace with `permissions` (an empty list keeps
@@ -1472,6 +1478,7 @@ impl ControlPlane {
             }
         })
         .await?;
+        self.invalidate(Invalidation::Principal(principal.id));
         Ok(binding)
     }
 
@@ -1501,8 +1508,7 @@ impl ControlPlane {
         let id = authsome_domain::id::PrincipalId::parse(&kid)
             .map_err(|_| refused("invalid PoP proof: kid is not a principal id"))?;
         let principal = self
-            .store
-            .principal_by_id(&id)
+            .cached_principal(&id)
             .await?
             .ok_or(refused("invalid PoP proof: unknown principal"))?;
         let checked = (|| {
@@ -1534,7 +1540,7 @@ impl ControlPlane {
         let once = format!("pop:{}:{}", principal.id, verified.jti);
         let ttl = std::time::Duration::from_secs(2 * pop::WINDOW_SECONDS as u64);
         match replay.first_use(&once, ttl).await {
-            Ok(true) => Ok(principal),
+            Ok(true) => Ok(Principal::clone(&principal)),
             Ok(false) => {
                 self.principal_refused(&principal, "invalid PoP proof: jti already used");
                 Err(refused("invalid PoP proof: jti already used"))

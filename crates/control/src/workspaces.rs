@@ -185,6 +185,8 @@ impl ControlPlane {
                 other => Ok(other?),
             },
         )
-        .await
+        .await?;
+        self.invalidate(crate::keys::Invalidation::Workspace(id.clone()));
+        Ok(())
     }
 }

@@ -258,7 +258,22 @@ fn encryption_share() {
     println!("encryption per read, KEK cached (data key unwrap + value decrypt): {per:.2} µs");
 }
 
-async fn rewrap(label: &str, s: &Server, versions: usize) {
+/// Refreshes the planner's statistics every this many writes on Postgres, as autovacuum does in
+/// any default deployment (a test server may run with autovacuum off; without statistics the
+/// planner reads a whole workspace's versions to find one secret's).
+const ANALYZE_EVERY: usize = 10_000;
+/// Concurrent writers while seeding the versions.
+const WRITERS: usize = 16;
+
+async fn rewrap(label: &str, s: &Server, versions: usize, postgres: Option<&str>) {
+    let analyzer = match postgres {
+        Some(url) => Some(
+            sqlx::PgPool::connect(url)
+                .await
+                .expect("connect for ANALYZE"),
+        ),
+        None => None,
+    };
     let control = &s.app.state.control;
     let actor = control.authenticate(&s.management_key).await.unwrap();
     let ws = WorkspaceId::parse(&s.workspace).unwrap();
@@ -273,24 +288,39 @@ async fn rewrap(label: &str, s: &Server, versions: usize) {
     let writer = VaultActor::Team(actor.clone());
     let started = Instant::now();
     let per_secret = 100;
-    for i in 0..versions {
-        let input: PutSecret =
-            serde_json::from_value(json!({"value": format!("value-{i}")})).unwrap();
-        control
-            .put_secret(
-                &writer,
-                &vault.id,
-                &format!("S{}", i / per_secret),
-                input,
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    let secrets = versions.div_ceil(per_secret);
+    let written = std::sync::atomic::AtomicUsize::new(0);
+    // Writers on disjoint secrets, so their commits share the disk's flushes.
+    use futures_util::StreamExt;
+    futures_util::stream::iter(0..WRITERS)
+        .for_each_concurrent(WRITERS, |w| {
+            let (writer, vault, analyzer, written) = (&writer, &vault, &analyzer, &written);
+            async move {
+                for secret in (w..secrets).step_by(WRITERS) {
+                    let count = per_secret.min(versions - secret * per_secret);
+                    for v in 0..count {
+                        let n = written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(pool) = analyzer.as_ref().filter(|_| n % ANALYZE_EVERY == 0) {
+                            sqlx::query("ANALYZE").execute(pool).await.expect("ANALYZE");
+                        }
+                        let input: PutSecret =
+                            serde_json::from_value(json!({"value": format!("value-{v}")})).unwrap();
+                        control
+                            .put_secret(writer, &vault.id, &format!("S{secret}"), input, None)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+        })
+        .await;
     println!(
         "{label}: wrote {versions} versions in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    if let Some(pool) = &analyzer {
+        sqlx::query("ANALYZE").execute(pool).await.expect("ANALYZE");
+    }
     let rss_before = resident_mib();
     control.rotate_keyring(&actor, &ws).await.unwrap();
     let started = Instant::now();
@@ -343,7 +373,7 @@ fn main() {
             .build()
             .unwrap();
         client.block_on(reads("sqlite", &server, false, count));
-        runtime.block_on(rewrap("sqlite", &server, versions));
+        runtime.block_on(rewrap("sqlite", &server, versions, None));
     }
     if only.as_deref() != Some("sqlite") {
         let db = runtime.block_on(authsome_testkit::TestDatabase::create());
@@ -366,6 +396,6 @@ fn main() {
             .build()
             .unwrap();
         client.block_on(reads("postgres", &server, true, count));
-        runtime.block_on(rewrap("postgres", &server, versions));
+        runtime.block_on(rewrap("postgres", &server, versions, Some(&db.url)));
     }
 }

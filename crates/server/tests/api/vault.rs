@@ -988,6 +988,13 @@ impl Machine {
 
     /// A proof for `method` on `path` with `body`, at the server's time moved by `skew`.
     fn proof(&self, app: &TestApp, method: &str, path: &str, body: &[u8], skew: i64) -> String {
+        let base = app.state.identity.public_url();
+        let iat = app.clock.now().timestamp() + skew;
+        self.proof_to(base, iat, method, path, body)
+    }
+
+    /// A proof for `method` on `base` + `path` with `body`, issued at `iat`.
+    fn proof_to(&self, base: &str, iat: i64, method: &str, path: &str, body: &[u8]) -> String {
         use base64::Engine;
         use ed25519_dalek::Signer;
         use sha2::Digest;
@@ -995,8 +1002,8 @@ impl Machine {
         self.jti.set(self.jti.get() + 1);
         let claims = json!({
             "htm": method,
-            "htu": format!("{}{path}", app.state.identity.public_url()),
-            "iat": app.clock.now().timestamp() + skew,
+            "htu": format!("{base}{path}"),
+            "iat": iat,
             "jti": format!("proof-{}", self.jti.get()),
             "body_sha256": hex::encode(sha2::Sha256::digest(body)),
         });
@@ -1019,9 +1026,20 @@ async fn with_proof(
     body: Option<Value>,
     proof: &str,
 ) -> Response {
+    with_proof_at(app, &app.base, method, path, body, proof).await
+}
+
+async fn with_proof_at(
+    app: &TestApp,
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    proof: &str,
+) -> Response {
     let mut request = app
         .client
-        .request(method, format!("{}{path}", app.base))
+        .request(method, format!("{base}{path}"))
         .header("Authorization", format!("PoP {proof}"));
     if let Some(body) = body {
         request = request
@@ -1237,6 +1255,15 @@ async fn principals_read_only_their_bound_vaults_with_fresh_proofs(app: TestApp)
         .unwrap()
         .contains("ci-token"));
 
+    // Unbound, the vault is gone for it at once.
+    assert_eq!(bind(json!([]), &ci).await.status, 200);
+    let p = machine.proof(&app, "GET", &ci_value, b"", 0);
+    assert_error(
+        &with_proof(&app, Method::GET, &ci_value, None, &p).await,
+        404,
+        "not_found",
+    );
+
     // Deleted, its proofs stop at once.
     assert_eq!(
         app.delete(&format!("/control/v1/principals/{id}"), tok)
@@ -1250,4 +1277,77 @@ async fn principals_read_only_their_bound_vaults_with_fresh_proofs(app: TestApp)
         401,
         "unauthorized",
     );
+}
+
+/// Principals and bindings are cached per replica; a change on one replica reaches the others'
+/// caches over the invalidation bus within moments, not after the cache's age limit.
+#[tokio::test]
+async fn an_unbound_or_deleted_principal_is_refused_on_every_replica_within_moments() {
+    let Some((app, second)) = spawn_two_replicas_with_redis().await else {
+        return;
+    };
+    let t = app.tenant("Replicated Machines").await;
+    let tok = &t.owner_token;
+    let ci = vault(&app, tok, &t.ws, json!({"name": "ci"})).await;
+    put(&app, tok, &ci, "TOKEN", json!({"value": "v1"}), None).await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[11; 32]);
+    let made = app
+        .post(
+            &format!("/control/v1/workspaces/{}/principals", t.ws),
+            tok,
+            json!({"name": "deployer", "publicKey": Machine::jwk(&key)}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    let machine = Machine {
+        key,
+        id: id.clone(),
+        jti: std::cell::Cell::new(0),
+    };
+    let bindings = format!("/control/v1/principals/{id}/bindings");
+    let bind = |permissions: Value| {
+        app.post(
+            &bindings,
+            tok,
+            json!({"vaultId": ci, "permissions": permissions}),
+        )
+    };
+    assert_eq!(bind(json!(["read"])).await.status, 200);
+    let path = format!("/control/v1/vaults/{ci}/secrets/TOKEN/value");
+    let read_on_second = || async {
+        let iat = chrono::Utc::now().timestamp();
+        let proof = machine.proof_to(&second, iat, "GET", &path, b"");
+        with_proof_at(&app, &second, Method::GET, &path, None, &proof).await
+    };
+    let until = async |status: u16, what: &str| {
+        let started = std::time::Instant::now();
+        loop {
+            let read = read_on_second().await;
+            if read.status == status {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{what}: the second replica still answers {} (its cache would keep it 30 s)",
+                read.status
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    // The second replica reads (and caches the principal and its binding) twice.
+    for _ in 0..2 {
+        let read = read_on_second().await;
+        assert_eq!(read.status, 200, "{}", read.body);
+        assert_eq!(read.body["value"], "v1");
+    }
+    assert_eq!(bind(json!([])).await.status, 200);
+    until(404, "unbound").await;
+    assert_eq!(bind(json!(["read"])).await.status, 200);
+    until(200, "bound again").await;
+    let deleted = app
+        .delete(&format!("/control/v1/principals/{id}"), tok)
+        .await;
+    assert_eq!(deleted.status, 204);
+    until(401, "deleted").await;
 }
