@@ -1,6 +1,8 @@
-//! AWS KMS over its JSON 1.1 protocol: `POST /` with `X-Amz-Target: TrentService.<Action>`,
-//! `Content-Type: application/x-amz-json-1.1`, signed with SigV4 (`aws-sigv4`). Blobs travel
-//! as base64; errors come back as `{"__type": "...Exception", "message": ...}`.
+//! AWS services over the JSON 1.1 protocol ([`AwsJson`]): `POST /` with `X-Amz-Target:
+//! <Service>.<Action>`, `Content-Type: application/x-amz-json-1.1`, signed with SigV4
+//! (`aws-sigv4`); errors come back as `{"__type": "...Exception", "message": ...}`. KMS
+//! ([`Kms`]: blobs as base64) for customer-managed keys, and Secrets Manager for rotation's
+//! targets (`targets::aws`).
 //!
 //! The deployment calls KMS with its own AWS identity (the standard `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`); a customer's key policy grants that identity
@@ -65,28 +67,55 @@ impl AwsSettings {
     }
 }
 
-/// What KMS said when it did not do it.
+/// What an AWS service said when it did not do it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KmsError {
-    /// KMS answered with an error it will answer again (access denied, wrong context, no such
-    /// key, disabled key).
+pub enum AwsError {
+    /// The service answered with an error it will answer again (access denied, wrong context,
+    /// no such key or secret, disabled key); the exception's name leads the message.
     Refused(String),
     /// Throttled, failing or out of reach: worth retrying.
     Unavailable(String),
 }
 
-/// A KMS client.
-pub struct Kms {
+/// An AWS service speaking JSON 1.1: its signing name (also its endpoint's host prefix) and
+/// its `X-Amz-Target` prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct Service {
+    pub name: &'static str,
+    pub target: &'static str,
+    /// How messages name it.
+    pub label: &'static str,
+}
+
+pub const KMS: Service = Service {
+    name: "kms",
+    target: "TrentService",
+    label: "KMS",
+};
+
+pub const SECRETS_MANAGER: Service = Service {
+    name: "secretsmanager",
+    target: "secretsmanager",
+    label: "Secrets Manager",
+};
+
+/// Calls to one AWS service with one identity.
+pub struct AwsJson {
     settings: AwsSettings,
+    service: Service,
     outbound: Outbound,
+}
+
+/// A KMS client with the deployment's identity.
+pub struct Kms {
+    api: AwsJson,
 }
 
 impl Kms {
     pub fn new(settings: AwsSettings) -> Self {
         Self {
-            settings,
             // The endpoint is AWS's or the operator's, never a customer's.
-            outbound: Outbound::trusted(),
+            api: AwsJson::new(settings, KMS, Outbound::trusted()),
         }
     }
 
@@ -97,7 +126,7 @@ impl Kms {
         region: Option<&str>,
         context: &BTreeMap<String, String>,
         plaintext: &[u8],
-    ) -> Result<Vec<u8>, KmsError> {
+    ) -> Result<Vec<u8>, AwsError> {
         let plaintext = Zeroizing::new(B64.encode(plaintext));
         let body = Zeroizing::new(
             json!({
@@ -108,7 +137,11 @@ impl Kms {
             .to_string(),
         );
         let answer = self
-            .call("Encrypt", region_of(key_id, region, &self.settings), &body)
+            .call(
+                "Encrypt",
+                region_of(key_id, region, &self.api.settings),
+                &body,
+            )
             .await?;
         blob(&answer, "CiphertextBlob").map(|b| b.to_vec())
     }
@@ -120,7 +153,7 @@ impl Kms {
         region: Option<&str>,
         context: &BTreeMap<String, String>,
         ciphertext: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    ) -> Result<Zeroizing<Vec<u8>>, AwsError> {
         let body = json!({
             "KeyId": key_id,
             "CiphertextBlob": B64.encode(ciphertext),
@@ -128,21 +161,46 @@ impl Kms {
         })
         .to_string();
         let answer = self
-            .call("Decrypt", region_of(key_id, region, &self.settings), &body)
+            .call(
+                "Decrypt",
+                region_of(key_id, region, &self.api.settings),
+                &body,
+            )
             .await?;
         blob(&answer, "Plaintext")
     }
 
     /// Any KMS action with its JSON request body; the answer's JSON.
-    pub async fn call(&self, action: &str, region: &str, body: &str) -> Result<Value, KmsError> {
+    pub async fn call(&self, action: &str, region: &str, body: &str) -> Result<Value, AwsError> {
+        self.api.call(action, region, body).await
+    }
+}
+
+impl AwsJson {
+    pub fn new(settings: AwsSettings, service: Service, outbound: Outbound) -> Self {
+        Self {
+            settings,
+            service,
+            outbound,
+        }
+    }
+
+    /// The region calls go to when the caller names none.
+    pub fn default_region(&self) -> &str {
+        &self.settings.default_region
+    }
+
+    /// Any action with its JSON request body; the answer's JSON.
+    pub async fn call(&self, action: &str, region: &str, body: &str) -> Result<Value, AwsError> {
+        let service = self.service;
         let url = match &self.settings.endpoint {
             Some(e) => format!("{}/", e.trim_end_matches('/')),
-            None => format!("https://kms.{region}.amazonaws.com/"),
+            None => format!("https://{}.{region}.amazonaws.com/", service.name),
         };
-        let target = format!("TrentService.{action}");
+        let target = format!("{}.{action}", service.target);
         let headers = self
             .signed_headers(&url, region, &target, body.as_bytes())
-            .map_err(KmsError::Refused)?;
+            .map_err(AwsError::Refused)?;
         let answer = self
             .outbound
             .send(
@@ -159,10 +217,10 @@ impl Kms {
             .await
             .map_err(|e| match e {
                 CallError::Refused(m) | CallError::Failed(m) => {
-                    KmsError::Unavailable(format!("KMS {action}: {m}"))
+                    AwsError::Unavailable(format!("{} {action}: {m}", service.label))
                 }
             })?;
-        parse_answer(action, answer)
+        parse_answer(service.label, action, answer)
     }
 
     /// The request's headers, the SigV4 `Authorization` and `X-Amz-Date` among them.
@@ -181,7 +239,7 @@ impl Kms {
                     None => h.to_owned(),
                 })
             })
-            .ok_or("the KMS endpoint is not a URL")?;
+            .ok_or("the AWS endpoint is not a URL")?;
         let mut headers = vec![
             ("host".to_owned(), host),
             (
@@ -201,7 +259,7 @@ impl Kms {
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(region)
-            .name("kms")
+            .name(self.service.name)
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
@@ -233,11 +291,13 @@ fn region_of<'a>(key_id: &'a str, region: Option<&'a str>, settings: &'a AwsSett
         .unwrap_or(&settings.default_region)
 }
 
-fn parse_answer(action: &str, answer: Answer) -> Result<Value, KmsError> {
+fn parse_answer(label: &str, action: &str, answer: Answer) -> Result<Value, AwsError> {
     let body: Option<Value> = serde_json::from_slice(&answer.body).ok();
     if answer.status.is_success() {
         return body.ok_or_else(|| {
-            KmsError::Unavailable(format!("KMS {action} answered something other than JSON"))
+            AwsError::Unavailable(format!(
+                "{label} {action} answered something other than JSON"
+            ))
         });
     }
     let kind = body
@@ -254,27 +314,30 @@ fn parse_answer(action: &str, answer: Answer) -> Result<Value, KmsError> {
         .map(|m| m.chars().take(300).collect::<String>())
         .unwrap_or_default();
     let said = format!(
-        "KMS {action}: {kind}{}{message}",
+        "{label} {action}: {kind}{}{message}",
         if message.is_empty() { "" } else { ": " }
     );
     let retryable = answer.status.is_server_error()
         || answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || matches!(
             kind.as_str(),
-            "ThrottlingException" | "KMSInternalException" | "DependencyTimeoutException"
+            "ThrottlingException"
+                | "KMSInternalException"
+                | "DependencyTimeoutException"
+                | "InternalServiceError"
         );
     Err(if retryable {
-        KmsError::Unavailable(said)
+        AwsError::Unavailable(said)
     } else {
-        KmsError::Refused(said)
+        AwsError::Refused(said)
     })
 }
 
-fn blob(answer: &Value, field: &str) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+fn blob(answer: &Value, field: &str) -> Result<Zeroizing<Vec<u8>>, AwsError> {
     answer
         .get(field)
         .and_then(Value::as_str)
         .and_then(|b| B64.decode(b).ok())
         .map(Zeroizing::new)
-        .ok_or_else(|| KmsError::Unavailable(format!("KMS answered without a valid {field}")))
+        .ok_or_else(|| AwsError::Unavailable(format!("KMS answered without a valid {field}")))
 }

@@ -1,6 +1,7 @@
 //! Outbound calls to services outside the deployment, and only through the operator's egress
 //! policy ([`egress`]): identity issuers' key sets, AWS KMS ([`aws`]: JSON 1.1 with SigV4),
-//! OAuth 2.0 token endpoints ([`oauth`]) and customers' credential endpoints ([`endpoint`]).
+//! OAuth 2.0 token endpoints ([`oauth`]), customers' credential endpoints ([`endpoint`]), and
+//! rotation's targets at the providers ([`targets`]: one connector per provider).
 //!
 //! This crate is the adapter behind the control plane's ports (`KeySetSource`,
 //! `CredentialSources`): it knows wire formats, time-outs and size bounds, and nothing of
@@ -11,6 +12,7 @@ pub mod aws;
 pub mod egress;
 pub mod endpoint;
 pub mod oauth;
+pub mod targets;
 
 use std::collections::BTreeMap;
 
@@ -48,10 +50,10 @@ impl Connector {
     }
 }
 
-fn kms_error(e: aws::KmsError) -> SourceError {
+fn kms_error(e: aws::AwsError) -> SourceError {
     match e {
-        aws::KmsError::Refused(m) => SourceError::Refused(m),
-        aws::KmsError::Unavailable(m) => SourceError::Unavailable(m),
+        aws::AwsError::Refused(m) => SourceError::Refused(m),
+        aws::AwsError::Unavailable(m) => SourceError::Unavailable(m),
     }
 }
 

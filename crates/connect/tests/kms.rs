@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use authsome_connect::aws::{AwsSettings, Kms, KmsError};
+use authsome_connect::aws::{AwsError, AwsSettings, Kms};
 use authsome_testkit::moto::{Moto, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use zeroize::Zeroizing;
 
@@ -53,7 +53,7 @@ async fn encrypts_and_decrypts_under_a_customer_key_bound_to_its_context() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&refused, KmsError::Refused(m) if m.contains("InvalidCiphertextException")),
+        matches!(&refused, AwsError::Refused(m) if m.contains("InvalidCiphertextException")),
         "{refused:?}"
     );
     // A key that does not exist.
@@ -67,7 +67,7 @@ async fn encrypts_and_decrypts_under_a_customer_key_bound_to_its_context() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&missing, KmsError::Refused(m) if m.contains("NotFoundException")),
+        matches!(&missing, AwsError::Refused(m) if m.contains("NotFoundException")),
         "{missing:?}"
     );
 }
@@ -83,5 +83,5 @@ async fn an_endpoint_that_is_down_is_unavailable_not_refused() {
         .encrypt("alias/x", None, &context("ws"), b"x")
         .await
         .unwrap_err();
-    assert!(matches!(down, KmsError::Unavailable(_)), "{down:?}");
+    assert!(matches!(down, AwsError::Unavailable(_)), "{down:?}");
 }
