@@ -1,15 +1,17 @@
 //! Rotation's rules, without I/O or HTTP: how a new value is minted ([`generator`]), what a
-//! policy decides about a rotation ([`policy`]), and the closed loop's steps with the rollback
-//! each completed step needs when a later one fails ([`plan`]).
+//! policy decides about a rotation ([`policy`]), the closed loop's steps with the rollback
+//! each completed step needs when a later one fails ([`plan`]), and the seam to the providers'
+//! connectors ([`target`]).
 //!
-//! This crate owns those decisions as plain functions of their inputs (the time is passed in).
-//! It knows nothing of storage, the vault's keys, providers' wire formats (the connectors in
-//! `authsome-connect`), jobs or permissions: the control plane gathers the facts, asks here,
-//! and carries out the answer.
+//! This crate owns those decisions as plain functions of their inputs (the time is passed in),
+//! and declares the connectors' trait. It knows nothing of storage, the vault's keys, the
+//! providers' wire formats (the connectors in `authsome-connect`), jobs or permissions: the
+//! control plane gathers the facts, asks here, and carries out the answer.
 
 pub mod generator;
 pub mod plan;
 pub mod policy;
+pub mod target;
 
 /// A rotation setting or policy that cannot be used as given; names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
