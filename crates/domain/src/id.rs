@@ -202,6 +202,12 @@ define_id!(
 define_id!(
     /// An external identity issuer a workspace trusts for one principal (workload identity).
     TrustedIssuerId, "tis");
+define_id!(
+    /// One rotation of a secret (its steps and outcome).
+    RotationId, "rot");
+define_id!(
+    /// A durable unit of background work (a rotation's run, a schedule, a delivery).
+    JobId, "job");
 
 impl RequestId {
     /// An id for a request just received: a UUIDv7 (the time, then random bits) like every id,

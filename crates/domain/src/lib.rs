@@ -11,11 +11,13 @@ pub mod egress;
 pub mod event;
 pub mod id;
 pub mod identity;
+pub mod job;
 pub mod keys;
 pub mod master_key;
 pub mod page;
 pub mod password;
 pub mod provider;
+pub mod rotation;
 #[cfg(feature = "openapi")]
 pub mod schema;
 pub mod shared_state;

@@ -17,6 +17,7 @@ mod held;
 pub mod outbox;
 mod pool;
 mod postgres;
+pub mod rotation;
 mod rows;
 mod script;
 mod sql;
@@ -37,6 +38,7 @@ pub use audit::{
     AuditFilter, AuditHead, AuditRepository, AuditRow, AuditSigningKey, StoredCheckpoint,
 };
 pub use postgres::PostgresStore;
+pub use rotation::{JobRepository, RotationHistory, RotationRepository};
 pub use sqlite::SqliteStore;
 pub use vault::{KeyringProgress, PendingEnvelope, SecretWrite, StoredEnvelope, VaultRepository};
 
@@ -444,6 +446,8 @@ pub trait Store:
     + UsageRepository
     + AuditRepository
     + VaultRepository
+    + RotationRepository
+    + JobRepository
     + Send
     + Sync
 {
@@ -460,6 +464,8 @@ impl<T> Store for T where
         + UsageRepository
         + AuditRepository
         + VaultRepository
+        + RotationRepository
+        + JobRepository
         + Send
         + Sync
 {

@@ -49,3 +49,5 @@ crate::sql::impl_repositories!(PostgresStore, Backend::Postgres, MIGRATOR);
 crate::audit::impl_audit!(PostgresStore, crate::audit::postgres_batch::insert_entries);
 
 crate::vault::impl_vault!(PostgresStore);
+
+crate::rotation::impl_rotation!(PostgresStore, " FOR UPDATE SKIP LOCKED");

@@ -164,3 +164,5 @@ crate::sql::impl_repositories!(SqliteStore, Backend::Sqlite, MIGRATOR);
 crate::audit::impl_audit!(SqliteStore, crate::audit::sqlite_batch::insert_entries);
 
 crate::vault::impl_vault!(SqliteStore);
+
+crate::rotation::impl_rotation!(SqliteStore, "");

@@ -88,6 +88,8 @@ backend_tests!(
     vault_versions_are_checked_pruned_and_scoped,
     provider_configs_are_revised_and_scoped,
     vault_operators_are_bound_within_their_workspace,
+    jobs_are_handed_out_once_and_again_when_their_lease_runs_out,
+    rotations_and_their_settings_stay_in_their_workspace,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -2633,4 +2635,322 @@ async fn vault_operators_are_bound_within_their_workspace(store: Arc<dyn Store>)
         .is_vault_operator(&ws.id, &mine.id, &member.account_id)
         .await
         .unwrap());
+}
+
+async fn jobs_are_handed_out_once_and_again_when_their_lease_runs_out(store: Arc<dyn Store>) {
+    use authsome_domain::job::Job;
+
+    let (ws, _, _) = seeded(&store, "jobs").await;
+    let t0 = now();
+    let mut jobs = Vec::new();
+    for i in 0..20 {
+        let job = Job::new("test.work", serde_json::json!({"n": i}), Some(&ws.id), t0);
+        assert!(store.enqueue_job(&job).await.unwrap());
+        jobs.push(job);
+    }
+    let mut later = Job::new("test.work", serde_json::json!({"later": true}), None, t0);
+    later.run_at = t0 + Duration::minutes(10);
+    later.dedupe_key = Some("tick:1".into());
+    assert!(store.enqueue_job(&later).await.unwrap());
+    let mut again = Job::new("test.work", serde_json::json!({}), None, t0);
+    again.dedupe_key = Some("tick:1".into());
+    assert!(
+        !store.enqueue_job(&again).await.unwrap(),
+        "one job per dedupe key"
+    );
+
+    // Four workers claim at once: every due job goes to exactly one of them.
+    let lease = t0 + Duration::seconds(30);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_jobs(&format!("w{w}"), t0, lease, 3)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|j| (w, j)));
+                }
+            })
+        })
+        .collect();
+    let mut claims = Vec::new();
+    for worker in workers {
+        claims.push(worker.await.unwrap());
+    }
+    let mut claimed: Vec<_> = claims.into_iter().flatten().collect();
+    claimed.sort_by(|a, b| a.1.id.as_str().cmp(b.1.id.as_str()));
+    assert_eq!(
+        claimed.len(),
+        20,
+        "each due job once, the later one not yet"
+    );
+    claimed.dedup_by(|a, b| a.1.id == b.1.id);
+    assert_eq!(claimed.len(), 20);
+    assert!(claimed
+        .iter()
+        .all(|(_, j)| j.attempts == 1 && j.kind == "test.work"));
+
+    // Finished by its holder only; a retry comes back at its time; a lapsed lease hands out again.
+    let (holder, first) = &claimed[0];
+    assert!(!store
+        .finish_job(&first.id, "someone-else", t0)
+        .await
+        .unwrap());
+    assert!(store
+        .finish_job(&first.id, &format!("w{holder}"), t0)
+        .await
+        .unwrap());
+    let (holder, second) = &claimed[1];
+    assert!(store
+        .retry_job(
+            &second.id,
+            &format!("w{holder}"),
+            t0 + Duration::seconds(5),
+            "later"
+        )
+        .await
+        .unwrap());
+    let (holder, third) = &claimed[2];
+    assert!(store
+        .fail_job(&third.id, &format!("w{holder}"), "gave up", t0)
+        .await
+        .unwrap());
+    assert!(store
+        .claim_jobs("w9", t0 + Duration::seconds(1), lease, 50)
+        .await
+        .unwrap()
+        .is_empty());
+    let back = store
+        .claim_jobs(
+            "w9",
+            t0 + Duration::seconds(6),
+            t0 + Duration::seconds(60),
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.iter().map(|j| &j.id).collect::<Vec<_>>(), [&second.id]);
+    assert_eq!(back[0].attempts, 2);
+    // The other 17 were abandoned by their workers (a crash): after the lease they come back.
+    let lapsed = store
+        .claim_jobs(
+            "w9",
+            lease + Duration::seconds(1),
+            lease + Duration::seconds(60),
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(lapsed.len(), 17);
+    assert!(!lapsed.iter().any(|j| j.id == first.id || j.id == third.id));
+    let due = store
+        .claim_jobs(
+            "w9",
+            t0 + Duration::minutes(11),
+            t0 + Duration::minutes(12),
+            50,
+        )
+        .await
+        .unwrap();
+    assert!(
+        due.iter().any(|j| j.id == later.id),
+        "the later job when its time comes"
+    );
+}
+
+async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Store>) {
+    use authsome_domain::id::{RotationId, VaultId};
+    use authsome_domain::job::Job;
+    use authsome_domain::provider::Provider;
+    use authsome_domain::rotation::{
+        Rotation, RotationConfig, RotationStatus, RotationTarget, StepRecord,
+    };
+    use authsome_domain::vault::Vault;
+
+    let (ws, _, _) = seeded(&store, "rotating").await;
+    let (other, _, _) = seeded(&store, "bystander").await;
+    let vault = Vault {
+        id: VaultId::new(),
+        workspace_id: ws.id.clone(),
+        name: "prod".into(),
+        description: None,
+        max_versions: 10,
+        created_at: now(),
+        updated_at: now(),
+    };
+    store.insert_vault(&vault, &Outbox::empty()).await.unwrap();
+    let mut config = RotationConfig {
+        workspace_id: ws.id.clone(),
+        vault_id: vault.id.clone(),
+        secret_name: "DB".into(),
+        generator: serde_json::json!({"length": 40}),
+        targets: vec![RotationTarget {
+            provider: Provider::Render,
+            config: serde_json::json!({"serviceId": "srv-1", "key": "DB"}),
+        }],
+        schedule: None,
+        health_check_url: None,
+        redeploy: false,
+        grace_period_seconds: 3600,
+        revision: 0,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let (revision, audited) = with_rows(vec![outbox_row("evt_rotation_cfg")], async |o| {
+        store.put_rotation_config(&config, o).await
+    })
+    .await;
+    assert_eq!(revision.unwrap(), 1);
+    assert!(audited);
+    config.redeploy = true;
+    assert_eq!(
+        store
+            .put_rotation_config(&config, &Outbox::empty())
+            .await
+            .unwrap(),
+        2
+    );
+    let stored = store
+        .rotation_config(&ws.id, &vault.id, "DB")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.revision, stored.redeploy, &stored.targets),
+        (2, true, &config.targets)
+    );
+    // Another workspace can neither read nor write settings on this vault.
+    assert!(store
+        .rotation_config(&other.id, &vault.id, "DB")
+        .await
+        .unwrap()
+        .is_none());
+    let mut crossing = config.clone();
+    crossing.workspace_id = other.id.clone();
+    assert!(matches!(
+        store.put_rotation_config(&crossing, &Outbox::empty()).await,
+        Err(StorageError::NotFound)
+    ));
+
+    let t0 = now();
+    let mut rotation = Rotation {
+        id: RotationId::new(),
+        workspace_id: ws.id.clone(),
+        vault_id: vault.id.clone(),
+        secret_name: "DB".into(),
+        status: RotationStatus::Pending,
+        reason: Some("quarterly".into()),
+        requested_by: Some("acc_x".into()),
+        decision: serde_json::json!({"outcome": "allow"}),
+        steps: vec![StepRecord {
+            kind: "mint".into(),
+            target: None,
+            status: "pending".into(),
+            detail: None,
+            error: None,
+            at: None,
+        }],
+        previous_version: Some(1),
+        new_version: None,
+        error: None,
+        created_at: t0,
+        updated_at: t0,
+        finished_at: None,
+    };
+    let job = Job::new(
+        "rotation.run",
+        serde_json::json!({"rotation": rotation.id.as_str()}),
+        Some(&ws.id),
+        t0,
+    );
+    store
+        .insert_rotation(&rotation, Some(&job), &Outbox::empty())
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_jobs("w", t0, t0 + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the run was enqueued with the rotation");
+    rotation.status = RotationStatus::Running;
+    rotation.steps[0].status = "succeeded".into();
+    rotation.new_version = Some(2);
+    store
+        .save_rotation(&rotation, None, &Outbox::empty())
+        .await
+        .unwrap();
+    let stored = store
+        .rotation(Some(&ws.id), &rotation.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, rotation);
+    assert_eq!(
+        store
+            .rotation(None, &rotation.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        rotation.id
+    );
+    assert!(store
+        .rotation(Some(&other.id), &rotation.id)
+        .await
+        .unwrap()
+        .is_none());
+    let mut theirs = rotation.clone();
+    theirs.workspace_id = other.id.clone();
+    assert!(matches!(
+        store.save_rotation(&theirs, None, &Outbox::empty()).await,
+        Err(StorageError::NotFound)
+    ));
+    theirs.id = RotationId::new();
+    assert!(matches!(
+        store.insert_rotation(&theirs, None, &Outbox::empty()).await,
+        Err(StorageError::NotFound)
+    ));
+    let page = store
+        .rotations(&ws.id, &PageRequest::parse(None, None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(store
+        .rotations(&other.id, &PageRequest::parse(None, None).unwrap())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let history = store
+        .rotation_history(
+            &ws.id,
+            &vault.id,
+            "DB",
+            t0 - Duration::days(1),
+            t0 - Duration::days(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (history.secret_since_day, history.workspace_since_month),
+        (1, 1)
+    );
+    assert_eq!(history.last_at, Some(t0));
+    let none = store
+        .rotation_history(
+            &other.id,
+            &vault.id,
+            "DB",
+            t0 - Duration::days(1),
+            t0 - Duration::days(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(none, Default::default());
 }

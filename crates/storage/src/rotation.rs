@@ -1,0 +1,607 @@
+//! Rotation's storage: secrets' rotation settings, rotations with their steps, and the durable
+//! job queue their runs (and later schedules and deliveries) go through. The SQL is written
+//! once for both backends; only the job claim differs (`FOR UPDATE SKIP LOCKED` on Postgres, the
+//! one held writer on SQLite).
+
+use authsome_domain::id::{JobId, RotationId, VaultId, WorkspaceId};
+use authsome_domain::job::Job;
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::rotation::{Rotation, RotationConfig, RotationStatus};
+use chrono::{DateTime, Utc};
+
+use crate::outbox::Outbox;
+use crate::rows::{json, ms, time};
+use crate::{Result, StorageError};
+
+/// What a policy needs to know of a secret's and its workspace's past rotations (those that
+/// ran: running, succeeded or rolled back later).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RotationHistory {
+    pub secret_since_day: u32,
+    pub workspace_since_month: u32,
+    pub last_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait::async_trait]
+pub trait RotationRepository {
+    /// Stores a secret's rotation settings with its audit rows; the new revision.
+    async fn put_rotation_config(&self, config: &RotationConfig, outbox: &Outbox) -> Result<u32>;
+    async fn rotation_config(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+        secret: &str,
+    ) -> Result<Option<RotationConfig>>;
+    /// Stores a new rotation, and the job that runs it, with the audit rows, in one commit.
+    async fn insert_rotation(
+        &self,
+        rotation: &Rotation,
+        job: Option<&Job>,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// Saves a rotation's progress (status, steps, versions, error) with its audit rows; a job
+    /// to enqueue with it (a rollback's run) goes in the same commit.
+    async fn save_rotation(
+        &self,
+        rotation: &Rotation,
+        job: Option<&Job>,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// A workspace's rotation; with no workspace (the job runner), any.
+    async fn rotation(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        id: &RotationId,
+    ) -> Result<Option<Rotation>>;
+    async fn rotations(
+        &self,
+        workspace: &WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<Rotation>>;
+    async fn rotation_history(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+        secret: &str,
+        day_since: DateTime<Utc>,
+        month_since: DateTime<Utc>,
+    ) -> Result<RotationHistory>;
+}
+
+#[async_trait::async_trait]
+pub trait JobRepository {
+    /// Enqueues a job; `false` when one with the same dedupe key exists already.
+    async fn enqueue_job(&self, job: &Job) -> Result<bool>;
+    /// Hands out up to `limit` jobs due at `now` (and those whose lease ran out) to `worker`
+    /// until `lease_until`; no two workers get the same job.
+    async fn claim_jobs(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Job>>;
+    /// Retires a job `worker` holds; `false` when it no longer holds it.
+    async fn finish_job(&self, id: &JobId, worker: &str, now: DateTime<Utc>) -> Result<bool>;
+    /// Puts a job `worker` holds back in the queue for `run_at`, noting why.
+    async fn retry_job(
+        &self,
+        id: &JobId,
+        worker: &str,
+        run_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<bool>;
+    /// Gives up on a job `worker` holds, noting why.
+    async fn fail_job(
+        &self,
+        id: &JobId,
+        worker: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+}
+
+pub(crate) const ROTATION_COLUMNS: &str = "id, workspace_id, vault_id, secret_name, status, \
+     reason, requested_by, decision, steps, previous_version, new_version, error, created_at, \
+     updated_at, finished_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RotationRow {
+    id: String,
+    workspace_id: String,
+    vault_id: String,
+    secret_name: String,
+    status: String,
+    reason: Option<String>,
+    requested_by: Option<String>,
+    decision: String,
+    steps: String,
+    previous_version: Option<i64>,
+    new_version: Option<i64>,
+    error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+}
+
+fn version(v: Option<i64>, what: &'static str) -> Result<Option<u32>> {
+    v.map(|v| u32::try_from(v).map_err(|_| StorageError::Corrupt(what)))
+        .transpose()
+}
+
+impl RotationRow {
+    pub(crate) fn into_domain(self) -> Result<Rotation> {
+        let corrupt = StorageError::Corrupt;
+        Ok(Rotation {
+            id: RotationId::parse(&self.id).map_err(|_| corrupt("rotations.id"))?,
+            workspace_id: WorkspaceId::parse(&self.workspace_id)
+                .map_err(|_| corrupt("rotations.workspace_id"))?,
+            vault_id: VaultId::parse(&self.vault_id).map_err(|_| corrupt("rotations.vault_id"))?,
+            secret_name: self.secret_name,
+            status: RotationStatus::parse(&self.status).ok_or(corrupt("rotations.status"))?,
+            reason: self.reason,
+            requested_by: self.requested_by,
+            decision: json(&self.decision, "rotations.decision")?,
+            steps: json(&self.steps, "rotations.steps")?,
+            previous_version: version(self.previous_version, "rotations.previous_version")?,
+            new_version: version(self.new_version, "rotations.new_version")?,
+            error: self.error,
+            created_at: time(self.created_at, "rotations.created_at")?,
+            updated_at: time(self.updated_at, "rotations.updated_at")?,
+            finished_at: self
+                .finished_at
+                .map(|t| time(t, "rotations.finished_at"))
+                .transpose()?,
+        })
+    }
+}
+
+pub(crate) const CONFIG_COLUMNS: &str = "workspace_id, vault_id, secret_name, generator, targets, \
+     schedule, health_check_url, redeploy, grace_period_seconds, revision, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ConfigRow {
+    workspace_id: String,
+    vault_id: String,
+    secret_name: String,
+    generator: String,
+    targets: String,
+    schedule: Option<String>,
+    health_check_url: Option<String>,
+    redeploy: bool,
+    grace_period_seconds: i64,
+    revision: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl ConfigRow {
+    pub(crate) fn into_domain(self) -> Result<RotationConfig> {
+        let corrupt = StorageError::Corrupt;
+        Ok(RotationConfig {
+            workspace_id: WorkspaceId::parse(&self.workspace_id)
+                .map_err(|_| corrupt("rotation_configs.workspace_id"))?,
+            vault_id: VaultId::parse(&self.vault_id)
+                .map_err(|_| corrupt("rotation_configs.vault_id"))?,
+            secret_name: self.secret_name,
+            generator: json(&self.generator, "rotation_configs.generator")?,
+            targets: json(&self.targets, "rotation_configs.targets")?,
+            schedule: self
+                .schedule
+                .map(|s| json(&s, "rotation_configs.schedule"))
+                .transpose()?,
+            health_check_url: self.health_check_url,
+            redeploy: self.redeploy,
+            grace_period_seconds: u32::try_from(self.grace_period_seconds)
+                .map_err(|_| corrupt("rotation_configs.grace_period_seconds"))?,
+            revision: u32::try_from(self.revision)
+                .map_err(|_| corrupt("rotation_configs.revision"))?,
+            created_at: time(self.created_at, "rotation_configs.created_at")?,
+            updated_at: time(self.updated_at, "rotation_configs.updated_at")?,
+        })
+    }
+}
+
+pub(crate) const JOB_COLUMNS: &str =
+    "id, kind, payload, workspace_id, run_at, attempts, dedupe_key, created_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobRow {
+    id: String,
+    kind: String,
+    payload: String,
+    workspace_id: Option<String>,
+    run_at: i64,
+    attempts: i64,
+    dedupe_key: Option<String>,
+    created_at: i64,
+}
+
+impl JobRow {
+    pub(crate) fn into_domain(self) -> Result<Job> {
+        let corrupt = StorageError::Corrupt;
+        Ok(Job {
+            id: JobId::parse(&self.id).map_err(|_| corrupt("jobs.id"))?,
+            kind: self.kind,
+            payload: json(&self.payload, "jobs.payload")?,
+            workspace_id: self
+                .workspace_id
+                .map(|w| WorkspaceId::parse(&w).map_err(|_| corrupt("jobs.workspace_id")))
+                .transpose()?,
+            run_at: time(self.run_at, "jobs.run_at")?,
+            attempts: u32::try_from(self.attempts).map_err(|_| corrupt("jobs.attempts"))?,
+            dedupe_key: self.dedupe_key,
+            created_at: time(self.created_at, "jobs.created_at")?,
+        })
+    }
+}
+
+/// The INSERT of a job (binds: id, kind, payload, workspace, run_at, dedupe key, created).
+pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (id, kind, payload, workspace_id, status, \
+     run_at, attempts, dedupe_key, created_at) VALUES ($1, $2, $3, $4, 'queued', $5, 0, $6, $7) \
+     ON CONFLICT (dedupe_key) DO NOTHING";
+
+pub(crate) fn job_binds(job: &Job) -> (String, i64, Option<&str>, i64) {
+    (
+        serde_json::to_string(&job.payload).unwrap_or_else(|_| "{}".into()),
+        ms(job.run_at),
+        job.workspace_id.as_ref().map(|w| w.as_str()),
+        ms(job.created_at),
+    )
+}
+
+pub(crate) fn steps_json(r: &Rotation) -> String {
+    serde_json::to_string(&r.steps).unwrap_or_else(|_| "[]".into())
+}
+
+/// Implements [`RotationRepository`] and [`JobRepository`] for a store, after
+/// `crate::sql::impl_repositories!`; `$lock` ends the job claim's inner SELECT.
+macro_rules! impl_rotation {
+    ($store:ty, $lock:literal) => {
+        impl $store {
+            async fn insert_job_in(
+                exec: &mut sqlx::Transaction<'_, <$store as $crate::rotation::HasDb>::Db>,
+                job: &authsome_domain::job::Job,
+            ) -> $crate::Result<bool> {
+                let (payload, run_at, workspace, created) = $crate::rotation::job_binds(job);
+                let done = sqlx::query($crate::rotation::INSERT_JOB)
+                    .bind(job.id.as_str())
+                    .bind(&job.kind)
+                    .bind(payload)
+                    .bind(workspace)
+                    .bind(run_at)
+                    .bind(job.dedupe_key.as_deref())
+                    .bind(created)
+                    .execute(&mut **exec)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::rotation::RotationRepository for $store {
+            async fn put_rotation_config(
+                &self,
+                c: &authsome_domain::rotation::RotationConfig,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<u32> {
+                let generator = serde_json::to_string(&c.generator).unwrap_or_default();
+                let targets = serde_json::to_string(&c.targets).unwrap_or_default();
+                let schedule = c
+                    .schedule
+                    .as_ref()
+                    .map(|s| serde_json::to_string(s).unwrap_or_default());
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let (revision,): (i64,) = sqlx::query_as(
+                    "INSERT INTO rotation_configs (workspace_id, vault_id, secret_name, generator, \
+                     targets, schedule, health_check_url, redeploy, grace_period_seconds, \
+                     revision, created_at, updated_at) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10, $10 \
+                     WHERE EXISTS (SELECT 1 FROM vaults WHERE id = $2 AND workspace_id = $1) \
+                     ON CONFLICT (vault_id, secret_name) DO UPDATE SET generator = $4, \
+                     targets = $5, schedule = $6, health_check_url = $7, redeploy = $8, \
+                     grace_period_seconds = $9, revision = rotation_configs.revision + 1, \
+                     updated_at = $10 RETURNING revision",
+                )
+                .bind(c.workspace_id.as_str())
+                .bind(c.vault_id.as_str())
+                .bind(&c.secret_name)
+                .bind(generator)
+                .bind(targets)
+                .bind(schedule)
+                .bind(c.health_check_url.as_deref())
+                .bind(c.redeploy)
+                .bind(i64::from(c.grace_period_seconds))
+                .bind($crate::rows::ms(c.updated_at))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or($crate::StorageError::NotFound)?;
+                commit_with_outbox(tx, outbox).await?;
+                u32::try_from(revision)
+                    .map_err(|_| $crate::StorageError::Corrupt("rotation_configs.revision"))
+            }
+
+            async fn rotation_config(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+                secret: &str,
+            ) -> $crate::Result<Option<authsome_domain::rotation::RotationConfig>> {
+                let sql = format!(
+                    "SELECT {} FROM rotation_configs WHERE workspace_id = $1 AND vault_id = $2 \
+                     AND secret_name = $3",
+                    $crate::rotation::CONFIG_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::rotation::ConfigRow>(&sql)
+                    .bind(workspace.as_str())
+                    .bind(vault.as_str())
+                    .bind(secret)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map($crate::rotation::ConfigRow::into_domain)
+                    .transpose()
+            }
+
+            async fn insert_rotation(
+                &self,
+                r: &authsome_domain::rotation::Rotation,
+                job: Option<&authsome_domain::job::Job>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "INSERT INTO rotations (id, workspace_id, vault_id, secret_name, status, \
+                     reason, requested_by, decision, steps, previous_version, new_version, error, \
+                     created_at, updated_at, finished_at) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+                     WHERE EXISTS (SELECT 1 FROM vaults WHERE id = $3 AND workspace_id = $2)",
+                )
+                .bind(r.id.as_str())
+                .bind(r.workspace_id.as_str())
+                .bind(r.vault_id.as_str())
+                .bind(&r.secret_name)
+                .bind(r.status.as_str())
+                .bind(r.reason.as_deref())
+                .bind(r.requested_by.as_deref())
+                .bind(r.decision.to_string())
+                .bind($crate::rotation::steps_json(r))
+                .bind(r.previous_version.map(i64::from))
+                .bind(r.new_version.map(i64::from))
+                .bind(r.error.as_deref())
+                .bind($crate::rows::ms(r.created_at))
+                .bind($crate::rows::ms(r.updated_at))
+                .bind($crate::rows::opt_ms(r.finished_at))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                if let Some(job) = job {
+                    Self::insert_job_in(&mut tx, job).await?;
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn save_rotation(
+                &self,
+                r: &authsome_domain::rotation::Rotation,
+                job: Option<&authsome_domain::job::Job>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "UPDATE rotations SET status = $3, decision = $4, steps = $5, \
+                     previous_version = $6, new_version = $7, error = $8, updated_at = $9, \
+                     finished_at = $10 WHERE id = $1 AND workspace_id = $2",
+                )
+                .bind(r.id.as_str())
+                .bind(r.workspace_id.as_str())
+                .bind(r.status.as_str())
+                .bind(r.decision.to_string())
+                .bind($crate::rotation::steps_json(r))
+                .bind(r.previous_version.map(i64::from))
+                .bind(r.new_version.map(i64::from))
+                .bind(r.error.as_deref())
+                .bind($crate::rows::ms(r.updated_at))
+                .bind($crate::rows::opt_ms(r.finished_at))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                if let Some(job) = job {
+                    Self::insert_job_in(&mut tx, job).await?;
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn rotation(
+                &self,
+                workspace: Option<&authsome_domain::id::WorkspaceId>,
+                id: &authsome_domain::id::RotationId,
+            ) -> $crate::Result<Option<authsome_domain::rotation::Rotation>> {
+                let sql = format!(
+                    "SELECT {} FROM rotations WHERE id = $1 AND ($2 IS NULL OR workspace_id = $2)",
+                    $crate::rotation::ROTATION_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::rotation::RotationRow>(&sql)
+                    .bind(id.as_str())
+                    .bind(workspace.map(|w| w.as_str()))
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map($crate::rotation::RotationRow::into_domain)
+                    .transpose()
+            }
+
+            async fn rotations(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                page: &authsome_domain::page::PageRequest,
+            ) -> $crate::Result<authsome_domain::page::Page<authsome_domain::rotation::Rotation>>
+            {
+                $crate::vault::scoped_page!(
+                    self,
+                    $crate::rotation::RotationRow,
+                    $crate::rotation::ROTATION_COLUMNS,
+                    "rotations",
+                    workspace,
+                    page
+                )
+            }
+
+            async fn rotation_history(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+                secret: &str,
+                day_since: chrono::DateTime<chrono::Utc>,
+                month_since: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<$crate::rotation::RotationHistory> {
+                let ran = "status IN ('running', 'succeeded', 'rolled_back')";
+                let (secret_count, last): (i64, Option<i64>) = sqlx::query_as(&format!(
+                    "SELECT COUNT(CASE WHEN created_at >= $4 THEN 1 END), MAX(created_at) \
+                     FROM rotations WHERE workspace_id = $1 AND vault_id = $2 \
+                     AND secret_name = $3 AND {ran}"
+                ))
+                .bind(workspace.as_str())
+                .bind(vault.as_str())
+                .bind(secret)
+                .bind($crate::rows::ms(day_since))
+                .fetch_one(&self.pool)
+                .await?;
+                let (month,): (i64,) = sqlx::query_as(&format!(
+                    "SELECT COUNT(*) FROM rotations WHERE workspace_id = $1 AND created_at >= $2 \
+                     AND {ran}"
+                ))
+                .bind(workspace.as_str())
+                .bind($crate::rows::ms(month_since))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok($crate::rotation::RotationHistory {
+                    secret_since_day: u32::try_from(secret_count).unwrap_or(u32::MAX),
+                    workspace_since_month: u32::try_from(month).unwrap_or(u32::MAX),
+                    last_at: last
+                        .map(|t| $crate::rows::time(t, "rotations.created_at"))
+                        .transpose()?,
+                })
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::rotation::JobRepository for $store {
+            async fn enqueue_job(&self, job: &authsome_domain::job::Job) -> $crate::Result<bool> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let inserted = Self::insert_job_in(&mut tx, job).await?;
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            async fn claim_jobs(
+                &self,
+                worker: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                lease_until: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> $crate::Result<Vec<authsome_domain::job::Job>> {
+                let sql = format!(
+                    "UPDATE jobs SET status = 'running', locked_by = $1, lease_until = $3, \
+                     attempts = attempts + 1 WHERE id IN (SELECT id FROM jobs \
+                     WHERE (status = 'queued' AND run_at <= $2) \
+                     OR (status = 'running' AND lease_until < $2) \
+                     ORDER BY run_at LIMIT $4{}) RETURNING {}",
+                    $lock,
+                    $crate::rotation::JOB_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::rotation::JobRow>(&sql)
+                    .bind(worker)
+                    .bind($crate::rows::ms(now))
+                    .bind($crate::rows::ms(lease_until))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *self.writer().await?)
+                    .await?
+                    .into_iter()
+                    .map($crate::rotation::JobRow::into_domain)
+                    .collect()
+            }
+
+            async fn finish_job(
+                &self,
+                id: &authsome_domain::id::JobId,
+                worker: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = 'done', finished_at = $3, locked_by = NULL, \
+                     lease_until = NULL WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+                )
+                .bind(id.as_str())
+                .bind(worker)
+                .bind($crate::rows::ms(now))
+                .execute(&mut *self.writer().await?)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn retry_job(
+                &self,
+                id: &authsome_domain::id::JobId,
+                worker: &str,
+                run_at: chrono::DateTime<chrono::Utc>,
+                error: &str,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = 'queued', run_at = $3, last_error = $4, \
+                     locked_by = NULL, lease_until = NULL \
+                     WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+                )
+                .bind(id.as_str())
+                .bind(worker)
+                .bind($crate::rows::ms(run_at))
+                .bind(error)
+                .execute(&mut *self.writer().await?)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn fail_job(
+                &self,
+                id: &authsome_domain::id::JobId,
+                worker: &str,
+                error: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET status = 'failed', last_error = $3, finished_at = $4, \
+                     locked_by = NULL, lease_until = NULL \
+                     WHERE id = $1 AND locked_by = $2 AND status = 'running'",
+                )
+                .bind(id.as_str())
+                .bind(worker)
+                .bind(error)
+                .bind($crate::rows::ms(now))
+                .execute(&mut *self.writer().await?)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_rotation;
+
+/// The database type a store's transactions run on.
+pub(crate) trait HasDb {
+    type Db: sqlx::Database;
+}
+
+impl HasDb for crate::SqliteStore {
+    type Db = sqlx::Sqlite;
+}
+
+impl HasDb for crate::PostgresStore {
+    type Db = sqlx::Postgres;
+}
