@@ -24,6 +24,7 @@ mod members;
 mod metering;
 mod providers;
 mod provisioning;
+pub mod rotation;
 pub mod throttle;
 mod vault;
 mod workspaces;
@@ -161,6 +162,10 @@ pub struct ControlPlane {
     credential_sources: Option<Arc<dyn providers::CredentialSources>>,
     resolver: providers::ResolverState,
     kek_cache: vault::KekCache,
+    /// Connectors and the health probe for rotations.
+    rotation_ports: Option<Arc<dyn rotation::RotationPorts>>,
+    /// This process's name when it claims jobs.
+    worker: String,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -193,6 +198,8 @@ impl ControlPlane {
             credential_sources: None,
             resolver: Default::default(),
             kek_cache: Default::default(),
+            rotation_ports: None,
+            worker: format!("worker-{}", hex::encode(rand::random::<[u8; 8]>())),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }
@@ -382,6 +389,12 @@ impl ControlPlane {
         self
     }
 
+    /// Connectors (and the health probe) for rotations.
+    pub fn with_rotation_ports(mut self, ports: Arc<dyn rotation::RotationPorts>) -> Self {
+        self.rotation_ports = Some(ports);
+        self
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -415,6 +428,8 @@ impl ControlPlane {
         self.retry_provisioning().await?;
         self.purge_expired().await?;
         self.vault_key_work_for(std::time::Duration::from_secs(1))
+            .await?;
+        self.run_jobs(&self.worker, std::time::Duration::from_secs(5))
             .await?;
         self.store.purge_sessions(now).await?;
         self.store

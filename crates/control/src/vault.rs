@@ -66,6 +66,18 @@ pub struct PutSecret {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl PutSecret {
+    /// Just a value: description, tags and expiry stay as they are.
+    pub fn with_value(value: Zeroizing<String>) -> Self {
+        Self {
+            value,
+            description: None,
+            tags: None,
+            expires_at: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for PutSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PutSecret").finish_non_exhaustive()
@@ -205,6 +217,8 @@ pub enum VaultActor {
     /// AuthSome itself, within one workspace: resolving a provider's credential, storing an
     /// OAuth provider's rotated refresh token. Never built from a request.
     System(WorkspaceId),
+    /// AuthSome running a rotation in the workspace: versions it writes name the rotation.
+    Rotation(WorkspaceId, authsome_domain::id::RotationId),
 }
 
 impl VaultActor {
@@ -214,6 +228,7 @@ impl VaultActor {
             Self::Team(Actor::ManagementKey { key_id, .. }) => key_id.as_str(),
             Self::Principal(p) => p.id.as_str(),
             Self::System(_) => "system",
+            Self::Rotation(_, rotation) => rotation.as_str(),
         }
     }
 
@@ -221,7 +236,7 @@ impl VaultActor {
     fn team(&self) -> Option<&Actor> {
         match self {
             Self::Team(actor) => Some(actor),
-            Self::Principal(_) | Self::System(_) => None,
+            Self::Principal(_) | Self::System(_) | Self::Rotation(..) => None,
         }
     }
 
@@ -229,7 +244,7 @@ impl VaultActor {
         match self {
             Self::Team(_) => event,
             Self::Principal(p) => event.actor(EventActor::Principal(p.id.clone())),
-            Self::System(_) => event.actor(EventActor::System),
+            Self::System(_) | Self::Rotation(..) => event.actor(EventActor::System),
         }
     }
 }
@@ -411,7 +426,7 @@ impl ControlPlane {
 
     /// The vault as the caller may use it: `NotFound` unless it is in a workspace the caller
     /// belongs to, then the permission (a denial is audited).
-    async fn vault_for(
+    pub(crate) async fn vault_for(
         &self,
         actor: &Actor,
         id: &VaultId,
@@ -460,7 +475,7 @@ impl ControlPlane {
                 return Ok((vault, Some(workspace)));
             }
             VaultActor::Principal(p) => p,
-            VaultActor::System(ws) => {
+            VaultActor::System(ws) | VaultActor::Rotation(ws, _) => {
                 let vault = self
                     .store
                     .vault(ws, id)
@@ -511,7 +526,7 @@ impl ControlPlane {
     fn emit_as(&self, actor: &VaultActor, event: DomainEvent) {
         match actor {
             VaultActor::Team(team) => self.emit(team, event),
-            VaultActor::Principal(_) | VaultActor::System(_) => {
+            VaultActor::Principal(_) | VaultActor::System(_) | VaultActor::Rotation(..) => {
                 self.events.emit(actor.stamp(event))
             }
         }

@@ -60,6 +60,8 @@ pub struct Settings {
     pub vault_in_redis: bool,
     /// The deployment's AWS identity, for customers' KMS keys; none: KMS is not called.
     pub aws: Option<authsome_connect::aws::AwsSettings>,
+    /// Where rotation's connectors call each provider (the providers' public APIs by default).
+    pub targets: authsome_connect::targets::Endpoints,
 }
 
 impl Settings {
@@ -86,6 +88,7 @@ impl Settings {
             outbound: authsome_domain::egress::EgressPolicy::open().without_private(),
             vault_in_redis: false,
             aws: None,
+            targets: authsome_connect::targets::Endpoints::default(),
         }
     }
 }
@@ -153,6 +156,7 @@ impl App {
             outbound,
             vault_in_redis,
             aws,
+            mut targets,
         } = settings;
         // One bound on hashing for the whole process, sized for the costliest hash it makes.
         let hashers = HashPool::for_machine(
@@ -175,6 +179,16 @@ impl App {
             .with_hash_pool(hashers)
             .with_key_set_source(Arc::new(authsome_connect::HttpKeySets::new(
                 outbound.clone(),
+            )))
+            .with_rotation_ports(Arc::new(authsome_connect::targets::RotationTargets::new(
+                {
+                    // Secrets Manager is where the operator's AWS endpoint is, as KMS.
+                    if targets.aws.is_none() {
+                        targets.aws = aws.as_ref().and_then(|a| a.endpoint.clone());
+                    }
+                    targets
+                },
+                authsome_connect::Outbound::new(outbound.clone()),
             )))
             .with_credential_sources(Arc::new(authsome_connect::Connector::new(outbound, aws)));
         // One credential throttle for both APIs (replaced by Redis's below when shared).

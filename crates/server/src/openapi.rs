@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::error::ErrorBody;
 use crate::routes::{
     admin, applications, audit, auth, customer, customer_auth, customer_orgs, customer_users,
-    health, keys, members, providers, vault, workspaces,
+    health, keys, members, providers, rotation, vault, workspaces,
 };
 use crate::AppState;
 
@@ -170,6 +170,11 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(providers::list))
         .routes(routes!(providers::put, providers::get, providers::delete))
         .routes(routes!(providers::test))
+        .routes(routes!(rotation::put_settings, rotation::get_settings))
+        .routes(routes!(rotation::start))
+        .routes(routes!(rotation::get))
+        .routes(routes!(rotation::rollback))
+        .routes(routes!(rotation::list))
         .routes(routes!(admin::list_workspaces))
         .routes(routes!(admin::get_workspace, admin::update_workspace))
         .routes(routes!(admin::update_application))

@@ -395,6 +395,58 @@ pub(crate) fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// Rotation's ports for the control plane: a connector per target (through the egress
+/// policy), a configuration check that calls nobody, and the health probe.
+pub struct RotationTargets {
+    endpoints: Endpoints,
+    outbound: Outbound,
+}
+
+impl RotationTargets {
+    pub fn new(endpoints: Endpoints, outbound: Outbound) -> Self {
+        Self {
+            endpoints,
+            outbound,
+        }
+    }
+}
+
+/// The largest health-check answer read.
+const MAX_PROBE: usize = 64 * 1024;
+
+#[async_trait::async_trait]
+impl authsome_control::rotation::RotationPorts for RotationTargets {
+    fn connect(
+        &self,
+        target: &authsome_domain::rotation::RotationTarget,
+        credential: &str,
+    ) -> Result<Box<dyn TargetConnector>, TargetError> {
+        connect(
+            target.provider,
+            &target.config,
+            Credential::for_provider(target.provider, credential)?,
+            &self.endpoints,
+            self.outbound.clone(),
+        )
+    }
+
+    fn check(&self, target: &authsome_domain::rotation::RotationTarget) -> Result<(), TargetError> {
+        let placeholder = match target.provider {
+            Provider::Aws => r#"{"accessKeyId":"check","secretAccessKey":"check"}"#,
+            _ => "check",
+        };
+        self.connect(target, placeholder).map(|_| ())
+    }
+
+    async fn probe(&self, url: &str) -> Result<u16, String> {
+        self.outbound
+            .send(reqwest::Method::GET, url, |r| r, MAX_PROBE)
+            .await
+            .map(|a| a.status.as_u16())
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

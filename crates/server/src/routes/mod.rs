@@ -13,6 +13,7 @@ pub mod health;
 pub mod keys;
 pub mod members;
 pub mod providers;
+pub mod rotation;
 pub mod vault;
 pub mod workspaces;
 

@@ -54,6 +54,7 @@ mod providers;
 mod provisioning;
 mod redis_outage;
 mod role_matrix;
+mod rotation;
 mod signed_requests;
 mod tenant_attacks;
 mod vault;

@@ -1,0 +1,1084 @@
+//! Rotation's use cases: a secret's rotation settings, starting a rotation (or previewing its
+//! plan), the closed loop run as a durable job, and rolling a rotation back.
+//!
+//! A rotation is a row with its steps (`authsome_rotation::plan`) and a `rotation.run` job
+//! committed with it. The job runner ([`ControlPlane::run_jobs`]) claims jobs under a lease and
+//! runs the rotation step by step, saving after each one, so a process that dies mid-rotation
+//! leaves it to be resumed (or rolled back) by whichever replica claims the job once its lease
+//! lapses. Minting and storing write the vault's next version with check-and-set, so a resumed
+//! run never stores twice; pushing the same version again is harmless. A step that fails for
+//! good rolls back what was done before it (targets get the previous version, the vault's
+//! latest goes back); one the provider asks to retry later puts the job back. The values pass
+//! only between the vault and the connectors; records and audit entries name versions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use authsome_domain::event::{DomainEvent, Outcome as EventOutcome};
+use authsome_domain::id::{RotationId, VaultId, WorkspaceId};
+use authsome_domain::job::Job;
+use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::rotation::{
+    Rotation, RotationConfig, RotationStatus, RotationTarget, StepRecord,
+};
+use authsome_domain::tenancy::{Actor, Permission};
+use authsome_rotation::generator::GeneratorSpec;
+use authsome_rotation::plan::{self, Shape, Step, Undo};
+use authsome_rotation::policy::{self, Decision, Facts, Outcome, Rules};
+use authsome_rotation::target::{verify, TargetConnector, TargetError, Written};
+use authsome_storage::StorageError;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::vault::{PutSecret, VaultActor};
+use crate::{ControlError, ControlPlane, Result};
+
+/// The job that runs a rotation.
+pub const RUN_JOB: &str = "rotation.run";
+/// The job that rolls a completed rotation back.
+pub const ROLLBACK_JOB: &str = "rotation.rollback";
+/// How long a claimed job is this worker's before another may take it over.
+const LEASE: Duration = Duration::from_secs(60);
+/// Claims of a job before a provider that keeps failing fails the rotation.
+const MAX_ATTEMPTS: u32 = 5;
+const MAX_TARGETS: usize = 20;
+const MAX_GRACE_SECONDS: u32 = 30 * 24 * 3600;
+const MAX_REASON: usize = 500;
+
+/// The adapters a rotation needs: a connector for a target, with a credential, and the health
+/// probe (both through the operator's egress policy). `authsome-connect` implements it.
+#[async_trait::async_trait]
+pub trait RotationPorts: Send + Sync {
+    /// The connector for `target`, calling with `credential` (a bearer token, or for AWS the
+    /// access key's JSON).
+    fn connect(
+        &self,
+        target: &RotationTarget,
+        credential: &str,
+    ) -> std::result::Result<Box<dyn TargetConnector>, TargetError>;
+    /// What is wrong with a target's fields, without calling anyone.
+    fn check(&self, target: &RotationTarget) -> std::result::Result<(), TargetError>;
+    /// `GET url`: its status code.
+    async fn probe(&self, url: &str) -> std::result::Result<u16, String>;
+}
+
+/// `PUT …/secrets/{name}/rotation`.
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutRotation {
+    /// How the next value is minted (default: 40 alphanumeric characters).
+    pub generator: Option<GeneratorSpec>,
+    /// Where the value is pushed (1 to 20 targets); each provider needs a configuration in the
+    /// workspace (`…/providers/{provider}`) for its credential.
+    pub targets: Vec<RotationTarget>,
+    /// Not accepted yet: scheduled rotations are still to come.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub schedule: Option<Value>,
+    /// Must answer 2xx after the push, else the rotation rolls back.
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
+    pub health_check_url: Option<String>,
+    /// Redeploy the targets after the push (default false).
+    pub redeploy: Option<bool>,
+    /// How long the previous value stays current elsewhere before it is retired (default 0,
+    /// at most 2592000).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2_592_000))]
+    pub grace_period_seconds: Option<u32>,
+}
+
+/// A secret's rotation settings.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RotationSettings {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub vault_id: VaultId,
+    pub secret_name: String,
+    pub generator: GeneratorSpec,
+    pub targets: Vec<RotationTarget>,
+    pub health_check_url: Option<String>,
+    pub redeploy: bool,
+    pub grace_period_seconds: u32,
+    pub revision: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST …/secrets/{name}/rotations`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRotation {
+    /// Only the plan: nothing changes.
+    pub dry_run: Option<bool>,
+    #[cfg_attr(feature = "openapi", schema(max_length = 500))]
+    pub reason: Option<String>,
+}
+
+/// What a rotation would do.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RotationPlan {
+    pub secret_name: String,
+    /// The version a rotation would write.
+    pub next_version: u32,
+    pub targets: Vec<RotationTarget>,
+    pub steps: Vec<StepRecord>,
+    pub decision: Decision,
+}
+
+/// A started rotation, or the plan of a dry run.
+pub enum Started {
+    Plan(RotationPlan),
+    Rotation(Rotation),
+}
+
+fn step_record(step: &Step) -> StepRecord {
+    let (kind, target) = match *step {
+        Step::Mint => ("mint", None),
+        Step::Store => ("store", None),
+        Step::Push { target } => ("push", Some(target)),
+        Step::Redeploy { target } => ("redeploy", Some(target)),
+        Step::Verify { target } => ("verify", Some(target)),
+        Step::HealthCheck => ("health_check", None),
+        Step::RetirePrevious => ("retire_previous", None),
+    };
+    StepRecord {
+        kind: kind.into(),
+        target,
+        status: "pending".into(),
+        detail: None,
+        error: None,
+        at: None,
+    }
+}
+
+fn step_of(record: &StepRecord) -> Option<Step> {
+    Some(match (record.kind.as_str(), record.target) {
+        ("mint", None) => Step::Mint,
+        ("store", None) => Step::Store,
+        ("push", Some(target)) => Step::Push { target },
+        ("redeploy", Some(target)) => Step::Redeploy { target },
+        ("verify", Some(target)) => Step::Verify { target },
+        ("health_check", None) => Step::HealthCheck,
+        ("retire_previous", None) => Step::RetirePrevious,
+        _ => return None,
+    })
+}
+
+fn rotation_event(action: &'static str, r: &Rotation) -> DomainEvent {
+    DomainEvent::new(action)
+        .workspace(&r.workspace_id)
+        .target(&r.id)
+        .change("vault", r.vault_id.as_str())
+        .change("secret", r.secret_name.as_str())
+}
+
+/// How a step ended.
+enum Fault {
+    /// Try the job again later (the provider rate-limited or could not answer).
+    Later(Duration, String),
+    /// The step failed for good: roll back.
+    Failed(String),
+}
+
+impl From<TargetError> for Fault {
+    fn from(e: TargetError) -> Self {
+        match e {
+            TargetError::RateLimited { retry_after } => Fault::Later(retry_after, e.to_string()),
+            TargetError::Unavailable(m) => Fault::Later(Duration::from_secs(10), m),
+            other => Fault::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<ControlError> for Fault {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Unavailable(m) => Fault::Later(Duration::from_secs(10), m),
+            ControlError::Storage(s) => {
+                Fault::Later(Duration::from_secs(10), format!("storage: {s}"))
+            }
+            other => Fault::Failed(other.to_string()),
+        }
+    }
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ControlError {
+    authsome_domain::ValidationError::new(field, message.into()).into()
+}
+
+impl ControlPlane {
+    fn rotation_ports(&self) -> Result<&Arc<dyn RotationPorts>> {
+        self.rotation_ports.as_ref().ok_or_else(|| {
+            ControlError::Unavailable("this deployment makes no outbound calls".into())
+        })
+    }
+
+    /// Sets how a secret is rotated (owners and admins). The secret need not exist yet.
+    pub async fn put_rotation_settings(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        name: &str,
+        input: PutRotation,
+    ) -> Result<RotationSettings> {
+        let name = authsome_vault::rules::parse_secret_name(name)?;
+        let (vault, workspace, _) = self
+            .vault_for(actor, vault, Permission::VaultsManage)
+            .await?;
+        workspace.may_write()?;
+        let generator = input
+            .generator
+            .unwrap_or_default()
+            .checked()
+            .map_err(|e| invalid(e.field, e.message))?;
+        if input.targets.is_empty() || input.targets.len() > MAX_TARGETS {
+            return Err(invalid("targets", format!("1 to {MAX_TARGETS} targets")));
+        }
+        let ports = self.rotation_ports()?;
+        for (i, target) in input.targets.iter().enumerate() {
+            ports.check(target).map_err(|e| {
+                invalid(
+                    "targets",
+                    format!("target {i} ({}): {e}", target.provider.as_str()),
+                )
+            })?;
+        }
+        if input.schedule.is_some() {
+            return Err(invalid(
+                "schedule",
+                "scheduled rotations are not available yet; start rotations through the API",
+            ));
+        }
+        if let Some(url) = &input.health_check_url {
+            let parsed = url::Url::parse(url).ok();
+            if url.len() > 2048 || !parsed.is_some_and(|u| matches!(u.scheme(), "https" | "http")) {
+                return Err(invalid("healthCheckUrl", "must be an http(s) URL"));
+            }
+        }
+        let grace = input.grace_period_seconds.unwrap_or(0);
+        if grace > MAX_GRACE_SECONDS {
+            return Err(invalid(
+                "gracePeriodSeconds",
+                format!("at most {MAX_GRACE_SECONDS}"),
+            ));
+        }
+        let now = self.clock.now();
+        let mut config = RotationConfig {
+            workspace_id: vault.workspace_id.clone(),
+            vault_id: vault.id.clone(),
+            secret_name: name.clone(),
+            generator: serde_json::to_value(&generator).unwrap_or_default(),
+            targets: input.targets,
+            schedule: None,
+            health_check_url: input.health_check_url,
+            redeploy: input.redeploy.unwrap_or(false),
+            grace_period_seconds: grace,
+            revision: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        let event = DomainEvent::new("vault.rotation.configured")
+            .workspace(&vault.workspace_id)
+            .target(&vault.id)
+            .change("secret", name.as_str())
+            .change(
+                "targets",
+                config
+                    .targets
+                    .iter()
+                    .map(|t| t.provider.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        config.revision = self
+            .audited(Some(actor), vec![event], async |outbox| {
+                self.store
+                    .put_rotation_config(&config, outbox)
+                    .await
+                    .map_err(crate::gone("vault"))
+            })
+            .await?;
+        let stored = self
+            .store
+            .rotation_config(&vault.workspace_id, &vault.id, &name)
+            .await?
+            .ok_or(ControlError::NotFound("rotation settings"))?;
+        settings_view(stored)
+    }
+
+    pub async fn rotation_settings(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        name: &str,
+    ) -> Result<RotationSettings> {
+        let (vault, _, _) = self.vault_for(actor, vault, Permission::VaultsRead).await?;
+        let stored = self
+            .store
+            .rotation_config(&vault.workspace_id, &vault.id, name)
+            .await?
+            .ok_or(ControlError::NotFound("rotation settings"))?;
+        settings_view(stored)
+    }
+
+    /// Starts a rotation of the secret (or, with `dryRun`, returns its plan and changes
+    /// nothing). The policy decides first; a blocked rotation is refused with the rules that
+    /// blocked it.
+    pub async fn start_rotation(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        name: &str,
+        input: StartRotation,
+    ) -> Result<Started> {
+        let (vault, workspace, _) = self
+            .vault_for(actor, vault, Permission::SecretsWrite)
+            .await?;
+        let config = self
+            .store
+            .rotation_config(&vault.workspace_id, &vault.id, name)
+            .await?
+            .ok_or(ControlError::NotFound("rotation settings"))?;
+        let reason = match input.reason {
+            Some(r) if r.chars().count() > MAX_REASON => {
+                return Err(invalid(
+                    "reason",
+                    format!("at most {MAX_REASON} characters"),
+                ))
+            }
+            other => other.filter(|r| !r.trim().is_empty()),
+        };
+        let secret = self
+            .store
+            .secret(&vault.workspace_id, &vault.id, name)
+            .await?
+            .filter(|s| s.deleted_at.is_none())
+            .ok_or(ControlError::NotFound("secret"))?;
+        let now = self.clock.now();
+        let history = self
+            .store
+            .rotation_history(
+                &vault.workspace_id,
+                &vault.id,
+                name,
+                now - chrono::Duration::days(1),
+                month_start(now),
+            )
+            .await?;
+        let facts = Facts {
+            now,
+            secret_rotations_last_day: history.secret_since_day,
+            workspace_rotations_this_month: history.workspace_since_month,
+            last_rotation_at: history.last_at,
+            previewed: false,
+            approved: false,
+        };
+        // Policies per level come with the policy API; until then every rotation is allowed
+        // unless a rule of these defaults says otherwise.
+        let decision = policy::decide(&[Rules::default()], &facts);
+        let shape = Shape {
+            targets: config.targets.len(),
+            redeploy: config.redeploy || decision.auto_redeploy,
+            health_check: config.health_check_url.is_some(),
+        };
+        let steps: Vec<StepRecord> = plan::steps(shape).iter().map(step_record).collect();
+        if input.dry_run == Some(true) {
+            self.emit(
+                actor,
+                DomainEvent::new("vault.rotation.previewed")
+                    .workspace(&vault.workspace_id)
+                    .target(&vault.id)
+                    .change("secret", name),
+            );
+            return Ok(Started::Plan(RotationPlan {
+                secret_name: secret.name,
+                next_version: secret.version + 1,
+                targets: config.targets,
+                steps,
+                decision,
+            }));
+        }
+        workspace.may_write()?;
+        if decision.outcome == Outcome::Block {
+            let rules: Vec<String> = decision
+                .findings
+                .iter()
+                .filter(|f| f.outcome == Outcome::Block)
+                .map(|f| format!("{}: {}", f.rule, f.message))
+                .collect();
+            return Err(ControlError::Conflict(format!(
+                "the rotation policy blocks it ({})",
+                rules.join("; ")
+            )));
+        }
+        let rotation = Rotation {
+            id: RotationId::new(),
+            workspace_id: vault.workspace_id.clone(),
+            vault_id: vault.id.clone(),
+            secret_name: secret.name.clone(),
+            status: RotationStatus::Pending,
+            reason,
+            requested_by: Some(actor_id(actor)),
+            decision: serde_json::to_value(&decision).unwrap_or_default(),
+            steps,
+            previous_version: Some(secret.version),
+            new_version: None,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        let job = Job::new(
+            RUN_JOB,
+            json!({"rotation": rotation.id.as_str()}),
+            Some(&vault.workspace_id),
+            now,
+        );
+        let event = rotation_event("vault.rotation.requested", &rotation)
+            .change("policy", format!("{:?}", decision.outcome).to_lowercase());
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .insert_rotation(&rotation, Some(&job), outbox)
+                .await
+                .map_err(crate::gone("vault"))
+        })
+        .await?;
+        Ok(Started::Rotation(rotation))
+    }
+
+    pub async fn rotation(&self, actor: &Actor, id: &RotationId) -> Result<Rotation> {
+        let rotation = self
+            .store
+            .rotation(None, id)
+            .await?
+            .ok_or(ControlError::NotFound("rotation"))?;
+        self.workspace_for(actor, &rotation.workspace_id, Permission::VaultsRead)
+            .await
+            .map_err(|e| match e {
+                ControlError::NotFound(_) => ControlError::NotFound("rotation"),
+                other => other,
+            })?;
+        Ok(rotation)
+    }
+
+    pub async fn rotations(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<Rotation>> {
+        self.workspace_for(actor, ws, Permission::VaultsRead)
+            .await?;
+        Ok(self.store.rotations(ws, page).await?)
+    }
+
+    /// Rolls a succeeded rotation back: the targets get the previous version again (and are
+    /// redeployed when the rotation redeployed them) and the vault's latest goes back to the
+    /// previous value, as a new version. Runs as a job (the rotation reads `rolled_back` once
+    /// it ran); the answer is the rotation as it stands.
+    pub async fn roll_back_rotation(&self, actor: &Actor, id: &RotationId) -> Result<Rotation> {
+        let mut rotation = self.rotation(actor, id).await?;
+        let (_, workspace, _) = self
+            .vault_for(actor, &rotation.vault_id, Permission::SecretsWrite)
+            .await?;
+        workspace.may_write()?;
+        if rotation.status != RotationStatus::Succeeded {
+            return Err(ControlError::Conflict(format!(
+                "only a succeeded rotation can be rolled back; this one is {}",
+                rotation.status.as_str()
+            )));
+        }
+        let now = self.clock.now();
+        // What was still to come (retiring the previous value) will not happen now.
+        for step in rotation.steps.iter_mut().filter(|s| s.status == "pending") {
+            step.status = "skipped".into();
+        }
+        rotation.updated_at = now;
+        let mut job = Job::new(
+            ROLLBACK_JOB,
+            json!({"rotation": rotation.id.as_str()}),
+            Some(&rotation.workspace_id),
+            now,
+        );
+        // Asked twice, rolled back once.
+        job.dedupe_key = Some(format!("{ROLLBACK_JOB}:{}", rotation.id));
+        let event = rotation_event("vault.rotation.rollback_requested", &rotation);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .save_rotation(&rotation, Some(&job), outbox)
+                .await
+                .map_err(crate::gone("rotation"))
+        })
+        .await?;
+        Ok(rotation)
+    }
+
+    /// Runs the durable jobs that are due, as `worker`, for up to `budget`; how many ran.
+    pub async fn run_jobs(&self, worker: &str, budget: Duration) -> Result<usize> {
+        let started = std::time::Instant::now();
+        let mut ran = 0;
+        while started.elapsed() < budget {
+            let now = self.clock.now();
+            let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+            let jobs = self.store.claim_jobs(worker, now, lease, 4).await?;
+            if jobs.is_empty() {
+                break;
+            }
+            for job in jobs {
+                self.run_job(worker, &job).await?;
+                ran += 1;
+            }
+        }
+        Ok(ran)
+    }
+
+    async fn run_job(&self, worker: &str, job: &Job) -> Result<()> {
+        let id = job.payload["rotation"]
+            .as_str()
+            .and_then(|r| RotationId::parse(r).ok());
+        let outcome = match (job.kind.as_str(), id) {
+            (RUN_JOB, Some(id)) => self.advance_rotation(&id, job.attempts).await,
+            (ROLLBACK_JOB, Some(id)) => self.advance_rollback(&id, job.attempts).await,
+            _ => Err(Fault::Failed(format!("unknown job {}", job.kind))),
+        };
+        let now = self.clock.now();
+        match outcome {
+            Ok(None) => {
+                self.store.finish_job(&job.id, worker, now).await?;
+            }
+            Ok(Some(at)) => {
+                self.store
+                    .retry_job(&job.id, worker, at, "waiting for its time")
+                    .await?;
+            }
+            Err(Fault::Later(wait, why)) => {
+                let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                self.store.retry_job(&job.id, worker, at, &why).await?;
+            }
+            Err(Fault::Failed(why)) => {
+                tracing::warn!(job = job.id.as_str(), kind = job.kind, %why, "a job failed");
+                self.store.fail_job(&job.id, worker, &why, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_rotation(&self, id: &RotationId) -> std::result::Result<Rotation, Fault> {
+        self.store
+            .rotation(None, id)
+            .await
+            .map_err(|e| Fault::from(ControlError::from(e)))?
+            .ok_or_else(|| Fault::Failed("the rotation is gone".into()))
+    }
+
+    /// Saves the rotation with the audit event `event` makes of it.
+    async fn save(
+        &self,
+        rotation: &mut Rotation,
+        event: impl FnOnce(&Rotation) -> DomainEvent,
+    ) -> std::result::Result<(), Fault> {
+        rotation.updated_at = self.clock.now();
+        let event = event(rotation).actor(authsome_domain::event::EventActor::System);
+        self.audited(None, vec![event], async |outbox| {
+            self.store.save_rotation(rotation, None, outbox).await
+        })
+        .await
+        .map_err(Fault::from)
+    }
+
+    /// Runs a rotation's next steps; `Some(at)` when it must wait until then (the grace period
+    /// before retiring the previous value).
+    async fn advance_rotation(
+        &self,
+        id: &RotationId,
+        attempts: u32,
+    ) -> std::result::Result<Option<DateTime<Utc>>, Fault> {
+        let mut r = self.load_rotation(id).await?;
+        // A succeeded rotation may still retire its previous value after the grace period.
+        let pending = r.steps.iter().any(|s| s.status == "pending");
+        if r.status.is_final() && !(r.status == RotationStatus::Succeeded && pending) {
+            return Ok(None);
+        }
+        let config = self
+            .store
+            .rotation_config(&r.workspace_id, &r.vault_id, &r.secret_name)
+            .await
+            .map_err(|e| Fault::from(ControlError::from(e)))?;
+        let Some(config) = config else {
+            return self
+                .fail_and_undo(&mut r, None, "the rotation settings were removed".into())
+                .await;
+        };
+        if r.status == RotationStatus::Pending {
+            r.status = RotationStatus::Running;
+            self.save(&mut r, |r| rotation_event("vault.rotation.started", r))
+                .await?;
+        }
+        let mut written: Vec<Option<Written>> = vec![None; config.targets.len()];
+        for (i, record) in r.steps.clone().iter().enumerate() {
+            let step = step_of(record)
+                .ok_or_else(|| Fault::Failed(format!("unknown step {}", record.kind)))?;
+            if let Step::Push { target } = step {
+                written[target] = record.detail.as_deref().map(written_of);
+            }
+            if record.status != "pending" {
+                continue;
+            }
+            if step == Step::RetirePrevious && config.grace_period_seconds > 0 {
+                let due = r
+                    .steps
+                    .iter()
+                    .filter_map(|s| s.at)
+                    .max()
+                    .unwrap_or(r.updated_at)
+                    + chrono::Duration::seconds(i64::from(config.grace_period_seconds));
+                if self.clock.now() < due {
+                    if r.status != RotationStatus::Succeeded {
+                        // Everything that can fail has passed: the rotation stands.
+                        r.status = RotationStatus::Succeeded;
+                        self.save(&mut r, |r| rotation_event("vault.rotation.succeeded", r))
+                            .await?;
+                    }
+                    return Ok(Some(due));
+                }
+            }
+            match self.run_step(&mut r, &config, step, &written).await {
+                Ok((detail, w)) => {
+                    if let Step::Push { target } = step {
+                        written[target] = w;
+                    }
+                    let now = self.clock.now();
+                    let s = &mut r.steps[i];
+                    s.status = "succeeded".into();
+                    s.detail = detail;
+                    s.error = None;
+                    s.at = Some(now);
+                    self.save(&mut r, |r| {
+                        let event = rotation_event("vault.rotation.step", r)
+                            .change("step", record.kind.as_str());
+                        match record.target {
+                            Some(t) => event.change("target", t as u64),
+                            None => event,
+                        }
+                    })
+                    .await?;
+                }
+                Err(Fault::Later(wait, why)) if attempts < MAX_ATTEMPTS => {
+                    r.steps[i].error = Some(why.clone());
+                    self.save(&mut r, |r| {
+                        rotation_event("vault.rotation.step_deferred", r)
+                            .change("step", record.kind.as_str())
+                            .change("reason", why.as_str())
+                    })
+                    .await?;
+                    return Err(Fault::Later(wait, why));
+                }
+                Err(Fault::Later(_, why) | Fault::Failed(why)) => {
+                    return self.fail_and_undo(&mut r, Some(i), why).await;
+                }
+            }
+        }
+        r.finished_at = Some(self.clock.now());
+        let action = if r.status == RotationStatus::Succeeded {
+            "vault.rotation.completed"
+        } else {
+            "vault.rotation.succeeded"
+        };
+        r.status = RotationStatus::Succeeded;
+        self.save(&mut r, |r| rotation_event(action, r)).await?;
+        Ok(None)
+    }
+
+    /// One step: what it did (never a value) and, for a push, what the provider said.
+    async fn run_step(
+        &self,
+        r: &mut Rotation,
+        config: &RotationConfig,
+        step: Step,
+        written: &[Option<Written>],
+    ) -> std::result::Result<(Option<String>, Option<Written>), Fault> {
+        match step {
+            Step::Mint => {
+                let spec: GeneratorSpec = serde_json::from_value(config.generator.clone())
+                    .map_err(|_| Fault::Failed("the generator settings are unreadable".into()))?;
+                spec.checked()
+                    .map_err(|e| Fault::Failed(format!("generator: {e}")))?;
+                Ok((Some("a value of the generator's spec".into()), None))
+            }
+            Step::Store => Ok((Some(self.store_new_version(r, config).await?), None)),
+            Step::Push { target } => {
+                let version = r
+                    .new_version
+                    .ok_or_else(|| Fault::Failed("nothing stored".into()))?;
+                let value = self.version_value(r, version).await?;
+                let w = self
+                    .connector(r, &config.targets[target])
+                    .await?
+                    .write(&value)
+                    .await?;
+                let detail = json!({"version": version, "provider": {"version": w.version, "digest": w.digest}});
+                Ok((Some(detail.to_string()), Some(w)))
+            }
+            Step::Redeploy { target } => {
+                let deploy = self
+                    .connector(r, &config.targets[target])
+                    .await?
+                    .redeploy()
+                    .await?;
+                Ok((
+                    Some(deploy.unwrap_or_else(|| "nothing to redeploy".into())),
+                    None,
+                ))
+            }
+            Step::Verify { target } => {
+                let version = r
+                    .new_version
+                    .ok_or_else(|| Fault::Failed("nothing stored".into()))?;
+                let value = self.version_value(r, version).await?;
+                let observed = self
+                    .connector(r, &config.targets[target])
+                    .await?
+                    .read_back()
+                    .await?;
+                let w = written[target].clone().unwrap_or_default();
+                verify(&value, &w, &observed).map_err(Fault::Failed)?;
+                Ok((Some(format!("the target holds version {version}")), None))
+            }
+            Step::HealthCheck => {
+                let url = config.health_check_url.as_deref().unwrap_or_default();
+                let status = self
+                    .rotation_ports()
+                    .map_err(Fault::from)?
+                    .probe(url)
+                    .await
+                    .map_err(|e| Fault::Failed(format!("health check: {e}")))?;
+                if (200..300).contains(&status) {
+                    Ok((Some(format!("answered {status}")), None))
+                } else {
+                    Err(Fault::Failed(format!("health check answered {status}")))
+                }
+            }
+            Step::RetirePrevious => Ok((
+                Some(format!(
+                    "version {} is no longer current",
+                    r.previous_version.unwrap_or(0)
+                )),
+                None,
+            )),
+        }
+    }
+
+    /// Mints and stores the next version (check-and-set on the version the rotation started
+    /// from); a resumed run that finds its own version there takes it.
+    async fn store_new_version(
+        &self,
+        r: &mut Rotation,
+        config: &RotationConfig,
+    ) -> std::result::Result<String, Fault> {
+        let previous = r.previous_version.unwrap_or(0);
+        let secret = self
+            .store
+            .secret(&r.workspace_id, &r.vault_id, &r.secret_name)
+            .await
+            .map_err(|e| Fault::from(ControlError::from(e)))?
+            .ok_or_else(|| Fault::Failed("the secret is gone".into()))?;
+        let ours = secret
+            .versions
+            .iter()
+            .find(|v| v.version == previous + 1)
+            .is_some_and(|v| v.created_by.as_deref() == Some(r.id.as_str()));
+        if secret.version == previous + 1 && ours {
+            r.new_version = Some(secret.version);
+            return Ok(format!(
+                "version {} (stored before a restart)",
+                secret.version
+            ));
+        }
+        if secret.version != previous {
+            return Err(Fault::Failed(format!(
+                "the secret changed during the rotation (version {} is no longer the latest)",
+                previous
+            )));
+        }
+        let spec: GeneratorSpec = serde_json::from_value(config.generator.clone())
+            .map_err(|_| Fault::Failed("the generator settings are unreadable".into()))?;
+        let value = spec
+            .generate()
+            .map_err(|e| Fault::Failed(format!("generator: {e}")))?;
+        let actor = VaultActor::Rotation(r.workspace_id.clone(), r.id.clone());
+        let input = PutSecret::with_value(value);
+        let (stored, _) = self
+            .put_secret(&actor, &r.vault_id, &r.secret_name, input, Some(previous))
+            .await
+            .map_err(|e| match e {
+                ControlError::PreconditionFailed(m) => {
+                    Fault::Failed(format!("the secret changed during the rotation: {m}"))
+                }
+                other => Fault::from(other),
+            })?;
+        r.new_version = Some(stored.version);
+        Ok(format!("version {}", stored.version))
+    }
+
+    async fn version_value(
+        &self,
+        r: &Rotation,
+        version: u32,
+    ) -> std::result::Result<Zeroizing<String>, Fault> {
+        let actor = VaultActor::Rotation(r.workspace_id.clone(), r.id.clone());
+        Ok(self
+            .secret_value(&actor, &r.vault_id, &r.secret_name, Some(version))
+            .await?
+            .value)
+    }
+
+    async fn connector(
+        &self,
+        r: &Rotation,
+        target: &RotationTarget,
+    ) -> std::result::Result<Box<dyn TargetConnector>, Fault> {
+        let credential = self
+            .resolve_credential(&r.workspace_id, target.provider)
+            .await
+            .map_err(|e| match e {
+                crate::providers::ResolveError::Unavailable(m) => {
+                    Fault::Later(Duration::from_secs(10), m)
+                }
+                crate::providers::ResolveError::CircuitOpen(wait) => {
+                    Fault::Later(wait, "the provider's credential source is failing".into())
+                }
+                other => Fault::Failed(format!(
+                    "the {} credential: {other}",
+                    target.provider.as_str()
+                )),
+            })?;
+        Ok(self
+            .rotation_ports()
+            .map_err(Fault::from)?
+            .connect(target, &credential.value)?)
+    }
+
+    /// Marks the step that failed, undoes what was done before it, and fails the rotation.
+    async fn fail_and_undo(
+        &self,
+        r: &mut Rotation,
+        failed: Option<usize>,
+        why: String,
+    ) -> std::result::Result<Option<DateTime<Utc>>, Fault> {
+        let now = self.clock.now();
+        let done: Vec<Step> = r
+            .steps
+            .iter()
+            .filter(|s| s.status == "succeeded")
+            .filter_map(step_of)
+            .collect();
+        if let Some(i) = failed {
+            r.steps[i].status = "failed".into();
+            r.steps[i].error = Some(why.clone());
+            r.steps[i].at = Some(now);
+        }
+        for step in r.steps.iter_mut().filter(|s| s.status == "pending") {
+            step.status = "skipped".into();
+        }
+        let step = failed.map(|i| r.steps[i].kind.clone());
+        r.error = Some(match &step {
+            Some(kind) => format!("{kind} failed: {why}"),
+            None => why.clone(),
+        });
+        let undo_errors = self.undo(r, &plan::rollback(&done)).await;
+        if !undo_errors.is_empty() {
+            r.error = Some(format!(
+                "{}; rolling back also failed: {}",
+                r.error.as_deref().unwrap_or_default(),
+                undo_errors.join("; ")
+            ));
+        }
+        r.status = RotationStatus::Failed;
+        r.finished_at = Some(self.clock.now());
+        self.save(r, |r| {
+            rotation_event("vault.rotation.failed", r)
+                .outcome(EventOutcome::Failure)
+                .change("step", step.unwrap_or_default())
+                .change("reason", why)
+        })
+        .await?;
+        Ok(None)
+    }
+
+    /// Carries out undos, recording each as a step; the errors of those that failed.
+    async fn undo(&self, r: &mut Rotation, undos: &[Undo]) -> Vec<String> {
+        let config = self
+            .store
+            .rotation_config(&r.workspace_id, &r.vault_id, &r.secret_name)
+            .await
+            .ok()
+            .flatten();
+        let mut errors = Vec::new();
+        for undo in undos {
+            let (kind, target, outcome) = match (*undo, &config) {
+                (Undo::RestoreTarget { target }, Some(config)) => (
+                    "restore_target",
+                    Some(target),
+                    self.restore_target(r, &config.targets[target]).await,
+                ),
+                (Undo::Redeploy { target }, Some(config)) => {
+                    let done = match self.connector(r, &config.targets[target]).await {
+                        Ok(c) => c
+                            .redeploy()
+                            .await
+                            .map(|d| d.unwrap_or_default())
+                            .map_err(|e| e.to_string()),
+                        Err(Fault::Later(_, m) | Fault::Failed(m)) => Err(m),
+                    };
+                    ("redeploy", Some(target), done)
+                }
+                (Undo::RestoreLatest, _) => ("restore_latest", None, self.restore_latest(r).await),
+                (_, None) => (
+                    "restore_target",
+                    None,
+                    Err("the rotation settings are gone".into()),
+                ),
+            };
+            let (status, detail, error) = match outcome {
+                Ok(detail) => ("succeeded", Some(detail), None),
+                Err(e) => {
+                    errors.push(format!("{kind}: {e}"));
+                    ("failed", None, Some(e))
+                }
+            };
+            r.steps.push(StepRecord {
+                kind: kind.into(),
+                target,
+                status: status.into(),
+                detail,
+                error,
+                at: Some(self.clock.now()),
+            });
+        }
+        errors
+    }
+
+    async fn restore_target(
+        &self,
+        r: &Rotation,
+        target: &RotationTarget,
+    ) -> std::result::Result<String, String> {
+        let previous = r.previous_version.ok_or("no previous version")?;
+        let value = match self.version_value(r, previous).await {
+            Ok(v) => v,
+            Err(Fault::Later(_, m) | Fault::Failed(m)) => return Err(m),
+        };
+        let connector = match self.connector(r, target).await {
+            Ok(c) => c,
+            Err(Fault::Later(_, m) | Fault::Failed(m)) => return Err(m),
+        };
+        connector.write(&value).await.map_err(|e| e.to_string())?;
+        Ok(format!("version {previous} pushed again"))
+    }
+
+    /// The previous value becomes the latest again, as a new version.
+    async fn restore_latest(&self, r: &Rotation) -> std::result::Result<String, String> {
+        let (Some(previous), Some(new)) = (r.previous_version, r.new_version) else {
+            return Ok("nothing was stored".into());
+        };
+        let value = match self.version_value(r, previous).await {
+            Ok(v) => v,
+            Err(Fault::Later(_, m) | Fault::Failed(m)) => return Err(m),
+        };
+        let actor = VaultActor::Rotation(r.workspace_id.clone(), r.id.clone());
+        let (stored, _) = self
+            .put_secret(
+                &actor,
+                &r.vault_id,
+                &r.secret_name,
+                PutSecret::with_value(value),
+                Some(new),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "version {} holds version {previous}'s value",
+            stored.version
+        ))
+    }
+
+    async fn advance_rollback(
+        &self,
+        id: &RotationId,
+        _attempts: u32,
+    ) -> std::result::Result<Option<DateTime<Utc>>, Fault> {
+        let mut r = self.load_rotation(id).await?;
+        if r.status != RotationStatus::Succeeded {
+            return Ok(None);
+        }
+        let done: Vec<Step> = r
+            .steps
+            .iter()
+            .filter(|s| s.status == "succeeded")
+            .filter_map(step_of)
+            .collect();
+        let errors = self.undo(&mut r, &plan::rollback(&done)).await;
+        let rolled_back = errors.is_empty();
+        if rolled_back {
+            r.status = RotationStatus::RolledBack;
+        } else {
+            r.status = RotationStatus::Failed;
+            r.error = Some(format!("the rollback failed: {}", errors.join("; ")));
+        }
+        r.finished_at = Some(self.clock.now());
+        self.save(&mut r, |r| {
+            if rolled_back {
+                rotation_event("vault.rotation.rolled_back", r)
+            } else {
+                rotation_event("vault.rotation.rollback_failed", r).outcome(EventOutcome::Failure)
+            }
+        })
+        .await?;
+        Ok(None)
+    }
+}
+
+fn written_of(detail: &str) -> Written {
+    let v: Value = serde_json::from_str(detail).unwrap_or_default();
+    Written {
+        version: v["provider"]["version"].as_str().map(str::to_owned),
+        digest: v["provider"]["digest"].as_str().map(str::to_owned),
+    }
+}
+
+fn settings_view(c: RotationConfig) -> Result<RotationSettings> {
+    Ok(RotationSettings {
+        generator: serde_json::from_value(c.generator).map_err(|_| {
+            ControlError::Storage(StorageError::Corrupt("rotation_configs.generator"))
+        })?,
+        vault_id: c.vault_id,
+        secret_name: c.secret_name,
+        targets: c.targets,
+        health_check_url: c.health_check_url,
+        redeploy: c.redeploy,
+        grace_period_seconds: c.grace_period_seconds,
+        revision: c.revision,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+    })
+}
+
+fn actor_id(actor: &Actor) -> String {
+    match actor {
+        Actor::Account(id) => id.to_string(),
+        Actor::ManagementKey { key_id, .. } => key_id.to_string(),
+    }
+}
+
+/// The first instant of `now`'s calendar month (UTC).
+fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::Datelike;
+    now.date_naive()
+        .with_day(1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(now, |d| d.and_utc())
+}

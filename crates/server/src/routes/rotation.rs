@@ -1,0 +1,139 @@
+//! Rotation: a secret's rotation settings (`…/secrets/{name}/rotation`), starting a rotation or
+//! previewing it (`…/secrets/{name}/rotations`), and rotations by id, with rollback.
+
+use authsome_control::rotation::{
+    PutRotation, RotationPlan, RotationSettings, StartRotation, Started,
+};
+use authsome_domain::id::{RotationId, VaultId, WorkspaceId};
+use authsome_domain::rotation::Rotation;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{path_id, Caller, Json, ListParams, Query};
+use crate::views::List;
+use crate::AppState;
+
+/// Sets how the secret is rotated: the generator, the targets (each provider needs its
+/// credential configured under `…/providers/{provider}`), the health check, redeploys and the
+/// grace period. Owners and admins.
+#[utoipa::path(put, path = "/control/v1/vaults/{vaultId}/secrets/{name}/rotation", tag = "rotation",
+    params(("vaultId" = String, Path), ("name" = String, Path)),
+    request_body = PutRotation,
+    responses((status = 200, body = RotationSettings), (status = "4XX", body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn put_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((vault, name)): Path<(String, String)>,
+    Json(input): Json<PutRotation>,
+) -> Result<axum::Json<RotationSettings>, ApiError> {
+    let vault: VaultId = path_id(&vault, "vault")?;
+    Ok(axum::Json(
+        state
+            .control
+            .put_rotation_settings(&caller.actor, &vault, &name, input)
+            .await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/control/v1/vaults/{vaultId}/secrets/{name}/rotation", tag = "rotation",
+    params(("vaultId" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = RotationSettings), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((vault, name)): Path<(String, String)>,
+) -> Result<axum::Json<RotationSettings>, ApiError> {
+    let vault: VaultId = path_id(&vault, "vault")?;
+    Ok(axum::Json(
+        state
+            .control
+            .rotation_settings(&caller.actor, &vault, &name)
+            .await?,
+    ))
+}
+
+/// The plan of a dry run (`{"plan": …}`, nothing changes).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PlanView {
+    pub plan: RotationPlan,
+}
+
+/// Starts a rotation (202 with the rotation, run in the background: poll it by id), or with
+/// `dryRun` returns its plan (200) and changes nothing. A policy that blocks it is 409.
+#[utoipa::path(post, path = "/control/v1/vaults/{vaultId}/secrets/{name}/rotations", tag = "rotation",
+    params(("vaultId" = String, Path), ("name" = String, Path)),
+    request_body = StartRotation,
+    responses((status = 202, body = Rotation), (status = 200, body = PlanView),
+        (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((vault, name)): Path<(String, String)>,
+    Json(input): Json<Option<StartRotation>>,
+) -> Result<Response, ApiError> {
+    let vault: VaultId = path_id(&vault, "vault")?;
+    let started = state
+        .control
+        .start_rotation(&caller.actor, &vault, &name, input.unwrap_or_default())
+        .await?;
+    Ok(match started {
+        Started::Plan(plan) => (StatusCode::OK, axum::Json(PlanView { plan })).into_response(),
+        Started::Rotation(r) => (StatusCode::ACCEPTED, axum::Json(r)).into_response(),
+    })
+}
+
+/// A rotation: its steps (each with what it did or why it failed) and status.
+#[utoipa::path(get, path = "/control/v1/rotations/{rotId}", tag = "rotation",
+    params(("rotId" = String, Path)),
+    responses((status = 200, body = Rotation), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Rotation>, ApiError> {
+    let id: RotationId = path_id(&id, "rotation")?;
+    Ok(axum::Json(
+        state.control.rotation(&caller.actor, &id).await?,
+    ))
+}
+
+/// Rolls a succeeded rotation back (in the background: the targets get the previous version,
+/// the vault's latest goes back to its value); 202 with the rotation as it stands.
+#[utoipa::path(post, path = "/control/v1/rotations/{rotId}/rollback", tag = "rotation",
+    params(("rotId" = String, Path)),
+    responses((status = 202, body = Rotation), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, axum::Json<Rotation>), ApiError> {
+    let id: RotationId = path_id(&id, "rotation")?;
+    let r = state.control.roll_back_rotation(&caller.actor, &id).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(r)))
+}
+
+#[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/rotations", tag = "rotation",
+    params(("wsId" = String, Path), ListParams),
+    responses((status = 200, body = List<Rotation>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<List<Rotation>>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let page = state
+        .control
+        .rotations(&caller.actor, &ws, &params.page()?)
+        .await?;
+    Ok(axum::Json(List::from_page(page, |r| r)))
+}

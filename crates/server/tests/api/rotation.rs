@@ -1,0 +1,505 @@
+//! Rotation over HTTP against an in-test Render (its real REST shape): settings, a dry run that
+//! changes nothing, the closed loop (mint, store, push, redeploy, verify), a failed verification
+//! that rolls everything back, a rollback on demand, a run that survives its worker's death,
+//! and the tenant boundary. Values never appear in a rotation or the audit log.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const RENDER_TOKEN: &str = "rnd_provider_token";
+
+/// Render's env vars for one service, as the fake holds them.
+#[derive(Default)]
+struct RenderState {
+    vars: BTreeMap<String, String>,
+    deploys: u32,
+    /// Reads answer another value (a target that did not take the write).
+    corrupt_reads: bool,
+}
+
+async fn fake_render() -> (String, Arc<Mutex<RenderState>>) {
+    let state: Arc<Mutex<RenderState>> = Arc::default();
+    let shared = state.clone();
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let state = shared.clone();
+            async move {
+                let authorised = headers.get("authorization").and_then(|v| v.to_str().ok())
+                    == Some(&format!("Bearer {RENDER_TOKEN}"));
+                if !authorised {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        axum::Json(json!({"id": "unauthorized", "message": "unauthorized"})),
+                    )
+                        .into_response();
+                }
+                let mut s = state.lock().unwrap();
+                let parts: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
+                let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let (status, answer) = match (method.as_str(), parts.as_slice()) {
+                    ("PUT", ["services", "srv-1", "env-vars", key]) => {
+                        let v = json["value"].as_str().unwrap_or_default().to_owned();
+                        s.vars.insert((*key).into(), v);
+                        (200, json!({"key": key, "value": json["value"]}))
+                    }
+                    ("GET", ["services", "srv-1", "env-vars"]) => {
+                        let corrupt = s.corrupt_reads;
+                        let list: Vec<Value> = s
+                            .vars
+                            .iter()
+                            .map(|(k, v)| {
+                                let v = if corrupt { "not-it" } else { v.as_str() };
+                                json!({"envVar": {"key": k, "value": v}, "cursor": k})
+                            })
+                            .collect();
+                        (200, Value::Array(list))
+                    }
+                    ("POST", ["services", "srv-1", "deploys"]) => {
+                        s.deploys += 1;
+                        (201, json!({"id": format!("dep-{}", s.deploys)}))
+                    }
+                    _ => (404, json!({"id": "not-found", "message": "not found"})),
+                };
+                (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response()
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, state)
+}
+
+struct Setup {
+    app: TestApp,
+    t: Tenant,
+    vault: String,
+    render: Arc<Mutex<RenderState>>,
+}
+
+async fn setup(name: &str) -> Setup {
+    let (url, render) = fake_render().await;
+    let app = spawn_configured(move |s| {
+        s.targets.render = url;
+        s.outbound = authsome_domain::egress::EgressPolicy::public_with("127.0.0.1").unwrap();
+    })
+    .await;
+    let t = app.tenant(name).await;
+    let tok = &t.owner_token;
+    let r = app
+        .post(
+            &format!("/control/v1/workspaces/{}/vaults", t.ws),
+            tok,
+            json!({"name": "prod"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let vault = r.body["id"].as_str().unwrap().to_owned();
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/control/v1/workspaces/{}/providers/render", t.ws),
+            Some(tok),
+            Some(
+                json!({"mode": "hosted", "config": {"vaultId": vault, "secret": "RENDER_TOKEN"},
+                        "credential": RENDER_TOKEN}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/control/v1/vaults/{vault}/secrets/API_TOKEN"),
+            Some(tok),
+            Some(json!({"value": "the-first-token"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    render
+        .lock()
+        .unwrap()
+        .vars
+        .insert("OTHER".into(), "keep-me".into());
+    Setup {
+        app,
+        t,
+        vault,
+        render,
+    }
+}
+
+impl Setup {
+    async fn configure(&self, body: Value) -> Response {
+        self.app
+            .call(
+                reqwest::Method::PUT,
+                &format!(
+                    "/control/v1/vaults/{}/secrets/API_TOKEN/rotation",
+                    self.vault
+                ),
+                Some(&self.t.owner_token),
+                Some(body),
+            )
+            .await
+    }
+
+    async fn start(&self, body: Value) -> Response {
+        self.app
+            .post(
+                &format!(
+                    "/control/v1/vaults/{}/secrets/API_TOKEN/rotations",
+                    self.vault
+                ),
+                &self.t.owner_token,
+                body,
+            )
+            .await
+    }
+
+    async fn value(&self) -> (u64, String) {
+        let r = self
+            .app
+            .get(
+                &format!("/control/v1/vaults/{}/secrets/API_TOKEN/value", self.vault),
+                &self.t.owner_token,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        (
+            r.body["version"].as_u64().unwrap(),
+            r.body["value"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    fn at_render(&self) -> Option<String> {
+        self.render.lock().unwrap().vars.get("API_TOKEN").cloned()
+    }
+
+    /// Runs the due jobs until the rotation stops changing; the rotation.
+    async fn settle(&self, id: &str) -> Value {
+        for _ in 0..20 {
+            self.app
+                .state
+                .control
+                .run_jobs("test-worker", std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+            let r = self
+                .app
+                .get(&format!("/control/v1/rotations/{id}"), &self.t.owner_token)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let status = r.body["status"].as_str().unwrap();
+            if matches!(status, "succeeded" | "failed" | "rolled_back")
+                && !r.body["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["status"] == "pending")
+            {
+                return r.body;
+            }
+        }
+        panic!("the rotation did not settle");
+    }
+}
+
+fn settings() -> Value {
+    json!({
+        "generator": {"length": 32, "alphabet": "hex", "prefix": "tok_"},
+        "targets": [{"provider": "render", "config": {"serviceId": "srv-1", "key": "API_TOKEN"}}],
+        "redeploy": true,
+    })
+}
+
+#[tokio::test]
+async fn a_rotation_mints_stores_pushes_redeploys_and_verifies() {
+    let s = setup("Rotating").await;
+    let r = s.configure(settings()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["revision"], 1);
+    assert_eq!(r.body["generator"]["alphabet"], "hex");
+
+    // A dry run: the plan, and nothing changes.
+    let plan = s.start(json!({"dryRun": true})).await;
+    assert_eq!(plan.status, 200, "{}", plan.body);
+    assert_eq!(plan.body["plan"]["nextVersion"], 2);
+    assert_eq!(plan.body["plan"]["decision"]["outcome"], "allow");
+    let kinds: Vec<&str> = plan.body["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "mint",
+            "store",
+            "push",
+            "redeploy",
+            "verify",
+            "retire_previous"
+        ]
+    );
+    assert_eq!(s.value().await.0, 1);
+    assert_eq!(s.at_render(), None);
+
+    let started = s.start(json!({"reason": "quarterly"})).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("rot_"));
+    assert_eq!(started.body["status"], "pending");
+    let done = s.settle(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        (
+            done["previousVersion"].as_u64(),
+            done["newVersion"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert!(done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["status"] == "succeeded"));
+
+    let (version, value) = s.value().await;
+    assert_eq!(version, 2);
+    let random = value.strip_prefix("tok_").expect("the prefix");
+    assert!(random.len() == 32 && random.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(s.at_render().as_deref(), Some(value.as_str()));
+    assert_eq!(
+        s.render
+            .lock()
+            .unwrap()
+            .vars
+            .get("OTHER")
+            .map(String::as_str),
+        Some("keep-me"),
+        "the connector touched only its key"
+    );
+    assert_eq!(s.render.lock().unwrap().deploys, 1);
+
+    // The trail names the rotation's steps, never a value; the listing has it.
+    let entries = crate::vault::audit_entries(&s.app, &s.t.owner_token, &s.t.ws).await;
+    let text = serde_json::to_string(&entries).unwrap();
+    assert!(
+        !text.contains(&value) && !text.contains("the-first-token") && !text.contains(RENDER_TOKEN)
+    );
+    for action in [
+        "vault.rotation.requested",
+        "vault.rotation.step",
+        "vault.rotation.succeeded",
+    ] {
+        assert!(
+            entries.iter().any(|e| e["action"] == action),
+            "{action} missing"
+        );
+    }
+    let list = s
+        .app
+        .get(
+            &format!("/control/v1/workspaces/{}/rotations", s.t.ws),
+            &s.t.owner_token,
+        )
+        .await;
+    assert_eq!(list.body["data"][0]["id"], id.as_str());
+    assert!(!list.body.to_string().contains(&value));
+
+    // Rolled back on demand: the previous value at the target and as the vault's latest.
+    let rolled = s
+        .app
+        .post(
+            &format!("/control/v1/rotations/{id}/rollback"),
+            &s.t.owner_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(rolled.status, 202, "{}", rolled.body);
+    let back = s.settle(&id).await;
+    assert_eq!(back["status"], "rolled_back", "{back}");
+    assert_eq!(s.at_render().as_deref(), Some("the-first-token"));
+    assert_eq!(s.value().await, (3, "the-first-token".to_owned()));
+    assert_eq!(
+        s.render.lock().unwrap().deploys,
+        2,
+        "redeployed with the old value"
+    );
+    let again = s
+        .app
+        .post(
+            &format!("/control/v1/rotations/{id}/rollback"),
+            &s.t.owner_token,
+            json!({}),
+        )
+        .await;
+    assert_error(&again, 409, "conflict");
+}
+
+#[tokio::test]
+async fn a_failed_verification_rolls_the_targets_and_the_vault_back() {
+    let s = setup("Failing Rotation").await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    s.render
+        .lock()
+        .unwrap()
+        .vars
+        .insert("API_TOKEN".into(), "the-first-token".into());
+    s.render.lock().unwrap().corrupt_reads = true;
+    let started = s.start(json!({})).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let done = s.settle(&id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.starts_with("verify failed"), "{error}");
+    let steps = done["steps"].as_array().unwrap();
+    let failed: Vec<&Value> = steps.iter().filter(|s| s["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["kind"], "verify");
+    let undone: Vec<&str> = steps
+        .iter()
+        .filter(|s| {
+            s["kind"] == "restore_target"
+                || s["kind"] == "restore_latest"
+                || (s["kind"] == "redeploy" && s["at"].is_string() && s["status"] == "succeeded")
+        })
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        undone.contains(&"restore_target") && undone.contains(&"restore_latest"),
+        "{undone:?}"
+    );
+    // The target holds the previous value again, and so does the vault's latest.
+    assert_eq!(s.at_render().as_deref(), Some("the-first-token"));
+    assert_eq!(s.value().await, (3, "the-first-token".to_owned()));
+    assert!(!done.to_string().contains("tok_"), "no value in the record");
+}
+
+#[tokio::test]
+async fn a_rotation_whose_worker_died_finishes_once_after_its_lease() {
+    let s = setup("Crashing Rotation").await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    let started = s.start(json!({})).await;
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    // A worker claims the run and dies without a word.
+    let store = s.app.state.control.store().clone();
+    let now = s.app.clock.now();
+    let claimed = store
+        .claim_jobs("dead-worker", now, now + chrono::Duration::seconds(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Until its lease lapses nobody else runs it.
+    assert_eq!(
+        s.app
+            .state
+            .control
+            .run_jobs("w2", std::time::Duration::from_secs(1))
+            .await
+            .unwrap(),
+        0
+    );
+    s.app.clock.advance(std::time::Duration::from_secs(61));
+    let done = s.settle(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(s.value().await.0, 2, "stored once");
+    assert_eq!(s.render.lock().unwrap().deploys, 1, "deployed once");
+    assert_eq!(
+        s.app
+            .state
+            .control
+            .run_jobs("w3", std::time::Duration::from_secs(1))
+            .await
+            .unwrap(),
+        0,
+        "nothing left to run"
+    );
+}
+
+#[tokio::test]
+async fn rotation_settings_are_checked_and_stay_in_their_workspace() {
+    let s = setup("Checked Rotation").await;
+    for (body, field) in [
+        (json!({"targets": []}), "targets"),
+        (
+            json!({"targets": [{"provider": "render", "config": {"key": "K"}}]}),
+            "serviceId",
+        ),
+        (
+            json!({"generator": {"length": 8, "alphabet": "hex"}, "targets": settings()["targets"]}),
+            "generator.length",
+        ),
+        (
+            json!({"targets": settings()["targets"], "schedule": {"everyDays": 30}}),
+            "schedule",
+        ),
+        (
+            json!({"targets": settings()["targets"], "healthCheckUrl": "ftp://x"}),
+            "healthCheckUrl",
+        ),
+    ] {
+        let r = s.configure(body).await;
+        assert_error(&r, 400, "invalid_request");
+        assert!(r.body.to_string().contains(field), "{field}: {}", r.body);
+    }
+    // No settings: nothing to start.
+    assert_error(&s.start(json!({})).await, 404, "not_found");
+    assert_eq!(s.configure(settings()).await.status, 200);
+
+    // Another workspace's owner sees and starts nothing here.
+    let other = s.app.tenant("Other Rotation").await;
+    let path = format!("/control/v1/vaults/{}/secrets/API_TOKEN/rotations", s.vault);
+    assert_error(
+        &s.app.post(&path, &other.owner_token, json!({})).await,
+        404,
+        "not_found",
+    );
+    let started = s.start(json!({})).await;
+    let id = started.body["id"].as_str().unwrap();
+    assert_error(
+        &s.app
+            .get(&format!("/control/v1/rotations/{id}"), &other.owner_token)
+            .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &s.app
+            .post(
+                &format!("/control/v1/rotations/{id}/rollback"),
+                &other.owner_token,
+                json!({}),
+            )
+            .await,
+        404,
+        "not_found",
+    );
+    // A viewer reads rotations but neither configures nor starts them.
+    let (_, viewer) = s
+        .app
+        .add_member(&s.t.owner_token, &s.t.ws, "viewer@checked.test", "viewer")
+        .await;
+    assert_eq!(
+        s.app
+            .get(&format!("/control/v1/rotations/{id}"), &viewer)
+            .await
+            .status,
+        200
+    );
+    assert_error(
+        &s.app.post(&path, &viewer, json!({})).await,
+        403,
+        "forbidden",
+    );
+}
