@@ -15,11 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authsome_domain::event::{DomainEvent, Outcome as EventOutcome};
+use authsome_domain::id::PolicyId;
 use authsome_domain::id::{RotationId, VaultId, WorkspaceId};
 use authsome_domain::job::Job;
 use authsome_domain::page::{Page, PageRequest};
+use authsome_domain::provider::Provider;
 use authsome_domain::rotation::{
-    Rotation, RotationConfig, RotationStatus, RotationTarget, StepRecord,
+    Policy, PolicyScope, Rotation, RotationConfig, RotationStatus, RotationTarget, StepRecord,
 };
 use authsome_domain::tenancy::{Actor, Permission};
 use authsome_rotation::generator::GeneratorSpec;
@@ -127,6 +129,27 @@ pub struct RotationPlan {
     pub targets: Vec<RotationTarget>,
     pub steps: Vec<StepRecord>,
     pub decision: Decision,
+}
+
+/// `POST /control/v1/workspaces/{wsId}/policies`.
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewPolicy {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "provider"))]
+    pub scope: PolicyScope,
+    /// None for the workspace; the provider (`vercel`, …) for a provider; `<vaultId>/<name>`
+    /// for a secret.
+    pub target: Option<String>,
+    pub rules: Rules,
+}
+
+/// `PUT /control/v1/policies/{polId}`: the new rules (they replace the old ones whole).
+#[derive(Debug, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyUpdate {
+    pub rules: Rules,
 }
 
 /// A started rotation, or the plan of a dry run.
@@ -280,6 +303,7 @@ impl ControlPlane {
             revision: 0,
             created_at: now,
             updated_at: now,
+            previewed_at: None,
         };
         let event = DomainEvent::new("vault.rotation.configured")
             .workspace(&vault.workspace_id)
@@ -374,12 +398,13 @@ impl ControlPlane {
             secret_rotations_last_day: history.secret_since_day,
             workspace_rotations_this_month: history.workspace_since_month,
             last_rotation_at: history.last_at,
-            previewed: false,
+            // A dry run since the last rotation (or, before any, at all).
+            previewed: config
+                .previewed_at
+                .is_some_and(|p| history.last_at.is_none_or(|last| p >= last)),
             approved: false,
         };
-        // Policies per level come with the policy API; until then every rotation is allowed
-        // unless a rule of these defaults says otherwise.
-        let decision = policy::decide(&[Rules::default()], &facts);
+        let decision = policy::decide(&self.policy_chains(&config).await?, &facts);
         let shape = Shape {
             targets: config.targets.len(),
             redeploy: config.redeploy || decision.auto_redeploy,
@@ -387,6 +412,9 @@ impl ControlPlane {
         };
         let steps: Vec<StepRecord> = plan::steps(shape).iter().map(step_record).collect();
         if input.dry_run == Some(true) {
+            self.store
+                .mark_previewed(&vault.workspace_id, &vault.id, name, now)
+                .await?;
             self.emit(
                 actor,
                 DomainEvent::new("vault.rotation.previewed")
@@ -403,6 +431,13 @@ impl ControlPlane {
             }));
         }
         workspace.may_write()?;
+        if decision.outcome == Outcome::RequireApproval {
+            return Err(ControlError::Conflict(
+                "the rotation policy requires a second person's approval, and approvals are \
+                 not available yet"
+                    .into(),
+            ));
+        }
         if decision.outcome == Outcome::Block {
             let rules: Vec<String> = decision
                 .findings
@@ -448,6 +483,175 @@ impl ControlPlane {
         })
         .await?;
         Ok(Started::Rotation(rotation))
+    }
+
+    /// The rules for each provider the secret's targets use: the workspace's, then the
+    /// provider's, then the secret's (the nearest level sets each field).
+    async fn policy_chains(&self, config: &RotationConfig) -> Result<Vec<Rules>> {
+        let policies = self.store.policies(&config.workspace_id).await?;
+        let rules_of = |scope: PolicyScope, target: Option<&str>| -> Result<Option<Rules>> {
+            policies
+                .iter()
+                .find(|p| p.scope == scope && p.target.as_deref() == target)
+                .map(|p| {
+                    serde_json::from_value(p.rules.clone()).map_err(|_| {
+                        ControlError::Storage(StorageError::Corrupt("rotation_policies.rules"))
+                    })
+                })
+                .transpose()
+        };
+        let workspace = rules_of(PolicyScope::Workspace, None)?;
+        let secret_target = format!("{}/{}", config.vault_id, config.secret_name);
+        let secret = rules_of(PolicyScope::Secret, Some(&secret_target))?;
+        let mut providers: Vec<Provider> = config.targets.iter().map(|t| t.provider).collect();
+        providers.sort_by_key(|p| p.as_str());
+        providers.dedup();
+        providers
+            .into_iter()
+            .map(|p| {
+                let provider = rules_of(PolicyScope::Provider, Some(p.as_str()))?;
+                Ok(Rules::chain(&[
+                    workspace.as_ref(),
+                    provider.as_ref(),
+                    secret.as_ref(),
+                ]))
+            })
+            .collect()
+    }
+
+    /// Sets rotation rules at one level of the workspace (owners and admins); one policy per
+    /// level (409 when the level has one: change it by id).
+    pub async fn create_policy(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        input: NewPolicy,
+    ) -> Result<Policy> {
+        let (workspace, _) = self
+            .workspace_for(actor, ws, Permission::VaultsManage)
+            .await?;
+        workspace.may_write()?;
+        let target = self.policy_target(ws, input.scope, input.target).await?;
+        let rules = checked_rules(input.rules)?;
+        let now = self.clock.now();
+        let policy = Policy {
+            id: PolicyId::new(),
+            workspace_id: ws.clone(),
+            scope: input.scope,
+            target,
+            rules,
+            created_at: now,
+            updated_at: now,
+        };
+        let event = policy_event("vault.policy.created", &policy);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .insert_policy(&policy, outbox)
+                .await
+                .map_err(crate::duplicate("a policy for this level"))
+        })
+        .await?;
+        Ok(policy)
+    }
+
+    pub async fn policies(&self, actor: &Actor, ws: &WorkspaceId) -> Result<Vec<Policy>> {
+        self.workspace_for(actor, ws, Permission::VaultsRead)
+            .await?;
+        Ok(self.store.policies(ws).await?)
+    }
+
+    /// The policy `id` in a workspace the caller may `permission` in.
+    async fn policy_for(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        id: &PolicyId,
+        permission: Permission,
+    ) -> Result<Policy> {
+        let (workspace, _) = self.workspace_for(actor, ws, permission).await?;
+        if permission != Permission::VaultsRead {
+            workspace.may_write()?;
+        }
+        self.store
+            .policy(ws, id)
+            .await?
+            .ok_or(ControlError::NotFound("policy"))
+    }
+
+    pub async fn update_policy(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        id: &PolicyId,
+        input: PolicyUpdate,
+    ) -> Result<Policy> {
+        let mut policy = self
+            .policy_for(actor, ws, id, Permission::VaultsManage)
+            .await?;
+        policy.rules = checked_rules(input.rules)?;
+        policy.updated_at = self.clock.now();
+        let event = policy_event("vault.policy.updated", &policy);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .update_policy(&policy, outbox)
+                .await
+                .map_err(crate::gone("policy"))
+        })
+        .await?;
+        Ok(policy)
+    }
+
+    pub async fn delete_policy(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        id: &PolicyId,
+    ) -> Result<()> {
+        let policy = self
+            .policy_for(actor, ws, id, Permission::VaultsManage)
+            .await?;
+        let event = policy_event("vault.policy.deleted", &policy);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .delete_policy(ws, id, outbox)
+                .await
+                .map_err(crate::gone("policy"))
+        })
+        .await
+    }
+
+    /// A policy's target as stored: none for the workspace, the provider's name, or
+    /// `<vaultId>/<name>` of a vault in the workspace.
+    async fn policy_target(
+        &self,
+        ws: &WorkspaceId,
+        scope: PolicyScope,
+        target: Option<String>,
+    ) -> Result<Option<String>> {
+        match (scope, target) {
+            (PolicyScope::Workspace, None) => Ok(None),
+            (PolicyScope::Workspace, Some(_)) => {
+                Err(invalid("target", "a workspace policy has no target"))
+            }
+            (PolicyScope::Provider, Some(t)) => Provider::parse(&t)
+                .map(|p| Some(p.as_str().to_owned()))
+                .ok_or_else(|| invalid("target", format!("{t:?} is not a provider"))),
+            (PolicyScope::Secret, Some(t)) => {
+                let bad = || invalid("target", "must be <vaultId>/<secret name>");
+                let (vault, name) = t.split_once('/').ok_or_else(bad)?;
+                let vault = VaultId::parse(vault).map_err(|_| bad())?;
+                let name = authsome_vault::rules::parse_secret_name(name)?;
+                self.store
+                    .vault(ws, &vault)
+                    .await?
+                    .ok_or_else(|| invalid("target", "no such vault in this workspace"))?;
+                Ok(Some(format!("{vault}/{name}")))
+            }
+            (_, None) => Err(invalid(
+                "target",
+                "a provider or secret policy names its target",
+            )),
+        }
     }
 
     pub async fn rotation(&self, actor: &Actor, id: &RotationId) -> Result<Rotation> {
@@ -1040,6 +1244,26 @@ impl ControlPlane {
         .await?;
         Ok(None)
     }
+}
+
+fn checked_rules(rules: Rules) -> Result<Value> {
+    rules.check().map_err(|e| invalid(e.field, e.message))?;
+    if rules.require_approval == Some(true) {
+        return Err(invalid(
+            "requireApproval",
+            "two-person approval is not available yet",
+        ));
+    }
+    Ok(serde_json::to_value(&rules).unwrap_or_default())
+}
+
+fn policy_event(action: &'static str, p: &Policy) -> DomainEvent {
+    DomainEvent::new(action)
+        .workspace(&p.workspace_id)
+        .target(&p.id)
+        .change("scope", p.scope.as_str())
+        .change("target", p.target.clone().unwrap_or_default())
+        .change("rules", p.rules.clone())
 }
 
 fn written_of(detail: &str) -> Written {

@@ -206,6 +206,9 @@ define_id!(
     /// One rotation of a secret (its steps and outcome).
     RotationId, "rot");
 define_id!(
+    /// A rotation policy: rules at one level (workspace, provider or secret).
+    PolicyId, "pol");
+define_id!(
     /// A durable unit of background work (a rotation's run, a schedule, a delivery).
     JobId, "job");
 

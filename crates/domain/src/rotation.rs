@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::id::{RotationId, VaultId, WorkspaceId};
+use crate::id::{PolicyId, RotationId, VaultId, WorkspaceId};
 use crate::provider::Provider;
 use crate::tenancy::workspace::string_enum;
 
@@ -62,6 +62,8 @@ pub struct RotationConfig {
     pub revision: u32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The last dry run of its rotation.
+    pub previewed_at: Option<DateTime<Utc>>,
 }
 
 /// One step of a rotation as it went.
@@ -111,4 +113,32 @@ pub struct Rotation {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+string_enum!(
+/// The level a policy's rules apply at.
+PolicyScope {
+    Workspace => "workspace",
+    Provider => "provider",
+    Secret => "secret"
+});
+
+/// Rotation rules at one level of a workspace: the whole workspace, one provider's targets
+/// (`target` = the provider), or one secret (`target` = `<vaultId>/<name>`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "pol_01jd4v0z3c8x2m5q7w9e1r6t0y"))]
+    pub id: PolicyId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub workspace_id: WorkspaceId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "provider"))]
+    pub scope: PolicyScope,
+    pub target: Option<String>,
+    /// The rules (`authsome_rotation::policy::Rules`), as given.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub rules: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }

@@ -3,10 +3,10 @@
 //! once for both backends; only the job claim differs (`FOR UPDATE SKIP LOCKED` on Postgres, the
 //! one held writer on SQLite).
 
-use authsome_domain::id::{JobId, RotationId, VaultId, WorkspaceId};
+use authsome_domain::id::{JobId, PolicyId, RotationId, VaultId, WorkspaceId};
 use authsome_domain::job::Job;
 use authsome_domain::page::{Page, PageRequest};
-use authsome_domain::rotation::{Rotation, RotationConfig, RotationStatus};
+use authsome_domain::rotation::{Policy, PolicyScope, Rotation, RotationConfig, RotationStatus};
 use chrono::{DateTime, Utc};
 
 use crate::outbox::Outbox;
@@ -66,6 +66,26 @@ pub trait RotationRepository {
         day_since: DateTime<Utc>,
         month_since: DateTime<Utc>,
     ) -> Result<RotationHistory>;
+    /// Notes a dry run of the secret's rotation.
+    async fn mark_previewed(
+        &self,
+        workspace: &WorkspaceId,
+        vault: &VaultId,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// `Duplicate` when the level has a policy already.
+    async fn insert_policy(&self, policy: &Policy, outbox: &Outbox) -> Result<()>;
+    /// Replaces a policy's rules; `NotFound` outside its workspace.
+    async fn update_policy(&self, policy: &Policy, outbox: &Outbox) -> Result<()>;
+    async fn delete_policy(
+        &self,
+        workspace: &WorkspaceId,
+        id: &PolicyId,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    async fn policy(&self, workspace: &WorkspaceId, id: &PolicyId) -> Result<Option<Policy>>;
+    async fn policies(&self, workspace: &WorkspaceId) -> Result<Vec<Policy>>;
 }
 
 #[async_trait::async_trait]
@@ -157,7 +177,8 @@ impl RotationRow {
 }
 
 pub(crate) const CONFIG_COLUMNS: &str = "workspace_id, vault_id, secret_name, generator, targets, \
-     schedule, health_check_url, redeploy, grace_period_seconds, revision, created_at, updated_at";
+     schedule, health_check_url, redeploy, grace_period_seconds, revision, created_at, updated_at, \
+     previewed_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ConfigRow {
@@ -173,6 +194,7 @@ pub(crate) struct ConfigRow {
     revision: i64,
     created_at: i64,
     updated_at: i64,
+    previewed_at: Option<i64>,
 }
 
 impl ConfigRow {
@@ -198,6 +220,40 @@ impl ConfigRow {
                 .map_err(|_| corrupt("rotation_configs.revision"))?,
             created_at: time(self.created_at, "rotation_configs.created_at")?,
             updated_at: time(self.updated_at, "rotation_configs.updated_at")?,
+            previewed_at: self
+                .previewed_at
+                .map(|t| time(t, "rotation_configs.previewed_at"))
+                .transpose()?,
+        })
+    }
+}
+
+pub(crate) const POLICY_COLUMNS: &str =
+    "id, workspace_id, scope, target, rules, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PolicyRow {
+    id: String,
+    workspace_id: String,
+    scope: String,
+    target: String,
+    rules: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl PolicyRow {
+    pub(crate) fn into_domain(self) -> Result<Policy> {
+        let corrupt = StorageError::Corrupt;
+        Ok(Policy {
+            id: PolicyId::parse(&self.id).map_err(|_| corrupt("rotation_policies.id"))?,
+            workspace_id: WorkspaceId::parse(&self.workspace_id)
+                .map_err(|_| corrupt("rotation_policies.workspace_id"))?,
+            scope: PolicyScope::parse(&self.scope).ok_or(corrupt("rotation_policies.scope"))?,
+            target: Some(self.target).filter(|t| !t.is_empty()),
+            rules: json(&self.rules, "rotation_policies.rules")?,
+            created_at: time(self.created_at, "rotation_policies.created_at")?,
+            updated_at: time(self.updated_at, "rotation_policies.updated_at")?,
         })
     }
 }
@@ -487,6 +543,125 @@ macro_rules! impl_rotation {
                         .map(|t| $crate::rows::time(t, "rotations.created_at"))
                         .transpose()?,
                 })
+            }
+
+            async fn mark_previewed(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                vault: &authsome_domain::id::VaultId,
+                secret: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "UPDATE rotation_configs SET previewed_at = $4 \
+                     WHERE workspace_id = $1 AND vault_id = $2 AND secret_name = $3",
+                )
+                .bind(workspace.as_str())
+                .bind(vault.as_str())
+                .bind(secret)
+                .bind($crate::rows::ms(at))
+                .execute(&mut *self.writer().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_policy(
+                &self,
+                p: &authsome_domain::rotation::Policy,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                sqlx::query(
+                    "INSERT INTO rotation_policies (id, workspace_id, scope, target, rules, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(p.id.as_str())
+                .bind(p.workspace_id.as_str())
+                .bind(p.scope.as_str())
+                .bind(p.target.as_deref().unwrap_or(""))
+                .bind(p.rules.to_string())
+                .bind($crate::rows::ms(p.created_at))
+                .bind($crate::rows::ms(p.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::rows::unique)?;
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn update_policy(
+                &self,
+                p: &authsome_domain::rotation::Policy,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "UPDATE rotation_policies SET rules = $3, updated_at = $4 \
+                     WHERE id = $1 AND workspace_id = $2",
+                )
+                .bind(p.id.as_str())
+                .bind(p.workspace_id.as_str())
+                .bind(p.rules.to_string())
+                .bind($crate::rows::ms(p.updated_at))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn delete_policy(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                id: &authsome_domain::id::PolicyId,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done =
+                    sqlx::query("DELETE FROM rotation_policies WHERE id = $1 AND workspace_id = $2")
+                        .bind(id.as_str())
+                        .bind(workspace.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn policy(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                id: &authsome_domain::id::PolicyId,
+            ) -> $crate::Result<Option<authsome_domain::rotation::Policy>> {
+                $crate::vault::scoped_row!(
+                    self,
+                    $crate::rotation::PolicyRow,
+                    $crate::rotation::POLICY_COLUMNS,
+                    "rotation_policies",
+                    workspace,
+                    id
+                )
+            }
+
+            async fn policies(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+            ) -> $crate::Result<Vec<authsome_domain::rotation::Policy>> {
+                let sql = format!(
+                    "SELECT {} FROM rotation_policies WHERE workspace_id = $1 ORDER BY id",
+                    $crate::rotation::POLICY_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::rotation::PolicyRow>(&sql)
+                    .bind(workspace.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::rotation::PolicyRow::into_domain)
+                    .collect()
             }
         }
 

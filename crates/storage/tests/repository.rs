@@ -2801,6 +2801,7 @@ async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Sto
         revision: 0,
         created_at: now(),
         updated_at: now(),
+        previewed_at: None,
     };
     let (revision, audited) = with_rows(vec![outbox_row("evt_rotation_cfg")], async |o| {
         store.put_rotation_config(&config, o).await
@@ -2953,4 +2954,82 @@ async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Sto
         .await
         .unwrap();
     assert_eq!(none, Default::default());
+
+    // A dry run is noted on the settings; policies, one per level, stay in their workspace.
+    store
+        .mark_previewed(&ws.id, &vault.id, "DB", t0)
+        .await
+        .unwrap();
+    let previewed = store
+        .rotation_config(&ws.id, &vault.id, "DB")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(previewed.previewed_at, Some(t0));
+    store
+        .mark_previewed(&other.id, &vault.id, "DB", t0 + Duration::days(1))
+        .await
+        .unwrap();
+    let still = store
+        .rotation_config(&ws.id, &vault.id, "DB")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        still.previewed_at,
+        Some(t0),
+        "another workspace cannot mark it"
+    );
+    use authsome_domain::id::PolicyId;
+    use authsome_domain::rotation::{Policy, PolicyScope};
+    let mut policy = Policy {
+        id: PolicyId::new(),
+        workspace_id: ws.id.clone(),
+        scope: PolicyScope::Provider,
+        target: Some("render".into()),
+        rules: serde_json::json!({"requireApproval": true}),
+        created_at: t0,
+        updated_at: t0,
+    };
+    store
+        .insert_policy(&policy, &Outbox::empty())
+        .await
+        .unwrap();
+    let twin = Policy {
+        id: PolicyId::new(),
+        ..policy.clone()
+    };
+    assert!(matches!(
+        store.insert_policy(&twin, &Outbox::empty()).await,
+        Err(StorageError::Duplicate)
+    ));
+    policy.rules = serde_json::json!({"cooldownSeconds": 60});
+    store
+        .update_policy(&policy, &Outbox::empty())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.policy(&ws.id, &policy.id).await.unwrap().unwrap(),
+        policy
+    );
+    assert_eq!(store.policies(&ws.id).await.unwrap(), vec![policy.clone()]);
+    assert!(store.policy(&other.id, &policy.id).await.unwrap().is_none());
+    assert!(store.policies(&other.id).await.unwrap().is_empty());
+    let mut theirs = policy.clone();
+    theirs.workspace_id = other.id.clone();
+    assert!(matches!(
+        store.update_policy(&theirs, &Outbox::empty()).await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .delete_policy(&other.id, &policy.id, &Outbox::empty())
+            .await,
+        Err(StorageError::NotFound)
+    ));
+    store
+        .delete_policy(&ws.id, &policy.id, &Outbox::empty())
+        .await
+        .unwrap();
+    assert!(store.policies(&ws.id).await.unwrap().is_empty());
 }

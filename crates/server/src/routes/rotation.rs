@@ -1,11 +1,12 @@
 //! Rotation: a secret's rotation settings (`…/secrets/{name}/rotation`), starting a rotation or
-//! previewing it (`…/secrets/{name}/rotations`), and rotations by id, with rollback.
+//! previewing it (`…/secrets/{name}/rotations`), rotations by id, with rollback, and the
+//! workspace's rotation policies.
 
 use authsome_control::rotation::{
-    PutRotation, RotationPlan, RotationSettings, StartRotation, Started,
+    NewPolicy, PolicyUpdate, PutRotation, RotationPlan, RotationSettings, StartRotation, Started,
 };
-use authsome_domain::id::{RotationId, VaultId, WorkspaceId};
-use authsome_domain::rotation::Rotation;
+use authsome_domain::id::{PolicyId, RotationId, VaultId, WorkspaceId};
+use authsome_domain::rotation::{Policy, Rotation};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -136,4 +137,81 @@ pub async fn list(
         .rotations(&caller.actor, &ws, &params.page()?)
         .await?;
     Ok(axum::Json(List::from_page(page, |r| r)))
+}
+
+/// Sets rotation rules at one level: `workspace`, a `provider`, or a `secret`
+/// (`<vaultId>/<name>`). At rotation time each provider's chain workspace → provider → secret is
+/// merged field by field (nearest wins) and the most restrictive outcome of all decides.
+#[utoipa::path(post, path = "/control/v1/workspaces/{wsId}/policies", tag = "rotation",
+    params(("wsId" = String, Path)),
+    request_body = NewPolicy,
+    responses((status = 201, body = Policy), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Json(input): Json<NewPolicy>,
+) -> Result<(StatusCode, axum::Json<Policy>), ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let policy = state
+        .control
+        .create_policy(&caller.actor, &ws, input)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(policy)))
+}
+
+#[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/policies", tag = "rotation",
+    params(("wsId" = String, Path)),
+    responses((status = 200, body = List<Policy>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn policies(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+) -> Result<axum::Json<List<Policy>>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let all = state.control.policies(&caller.actor, &ws).await?;
+    Ok(axum::Json(List {
+        data: all,
+        has_more: false,
+        next_cursor: None,
+    }))
+}
+
+/// Replaces a policy's rules.
+#[utoipa::path(put, path = "/control/v1/workspaces/{wsId}/policies/{polId}", tag = "rotation",
+    params(("wsId" = String, Path), ("polId" = String, Path)),
+    request_body = PolicyUpdate,
+    responses((status = 200, body = Policy), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+    Json(input): Json<PolicyUpdate>,
+) -> Result<axum::Json<Policy>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let id: PolicyId = path_id(&id, "policy")?;
+    Ok(axum::Json(
+        state
+            .control
+            .update_policy(&caller.actor, &ws, &id, input)
+            .await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/control/v1/workspaces/{wsId}/policies/{polId}", tag = "rotation",
+    params(("wsId" = String, Path), ("polId" = String, Path)),
+    responses((status = 204), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let id: PolicyId = path_id(&id, "policy")?;
+    state.control.delete_policy(&caller.actor, &ws, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

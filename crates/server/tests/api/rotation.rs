@@ -503,3 +503,136 @@ async fn rotation_settings_are_checked_and_stay_in_their_workspace() {
         "forbidden",
     );
 }
+
+#[tokio::test]
+async fn policies_at_three_levels_decide_with_the_most_restrictive_outcome() {
+    let s = setup("Governed Rotation").await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    let tok = &s.t.owner_token;
+    let policies = format!("/control/v1/workspaces/{}/policies", s.t.ws);
+    let create = |body: Value| s.app.post(&policies, tok, body);
+
+    // The workspace wants an hour between rotations; a preview first for Render's targets.
+    let ws_policy = create(json!({"scope": "workspace", "rules": {"cooldownSeconds": 3600}})).await;
+    assert_eq!(ws_policy.status, 201, "{}", ws_policy.body);
+    assert!(ws_policy.body["id"].as_str().unwrap().starts_with("pol_"));
+    let render_policy = create(json!({"scope": "provider", "target": "render",
+        "rules": {"previewFirst": true, "rotationsPerWorkspacePerMonth": {"soft": 0}}}))
+    .await;
+    assert_eq!(render_policy.status, 201, "{}", render_policy.body);
+    assert_error(
+        &create(json!({"scope": "provider", "target": "render", "rules": {}})).await,
+        409,
+        "conflict",
+    );
+
+    let refused = s.start(json!({})).await;
+    assert_error(&refused, 409, "conflict");
+    assert!(
+        refused.body.to_string().contains("previewFirst"),
+        "{}",
+        refused.body
+    );
+    // A dry run shows the decision, then the rotation may go, with the soft limit's warning.
+    let plan = s.start(json!({"dryRun": true})).await;
+    assert_eq!(plan.body["plan"]["decision"]["outcome"], "block");
+    let started = s.start(json!({})).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    assert_eq!(started.body["decision"]["outcome"], "warn");
+    assert_eq!(
+        started.body["decision"]["findings"][0]["rule"],
+        "rotationsPerWorkspacePerMonth"
+    );
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.settle(&id).await["status"], "succeeded");
+
+    // Now in cooldown (and not previewed since): both rules are named.
+    let plan = s.start(json!({"dryRun": true})).await;
+    let rules: Vec<&str> = plan.body["plan"]["decision"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    assert!(rules.contains(&"cooldownSeconds"), "{rules:?}");
+    assert_error(&s.start(json!({})).await, 409, "conflict");
+    // The secret's own level lifts the cooldown: the nearest level sets the field.
+    let secret_policy = create(json!({"scope": "secret",
+        "target": format!("{}/API_TOKEN", s.vault), "rules": {"cooldownSeconds": 0}}))
+    .await;
+    assert_eq!(secret_policy.status, 201, "{}", secret_policy.body);
+    s.start(json!({"dryRun": true})).await;
+    assert_eq!(s.start(json!({})).await.status, 202);
+
+    // Changing and removing; bad rules and targets are named; approvals are not offered yet.
+    let pid = render_policy.body["id"].as_str().unwrap();
+    let updated = s
+        .app
+        .call(
+            reqwest::Method::PUT,
+            &format!("{policies}/{pid}"),
+            Some(tok),
+            Some(json!({"rules": {"maintenanceWindow": {"start": "02:00", "end": "04:00", "timeZone": "Europe/Berlin"}}})),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    for (body, field) in [
+        (
+            json!({"scope": "provider", "target": "heroku", "rules": {}}),
+            "target",
+        ),
+        (
+            json!({"scope": "workspace", "target": "x", "rules": {}}),
+            "target",
+        ),
+        (
+            json!({"scope": "secret", "target": "vlt_01jd4v0z3c8x2m5q7w9e1r6t0y/X", "rules": {}}),
+            "target",
+        ),
+        (
+            json!({"scope": "provider", "target": "fly", "rules": {"maintenanceWindow": {"start": "02:00", "end": "03:00", "timeZone": "Mars/Base"}}}),
+            "timeZone",
+        ),
+        (
+            json!({"scope": "provider", "target": "fly", "rules": {"requireApproval": true}}),
+            "requireApproval",
+        ),
+        (
+            json!({"scope": "provider", "target": "fly", "rules": {"unknown": 1}}),
+            "unknown",
+        ),
+    ] {
+        let r = create(body).await;
+        assert_eq!(r.status, 400, "{field}: {}", r.body);
+        assert!(r.body.to_string().contains(field), "{field}: {}", r.body);
+    }
+    let listed = s.app.get(&policies, tok).await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 3);
+    let other = s.app.tenant("Other Governed").await;
+    assert_error(
+        &s.app
+            .delete(
+                &format!("/control/v1/workspaces/{}/policies/{pid}", other.ws),
+                &other.owner_token,
+            )
+            .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &s.app.get(&policies, &other.owner_token).await,
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        s.app.delete(&format!("{policies}/{pid}"), tok).await.status,
+        204
+    );
+    let entries = crate::vault::audit_entries(&s.app, tok, &s.t.ws).await;
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "vault.policy.created"));
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "vault.policy.deleted"));
+}
