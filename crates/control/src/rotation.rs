@@ -152,6 +152,30 @@ pub struct PolicyUpdate {
     pub rules: Rules,
 }
 
+/// A month's rotations.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RotationUsage {
+    pub month: String,
+    /// Days with rotations (UTC), in order.
+    pub days: Vec<DailyRotations>,
+    /// Rotations started in the month (a dry run is none; a failed one counts).
+    pub total: u64,
+    pub allowance: authsome_domain::tenancy::RotationAllowance,
+    /// Rotations past the plan's included ones where the plan bills them (pro).
+    pub overage: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct DailyRotations {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub rotations: u32,
+}
+
 /// A started rotation, or the plan of a dry run.
 pub enum Started {
     Plan(RotationPlan),
@@ -431,6 +455,16 @@ impl ControlPlane {
             }));
         }
         workspace.may_write()?;
+        let allowance = workspace.rotation_allowance();
+        let started = u64::from(history.workspace_since_month);
+        if let (Some(included), true) = (allowance.included, allowance.hard_stop) {
+            if started >= included {
+                return Err(ControlError::PaymentRequired(format!(
+                    "the {} plan allows {included} rotations a month, and this month's are used",
+                    workspace.plan.as_str()
+                )));
+            }
+        }
         if decision.outcome == Outcome::RequireApproval {
             return Err(ControlError::Conflict(
                 "the rotation policy requires a second person's approval, and approvals are \
@@ -652,6 +686,56 @@ impl ControlPlane {
                 "a provider or secret policy names its target",
             )),
         }
+    }
+
+    /// A month's rotations (UTC, `YYYY-MM`; default the current one) per day, against the
+    /// plan's allowance: what billing charges as overage.
+    pub async fn rotation_usage(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        month: Option<&str>,
+    ) -> Result<RotationUsage> {
+        let (workspace, _) = self
+            .workspace_for(actor, ws, Permission::VaultsRead)
+            .await?;
+        let now = self.clock.now();
+        let month = match month {
+            Some(m) => authsome_domain::identity::parse_month(m)?,
+            None => authsome_domain::identity::month_of(now),
+        };
+        let start = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+            .map_err(|_| invalid("month", "must be YYYY-MM"))?
+            .and_hms_opt(0, 0, 0)
+            .map(|d| d.and_utc())
+            .ok_or_else(|| invalid("month", "must be YYYY-MM"))?;
+        let (_, end) = crate::metering::month_bounds(start);
+        let days: Vec<DailyRotations> = self
+            .store
+            .rotations_per_day(ws, start, end)
+            .await?
+            .into_iter()
+            .map(|(day, rotations)| DailyRotations {
+                day: day.format("%Y-%m-%d").to_string(),
+                rotations,
+            })
+            .collect();
+        let total: u64 = days.iter().map(|d| u64::from(d.rotations)).sum();
+        let allowance = workspace.rotation_allowance();
+        let overage = match allowance {
+            authsome_domain::tenancy::RotationAllowance {
+                included: Some(included),
+                hard_stop: false,
+            } => total.saturating_sub(included),
+            _ => 0,
+        };
+        Ok(RotationUsage {
+            month,
+            days,
+            total,
+            allowance,
+            overage,
+        })
     }
 
     pub async fn rotation(&self, actor: &Actor, id: &RotationId) -> Result<Rotation> {

@@ -175,6 +175,7 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(rotation::get))
         .routes(routes!(rotation::rollback))
         .routes(routes!(rotation::list))
+        .routes(routes!(rotation::usage))
         .routes(routes!(rotation::create_policy, rotation::policies))
         .routes(routes!(rotation::update_policy, rotation::delete_policy))
         .routes(routes!(admin::list_workspaces))

@@ -13,8 +13,8 @@ use crate::outbox::Outbox;
 use crate::rows::{json, ms, time};
 use crate::{Result, StorageError};
 
-/// What a policy needs to know of a secret's and its workspace's past rotations (those that
-/// ran: running, succeeded or rolled back later).
+/// What a policy needs to know of a secret's and its workspace's past rotations (every one
+/// started, whatever became of it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RotationHistory {
     pub secret_since_day: u32,
@@ -66,6 +66,14 @@ pub trait RotationRepository {
         day_since: DateTime<Utc>,
         month_since: DateTime<Utc>,
     ) -> Result<RotationHistory>;
+    /// The workspace's rotations started per UTC day in `[since, until)`: each day's start and
+    /// count, days without any left out.
+    async fn rotations_per_day(
+        &self,
+        workspace: &WorkspaceId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, u32)>>;
     /// Notes a dry run of the secret's rotation.
     async fn mark_previewed(
         &self,
@@ -516,22 +524,20 @@ macro_rules! impl_rotation {
                 day_since: chrono::DateTime<chrono::Utc>,
                 month_since: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<$crate::rotation::RotationHistory> {
-                let ran = "status IN ('running', 'succeeded', 'rolled_back')";
-                let (secret_count, last): (i64, Option<i64>) = sqlx::query_as(&format!(
+                let (secret_count, last): (i64, Option<i64>) = sqlx::query_as(
                     "SELECT COUNT(CASE WHEN created_at >= $4 THEN 1 END), MAX(created_at) \
                      FROM rotations WHERE workspace_id = $1 AND vault_id = $2 \
-                     AND secret_name = $3 AND {ran}"
-                ))
+                     AND secret_name = $3",
+                )
                 .bind(workspace.as_str())
                 .bind(vault.as_str())
                 .bind(secret)
                 .bind($crate::rows::ms(day_since))
                 .fetch_one(&self.pool)
                 .await?;
-                let (month,): (i64,) = sqlx::query_as(&format!(
-                    "SELECT COUNT(*) FROM rotations WHERE workspace_id = $1 AND created_at >= $2 \
-                     AND {ran}"
-                ))
+                let (month,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM rotations WHERE workspace_id = $1 AND created_at >= $2",
+                )
                 .bind(workspace.as_str())
                 .bind($crate::rows::ms(month_since))
                 .fetch_one(&self.pool)
@@ -543,6 +549,32 @@ macro_rules! impl_rotation {
                         .map(|t| $crate::rows::time(t, "rotations.created_at"))
                         .transpose()?,
                 })
+            }
+
+            async fn rotations_per_day(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                since: chrono::DateTime<chrono::Utc>,
+                until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Vec<(chrono::DateTime<chrono::Utc>, u32)>> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT created_at / 86400000, COUNT(*) FROM rotations \
+                     WHERE workspace_id = $1 AND created_at >= $2 AND created_at < $3 \
+                     GROUP BY created_at / 86400000 ORDER BY 1",
+                )
+                .bind(workspace.as_str())
+                .bind($crate::rows::ms(since))
+                .bind($crate::rows::ms(until))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(day, count)| {
+                        Ok((
+                            $crate::rows::time(day * 86_400_000, "rotations.created_at")?,
+                            u32::try_from(count).unwrap_or(u32::MAX),
+                        ))
+                    })
+                    .collect()
             }
 
             async fn mark_previewed(

@@ -392,6 +392,7 @@ async fn workspace_pages_and_updates(store: Arc<dyn Store>) {
         requests_per_second_per_key: Some(500),
         requests_per_month: None,
         audit_retention_days: Some(90),
+        rotations_per_month: Some(50),
     };
     updated.updated_at = now();
     store

@@ -11,7 +11,9 @@ pub use actor::Actor;
 pub use api_key::{ApiKey, KeyScope};
 pub use application::{AppStatus, Application, Environment, Tenancy};
 pub use member::{Account, Member, MemberStatus, Permission, Role};
-pub use workspace::{KycStatus, PaymentStatus, Plan, Workspace, WorkspaceLimits, WorkspaceStatus};
+pub use workspace::{
+    KycStatus, PaymentStatus, Plan, RotationAllowance, Workspace, WorkspaceLimits, WorkspaceStatus,
+};
 
 use crate::ValidationError;
 

@@ -74,6 +74,21 @@ pub struct WorkspaceLimits {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub audit_retention_days: Option<u32>,
+    /// Rotations a month (enterprise; a hard stop when set, unlimited when not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub rotations_per_month: Option<u64>,
+}
+
+/// A plan's monthly rotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RotationAllowance {
+    /// Rotations included a month; none: unlimited.
+    pub included: Option<u64>,
+    /// Past `included`, rotations stop (otherwise they are counted as overage).
+    pub hard_stop: bool,
 }
 
 /// The largest per-key rate an enterprise workspace may be given (one request per microsecond,
@@ -100,6 +115,12 @@ impl WorkspaceLimits {
         if self.audit_retention_days == Some(0) {
             return Err(crate::ValidationError::new(
                 "limits.auditRetentionDays",
+                "must be at least 1",
+            ));
+        }
+        if self.rotations_per_month == Some(0) {
+            return Err(crate::ValidationError::new(
+                "limits.rotationsPerMonth",
                 "must be at least 1",
             ));
         }
@@ -189,6 +210,26 @@ impl Workspace {
             Plan::Enterprise => self.limits.audit_retention_days.unwrap_or(365),
         };
         chrono::Duration::days(i64::from(days.max(1)))
+    }
+
+    /// Rotations a month: how many the plan includes, and whether that is a hard stop (free:
+    /// 100, hard; pro: 10,000 included, then counted as overage; enterprise: its limit, hard,
+    /// or unlimited).
+    pub fn rotation_allowance(&self) -> RotationAllowance {
+        match self.plan {
+            Plan::Free => RotationAllowance {
+                included: Some(100),
+                hard_stop: true,
+            },
+            Plan::Pro => RotationAllowance {
+                included: Some(10_000),
+                hard_stop: false,
+            },
+            Plan::Enterprise => RotationAllowance {
+                included: self.limits.rotations_per_month,
+                hard_stop: true,
+            },
+        }
     }
 
     /// Any write other than reading needs an active workspace.

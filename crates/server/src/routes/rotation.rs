@@ -3,7 +3,8 @@
 //! workspace's rotation policies.
 
 use authsome_control::rotation::{
-    NewPolicy, PolicyUpdate, PutRotation, RotationPlan, RotationSettings, StartRotation, Started,
+    NewPolicy, PolicyUpdate, PutRotation, RotationPlan, RotationSettings, RotationUsage,
+    StartRotation, Started,
 };
 use authsome_domain::id::{PolicyId, RotationId, VaultId, WorkspaceId};
 use authsome_domain::rotation::{Policy, Rotation};
@@ -214,4 +215,25 @@ pub async fn delete_policy(
     let id: PolicyId = path_id(&id, "policy")?;
     state.control.delete_policy(&caller.actor, &ws, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A month's rotations per day against the plan's allowance (free: 100, a hard stop; pro:
+/// 10,000 included, then billed as overage; enterprise: its own limit).
+#[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/rotations/usage", tag = "rotation",
+    params(("wsId" = String, Path), crate::routes::applications::UsageParams),
+    responses((status = 200, body = RotationUsage), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Query(params): Query<crate::routes::applications::UsageParams>,
+) -> Result<axum::Json<RotationUsage>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    Ok(axum::Json(
+        state
+            .control
+            .rotation_usage(&caller.actor, &ws, params.month.as_deref())
+            .await?,
+    ))
 }

@@ -636,3 +636,108 @@ async fn policies_at_three_levels_decide_with_the_most_restrictive_outcome() {
         .iter()
         .any(|e| e["action"] == "vault.policy.deleted"));
 }
+
+#[tokio::test]
+async fn rotations_are_metered_per_day_and_stop_at_the_plans_limit() {
+    use authsome_domain::id::{RotationId, VaultId, WorkspaceId};
+    use authsome_domain::rotation::{Rotation, RotationStatus};
+
+    let s = setup("Metered Rotation").await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    // 99 rotations already this month (stored as the runs left them).
+    let store = s.app.state.control.store().clone();
+    let now = s.app.clock.now();
+    for _ in 0..99 {
+        let r = Rotation {
+            id: RotationId::new(),
+            workspace_id: WorkspaceId::parse(&s.t.ws).unwrap(),
+            vault_id: VaultId::parse(&s.vault).unwrap(),
+            secret_name: "API_TOKEN".into(),
+            status: RotationStatus::Succeeded,
+            reason: None,
+            requested_by: None,
+            decision: json!({"outcome": "allow"}),
+            steps: Vec::new(),
+            previous_version: Some(1),
+            new_version: Some(1),
+            error: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: Some(now),
+        };
+        store
+            .insert_rotation(&r, None, &authsome_storage::outbox::Outbox::empty())
+            .await
+            .unwrap();
+    }
+    // The 100th goes; the 101st is the free plan's hard stop.
+    assert_eq!(s.start(json!({})).await.status, 202);
+    let stopped = s.start(json!({})).await;
+    assert_error(&stopped, 402, "payment_required");
+    assert!(
+        stopped.body.to_string().contains("100 rotations"),
+        "{}",
+        stopped.body
+    );
+    let usage_path = format!("/control/v1/workspaces/{}/rotations/usage", s.t.ws);
+    let usage = s.app.get(&usage_path, &s.t.owner_token).await;
+    assert_eq!(usage.status, 200, "{}", usage.body);
+    assert_eq!(usage.body["total"], 100);
+    assert_eq!(
+        usage.body["allowance"],
+        json!({"included": 100, "hardStop": true})
+    );
+    assert_eq!(usage.body["days"][0]["rotations"], 100);
+    assert_eq!(
+        usage.body["days"][0]["day"],
+        now.format("%Y-%m-%d").to_string()
+    );
+    assert_eq!(usage.body["overage"], 0);
+    // Another month has none; a bad month is named.
+    let past = s
+        .app
+        .get(&format!("{usage_path}?month=2020-01"), &s.t.owner_token)
+        .await;
+    assert_eq!(
+        (
+            past.body["total"].as_u64(),
+            past.body["days"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
+    assert_error(
+        &s.app
+            .get(&format!("{usage_path}?month=2020-13"), &s.t.owner_token)
+            .await,
+        400,
+        "invalid_request",
+    );
+
+    // On pro the rotations go on (past 10,000 they would be overage).
+    let upgraded = s
+        .app
+        .patch(
+            &format!("/control/v1/admin/workspaces/{}", s.t.ws),
+            &s.app.root_key,
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(upgraded.status, 200, "{}", upgraded.body);
+    assert_eq!(s.start(json!({})).await.status, 202);
+    let usage = s.app.get(&usage_path, &s.t.owner_token).await;
+    assert_eq!(
+        usage.body["allowance"],
+        json!({"included": 10000, "hardStop": false})
+    );
+    // Enterprise: the workspace's own limit, a hard stop.
+    let enterprise = s
+        .app
+        .patch(
+            &format!("/control/v1/admin/workspaces/{}", s.t.ws),
+            &s.app.root_key,
+            json!({"plan": "enterprise", "limits": {"rotationsPerMonth": 101}}),
+        )
+        .await;
+    assert_eq!(enterprise.status, 200, "{}", enterprise.body);
+    assert_error(&s.start(json!({})).await, 402, "payment_required");
+}
