@@ -429,6 +429,7 @@ impl ControlPlane {
         self.purge_expired().await?;
         self.vault_key_work_for(std::time::Duration::from_secs(1))
             .await?;
+        self.expire_approvals().await?;
         self.run_jobs(&self.worker, std::time::Duration::from_secs(5))
             .await?;
         self.store.purge_sessions(now).await?;

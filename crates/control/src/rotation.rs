@@ -15,15 +15,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authsome_domain::event::{DomainEvent, Outcome as EventOutcome};
-use authsome_domain::id::PolicyId;
+use authsome_domain::id::{ApprovalId, PolicyId};
 use authsome_domain::id::{RotationId, VaultId, WorkspaceId};
 use authsome_domain::job::Job;
 use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::provider::Provider;
 use authsome_domain::rotation::{
-    Policy, PolicyScope, Rotation, RotationConfig, RotationStatus, RotationTarget, StepRecord,
+    Approval, ApprovalStatus, Policy, PolicyScope, Rotation, RotationConfig, RotationStatus,
+    RotationTarget, StepRecord,
 };
-use authsome_domain::tenancy::{Actor, Permission};
+use authsome_domain::tenancy::{Actor, Permission, Role};
 use authsome_rotation::generator::GeneratorSpec;
 use authsome_rotation::plan::{self, Shape, Step, Undo};
 use authsome_rotation::policy::{self, Decision, Facts, Outcome, Rules};
@@ -150,6 +151,25 @@ pub struct NewPolicy {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyUpdate {
     pub rules: Rules,
+}
+
+/// `POST /control/v1/approvals/{aprId}/approve|deny|cancel|break-glass`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalDecision {
+    /// Why (required to break glass: at least 10 characters).
+    #[cfg_attr(feature = "openapi", schema(max_length = 500))]
+    pub reason: Option<String>,
+}
+
+/// What is done to a pending approval request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalAction {
+    Approve,
+    Deny,
+    Cancel,
+    BreakGlass,
 }
 
 /// A month's rotations.
@@ -465,13 +485,6 @@ impl ControlPlane {
                 )));
             }
         }
-        if decision.outcome == Outcome::RequireApproval {
-            return Err(ControlError::Conflict(
-                "the rotation policy requires a second person's approval, and approvals are \
-                 not available yet"
-                    .into(),
-            ));
-        }
         if decision.outcome == Outcome::Block {
             let rules: Vec<String> = decision
                 .findings
@@ -484,12 +497,17 @@ impl ControlPlane {
                 rules.join("; ")
             )));
         }
+        let held = decision.outcome == Outcome::RequireApproval;
         let rotation = Rotation {
             id: RotationId::new(),
             workspace_id: vault.workspace_id.clone(),
             vault_id: vault.id.clone(),
             secret_name: secret.name.clone(),
-            status: RotationStatus::Pending,
+            status: if held {
+                RotationStatus::AwaitingApproval
+            } else {
+                RotationStatus::Pending
+            },
             reason,
             requested_by: Some(actor_id(actor)),
             decision: serde_json::to_value(&decision).unwrap_or_default(),
@@ -501,17 +519,41 @@ impl ControlPlane {
             updated_at: now,
             finished_at: None,
         };
-        let job = Job::new(
-            RUN_JOB,
-            json!({"rotation": rotation.id.as_str()}),
-            Some(&vault.workspace_id),
-            now,
-        );
-        let event = rotation_event("vault.rotation.requested", &rotation)
-            .change("policy", format!("{:?}", decision.outcome).to_lowercase());
-        self.audited(Some(actor), vec![event], async |outbox| {
+        let (job, approval) = if held {
+            let approval = Approval {
+                id: ApprovalId::new(),
+                workspace_id: vault.workspace_id.clone(),
+                rotation_id: rotation.id.clone(),
+                status: ApprovalStatus::Pending,
+                requested_by: self.person_of(actor).await?,
+                reason: rotation.reason.clone(),
+                decided_by: None,
+                decision_reason: None,
+                break_glass: false,
+                expires_at: now
+                    + chrono::Duration::seconds(i64::from(decision.approval_timeout_seconds)),
+                created_at: now,
+                decided_at: None,
+            };
+            (None, Some(approval))
+        } else {
+            let job = Job::new(
+                RUN_JOB,
+                json!({"rotation": rotation.id.as_str()}),
+                Some(&vault.workspace_id),
+                now,
+            );
+            (Some(job), None)
+        };
+        let mut events = vec![rotation_event("vault.rotation.requested", &rotation)
+            .change("policy", format!("{:?}", decision.outcome).to_lowercase())];
+        if let Some(a) = &approval {
+            // What the workspace's channels will tell its approvers.
+            events.push(approval_event("vault.approval.requested", a));
+        }
+        self.audited(Some(actor), events, async |outbox| {
             self.store
-                .insert_rotation(&rotation, Some(&job), outbox)
+                .insert_rotation(&rotation, job.as_ref(), approval.as_ref(), outbox)
                 .await
                 .map_err(crate::gone("vault"))
         })
@@ -686,6 +728,224 @@ impl ControlPlane {
                 "a provider or secret policy names its target",
             )),
         }
+    }
+
+    /// The person behind an actor: a management key stands for the member who made it.
+    async fn person_of(&self, actor: &Actor) -> Result<String> {
+        Ok(match actor {
+            Actor::Account(id) => id.to_string(),
+            Actor::ManagementKey {
+                key_id,
+                workspace_id,
+                ..
+            } => self
+                .store
+                .key(workspace_id, None, key_id)
+                .await?
+                .and_then(|k| k.created_by)
+                .map_or_else(|| key_id.to_string(), |a| a.to_string()),
+        })
+    }
+
+    pub async fn approvals(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<Approval>> {
+        self.workspace_for(actor, ws, Permission::VaultsRead)
+            .await?;
+        Ok(self.store.approvals(ws, page).await?)
+    }
+
+    pub async fn approval(&self, actor: &Actor, id: &ApprovalId) -> Result<Approval> {
+        let approval = self
+            .store
+            .approval(None, id)
+            .await?
+            .ok_or(ControlError::NotFound("approval request"))?;
+        self.workspace_for(actor, &approval.workspace_id, Permission::VaultsRead)
+            .await
+            .map_err(|e| match e {
+                ControlError::NotFound(_) => ControlError::NotFound("approval request"),
+                other => other,
+            })?;
+        Ok(approval)
+    }
+
+    /// Approves, denies, cancels or (an owner, with a written reason) breaks glass on a pending
+    /// request. The requester can never approve or deny their own (only cancel it, or as an
+    /// owner break glass); approving needs `RotationsApprove` (owners and admins). An approved
+    /// rotation runs at once, without another request.
+    pub async fn decide_approval(
+        &self,
+        actor: &Actor,
+        id: &ApprovalId,
+        action: ApprovalAction,
+        input: ApprovalDecision,
+    ) -> Result<Approval> {
+        let mut approval = self.approval(actor, id).await?;
+        let ws = approval.workspace_id.clone();
+        let (workspace, role) = self
+            .store
+            .workspace_access(actor, &ws)
+            .await?
+            .ok_or(ControlError::NotFound("approval request"))?;
+        workspace.may_write()?;
+        let person = self.person_of(actor).await?;
+        let own = person == approval.requested_by;
+        match action {
+            ApprovalAction::Approve | ApprovalAction::Deny => {
+                self.require_for(actor, &ws, role, Permission::RotationsApprove)?;
+                if own {
+                    return Err(ControlError::Forbidden(
+                        "the requester cannot decide their own request".into(),
+                    ));
+                }
+            }
+            ApprovalAction::Cancel if !own => {
+                return Err(ControlError::Forbidden(
+                    "only the requester cancels a request".into(),
+                ));
+            }
+            ApprovalAction::Cancel => {}
+            ApprovalAction::BreakGlass => {
+                if role != Role::Owner {
+                    return Err(ControlError::Forbidden(
+                        "only an owner may break glass".into(),
+                    ));
+                }
+            }
+        }
+        let reason = input
+            .reason
+            .map(|r| r.trim().to_owned())
+            .filter(|r| !r.is_empty());
+        if reason
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > MAX_REASON)
+        {
+            return Err(invalid(
+                "reason",
+                format!("at most {MAX_REASON} characters"),
+            ));
+        }
+        if action == ApprovalAction::BreakGlass
+            && reason.as_ref().is_none_or(|r| r.chars().count() < 10)
+        {
+            return Err(invalid(
+                "reason",
+                "breaking glass needs a written reason of at least 10 characters",
+            ));
+        }
+        if approval.status != ApprovalStatus::Pending {
+            return Err(ControlError::Conflict(format!(
+                "the request is {} already",
+                approval.status.as_str()
+            )));
+        }
+        let now = self.clock.now();
+        if now >= approval.expires_at {
+            self.expire_approval(approval).await?;
+            return Err(ControlError::Conflict("the request has expired".into()));
+        }
+        let mut rotation = self
+            .store
+            .rotation(Some(&ws), &approval.rotation_id)
+            .await?
+            .ok_or(ControlError::NotFound("rotation"))?;
+        approval.decided_by = Some(person);
+        approval.decision_reason = reason;
+        approval.decided_at = Some(now);
+        rotation.updated_at = now;
+        let (job, action_name) = match action {
+            ApprovalAction::Approve | ApprovalAction::BreakGlass => {
+                approval.status = ApprovalStatus::Approved;
+                approval.break_glass = action == ApprovalAction::BreakGlass;
+                rotation.status = RotationStatus::Pending;
+                let job = Job::new(
+                    RUN_JOB,
+                    json!({"rotation": rotation.id.as_str()}),
+                    Some(&ws),
+                    now,
+                );
+                let name = if approval.break_glass {
+                    "vault.approval.break_glass"
+                } else {
+                    "vault.approval.approved"
+                };
+                (Some(job), name)
+            }
+            ApprovalAction::Deny | ApprovalAction::Cancel => {
+                let (status, name, why) = if action == ApprovalAction::Deny {
+                    (
+                        ApprovalStatus::Denied,
+                        "vault.approval.denied",
+                        "the approval was denied",
+                    )
+                } else {
+                    (
+                        ApprovalStatus::Cancelled,
+                        "vault.approval.cancelled",
+                        "the request was cancelled",
+                    )
+                };
+                approval.status = status;
+                rotation.status = RotationStatus::Failed;
+                rotation.error = Some(why.into());
+                rotation.finished_at = Some(now);
+                (None, name)
+            }
+        };
+        let event = approval_event(action_name, &approval);
+        self.audited(Some(actor), vec![event], async |outbox| {
+            self.store
+                .decide_approval(&approval, &rotation, job.as_ref(), outbox)
+                .await
+        })
+        .await?;
+        Ok(approval)
+    }
+
+    async fn expire_approval(&self, mut approval: Approval) -> Result<()> {
+        let Some(mut rotation) = self
+            .store
+            .rotation(Some(&approval.workspace_id), &approval.rotation_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        approval.status = ApprovalStatus::Expired;
+        approval.decided_at = Some(now);
+        rotation.status = RotationStatus::Failed;
+        rotation.error = Some("the approval request expired".into());
+        rotation.updated_at = now;
+        rotation.finished_at = Some(now);
+        let event = approval_event("vault.approval.expired", &approval)
+            .actor(authsome_domain::event::EventActor::System);
+        match self
+            .audited(None, vec![event], async |outbox| {
+                self.store
+                    .decide_approval(&approval, &rotation, None, outbox)
+                    .await
+            })
+            .await
+        {
+            // Decided meanwhile: nothing to expire.
+            Err(ControlError::Conflict(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Expires the pending requests whose time is up (their rotations fail); how many.
+    pub async fn expire_approvals(&self) -> Result<usize> {
+        let due = self.store.expired_approvals(self.clock.now(), 100).await?;
+        let count = due.len();
+        for approval in due {
+            self.expire_approval(approval).await?;
+        }
+        Ok(count)
     }
 
     /// A month's rotations (UTC, `YYYY-MM`; default the current one) per day, against the
@@ -1332,13 +1592,19 @@ impl ControlPlane {
 
 fn checked_rules(rules: Rules) -> Result<Value> {
     rules.check().map_err(|e| invalid(e.field, e.message))?;
-    if rules.require_approval == Some(true) {
-        return Err(invalid(
-            "requireApproval",
-            "two-person approval is not available yet",
-        ));
-    }
     Ok(serde_json::to_value(&rules).unwrap_or_default())
+}
+
+fn approval_event(action: &'static str, a: &Approval) -> DomainEvent {
+    let event = DomainEvent::new(action)
+        .workspace(&a.workspace_id)
+        .target(&a.id)
+        .change("rotation", a.rotation_id.as_str())
+        .change("requestedBy", a.requested_by.as_str());
+    match &a.decision_reason {
+        Some(reason) => event.change("reason", reason.as_str()),
+        None => event,
+    }
 }
 
 fn policy_event(action: &'static str, p: &Policy) -> DomainEvent {

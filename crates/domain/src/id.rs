@@ -209,6 +209,9 @@ define_id!(
     /// A rotation policy: rules at one level (workspace, provider or secret).
     PolicyId, "pol");
 define_id!(
+    /// A request for a second person's approval of a rotation.
+    ApprovalId, "apr");
+define_id!(
     /// A durable unit of background work (a rotation's run, a schedule, a delivery).
     JobId, "job");
 

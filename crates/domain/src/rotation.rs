@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::id::{PolicyId, RotationId, VaultId, WorkspaceId};
+use crate::id::{ApprovalId, PolicyId, RotationId, VaultId, WorkspaceId};
 use crate::provider::Provider;
 use crate::tenancy::workspace::string_enum;
 
@@ -141,4 +141,42 @@ pub struct Policy {
     pub rules: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+string_enum!(
+/// Where an approval request stands.
+ApprovalStatus {
+    Pending => "pending",
+    Approved => "approved",
+    Denied => "denied",
+    Expired => "expired",
+    Cancelled => "cancelled"
+});
+
+/// A rotation held for a second person: the requester can never decide it; an approver
+/// (owner or admin) approves or denies it before it expires; an owner may break glass with a
+/// written reason.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "apr_01jd4v0z3c8x2m5q7w9e1r6t0y"))]
+    pub id: ApprovalId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub workspace_id: WorkspaceId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub rotation_id: RotationId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "pending"))]
+    pub status: ApprovalStatus,
+    /// Who asked for the rotation (`acc_…`, `key_…`).
+    pub requested_by: String,
+    pub reason: Option<String>,
+    pub decided_by: Option<String>,
+    /// The approver's (or the breaker of glass's) words.
+    pub decision_reason: Option<String>,
+    /// Approved by an owner without a second person.
+    pub break_glass: bool,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
 }

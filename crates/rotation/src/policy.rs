@@ -85,20 +85,31 @@ impl Day {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rules {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance_window: Option<MaintenanceWindow>,
     /// Rotations of one secret in any 24 hours.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rotations_per_secret_per_day: Option<Threshold>,
     /// Rotations in the workspace in a calendar month (UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rotations_per_workspace_per_month: Option<Threshold>,
     /// A dry run must precede each rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub preview_first: Option<bool>,
     /// A second person must approve each rotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub require_approval: Option<bool>,
     /// Redeploy the targets after pushing (off unless a level turns it on).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_redeploy: Option<bool>,
     /// Seconds that must pass after a secret's last rotation.
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 31_536_000))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cooldown_seconds: Option<u32>,
+    /// How long an approval request stays open (default a day; 5 minutes to 7 days).
+    #[cfg_attr(feature = "openapi", schema(minimum = 300, maximum = 604_800))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_seconds: Option<u32>,
 }
 
 /// Where the rules were set.
@@ -112,6 +123,10 @@ pub enum Scope {
 }
 
 const MAX_COOLDOWN: u32 = 365 * 24 * 3600;
+const MIN_APPROVAL_TIMEOUT: u32 = 300;
+const MAX_APPROVAL_TIMEOUT: u32 = 7 * 24 * 3600;
+/// How long an approval request stays open unless a policy says otherwise.
+pub const DEFAULT_APPROVAL_TIMEOUT: u32 = 24 * 3600;
 
 fn parse_time(field: &'static str, s: &str) -> Result<NaiveTime, InvalidRule> {
     NaiveTime::parse_from_str(s, "%H:%M")
@@ -167,6 +182,15 @@ impl Rules {
                 }
             }
         }
+        if self
+            .approval_timeout_seconds
+            .is_some_and(|t| !(MIN_APPROVAL_TIMEOUT..=MAX_APPROVAL_TIMEOUT).contains(&t))
+        {
+            return Err(InvalidRule::new(
+                "approvalTimeoutSeconds",
+                format!("between {MIN_APPROVAL_TIMEOUT} and {MAX_APPROVAL_TIMEOUT}"),
+            ));
+        }
         if self.cooldown_seconds.is_some_and(|c| c > MAX_COOLDOWN) {
             return Err(InvalidRule::new(
                 "cooldownSeconds",
@@ -193,6 +217,9 @@ impl Rules {
             require_approval: nearer.require_approval.or(self.require_approval),
             auto_redeploy: nearer.auto_redeploy.or(self.auto_redeploy),
             cooldown_seconds: nearer.cooldown_seconds.or(self.cooldown_seconds),
+            approval_timeout_seconds: nearer
+                .approval_timeout_seconds
+                .or(self.approval_timeout_seconds),
         }
     }
 
@@ -239,6 +266,8 @@ pub struct Decision {
     pub findings: Vec<Finding>,
     /// Whether the effective rules turn redeploys on.
     pub auto_redeploy: bool,
+    /// How long an approval request stays open: the shortest any chain sets.
+    pub approval_timeout_seconds: u32,
 }
 
 fn inside(window: &MaintenanceWindow, now: DateTime<Utc>) -> bool {
@@ -351,6 +380,11 @@ pub fn decide(chains: &[Rules], facts: &Facts) -> Decision {
             .unwrap_or(Outcome::Allow),
         findings,
         auto_redeploy: chains.iter().any(|r| r.auto_redeploy == Some(true)),
+        approval_timeout_seconds: chains
+            .iter()
+            .filter_map(|r| r.approval_timeout_seconds)
+            .min()
+            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT),
     }
 }
 

@@ -3,10 +3,12 @@
 //! once for both backends; only the job claim differs (`FOR UPDATE SKIP LOCKED` on Postgres, the
 //! one held writer on SQLite).
 
-use authsome_domain::id::{JobId, PolicyId, RotationId, VaultId, WorkspaceId};
+use authsome_domain::id::{ApprovalId, JobId, PolicyId, RotationId, VaultId, WorkspaceId};
 use authsome_domain::job::Job;
 use authsome_domain::page::{Page, PageRequest};
-use authsome_domain::rotation::{Policy, PolicyScope, Rotation, RotationConfig, RotationStatus};
+use authsome_domain::rotation::{
+    Approval, ApprovalStatus, Policy, PolicyScope, Rotation, RotationConfig, RotationStatus,
+};
 use chrono::{DateTime, Utc};
 
 use crate::outbox::Outbox;
@@ -32,13 +34,37 @@ pub trait RotationRepository {
         vault: &VaultId,
         secret: &str,
     ) -> Result<Option<RotationConfig>>;
-    /// Stores a new rotation, and the job that runs it, with the audit rows, in one commit.
+    /// Stores a new rotation, and the job that runs it or the approval it waits for, with the
+    /// audit rows, in one commit.
     async fn insert_rotation(
         &self,
         rotation: &Rotation,
         job: Option<&Job>,
+        approval: Option<&Approval>,
         outbox: &Outbox,
     ) -> Result<()>;
+    /// Decides a pending approval (`State("decided")` when it is no longer pending) and saves
+    /// its rotation, with the job that runs it when approved, in one commit.
+    async fn decide_approval(
+        &self,
+        approval: &Approval,
+        rotation: &Rotation,
+        job: Option<&Job>,
+        outbox: &Outbox,
+    ) -> Result<()>;
+    /// A workspace's approval request; with no workspace, any.
+    async fn approval(
+        &self,
+        workspace: Option<&WorkspaceId>,
+        id: &ApprovalId,
+    ) -> Result<Option<Approval>>;
+    async fn approvals(
+        &self,
+        workspace: &WorkspaceId,
+        page: &PageRequest,
+    ) -> Result<Page<Approval>>;
+    /// Pending requests whose time ran out before `now`.
+    async fn expired_approvals(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Approval>>;
     /// Saves a rotation's progress (status, steps, versions, error) with its audit rows; a job
     /// to enqueue with it (a rollback's run) goes in the same commit.
     async fn save_rotation(
@@ -236,6 +262,51 @@ impl ConfigRow {
     }
 }
 
+pub(crate) const APPROVAL_COLUMNS: &str = "id, workspace_id, rotation_id, status, requested_by, \
+     reason, decided_by, decision_reason, break_glass, expires_at, created_at, decided_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApprovalRow {
+    id: String,
+    workspace_id: String,
+    rotation_id: String,
+    status: String,
+    requested_by: String,
+    reason: Option<String>,
+    decided_by: Option<String>,
+    decision_reason: Option<String>,
+    break_glass: bool,
+    expires_at: i64,
+    created_at: i64,
+    decided_at: Option<i64>,
+}
+
+impl ApprovalRow {
+    pub(crate) fn into_domain(self) -> Result<Approval> {
+        let corrupt = StorageError::Corrupt;
+        Ok(Approval {
+            id: ApprovalId::parse(&self.id).map_err(|_| corrupt("rotation_approvals.id"))?,
+            workspace_id: WorkspaceId::parse(&self.workspace_id)
+                .map_err(|_| corrupt("rotation_approvals.workspace_id"))?,
+            rotation_id: RotationId::parse(&self.rotation_id)
+                .map_err(|_| corrupt("rotation_approvals.rotation_id"))?,
+            status: ApprovalStatus::parse(&self.status)
+                .ok_or(corrupt("rotation_approvals.status"))?,
+            requested_by: self.requested_by,
+            reason: self.reason,
+            decided_by: self.decided_by,
+            decision_reason: self.decision_reason,
+            break_glass: self.break_glass,
+            expires_at: time(self.expires_at, "rotation_approvals.expires_at")?,
+            created_at: time(self.created_at, "rotation_approvals.created_at")?,
+            decided_at: self
+                .decided_at
+                .map(|t| time(t, "rotation_approvals.decided_at"))
+                .transpose()?,
+        })
+    }
+}
+
 pub(crate) const POLICY_COLUMNS: &str =
     "id, workspace_id, scope, target, rules, created_at, updated_at";
 
@@ -411,6 +482,7 @@ macro_rules! impl_rotation {
                 &self,
                 r: &authsome_domain::rotation::Rotation,
                 job: Option<&authsome_domain::job::Job>,
+                approval: Option<&authsome_domain::rotation::Approval>,
                 outbox: &$crate::outbox::Outbox,
             ) -> $crate::Result<()> {
                 let mut w = self.writer().await?;
@@ -445,7 +517,131 @@ macro_rules! impl_rotation {
                 if let Some(job) = job {
                     Self::insert_job_in(&mut tx, job).await?;
                 }
+                if let Some(a) = approval {
+                    sqlx::query(
+                        "INSERT INTO rotation_approvals (id, workspace_id, rotation_id, status, \
+                         requested_by, reason, decided_by, decision_reason, break_glass, \
+                         expires_at, created_at, decided_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    )
+                    .bind(a.id.as_str())
+                    .bind(a.workspace_id.as_str())
+                    .bind(a.rotation_id.as_str())
+                    .bind(a.status.as_str())
+                    .bind(&a.requested_by)
+                    .bind(a.reason.as_deref())
+                    .bind(a.decided_by.as_deref())
+                    .bind(a.decision_reason.as_deref())
+                    .bind(a.break_glass)
+                    .bind($crate::rows::ms(a.expires_at))
+                    .bind($crate::rows::ms(a.created_at))
+                    .bind($crate::rows::opt_ms(a.decided_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 commit_with_outbox(tx, outbox).await
+            }
+
+            async fn decide_approval(
+                &self,
+                a: &authsome_domain::rotation::Approval,
+                r: &authsome_domain::rotation::Rotation,
+                job: Option<&authsome_domain::job::Job>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "UPDATE rotation_approvals SET status = $3, decided_by = $4, \
+                     decision_reason = $5, break_glass = $6, decided_at = $7 \
+                     WHERE id = $1 AND workspace_id = $2 AND status = 'pending'",
+                )
+                .bind(a.id.as_str())
+                .bind(a.workspace_id.as_str())
+                .bind(a.status.as_str())
+                .bind(a.decided_by.as_deref())
+                .bind(a.decision_reason.as_deref())
+                .bind(a.break_glass)
+                .bind($crate::rows::opt_ms(a.decided_at))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StorageError::State("the request was decided already"));
+                }
+                let done = sqlx::query(
+                    "UPDATE rotations SET status = $3, error = $4, updated_at = $5, \
+                     finished_at = $6 WHERE id = $1 AND workspace_id = $2",
+                )
+                .bind(r.id.as_str())
+                .bind(r.workspace_id.as_str())
+                .bind(r.status.as_str())
+                .bind(r.error.as_deref())
+                .bind($crate::rows::ms(r.updated_at))
+                .bind($crate::rows::opt_ms(r.finished_at))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                if let Some(job) = job {
+                    Self::insert_job_in(&mut tx, job).await?;
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
+            async fn approval(
+                &self,
+                workspace: Option<&authsome_domain::id::WorkspaceId>,
+                id: &authsome_domain::id::ApprovalId,
+            ) -> $crate::Result<Option<authsome_domain::rotation::Approval>> {
+                let sql = format!(
+                    "SELECT {} FROM rotation_approvals WHERE id = $1 \
+                     AND ($2 IS NULL OR workspace_id = $2)",
+                    $crate::rotation::APPROVAL_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::rotation::ApprovalRow>(&sql)
+                    .bind(id.as_str())
+                    .bind(workspace.map(|w| w.as_str()))
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map($crate::rotation::ApprovalRow::into_domain)
+                    .transpose()
+            }
+
+            async fn approvals(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                page: &authsome_domain::page::PageRequest,
+            ) -> $crate::Result<authsome_domain::page::Page<authsome_domain::rotation::Approval>>
+            {
+                $crate::vault::scoped_page!(
+                    self,
+                    $crate::rotation::ApprovalRow,
+                    $crate::rotation::APPROVAL_COLUMNS,
+                    "rotation_approvals",
+                    workspace,
+                    page
+                )
+            }
+
+            async fn expired_approvals(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> $crate::Result<Vec<authsome_domain::rotation::Approval>> {
+                let sql = format!(
+                    "SELECT {} FROM rotation_approvals WHERE status = 'pending' \
+                     AND expires_at < $1 ORDER BY expires_at LIMIT $2",
+                    $crate::rotation::APPROVAL_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::rotation::ApprovalRow>(&sql)
+                    .bind($crate::rows::ms(now))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::rotation::ApprovalRow::into_domain)
+                    .collect()
             }
 
             async fn save_rotation(

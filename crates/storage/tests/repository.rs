@@ -2872,7 +2872,7 @@ async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Sto
         t0,
     );
     store
-        .insert_rotation(&rotation, Some(&job), &Outbox::empty())
+        .insert_rotation(&rotation, Some(&job), None, &Outbox::empty())
         .await
         .unwrap();
     let claimed = store
@@ -2915,7 +2915,9 @@ async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Sto
     ));
     theirs.id = RotationId::new();
     assert!(matches!(
-        store.insert_rotation(&theirs, None, &Outbox::empty()).await,
+        store
+            .insert_rotation(&theirs, None, None, &Outbox::empty())
+            .await,
         Err(StorageError::NotFound)
     ));
     let page = store
@@ -3033,4 +3035,90 @@ async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Sto
         .await
         .unwrap();
     assert!(store.policies(&ws.id).await.unwrap().is_empty());
+    // A rotation held for approval: decided once, inside its workspace only.
+    use authsome_domain::id::ApprovalId;
+    use authsome_domain::rotation::{Approval, ApprovalStatus};
+    let mut held = rotation.clone();
+    held.id = RotationId::new();
+    held.status = RotationStatus::AwaitingApproval;
+    let mut approval = Approval {
+        id: ApprovalId::new(),
+        workspace_id: ws.id.clone(),
+        rotation_id: held.id.clone(),
+        status: ApprovalStatus::Pending,
+        requested_by: "acc_requester".into(),
+        reason: None,
+        decided_by: None,
+        decision_reason: None,
+        break_glass: false,
+        expires_at: t0 + Duration::hours(1),
+        created_at: t0,
+        decided_at: None,
+    };
+    store
+        .insert_rotation(&held, None, Some(&approval), &Outbox::empty())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .approval(Some(&ws.id), &approval.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        approval
+    );
+    assert!(store
+        .approval(Some(&other.id), &approval.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .expired_approvals(t0 + Duration::hours(2), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store.expired_approvals(t0, 10).await.unwrap().is_empty());
+    approval.status = ApprovalStatus::Approved;
+    approval.decided_by = Some("acc_approver".into());
+    approval.decided_at = Some(t0);
+    held.status = RotationStatus::Pending;
+    let run = Job::new("rotation.run", serde_json::json!({}), Some(&ws.id), t0);
+    let mut crossing = approval.clone();
+    crossing.workspace_id = other.id.clone();
+    assert!(store
+        .decide_approval(&crossing, &held, None, &Outbox::empty())
+        .await
+        .is_err());
+    store
+        .decide_approval(&approval, &held, Some(&run), &Outbox::empty())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .decide_approval(&approval, &held, None, &Outbox::empty())
+            .await,
+        Err(StorageError::State(_))
+    ));
+    assert_eq!(
+        store
+            .rotation(Some(&ws.id), &held.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RotationStatus::Pending
+    );
+    let page = store
+        .approvals(&ws.id, &PageRequest::parse(None, None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(store
+        .expired_approvals(t0 + Duration::hours(2), 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

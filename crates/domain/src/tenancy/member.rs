@@ -49,6 +49,8 @@ pub enum Permission {
     ProvidersManage,
     /// Resolve a provider's credential to check it works (the value is never shown).
     ProvidersTest,
+    /// Approve or deny another member's rotation that a policy holds for a second person.
+    RotationsApprove,
 }
 
 impl Role {
@@ -113,7 +115,7 @@ impl Role {
     }
 }
 
-const ALL_PERMISSIONS: [Permission; 25] = [
+const ALL_PERMISSIONS: [Permission; 26] = [
     Permission::WorkspaceRead,
     Permission::WorkspaceUpdate,
     Permission::WorkspaceDelete,
@@ -139,6 +141,7 @@ const ALL_PERMISSIONS: [Permission; 25] = [
     Permission::ProvidersRead,
     Permission::ProvidersManage,
     Permission::ProvidersTest,
+    Permission::RotationsApprove,
 ];
 
 /// A person who signs in to the control plane. Email is unique, stored lowercased.
@@ -253,8 +256,10 @@ mod tests {
             ProvidersRead,
             ProvidersManage,
             ProvidersTest,
+            RotationsApprove,
         ];
         assert!(all.iter().all(|&p| Role::Owner.allows(p)));
+        assert!(Role::Admin.allows(RotationsApprove) && !Role::Operator.allows(RotationsApprove));
         assert!(!Role::Admin.allows(Billing) && !Role::Admin.allows(OwnersManage));
         assert!(Role::Admin.allows(MembersManage) && Role::Admin.allows(KeysCreate));
         assert!(Role::Operator.allows(KeysRoll) && !Role::Operator.allows(KeysCreate));

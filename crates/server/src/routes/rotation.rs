@@ -3,11 +3,11 @@
 //! workspace's rotation policies.
 
 use authsome_control::rotation::{
-    NewPolicy, PolicyUpdate, PutRotation, RotationPlan, RotationSettings, RotationUsage,
-    StartRotation, Started,
+    ApprovalAction, ApprovalDecision, NewPolicy, PolicyUpdate, PutRotation, RotationPlan,
+    RotationSettings, RotationUsage, StartRotation, Started,
 };
-use authsome_domain::id::{PolicyId, RotationId, VaultId, WorkspaceId};
-use authsome_domain::rotation::{Policy, Rotation};
+use authsome_domain::id::{ApprovalId, PolicyId, RotationId, VaultId, WorkspaceId};
+use authsome_domain::rotation::{Approval, Policy, Rotation};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -236,4 +236,111 @@ pub async fn usage(
             .rotation_usage(&caller.actor, &ws, params.month.as_deref())
             .await?,
     ))
+}
+
+/// The workspace's approval requests (rotations held for a second person).
+#[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/approvals", tag = "rotation",
+    params(("wsId" = String, Path), ListParams),
+    responses((status = 200, body = List<Approval>), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn approvals(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ws): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<List<Approval>>, ApiError> {
+    let ws: WorkspaceId = path_id(&ws, "workspace")?;
+    let page = state
+        .control
+        .approvals(&caller.actor, &ws, &params.page()?)
+        .await?;
+    Ok(axum::Json(List::from_page(page, |a| a)))
+}
+
+#[utoipa::path(get, path = "/control/v1/approvals/{aprId}", tag = "rotation",
+    params(("aprId" = String, Path)),
+    responses((status = 200, body = Approval), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn approval(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Approval>, ApiError> {
+    let id: ApprovalId = path_id(&id, "approval request")?;
+    Ok(axum::Json(
+        state.control.approval(&caller.actor, &id).await?,
+    ))
+}
+
+async fn decide(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    action: ApprovalAction,
+    input: Option<ApprovalDecision>,
+) -> Result<axum::Json<Approval>, ApiError> {
+    let id: ApprovalId = path_id(&id, "approval request")?;
+    Ok(axum::Json(
+        state
+            .control
+            .decide_approval(&caller.actor, &id, action, input.unwrap_or_default())
+            .await?,
+    ))
+}
+
+/// Approves a rotation held for a second person (owners and admins; never the requester):
+/// it runs at once.
+#[utoipa::path(post, path = "/control/v1/approvals/{aprId}/approve", tag = "rotation",
+    params(("aprId" = String, Path)), request_body = Option<ApprovalDecision>,
+    responses((status = 200, body = Approval), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(input): Json<Option<ApprovalDecision>>,
+) -> Result<axum::Json<Approval>, ApiError> {
+    decide(state, caller, id, ApprovalAction::Approve, input).await
+}
+
+/// Denies it (owners and admins; never the requester): the rotation fails, nothing changed.
+#[utoipa::path(post, path = "/control/v1/approvals/{aprId}/deny", tag = "rotation",
+    params(("aprId" = String, Path)), request_body = Option<ApprovalDecision>,
+    responses((status = 200, body = Approval), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn deny(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(input): Json<Option<ApprovalDecision>>,
+) -> Result<axum::Json<Approval>, ApiError> {
+    decide(state, caller, id, ApprovalAction::Deny, input).await
+}
+
+/// The requester withdraws the request.
+#[utoipa::path(post, path = "/control/v1/approvals/{aprId}/cancel", tag = "rotation",
+    params(("aprId" = String, Path)), request_body = Option<ApprovalDecision>,
+    responses((status = 200, body = Approval), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(input): Json<Option<ApprovalDecision>>,
+) -> Result<axum::Json<Approval>, ApiError> {
+    decide(state, caller, id, ApprovalAction::Cancel, input).await
+}
+
+/// An owner approves without a second person, with a written reason (audited).
+#[utoipa::path(post, path = "/control/v1/approvals/{aprId}/break-glass", tag = "rotation",
+    params(("aprId" = String, Path)), request_body = ApprovalDecision,
+    responses((status = 200, body = Approval), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn break_glass(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(input): Json<Option<ApprovalDecision>>,
+) -> Result<axum::Json<Approval>, ApiError> {
+    decide(state, caller, id, ApprovalAction::BreakGlass, input).await
 }

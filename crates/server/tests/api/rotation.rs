@@ -564,7 +564,7 @@ async fn policies_at_three_levels_decide_with_the_most_restrictive_outcome() {
     s.start(json!({"dryRun": true})).await;
     assert_eq!(s.start(json!({})).await.status, 202);
 
-    // Changing and removing; bad rules and targets are named; approvals are not offered yet.
+    // Changing and removing; bad rules and targets are named.
     let pid = render_policy.body["id"].as_str().unwrap();
     let updated = s
         .app
@@ -592,10 +592,6 @@ async fn policies_at_three_levels_decide_with_the_most_restrictive_outcome() {
         (
             json!({"scope": "provider", "target": "fly", "rules": {"maintenanceWindow": {"start": "02:00", "end": "03:00", "timeZone": "Mars/Base"}}}),
             "timeZone",
-        ),
-        (
-            json!({"scope": "provider", "target": "fly", "rules": {"requireApproval": true}}),
-            "requireApproval",
         ),
         (
             json!({"scope": "provider", "target": "fly", "rules": {"unknown": 1}}),
@@ -666,7 +662,7 @@ async fn rotations_are_metered_per_day_and_stop_at_the_plans_limit() {
             finished_at: Some(now),
         };
         store
-            .insert_rotation(&r, None, &authsome_storage::outbox::Outbox::empty())
+            .insert_rotation(&r, None, None, &authsome_storage::outbox::Outbox::empty())
             .await
             .unwrap();
     }
@@ -740,4 +736,180 @@ async fn rotations_are_metered_per_day_and_stop_at_the_plans_limit() {
         .await;
     assert_eq!(enterprise.status, 200, "{}", enterprise.body);
     assert_error(&s.start(json!({})).await, 402, "payment_required");
+}
+
+#[tokio::test]
+async fn a_rotation_held_for_a_second_person_runs_once_approved() {
+    let s = setup("Approved Rotation").await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    let owner = s.t.owner_token.clone();
+    let (_, admin) = s
+        .app
+        .add_member(&owner, &s.t.ws, "admin@approved.test", "admin")
+        .await;
+    let (_, viewer) = s
+        .app
+        .add_member(&owner, &s.t.ws, "viewer@approved.test", "viewer")
+        .await;
+    let policy = s
+        .app
+        .post(
+            &format!("/control/v1/workspaces/{}/policies", s.t.ws),
+            &owner,
+            json!({"scope": "workspace",
+                   "rules": {"requireApproval": true, "approvalTimeoutSeconds": 600}}),
+        )
+        .await;
+    assert_eq!(policy.status, 201, "{}", policy.body);
+    let approvals = format!("/control/v1/workspaces/{}/approvals", s.t.ws);
+    let act = |id: &str, action: &str, token: &str, body: Value| {
+        let path = format!("/control/v1/approvals/{id}/{action}");
+        let token = token.to_owned();
+        let app = &s.app;
+        async move { app.post(&path, &token, body).await }
+    };
+    let held = |body: Value| {
+        let (s, approvals, owner) = (&s, &approvals, &owner);
+        async move {
+            let started = s.start(body).await;
+            assert_eq!(started.status, 202, "{}", started.body);
+            assert_eq!(started.body["status"], "awaiting_approval");
+            assert_eq!(started.body["decision"]["outcome"], "require_approval");
+            let rot = started.body["id"].as_str().unwrap().to_owned();
+            let list = s.app.get(approvals, owner).await;
+            let request = list.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["rotationId"] == rot.as_str())
+                .unwrap()
+                .clone();
+            assert_eq!(request["status"], "pending");
+            (rot, request["id"].as_str().unwrap().to_owned())
+        }
+    };
+    let run_jobs = || async {
+        s.app
+            .state
+            .control
+            .run_jobs("w", std::time::Duration::from_secs(1))
+            .await
+            .unwrap()
+    };
+
+    // Held: nothing runs; the requester and a viewer cannot approve; an admin can.
+    let (rot, apr) = held(json!({"reason": "leaked in a log"})).await;
+    assert!(apr.starts_with("apr_"));
+    assert_eq!(run_jobs().await, 0);
+    assert_eq!(s.value().await.0, 1);
+    assert_error(
+        &act(&apr, "approve", &owner, json!({})).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &act(&apr, "approve", &viewer, json!({})).await,
+        403,
+        "forbidden",
+    );
+    let approved = act(&apr, "approve", &admin, json!({"reason": "checked"})).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(approved.body["status"], "approved");
+    assert_eq!(s.settle(&rot).await["status"], "succeeded");
+    assert_eq!(s.value().await.0, 2);
+    assert_error(&act(&apr, "deny", &admin, json!({})).await, 409, "conflict");
+
+    // Denied: the rotation fails and nothing changes. Cancelled by its requester likewise.
+    let (rot, apr) = held(json!({})).await;
+    let denied = act(&apr, "deny", &admin, json!({"reason": "not now"})).await;
+    assert_eq!(denied.status, 200, "{}", denied.body);
+    let rotation = s
+        .app
+        .get(&format!("/control/v1/rotations/{rot}"), &owner)
+        .await;
+    assert_eq!(rotation.body["status"], "failed");
+    assert_eq!(rotation.body["error"], "the approval was denied");
+    let (_, apr) = held(json!({})).await;
+    assert_error(
+        &act(&apr, "cancel", &admin, json!({})).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        act(&apr, "cancel", &owner, json!({})).await.body["status"],
+        "cancelled"
+    );
+    assert_eq!(s.value().await.0, 2);
+
+    // Expired after its timeout: the rotation fails; approving then is too late.
+    let (rot, apr) = held(json!({})).await;
+    s.app.clock.advance(std::time::Duration::from_secs(601));
+    assert_eq!(s.app.state.control.expire_approvals().await.unwrap(), 1);
+    let expired = s
+        .app
+        .get(&format!("/control/v1/approvals/{apr}"), &owner)
+        .await;
+    assert_eq!(expired.body["status"], "expired");
+    let rotation = s
+        .app
+        .get(&format!("/control/v1/rotations/{rot}"), &owner)
+        .await;
+    assert_eq!(rotation.body["status"], "failed");
+    assert_error(
+        &act(&apr, "approve", &admin, json!({})).await,
+        409,
+        "conflict",
+    );
+
+    // An owner breaks glass on their own request, only with a written reason; it runs.
+    let (rot, apr) = held(json!({})).await;
+    let reason = json!({"reason": "the key leaked publicly"});
+    assert_error(
+        &act(&apr, "break-glass", &admin, reason.clone()).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &act(&apr, "break-glass", &owner, json!({"reason": "now"})).await,
+        400,
+        "invalid_request",
+    );
+    let broken = act(&apr, "break-glass", &owner, reason).await;
+    assert_eq!(broken.status, 200, "{}", broken.body);
+    assert_eq!(
+        (
+            broken.body["status"].as_str(),
+            broken.body["breakGlass"].as_bool()
+        ),
+        (Some("approved"), Some(true))
+    );
+    assert_eq!(s.settle(&rot).await["status"], "succeeded");
+    let entries = crate::vault::audit_entries(&s.app, &owner, &s.t.ws).await;
+    for action in [
+        "vault.approval.requested",
+        "vault.approval.approved",
+        "vault.approval.denied",
+        "vault.approval.cancelled",
+        "vault.approval.expired",
+        "vault.approval.break_glass",
+    ] {
+        assert!(
+            entries.iter().any(|e| e["action"] == action),
+            "{action} missing"
+        );
+    }
+    // Another workspace sees none of it.
+    let other = s.app.tenant("Other Approved").await;
+    assert_error(
+        &s.app
+            .get(&format!("/control/v1/approvals/{apr}"), &other.owner_token)
+            .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &act(&apr, "approve", &other.owner_token, json!({})).await,
+        404,
+        "not_found",
+    );
 }
