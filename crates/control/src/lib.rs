@@ -430,6 +430,7 @@ impl ControlPlane {
         self.vault_key_work_for(std::time::Duration::from_secs(1))
             .await?;
         self.expire_approvals().await?;
+        self.schedule_rotations().await?;
         self.run_jobs(&self.worker, std::time::Duration::from_secs(5))
             .await?;
         self.store.purge_sessions(now).await?;

@@ -28,6 +28,7 @@ use authsome_domain::tenancy::{Actor, Permission, Role};
 use authsome_rotation::generator::GeneratorSpec;
 use authsome_rotation::plan::{self, Shape, Step, Undo};
 use authsome_rotation::policy::{self, Decision, Facts, Outcome, Rules};
+use authsome_rotation::schedule::Schedule;
 use authsome_rotation::target::{verify, TargetConnector, TargetError, Written};
 use authsome_storage::StorageError;
 use chrono::{DateTime, Utc};
@@ -39,6 +40,8 @@ use crate::{ControlError, ControlPlane, Result};
 
 /// The job that runs a rotation.
 pub const RUN_JOB: &str = "rotation.run";
+/// The job that starts a scheduled occurrence.
+pub const SCHEDULED_JOB: &str = "rotation.scheduled";
 /// The job that rolls a completed rotation back.
 pub const ROLLBACK_JOB: &str = "rotation.rollback";
 /// How long a claimed job is this worker's before another may take it over.
@@ -76,9 +79,8 @@ pub struct PutRotation {
     /// Where the value is pushed (1 to 20 targets); each provider needs a configuration in the
     /// workspace (`…/providers/{provider}`) for its credential.
     pub targets: Vec<RotationTarget>,
-    /// Not accepted yet: scheduled rotations are still to come.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
-    pub schedule: Option<Value>,
+    /// Rotate by itself: `{everyDays}` after the last rotation, or `{cron, timeZone?}`.
+    pub schedule: Option<Schedule>,
     /// Must answer 2xx after the push, else the rotation rolls back.
     #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
     pub health_check_url: Option<String>,
@@ -100,6 +102,7 @@ pub struct RotationSettings {
     pub secret_name: String,
     pub generator: GeneratorSpec,
     pub targets: Vec<RotationTarget>,
+    pub schedule: Option<Schedule>,
     pub health_check_url: Option<String>,
     pub redeploy: bool,
     pub grace_period_seconds: u32,
@@ -314,11 +317,8 @@ impl ControlPlane {
                 )
             })?;
         }
-        if input.schedule.is_some() {
-            return Err(invalid(
-                "schedule",
-                "scheduled rotations are not available yet; start rotations through the API",
-            ));
+        if let Some(schedule) = &input.schedule {
+            schedule.check().map_err(|e| invalid(e.field, e.message))?;
         }
         if let Some(url) = &input.health_check_url {
             let parsed = url::Url::parse(url).ok();
@@ -340,7 +340,10 @@ impl ControlPlane {
             secret_name: name.clone(),
             generator: serde_json::to_value(&generator).unwrap_or_default(),
             targets: input.targets,
-            schedule: None,
+            schedule: input
+                .schedule
+                .as_ref()
+                .map(|s| serde_json::to_value(s).unwrap_or_default()),
             health_check_url: input.health_check_url,
             redeploy: input.redeploy.unwrap_or(false),
             grace_period_seconds: grace,
@@ -348,6 +351,7 @@ impl ControlPlane {
             created_at: now,
             updated_at: now,
             previewed_at: None,
+            scheduled_at: None,
         };
         let event = DomainEvent::new("vault.rotation.configured")
             .workspace(&vault.workspace_id)
@@ -406,6 +410,20 @@ impl ControlPlane {
         let (vault, workspace, _) = self
             .vault_for(actor, vault, Permission::SecretsWrite)
             .await?;
+        self.begin_rotation(Some(actor), &workspace, &vault, name, input)
+            .await
+    }
+
+    /// Starts (or previews) a rotation for `actor`, or for the schedule when there is none:
+    /// the schedule's rotation that a policy blocks is recorded as failed, naming the rules.
+    async fn begin_rotation(
+        &self,
+        actor: Option<&Actor>,
+        workspace: &authsome_domain::tenancy::Workspace,
+        vault: &authsome_domain::vault::Vault,
+        name: &str,
+        input: StartRotation,
+    ) -> Result<Started> {
         let config = self
             .store
             .rotation_config(&vault.workspace_id, &vault.id, name)
@@ -459,13 +477,15 @@ impl ControlPlane {
             self.store
                 .mark_previewed(&vault.workspace_id, &vault.id, name, now)
                 .await?;
-            self.emit(
-                actor,
-                DomainEvent::new("vault.rotation.previewed")
-                    .workspace(&vault.workspace_id)
-                    .target(&vault.id)
-                    .change("secret", name),
-            );
+            if let Some(actor) = actor {
+                self.emit(
+                    actor,
+                    DomainEvent::new("vault.rotation.previewed")
+                        .workspace(&vault.workspace_id)
+                        .target(&vault.id)
+                        .change("secret", name),
+                );
+            }
             return Ok(Started::Plan(RotationPlan {
                 secret_name: secret.name,
                 next_version: secret.version + 1,
@@ -509,7 +529,7 @@ impl ControlPlane {
                 RotationStatus::Pending
             },
             reason,
-            requested_by: Some(actor_id(actor)),
+            requested_by: Some(actor.map_or_else(|| "schedule".to_owned(), actor_id)),
             decision: serde_json::to_value(&decision).unwrap_or_default(),
             steps,
             previous_version: Some(secret.version),
@@ -525,7 +545,10 @@ impl ControlPlane {
                 workspace_id: vault.workspace_id.clone(),
                 rotation_id: rotation.id.clone(),
                 status: ApprovalStatus::Pending,
-                requested_by: self.person_of(actor).await?,
+                requested_by: match actor {
+                    Some(actor) => self.person_of(actor).await?,
+                    None => "schedule".into(),
+                },
                 reason: rotation.reason.clone(),
                 decided_by: None,
                 decision_reason: None,
@@ -551,7 +574,13 @@ impl ControlPlane {
             // What the workspace's channels will tell its approvers.
             events.push(approval_event("vault.approval.requested", a));
         }
-        self.audited(Some(actor), events, async |outbox| {
+        if actor.is_none() {
+            events = events
+                .into_iter()
+                .map(|e| e.actor(authsome_domain::event::EventActor::System))
+                .collect();
+        }
+        self.audited(actor, events, async |outbox| {
             self.store
                 .insert_rotation(&rotation, job.as_ref(), approval.as_ref(), outbox)
                 .await
@@ -559,6 +588,123 @@ impl ControlPlane {
         })
         .await?;
         Ok(Started::Rotation(rotation))
+    }
+
+    /// Takes the scheduled rotations that are due (once across replicas: each occurrence is
+    /// taken with a compare-and-set and its job enqueued in the same commit); how many.
+    pub async fn schedule_rotations(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let mut taken = 0;
+        let mut after: Option<(VaultId, String)> = None;
+        loop {
+            let page = self
+                .store
+                .all_scheduled_rotation_configs(after.as_ref().map(|(v, n)| (v, n.as_str())), 200)
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some((last.vault_id.clone(), last.secret_name.clone()));
+            for config in &page {
+                let Some(schedule) = config
+                    .schedule
+                    .clone()
+                    .and_then(|s| serde_json::from_value::<Schedule>(s).ok())
+                else {
+                    continue;
+                };
+                let last_rotation = self
+                    .store
+                    .rotation_history(
+                        &config.workspace_id,
+                        &config.vault_id,
+                        &config.secret_name,
+                        now,
+                        now,
+                    )
+                    .await?
+                    .last_at;
+                let base = [Some(config.updated_at), config.scheduled_at, last_rotation]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .unwrap_or(config.created_at);
+                let Some(due) = schedule.next_after(base).filter(|d| *d <= now) else {
+                    continue;
+                };
+                let job = Job::new(
+                    SCHEDULED_JOB,
+                    json!({"vault": config.vault_id.as_str(), "secret": config.secret_name,
+                           "occurrence": due.to_rfc3339()}),
+                    Some(&config.workspace_id),
+                    now,
+                );
+                if self
+                    .store
+                    .take_scheduled_occurrence(config, due, &job)
+                    .await?
+                {
+                    taken += 1;
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// A scheduled occurrence: the rotation starts as the schedule's; one the policy or the
+    /// plan refuses is skipped, with an audit entry saying why.
+    async fn run_scheduled(&self, job: &Job) -> std::result::Result<Option<DateTime<Utc>>, Fault> {
+        let ws = job
+            .workspace_id
+            .clone()
+            .ok_or_else(|| Fault::Failed("a scheduled rotation without a workspace".into()))?;
+        let vault = job.payload["vault"]
+            .as_str()
+            .and_then(|v| VaultId::parse(v).ok())
+            .ok_or_else(|| Fault::Failed("a scheduled rotation without a vault".into()))?;
+        let name = job.payload["secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let workspace = self
+            .store
+            .any_workspace(&ws)
+            .await
+            .map_err(|e| Fault::from(ControlError::from(e)))?;
+        let vault = self
+            .store
+            .vault(&ws, &vault)
+            .await
+            .map_err(|e| Fault::from(ControlError::from(e)))?;
+        let (Some(workspace), Some(vault)) = (workspace, vault) else {
+            return Ok(None);
+        };
+        let input = StartRotation {
+            dry_run: None,
+            reason: Some("scheduled".into()),
+        };
+        match self
+            .begin_rotation(None, &workspace, &vault, &name, input)
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(ControlError::Storage(e)) => Err(Fault::Later(
+                Duration::from_secs(10),
+                format!("storage: {e}"),
+            )),
+            Err(refused) => {
+                self.events.emit(
+                    DomainEvent::new("vault.rotation.skipped")
+                        .workspace(&ws)
+                        .target(&vault.id)
+                        .change("secret", name.as_str())
+                        .change("reason", refused.to_string())
+                        .outcome(EventOutcome::Denied)
+                        .actor(authsome_domain::event::EventActor::System),
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// The rules for each provider the secret's targets use: the workspace's, then the
@@ -1091,6 +1237,7 @@ impl ControlPlane {
         let outcome = match (job.kind.as_str(), id) {
             (RUN_JOB, Some(id)) => self.advance_rotation(&id, job.attempts).await,
             (ROLLBACK_JOB, Some(id)) => self.advance_rollback(&id, job.attempts).await,
+            (SCHEDULED_JOB, _) => self.run_scheduled(job).await,
             _ => Err(Fault::Failed(format!("unknown job {}", job.kind))),
         };
         let now = self.clock.now();
@@ -1629,6 +1776,13 @@ fn settings_view(c: RotationConfig) -> Result<RotationSettings> {
         generator: serde_json::from_value(c.generator).map_err(|_| {
             ControlError::Storage(StorageError::Corrupt("rotation_configs.generator"))
         })?,
+        schedule: c
+            .schedule
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| {
+                ControlError::Storage(StorageError::Corrupt("rotation_configs.schedule"))
+            })?,
         vault_id: c.vault_id,
         secret_name: c.secret_name,
         targets: c.targets,

@@ -64,6 +64,8 @@ pub struct RotationConfig {
     pub updated_at: DateTime<Utc>,
     /// The last dry run of its rotation.
     pub previewed_at: Option<DateTime<Utc>>,
+    /// The last scheduled occurrence taken (run or skipped).
+    pub scheduled_at: Option<DateTime<Utc>>,
 }
 
 /// One step of a rotation as it went.

@@ -1,7 +1,7 @@
 //! Rotation's rules, without I/O or HTTP: how a new value is minted ([`generator`]), what a
 //! policy decides about a rotation ([`policy`]), the closed loop's steps with the rollback
-//! each completed step needs when a later one fails ([`plan`]), and the seam to the providers'
-//! connectors ([`target`]).
+//! each completed step needs when a later one fails ([`plan`]), when a scheduled rotation is due
+//! ([`schedule`]), and the seam to the providers' connectors ([`target`]).
 //!
 //! This crate owns those decisions as plain functions of their inputs (the time is passed in),
 //! and declares the connectors' trait. It knows nothing of storage, the vault's keys, the
@@ -11,6 +11,7 @@
 pub mod generator;
 pub mod plan;
 pub mod policy;
+pub mod schedule;
 pub mod target;
 
 /// A rotation setting or policy that cannot be used as given; names the field.

@@ -100,6 +100,21 @@ pub trait RotationRepository {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Vec<(DateTime<Utc>, u32)>>;
+    /// Every secret's settings that have a schedule, across workspaces (the scheduler's read),
+    /// in a stable order, `limit` after `after` (vault id, secret name).
+    async fn all_scheduled_rotation_configs(
+        &self,
+        after: Option<(&VaultId, &str)>,
+        limit: u32,
+    ) -> Result<Vec<RotationConfig>>;
+    /// Takes a scheduled occurrence of the secret's rotation (it must be later than the last one
+    /// taken) and enqueues `job` with it; `false` when another replica took it first.
+    async fn take_scheduled_occurrence(
+        &self,
+        config: &RotationConfig,
+        occurrence: DateTime<Utc>,
+        job: &Job,
+    ) -> Result<bool>;
     /// Notes a dry run of the secret's rotation.
     async fn mark_previewed(
         &self,
@@ -212,7 +227,7 @@ impl RotationRow {
 
 pub(crate) const CONFIG_COLUMNS: &str = "workspace_id, vault_id, secret_name, generator, targets, \
      schedule, health_check_url, redeploy, grace_period_seconds, revision, created_at, updated_at, \
-     previewed_at";
+     previewed_at, scheduled_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ConfigRow {
@@ -229,6 +244,7 @@ pub(crate) struct ConfigRow {
     created_at: i64,
     updated_at: i64,
     previewed_at: Option<i64>,
+    scheduled_at: Option<i64>,
 }
 
 impl ConfigRow {
@@ -257,6 +273,10 @@ impl ConfigRow {
             previewed_at: self
                 .previewed_at
                 .map(|t| time(t, "rotation_configs.previewed_at"))
+                .transpose()?,
+            scheduled_at: self
+                .scheduled_at
+                .map(|t| time(t, "rotation_configs.scheduled_at"))
                 .transpose()?,
         })
     }
@@ -771,6 +791,56 @@ macro_rules! impl_rotation {
                         ))
                     })
                     .collect()
+            }
+
+            async fn all_scheduled_rotation_configs(
+                &self,
+                after: Option<(&authsome_domain::id::VaultId, &str)>,
+                limit: u32,
+            ) -> $crate::Result<Vec<authsome_domain::rotation::RotationConfig>> {
+                let sql = format!(
+                    "SELECT {} FROM rotation_configs WHERE schedule IS NOT NULL \
+                     AND (vault_id > $1 OR (vault_id = $1 AND secret_name > $2)) \
+                     ORDER BY vault_id, secret_name LIMIT $3",
+                    $crate::rotation::CONFIG_COLUMNS
+                );
+                let (vault, name) = after.map_or(("", ""), |(v, n)| (v.as_str(), n));
+                sqlx::query_as::<_, $crate::rotation::ConfigRow>(&sql)
+                    .bind(vault)
+                    .bind(name)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::rotation::ConfigRow::into_domain)
+                    .collect()
+            }
+
+            async fn take_scheduled_occurrence(
+                &self,
+                c: &authsome_domain::rotation::RotationConfig,
+                occurrence: chrono::DateTime<chrono::Utc>,
+                job: &authsome_domain::job::Job,
+            ) -> $crate::Result<bool> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "UPDATE rotation_configs SET scheduled_at = $4 \
+                     WHERE workspace_id = $1 AND vault_id = $2 AND secret_name = $3 \
+                     AND (scheduled_at IS NULL OR scheduled_at < $4)",
+                )
+                .bind(c.workspace_id.as_str())
+                .bind(c.vault_id.as_str())
+                .bind(&c.secret_name)
+                .bind($crate::rows::ms(occurrence))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                Self::insert_job_in(&mut tx, job).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn mark_previewed(

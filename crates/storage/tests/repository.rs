@@ -2803,6 +2803,7 @@ async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Sto
         created_at: now(),
         updated_at: now(),
         previewed_at: None,
+        scheduled_at: None,
     };
     let (revision, audited) = with_rows(vec![outbox_row("evt_rotation_cfg")], async |o| {
         store.put_rotation_config(&config, o).await

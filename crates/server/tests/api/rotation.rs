@@ -82,6 +82,8 @@ struct Setup {
     t: Tenant,
     vault: String,
     render: Arc<Mutex<RenderState>>,
+    /// A management key (admin): unlike a session, it outlives a test clock moved by days.
+    key: String,
 }
 
 async fn setup(name: &str) -> Setup {
@@ -128,11 +130,21 @@ async fn setup(name: &str) -> Setup {
         .unwrap()
         .vars
         .insert("OTHER".into(), "keep-me".into());
+    let made = app
+        .post(
+            &format!("/control/v1/workspaces/{}/keys", t.ws),
+            &t.owner_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let key = made.body["secret"].as_str().unwrap().to_owned();
     Setup {
         app,
         t,
         vault,
         render,
+        key,
     }
 }
 
@@ -169,7 +181,7 @@ impl Setup {
             .app
             .get(
                 &format!("/control/v1/vaults/{}/secrets/API_TOKEN/value", self.vault),
-                &self.t.owner_token,
+                &self.key,
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -194,7 +206,7 @@ impl Setup {
                 .unwrap();
             let r = self
                 .app
-                .get(&format!("/control/v1/rotations/{id}"), &self.t.owner_token)
+                .get(&format!("/control/v1/rotations/{id}"), &self.key)
                 .await;
             assert_eq!(r.status, 200, "{}", r.body);
             let status = r.body["status"].as_str().unwrap();
@@ -441,8 +453,8 @@ async fn rotation_settings_are_checked_and_stay_in_their_workspace() {
             "generator.length",
         ),
         (
-            json!({"targets": settings()["targets"], "schedule": {"everyDays": 30}}),
-            "schedule",
+            json!({"targets": settings()["targets"], "schedule": {"everyDays": 0}}),
+            "schedule.everyDays",
         ),
         (
             json!({"targets": settings()["targets"], "healthCheckUrl": "ftp://x"}),
@@ -911,5 +923,99 @@ async fn a_rotation_held_for_a_second_person_runs_once_approved() {
         &act(&apr, "approve", &other.owner_token, json!({})).await,
         404,
         "not_found",
+    );
+}
+
+#[tokio::test]
+async fn a_scheduled_rotation_runs_once_across_two_replicas() {
+    let s = setup("Scheduled Rotation").await;
+    let mut body = settings();
+    body["schedule"] = json!({"everyDays": 1});
+    let r = s.configure(body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["schedule"], json!({"everyDays": 1}));
+    let mut bad = settings();
+    bad["schedule"] = json!({"cron": "0 3 * *", "timeZone": "Europe/Berlin"});
+    let refused = s.configure(bad).await;
+    assert_error(&refused, 400, "invalid_request");
+    assert!(
+        refused.body.to_string().contains("schedule.cron"),
+        "{}",
+        refused.body
+    );
+
+    let key = s.key.clone();
+    // A second replica: another control plane on the same database, at the same time.
+    let store = s.app.state.control.store().clone();
+    let second = authsome_control::ControlPlane::new(store, Default::default())
+        .with_clock(s.app.clock.clone());
+    let first = &s.app.state.control;
+    assert_eq!(first.schedule_rotations().await.unwrap(), 0, "not due yet");
+    s.app
+        .clock
+        .advance(std::time::Duration::from_secs(24 * 3600 + 60));
+    let (a, b) = tokio::join!(first.schedule_rotations(), second.schedule_rotations());
+    assert_eq!(a.unwrap() + b.unwrap(), 1, "the occurrence is taken once");
+    let (a, b) = tokio::join!(first.schedule_rotations(), second.schedule_rotations());
+    assert_eq!(a.unwrap() + b.unwrap(), 0);
+    first
+        .run_jobs("replica-1", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let list = s
+        .app
+        .get(
+            &format!("/control/v1/workspaces/{}/rotations", s.t.ws),
+            &key,
+        )
+        .await;
+    let rotations = list.body["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", list.body))
+        .clone();
+    assert_eq!(rotations.len(), 1, "{}", list.body);
+    assert_eq!(rotations[0]["requestedBy"], "schedule");
+    let id = rotations[0]["id"].as_str().unwrap();
+    assert_eq!(s.settle(id).await["status"], "succeeded");
+    assert_eq!(s.value().await.0, 2);
+
+    // A day later the policy wants a preview first: the occurrence is skipped, with a trail.
+    let policy = s
+        .app
+        .post(
+            &format!("/control/v1/workspaces/{}/policies", s.t.ws),
+            &key,
+            json!({"scope": "workspace", "rules": {"previewFirst": true}}),
+        )
+        .await;
+    assert_eq!(policy.status, 201);
+    s.app
+        .clock
+        .advance(std::time::Duration::from_secs(24 * 3600 + 60));
+    assert_eq!(first.schedule_rotations().await.unwrap(), 1);
+    first
+        .run_jobs("replica-1", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let list = s
+        .app
+        .get(
+            &format!("/control/v1/workspaces/{}/rotations", s.t.ws),
+            &key,
+        )
+        .await;
+    assert_eq!(
+        list.body["data"].as_array().unwrap().len(),
+        1,
+        "nothing new ran"
+    );
+    let entries = crate::vault::audit_entries(&s.app, &key, &s.t.ws).await;
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "vault.rotation.skipped"));
+    assert_eq!(
+        first.schedule_rotations().await.unwrap(),
+        0,
+        "taken, not retried"
     );
 }
