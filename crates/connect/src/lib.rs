@@ -1,13 +1,15 @@
 //! Outbound calls to services outside the deployment, and only through the operator's egress
 //! policy ([`egress`]): identity issuers' key sets, AWS KMS ([`aws`]: JSON 1.1 with SigV4),
 //! OAuth 2.0 token endpoints ([`oauth`]), customers' credential endpoints ([`endpoint`]), and
-//! rotation's targets at the providers ([`targets`]: one connector per provider).
+//! rotation's targets at the providers ([`targets`]: one connector per provider), and alert
+//! deliveries to Slack and signed webhooks ([`alerts`]).
 //!
 //! This crate is the adapter behind the control plane's ports (`KeySetSource`,
 //! `CredentialSources`): it knows wire formats, time-outs and size bounds, and nothing of
 //! workspaces' permissions, storage or the vault's keys. It never logs or returns what it
 //! sends or receives as a credential; errors carry the remote's status and error code only.
 
+pub mod alerts;
 pub mod aws;
 pub mod egress;
 pub mod endpoint;

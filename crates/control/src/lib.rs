@@ -10,6 +10,7 @@
 
 mod admin;
 pub mod admission;
+pub mod alerts;
 mod applications;
 pub mod audit;
 mod audit_fold;
@@ -164,6 +165,8 @@ pub struct ControlPlane {
     kek_cache: vault::KekCache,
     /// Connectors and the health probe for rotations.
     rotation_ports: Option<Arc<dyn rotation::RotationPorts>>,
+    /// Delivers alerts to Slack and webhooks.
+    alert_sender: Option<Arc<dyn alerts::AlertSender>>,
     /// This process's name when it claims jobs.
     worker: String,
     #[cfg(feature = "unaudited-baseline")]
@@ -199,6 +202,7 @@ impl ControlPlane {
             resolver: Default::default(),
             kek_cache: Default::default(),
             rotation_ports: None,
+            alert_sender: None,
             worker: format!("worker-{}", hex::encode(rand::random::<[u8; 8]>())),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
@@ -386,6 +390,12 @@ impl ControlPlane {
     /// Gives the control plane the engine that creates and removes applications' resources.
     pub fn with_provisioner(mut self, provisioner: Arc<dyn Provisioner>) -> Self {
         self.provisioner = Some(provisioner);
+        self
+    }
+
+    /// Delivers alerts to Slack and signed webhooks.
+    pub fn with_alert_sender(mut self, sender: Arc<dyn alerts::AlertSender>) -> Self {
+        self.alert_sender = Some(sender);
         self
     }
 

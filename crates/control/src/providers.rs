@@ -265,7 +265,7 @@ fn parse_provider(provider: &str) -> Result<Provider> {
 }
 
 /// A fresh Standard Webhooks signing secret.
-fn new_signing_secret() -> Zeroizing<String> {
+pub(crate) fn new_signing_secret() -> Zeroizing<String> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut());
     Zeroizing::new(format!(

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use authsome_domain::alert::AlertSeverity;
 use authsome_domain::event::{DomainEvent, Outcome as EventOutcome};
 use authsome_domain::id::{ApprovalId, PolicyId};
 use authsome_domain::id::{RotationId, VaultId, WorkspaceId};
@@ -246,8 +247,8 @@ fn rotation_event(action: &'static str, r: &Rotation) -> DomainEvent {
         .change("secret", r.secret_name.as_str())
 }
 
-/// How a step ended.
-enum Fault {
+/// How a step (or any job) ended.
+pub(crate) enum Fault {
     /// Try the job again later (the provider rate-limited or could not answer).
     Later(Duration, String),
     /// The step failed for good: roll back.
@@ -512,10 +513,10 @@ impl ControlPlane {
                 .filter(|f| f.outcome == Outcome::Block)
                 .map(|f| format!("{}: {}", f.rule, f.message))
                 .collect();
-            return Err(ControlError::Conflict(format!(
-                "the rotation policy blocks it ({})",
-                rules.join("; ")
-            )));
+            let why = format!("the rotation policy blocks it ({})", rules.join("; "));
+            self.policy_alert(&vault.workspace_id, &vault.id, name, &why)
+                .await;
+            return Err(ControlError::Conflict(why));
         }
         let held = decision.outcome == Outcome::RequireApproval;
         let rotation = Rotation {
@@ -587,6 +588,10 @@ impl ControlPlane {
                 .map_err(crate::gone("vault"))
         })
         .await?;
+        if let Some(a) = &approval {
+            self.approval_alert(a, "approval.requested").await;
+        }
+        self.usage_alerts(workspace, started + 1).await;
         Ok(Started::Rotation(rotation))
     }
 
@@ -693,6 +698,8 @@ impl ControlPlane {
                 format!("storage: {e}"),
             )),
             Err(refused) => {
+                self.policy_alert(&ws, &vault.id, &name, &refused.to_string())
+                    .await;
                 self.events.emit(
                     DomainEvent::new("vault.rotation.skipped")
                         .workspace(&ws)
@@ -877,7 +884,7 @@ impl ControlPlane {
     }
 
     /// The person behind an actor: a management key stands for the member who made it.
-    async fn person_of(&self, actor: &Actor) -> Result<String> {
+    pub(crate) async fn person_of(&self, actor: &Actor) -> Result<String> {
         Ok(match actor {
             Actor::Account(id) => id.to_string(),
             Actor::ManagementKey {
@@ -1050,6 +1057,12 @@ impl ControlPlane {
                 .await
         })
         .await?;
+        let kind = if approval.break_glass {
+            "approval.break_glass"
+        } else {
+            "approval.decided"
+        };
+        self.approval_alert(&approval, kind).await;
         Ok(approval)
     }
 
@@ -1080,7 +1093,11 @@ impl ControlPlane {
         {
             // Decided meanwhile: nothing to expire.
             Err(ControlError::Conflict(_)) => Ok(()),
-            other => other,
+            Ok(()) => {
+                self.approval_alert(&approval, "approval.expired").await;
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -1142,6 +1159,96 @@ impl ControlPlane {
             allowance,
             overage,
         })
+    }
+
+    async fn rotation_alert(&self, r: &Rotation, kind: &str) {
+        let (severity, what) = match kind {
+            "rotation.succeeded" => (AlertSeverity::Info, "succeeded"),
+            _ => (AlertSeverity::Critical, "failed"),
+        };
+        let mut details = rotation_details(r);
+        if let Some(error) = &r.error {
+            details["error"] = json!(error);
+        }
+        self.raise_alert(
+            &r.workspace_id,
+            kind,
+            severity,
+            format!(
+                "The rotation of {} in vault {} {what}",
+                r.secret_name, r.vault_id
+            ),
+            details,
+            format!("{kind}:{}", r.id),
+        )
+        .await;
+    }
+
+    async fn approval_alert(&self, a: &Approval, kind: &str) {
+        let severity = match kind {
+            "approval.break_glass" => AlertSeverity::Critical,
+            "approval.requested" | "approval.expired" => AlertSeverity::Warning,
+            _ => AlertSeverity::Info,
+        };
+        let title = match kind {
+            "approval.requested" => "A rotation waits for a second person's approval".to_owned(),
+            "approval.break_glass" => "An owner broke glass to approve a rotation".to_owned(),
+            "approval.expired" => "A rotation's approval request expired".to_owned(),
+            _ => format!("A rotation's approval request was {}", a.status.as_str()),
+        };
+        self.raise_alert(
+            &a.workspace_id,
+            kind,
+            severity,
+            title,
+            json!({"approval": a.id.as_str(), "rotation": a.rotation_id.as_str(),
+                   "status": a.status.as_str(), "reason": a.decision_reason}),
+            format!("{kind}:{}", a.id),
+        )
+        .await;
+    }
+
+    /// A policy refused a rotation of the secret.
+    async fn policy_alert(&self, ws: &WorkspaceId, vault: &VaultId, name: &str, why: &str) {
+        self.raise_alert(
+            ws,
+            "policy.violation",
+            AlertSeverity::Warning,
+            format!("A rotation of {name} in vault {vault} was refused by policy"),
+            json!({"vault": vault.as_str(), "secret": name, "reason": why}),
+            format!("policy.violation:{vault}/{name}"),
+        )
+        .await;
+    }
+
+    /// 80% and 100% of the plan's monthly rotations, once each a month.
+    async fn usage_alerts(&self, workspace: &authsome_domain::tenancy::Workspace, started: u64) {
+        let Some(included) = workspace.rotation_allowance().included else {
+            return;
+        };
+        let now = self.clock.now();
+        for percent in [80u64, 100] {
+            if started * 100 >= percent * included {
+                let severity = if percent == 100 {
+                    AlertSeverity::Critical
+                } else {
+                    AlertSeverity::Warning
+                };
+                self.raise_alert_since(
+                    &workspace.id,
+                    "usage.near_limit",
+                    severity,
+                    format!("{percent}% of this month's {included} rotations are used"),
+                    json!({"rotations": started, "included": included, "percent": percent}),
+                    format!(
+                        "usage.rotations.{percent}:{}",
+                        authsome_domain::identity::month_of(now)
+                    ),
+                    month_start(now),
+                )
+                .await;
+            }
+        }
     }
 
     pub async fn rotation(&self, actor: &Actor, id: &RotationId) -> Result<Rotation> {
@@ -1238,6 +1345,7 @@ impl ControlPlane {
             (RUN_JOB, Some(id)) => self.advance_rotation(&id, job.attempts).await,
             (ROLLBACK_JOB, Some(id)) => self.advance_rollback(&id, job.attempts).await,
             (SCHEDULED_JOB, _) => self.run_scheduled(job).await,
+            (crate::alerts::DELIVER_JOB, _) => self.deliver_alert(job).await,
             _ => Err(Fault::Failed(format!("unknown job {}", job.kind))),
         };
         let now = self.clock.now();
@@ -1337,6 +1445,7 @@ impl ControlPlane {
                         r.status = RotationStatus::Succeeded;
                         self.save(&mut r, |r| rotation_event("vault.rotation.succeeded", r))
                             .await?;
+                        self.rotation_alert(&r, "rotation.succeeded").await;
                     }
                     return Ok(Some(due));
                 }
@@ -1378,13 +1487,17 @@ impl ControlPlane {
             }
         }
         r.finished_at = Some(self.clock.now());
-        let action = if r.status == RotationStatus::Succeeded {
-            "vault.rotation.completed"
-        } else {
+        let first = r.status != RotationStatus::Succeeded;
+        let action = if first {
             "vault.rotation.succeeded"
+        } else {
+            "vault.rotation.completed"
         };
         r.status = RotationStatus::Succeeded;
         self.save(&mut r, |r| rotation_event(action, r)).await?;
+        if first {
+            self.rotation_alert(&r, "rotation.succeeded").await;
+        }
         Ok(None)
     }
 
@@ -1601,6 +1714,7 @@ impl ControlPlane {
                 .change("reason", why)
         })
         .await?;
+        self.rotation_alert(r, "rotation.failed").await;
         Ok(None)
     }
 
@@ -1735,6 +1849,15 @@ impl ControlPlane {
         .await?;
         Ok(None)
     }
+}
+
+fn rotation_details(r: &Rotation) -> Value {
+    json!({
+        "rotation": r.id.as_str(),
+        "vault": r.vault_id.as_str(),
+        "secret": r.secret_name,
+        "version": r.new_version,
+    })
 }
 
 fn checked_rules(rules: Rules) -> Result<Value> {

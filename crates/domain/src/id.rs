@@ -212,6 +212,12 @@ define_id!(
     /// A request for a second person's approval of a rotation.
     ApprovalId, "apr");
 define_id!(
+    /// Where a workspace's alerts are delivered (Slack, email, a signed webhook).
+    AlertChannelId, "alc");
+define_id!(
+    /// An alert raised in a workspace (listed in the API, acknowledgeable).
+    AlertId, "alr");
+define_id!(
     /// A durable unit of background work (a rotation's run, a schedule, a delivery).
     JobId, "job");
 

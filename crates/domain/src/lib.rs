@@ -6,6 +6,7 @@
 //! creating records and checking ages; storage and transport depend on it, never the reverse.
 //! Values that pass a `parse` function here are valid everywhere downstream.
 
+pub mod alert;
 pub mod clock;
 pub mod egress;
 pub mod event;

@@ -180,6 +180,9 @@ impl App {
             .with_key_set_source(Arc::new(authsome_connect::HttpKeySets::new(
                 outbound.clone(),
             )))
+            .with_alert_sender(Arc::new(authsome_connect::alerts::AlertDelivery::new(
+                authsome_connect::Outbound::new(outbound.clone()),
+            )))
             .with_rotation_ports(Arc::new(authsome_connect::targets::RotationTargets::new(
                 {
                     // Secrets Manager is where the operator's AWS endpoint is, as KMS.

@@ -13,8 +13,8 @@ use utoipa_axum::routes;
 
 use crate::error::ErrorBody;
 use crate::routes::{
-    admin, applications, audit, auth, customer, customer_auth, customer_orgs, customer_users,
-    health, keys, members, providers, rotation, vault, workspaces,
+    admin, alerts, applications, audit, auth, customer, customer_auth, customer_orgs,
+    customer_users, health, keys, members, providers, rotation, vault, workspaces,
 };
 use crate::AppState;
 
@@ -39,6 +39,8 @@ use crate::AppState;
         (name = "audit", description = "The tamper-evident audit log: entries, export, signed checkpoints, proofs"),
         (name = "vault", description = "The credential vault: vaults, secrets, versions and values"),
         (name = "providers", description = "Provider credentials: where AuthSome gets the credential it acts with on each platform (hosted, kms, oauth, api_key)"),
+        (name = "rotation", description = "Rotation: settings, the closed loop (mint, store, push, redeploy, verify), policies, two-person approvals, schedules and metering"),
+        (name = "alerts", description = "Alert channels (Slack, email, signed webhooks) and the workspace's alerts"),
         (name = "customer", description = "The customer API of one application: auth and tokens"),
         (name = "users", description = "An application's users and sessions (secret key)"),
         (name = "organizations", description = "An application's organizations and memberships"),
@@ -182,6 +184,10 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(rotation::deny))
         .routes(routes!(rotation::cancel))
         .routes(routes!(rotation::break_glass))
+        .routes(routes!(alerts::create_channel, alerts::channels))
+        .routes(routes!(alerts::delete_channel))
+        .routes(routes!(alerts::alerts))
+        .routes(routes!(alerts::acknowledge))
         .routes(routes!(rotation::create_policy, rotation::policies))
         .routes(routes!(rotation::update_policy, rotation::delete_policy))
         .routes(routes!(admin::list_workspaces))

@@ -11,6 +11,7 @@
 //!
 //! This crate knows nothing of HTTP or of permissions: it stores what the control layer decided.
 
+pub mod alerts;
 pub mod app;
 pub mod audit;
 mod held;
@@ -34,6 +35,7 @@ use authsome_domain::page::{Page, PageRequest};
 use authsome_domain::tenancy::{Account, Actor, ApiKey, Application, Member, Role, Workspace};
 use chrono::{DateTime, Utc};
 
+pub use alerts::AlertRepository;
 pub use audit::{
     AuditFilter, AuditHead, AuditRepository, AuditRow, AuditSigningKey, StoredCheckpoint,
 };
@@ -448,6 +450,7 @@ pub trait Store:
     + VaultRepository
     + RotationRepository
     + JobRepository
+    + AlertRepository
     + Send
     + Sync
 {
@@ -466,6 +469,7 @@ impl<T> Store for T where
         + VaultRepository
         + RotationRepository
         + JobRepository
+        + AlertRepository
         + Send
         + Sync
 {

@@ -50,4 +50,6 @@ crate::audit::impl_audit!(PostgresStore, crate::audit::postgres_batch::insert_en
 
 crate::vault::impl_vault!(PostgresStore);
 
+crate::alerts::impl_alerts!(PostgresStore);
+
 crate::rotation::impl_rotation!(PostgresStore, " FOR UPDATE SKIP LOCKED");

@@ -165,4 +165,6 @@ crate::audit::impl_audit!(SqliteStore, crate::audit::sqlite_batch::insert_entrie
 
 crate::vault::impl_vault!(SqliteStore);
 
+crate::alerts::impl_alerts!(SqliteStore);
+
 crate::rotation::impl_rotation!(SqliteStore, "");

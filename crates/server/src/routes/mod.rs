@@ -2,6 +2,7 @@
 //! renders; the `#[utoipa::path]` on it is what `/openapi.json` is generated from.
 
 pub mod admin;
+pub mod alerts;
 pub mod applications;
 pub mod audit;
 pub mod auth;

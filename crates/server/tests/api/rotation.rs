@@ -87,10 +87,21 @@ struct Setup {
 }
 
 async fn setup(name: &str) -> Setup {
+    setup_with(name, None).await
+}
+
+/// [`setup`], with the control plane mailing through the SMTP server at `smtp`.
+async fn setup_with(name: &str, smtp: Option<String>) -> Setup {
     let (url, render) = fake_render().await;
     let app = spawn_configured(move |s| {
         s.targets.render = url;
         s.outbound = authsome_domain::egress::EgressPolicy::public_with("127.0.0.1").unwrap();
+        if let Some(smtp) = smtp {
+            let mailer =
+                authsome_server::mail::SmtpMailer::new(&smtp, "AuthSome <alerts@authsome.test>")
+                    .unwrap();
+            s.mailer = Some(Arc::new(mailer));
+        }
     })
     .await;
     let t = app.tenant(name).await;
@@ -1017,5 +1028,300 @@ async fn a_scheduled_rotation_runs_once_across_two_replicas() {
         first.schedule_rotations().await.unwrap(),
         0,
         "taken, not retried"
+    );
+}
+
+/// What a fake Slack or webhook endpoint received.
+#[derive(Default)]
+struct Inbox {
+    posts: Vec<(HeaderMap, String)>,
+}
+
+async fn fake_inbox() -> (String, Arc<Mutex<Inbox>>) {
+    let inbox: Arc<Mutex<Inbox>> = Arc::default();
+    let shared = inbox.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: String| {
+        let inbox = shared.clone();
+        async move {
+            inbox.lock().unwrap().posts.push((headers, body));
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, inbox)
+}
+
+/// The Standard Webhooks check a receiver makes: `v1,` HMAC-SHA256 of `id.timestamp.body`
+/// under the base64 key after `whsec_`.
+fn signed_by(secret: &str, headers: &HeaderMap, body: &str) -> bool {
+    use base64::Engine;
+    use hmac::Mac;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let get = |h: &str| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.{body}", get("webhook-id"), get("webhook-timestamp")).as_bytes());
+    let expected = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+    get("webhook-signature").split(' ').any(|s| s == expected)
+}
+
+#[tokio::test]
+async fn alerts_reach_slack_email_and_signed_webhooks_deduplicated() {
+    let Some(sink) = authsome_testkit::smtp::SmtpSink::start() else {
+        return;
+    };
+    let s = setup_with("Alerting Rotation", Some(sink.url.clone())).await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    let (slack_url, slack) = fake_inbox().await;
+    let (hook_url, hook) = fake_inbox().await;
+    let channels = format!("/control/v1/workspaces/{}/alert-channels", s.t.ws);
+    let tok = &s.t.owner_token;
+    let made = s
+        .app
+        .post(
+            &channels,
+            tok,
+            json!({"type": "slack", "config": {"url": format!("{slack_url}/services/T0/B0/secret-path")}}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert!(made.body["id"].as_str().unwrap().starts_with("alc_"));
+    assert!(
+        !made.body.to_string().contains("secret-path"),
+        "the Slack URL stays sealed"
+    );
+    let webhook = s
+        .app
+        .post(
+            &channels,
+            tok,
+            json!({"type": "webhook", "config": {"url": format!("{hook_url}/hook")}}),
+        )
+        .await;
+    assert_eq!(webhook.status, 201, "{}", webhook.body);
+    let secret = webhook.body["signingSecret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let email = s
+        .app
+        .post(
+            &channels,
+            tok,
+            json!({"type": "email", "config": {"to": ["ops@acme.test"]}, "minSeverity": "critical"}),
+        )
+        .await;
+    assert_eq!(email.status, 201, "{}", email.body);
+    for (body, field) in [
+        (
+            json!({"type": "slack", "config": {"url": "not a url"}}),
+            "config.url",
+        ),
+        (
+            json!({"type": "email", "config": {"to": ["nobody"]}}),
+            "config.to",
+        ),
+        (json!({"type": "pager", "config": {}}), "type"),
+    ] {
+        let r = s.app.post(&channels, tok, body).await;
+        assert_eq!(r.status, 400, "{field}: {}", r.body);
+    }
+    let listed = s.app.get(&channels, tok).await;
+    assert_eq!(listed.body["data"].as_array().unwrap().len(), 3);
+    assert!(!listed.body.to_string().contains(&secret));
+
+    // A failed rotation: a critical alert, to all three; a successful one: info, not by email.
+    s.render.lock().unwrap().corrupt_reads = true;
+    let failed = s.start(json!({})).await;
+    let failed_id = failed.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.settle(&failed_id).await["status"], "failed");
+    s.render.lock().unwrap().corrupt_reads = false;
+    let ok = s.start(json!({})).await;
+    let ok_id = ok.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(s.settle(&ok_id).await["status"], "succeeded");
+    s.app
+        .state
+        .control
+        .run_jobs("w", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let alerts_path = format!("/control/v1/workspaces/{}/alerts", s.t.ws);
+    let alerts = s.app.get(&alerts_path, tok).await;
+    let kinds: Vec<&str> = alerts.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"rotation.failed") && kinds.contains(&"rotation.succeeded"),
+        "{kinds:?}"
+    );
+    let slack_posts = slack.lock().unwrap().posts.clone();
+    assert_eq!(slack_posts.len(), 2, "both alerts in Slack");
+    assert!(slack_posts
+        .iter()
+        .any(|(_, b)| b.contains("failed") && b.contains(&failed_id)));
+    let hook_posts = hook.lock().unwrap().posts.clone();
+    assert_eq!(hook_posts.len(), 2);
+    for (headers, body) in &hook_posts {
+        assert!(signed_by(&secret, headers, body), "the webhook is signed");
+    }
+    assert!(hook_posts
+        .iter()
+        .any(|(_, b)| b.contains("alert.rotation.failed")));
+    let mails = sink.wait_for(1);
+    let alert_mails: Vec<&String> = mails
+        .iter()
+        .filter(|m| m.contains("To: ops@acme.test"))
+        .collect();
+    assert_eq!(alert_mails.len(), 1, "only the critical one by email");
+    assert!(alert_mails[0].contains("failed"));
+    // Nothing delivered carries a value.
+    let (_, value) = s.value().await;
+    for text in slack_posts.iter().chain(hook_posts.iter()).map(|(_, b)| b) {
+        assert!(!text.contains(&value) && !text.contains(RENDER_TOKEN));
+    }
+
+    // Deduplicated: a policy refusing twice is one alert.
+    let policy = s
+        .app
+        .post(
+            &format!("/control/v1/workspaces/{}/policies", s.t.ws),
+            tok,
+            json!({"scope": "workspace", "rules": {"previewFirst": true}}),
+        )
+        .await;
+    assert_eq!(policy.status, 201);
+    assert_error(&s.start(json!({})).await, 409, "conflict");
+    assert_error(&s.start(json!({})).await, 409, "conflict");
+    let alerts = s.app.get(&alerts_path, tok).await;
+    let violations: Vec<&Value> = alerts.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "policy.violation")
+        .collect();
+    assert_eq!(violations.len(), 1, "one alert for the same refusal");
+
+    // Acknowledged once; another workspace cannot.
+    let id = violations[0]["id"].as_str().unwrap();
+    let acked = s
+        .app
+        .post(
+            &format!("/control/v1/alerts/{id}/acknowledge"),
+            tok,
+            json!({}),
+        )
+        .await;
+    assert_eq!(acked.status, 200, "{}", acked.body);
+    assert!(acked.body["acknowledgedAt"].is_string());
+    assert_error(
+        &s.app
+            .post(
+                &format!("/control/v1/alerts/{id}/acknowledge"),
+                tok,
+                json!({}),
+            )
+            .await,
+        409,
+        "conflict",
+    );
+    let other = s.app.tenant("Other Alerting").await;
+    assert_error(
+        &s.app
+            .post(
+                &format!("/control/v1/alerts/{id}/acknowledge"),
+                &other.owner_token,
+                json!({}),
+            )
+            .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &s.app.get(&alerts_path, &other.owner_token).await,
+        404,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn a_channel_in_its_cooldown_stays_quiet_and_near_limit_alerts_come_once() {
+    let s = setup("Cooling Rotation").await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    let (slack_url, slack) = fake_inbox().await;
+    let made = s
+        .app
+        .post(
+            &format!("/control/v1/workspaces/{}/alert-channels", s.t.ws),
+            &s.t.owner_token,
+            json!({"type": "slack", "config": {"url": slack_url}, "cooldownSeconds": 3600}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    // 79 rotations this month already (free plan: 100): the 80th warns once, the 81st not again.
+    let store = s.app.state.control.store().clone();
+    let now = s.app.clock.now();
+    for _ in 0..79 {
+        let r = authsome_domain::rotation::Rotation {
+            id: authsome_domain::id::RotationId::new(),
+            workspace_id: authsome_domain::id::WorkspaceId::parse(&s.t.ws).unwrap(),
+            vault_id: authsome_domain::id::VaultId::parse(&s.vault).unwrap(),
+            secret_name: "API_TOKEN".into(),
+            status: authsome_domain::rotation::RotationStatus::Succeeded,
+            reason: None,
+            requested_by: None,
+            decision: json!({}),
+            steps: Vec::new(),
+            previous_version: Some(1),
+            new_version: Some(1),
+            error: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: Some(now),
+        };
+        store
+            .insert_rotation(&r, None, None, &authsome_storage::outbox::Outbox::empty())
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        let started = s.start(json!({})).await;
+        assert_eq!(started.status, 202, "{}", started.body);
+        let id = started.body["id"].as_str().unwrap().to_owned();
+        s.settle(&id).await;
+    }
+    let alerts = s
+        .app
+        .get(
+            &format!("/control/v1/workspaces/{}/alerts", s.t.ws),
+            &s.t.owner_token,
+        )
+        .await;
+    let near: Vec<&Value> = alerts.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "usage.near_limit")
+        .collect();
+    assert_eq!(near.len(), 1, "80% once a month");
+    assert_eq!(near[0]["details"]["percent"], 80);
+    // Three alerts were raised (the warning and two successes); Slack heard the first only.
+    s.app
+        .state
+        .control
+        .run_jobs("w", std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        slack.lock().unwrap().posts.len(),
+        1,
+        "the cooldown held the others"
     );
 }
