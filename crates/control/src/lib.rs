@@ -439,13 +439,14 @@ impl ControlPlane {
         self.purge_expired().await?;
         self.vault_key_work_for(std::time::Duration::from_secs(1))
             .await?;
-        self.expire_approvals().await?;
-        self.schedule_rotations().await?;
-        self.run_jobs(&self.worker, std::time::Duration::from_secs(5))
-            .await?;
         self.store.purge_sessions(now).await?;
         self.store
             .purge_idempotency(now - chrono::Duration::hours(24))
+            .await?;
+        // Rotation's background work last: a provider's trouble never holds up the rest.
+        self.expire_approvals().await?;
+        self.schedule_rotations().await?;
+        self.run_jobs(&self.worker, std::time::Duration::from_secs(5))
             .await?;
         Ok(())
     }
