@@ -475,6 +475,74 @@ impl ControlPlane {
         }
     }
 
+    /// Alerts for credentials that expire soon: 7 days before a secret's `expiresAt` (warning)
+    /// and 1 day before (critical), once each per expiry date; saying when the secret has no
+    /// rotation settings (nothing will rotate it by itself). How many were raised or found.
+    pub async fn alert_expiring_credentials(&self) -> Result<usize> {
+        let now = self.clock.now();
+        let mut found = 0;
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .all_expiring_secrets(now + chrono::Duration::days(7), after.as_ref(), 200)
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.id.clone());
+            for secret in &page {
+                let Some(expires) = secret.expires_at else {
+                    continue;
+                };
+                let (days, severity) = if expires <= now + chrono::Duration::days(1) {
+                    (1, AlertSeverity::Critical)
+                } else {
+                    (7, AlertSeverity::Warning)
+                };
+                let rotatable = self
+                    .store
+                    .rotation_config(&secret.workspace_id, &secret.vault_id, &secret.name)
+                    .await?
+                    .is_some();
+                let when = if expires <= now {
+                    "has expired".to_owned()
+                } else {
+                    format!(
+                        "expires within {days} day{}",
+                        if days == 1 { "" } else { "s" }
+                    )
+                };
+                let title = if rotatable {
+                    format!("The credential {} {when}", secret.name)
+                } else {
+                    format!(
+                        "The credential {} {when} and cannot be rotated automatically",
+                        secret.name
+                    )
+                };
+                self.raise_alert_since(
+                    &secret.workspace_id,
+                    "credential.expiring",
+                    severity,
+                    title,
+                    json!({"vault": secret.vault_id.as_str(), "secret": secret.name,
+                           "expiresAt": expires, "rotatable": rotatable}),
+                    format!(
+                        "credential.expiring.{days}:{}:{}",
+                        secret.id,
+                        expires.timestamp_millis()
+                    ),
+                    // Once per threshold and expiry date.
+                    expires - chrono::Duration::days(30),
+                )
+                .await;
+                found += 1;
+            }
+        }
+        Ok(found)
+    }
+
     fn alert_sender(&self) -> std::result::Result<&dyn AlertSender, Fault> {
         self.alert_sender
             .as_deref()

@@ -169,6 +169,8 @@ pub struct ControlPlane {
     alert_sender: Option<Arc<dyn alerts::AlertSender>>,
     /// This process's name when it claims jobs.
     worker: String,
+    /// When this process last looked for credentials that expire soon.
+    expiry_scanned: std::sync::Mutex<Option<authsome_domain::clock::CoarseInstant>>,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -204,6 +206,7 @@ impl ControlPlane {
             rotation_ports: None,
             alert_sender: None,
             worker: format!("worker-{}", hex::encode(rand::random::<[u8; 8]>())),
+            expiry_scanned: std::sync::Mutex::new(None),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }
@@ -446,6 +449,9 @@ impl ControlPlane {
         // Rotation's background work last: a provider's trouble never holds up the rest.
         self.expire_approvals().await?;
         self.schedule_rotations().await?;
+        if self.expiry_scan_due() {
+            self.alert_expiring_credentials().await?;
+        }
         self.run_jobs(&self.worker, std::time::Duration::from_secs(5))
             .await?;
         Ok(())
@@ -453,6 +459,21 @@ impl ControlPlane {
 }
 
 impl ControlPlane {
+    /// Whether the maintenance loop should look for expiring credentials now: at most once
+    /// every ten minutes per process (alerts are deduplicated across replicas anyway).
+    fn expiry_scan_due(&self) -> bool {
+        let mut last = self
+            .expiry_scanned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let due =
+            last.is_none_or(|at| self.clock.elapsed(at) >= std::time::Duration::from_secs(600));
+        if due {
+            *last = Some(self.clock.instant());
+        }
+        due
+    }
+
     /// [`require`], recording a denial in the workspace's audit log.
     fn require_for(
         &self,

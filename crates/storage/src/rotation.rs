@@ -115,6 +115,14 @@ pub trait RotationRepository {
         occurrence: DateTime<Utc>,
         job: &Job,
     ) -> Result<bool>;
+    /// Secrets (not deleted) whose `expiresAt` is at or before `before`, across workspaces (the
+    /// expiry alerts' scan), in id order after `after`.
+    async fn all_expiring_secrets(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<&authsome_domain::id::SecretId>,
+        limit: u32,
+    ) -> Result<Vec<authsome_domain::vault::Secret>>;
     /// Notes a dry run of the secret's rotation.
     async fn mark_previewed(
         &self,
@@ -841,6 +849,29 @@ macro_rules! impl_rotation {
                 Self::insert_job_in(&mut tx, job).await?;
                 tx.commit().await?;
                 Ok(true)
+            }
+
+            async fn all_expiring_secrets(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                after: Option<&authsome_domain::id::SecretId>,
+                limit: u32,
+            ) -> $crate::Result<Vec<authsome_domain::vault::Secret>> {
+                let sql = format!(
+                    "SELECT {} FROM vault_secrets WHERE expires_at IS NOT NULL \
+                     AND expires_at <= $1 AND deleted_at IS NULL AND id > $2 \
+                     ORDER BY id LIMIT $3",
+                    $crate::vault::SECRET_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::vault::SecretRow>(&sql)
+                    .bind($crate::rows::ms(before))
+                    .bind(after.map_or("", |a| a.as_str()))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::vault::SecretRow::into_domain)
+                    .collect()
             }
 
             async fn mark_previewed(

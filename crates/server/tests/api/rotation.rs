@@ -1325,3 +1325,79 @@ async fn a_channel_in_its_cooldown_stays_quiet_and_near_limit_alerts_come_once()
         "the cooldown held the others"
     );
 }
+
+#[tokio::test]
+async fn credentials_that_expire_soon_raise_alerts_once_per_threshold() {
+    let s = setup("Expiring Rotation").await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    let now = s.app.clock.now();
+    let put = |name: &'static str, expires: chrono::DateTime<chrono::Utc>| {
+        let (app, key, vault) = (&s.app, s.key.clone(), s.vault.clone());
+        async move {
+            let r = app
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/control/v1/vaults/{vault}/secrets/{name}"),
+                    Some(&key),
+                    Some(json!({"value": "v", "expiresAt": expires})),
+                )
+                .await;
+            assert!(r.status == 200 || r.status == 201, "{}", r.body);
+        }
+    };
+    // API_TOKEN has rotation settings; the others do not.
+    put("API_TOKEN", now + chrono::Duration::days(5)).await;
+    put("LEGACY_KEY", now + chrono::Duration::hours(12)).await;
+    put("LATER_KEY", now + chrono::Duration::days(30)).await;
+    let control = &s.app.state.control;
+    assert_eq!(control.alert_expiring_credentials().await.unwrap(), 2);
+    let alerts = |key: String| {
+        let (app, ws) = (&s.app, s.t.ws.clone());
+        async move {
+            let r = app
+                .get(&format!("/control/v1/workspaces/{ws}/alerts"), &key)
+                .await;
+            r.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["type"] == "credential.expiring")
+                .cloned()
+                .collect::<Vec<Value>>()
+        }
+    };
+    let first = alerts(s.key.clone()).await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    let legacy = first
+        .iter()
+        .find(|a| a["details"]["secret"] == "LEGACY_KEY")
+        .unwrap();
+    assert_eq!(legacy["severity"], "critical");
+    assert!(legacy["title"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be rotated automatically"));
+    let api = first
+        .iter()
+        .find(|a| a["details"]["secret"] == "API_TOKEN")
+        .unwrap();
+    assert_eq!(
+        (
+            api["severity"].as_str(),
+            api["details"]["rotatable"].as_bool()
+        ),
+        (Some("warning"), Some(true))
+    );
+    // Looking again raises nothing new; a day before API_TOKEN's expiry, its critical one.
+    control.alert_expiring_credentials().await.unwrap();
+    assert_eq!(alerts(s.key.clone()).await.len(), 2);
+    s.app
+        .clock
+        .advance(std::time::Duration::from_secs(4 * 24 * 3600 + 3600));
+    control.alert_expiring_credentials().await.unwrap();
+    let later = alerts(s.key.clone()).await;
+    assert_eq!(later.len(), 3, "{later:?}");
+    assert!(later
+        .iter()
+        .any(|a| a["details"]["secret"] == "API_TOKEN" && a["severity"] == "critical"));
+}
