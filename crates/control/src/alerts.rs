@@ -268,12 +268,7 @@ impl ControlPlane {
             .await?
             .ok_or(ControlError::NotFound("alert"))?;
         let ws = alert.workspace_id.clone();
-        self.workspace_for(actor, &ws, Permission::VaultsRead)
-            .await
-            .map_err(|e| match e {
-                ControlError::NotFound(_) => ControlError::NotFound("alert"),
-                other => other,
-            })?;
+        self.readable_in(actor, &ws, "alert").await?;
         let by = self.person_of(actor).await?;
         let now = self.clock.now();
         let event = DomainEvent::new("alert.acknowledged")

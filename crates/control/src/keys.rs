@@ -773,14 +773,7 @@ impl ControlPlane {
             Some(role),
         );
         // The key is the person's: made by a member, theirs; made by a key, its member's.
-        created.key.created_by = match actor {
-            Actor::Account(id) => Some(id.clone()),
-            Actor::ManagementKey { key_id, .. } => self
-                .store
-                .key(ws, None, key_id)
-                .await?
-                .and_then(|k| k.created_by),
-        };
+        created.key.created_by = self.account_of(actor).await?;
         self.audited(
             Some(actor),
             vec![DomainEvent::new("workspace.key.created")
@@ -791,6 +784,26 @@ impl ControlPlane {
         )
         .await?;
         Ok(created)
+    }
+
+    /// The member's account behind an actor: a management key stands for the member who made
+    /// it (`None` for a key made before keys remembered that).
+    pub(crate) async fn account_of(
+        &self,
+        actor: &Actor,
+    ) -> Result<Option<authsome_domain::id::AccountId>> {
+        Ok(match actor {
+            Actor::Account(id) => Some(id.clone()),
+            Actor::ManagementKey {
+                key_id,
+                workspace_id,
+                ..
+            } => self
+                .store
+                .key(workspace_id, None, key_id)
+                .await?
+                .and_then(|k| k.created_by),
+        })
     }
 
     pub async fn roll_management_key(

@@ -255,6 +255,15 @@ pub(crate) enum Fault {
     Failed(String),
 }
 
+impl Fault {
+    /// Why, whether or not it is worth retrying.
+    pub(crate) fn message(self) -> String {
+        match self {
+            Fault::Later(_, m) | Fault::Failed(m) => m,
+        }
+    }
+}
+
 impl From<TargetError> for Fault {
     fn from(e: TargetError) -> Self {
         match e {
@@ -883,21 +892,28 @@ impl ControlPlane {
         }
     }
 
-    /// The person behind an actor: a management key stands for the member who made it.
+    /// The person behind an actor (an account id; a key made before keys remembered their
+    /// member stands for itself).
     pub(crate) async fn person_of(&self, actor: &Actor) -> Result<String> {
-        Ok(match actor {
-            Actor::Account(id) => id.to_string(),
-            Actor::ManagementKey {
-                key_id,
-                workspace_id,
-                ..
-            } => self
-                .store
-                .key(workspace_id, None, key_id)
-                .await?
-                .and_then(|k| k.created_by)
-                .map_or_else(|| key_id.to_string(), |a| a.to_string()),
+        Ok(match self.account_of(actor).await? {
+            Some(account) => account.to_string(),
+            None => actor_id(actor),
         })
+    }
+
+    /// Checks that `actor` reads in `ws` (a record found by id), answering as if the `what`
+    /// did not exist when it does not.
+    pub(crate) async fn readable_in(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        what: &'static str,
+    ) -> Result<()> {
+        match self.workspace_for(actor, ws, Permission::VaultsRead).await {
+            Ok(_) => Ok(()),
+            Err(ControlError::NotFound(_)) => Err(ControlError::NotFound(what)),
+            Err(other) => Err(other),
+        }
     }
 
     pub async fn approvals(
@@ -917,12 +933,8 @@ impl ControlPlane {
             .approval(None, id)
             .await?
             .ok_or(ControlError::NotFound("approval request"))?;
-        self.workspace_for(actor, &approval.workspace_id, Permission::VaultsRead)
-            .await
-            .map_err(|e| match e {
-                ControlError::NotFound(_) => ControlError::NotFound("approval request"),
-                other => other,
-            })?;
+        self.readable_in(actor, &approval.workspace_id, "approval request")
+            .await?;
         Ok(approval)
     }
 
@@ -1257,12 +1269,8 @@ impl ControlPlane {
             .rotation(None, id)
             .await?
             .ok_or(ControlError::NotFound("rotation"))?;
-        self.workspace_for(actor, &rotation.workspace_id, Permission::VaultsRead)
-            .await
-            .map_err(|e| match e {
-                ControlError::NotFound(_) => ControlError::NotFound("rotation"),
-                other => other,
-            })?;
+        self.readable_in(actor, &rotation.workspace_id, "rotation")
+            .await?;
         Ok(rotation)
     }
 
@@ -1741,7 +1749,7 @@ impl ControlPlane {
                             .await
                             .map(|d| d.unwrap_or_default())
                             .map_err(|e| e.to_string()),
-                        Err(Fault::Later(_, m) | Fault::Failed(m)) => Err(m),
+                        Err(fault) => Err(fault.message()),
                     };
                     ("redeploy", Some(target), done)
                 }
@@ -1777,14 +1785,11 @@ impl ControlPlane {
         target: &RotationTarget,
     ) -> std::result::Result<String, String> {
         let previous = r.previous_version.ok_or("no previous version")?;
-        let value = match self.version_value(r, previous).await {
-            Ok(v) => v,
-            Err(Fault::Later(_, m) | Fault::Failed(m)) => return Err(m),
-        };
-        let connector = match self.connector(r, target).await {
-            Ok(c) => c,
-            Err(Fault::Later(_, m) | Fault::Failed(m)) => return Err(m),
-        };
+        let value = self
+            .version_value(r, previous)
+            .await
+            .map_err(Fault::message)?;
+        let connector = self.connector(r, target).await.map_err(Fault::message)?;
         connector.write(&value).await.map_err(|e| e.to_string())?;
         Ok(format!("version {previous} pushed again"))
     }
@@ -1794,10 +1799,10 @@ impl ControlPlane {
         let (Some(previous), Some(new)) = (r.previous_version, r.new_version) else {
             return Ok("nothing was stored".into());
         };
-        let value = match self.version_value(r, previous).await {
-            Ok(v) => v,
-            Err(Fault::Later(_, m) | Fault::Failed(m)) => return Err(m),
-        };
+        let value = self
+            .version_value(r, previous)
+            .await
+            .map_err(Fault::message)?;
         let actor = VaultActor::Rotation(r.workspace_id.clone(), r.id.clone());
         let (stored, _) = self
             .put_secret(

@@ -206,6 +206,37 @@ impl Setup {
         self.render.lock().unwrap().vars.get("API_TOKEN").cloned()
     }
 
+    /// Stores `count` succeeded rotations of the secret, made now, as finished runs leave them.
+    async fn seed_rotations(&self, count: usize) {
+        use authsome_domain::id::{RotationId, VaultId, WorkspaceId};
+        use authsome_domain::rotation::{Rotation, RotationStatus};
+        let store = self.app.state.control.store().clone();
+        let now = self.app.clock.now();
+        for _ in 0..count {
+            let r = Rotation {
+                id: RotationId::new(),
+                workspace_id: WorkspaceId::parse(&self.t.ws).unwrap(),
+                vault_id: VaultId::parse(&self.vault).unwrap(),
+                secret_name: "API_TOKEN".into(),
+                status: RotationStatus::Succeeded,
+                reason: None,
+                requested_by: None,
+                decision: json!({"outcome": "allow"}),
+                steps: Vec::new(),
+                previous_version: Some(1),
+                new_version: Some(1),
+                error: None,
+                created_at: now,
+                updated_at: now,
+                finished_at: Some(now),
+            };
+            store
+                .insert_rotation(&r, None, None, &authsome_storage::outbox::Outbox::empty())
+                .await
+                .unwrap();
+        }
+    }
+
     /// Runs the due jobs until the rotation stops changing; the rotation.
     async fn settle(&self, id: &str) -> Value {
         for _ in 0..20 {
@@ -658,37 +689,11 @@ async fn policies_at_three_levels_decide_with_the_most_restrictive_outcome() {
 
 #[tokio::test]
 async fn rotations_are_metered_per_day_and_stop_at_the_plans_limit() {
-    use authsome_domain::id::{RotationId, VaultId, WorkspaceId};
-    use authsome_domain::rotation::{Rotation, RotationStatus};
-
     let s = setup("Metered Rotation").await;
     assert_eq!(s.configure(settings()).await.status, 200);
     // 99 rotations already this month (stored as the runs left them).
-    let store = s.app.state.control.store().clone();
+    s.seed_rotations(99).await;
     let now = s.app.clock.now();
-    for _ in 0..99 {
-        let r = Rotation {
-            id: RotationId::new(),
-            workspace_id: WorkspaceId::parse(&s.t.ws).unwrap(),
-            vault_id: VaultId::parse(&s.vault).unwrap(),
-            secret_name: "API_TOKEN".into(),
-            status: RotationStatus::Succeeded,
-            reason: None,
-            requested_by: None,
-            decision: json!({"outcome": "allow"}),
-            steps: Vec::new(),
-            previous_version: Some(1),
-            new_version: Some(1),
-            error: None,
-            created_at: now,
-            updated_at: now,
-            finished_at: Some(now),
-        };
-        store
-            .insert_rotation(&r, None, None, &authsome_storage::outbox::Outbox::empty())
-            .await
-            .unwrap();
-    }
     // The 100th goes; the 101st is the free plan's hard stop.
     assert_eq!(s.start(json!({})).await.status, 202);
     let stopped = s.start(json!({})).await;
@@ -1266,31 +1271,7 @@ async fn a_channel_in_its_cooldown_stays_quiet_and_near_limit_alerts_come_once()
         .await;
     assert_eq!(made.status, 201, "{}", made.body);
     // 79 rotations this month already (free plan: 100): the 80th warns once, the 81st not again.
-    let store = s.app.state.control.store().clone();
-    let now = s.app.clock.now();
-    for _ in 0..79 {
-        let r = authsome_domain::rotation::Rotation {
-            id: authsome_domain::id::RotationId::new(),
-            workspace_id: authsome_domain::id::WorkspaceId::parse(&s.t.ws).unwrap(),
-            vault_id: authsome_domain::id::VaultId::parse(&s.vault).unwrap(),
-            secret_name: "API_TOKEN".into(),
-            status: authsome_domain::rotation::RotationStatus::Succeeded,
-            reason: None,
-            requested_by: None,
-            decision: json!({}),
-            steps: Vec::new(),
-            previous_version: Some(1),
-            new_version: Some(1),
-            error: None,
-            created_at: now,
-            updated_at: now,
-            finished_at: Some(now),
-        };
-        store
-            .insert_rotation(&r, None, None, &authsome_storage::outbox::Outbox::empty())
-            .await
-            .unwrap();
-    }
+    s.seed_rotations(79).await;
     for _ in 0..2 {
         let started = s.start(json!({})).await;
         assert_eq!(started.status, 202, "{}", started.body);
