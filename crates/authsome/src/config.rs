@@ -62,7 +62,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "AUTHSOME_NATS_URL",
         default: None,
         secret: true,
-        help: "NATS for events between replicas. Unset: in-process.",
+        help: "NATS JetStream to carry durable jobs to workers. Unset: claimed from the database.",
     },
     Setting {
         key: "master_key",

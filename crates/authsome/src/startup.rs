@@ -306,6 +306,10 @@ fn settings(
     settings.mailer = mailer(config)?;
     settings.outbound = config.outbound.clone();
     settings.vault_in_redis = config.vault_in_redis;
+    settings.jobs = config
+        .nats_url
+        .as_ref()
+        .map(|url| authsome_nats::JetStreamSettings::new(url.as_str()));
     settings.aws = authsome_connect::aws::AwsSettings::from_env(
         config.aws_endpoint.clone(),
         config.aws_region.clone(),

@@ -19,6 +19,7 @@ mod bootstrap;
 mod cache;
 pub mod federation;
 pub mod hashing;
+pub mod jobs;
 mod keys;
 pub mod mail;
 mod members;
@@ -169,6 +170,8 @@ pub struct ControlPlane {
     alert_sender: Option<Arc<dyn alerts::AlertSender>>,
     /// This process's name when it claims jobs.
     worker: String,
+    /// Carries jobs to workers; none: workers claim them from the database.
+    job_transport: Option<Arc<dyn jobs::JobTransport>>,
     /// When this process last looked for credentials that expire soon.
     expiry_scanned: std::sync::Mutex<Option<authsome_domain::clock::CoarseInstant>>,
     #[cfg(feature = "unaudited-baseline")]
@@ -206,6 +209,7 @@ impl ControlPlane {
             rotation_ports: None,
             alert_sender: None,
             worker: format!("worker-{}", hex::encode(rand::random::<[u8; 8]>())),
+            job_transport: None,
             expiry_scanned: std::sync::Mutex::new(None),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,

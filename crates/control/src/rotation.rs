@@ -2,7 +2,7 @@
 //! plan), the closed loop run as a durable job, and rolling a rotation back.
 //!
 //! A rotation is a row with its steps (`authsome_rotation::plan`) and a `rotation.run` job
-//! committed with it. The job runner ([`ControlPlane::run_jobs`]) claims jobs under a lease and
+//! committed with it. The job runner (`crate::jobs`) hands jobs out under a lease and
 //! runs the rotation step by step, saving after each one, so a process that dies mid-rotation
 //! leaves it to be resumed (or rolled back) by whichever replica claims the job once its lease
 //! lapses. Minting and storing write the vault's next version with check-and-set, so a resumed
@@ -45,8 +45,6 @@ pub const RUN_JOB: &str = "rotation.run";
 pub const SCHEDULED_JOB: &str = "rotation.scheduled";
 /// The job that rolls a completed rotation back.
 pub const ROLLBACK_JOB: &str = "rotation.rollback";
-/// How long a claimed job is this worker's before another may take it over.
-const LEASE: Duration = Duration::from_secs(60);
 /// Claims of a job before a provider that keeps failing fails the rotation.
 const MAX_ATTEMPTS: u32 = 5;
 const MAX_TARGETS: usize = 20;
@@ -667,7 +665,10 @@ impl ControlPlane {
 
     /// A scheduled occurrence: the rotation starts as the schedule's; one the policy or the
     /// plan refuses is skipped, with an audit entry saying why.
-    async fn run_scheduled(&self, job: &Job) -> std::result::Result<Option<DateTime<Utc>>, Fault> {
+    pub(crate) async fn run_scheduled(
+        &self,
+        job: &Job,
+    ) -> std::result::Result<Option<DateTime<Utc>>, Fault> {
         let ws = job
             .workspace_id
             .clone()
@@ -1326,58 +1327,6 @@ impl ControlPlane {
         Ok(rotation)
     }
 
-    /// Runs the durable jobs that are due, as `worker`, for up to `budget`; how many ran.
-    pub async fn run_jobs(&self, worker: &str, budget: Duration) -> Result<usize> {
-        let started = std::time::Instant::now();
-        let mut ran = 0;
-        while started.elapsed() < budget {
-            let now = self.clock.now();
-            let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-            let jobs = self.store.claim_jobs(worker, now, lease, 4).await?;
-            if jobs.is_empty() {
-                break;
-            }
-            for job in jobs {
-                self.run_job(worker, &job).await?;
-                ran += 1;
-            }
-        }
-        Ok(ran)
-    }
-
-    async fn run_job(&self, worker: &str, job: &Job) -> Result<()> {
-        let id = job.payload["rotation"]
-            .as_str()
-            .and_then(|r| RotationId::parse(r).ok());
-        let outcome = match (job.kind.as_str(), id) {
-            (RUN_JOB, Some(id)) => self.advance_rotation(&id, job.attempts).await,
-            (ROLLBACK_JOB, Some(id)) => self.advance_rollback(&id, job.attempts).await,
-            (SCHEDULED_JOB, _) => self.run_scheduled(job).await,
-            (crate::alerts::DELIVER_JOB, _) => self.deliver_alert(job).await,
-            _ => Err(Fault::Failed(format!("unknown job {}", job.kind))),
-        };
-        let now = self.clock.now();
-        match outcome {
-            Ok(None) => {
-                self.store.finish_job(&job.id, worker, now).await?;
-            }
-            Ok(Some(at)) => {
-                self.store
-                    .retry_job(&job.id, worker, at, "waiting for its time")
-                    .await?;
-            }
-            Err(Fault::Later(wait, why)) => {
-                let at = now + chrono::Duration::from_std(wait).unwrap_or_default();
-                self.store.retry_job(&job.id, worker, at, &why).await?;
-            }
-            Err(Fault::Failed(why)) => {
-                tracing::warn!(job = job.id.as_str(), kind = job.kind, %why, "a job failed");
-                self.store.fail_job(&job.id, worker, &why, now).await?;
-            }
-        }
-        Ok(())
-    }
-
     async fn load_rotation(&self, id: &RotationId) -> std::result::Result<Rotation, Fault> {
         self.store
             .rotation(None, id)
@@ -1403,7 +1352,7 @@ impl ControlPlane {
 
     /// Runs a rotation's next steps; `Some(at)` when it must wait until then (the grace period
     /// before retiring the previous value).
-    async fn advance_rotation(
+    pub(crate) async fn advance_rotation(
         &self,
         id: &RotationId,
         attempts: u32,
@@ -1820,7 +1769,7 @@ impl ControlPlane {
         ))
     }
 
-    async fn advance_rollback(
+    pub(crate) async fn advance_rollback(
         &self,
         id: &RotationId,
         _attempts: u32,

@@ -62,6 +62,9 @@ pub struct Settings {
     pub aws: Option<authsome_connect::aws::AwsSettings>,
     /// Where rotation's connectors call each provider (the providers' public APIs by default).
     pub targets: authsome_connect::targets::Endpoints,
+    /// Carry the durable jobs over NATS JetStream (`AUTHSOME_NATS_URL`); none: workers claim
+    /// them from the database.
+    pub jobs: Option<authsome_nats::JetStreamSettings>,
 }
 
 impl Settings {
@@ -89,6 +92,7 @@ impl Settings {
             vault_in_redis: false,
             aws: None,
             targets: authsome_connect::targets::Endpoints::default(),
+            jobs: None,
         }
     }
 }
@@ -157,6 +161,7 @@ impl App {
             vault_in_redis,
             aws,
             mut targets,
+            jobs,
         } = settings;
         // One bound on hashing for the whole process, sized for the costliest hash it makes.
         let hashers = HashPool::for_machine(
@@ -194,6 +199,15 @@ impl App {
                 authsome_connect::Outbound::new(outbound.clone()),
             )))
             .with_credential_sources(Arc::new(authsome_connect::Connector::new(outbound, aws)));
+        if let Some(jobs) = jobs {
+            let transport = authsome_nats::JetStreamJobs::connect(&jobs)
+                .await
+                .map_err(|e| BuildError {
+                    setting: "AUTHSOME_NATS_URL",
+                    message: e.to_string(),
+                })?;
+            control = control.with_job_transport(Arc::new(transport));
+        }
         // One credential throttle for both APIs (replaced by Redis's below when shared).
         identity = identity.with_credential_throttle(control.credential_throttle());
         if let Some(mailer) = mailer {

@@ -158,6 +158,18 @@ pub trait JobRepository {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Job>>;
+    /// Hands `worker` the job that `from` (a transport's relay) claimed as its `attempt`th
+    /// hand-out, or that anyone holds under a lease that ran out, until `lease_until`; none when
+    /// the job is done, handed out again since, or held under a live lease by another worker.
+    async fn take_job(
+        &self,
+        id: &JobId,
+        attempt: u32,
+        from: &str,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Job>>;
     /// Retires a job `worker` holds; `false` when it no longer holds it.
     async fn finish_job(&self, id: &JobId, worker: &str, now: DateTime<Utc>) -> Result<bool>;
     /// Puts a job `worker` holds back in the queue for `run_at`, noting why.
@@ -1030,6 +1042,34 @@ macro_rules! impl_rotation {
                     .into_iter()
                     .map($crate::rotation::JobRow::into_domain)
                     .collect()
+            }
+
+            async fn take_job(
+                &self,
+                id: &authsome_domain::id::JobId,
+                attempt: u32,
+                from: &str,
+                worker: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                lease_until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Option<authsome_domain::job::Job>> {
+                let sql = format!(
+                    "UPDATE jobs SET locked_by = $4, lease_until = $6 WHERE id = $1 \
+                     AND attempts = $2 AND status = 'running' \
+                     AND (locked_by = $3 OR lease_until < $5) RETURNING {}",
+                    $crate::rotation::JOB_COLUMNS
+                );
+                sqlx::query_as::<_, $crate::rotation::JobRow>(&sql)
+                    .bind(id.as_str())
+                    .bind(i64::from(attempt))
+                    .bind(from)
+                    .bind(worker)
+                    .bind($crate::rows::ms(now))
+                    .bind($crate::rows::ms(lease_until))
+                    .fetch_optional(&mut *self.writer().await?)
+                    .await?
+                    .map($crate::rotation::JobRow::into_domain)
+                    .transpose()
             }
 
             async fn finish_job(

@@ -89,6 +89,7 @@ backend_tests!(
     provider_configs_are_revised_and_scoped,
     vault_operators_are_bound_within_their_workspace,
     jobs_are_handed_out_once_and_again_when_their_lease_runs_out,
+    relayed_jobs_are_taken_once_per_hand_out,
     rotations_and_their_settings_stay_in_their_workspace,
 );
 
@@ -2762,6 +2763,78 @@ async fn jobs_are_handed_out_once_and_again_when_their_lease_runs_out(store: Arc
     assert!(
         due.iter().any(|j| j.id == later.id),
         "the later job when its time comes"
+    );
+}
+
+async fn relayed_jobs_are_taken_once_per_hand_out(store: Arc<dyn Store>) {
+    use authsome_domain::job::Job;
+
+    let (ws, _, _) = seeded(&store, "relayed").await;
+    let t0 = now();
+    let job = Job::new("test.work", serde_json::json!({}), Some(&ws.id), t0);
+    assert!(store.enqueue_job(&job).await.unwrap());
+    // A relay claims it for its transport (the first hand-out) ...
+    let relayed = store
+        .claim_jobs("relay", t0, t0 + Duration::minutes(10), 10)
+        .await
+        .unwrap();
+    assert_eq!(relayed.len(), 1);
+    assert_eq!(relayed[0].attempts, 1);
+    let lease = t0 + Duration::seconds(60);
+    // ... and of the workers the transport delivers it to, one takes it.
+    assert!(
+        store
+            .take_job(&job.id, 2, "relay", "w1", t0, lease)
+            .await
+            .unwrap()
+            .is_none(),
+        "not a hand-out that did not happen"
+    );
+    assert!(
+        store
+            .take_job(&job.id, 1, "someone", "w1", t0, lease)
+            .await
+            .unwrap()
+            .is_none(),
+        "not from a relay that does not hold it"
+    );
+    let taken = store
+        .take_job(&job.id, 1, "relay", "w1", t0, lease)
+        .await
+        .unwrap()
+        .expect("the worker takes it");
+    assert_eq!((taken.id.clone(), taken.attempts), (job.id.clone(), 1));
+    assert!(
+        store
+            .take_job(&job.id, 1, "relay", "w2", t0, lease)
+            .await
+            .unwrap()
+            .is_none(),
+        "a second delivery of the same hand-out finds it taken"
+    );
+    // The holder died: once its lease ran out, a redelivery is taken by another worker.
+    let after = lease + Duration::seconds(1);
+    let retaken = store
+        .take_job(
+            &job.id,
+            1,
+            "relay",
+            "w2",
+            after,
+            after + Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+    assert!(retaken.is_some());
+    assert!(!store.finish_job(&job.id, "w1", after).await.unwrap());
+    assert!(store.finish_job(&job.id, "w2", after).await.unwrap());
+    assert!(
+        store
+            .take_job(&job.id, 1, "relay", "w3", after + Duration::hours(1), after)
+            .await
+            .unwrap()
+            .is_none(),
+        "a finished job is never taken again"
     );
 }
 

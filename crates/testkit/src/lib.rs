@@ -36,6 +36,34 @@ fn unavailable<T>(what: &str) -> Option<T> {
     None
 }
 
+/// The NATS server (with JetStream) the tests use, at `AUTHSOME_TEST_NATS_URL` (default
+/// `nats://127.0.0.1:4222`), or `None` (outside CI) when nothing listens there. Each test names
+/// its own stream and subjects ([`unique`]).
+pub fn nats_url() -> Option<String> {
+    let url = std::env::var("AUTHSOME_TEST_NATS_URL")
+        .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let address = url
+        .trim_start_matches("nats://")
+        .trim_end_matches('/')
+        .to_owned();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&address)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+        });
+    if reachable {
+        Some(url)
+    } else {
+        unavailable(&format!("NATS at {url}"))
+    }
+}
+
+/// A name no other test uses (for streams, subjects and key prefixes).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
 /// A Postgres database that exists for the lifetime of this value.
 pub struct TestDatabase {
     pub name: String,

@@ -398,6 +398,23 @@ impl TestApp {
         }
     }
 
+    /// Another replica of this (SQLite) app: the same database, master key and clock, with
+    /// `tune` applied; built, not serving HTTP and without background loops (a test drives it).
+    pub async fn replica(&self, tune: impl FnOnce(&mut Settings)) -> App {
+        let apps = AppDatabaseConfig::Sqlite {
+            dir: self.apps_dir.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("authsome-replica-{}", uuid::Uuid::now_v7()))
+            }),
+        };
+        let mut settings =
+            Settings::new(self.state.control.store().clone(), apps, self.base.clone());
+        settings.master_key =
+            MasterKey::from_base64(&self.state.identity.master_key().to_base64()).unwrap();
+        settings.clock = self.clock.clone();
+        tune(&mut settings);
+        App::build(settings).await.unwrap()
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Response {
         self.call(Method::GET, path, Some(token), None).await
     }

@@ -82,20 +82,32 @@ struct Setup {
     t: Tenant,
     vault: String,
     render: Arc<Mutex<RenderState>>,
+    render_url: String,
     /// A management key (admin): unlike a session, it outlives a test clock moved by days.
     key: String,
 }
 
 async fn setup(name: &str) -> Setup {
-    setup_with(name, None).await
+    setup_with(name, None, None).await
 }
 
-/// [`setup`], with the control plane mailing through the SMTP server at `smtp`.
-async fn setup_with(name: &str, smtp: Option<String>) -> Setup {
+/// [`setup`], with the control plane mailing through the SMTP server at `smtp`, and its jobs
+/// carried over JetStream with `jobs`.
+async fn setup_with(
+    name: &str,
+    smtp: Option<String>,
+    jobs: Option<authsome_nats::JetStreamSettings>,
+) -> Setup {
     let (url, render) = fake_render().await;
+    let render_url = url.clone();
     let app = spawn_configured(move |s| {
         s.targets.render = url;
         s.outbound = authsome_domain::egress::EgressPolicy::public_with("127.0.0.1").unwrap();
+        if jobs.is_some() {
+            // The test runs the jobs itself, on two replicas.
+            s.maintenance_every = std::time::Duration::from_secs(3600);
+        }
+        s.jobs = jobs;
         if let Some(smtp) = smtp {
             let mailer =
                 authsome_server::mail::SmtpMailer::new(&smtp, "AuthSome <alerts@authsome.test>")
@@ -155,6 +167,7 @@ async fn setup_with(name: &str, smtp: Option<String>) -> Setup {
         t,
         vault,
         render,
+        render_url,
         key,
     }
 }
@@ -479,6 +492,99 @@ async fn a_rotation_whose_worker_died_finishes_once_after_its_lease() {
         0,
         "nothing left to run"
     );
+}
+
+/// A stream of this test's own on the test NATS server, redelivering after `ack_wait`.
+fn test_stream(ack_wait: std::time::Duration) -> Option<authsome_nats::JetStreamSettings> {
+    let url = authsome_testkit::nats_url()?;
+    let name = authsome_testkit::unique("JOBS");
+    let mut jobs = authsome_nats::JetStreamSettings::new(&url);
+    jobs.subject_prefix = format!("test.{}", name.to_lowercase());
+    jobs.stream = name;
+    jobs.ack_wait = ack_wait;
+    Some(jobs)
+}
+
+#[tokio::test]
+async fn over_jetstream_a_rotation_whose_worker_died_finishes_once() {
+    use authsome_control::jobs::JobTransport;
+    let Some(jobs) = test_stream(std::time::Duration::from_secs(1)) else {
+        return;
+    };
+    let s = setup_with("JetStream Rotation", None, Some(jobs.clone())).await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    let started = s.start(json!({})).await;
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let first = &s.app.state.control;
+    // A second replica on the same database and stream, reaching the same providers.
+    let transport = Arc::new(authsome_nats::JetStreamJobs::connect(&jobs).await.unwrap());
+    let render_url = s.render_url.clone();
+    let replica_jobs = jobs.clone();
+    let replica = s
+        .app
+        .replica(move |r| {
+            r.targets.render = render_url;
+            r.outbound = authsome_domain::egress::EgressPolicy::public_with("127.0.0.1").unwrap();
+            r.jobs = Some(replica_jobs);
+        })
+        .await;
+    let second = &replica.state.control;
+
+    // The run is relayed to the stream; a worker takes the delivery and dies without a word.
+    let relayed = first.relay_jobs(transport.as_ref()).await.unwrap();
+    let mut delivered = transport
+        .fetch(10, std::time::Duration::from_secs(2))
+        .await
+        .unwrap();
+    let all: Vec<_> = delivered.iter().map(|d| d.ticket().unwrap()).collect();
+    assert_eq!(delivered.len(), relayed, "{all:?}");
+    let kinds: Vec<String> = delivered.iter().map(|d| d.ticket().unwrap().kind).collect();
+    let run = kinds
+        .iter()
+        .position(|k| k == "rotation.run")
+        .expect("the run relayed");
+    let delivered = delivered.remove(run);
+    let ticket = delivered.ticket().unwrap();
+    assert_eq!((ticket.kind.as_str(), ticket.attempt), ("rotation.run", 1));
+    let now = s.app.clock.now();
+    let store = first.store().clone();
+    let taken = store
+        .take_job(
+            &ticket.job,
+            1,
+            "relay",
+            "dead-worker",
+            now,
+            now + chrono::Duration::seconds(60),
+        )
+        .await
+        .unwrap();
+    assert!(taken.is_some());
+    drop(delivered);
+    // The transport delivers it again (never acknowledged): nobody may run it under a live lease.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let budget = std::time::Duration::from_secs(2);
+    let (a, b) = tokio::join!(first.run_jobs("w1", budget), second.run_jobs("w2", budget));
+    assert_eq!(a.unwrap() + b.unwrap(), 0);
+    // Its lease lapses: relayed as a second hand-out, run by exactly one replica.
+    s.app.clock.advance(std::time::Duration::from_secs(61));
+    let (a, b) = tokio::join!(first.run_jobs("w1", budget), second.run_jobs("w2", budget));
+    assert_eq!(a.unwrap() + b.unwrap(), 1, "run once");
+    let done = s.settle(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(s.value().await.0, 2, "stored once");
+    assert_eq!(s.render.lock().unwrap().deploys, 1, "deployed once");
+    let (a, b) = tokio::join!(first.run_jobs("w1", budget), second.run_jobs("w2", budget));
+    assert_eq!(a.unwrap() + b.unwrap(), 0, "nothing left to run");
+    assert!(
+        transport
+            .fetch(10, std::time::Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left in the stream"
+    );
+    transport.delete_stream(&jobs.stream).await.unwrap();
 }
 
 #[tokio::test]
@@ -1082,7 +1188,7 @@ async fn alerts_reach_slack_email_and_signed_webhooks_deduplicated() {
     let Some(sink) = authsome_testkit::smtp::SmtpSink::start() else {
         return;
     };
-    let s = setup_with("Alerting Rotation", Some(sink.url.clone())).await;
+    let s = setup_with("Alerting Rotation", Some(sink.url.clone()), None).await;
     assert_eq!(s.configure(settings()).await.status, 200);
     let (slack_url, slack) = fake_inbox().await;
     let (hook_url, hook) = fake_inbox().await;
