@@ -121,6 +121,22 @@ pub struct StartRotation {
     pub reason: Option<String>,
 }
 
+/// `POST /control/v1/vaults/{vaultId}/rotations`: many secrets of one vault at once.
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRotations {
+    /// The secrets' names, each once (1 to 1,000).
+    pub secrets: Vec<String>,
+    /// Only the plans: nothing changes.
+    pub dry_run: Option<bool>,
+    #[cfg_attr(feature = "openapi", schema(max_length = 500))]
+    pub reason: Option<String>,
+}
+
+/// Secrets one batch may rotate.
+pub const MAX_BATCH: usize = 1000;
+
 /// What a rotation would do.
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -422,6 +438,44 @@ impl ControlPlane {
             .await
     }
 
+    /// Starts (or previews) the rotation of each of a vault's secrets named in `input`, each as
+    /// [`Self::start_rotation`] would, one after the other: one secret's refusal (a policy, an
+    /// overlapping rotation, no settings) does not stop the others. The outcomes in the order
+    /// asked. Refused as a whole only when the request itself is wrong or the caller may not.
+    pub async fn start_rotations(
+        &self,
+        actor: &Actor,
+        vault: &VaultId,
+        input: StartRotations,
+    ) -> Result<Vec<(String, Result<Started>)>> {
+        if input.secrets.is_empty() || input.secrets.len() > MAX_BATCH {
+            return Err(invalid(
+                "secrets",
+                format!("between 1 and {MAX_BATCH} secret names"),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = input.secrets.iter().find(|n| !seen.insert(n.as_str())) {
+            return Err(invalid("secrets", format!("`{twice}` is named twice")));
+        }
+        let (vault, workspace, _) = self
+            .vault_for(actor, vault, Permission::SecretsWrite)
+            .await?;
+        let mut outcomes = Vec::with_capacity(input.secrets.len());
+        for name in input.secrets {
+            let one = StartRotation {
+                dry_run: input.dry_run,
+                reason: input.reason.clone(),
+            };
+            // Each start counts the plan's rotations anew: past the limit the rest are refused.
+            let started = self
+                .begin_rotation(Some(actor), &workspace, &vault, &name, one)
+                .await;
+            outcomes.push((name, started));
+        }
+        Ok(outcomes)
+    }
+
     /// Starts (or previews) a rotation for `actor`, or for the schedule when there is none:
     /// the schedule's rotation that a policy blocks is recorded as failed, naming the rules.
     async fn begin_rotation(
@@ -592,7 +646,12 @@ impl ControlPlane {
             self.store
                 .insert_rotation(&rotation, job.as_ref(), approval.as_ref(), outbox)
                 .await
-                .map_err(crate::gone("vault"))
+                .map_err(|e| match e {
+                    StorageError::Duplicate => ControlError::Conflict(format!(
+                        "a rotation of `{name}` is already under way; wait for it to finish"
+                    )),
+                    other => crate::gone("vault")(other),
+                })
         })
         .await?;
         if let Some(a) = &approval {

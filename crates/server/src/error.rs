@@ -78,6 +78,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, message)
     }
 
+    /// The body's error object, as the response would carry it (for one item of a batch).
+    pub fn detail(self) -> ErrorDetail {
+        detail_for(self.status, self.message, self.details).1
+    }
+
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     }
@@ -105,25 +110,35 @@ pub fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
+/// The status an error is answered with and its body's error object, with the current
+/// request's id.
+fn detail_for(
+    status: StatusCode,
+    message: String,
+    details: Option<serde_json::Value>,
+) -> (StatusCode, ErrorDetail) {
+    // 415 and 422 are reported as 400 `invalid_request`, the contract's status for bad input.
+    let status = match status.as_u16() {
+        415 | 422 => StatusCode::BAD_REQUEST,
+        _ => status,
+    };
+    let detail = ErrorDetail {
+        code: code_for(status),
+        message,
+        details,
+        request_id: current_request_id(),
+    };
+    (status, detail)
+}
+
 /// Renders an error body for `status` with the current request's id.
 pub fn error_response(
     status: StatusCode,
     message: String,
     details: Option<serde_json::Value>,
 ) -> Response {
-    // 415 and 422 are reported as 400 `invalid_request`, the contract's status for bad input.
-    let status = match status.as_u16() {
-        415 | 422 => StatusCode::BAD_REQUEST,
-        _ => status,
-    };
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code: code_for(status),
-            message,
-            details,
-            request_id: current_request_id(),
-        },
-    };
+    let (status, error) = detail_for(status, message, details);
+    let body = ErrorBody { error };
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::UNAUTHORIZED {
         response

@@ -174,6 +174,7 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(providers::test))
         .routes(routes!(rotation::put_settings, rotation::get_settings))
         .routes(routes!(rotation::start))
+        .routes(routes!(rotation::start_batch))
         .routes(routes!(rotation::get))
         .routes(routes!(rotation::rollback))
         .routes(routes!(rotation::list))

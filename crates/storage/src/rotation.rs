@@ -35,7 +35,8 @@ pub trait RotationRepository {
         secret: &str,
     ) -> Result<Option<RotationConfig>>;
     /// Stores a new rotation, and the job that runs it or the approval it waits for, with the
-    /// audit rows, in one commit.
+    /// audit rows, in one commit; `Duplicate` when a rotation of the secret is under way
+    /// (pending, awaiting approval or running).
     async fn insert_rotation(
         &self,
         rotation: &Rotation,
@@ -550,7 +551,8 @@ macro_rules! impl_rotation {
                 .bind($crate::rows::ms(r.updated_at))
                 .bind($crate::rows::opt_ms(r.finished_at))
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err($crate::rows::unique)?;
                 if done.rows_affected() != 1 {
                     return Err($crate::StorageError::NotFound);
                 }

@@ -2994,6 +2994,15 @@ async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Sto
             .await,
         Err(StorageError::NotFound)
     ));
+    // One rotation of a secret under way at a time.
+    let mut second = rotation.clone();
+    second.id = RotationId::new();
+    assert!(matches!(
+        store
+            .insert_rotation(&second, None, None, &Outbox::empty())
+            .await,
+        Err(StorageError::Duplicate)
+    ));
     let page = store
         .rotations(&ws.id, &PageRequest::parse(None, None).unwrap())
         .await
@@ -3109,7 +3118,13 @@ async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Sto
         .await
         .unwrap();
     assert!(store.policies(&ws.id).await.unwrap().is_empty());
-    // A rotation held for approval: decided once, inside its workspace only.
+    // A rotation held for approval (once the first finished): decided once, inside its
+    // workspace only.
+    rotation.status = RotationStatus::Succeeded;
+    store
+        .save_rotation(&rotation, None, &Outbox::empty())
+        .await
+        .unwrap();
     use authsome_domain::id::ApprovalId;
     use authsome_domain::rotation::{Approval, ApprovalStatus};
     let mut held = rotation.clone();

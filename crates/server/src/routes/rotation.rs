@@ -4,7 +4,7 @@
 
 use authsome_control::rotation::{
     ApprovalAction, ApprovalDecision, NewPolicy, PolicyUpdate, PutRotation, RotationPlan,
-    RotationSettings, RotationUsage, StartRotation, Started,
+    RotationSettings, RotationUsage, StartRotation, StartRotations, Started,
 };
 use authsome_domain::id::{ApprovalId, PolicyId, RotationId, VaultId, WorkspaceId};
 use authsome_domain::rotation::{Approval, Policy, Rotation};
@@ -88,6 +88,76 @@ pub async fn start(
         Started::Plan(plan) => (StatusCode::OK, axum::Json(PlanView { plan })).into_response(),
         Started::Rotation(r) => (StatusCode::ACCEPTED, axum::Json(r)).into_response(),
     })
+}
+
+/// One secret's outcome in a batch: `started` (with the rotation), `planned` (a dry run, with
+/// the plan) or `refused` (with the error it would have been alone).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchOutcome {
+    pub secret: String,
+    /// `started`, `planned` or `refused`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RotationPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::error::ErrorDetail>,
+}
+
+/// The outcomes of a batch, in the order asked.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct BatchView {
+    pub data: Vec<BatchOutcome>,
+}
+
+/// Starts (or with `dryRun` previews) the rotations of many secrets of a vault at once, each as
+/// `…/secrets/{name}/rotations` would: one secret refused (no settings, a policy, a rotation
+/// already running) does not stop the others. 200 with each secret's outcome.
+#[utoipa::path(post, path = "/control/v1/vaults/{vaultId}/rotations", tag = "rotation",
+    params(("vaultId" = String, Path)),
+    request_body = StartRotations,
+    responses((status = 200, body = BatchView), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn start_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(vault): Path<String>,
+    Json(input): Json<StartRotations>,
+) -> Result<axum::Json<BatchView>, ApiError> {
+    let vault: VaultId = path_id(&vault, "vault")?;
+    let outcomes = state
+        .control
+        .start_rotations(&caller.actor, &vault, input)
+        .await?;
+    let data = outcomes
+        .into_iter()
+        .map(|(secret, started)| match started {
+            Ok(Started::Rotation(r)) => BatchOutcome {
+                secret,
+                outcome: "started",
+                rotation: Some(r),
+                plan: None,
+                error: None,
+            },
+            Ok(Started::Plan(plan)) => BatchOutcome {
+                secret,
+                outcome: "planned",
+                rotation: None,
+                plan: Some(plan),
+                error: None,
+            },
+            Err(e) => BatchOutcome {
+                secret,
+                outcome: "refused",
+                rotation: None,
+                plan: None,
+                error: Some(ApiError::from(e).detail()),
+            },
+        })
+        .collect();
+    Ok(axum::Json(BatchView { data }))
 }
 
 /// A rotation: its steps (each with what it did or why it failed) and status.

@@ -494,6 +494,122 @@ async fn a_rotation_whose_worker_died_finishes_once_after_its_lease() {
     );
 }
 
+#[tokio::test]
+async fn a_batch_rotates_many_secrets_with_an_outcome_for_each() {
+    let s = setup("Batch Rotation").await;
+    let tok = s.t.owner_token.clone();
+    for name in ["B_TOKEN", "C_TOKEN", "UNSET"] {
+        let r = s
+            .app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/control/v1/vaults/{}/secrets/{name}", s.vault),
+                Some(&tok),
+                Some(json!({"value": format!("first-{name}")})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    for name in ["API_TOKEN", "B_TOKEN", "C_TOKEN"] {
+        let mut body = settings();
+        body["targets"][0]["config"]["key"] = json!(name);
+        let r = s
+            .app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/control/v1/vaults/{}/secrets/{name}/rotation", s.vault),
+                Some(&tok),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let batch = |body: Value| {
+        let app = &s.app;
+        let path = format!("/control/v1/vaults/{}/rotations", s.vault);
+        let tok = tok.clone();
+        async move { app.post(&path, &tok, body).await }
+    };
+    // The request as a whole is checked first.
+    assert_error(&batch(json!({"secrets": []})).await, 400, "invalid_request");
+    assert_error(
+        &batch(json!({"secrets": ["B_TOKEN", "B_TOKEN"]})).await,
+        400,
+        "invalid_request",
+    );
+    let many: Vec<String> = (0..1001).map(|i| format!("S{i}")).collect();
+    assert_error(
+        &batch(json!({"secrets": many})).await,
+        400,
+        "invalid_request",
+    );
+
+    // A dry run plans each and changes nothing.
+    let planned = batch(json!({"secrets": ["API_TOKEN", "B_TOKEN"], "dryRun": true})).await;
+    assert_eq!(planned.status, 200, "{}", planned.body);
+    let outcomes: Vec<&str> = planned.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["planned", "planned"]);
+    assert!(!s.render.lock().unwrap().vars.contains_key("B_TOKEN"));
+
+    // One secret is already rotating: it is refused, the others start.
+    assert_eq!(s.start(json!({})).await.status, 202);
+    let r = batch(
+        json!({"secrets": ["API_TOKEN", "B_TOKEN", "UNSET", "MISSING", "C_TOKEN"],
+                         "reason": "quarterly"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let data = r.body["data"].as_array().unwrap();
+    let got: Vec<(&str, &str, Option<&str>)> = data
+        .iter()
+        .map(|o| {
+            (
+                o["secret"].as_str().unwrap(),
+                o["outcome"].as_str().unwrap(),
+                o["error"]["code"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("API_TOKEN", "refused", Some("conflict")),
+            ("B_TOKEN", "started", None),
+            ("UNSET", "refused", Some("not_found")),
+            ("MISSING", "refused", Some("not_found")),
+            ("C_TOKEN", "started", None),
+        ]
+    );
+    assert_eq!(data[1]["rotation"]["reason"], "quarterly");
+    for o in data.iter().filter(|o| o["outcome"] == "started") {
+        let done = s.settle(o["rotation"]["id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    let vars = s.render.lock().unwrap().vars.clone();
+    for name in ["B_TOKEN", "C_TOKEN"] {
+        let v = &vars[name];
+        assert!(v.starts_with("tok_") && v.len() == 36, "{name}: rotated");
+    }
+    assert_eq!(vars["OTHER"], "keep-me");
+
+    // Another workspace cannot name this vault.
+    let other = s.app.tenant("Batch Outsider").await;
+    let r = s
+        .app
+        .post(
+            &format!("/control/v1/vaults/{}/rotations", s.vault),
+            &other.owner_token,
+            json!({"secrets": ["B_TOKEN"]}),
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+}
+
 /// A stream of this test's own on the test NATS server, redelivering after `ack_wait`.
 fn test_stream(ack_wait: std::time::Duration) -> Option<authsome_nats::JetStreamSettings> {
     let url = authsome_testkit::nats_url()?;
@@ -801,7 +917,8 @@ async fn rotations_are_metered_per_day_and_stop_at_the_plans_limit() {
     s.seed_rotations(99).await;
     let now = s.app.clock.now();
     // The 100th goes; the 101st is the free plan's hard stop.
-    assert_eq!(s.start(json!({})).await.status, 202);
+    let hundredth = s.start(json!({})).await;
+    assert_eq!(hundredth.status, 202);
     let stopped = s.start(json!({})).await;
     assert_error(&stopped, 402, "payment_required");
     assert!(
@@ -844,6 +961,7 @@ async fn rotations_are_metered_per_day_and_stop_at_the_plans_limit() {
     );
 
     // On pro the rotations go on (past 10,000 they would be overage).
+    s.settle(hundredth.body["id"].as_str().unwrap()).await;
     let upgraded = s
         .app
         .patch(
