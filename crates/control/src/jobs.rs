@@ -56,8 +56,9 @@ pub struct TransportError(pub String);
 /// acknowledgements and redelivery.
 #[async_trait::async_trait]
 pub trait JobTransport: Send + Sync {
-    /// Publishes `ticket`, deduplicated by job and attempt; returns once the transport stored it.
-    async fn publish(&self, ticket: &Ticket) -> std::result::Result<(), TransportError>;
+    /// Publishes `tickets`, each deduplicated by job and attempt; returns once the transport
+    /// stored them all.
+    async fn publish(&self, tickets: &[Ticket]) -> std::result::Result<(), TransportError>;
     /// Up to `limit` deliveries, waiting up to `wait` for the first.
     async fn fetch(
         &self,
@@ -129,18 +130,19 @@ impl ControlPlane {
             if jobs.is_empty() {
                 return Ok(relayed);
             }
-            for job in &jobs {
-                let ticket = Ticket {
+            let tickets: Vec<Ticket> = jobs
+                .iter()
+                .map(|job| Ticket {
                     job: job.id.clone(),
                     attempt: job.attempts,
                     kind: job.kind.clone(),
-                };
-                if let Err(e) = transport.publish(&ticket).await {
-                    tracing::warn!(error = %e, "jobs could not be relayed; they will be again");
-                    return Ok(relayed);
-                }
-                relayed += 1;
+                })
+                .collect();
+            if let Err(e) = transport.publish(&tickets).await {
+                tracing::warn!(error = %e, "jobs could not be relayed; they will be again");
+                return Ok(relayed);
             }
+            relayed += tickets.len();
         }
     }
 

@@ -110,34 +110,33 @@ impl JetStreamJobs {
 
 #[async_trait]
 impl JobTransport for JetStreamJobs {
-    async fn publish(&self, ticket: &Ticket) -> Result<(), TransportError> {
-        let body = serde_json::to_vec(&Wire {
-            job: ticket.job.as_str().to_owned(),
-            attempt: ticket.attempt,
-            kind: ticket.kind.clone(),
-        })
-        .map_err(|e| failed("cannot encode a ticket")(&e))?;
-        // A subject token may not hold spaces or wildcards; job kinds are dotted words.
-        let kind: String = ticket
-            .kind
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
+    async fn publish(&self, tickets: &[Ticket]) -> Result<(), TransportError> {
+        // All sent at once, then every acknowledgement awaited: one round trip, not one each.
+        let mut acks = Vec::with_capacity(tickets.len());
+        for ticket in tickets {
+            let body = serde_json::to_vec(&Wire {
+                job: ticket.job.as_str().to_owned(),
+                attempt: ticket.attempt,
+                kind: ticket.kind.clone(),
             })
-            .collect();
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(body.into())
-            .message_id(format!("{}:{}", ticket.job, ticket.attempt));
-        self.context
-            .send_publish(format!("{}.{kind}", self.subject_prefix), publish)
-            .await
-            .map_err(|e| failed("cannot publish a job")(&e))?
-            .await
-            .map_err(|e| failed("the jobs stream did not store a job")(&e))?;
+            .map_err(|e| failed("cannot encode a ticket")(&e))?;
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(body.into())
+                .message_id(format!("{}:{}", ticket.job, ticket.attempt));
+            let ack = self
+                .context
+                .send_publish(
+                    format!("{}.{}", self.subject_prefix, subject_token(&ticket.kind)),
+                    publish,
+                )
+                .await
+                .map_err(|e| failed("cannot publish a job")(&e))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await
+                .map_err(|e| failed("the jobs stream did not store a job")(&e))?;
+        }
         Ok(())
     }
 
@@ -184,6 +183,19 @@ impl JetStreamJobs {
     }
 }
 
+/// A job kind as a subject's tokens: dotted words; anything else (spaces, wildcards) as `_`.
+fn subject_token(kind: &str) -> String {
+    kind.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 struct Delivered(jetstream::Message);
 
 #[async_trait]
@@ -198,8 +210,9 @@ impl Delivery for Delivered {
     }
 
     async fn ack(self: Box<Self>) {
-        // Best effort: an acknowledgement lost is a redelivery, which finds the job settled.
-        if let Err(e) = self.0.double_ack().await {
+        // Best effort: an acknowledgement lost is a redelivery, which finds the job settled in
+        // the database (the authority), so it need not be confirmed.
+        if let Err(e) = self.0.ack().await {
             tracing::warn!(error = %e, "a job's acknowledgement was not confirmed");
         }
     }

@@ -33,13 +33,13 @@ async fn tickets_are_stored_once_and_gone_when_acknowledged() {
     };
     let a = ticket(1);
     let b = ticket(1);
-    jobs.publish(&a).await.unwrap();
+    jobs.publish(std::slice::from_ref(&a)).await.unwrap();
     // The relay published it again (it did not see the first acknowledgement): stored once.
-    jobs.publish(&a).await.unwrap();
-    jobs.publish(&b).await.unwrap();
+    jobs.publish(std::slice::from_ref(&a)).await.unwrap();
+    jobs.publish(std::slice::from_ref(&b)).await.unwrap();
     let mut again = a.clone();
     again.attempt = 2;
-    jobs.publish(&again).await.unwrap();
+    jobs.publish(std::slice::from_ref(&again)).await.unwrap();
 
     let got = jobs.fetch(10, Duration::from_millis(500)).await.unwrap();
     let tickets: Vec<_> = got.iter().map(|d| d.ticket().unwrap()).collect();
@@ -68,8 +68,10 @@ async fn refused_and_abandoned_tickets_are_delivered_again() {
     };
     let refused = ticket(1);
     let abandoned = ticket(1);
-    jobs.publish(&refused).await.unwrap();
-    jobs.publish(&abandoned).await.unwrap();
+    jobs.publish(std::slice::from_ref(&refused)).await.unwrap();
+    jobs.publish(std::slice::from_ref(&abandoned))
+        .await
+        .unwrap();
     let mut got = jobs.fetch(10, Duration::from_millis(500)).await.unwrap();
     assert_eq!(got.len(), 2);
     let second = got.pop().unwrap();
