@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use authsome_domain::alert::{Alert, AlertChannel, AlertChannelKind, AlertSeverity};
+use authsome_domain::alert::{Alert, AlertChannel, AlertChannelKind, AlertSeverity, Escalation};
 use authsome_domain::event::DomainEvent;
 use authsome_domain::id::{AlertChannelId, AlertId, WorkspaceId};
 use authsome_domain::job::Job;
@@ -27,6 +27,8 @@ pub const DELIVER_JOB: &str = "alert.deliver";
 const DEDUPE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 const MAX_RECIPIENTS: usize = 10;
 const MAX_COOLDOWN: u32 = 24 * 3600;
+/// The longest wait before an unacknowledged alert escalates: a week, in minutes.
+const MAX_ESCALATION_MINUTES: u32 = 7 * 24 * 60;
 /// Delivery attempts before a delivery is given up.
 const MAX_ATTEMPTS: u32 = 8;
 
@@ -62,6 +64,11 @@ pub struct NewAlertChannel {
     /// At most one delivery per this many seconds (default 0; at most 86400).
     #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 86_400))]
     pub cooldown_seconds: Option<u32>,
+    /// An alert delivered here that nobody acknowledged within `afterMinutes` goes on to the
+    /// channel `channelId` (of this workspace; it may escalate further).
+    pub escalation: Option<Escalation>,
+    /// Receive alerts only when another channel escalates to this one (default false).
+    pub escalation_only: Option<bool>,
 }
 
 /// A channel just made: a webhook's signing secret is shown here, once.
@@ -140,6 +147,20 @@ impl ControlPlane {
                 format!("at most {MAX_COOLDOWN}"),
             ));
         }
+        if let Some(e) = &input.escalation {
+            if !(1..=MAX_ESCALATION_MINUTES).contains(&e.after_minutes) {
+                return Err(invalid(
+                    "escalation.afterMinutes",
+                    format!("between 1 and {MAX_ESCALATION_MINUTES}"),
+                ));
+            }
+            if self.store.alert_channel(ws, &e.channel_id).await?.is_none() {
+                return Err(invalid(
+                    "escalation.channelId",
+                    "no such channel in this workspace",
+                ));
+            }
+        }
         let master = self
             .master_key
             .as_ref()
@@ -200,6 +221,8 @@ impl ControlPlane {
             config,
             min_severity: input.min_severity.unwrap_or(AlertSeverity::Info),
             cooldown_seconds: cooldown,
+            escalation: input.escalation,
+            escalation_only: input.escalation_only.unwrap_or(false),
             last_delivered_at: None,
             created_at: self.clock.now(),
         };
@@ -208,7 +231,10 @@ impl ControlPlane {
             .target(&channel.id)
             .change("type", channel.kind.as_str());
         self.audited(Some(actor), vec![event], async |outbox| {
-            self.store.insert_alert_channel(&channel, outbox).await
+            self.store
+                .insert_alert_channel(&channel, outbox)
+                .await
+                .map_err(crate::gone("alert channel to escalate to"))
         })
         .await?;
         Ok(CreatedAlertChannel {
@@ -344,7 +370,7 @@ impl ControlPlane {
                 .alert_channels(ws)
                 .await?
                 .iter()
-                .filter(|c| rank(c.min_severity) <= rank(severity))
+                .filter(|c| !c.escalation_only && rank(c.min_severity) <= rank(severity))
                 .map(|c| {
                     Job::new(
                         DELIVER_JOB,
@@ -396,11 +422,28 @@ impl ControlPlane {
         let (Some(alert), Some(channel)) = (alert, channel) else {
             return Ok(None);
         };
+        let escalated = job.payload["escalated"].as_bool() == Some(true);
+        if escalated
+            && (alert.acknowledged_at.is_some()
+                || rank(channel.min_severity) > rank(alert.severity))
+        {
+            // Someone answered in time (or the channel does not want it): no escalation.
+            return Ok(None);
+        }
+        let alert = if escalated {
+            Alert {
+                title: format!("Unacknowledged: {}", alert.title),
+                ..alert
+            }
+        } else {
+            alert
+        };
         let now = self.clock.now();
         if let Some(last) = channel.last_delivered_at {
             let ready = last + chrono::Duration::seconds(i64::from(channel.cooldown_seconds));
             if channel.cooldown_seconds > 0 && now < ready {
                 // In its cooldown: the alert stays in the API, this channel stays quiet.
+                self.escalate(&alert, &channel, now).await?;
                 return Ok(None);
             }
         }
@@ -460,6 +503,7 @@ impl ControlPlane {
                     .alert_delivered(&ws, &channel.id, now)
                     .await
                     .map_err(storage)?;
+                self.escalate(&alert, &channel, now).await?;
                 Ok(None)
             }
             Err(why) if job.attempts < MAX_ATTEMPTS => {
@@ -536,6 +580,37 @@ impl ControlPlane {
             }
         }
         Ok(found)
+    }
+
+    /// Schedules the delivery of `alert` to the channel `channel` escalates to, for when its
+    /// time is up; that delivery goes out only if the alert is still unacknowledged then. Once
+    /// per alert and channel (so a circle of escalations ends).
+    async fn escalate(
+        &self,
+        alert: &Alert,
+        channel: &AlertChannel,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<(), Fault> {
+        let Some(next) = &channel.escalation else {
+            return Ok(());
+        };
+        if alert.acknowledged_at.is_some() {
+            return Ok(());
+        }
+        let mut job = Job::new(
+            DELIVER_JOB,
+            json!({"alert": alert.id.as_str(), "channel": next.channel_id.as_str(),
+                   "escalated": true, "from": channel.id.as_str()}),
+            Some(&alert.workspace_id),
+            now,
+        );
+        job.run_at = now + chrono::Duration::minutes(i64::from(next.after_minutes));
+        job.dedupe_key = Some(format!("alert.escalate:{}:{}", alert.id, next.channel_id));
+        self.store
+            .enqueue_job(&job)
+            .await
+            .map_err(|e| Fault::from(ControlError::from(e)))?;
+        Ok(())
     }
 
     fn alert_sender(&self) -> std::result::Result<&dyn AlertSender, Fault> {

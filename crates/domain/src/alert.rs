@@ -48,8 +48,24 @@ pub struct AlertChannel {
     pub min_severity: AlertSeverity,
     /// At most one delivery per this many seconds (0: no cooldown).
     pub cooldown_seconds: u32,
+    /// Where an alert delivered here goes next when nobody acknowledged it in time.
+    pub escalation: Option<Escalation>,
+    /// Receives alerts only when another channel escalates to it (an on-call pager).
+    pub escalation_only: bool,
     pub last_delivered_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+}
+
+/// An unacknowledged alert goes on to `channel_id` after `after_minutes`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Escalation {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "alc_01jd4v0z3c8x2m5q7w9e1r6t0y"))]
+    pub channel_id: AlertChannelId,
+    /// 1 to 10,080 (a week).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_080))]
+    pub after_minutes: u32,
 }
 
 /// An alert.

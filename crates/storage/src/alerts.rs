@@ -15,6 +15,7 @@ use crate::{Result, StorageError};
 
 #[async_trait::async_trait]
 pub trait AlertRepository {
+    /// `NotFound` when it escalates to a channel that is not the workspace's.
     async fn insert_alert_channel(&self, channel: &AlertChannel, outbox: &Outbox) -> Result<()>;
     async fn alert_channels(&self, workspace: &WorkspaceId) -> Result<Vec<AlertChannel>>;
     async fn alert_channel(
@@ -53,7 +54,8 @@ pub trait AlertRepository {
 }
 
 pub(crate) const CHANNEL_COLUMNS: &str = "id, workspace_id, kind, config, sealed, min_severity, \
-     cooldown_seconds, last_delivered_at, created_at";
+     cooldown_seconds, escalate_to, escalate_after_minutes, escalation_only, last_delivered_at, \
+     created_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ChannelRow {
@@ -64,6 +66,9 @@ pub(crate) struct ChannelRow {
     sealed: Option<String>,
     min_severity: String,
     cooldown_seconds: i64,
+    escalate_to: Option<String>,
+    escalate_after_minutes: Option<i64>,
+    escalation_only: bool,
     last_delivered_at: Option<i64>,
     created_at: i64,
 }
@@ -86,6 +91,17 @@ impl ChannelRow {
                 .ok_or(corrupt("alert_channels.min_severity"))?,
             cooldown_seconds: u32::try_from(self.cooldown_seconds)
                 .map_err(|_| corrupt("alert_channels.cooldown_seconds"))?,
+            escalation: match (self.escalate_to, self.escalate_after_minutes) {
+                (Some(to), Some(after)) => Some(authsome_domain::alert::Escalation {
+                    channel_id: AlertChannelId::parse(&to)
+                        .map_err(|_| corrupt("alert_channels.escalate_to"))?,
+                    after_minutes: u32::try_from(after)
+                        .map_err(|_| corrupt("alert_channels.escalate_after_minutes"))?,
+                }),
+                // The channel escalated to was deleted: no escalation.
+                _ => None,
+            },
+            escalation_only: self.escalation_only,
             last_delivered_at: self
                 .last_delivered_at
                 .map(|t| time(t, "alert_channels.last_delivered_at"))
@@ -147,10 +163,13 @@ macro_rules! impl_alerts {
                 use base64::Engine;
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                sqlx::query(
+                let done = sqlx::query(
                     "INSERT INTO alert_channels (id, workspace_id, kind, config, sealed, \
-                     min_severity, cooldown_seconds, last_delivered_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
+                     min_severity, cooldown_seconds, escalate_to, escalate_after_minutes, \
+                     escalation_only, last_delivered_at, created_at) \
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $9, $10, $11, NULL, $8 \
+                     WHERE $9 IS NULL OR EXISTS (SELECT 1 FROM alert_channels \
+                     WHERE id = $9 AND workspace_id = $2)",
                 )
                 .bind(c.id.as_str())
                 .bind(c.workspace_id.as_str())
@@ -164,8 +183,15 @@ macro_rules! impl_alerts {
                 .bind(c.min_severity.as_str())
                 .bind(i64::from(c.cooldown_seconds))
                 .bind($crate::rows::ms(c.created_at))
+                .bind(c.escalation.as_ref().map(|e| e.channel_id.as_str()))
+                .bind(c.escalation.as_ref().map(|e| i64::from(e.after_minutes)))
+                .bind(c.escalation_only)
                 .execute(&mut *tx)
                 .await?;
+                if done.rows_affected() != 1 {
+                    // Escalating to a channel of another workspace (or none).
+                    return Err($crate::StorageError::NotFound);
+                }
                 commit_with_outbox(tx, outbox).await
             }
 

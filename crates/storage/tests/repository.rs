@@ -90,6 +90,7 @@ backend_tests!(
     vault_operators_are_bound_within_their_workspace,
     jobs_are_handed_out_once_and_again_when_their_lease_runs_out,
     relayed_jobs_are_taken_once_per_hand_out,
+    alert_channels_escalate_within_their_workspace,
     rotations_and_their_settings_stay_in_their_workspace,
 );
 
@@ -2836,6 +2837,113 @@ async fn relayed_jobs_are_taken_once_per_hand_out(store: Arc<dyn Store>) {
             .is_none(),
         "a finished job is never taken again"
     );
+}
+
+async fn alert_channels_escalate_within_their_workspace(store: Arc<dyn Store>) {
+    use authsome_domain::alert::{
+        Alert, AlertChannel, AlertChannelKind, AlertSeverity, Escalation,
+    };
+    use authsome_domain::id::{AlertChannelId, AlertId};
+    use authsome_domain::job::Job;
+
+    let (ws, _, _) = seeded(&store, "escalating").await;
+    let (other, _, _) = seeded(&store, "elsewhere").await;
+    let t0 = now();
+    let channel =
+        |ws: &authsome_domain::id::WorkspaceId, escalation: Option<Escalation>| AlertChannel {
+            id: AlertChannelId::new(),
+            workspace_id: ws.clone(),
+            kind: AlertChannelKind::Email,
+            config: serde_json::json!({"to": ["ops@example.test"]}),
+            sealed: None,
+            min_severity: AlertSeverity::Info,
+            cooldown_seconds: 0,
+            escalation_only: escalation.is_none(),
+            escalation,
+            last_delivered_at: None,
+            created_at: t0,
+        };
+    let pager = channel(&ws.id, None);
+    store
+        .insert_alert_channel(&pager, &Outbox::empty())
+        .await
+        .unwrap();
+    let theirs = channel(&other.id, None);
+    store
+        .insert_alert_channel(&theirs, &Outbox::empty())
+        .await
+        .unwrap();
+    let to = |c: &AlertChannel| {
+        Some(Escalation {
+            channel_id: c.id.clone(),
+            after_minutes: 15,
+        })
+    };
+    // Escalating to another workspace's channel is refused in storage.
+    assert!(matches!(
+        store
+            .insert_alert_channel(&channel(&ws.id, to(&theirs)), &Outbox::empty())
+            .await,
+        Err(StorageError::NotFound)
+    ));
+    let first = channel(&ws.id, to(&pager));
+    store
+        .insert_alert_channel(&first, &Outbox::empty())
+        .await
+        .unwrap();
+    let stored = store
+        .alert_channel(&ws.id, &first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, first);
+    assert!(store
+        .alert_channel(&other.id, &first.id)
+        .await
+        .unwrap()
+        .is_none());
+    // The channel escalated to is deleted: the escalation goes with it.
+    store
+        .delete_alert_channel(&ws.id, &pager.id, &Outbox::empty())
+        .await
+        .unwrap();
+    let stored = store
+        .alert_channel(&ws.id, &first.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.escalation, None);
+    // Alerts are raised once per key in the window, and only in their workspace.
+    let alert = Alert {
+        id: AlertId::new(),
+        workspace_id: ws.id.clone(),
+        kind: "rotation.failed".into(),
+        severity: AlertSeverity::Critical,
+        title: "failed".into(),
+        details: serde_json::json!({}),
+        dedupe_key: "k".into(),
+        created_at: t0,
+        acknowledged_at: None,
+        acknowledged_by: None,
+    };
+    let job = Job::new("alert.deliver", serde_json::json!({}), Some(&ws.id), t0);
+    assert!(store
+        .raise_alert(&alert, t0 - Duration::hours(1), &[job])
+        .await
+        .unwrap());
+    let again = Alert {
+        id: AlertId::new(),
+        ..alert.clone()
+    };
+    assert!(!store
+        .raise_alert(&again, t0 - Duration::hours(1), &[])
+        .await
+        .unwrap());
+    assert!(store
+        .alert(Some(&other.id), &alert.id)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Store>) {

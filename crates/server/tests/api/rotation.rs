@@ -1302,6 +1302,129 @@ fn signed_by(secret: &str, headers: &HeaderMap, body: &str) -> bool {
 }
 
 #[tokio::test]
+async fn unacknowledged_alerts_escalate_to_the_next_channel() {
+    let s = setup("Escalating Rotation").await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    let (slack_url, slack) = fake_inbox().await;
+    let (pager_url, pager) = fake_inbox().await;
+    let (late_url, late) = fake_inbox().await;
+    let channels = format!("/control/v1/workspaces/{}/alert-channels", s.t.ws);
+    let key = s.key.clone();
+    let make = |body: Value| {
+        let app = &s.app;
+        let channels = channels.clone();
+        let key = key.clone();
+        async move { app.post(&channels, &key, body).await }
+    };
+    // Last in line: an on-call pager that hears only what escalates to it.
+    let last = make(
+        json!({"type": "webhook", "config": {"url": format!("{late_url}/late")},
+                           "escalationOnly": true}),
+    )
+    .await;
+    assert_eq!(last.status, 201, "{}", last.body);
+    let pager_channel = make(
+        json!({"type": "webhook", "config": {"url": format!("{pager_url}/p")},
+                          "escalationOnly": true,
+                          "escalation": {"channelId": last.body["id"], "afterMinutes": 60}}),
+    )
+    .await;
+    assert_eq!(pager_channel.status, 201, "{}", pager_channel.body);
+    assert_eq!(pager_channel.body["escalationOnly"], true);
+    let first = make(json!({"type": "slack", "config": {"url": format!("{slack_url}/s")},
+                           "escalation": {"channelId": pager_channel.body["id"], "afterMinutes": 15}}))
+    .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.body["escalation"]["afterMinutes"], 15);
+    // Bad escalations: out of range, unknown, another workspace's channel.
+    let other = s.app.tenant("Escalation Outsider").await;
+    let theirs = s
+        .app
+        .post(
+            &format!("/control/v1/workspaces/{}/alert-channels", other.ws),
+            &other.owner_token,
+            json!({"type": "webhook", "config": {"url": format!("{late_url}/theirs")}}),
+        )
+        .await;
+    assert_eq!(theirs.status, 201);
+    for (escalation, field) in [
+        (
+            json!({"channelId": last.body["id"], "afterMinutes": 0}),
+            "escalation.afterMinutes",
+        ),
+        (
+            json!({"channelId": "alc_01jd4v0z3c8x2m5q7w9e1r6t0y", "afterMinutes": 5}),
+            "escalation.channelId",
+        ),
+        (
+            json!({"channelId": theirs.body["id"], "afterMinutes": 5}),
+            "escalation.channelId",
+        ),
+    ] {
+        let r = make(
+            json!({"type": "slack", "config": {"url": format!("{slack_url}/x")},
+                            "escalation": escalation}),
+        )
+        .await;
+        assert_error(&r, 400, "invalid_request");
+        assert!(r.body.to_string().contains(field), "{field}: {}", r.body);
+    }
+
+    let run = || async {
+        s.app
+            .state
+            .control
+            .run_jobs("w", std::time::Duration::from_secs(5))
+            .await
+            .unwrap()
+    };
+    let posts = |inbox: &Arc<Mutex<Inbox>>| inbox.lock().unwrap().posts.len();
+    // A failed rotation: Slack hears at once; the escalation-only channels do not.
+    s.render.lock().unwrap().corrupt_reads = true;
+    let failed = s.start(json!({})).await;
+    assert_eq!(
+        s.settle(failed.body["id"].as_str().unwrap()).await["status"],
+        "failed"
+    );
+    run().await;
+    assert_eq!((posts(&slack), posts(&pager), posts(&late)), (1, 0, 0));
+    // Fifteen minutes without an acknowledgement: the pager.
+    s.app.clock.advance(std::time::Duration::from_secs(14 * 60));
+    run().await;
+    assert_eq!(posts(&pager), 0, "not before its time");
+    s.app.clock.advance(std::time::Duration::from_secs(61));
+    run().await;
+    assert_eq!((posts(&slack), posts(&pager), posts(&late)), (1, 1, 0));
+    assert!(pager.lock().unwrap().posts[0].1.contains("Unacknowledged"));
+    // Acknowledged before the next step: the last channel never hears of it.
+    let alerts = s
+        .app
+        .get(&format!("/control/v1/workspaces/{}/alerts", s.t.ws), &key)
+        .await;
+    let failed_alert = alerts.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "rotation.failed")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let acked = s
+        .app
+        .post(
+            &format!("/control/v1/alerts/{failed_alert}/acknowledge"),
+            &key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(acked.status, 200, "{}", acked.body);
+    s.app.clock.advance(std::time::Duration::from_secs(61 * 60));
+    run().await;
+    assert_eq!((posts(&slack), posts(&pager), posts(&late)), (1, 1, 0));
+}
+
+#[tokio::test]
 async fn alerts_reach_slack_email_and_signed_webhooks_deduplicated() {
     let Some(sink) = authsome_testkit::smtp::SmtpSink::start() else {
         return;
