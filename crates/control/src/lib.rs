@@ -488,16 +488,28 @@ impl ControlPlane {
     ) -> Result<()> {
         let decided = require(role, permission);
         if decided.is_err() {
-            self.emit(
-                actor,
-                DomainEvent::new("permission.denied")
-                    .workspace(workspace)
-                    .outcome(authsome_domain::event::Outcome::Denied)
-                    .change("permission", format!("{permission:?}"))
-                    .change("role", role.as_str()),
-            );
+            self.record_denial(actor, workspace, role, permission);
         }
         decided
+    }
+
+    /// Records in the workspace's audit log that `role` was refused `permission` (here or by a
+    /// rule narrower than the role matrix, such as a policy's approver roles).
+    fn record_denial(
+        &self,
+        actor: &Actor,
+        workspace: &authsome_domain::id::WorkspaceId,
+        role: Role,
+        permission: Permission,
+    ) {
+        self.emit(
+            actor,
+            DomainEvent::new("permission.denied")
+                .workspace(workspace)
+                .outcome(authsome_domain::event::Outcome::Denied)
+                .change("permission", format!("{permission:?}"))
+                .change("role", role.as_str()),
+        );
     }
 }
 

@@ -1021,7 +1021,33 @@ impl ControlPlane {
         let own = person == approval.requested_by;
         match action {
             ApprovalAction::Approve | ApprovalAction::Deny => {
-                self.require_for(actor, &ws, role, Permission::RotationsApprove)?;
+                // Who approves is the rotation's policy decision (owners and admins unless a
+                // policy names other roles); an owner always may.
+                let held = self
+                    .store
+                    .rotation(Some(&ws), &approval.rotation_id)
+                    .await?
+                    .ok_or(ControlError::NotFound("rotation"))?;
+                let decision: Option<Decision> = serde_json::from_value(held.decision).ok();
+                let allowed = match &decision {
+                    Some(d) => d.may_approve(role),
+                    None => role.allows(Permission::RotationsApprove),
+                };
+                if !allowed {
+                    self.record_denial(actor, &ws, role, Permission::RotationsApprove);
+                    let approvers = decision
+                        .map(|d| d.approver_roles)
+                        .unwrap_or_else(|| policy::DEFAULT_APPROVER_ROLES.to_vec());
+                    return Err(ControlError::Forbidden(format!(
+                        "the {} role may not approve this rotation; its approvers: {}",
+                        role.as_str(),
+                        approvers
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
                 if own {
                     return Err(ControlError::Forbidden(
                         "the requester cannot decide their own request".into(),

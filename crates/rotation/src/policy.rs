@@ -3,6 +3,7 @@
 //! touches several providers is judged under each chain, and the most restrictive outcome of
 //! all the rules wins ([`decide`]). Every decision lists the rules that made it.
 
+use authsome_domain::tenancy::Role;
 use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc, Weekday};
 
 use crate::InvalidRule;
@@ -110,7 +111,16 @@ pub struct Rules {
     #[cfg_attr(feature = "openapi", schema(minimum = 300, maximum = 604_800))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_timeout_seconds: Option<u32>,
+    /// The roles whose members may approve (default owner and admin; an owner always may).
+    /// Of owner, admin and operator: a viewer or auditor cannot change a secret, so cannot
+    /// approve a change to one.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>, example = json!(["owner", "admin"])))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approver_roles: Option<Vec<Role>>,
 }
+
+/// Who approves unless a policy says otherwise.
+pub const DEFAULT_APPROVER_ROLES: [Role; 2] = [Role::Owner, Role::Admin];
 
 /// Where the rules were set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -191,6 +201,23 @@ impl Rules {
                 format!("between {MIN_APPROVAL_TIMEOUT} and {MAX_APPROVAL_TIMEOUT}"),
             ));
         }
+        if let Some(roles) = &self.approver_roles {
+            if roles.is_empty() {
+                return Err(InvalidRule::new("approverRoles", "name at least one role"));
+            }
+            if let Some(r) = roles
+                .iter()
+                .find(|r| !matches!(r, Role::Owner | Role::Admin | Role::Operator))
+            {
+                return Err(InvalidRule::new(
+                    "approverRoles",
+                    format!(
+                        "{} cannot approve: only owner, admin or operator",
+                        r.as_str()
+                    ),
+                ));
+            }
+        }
         if self.cooldown_seconds.is_some_and(|c| c > MAX_COOLDOWN) {
             return Err(InvalidRule::new(
                 "cooldownSeconds",
@@ -220,6 +247,10 @@ impl Rules {
             approval_timeout_seconds: nearer
                 .approval_timeout_seconds
                 .or(self.approval_timeout_seconds),
+            approver_roles: nearer
+                .approver_roles
+                .clone()
+                .or_else(|| self.approver_roles.clone()),
         }
     }
 
@@ -268,6 +299,21 @@ pub struct Decision {
     pub auto_redeploy: bool,
     /// How long an approval request stays open: the shortest any chain sets.
     pub approval_timeout_seconds: u32,
+    /// Who may approve: the roles every chain allows, and always the owner.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    #[serde(default = "default_approvers")]
+    pub approver_roles: Vec<Role>,
+}
+
+fn default_approvers() -> Vec<Role> {
+    DEFAULT_APPROVER_ROLES.to_vec()
+}
+
+impl Decision {
+    /// Whether a member of `role` may approve what was decided.
+    pub fn may_approve(&self, role: Role) -> bool {
+        role == Role::Owner || self.approver_roles.contains(&role)
+    }
 }
 
 fn inside(window: &MaintenanceWindow, now: DateTime<Utc>) -> bool {
@@ -385,6 +431,22 @@ pub fn decide(chains: &[Rules], facts: &Facts) -> Decision {
             .filter_map(|r| r.approval_timeout_seconds)
             .min()
             .unwrap_or(DEFAULT_APPROVAL_TIMEOUT),
+        approver_roles: {
+            // The most restrictive: roles every chain allows (each chain's own, or the default).
+            let mut roles = vec![Role::Owner];
+            for role in [Role::Admin, Role::Operator] {
+                let everywhere = chains.iter().all(|r| {
+                    r.approver_roles
+                        .as_deref()
+                        .unwrap_or(&DEFAULT_APPROVER_ROLES)
+                        .contains(&role)
+                });
+                if everywhere {
+                    roles.push(role);
+                }
+            }
+            roles
+        },
     }
 }
 
@@ -407,6 +469,42 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn approvers_are_the_roles_every_chain_allows_and_always_owners() {
+        let facts = Facts::default();
+        let named = |roles: &[Role]| Rules {
+            approver_roles: Some(roles.to_vec()),
+            ..Rules::default()
+        };
+        let by_default = decide(&[Rules::default()], &facts);
+        assert_eq!(by_default.approver_roles, [Role::Owner, Role::Admin]);
+        assert!(by_default.may_approve(Role::Admin) && !by_default.may_approve(Role::Operator));
+        let widened = decide(&[named(&[Role::Operator])], &facts);
+        assert_eq!(widened.approver_roles, [Role::Owner, Role::Operator]);
+        // Two chains: only what both allow.
+        let both = decide(
+            &[
+                named(&[Role::Admin, Role::Operator]),
+                named(&[Role::Operator]),
+            ],
+            &facts,
+        );
+        assert_eq!(both.approver_roles, [Role::Owner, Role::Operator]);
+        let narrowed = decide(&[named(&[Role::Admin]), named(&[Role::Operator])], &facts);
+        assert_eq!(narrowed.approver_roles, [Role::Owner]);
+        assert!(narrowed.may_approve(Role::Owner) && !narrowed.may_approve(Role::Admin));
+        for bad in [vec![], vec![Role::Viewer], vec![Role::Auditor]] {
+            assert!(named(&bad).check().is_err(), "{bad:?}");
+        }
+        // A decision stored before approver roles existed reads as the default.
+        let old: Decision = serde_json::from_value(serde_json::json!({
+            "outcome": "require_approval", "findings": [], "autoRedeploy": false,
+            "approvalTimeoutSeconds": 600
+        }))
+        .unwrap();
+        assert_eq!(old.approver_roles, [Role::Owner, Role::Admin]);
     }
 
     #[test]

@@ -1150,6 +1150,50 @@ async fn a_rotation_held_for_a_second_person_runs_once_approved() {
             "{action} missing"
         );
     }
+    // A policy names the approvers: operators (and owners) approve, admins no longer do.
+    let (_, operator) = s
+        .app
+        .add_member(&owner, &s.t.ws, "operator@approved.test", "operator")
+        .await;
+    let pid = policy.body["id"].as_str().unwrap();
+    let policy_path = format!("/control/v1/workspaces/{}/policies/{pid}", s.t.ws);
+    for roles in [json!([]), json!(["viewer"]), json!(["root"])] {
+        let r = s
+            .app
+            .call(
+                reqwest::Method::PUT,
+                &policy_path,
+                Some(&owner),
+                Some(json!({"rules": {"requireApproval": true, "approverRoles": roles}})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{roles}: {}", r.body);
+    }
+    let r = s
+        .app
+        .call(
+            reqwest::Method::PUT,
+            &policy_path,
+            Some(&owner),
+            Some(json!({"rules": {"requireApproval": true, "approverRoles": ["operator"]}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (rot, apr) = held(json!({})).await;
+    let refused = act(&apr, "approve", &admin, json!({})).await;
+    assert_error(&refused, 403, "forbidden");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("owner, operator"),
+        "{}",
+        refused.body
+    );
+    let approved = act(&apr, "approve", &operator, json!({})).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(s.settle(&rot).await["status"], "succeeded");
+
     // Another workspace sees none of it.
     let other = s.app.tenant("Other Approved").await;
     assert_error(
