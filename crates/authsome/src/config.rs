@@ -163,6 +163,13 @@ pub const SETTINGS: &[Setting] = &[
         help: "Outbound calls to URLs customers give (identity issuers' key sets for workload identity federation, OAuth token endpoints and credential endpoints of provider configurations): private, loopback, link-local and metadata addresses are refused unless listed here (CIDRs, addresses, host names, `*.` for a suffix; comma-separated). Public addresses are always allowed.",
     },
     Setting {
+        key: "target_endpoints",
+        env: "AUTHSOME_TARGET_ENDPOINTS",
+        default: None,
+        secret: false,
+        help: "Where rotation's connectors call each provider instead of its public API (a proxy, a regional endpoint, a local fake): `provider=url` pairs, comma-separated, of vercel, netlify, render, cloudflare, fly, gcp, azure, aws. The calls still go through AUTHSOME_OUTBOUND_ALLOW.",
+    },
+    Setting {
         key: "aws_endpoint",
         env: "AUTHSOME_AWS_ENDPOINT",
         default: None,
@@ -414,6 +421,7 @@ pub struct Config {
     /// `AUTHSOME_AWS_ENDPOINT`: where KMS is called instead of AWS's regional endpoint.
     pub aws_endpoint: Option<String>,
     pub aws_region: Option<String>,
+    pub target_endpoints: authsome_connect::targets::Endpoints,
 }
 
 impl Config {
@@ -696,6 +704,9 @@ impl RawConfig {
             aws_endpoint: service_url("AUTHSOME_AWS_ENDPOINT", &["http", "https"])?
                 .map(|u| u.to_string()),
             aws_region: self.get("AUTHSOME_AWS_REGION").map(str::to_owned),
+            target_endpoints: authsome_connect::targets::Endpoints::default()
+                .with_overrides(self.get("AUTHSOME_TARGET_ENDPOINTS").unwrap_or_default())
+                .map_err(|e| bad("AUTHSOME_TARGET_ENDPOINTS", e))?,
             outbound: authsome_domain::egress::EgressPolicy::public_with(
                 self.get("AUTHSOME_OUTBOUND_ALLOW").unwrap_or_default(),
             )
@@ -884,6 +895,9 @@ mod tests {
             ("AUTHSOME_VAULT_BACKEND", "s3"),
             ("AUTHSOME_VAULT_BACKEND", "redis"),
             ("AUTHSOME_OUTBOUND_ALLOW", "not a network!"),
+            ("AUTHSOME_TARGET_ENDPOINTS", "render"),
+            ("AUTHSOME_TARGET_ENDPOINTS", "heroku=https://api.heroku.com"),
+            ("AUTHSOME_TARGET_ENDPOINTS", "render=ftp://x"),
         ] {
             let err = gather(None, &env_of(&[(var, value)]))
                 .and_then(|r| r.parse())

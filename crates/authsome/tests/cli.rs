@@ -1253,3 +1253,210 @@ async fn the_data_directory_and_everything_in_it_are_private() {
         stderr(&again)
     );
 }
+
+/// Render's env vars as an in-test fake holds them (its real REST shape); while `hang` is set
+/// a write never answers, as a provider that stalls mid-rotation.
+#[derive(Default)]
+struct StallingRender {
+    vars: std::collections::BTreeMap<String, String>,
+    writes: Vec<String>,
+    hang: bool,
+}
+
+async fn stalling_render() -> (String, std::sync::Arc<std::sync::Mutex<StallingRender>>) {
+    use axum::extract::{Path, State};
+    use axum::routing::{get, put};
+    type Shared = std::sync::Arc<std::sync::Mutex<StallingRender>>;
+    let state: Shared = Default::default();
+    let app = axum::Router::new()
+        .route(
+            "/services/srv-1/env-vars/{key}",
+            put(
+                |State(s): State<Shared>,
+                 Path(key): Path<String>,
+                 axum::Json(body): axum::Json<Value>| async move {
+                    let value = body["value"].as_str().unwrap_or_default().to_owned();
+                    let hang = {
+                        let mut s = s.lock().unwrap();
+                        s.writes.push(value.clone());
+                        s.hang
+                    };
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    s.lock().unwrap().vars.insert(key.clone(), value.clone());
+                    axum::Json(serde_json::json!({"key": key, "value": value}))
+                },
+            ),
+        )
+        .route(
+            "/services/srv-1/env-vars",
+            get(|State(s): State<Shared>| async move {
+                let list: Vec<Value> = s
+                    .lock()
+                    .unwrap()
+                    .vars
+                    .iter()
+                    .map(
+                        |(k, v)| serde_json::json!({"envVar": {"key": k, "value": v}, "cursor": k}),
+                    )
+                    .collect();
+                axum::Json(Value::Array(list))
+            }),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, state)
+}
+
+#[tokio::test]
+async fn a_rotation_cut_off_by_a_killed_process_finishes_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = run(dir.path(), &[], &["init", "--json"]);
+    let init: Value = serde_json::from_str(stdout(&init).trim()).unwrap();
+    let key = init["managementKey"].as_str().unwrap().to_owned();
+    let ws = init["workspaceId"].as_str().unwrap().to_owned();
+    let (render_url, render) = stalling_render().await;
+    let port = closed_port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = format!("http://{listen}");
+    let endpoints = format!("render={render_url}");
+    let start = || {
+        authsome(
+            dir.path(),
+            &[
+                ("AUTHSOME_LISTEN", &listen),
+                ("AUTHSOME_TARGET_ENDPOINTS", &endpoints),
+                ("AUTHSOME_OUTBOUND_ALLOW", "127.0.0.1"),
+            ],
+            &["serve"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+    let client = reqwest::Client::new();
+    let wait_ready = || async {
+        let started = Instant::now();
+        while client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let call = |method: reqwest::Method, path: String, body: Value| {
+        let request = client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&key);
+        async move {
+            let r = request.json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let mut server = start();
+    wait_ready().await;
+    use reqwest::Method;
+    let (status, vault) = call(
+        Method::POST,
+        format!("/control/v1/workspaces/{ws}/vaults"),
+        serde_json::json!({"name": "prod"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{vault}");
+    let vault = vault["id"].as_str().unwrap().to_owned();
+    for (path, body) in [
+        (
+            format!("/control/v1/workspaces/{ws}/providers/render"),
+            serde_json::json!({"mode": "hosted", "config": {"vaultId": vault, "secret": "RENDER_TOKEN"},
+                               "credential": "rnd_token"}),
+        ),
+        (
+            format!("/control/v1/vaults/{vault}/secrets/API_TOKEN"),
+            serde_json::json!({"value": "the-first-token"}),
+        ),
+        (
+            format!("/control/v1/vaults/{vault}/secrets/API_TOKEN/rotation"),
+            serde_json::json!({"generator": {"length": 32, "alphabet": "hex", "prefix": "tok_"},
+                               "targets": [{"provider": "render",
+                                            "config": {"serviceId": "srv-1", "key": "API_TOKEN"}}]}),
+        ),
+    ] {
+        let (status, body) = call(Method::PUT, path, body).await;
+        assert!(status == 200 || status == 201, "{body}");
+    }
+    render.lock().unwrap().hang = true;
+    let (status, rotation) = call(
+        Method::POST,
+        format!("/control/v1/vaults/{vault}/secrets/API_TOKEN/rotations"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 202, "{rotation}");
+    let id = rotation["id"].as_str().unwrap().to_owned();
+    // The maintenance loop runs it: stored, then the push stalls at Render. Killed there.
+    let started = Instant::now();
+    while render.lock().unwrap().writes.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the push never came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-KILL", &server.id().to_string()])
+        .status()
+        .unwrap();
+    server.wait().unwrap();
+    render.lock().unwrap().hang = false;
+
+    // Restarted: once the dead worker's lease (a minute) ran out, the run resumes and ends.
+    let mut server = start();
+    wait_ready().await;
+    let started = Instant::now();
+    let done = loop {
+        let (_, r) = call(
+            Method::GET,
+            format!("/control/v1/rotations/{id}"),
+            Value::Null,
+        )
+        .await;
+        if r["status"] == "succeeded" || r["status"] == "failed" {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "never finished: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let (_, value) = call(
+        Method::GET,
+        format!("/control/v1/vaults/{vault}/secrets/API_TOKEN/value"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(value["version"], 2, "stored once: {value}");
+    let value = value["value"].as_str().unwrap().to_owned();
+    let render = render.lock().unwrap();
+    assert_eq!(render.vars.get("API_TOKEN"), Some(&value));
+    assert!(
+        render.writes.iter().all(|w| *w == value),
+        "only that version was ever pushed"
+    );
+    drop(render);
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    server.wait().unwrap();
+}

@@ -66,6 +66,36 @@ impl Default for Endpoints {
     }
 }
 
+impl Endpoints {
+    /// These endpoints with some replaced: `provider=url` pairs, comma-separated (the
+    /// providers `vercel`, `netlify`, `render`, `cloudflare`, `fly`, `gcp`, `azure`, `aws`);
+    /// the error names what is wrong.
+    pub fn with_overrides(mut self, spec: &str) -> Result<Self, String> {
+        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (provider, raw) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not provider=url"))?;
+            let url = url::Url::parse(raw.trim())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| format!("`{raw}` is not an http(s) URL"))?;
+            let url = url.as_str().trim_end_matches('/').to_owned();
+            match provider.trim() {
+                "vercel" => self.vercel = url,
+                "netlify" => self.netlify = url,
+                "render" => self.render = url,
+                "cloudflare" => self.cloudflare = url,
+                "fly" => self.fly = url,
+                "gcp" => self.gcp = url,
+                "azure" => self.azure = Some(url),
+                "aws" => self.aws = Some(url),
+                other => return Err(format!("`{other}` is not a rotation target provider")),
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// The credential a connector calls with.
 pub enum Credential {
     Bearer(Zeroizing<String>),
