@@ -231,58 +231,165 @@ impl AwsJson {
         target: &str,
         body: &[u8],
     ) -> Result<Vec<(String, String)>, String> {
-        let host = url::Url::parse(url)
-            .ok()
-            .and_then(|u| {
-                u.host_str().map(|h| match u.port() {
-                    Some(p) => format!("{h}:{p}"),
-                    None => h.to_owned(),
-                })
-            })
-            .ok_or("the AWS endpoint is not a URL")?;
-        let mut headers = vec![
-            ("host".to_owned(), host),
-            (
-                "content-type".to_owned(),
-                "application/x-amz-json-1.1".to_owned(),
-            ),
-            ("x-amz-target".to_owned(), target.to_owned()),
-        ];
-        let identity: Identity = Credentials::new(
-            &self.settings.access_key_id,
-            self.settings.secret_access_key.as_str(),
-            self.settings.session_token.as_ref().map(|t| t.to_string()),
-            None,
-            "authsome",
-        )
-        .into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(region)
-            .name(self.service.name)
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| format!("cannot sign: {e}"))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
+        signed_headers(
+            &self.settings,
+            self.service.name,
             url,
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::Bytes(body),
+            region,
+            vec![
+                (
+                    "content-type".to_owned(),
+                    "application/x-amz-json-1.1".to_owned(),
+                ),
+                ("x-amz-target".to_owned(), target.to_owned()),
+            ],
+            body,
         )
-        .map_err(|e| format!("cannot sign: {e}"))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| format!("cannot sign: {e}"))?
-            .into_parts();
-        headers.retain(|(k, _)| k != "host");
-        headers.extend(
-            instructions
-                .headers()
-                .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        );
-        Ok(headers)
     }
+}
+
+/// `headers` for a POST of `body` to `url`, with the SigV4 `Authorization` and `X-Amz-Date`
+/// for `service` in `region` under `settings`' identity.
+fn signed_headers(
+    settings: &AwsSettings,
+    service: &str,
+    url: &str,
+    region: &str,
+    mut headers: Vec<(String, String)>,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, String> {
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        })
+        .ok_or("the AWS endpoint is not a URL")?;
+    headers.insert(0, ("host".to_owned(), host));
+    let identity: Identity = Credentials::new(
+        &settings.access_key_id,
+        settings.secret_access_key.as_str(),
+        settings.session_token.as_ref().map(|t| t.to_string()),
+        None,
+        "authsome",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| format!("cannot sign: {e}"))?
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        url,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| format!("cannot sign: {e}"))?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| format!("cannot sign: {e}"))?
+        .into_parts();
+    headers.retain(|(k, _)| k != "host");
+    headers.extend(
+        instructions
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    Ok(headers)
+}
+
+/// AWS IAM over the Query protocol: a form-encoded `POST /` (`Action`, `Version=2010-05-08`,
+/// the action's parameters), signed with SigV4 for `iam` in `us-east-1` (IAM is global); the
+/// answer is XML, errors `<ErrorResponse><Error><Code>…</Code><Message>…`.
+pub struct Iam {
+    settings: AwsSettings,
+    outbound: Outbound,
+}
+
+impl Iam {
+    pub fn new(settings: AwsSettings, outbound: Outbound) -> Self {
+        Self { settings, outbound }
+    }
+
+    /// Any action with its parameters; the answer's XML text.
+    pub async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<String, AwsError> {
+        let url = match &self.settings.endpoint {
+            Some(e) => format!("{}/", e.trim_end_matches('/')),
+            None => "https://iam.amazonaws.com/".to_owned(),
+        };
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", action)
+            .append_pair("Version", "2010-05-08")
+            .extend_pairs(params)
+            .finish();
+        let headers = signed_headers(
+            &self.settings,
+            "iam",
+            &url,
+            "us-east-1",
+            vec![(
+                "content-type".to_owned(),
+                "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
+            )],
+            body.as_bytes(),
+        )
+        .map_err(AwsError::Refused)?;
+        let answer = self
+            .outbound
+            .send(
+                reqwest::Method::POST,
+                &url,
+                |mut r| {
+                    for (name, value) in &headers {
+                        r = r.header(name.as_str(), value.as_str());
+                    }
+                    r.body(body.clone())
+                },
+                MAX_ANSWER,
+            )
+            .await
+            .map_err(|e| match e {
+                CallError::Refused(m) | CallError::Failed(m) => {
+                    AwsError::Unavailable(format!("IAM {action}: {m}"))
+                }
+            })?;
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        if answer.status.is_success() {
+            return Ok(text);
+        }
+        let field =
+            |name: &str| xml_field(&text, name).map(|t| t.chars().take(300).collect::<String>());
+        let code = field("Code").unwrap_or_else(|| format!("HTTP {}", answer.status.as_u16()));
+        let said = format!(
+            "IAM {action}: {code}{}",
+            field("Message")
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+        let retryable = answer.status.is_server_error()
+            || answer.status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || matches!(code.as_str(), "Throttling" | "ServiceFailure");
+        Err(if retryable {
+            AwsError::Unavailable(said)
+        } else {
+            AwsError::Refused(said)
+        })
+    }
+}
+
+/// The text of the first element named `name` in an AWS XML answer.
+pub fn xml_field(xml: &str, name: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    doc.descendants()
+        .find(|n| n.has_tag_name(name))
+        .and_then(|n| n.text())
+        .map(str::to_owned)
 }
 
 fn region_of<'a>(key_id: &'a str, region: Option<&'a str>, settings: &'a AwsSettings) -> &'a str {

@@ -27,6 +27,7 @@ use authsome_domain::rotation::{
 };
 use authsome_domain::tenancy::{Actor, Permission, Role};
 use authsome_rotation::generator::GeneratorSpec;
+use authsome_rotation::issuer::{CredentialIssuer, IssuerSpec};
 use authsome_rotation::plan::{self, Shape, Step, Undo};
 use authsome_rotation::policy::{self, Decision, Facts, Outcome, Rules};
 use authsome_rotation::schedule::Schedule;
@@ -62,6 +63,13 @@ pub trait RotationPorts: Send + Sync {
         target: &RotationTarget,
         credential: &str,
     ) -> std::result::Result<Box<dyn TargetConnector>, TargetError>;
+    /// The issuer of dual-phase credentials `spec` names, calling with `credential` (the
+    /// provider's, as for [`Self::connect`]).
+    fn issuer(
+        &self,
+        spec: &IssuerSpec,
+        credential: &str,
+    ) -> std::result::Result<Box<dyn CredentialIssuer>, TargetError>;
     /// What is wrong with a target's fields, without calling anyone.
     fn check(&self, target: &RotationTarget) -> std::result::Result<(), TargetError>;
     /// `GET url`: its status code.
@@ -75,6 +83,11 @@ pub trait RotationPorts: Send + Sync {
 pub struct PutRotation {
     /// How the next value is minted (default: 40 alphanumeric characters).
     pub generator: Option<GeneratorSpec>,
+    /// Instead of a generator, the provider issues each next credential itself and the
+    /// previous one stays valid until the grace period is over (dual-phase: two live
+    /// credentials overlap); the previous one is then revoked. Needs the issuer's provider
+    /// configured (`…/providers/aws` for IAM access keys).
+    pub issuer: Option<IssuerSpec>,
     /// Where the value is pushed (1 to 20 targets); each provider needs a configuration in the
     /// workspace (`…/providers/{provider}`) for its credential.
     pub targets: Vec<RotationTarget>,
@@ -99,7 +112,12 @@ pub struct RotationSettings {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub vault_id: VaultId,
     pub secret_name: String,
-    pub generator: GeneratorSpec,
+    /// How each next value is minted, unless an issuer issues it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorSpec>,
+    /// The provider that issues each next credential (dual-phase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerSpec>,
     pub targets: Vec<RotationTarget>,
     pub schedule: Option<Schedule>,
     pub health_check_url: Option<String>,
@@ -324,11 +342,24 @@ impl ControlPlane {
             .vault_for(actor, vault, Permission::VaultsManage)
             .await?;
         workspace.may_write()?;
-        let generator = input
-            .generator
-            .unwrap_or_default()
-            .checked()
-            .map_err(|e| invalid(e.field, e.message))?;
+        let minting = match (input.generator, input.issuer) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "issuer",
+                    "a value is either generated or issued, not both",
+                ))
+            }
+            (generator, None) => Minting::Generated(
+                generator
+                    .unwrap_or_default()
+                    .checked()
+                    .map_err(|e| invalid(e.field, e.message))?,
+            ),
+            (None, Some(issuer)) => {
+                issuer.checked().map_err(|e| invalid(e.field, e.message))?;
+                Minting::Issued(issuer)
+            }
+        };
         if input.targets.is_empty() || input.targets.len() > MAX_TARGETS {
             return Err(invalid("targets", format!("1 to {MAX_TARGETS} targets")));
         }
@@ -362,7 +393,7 @@ impl ControlPlane {
             workspace_id: vault.workspace_id.clone(),
             vault_id: vault.id.clone(),
             secret_name: name.clone(),
-            generator: serde_json::to_value(&generator).unwrap_or_default(),
+            generator: minting.to_value(),
             targets: input.targets,
             schedule: input
                 .schedule
@@ -1387,6 +1418,26 @@ impl ControlPlane {
                 rotation.status.as_str()
             )));
         }
+        let retired = rotation
+            .steps
+            .iter()
+            .any(|s| s.kind == "retire_previous" && s.status == "succeeded");
+        let issued = self
+            .store
+            .rotation_config(
+                &rotation.workspace_id,
+                &rotation.vault_id,
+                &rotation.secret_name,
+            )
+            .await?
+            .and_then(|c| Minting::of(&c.generator))
+            .is_some_and(|m| m.issuer().is_some());
+        if retired && issued {
+            return Err(ControlError::Conflict(
+                "the previous credential was revoked after the grace period; rotate again instead"
+                    .into(),
+            ));
+        }
         let now = self.clock.now();
         // What was still to come (retiring the previous value) will not happen now.
         for step in rotation.steps.iter_mut().filter(|s| s.status == "pending") {
@@ -1552,13 +1603,20 @@ impl ControlPlane {
         written: &[Option<Written>],
     ) -> std::result::Result<(Option<String>, Option<Written>), Fault> {
         match step {
-            Step::Mint => {
-                let spec: GeneratorSpec = serde_json::from_value(config.generator.clone())
-                    .map_err(|_| Fault::Failed("the generator settings are unreadable".into()))?;
-                spec.checked()
-                    .map_err(|e| Fault::Failed(format!("generator: {e}")))?;
-                Ok((Some("a value of the generator's spec".into()), None))
-            }
+            Step::Mint => match minting_of(config)? {
+                Minting::Generated(spec) => {
+                    spec.checked()
+                        .map_err(|e| Fault::Failed(format!("generator: {e}")))?;
+                    Ok((Some("a value of the generator's spec".into()), None))
+                }
+                Minting::Issued(spec) => Ok((
+                    Some(format!(
+                        "{} issues it as it is stored; the previous one stays valid until retired",
+                        spec.provider().as_str()
+                    )),
+                    None,
+                )),
+            },
             Step::Store => Ok((Some(self.store_new_version(r, config).await?), None)),
             Step::Push { target } => {
                 let version = r
@@ -1612,13 +1670,30 @@ impl ControlPlane {
                     Err(Fault::Failed(format!("health check answered {status}")))
                 }
             }
-            Step::RetirePrevious => Ok((
-                Some(format!(
-                    "version {} is no longer current",
-                    r.previous_version.unwrap_or(0)
-                )),
-                None,
-            )),
+            Step::RetirePrevious => {
+                let previous = r.previous_version.unwrap_or(0);
+                let Minting::Issued(spec) = minting_of(config)? else {
+                    return Ok((
+                        Some(format!("version {previous} is no longer current")),
+                        None,
+                    ));
+                };
+                let value = self.version_value(r, previous).await?;
+                let Some(id) = spec.id_of(&value) else {
+                    return Ok((
+                        Some(format!(
+                            "version {previous} is not a credential {} issued; nothing revoked",
+                            spec.provider().as_str()
+                        )),
+                        None,
+                    ));
+                };
+                self.issuer(r, &spec).await?.revoke(&id).await?;
+                Ok((
+                    Some(format!("revoked version {previous}'s credential {id}")),
+                    None,
+                ))
+            }
         }
     }
 
@@ -1654,14 +1729,34 @@ impl ControlPlane {
                 previous
             )));
         }
-        let spec: GeneratorSpec = serde_json::from_value(config.generator.clone())
-            .map_err(|_| Fault::Failed("the generator settings are unreadable".into()))?;
-        let value = spec
-            .generate()
-            .map_err(|e| Fault::Failed(format!("generator: {e}")))?;
+        let (value, issued) = match minting_of(config)? {
+            Minting::Generated(spec) => (
+                spec.generate()
+                    .map_err(|e| Fault::Failed(format!("generator: {e}")))?,
+                None,
+            ),
+            Minting::Issued(spec) => {
+                let issuer = self.issuer(r, &spec).await?;
+                // A run cut off between issuing and storing left a credential nobody holds.
+                if let Some(orphan) = issued_note(r) {
+                    issuer.revoke(&orphan).await?;
+                }
+                let issued = issuer.issue().await?;
+                // Noted before it is stored, so a run cut off here can revoke it.
+                if let Some(step) = r.steps.iter_mut().find(|s| s.kind == "store") {
+                    step.detail = Some(json!({ "issued": issued.id }).to_string());
+                }
+                self.save(r, |r| {
+                    rotation_event("vault.rotation.issued", r)
+                        .change("credential", issued.id.as_str())
+                })
+                .await?;
+                (issued.value, Some((issuer, issued.id)))
+            }
+        };
         let actor = VaultActor::Rotation(r.workspace_id.clone(), r.id.clone());
         let input = PutSecret::with_value(value);
-        let (stored, _) = self
+        let stored = self
             .put_secret(&actor, &r.vault_id, &r.secret_name, input, Some(previous))
             .await
             .map_err(|e| match e {
@@ -1669,7 +1764,21 @@ impl ControlPlane {
                     Fault::Failed(format!("the secret changed during the rotation: {m}"))
                 }
                 other => Fault::from(other),
-            })?;
+            });
+        let (stored, _) = match stored {
+            Ok(stored) => stored,
+            Err(fault) => {
+                // Not stored: the credential just issued must not stay live.
+                if let Some((issuer, id)) = issued {
+                    if issuer.revoke(&id).await.is_ok() {
+                        if let Some(step) = r.steps.iter_mut().find(|s| s.kind == "store") {
+                            step.detail = None;
+                        }
+                    }
+                }
+                return Err(fault);
+            }
+        };
         r.new_version = Some(stored.version);
         Ok(format!("version {}", stored.version))
     }
@@ -1686,14 +1795,27 @@ impl ControlPlane {
             .value)
     }
 
-    async fn connector(
+    async fn issuer(
         &self,
         r: &Rotation,
-        target: &RotationTarget,
-    ) -> std::result::Result<Box<dyn TargetConnector>, Fault> {
-        let credential = self
-            .resolve_credential(&r.workspace_id, target.provider)
+        spec: &IssuerSpec,
+    ) -> std::result::Result<Box<dyn CredentialIssuer>, Fault> {
+        let credential = self.provider_credential(r, spec.provider()).await?;
+        Ok(self
+            .rotation_ports()
+            .map_err(Fault::from)?
+            .issuer(spec, &credential)?)
+    }
+
+    /// The workspace's credential for `provider`, as a fault a rotation understands.
+    async fn provider_credential(
+        &self,
+        r: &Rotation,
+        provider: Provider,
+    ) -> std::result::Result<Zeroizing<String>, Fault> {
+        self.resolve_credential(&r.workspace_id, provider)
             .await
+            .map(|c| c.value)
             .map_err(|e| match e {
                 crate::providers::ResolveError::Unavailable(m) => {
                     Fault::Later(Duration::from_secs(10), m)
@@ -1701,15 +1823,20 @@ impl ControlPlane {
                 crate::providers::ResolveError::CircuitOpen(wait) => {
                     Fault::Later(wait, "the provider's credential source is failing".into())
                 }
-                other => Fault::Failed(format!(
-                    "the {} credential: {other}",
-                    target.provider.as_str()
-                )),
-            })?;
+                other => Fault::Failed(format!("the {} credential: {other}", provider.as_str())),
+            })
+    }
+
+    async fn connector(
+        &self,
+        r: &Rotation,
+        target: &RotationTarget,
+    ) -> std::result::Result<Box<dyn TargetConnector>, Fault> {
+        let credential = self.provider_credential(r, target.provider).await?;
         Ok(self
             .rotation_ports()
             .map_err(Fault::from)?
-            .connect(target, &credential.value)?)
+            .connect(target, &credential)?)
     }
 
     /// Marks the step that failed, undoes what was done before it, and fails the rotation.
@@ -1848,10 +1975,34 @@ impl ControlPlane {
             )
             .await
             .map_err(|e| e.to_string())?;
-        Ok(format!(
+        let mut said = format!(
             "version {} holds version {previous}'s value",
             stored.version
-        ))
+        );
+        // An issued credential that is no longer the vault's is revoked.
+        let config = self
+            .store
+            .rotation_config(&r.workspace_id, &r.vault_id, &r.secret_name)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(spec) = config
+            .as_ref()
+            .and_then(|c| Minting::of(&c.generator))
+            .as_ref()
+            .and_then(Minting::issuer)
+        {
+            let value = self.version_value(r, new).await.map_err(Fault::message)?;
+            if let Some(id) = spec.id_of(&value) {
+                self.issuer(r, spec)
+                    .await
+                    .map_err(Fault::message)?
+                    .revoke(&id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                said.push_str(&format!("; revoked the issued credential {id}"));
+            }
+        }
+        Ok(said)
     }
 
     pub(crate) async fn advance_rollback(
@@ -1933,11 +2084,64 @@ fn written_of(detail: &str) -> Written {
     }
 }
 
+/// How a rotation's next value comes to be, as its settings store it (`generator`: a
+/// generator's spec, or `{"issuer": …}`).
+enum Minting {
+    Generated(GeneratorSpec),
+    Issued(IssuerSpec),
+}
+
+impl Minting {
+    fn of(stored: &Value) -> Option<Self> {
+        match stored.get("issuer") {
+            Some(issuer) => serde_json::from_value(issuer.clone())
+                .ok()
+                .map(Minting::Issued),
+            None => serde_json::from_value(stored.clone())
+                .ok()
+                .map(Minting::Generated),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Minting::Generated(g) => serde_json::to_value(g).unwrap_or_default(),
+            Minting::Issued(i) => json!({ "issuer": i }),
+        }
+    }
+
+    fn issuer(&self) -> Option<&IssuerSpec> {
+        match self {
+            Minting::Issued(i) => Some(i),
+            Minting::Generated(_) => None,
+        }
+    }
+}
+
+/// The credential a run issued but may not have stored (noted on its store step).
+fn issued_note(r: &Rotation) -> Option<String> {
+    let step = r.steps.iter().find(|s| s.kind == "store")?;
+    let note: Value = serde_json::from_str(step.detail.as_deref()?).ok()?;
+    note.get("issued")?.as_str().map(str::to_owned)
+}
+
+/// A rotation's minting, or the fault of settings that no longer read.
+fn minting_of(config: &RotationConfig) -> std::result::Result<Minting, Fault> {
+    Minting::of(&config.generator)
+        .ok_or_else(|| Fault::Failed("the generator settings are unreadable".into()))
+}
+
 fn settings_view(c: RotationConfig) -> Result<RotationSettings> {
+    let minting = Minting::of(&c.generator).ok_or(ControlError::Storage(StorageError::Corrupt(
+        "rotation_configs.generator",
+    )))?;
+    let (generator, issuer) = match minting {
+        Minting::Generated(g) => (Some(g), None),
+        Minting::Issued(i) => (None, Some(i)),
+    };
     Ok(RotationSettings {
-        generator: serde_json::from_value(c.generator).map_err(|_| {
-            ControlError::Storage(StorageError::Corrupt("rotation_configs.generator"))
-        })?,
+        generator,
+        issuer,
         schedule: c
             .schedule
             .map(serde_json::from_value)

@@ -1,4 +1,5 @@
-//! Rotation's rules, without I/O or HTTP: how a new value is minted ([`generator`]), what a
+//! Rotation's rules, without I/O or HTTP: how a new value is minted ([`generator`]) or issued
+//! by the provider for dual-phase credentials ([`issuer`]), what a
 //! policy decides about a rotation ([`policy`]), the closed loop's steps with the rollback
 //! each completed step needs when a later one fails ([`plan`]), when a scheduled rotation is due
 //! ([`schedule`]), and the seam to the providers' connectors ([`target`]).
@@ -9,6 +10,7 @@
 //! control plane gathers the facts, asks here, and carries out the answer.
 
 pub mod generator;
+pub mod issuer;
 pub mod plan;
 pub mod policy;
 pub mod schedule;

@@ -13,6 +13,7 @@ pub mod azure;
 pub mod cloudflare;
 pub mod fly;
 pub mod gcp;
+pub mod iam;
 pub mod netlify;
 pub mod render;
 pub mod vercel;
@@ -458,6 +459,23 @@ impl authsome_control::rotation::RotationPorts for RotationTargets {
             &self.endpoints,
             self.outbound.clone(),
         )
+    }
+
+    fn issuer(
+        &self,
+        spec: &authsome_rotation::issuer::IssuerSpec,
+        credential: &str,
+    ) -> Result<Box<dyn authsome_rotation::issuer::CredentialIssuer>, TargetError> {
+        match spec.kind {
+            authsome_rotation::issuer::IssuerKind::AwsIamAccessKey => {
+                Ok(Box::new(iam::IamAccessKeys::new(
+                    &spec.user_name,
+                    Credential::for_provider(Provider::Aws, credential)?,
+                    &self.endpoints,
+                    self.outbound.clone(),
+                )?))
+            }
+        }
     }
 
     fn check(&self, target: &authsome_domain::rotation::RotationTarget) -> Result<(), TargetError> {

@@ -88,20 +88,27 @@ struct Setup {
 }
 
 async fn setup(name: &str) -> Setup {
-    setup_with(name, None, None).await
+    setup_with(name, Extras::default()).await
 }
 
-/// [`setup`], with the control plane mailing through the SMTP server at `smtp`, and its jobs
-/// carried over JetStream with `jobs`.
-async fn setup_with(
-    name: &str,
+/// What some tests add to [`setup`].
+#[derive(Default)]
+struct Extras {
+    /// Mail through this SMTP server.
     smtp: Option<String>,
+    /// Carry jobs over JetStream.
     jobs: Option<authsome_nats::JetStreamSettings>,
-) -> Setup {
+    /// Call AWS (IAM, Secrets Manager) here.
+    aws: Option<String>,
+}
+
+async fn setup_with(name: &str, extras: Extras) -> Setup {
+    let Extras { smtp, jobs, aws } = extras;
     let (url, render) = fake_render().await;
     let render_url = url.clone();
     let app = spawn_configured(move |s| {
         s.targets.render = url;
+        s.targets.aws = aws;
         s.outbound = authsome_domain::egress::EgressPolicy::public_with("127.0.0.1").unwrap();
         if jobs.is_some() {
             // The test runs the jobs itself, on two replicas.
@@ -248,6 +255,27 @@ impl Setup {
                 .await
                 .unwrap();
         }
+    }
+
+    /// Runs the due jobs until the rotation has succeeded or failed, even with its previous
+    /// value still to retire after the grace period; the rotation.
+    async fn settle_until_waiting(&self, id: &str) -> Value {
+        for _ in 0..20 {
+            self.app
+                .state
+                .control
+                .run_jobs("test-worker", std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+            let r = self
+                .app
+                .get(&format!("/control/v1/rotations/{id}"), &self.key)
+                .await;
+            if matches!(r.body["status"].as_str(), Some("succeeded" | "failed")) {
+                return r.body;
+            }
+        }
+        panic!("the rotation did not settle");
     }
 
     /// Runs the due jobs until the rotation stops changing; the rotation.
@@ -610,6 +638,174 @@ async fn a_batch_rotates_many_secrets_with_an_outcome_for_each() {
     assert_error(&r, 404, "not_found");
 }
 
+/// IAM at moto, as the test itself calls it (to make the user and read its keys).
+fn iam(moto: &authsome_testkit::moto::Moto) -> authsome_connect::aws::Iam {
+    use authsome_testkit::moto::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+    authsome_connect::aws::Iam::new(
+        authsome_connect::aws::AwsSettings {
+            access_key_id: ACCESS_KEY_ID.into(),
+            secret_access_key: zeroize::Zeroizing::new(SECRET_ACCESS_KEY.into()),
+            session_token: None,
+            default_region: "us-east-1".into(),
+            endpoint: Some(moto.url.clone()),
+        },
+        authsome_connect::Outbound::trusted(),
+    )
+}
+
+/// The ids of the IAM user's access keys.
+async fn access_keys(iam: &authsome_connect::aws::Iam, user: &str) -> Vec<String> {
+    let xml = iam
+        .call("ListAccessKeys", &[("UserName", user)])
+        .await
+        .unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let mut ids: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("AccessKeyId"))
+        .filter_map(|n| n.text().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn dual_phase_access_keys_overlap_until_the_previous_is_revoked() {
+    use authsome_testkit::moto::{Moto, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+    let Some(moto) = Moto::start() else { return };
+    let iam = iam(&moto);
+    iam.call("CreateUser", &[("UserName", "ci-deployer")])
+        .await
+        .unwrap();
+    let first = iam
+        .call("CreateAccessKey", &[("UserName", "ci-deployer")])
+        .await
+        .unwrap();
+    let field = |xml: &str, name: &str| authsome_connect::aws::xml_field(xml, name).unwrap();
+    let first_id = field(&first, "AccessKeyId");
+    let first_value = json!({"accessKeyId": first_id,
+                             "secretAccessKey": field(&first, "SecretAccessKey")})
+    .to_string();
+
+    let s = setup_with(
+        "Dual Phase",
+        Extras {
+            aws: Some(moto.url.clone()),
+            ..Extras::default()
+        },
+    )
+    .await;
+    let tok = s.t.owner_token.clone();
+    // The workspace's AWS credential (the one IAM is called with) and the key that rotates.
+    let r = s
+        .app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/control/v1/workspaces/{}/providers/aws", s.t.ws),
+            Some(&tok),
+            Some(
+                json!({"mode": "hosted", "config": {"vaultId": s.vault, "secret": "AWS_ADMIN"},
+                        "credential": json!({"accessKeyId": ACCESS_KEY_ID,
+                                             "secretAccessKey": SECRET_ACCESS_KEY}).to_string()}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s
+        .app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/control/v1/vaults/{}/secrets/API_TOKEN", s.vault),
+            Some(&tok),
+            Some(json!({"value": first_value})),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.body);
+    let issued_settings = json!({
+        "issuer": {"kind": "aws_iam_access_key", "userName": "ci-deployer"},
+        "targets": settings()["targets"],
+        "gracePeriodSeconds": 3600,
+    });
+    // Generated or issued, not both; a user name IAM would refuse.
+    let mut both = issued_settings.clone();
+    both["generator"] = json!({"length": 32});
+    assert_error(&s.configure(both).await, 400, "invalid_request");
+    let mut bad = issued_settings.clone();
+    bad["issuer"]["userName"] = json!("no spaces");
+    assert_error(&s.configure(bad).await, 400, "invalid_request");
+    let r = s.configure(issued_settings).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["issuer"]["userName"], "ci-deployer");
+    assert!(r.body.get("generator").is_none());
+
+    // Rotated: a second key issued, stored and pushed; both live through the grace period.
+    let started = s.start(json!({})).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let done = s.settle_until_waiting(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let (version, value) = s.value().await;
+    assert_eq!(
+        version, 3,
+        "the setup's value, the first key, then the issued one"
+    );
+    let new: Value = serde_json::from_str(&value).unwrap();
+    let new_id = new["accessKeyId"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, first_id);
+    assert_eq!(s.at_render().as_deref(), Some(value.as_str()));
+    let mut both_ids = vec![first_id.clone(), new_id.clone()];
+    both_ids.sort();
+    assert_eq!(
+        access_keys(&iam, "ci-deployer").await,
+        both_ids,
+        "two live keys"
+    );
+    assert!(!done
+        .to_string()
+        .contains(new["secretAccessKey"].as_str().unwrap()));
+
+    // After the grace period the previous key is revoked.
+    s.app.clock.advance(std::time::Duration::from_secs(3601));
+    let done = s.settle(&id).await;
+    let retired = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["kind"] == "retire_previous")
+        .unwrap()
+        .clone();
+    assert_eq!(retired["status"], "succeeded", "{done}");
+    assert_eq!(access_keys(&iam, "ci-deployer").await, vec![new_id.clone()]);
+    // Its previous key gone, this rotation cannot be rolled back.
+    let refused = s
+        .app
+        .post(
+            &format!("/control/v1/rotations/{id}/rollback"),
+            &s.key,
+            json!({}),
+        )
+        .await;
+    assert_error(&refused, 409, "conflict");
+
+    // A rotation that fails verification revokes the key it issued; the vault goes back.
+    s.render.lock().unwrap().corrupt_reads = true;
+    let failed = s
+        .app
+        .post(
+            &format!("/control/v1/vaults/{}/secrets/API_TOKEN/rotations", s.vault),
+            &s.key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(failed.status, 202, "{}", failed.body);
+    let failed = s.settle(failed.body["id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    s.render.lock().unwrap().corrupt_reads = false;
+    assert_eq!(access_keys(&iam, "ci-deployer").await, vec![new_id.clone()]);
+    let (_, latest) = s.value().await;
+    assert_eq!(latest, value, "the vault's latest is the live key again");
+}
+
 /// A stream of this test's own on the test NATS server, redelivering after `ack_wait`.
 fn test_stream(ack_wait: std::time::Duration) -> Option<authsome_nats::JetStreamSettings> {
     let url = authsome_testkit::nats_url()?;
@@ -627,7 +823,14 @@ async fn over_jetstream_a_rotation_whose_worker_died_finishes_once() {
     let Some(jobs) = test_stream(std::time::Duration::from_secs(1)) else {
         return;
     };
-    let s = setup_with("JetStream Rotation", None, Some(jobs.clone())).await;
+    let s = setup_with(
+        "JetStream Rotation",
+        Extras {
+            jobs: Some(jobs.clone()),
+            ..Extras::default()
+        },
+    )
+    .await;
     assert_eq!(s.configure(settings()).await.status, 200);
     let started = s.start(json!({})).await;
     let id = started.body["id"].as_str().unwrap().to_owned();
@@ -1473,7 +1676,14 @@ async fn alerts_reach_slack_email_and_signed_webhooks_deduplicated() {
     let Some(sink) = authsome_testkit::smtp::SmtpSink::start() else {
         return;
     };
-    let s = setup_with("Alerting Rotation", Some(sink.url.clone()), None).await;
+    let s = setup_with(
+        "Alerting Rotation",
+        Extras {
+            smtp: Some(sink.url.clone()),
+            ..Extras::default()
+        },
+    )
+    .await;
     assert_eq!(s.configure(settings()).await.status, 200);
     let (slack_url, slack) = fake_inbox().await;
     let (hook_url, hook) = fake_inbox().await;
