@@ -22,6 +22,10 @@ struct RenderState {
     deploys: u32,
     /// Reads answer another value (a target that did not take the write).
     corrupt_reads: bool,
+    /// Writes answer this status (a provider that is down).
+    failing_writes: Option<u16>,
+    /// Reads answer something other than JSON.
+    garbled_reads: bool,
 }
 
 async fn fake_render() -> (String, Arc<Mutex<RenderState>>) {
@@ -44,6 +48,15 @@ async fn fake_render() -> (String, Arc<Mutex<RenderState>>) {
                 let parts: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
                 let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let (status, answer) = match (method.as_str(), parts.as_slice()) {
+                    ("PUT", ["services", "srv-1", "env-vars", _]) if s.failing_writes.is_some() => {
+                        (
+                            s.failing_writes.unwrap_or(503),
+                            json!({"id": "unavailable", "message": "try again later"}),
+                        )
+                    }
+                    ("GET", ["services", "srv-1", "env-vars"]) if s.garbled_reads => {
+                        return (StatusCode::OK, "<html>maintenance</html>").into_response();
+                    }
                     ("PUT", ["services", "srv-1", "env-vars", key]) => {
                         let v = json["value"].as_str().unwrap_or_default().to_owned();
                         s.vars.insert((*key).into(), v);
@@ -479,6 +492,73 @@ async fn a_failed_verification_rolls_the_targets_and_the_vault_back() {
     assert_eq!(s.at_render().as_deref(), Some("the-first-token"));
     assert_eq!(s.value().await, (3, "the-first-token".to_owned()));
     assert!(!done.to_string().contains("tok_"), "no value in the record");
+}
+
+/// Runs the rotation's job through every retry, the clock moved past each backoff, until it
+/// ends; the rotation.
+async fn exhaust(s: &Setup, id: &str) -> Value {
+    for _ in 0..12 {
+        s.app
+            .state
+            .control
+            .run_jobs("w", std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let r = s
+            .app
+            .get(&format!("/control/v1/rotations/{id}"), &s.key)
+            .await;
+        if matches!(r.body["status"].as_str(), Some("failed" | "succeeded")) {
+            return r.body;
+        }
+        s.app.clock.advance(std::time::Duration::from_secs(120));
+    }
+    panic!("the rotation never ended");
+}
+
+#[tokio::test]
+async fn a_provider_that_stays_down_or_answers_garbage_fails_the_rotation_cleanly() {
+    let s = setup("Faulty Provider").await;
+    assert_eq!(s.configure(settings()).await.status, 200);
+    // Down: every write is a 503. Retried with backoff, then failed; nothing changed anywhere.
+    s.render.lock().unwrap().failing_writes = Some(503);
+    let started = s.start(json!({})).await;
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let done = exhaust(&s, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("push"), "{done}");
+    let deferred = crate::vault::audit_entries(&s.app, &s.key, &s.t.ws)
+        .await
+        .iter()
+        .filter(|e| e["action"] == "vault.rotation.step_deferred")
+        .count();
+    assert!(deferred >= 2, "retried before giving up ({deferred})");
+    assert_eq!(s.at_render(), None, "the target never took a value");
+    let (_, latest) = s.value().await;
+    assert_eq!(latest, "the-first-token", "the vault's latest went back");
+
+    // Garbage: reads answer HTML. Verification cannot pass; the target gets the old value back.
+    {
+        let mut render = s.render.lock().unwrap();
+        render.failing_writes = None;
+        render.garbled_reads = true;
+    }
+    let started = s
+        .app
+        .post(
+            &format!("/control/v1/vaults/{}/secrets/API_TOKEN/rotations", s.vault),
+            &s.key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let done = exhaust(&s, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("verify"), "{done}");
+    assert_eq!(s.at_render().as_deref(), Some("the-first-token"));
+    let (_, latest) = s.value().await;
+    assert_eq!(latest, "the-first-token");
 }
 
 #[tokio::test]
