@@ -450,6 +450,10 @@ impl ControlPlane {
         self.store
             .purge_idempotency(now - chrono::Duration::hours(24))
             .await?;
+        // A batch is retried within minutes of its first try; a week is ample.
+        self.store
+            .purge_usage_batches(now - chrono::Duration::days(7))
+            .await?;
         // Rotation's background work last: a provider's trouble never holds up the rest.
         self.expire_approvals().await?;
         self.schedule_rotations().await?;

@@ -56,6 +56,26 @@ struct Pending {
     apps: FastMap<ApplicationId, AppPending>,
     /// (month-start hour, requests) per workspace, for its quota.
     workspaces: FastMap<WorkspaceId, Vec<(i64, u64)>>,
+    /// Batches a flush could not write (or did not hear back about), retried under the same id
+    /// so that one applied after all is not counted twice.
+    unsent: Vec<Batch>,
+}
+
+/// Counts flushed together, under an id the store remembers.
+struct Batch {
+    id: String,
+    counts: Vec<Counted>,
+}
+
+impl Batch {
+    /// Requests in it for which `matches(application, workspace, hour)`.
+    fn sum(&self, matches: impl Fn(&ApplicationId, &WorkspaceId, i64) -> bool) -> u64 {
+        self.counts
+            .iter()
+            .filter(|(a, w, _, h, _)| matches(a, w, *h))
+            .map(|c| c.4)
+            .sum()
+    }
 }
 
 #[derive(Default)]
@@ -137,6 +157,11 @@ impl Pending {
             .get(workspace)
             .and_then(|months| months.iter().find(|(m, _)| *m == month))
             .map_or(0, |(_, n)| *n)
+            + self
+                .unsent
+                .iter()
+                .map(|b| b.sum(|_, w, h| w == workspace && h >= month))
+                .sum::<u64>()
     }
 
     /// Requests of `app` counted here in the month starting at hour `month`.
@@ -145,10 +170,20 @@ impl Pending {
             .get(app)
             .and_then(|p| p.months.iter().find(|(m, _)| *m == month))
             .map_or(0, |(_, n)| *n)
+            + self
+                .unsent
+                .iter()
+                .map(|b| b.sum(|a, _, h| a == app && h >= month))
+                .sum::<u64>()
     }
 }
 
 type Counted = (ApplicationId, WorkspaceId, KeyId, i64, u64);
+
+/// 128 random bits in hex: a batch's id, unique across replicas and restarts.
+fn uuid_like() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
 
 fn hour_start(hour: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default()
@@ -189,43 +224,59 @@ impl ControlPlane {
         }
     }
 
-    /// Writes the counted requests; on failure they are kept for the next flush.
+    /// Writes the counted requests as a batch with an id of its own; a batch that fails is kept
+    /// and written again under the same id before anything newer (the store applies an id
+    /// once, so a batch whose write succeeded unheard is not counted twice).
     pub async fn flush_request_counts(&self) -> Result<usize> {
-        let counts: Vec<_> = match self.meter.pending.lock() {
-            Ok(mut pending) => std::mem::take(&mut *pending).into_counts(),
+        let mut batches = match self.meter.pending.lock() {
+            Ok(mut pending) => {
+                let mut taken = std::mem::take(&mut *pending);
+                let mut batches = std::mem::take(&mut taken.unsent);
+                let fresh = taken.into_counts();
+                if !fresh.is_empty() {
+                    batches.push(Batch {
+                        id: format!("{}-{}", self.worker, uuid_like()),
+                        counts: fresh,
+                    });
+                }
+                batches
+            }
             Err(_) => return Ok(0),
         };
-        if counts.is_empty() {
-            return Ok(0);
-        }
-        let rows: Vec<(ApplicationId, KeyId, i64, u64)> = counts
-            .iter()
-            .map(|(a, _, k, h, n)| (a.clone(), k.clone(), *h, *n))
-            .collect();
-        match self.store.add_request_counts(&rows).await {
-            Ok(()) => {
-                // What was pending is now in the stored totals.
-                if let Ok(mut totals) = self.meter.totals.write() {
-                    for (app, _, _, _, _) in &counts {
-                        totals.remove(app);
-                    }
-                }
-                if let Ok(mut totals) = self.meter.workspace_totals.write() {
-                    for (_, workspace, _, _, _) in &counts {
-                        totals.remove(workspace);
-                    }
-                }
-                Ok(counts.len())
-            }
-            Err(e) => {
+        let mut written = 0;
+        while !batches.is_empty() {
+            let batch = &batches[0];
+            let rows: Vec<(ApplicationId, KeyId, i64, u64)> = batch
+                .counts
+                .iter()
+                .map(|(a, _, k, h, n)| (a.clone(), k.clone(), *h, *n))
+                .collect();
+            if let Err(e) = self
+                .store
+                .add_request_counts(&batch.id, &rows, self.clock.now())
+                .await
+            {
                 if let Ok(mut pending) = self.meter.pending.lock() {
-                    for (a, w, k, h, n) in &counts {
-                        pending.add(a, w, k, *h, self.meter.month_start(*h), *n);
-                    }
+                    batches.append(&mut pending.unsent);
+                    pending.unsent = batches;
                 }
-                Err(e.into())
+                return Err(e.into());
             }
+            let batch = batches.remove(0);
+            // What was pending is now in the stored totals.
+            if let Ok(mut totals) = self.meter.totals.write() {
+                for (app, _, _, _, _) in &batch.counts {
+                    totals.remove(app);
+                }
+            }
+            if let Ok(mut totals) = self.meter.workspace_totals.write() {
+                for (_, workspace, _, _, _) in &batch.counts {
+                    totals.remove(workspace);
+                }
+            }
+            written += batch.counts.len();
         }
+        Ok(written)
     }
 
     /// Requests of the application this calendar month (UTC): stored plus not yet flushed here.

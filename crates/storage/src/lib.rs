@@ -390,8 +390,16 @@ pub trait KeyRepository {
 /// Request metering: counts per application, key and hour.
 #[async_trait]
 pub trait UsageRepository {
-    /// Adds batched counts `(application, key, unix hour, requests)`.
-    async fn add_request_counts(&self, counts: &[(ApplicationId, KeyId, i64, u64)]) -> Result<()>;
+    /// Adds the batch `batch` of counts `(application, key, unix hour, requests)`, at `now`,
+    /// unless a batch of that id was applied already; whether it was applied now.
+    async fn add_request_counts(
+        &self,
+        batch: &str,
+        counts: &[(ApplicationId, KeyId, i64, u64)],
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Forgets the ids of batches applied before `older_than` (a retry comes within minutes).
+    async fn purge_usage_batches(&self, older_than: DateTime<Utc>) -> Result<u64>;
     /// Requests of an application from `from_hour` (inclusive) on.
     async fn requests_since(&self, application: &ApplicationId, from_hour: i64) -> Result<u64>;
     /// Requests of all of a workspace's applications from `from_hour` (inclusive) on.

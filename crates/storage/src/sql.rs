@@ -1253,13 +1253,29 @@ macro_rules! impl_repositories {
         impl UsageRepository for $store {
             async fn add_request_counts(
                 &self,
+                batch: &str,
                 counts: &[(ApplicationId, KeyId, i64, u64)],
-            ) -> Result<()> {
+                now: DateTime<Utc>,
+            ) -> Result<bool> {
                 if counts.is_empty() {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let fresh = sqlx::query(
+                    "INSERT INTO usage_batches (id, applied_at) VALUES ($1, $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(batch)
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !fresh {
+                    // Applied before (its acknowledgement was lost): counted once.
+                    return Ok(false);
+                }
                 for (app, key, hour, n) in counts {
                     sqlx::query(
                         "INSERT INTO request_counts (application_id, key_id, hour, requests) \
@@ -1274,7 +1290,15 @@ macro_rules! impl_repositories {
                     .await?;
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(true)
+            }
+
+            async fn purge_usage_batches(&self, older_than: DateTime<Utc>) -> Result<u64> {
+                Ok(sqlx::query("DELETE FROM usage_batches WHERE applied_at < $1")
+                    .bind(ms(older_than))
+                    .execute(&mut *self.writer().await?)
+                    .await?
+                    .rows_affected())
             }
 
             async fn requests_since(&self, application: &ApplicationId, from_hour: i64) -> Result<u64> {

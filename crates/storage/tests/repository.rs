@@ -90,6 +90,7 @@ backend_tests!(
     vault_operators_are_bound_within_their_workspace,
     jobs_are_handed_out_once_and_again_when_their_lease_runs_out,
     relayed_jobs_are_taken_once_per_hand_out,
+    request_count_batches_apply_once,
     alert_channels_escalate_within_their_workspace,
     rotations_and_their_settings_stay_in_their_workspace,
 );
@@ -2764,6 +2765,47 @@ async fn jobs_are_handed_out_once_and_again_when_their_lease_runs_out(store: Arc
     assert!(
         due.iter().any(|j| j.id == later.id),
         "the later job when its time comes"
+    );
+}
+
+async fn request_count_batches_apply_once(store: Arc<dyn Store>) {
+    use authsome_domain::id::{ApplicationId, KeyId};
+    let (ws, _, _) = seeded(&store, "metered").await;
+    let app = application(&ws.id, "metered");
+    store
+        .create_application(&app, &Outbox::empty())
+        .await
+        .unwrap();
+    let key = KeyId::new();
+    let t0 = now();
+    let hour = t0.timestamp() / 3600;
+    let rows = |n: u64| vec![(app.id.clone(), key.clone(), hour, n)];
+    assert!(store.add_request_counts("r1-a", &rows(5), t0).await.unwrap());
+    assert!(store.add_request_counts("r2-a", &rows(7), t0).await.unwrap());
+    // Replica 1's batch again (its first write committed, the answer was lost): counted once.
+    assert!(!store.add_request_counts("r1-a", &rows(5), t0).await.unwrap());
+    assert_eq!(store.requests_since(&app.id, hour).await.unwrap(), 12);
+    assert_eq!(
+        store.workspace_requests_since(&ws.id, hour).await.unwrap(),
+        12
+    );
+    let other = ApplicationId::new();
+    assert_eq!(store.requests_since(&other, hour).await.unwrap(), 0);
+    // Ids are forgotten after a while; the ones kept still guard.
+    assert_eq!(
+        store
+            .purge_usage_batches(t0 - Duration::days(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(!store.add_request_counts("r2-a", &rows(7), t0).await.unwrap());
+    assert_eq!(
+        store
+            .purge_usage_batches(t0 + Duration::seconds(1))
+            .await
+            .unwrap(),
+        2
     );
 }
 
