@@ -28,6 +28,7 @@ mod providers;
 mod provisioning;
 pub mod rotation;
 pub mod throttle;
+pub mod usage;
 mod vault;
 mod workspaces;
 
@@ -172,6 +173,8 @@ pub struct ControlPlane {
     worker: String,
     /// Carries jobs to workers; none: workers claim them from the database.
     job_transport: Option<Arc<dyn jobs::JobTransport>>,
+    /// Answers for the applications' users (the identity engine).
+    application_usage: Option<Arc<dyn usage::ApplicationUsage>>,
     /// When this process last looked for credentials that expire soon.
     expiry_scanned: std::sync::Mutex<Option<authsome_domain::clock::CoarseInstant>>,
     #[cfg(feature = "unaudited-baseline")]
@@ -210,6 +213,7 @@ impl ControlPlane {
             alert_sender: None,
             worker: format!("worker-{}", hex::encode(rand::random::<[u8; 8]>())),
             job_transport: None,
+            application_usage: None,
             expiry_scanned: std::sync::Mutex::new(None),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,

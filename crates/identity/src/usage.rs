@@ -82,4 +82,21 @@ impl Identity {
         self.flush_active_users().await?;
         Ok(self.store(app).await?.active_users(&month).await?)
     }
+
+    /// The ids of the users counted in `month` (`YYYY-MM`), in id order after `after`.
+    pub async fn active_user_ids(
+        &self,
+        app: &ApplicationId,
+        month: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let month = parse_month(month)?;
+        self.flush_active_users().await?;
+        Ok(self
+            .store(app)
+            .await?
+            .active_user_ids(&month, after, limit)
+            .await?)
+    }
 }

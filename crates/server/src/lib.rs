@@ -134,6 +134,7 @@ impl ServerState {
             .with_entry_state(limiter.clone(), replay.clone())
             .with_upstream_policy(http.proxy.policy.clone())
             .with_master_key(identity.master_key())
+            .with_application_usage(Arc::new(IdentityUsage(identity.clone())))
             .with_provisioner(Arc::new(IdentityProvisioner {
                 identity: identity.clone(),
                 redis_users: redis_users.clone(),
@@ -345,6 +346,46 @@ impl authsome_control::audit::AppOutbox for IdentityOutbox {
         before: chrono::DateTime<chrono::Utc>,
     ) -> Vec<(ApplicationId, Vec<authsome_storage::outbox::OutboxRow>)> {
         self.0.pending_outboxes(apps, before).await
+    }
+}
+
+/// What the control plane's usage reads from the applications' own databases: their users.
+struct IdentityUsage(Arc<Identity>);
+
+fn usage_error(e: authsome_identity::IdentityError) -> authsome_control::ControlError {
+    match e {
+        authsome_identity::IdentityError::NotFound(what) => {
+            authsome_control::ControlError::NotFound(what)
+        }
+        authsome_identity::IdentityError::Invalid(v) => v.into(),
+        other => authsome_control::ControlError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl authsome_control::usage::ApplicationUsage for IdentityUsage {
+    async fn monthly_active_users(
+        &self,
+        app: &authsome_domain::id::ApplicationId,
+        month: &str,
+    ) -> authsome_control::Result<u64> {
+        self.0
+            .monthly_active_users(app, month)
+            .await
+            .map_err(usage_error)
+    }
+
+    async fn active_user_ids(
+        &self,
+        app: &authsome_domain::id::ApplicationId,
+        month: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> authsome_control::Result<Vec<String>> {
+        self.0
+            .active_user_ids(app, month, after, limit)
+            .await
+            .map_err(usage_error)
     }
 }
 

@@ -398,6 +398,13 @@ pub trait UsageRepository {
         counts: &[(ApplicationId, KeyId, i64, u64)],
         now: DateTime<Utc>,
     ) -> Result<bool>;
+    /// Requests of each of a workspace's applications in `[from_hour, to_hour)`.
+    async fn workspace_requests_between(
+        &self,
+        workspace: &WorkspaceId,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Vec<(ApplicationId, u64)>>;
     /// Forgets the ids of batches applied before `older_than` (a retry comes within minutes).
     async fn purge_usage_batches(&self, older_than: DateTime<Utc>) -> Result<u64>;
     /// Requests of an application from `from_hour` (inclusive) on.

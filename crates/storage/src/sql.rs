@@ -1329,6 +1329,34 @@ macro_rules! impl_repositories {
                 .await?;
                 Ok(u64::try_from(total.unwrap_or(0)).unwrap_or(0))
             }
+
+            async fn workspace_requests_between(
+                &self,
+                workspace: &WorkspaceId,
+                from_hour: i64,
+                to_hour: i64,
+            ) -> Result<Vec<(ApplicationId, u64)>> {
+                let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+                    "SELECT r.application_id, CAST(SUM(r.requests) AS BIGINT) FROM request_counts r \
+                     JOIN applications a ON a.id = r.application_id \
+                     WHERE a.workspace_id = $1 AND r.hour >= $2 AND r.hour < $3 \
+                     GROUP BY r.application_id",
+                )
+                .bind(workspace.as_str())
+                .bind(from_hour)
+                .bind(to_hour)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(app, n)| {
+                        Ok((
+                            ApplicationId::parse(&app)
+                                .map_err(|_| StorageError::Corrupt("request_counts.application_id"))?,
+                            u64::try_from(n.unwrap_or(0)).unwrap_or(0),
+                        ))
+                    })
+                    .collect()
+            }
         }
 
         #[derive(sqlx::FromRow)]

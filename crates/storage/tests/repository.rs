@@ -2780,10 +2780,19 @@ async fn request_count_batches_apply_once(store: Arc<dyn Store>) {
     let t0 = now();
     let hour = t0.timestamp() / 3600;
     let rows = |n: u64| vec![(app.id.clone(), key.clone(), hour, n)];
-    assert!(store.add_request_counts("r1-a", &rows(5), t0).await.unwrap());
-    assert!(store.add_request_counts("r2-a", &rows(7), t0).await.unwrap());
+    assert!(store
+        .add_request_counts("r1-a", &rows(5), t0)
+        .await
+        .unwrap());
+    assert!(store
+        .add_request_counts("r2-a", &rows(7), t0)
+        .await
+        .unwrap());
     // Replica 1's batch again (its first write committed, the answer was lost): counted once.
-    assert!(!store.add_request_counts("r1-a", &rows(5), t0).await.unwrap());
+    assert!(!store
+        .add_request_counts("r1-a", &rows(5), t0)
+        .await
+        .unwrap());
     assert_eq!(store.requests_since(&app.id, hour).await.unwrap(), 12);
     assert_eq!(
         store.workspace_requests_since(&ws.id, hour).await.unwrap(),
@@ -2799,7 +2808,10 @@ async fn request_count_batches_apply_once(store: Arc<dyn Store>) {
             .unwrap(),
         0
     );
-    assert!(!store.add_request_counts("r2-a", &rows(7), t0).await.unwrap());
+    assert!(!store
+        .add_request_counts("r2-a", &rows(7), t0)
+        .await
+        .unwrap());
     assert_eq!(
         store
             .purge_usage_batches(t0 + Duration::seconds(1))

@@ -51,6 +51,8 @@ pub enum Permission {
     ProvidersTest,
     /// Approve or deny another member's rotation that a policy holds for a second person.
     RotationsApprove,
+    /// A workspace's usage (users, requests, rotations) and the users counted.
+    UsageRead,
 }
 
 impl Role {
@@ -62,7 +64,13 @@ impl Role {
         use Permission::*;
         let read = matches!(
             permission,
-            WorkspaceRead | MembersRead | ApplicationsRead | KeysRead | VaultsRead | ProvidersRead
+            WorkspaceRead
+                | MembersRead
+                | ApplicationsRead
+                | KeysRead
+                | VaultsRead
+                | ProvidersRead
+                | UsageRead
         );
         match self {
             Role::Owner => true,
@@ -115,7 +123,7 @@ impl Role {
     }
 }
 
-const ALL_PERMISSIONS: [Permission; 26] = [
+const ALL_PERMISSIONS: [Permission; 27] = [
     Permission::WorkspaceRead,
     Permission::WorkspaceUpdate,
     Permission::WorkspaceDelete,
@@ -142,6 +150,7 @@ const ALL_PERMISSIONS: [Permission; 26] = [
     Permission::ProvidersManage,
     Permission::ProvidersTest,
     Permission::RotationsApprove,
+    Permission::UsageRead,
 ];
 
 /// A person who signs in to the control plane. Email is unique, stored lowercased.

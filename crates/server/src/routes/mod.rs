@@ -15,6 +15,7 @@ pub mod keys;
 pub mod members;
 pub mod providers;
 pub mod rotation;
+pub mod usage;
 pub mod vault;
 pub mod workspaces;
 

@@ -57,5 +57,6 @@ mod role_matrix;
 mod rotation;
 mod signed_requests;
 mod tenant_attacks;
+mod usage;
 mod vault;
 mod workspaces_and_admin;

@@ -163,6 +163,13 @@ pub trait IdentityRepository: Send + Sync {
     async fn record_active_users(&self, entries: &[(String, UserId, DateTime<Utc>)]) -> Result<()>;
     /// Distinct users who authenticated in `month` (`YYYY-MM`).
     async fn active_users(&self, month: &str) -> Result<u64>;
+    /// The ids of those users, in id order after `after`, at most `limit`.
+    async fn active_user_ids(
+        &self,
+        month: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>>;
 }
 
 /// Organizations, memberships and invitations of one application; every membership and

@@ -781,6 +781,23 @@ macro_rules! impl_identity {
                     .await?;
                 Ok(u64::try_from(n).unwrap_or(0))
             }
+
+            async fn active_user_ids(
+                &self,
+                month: &str,
+                after: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT user_id FROM monthly_active_users WHERE month = $1 \
+                     AND ($2 IS NULL OR user_id > $2) ORDER BY user_id LIMIT $3",
+                )
+                .bind(month)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.conn().await?)
+                .await?)
+            }
         }
 
         #[async_trait::async_trait]
