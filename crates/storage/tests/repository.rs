@@ -2800,6 +2800,19 @@ async fn request_count_batches_apply_once(store: Arc<dyn Store>) {
     );
     let other = ApplicationId::new();
     assert_eq!(store.requests_since(&other, hour).await.unwrap(), 0);
+    // By application within a span of hours: the hour itself, not the one after.
+    assert_eq!(
+        store
+            .workspace_requests_between(&ws.id, hour, hour + 1)
+            .await
+            .unwrap(),
+        vec![(app.id.clone(), 12)]
+    );
+    assert!(store
+        .workspace_requests_between(&ws.id, hour + 1, hour + 2)
+        .await
+        .unwrap()
+        .is_empty());
     // Ids are forgotten after a while; the ones kept still guard.
     assert_eq!(
         store

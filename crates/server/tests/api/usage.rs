@@ -77,7 +77,11 @@ async fn usage_counts_each_user_once_a_month_and_lists_them() {
     let first = per_app.iter().find(|a| a.0 == c.app).unwrap();
     let other = per_app.iter().find(|a| a.0 == second.app).unwrap();
     assert_eq!((first.1, other.1), (3, 1));
-    assert!(first.2 >= 4, "the sign-ups and the sign-in were requests: {}", first.2);
+    assert!(
+        first.2 >= 4,
+        "the sign-ups and the sign-in were requests: {}",
+        first.2
+    );
     assert_eq!(
         usage.body["totals"]["requests"].as_u64().unwrap(),
         first.2 + other.2
@@ -126,7 +130,11 @@ async fn usage_counts_each_user_once_a_month_and_lists_them() {
         .await;
     assert_error(&app.get(&path, &auditor).await, 403, "forbidden");
     let outsider = customer_app(&app, "Usage Outsider").await;
-    assert_error(&app.get(&path, &outsider.owner_token).await, 404, "not_found");
+    assert_error(
+        &app.get(&path, &outsider.owner_token).await,
+        404,
+        "not_found",
+    );
     let theirs = format!(
         "/control/v1/workspaces/{}/usage/mau/users?applicationId={}",
         c.ws, outsider.app
