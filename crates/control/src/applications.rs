@@ -10,6 +10,7 @@ use authsome_domain::tenancy::{
     Slug, Tenancy, Workspace,
 };
 use authsome_domain::ValidationError;
+use authsome_storage::StorageError;
 
 use crate::{duplicate, ControlError, ControlPlane, Result};
 
@@ -103,10 +104,18 @@ impl ControlPlane {
             Some(actor),
             vec![Self::app_event("application.created", &app)],
             async |outbox| {
-                self.store
-                    .create_application(&app, outbox)
-                    .await
-                    .map_err(duplicate("slug"))
+                let created = match workspace.applications_limit() {
+                    Some(max) => {
+                        self.store
+                            .create_application_within(&app, max, outbox)
+                            .await
+                    }
+                    None => self.store.create_application(&app, outbox).await,
+                };
+                created.map_err(|e| match e {
+                    StorageError::State("application limit") => application_limit(&workspace),
+                    other => duplicate("slug")(other),
+                })
             },
         )
         .await?;
@@ -352,6 +361,17 @@ impl ControlPlane {
                 "the application is not deleted".into(),
             ));
         }
+        if let Some(max) = ws.applications_limit() {
+            let live = self
+                .store
+                .applications(&ws.id, false, &PageRequest::first(100))
+                .await?
+                .items
+                .len();
+            if live as u64 >= max {
+                return Err(application_limit(&ws));
+            }
+        }
         app.status = if app.provisioned_at.is_some() {
             AppStatus::Active
         } else {
@@ -374,4 +394,13 @@ impl ControlPlane {
         self.invalidate(crate::keys::Invalidation::Application(app.id.clone()));
         Ok(app)
     }
+}
+
+/// The plan's application limit, reached: 402 naming it.
+fn application_limit(workspace: &authsome_domain::tenancy::Workspace) -> ControlError {
+    ControlError::PaymentRequired(format!(
+        "the {} plan allows {} applications; delete one or upgrade the plan",
+        workspace.plan.as_str(),
+        workspace.applications_limit().unwrap_or_default()
+    ))
 }

@@ -296,6 +296,15 @@ pub trait ApplicationRepository {
         app: &Application,
         outbox: &crate::outbox::Outbox,
     ) -> Result<()>;
+    /// [`Self::create_application`] unless the workspace has `max_live` applications that are
+    /// not deleted already (`State("application limit")`); decided under a lock on the
+    /// workspace, so concurrent creations cannot both pass the limit.
+    async fn create_application_within(
+        &self,
+        app: &Application,
+        max_live: u64,
+        outbox: &crate::outbox::Outbox,
+    ) -> Result<()>;
     /// The application with its workspace and the caller's role there, or `None` when the caller
     /// has no access to its workspace. Deleted applications are included.
     async fn application_access(

@@ -904,6 +904,64 @@ macro_rules! impl_repositories {
                 Ok(())
             }
 
+            async fn create_application_within(
+                &self,
+                a: &Application,
+                max_live: u64,
+                outbox: &crate::outbox::Outbox,
+            ) -> Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                // Creations in one workspace queue behind this lock (SQLite's writer is one).
+                let lock = match $backend {
+                    crate::Backend::Postgres => "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE",
+                    crate::Backend::Sqlite => "SELECT id FROM workspaces WHERE id = $1",
+                };
+                let found: Option<String> = sqlx::query_scalar(lock)
+                    .bind(a.workspace_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if found.is_none() {
+                    return Err(StorageError::NotFound);
+                }
+                let live: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM applications WHERE workspace_id = $1 AND deleted_at IS NULL",
+                )
+                .bind(a.workspace_id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                if u64::try_from(live).unwrap_or(0) >= max_live {
+                    return Err(StorageError::State("application limit"));
+                }
+                sqlx::query(
+                    "INSERT INTO applications (id, workspace_id, name, slug, environment, tenancy, \
+                     status, region, config, upstreams, created_at, updated_at, deleted_at, purge_at, \
+                     provisioned_at, provision_attempts, provision_error) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                )
+                .bind(a.id.as_str())
+                .bind(a.workspace_id.as_str())
+                .bind(&a.name)
+                .bind(&a.slug)
+                .bind(a.environment.as_str())
+                .bind(a.tenancy.as_str())
+                .bind(a.status.as_str())
+                .bind(&a.region)
+                .bind(a.config.to_string())
+                .bind(serde_json::to_string(&a.upstreams).unwrap_or_else(|_| "[]".into()))
+                .bind(ms(a.created_at))
+                .bind(ms(a.updated_at))
+                .bind(opt_ms(a.deleted_at))
+                .bind(opt_ms(a.purge_at))
+                .bind(opt_ms(a.provisioned_at))
+                .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
+                .bind(a.provision_error.as_deref())
+                .execute(&mut *tx)
+                .await
+                .map_err(crate::rows::unique)?;
+                commit_with_outbox(tx, outbox).await
+            }
+
             async fn application_access(
                 &self,
                 actor: &Actor,

@@ -91,6 +91,7 @@ backend_tests!(
     jobs_are_handed_out_once_and_again_when_their_lease_runs_out,
     relayed_jobs_are_taken_once_per_hand_out,
     request_count_batches_apply_once,
+    an_application_limit_holds_under_concurrent_creations,
     alert_channels_escalate_within_their_workspace,
     rotations_and_their_settings_stay_in_their_workspace,
 );
@@ -2766,6 +2767,59 @@ async fn jobs_are_handed_out_once_and_again_when_their_lease_runs_out(store: Arc
         due.iter().any(|j| j.id == later.id),
         "the later job when its time comes"
     );
+}
+
+async fn an_application_limit_holds_under_concurrent_creations(store: Arc<dyn Store>) {
+    let (ws, _, _) = seeded(&store, "limited").await;
+    let deleted = {
+        let mut app = application(&ws.id, "limited-gone");
+        app.deleted_at = Some(now());
+        app
+    };
+    store
+        .create_application(&deleted, &Outbox::empty())
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let app = application(&ws.id, &format!("limited-{i}"));
+        tasks.spawn(async move {
+            store
+                .create_application_within(&app, 3, &Outbox::empty())
+                .await
+        });
+    }
+    let (mut made, mut refused) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        match done.expect("task") {
+            Ok(()) => made += 1,
+            Err(StorageError::State("application limit")) => refused += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    // A deleted application does not count; of eight at once, three are made.
+    assert_eq!((made, refused), (3, 5));
+    let live = store
+        .applications(&ws.id, false, &page(100))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(live.len(), 3);
+    // Another workspace's applications are not this one's count, nor can it be the target.
+    let (other, _, _) = seeded(&store, "limited-other").await;
+    store
+        .create_application_within(&application(&other.id, "their-0"), 3, &Outbox::empty())
+        .await
+        .unwrap();
+    let mut stray = application(&other.id, "stray");
+    stray.workspace_id = authsome_domain::id::WorkspaceId::new();
+    assert!(matches!(
+        store
+            .create_application_within(&stray, 3, &Outbox::empty())
+            .await,
+        Err(StorageError::NotFound)
+    ));
 }
 
 async fn request_count_batches_apply_once(store: Arc<dyn Store>) {

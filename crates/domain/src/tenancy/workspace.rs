@@ -190,6 +190,15 @@ impl Workspace {
         }
     }
 
+    /// Applications (not deleted) the workspace may have: free 3; pro and enterprise without
+    /// a limit.
+    pub fn applications_limit(&self) -> Option<u64> {
+        match self.plan {
+            Plan::Free => Some(3),
+            Plan::Pro | Plan::Enterprise => None,
+        }
+    }
+
     /// Live keys (publishable and secret together) one application may have: free 10, pro 50,
     /// enterprise 500. Each key has its own rate limit, so an unbounded number would be an
     /// unbounded rate.

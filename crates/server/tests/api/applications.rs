@@ -284,3 +284,66 @@ async fn idempotency_key_replays_creates() {
     assert_ne!(other.body["id"], first.body["id"]);
     assert!(other.headers.get("idempotent-replayed").is_none());
 }
+
+#[tokio::test]
+async fn the_free_plan_stops_at_three_applications_with_402() {
+    let app = spawn_app().await;
+    let t = app.tenant("Three Apps").await;
+    let path = format!("/control/v1/workspaces/{}/applications", t.ws);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = app
+            .post(
+                &path,
+                &t.owner_token,
+                json!({"name": format!("App {i}"), "environment": "development"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let fourth = json!({"name": "App 3", "environment": "development"});
+    let refused = app.post(&path, &t.owner_token, fourth.clone()).await;
+    assert_error(&refused, 402, "payment_required");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("free plan allows 3 applications"),
+        "{message}"
+    );
+    // A deleted one makes room; restoring it while the room is taken again is refused.
+    let deleted = app
+        .delete(
+            &format!("/control/v1/applications/{}", ids[0]),
+            &t.owner_token,
+        )
+        .await;
+    assert!(deleted.status < 300, "{}", deleted.body);
+    let made = app.post(&path, &t.owner_token, fourth).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let restore = app
+        .post(
+            &format!("/control/v1/applications/{}/restore", ids[0]),
+            &t.owner_token,
+            json!({}),
+        )
+        .await;
+    assert_error(&restore, 402, "payment_required");
+    // On pro there is no such limit.
+    let root = app.root_token().await;
+    let upgraded = app
+        .patch(
+            &format!("/control/v1/admin/workspaces/{}", t.ws),
+            &root,
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(upgraded.status, 200, "{}", upgraded.body);
+    let fifth = app
+        .post(
+            &path,
+            &t.owner_token,
+            json!({"name": "App 4", "environment": "development"}),
+        )
+        .await;
+    assert_eq!(fifth.status, 201, "{}", fifth.body);
+}

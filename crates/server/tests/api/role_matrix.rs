@@ -110,8 +110,18 @@ async fn attempt(
 #[tokio::test]
 async fn every_role_against_every_action() {
     let app = spawn_app().await;
+    let root = app.root_token().await;
     for role in ROLES {
         let t = app.tenant(&format!("Matrix {role}")).await;
+        // Pro: each action works on applications of its own, past the free plan's three.
+        let pro = app
+            .patch(
+                &format!("/control/v1/admin/workspaces/{}", t.ws),
+                &root,
+                serde_json::json!({"plan": "pro"}),
+            )
+            .await;
+        assert_eq!(pro.status, 200, "{}", pro.body);
         let token = if role == "owner" {
             t.owner_token.clone()
         } else {
