@@ -397,6 +397,21 @@ fn image() -> Image {
     image
 }
 
+/// Waits (up to 20 s) until the server at `base` answers `/ready` with 200.
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let started = Instant::now();
+    while client
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The binary under test: the release build when CI sets `AUTHSOME_TEST_BIN`, else this build.
 fn binary() -> String {
     std::env::var("AUTHSOME_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_authsome").to_owned())
@@ -491,19 +506,7 @@ async fn sigterm_finishes_in_flight_requests_and_flushes_counters() {
             .unwrap()
     };
     let client = reqwest::Client::new();
-    let wait_ready = || async {
-        let started = Instant::now();
-        while client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(started.elapsed() < Duration::from_secs(20), "never ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let wait_ready = || wait_ready(&client, &base);
     let mut server = start();
     wait_ready().await;
     let app: Value = client
@@ -1339,19 +1342,7 @@ async fn a_rotation_cut_off_by_a_killed_process_finishes_once_after_restart() {
         .unwrap()
     };
     let client = reqwest::Client::new();
-    let wait_ready = || async {
-        let started = Instant::now();
-        while client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(started.elapsed() < Duration::from_secs(20), "never ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let wait_ready = || wait_ready(&client, &base);
     let call = |method: reqwest::Method, path: String, body: Value| {
         let request = client
             .request(method, format!("{base}{path}"))

@@ -201,25 +201,8 @@ impl AwsJson {
         let headers = self
             .signed_headers(&url, region, &target, body.as_bytes())
             .map_err(AwsError::Refused)?;
-        let answer = self
-            .outbound
-            .send(
-                reqwest::Method::POST,
-                &url,
-                |mut r| {
-                    for (name, value) in &headers {
-                        r = r.header(name.as_str(), value.as_str());
-                    }
-                    r.body(body.to_owned())
-                },
-                MAX_ANSWER,
-            )
-            .await
-            .map_err(|e| match e {
-                CallError::Refused(m) | CallError::Failed(m) => {
-                    AwsError::Unavailable(format!("{} {action}: {m}", service.label))
-                }
-            })?;
+        let said = format!("{} {action}", service.label);
+        let answer = post(&self.outbound, &url, headers, body.to_owned(), &said).await?;
         parse_answer(service.label, action, answer)
     }
 
@@ -246,6 +229,35 @@ impl AwsJson {
             body,
         )
     }
+}
+
+/// POSTs `body` to `url` with `headers` (signed); a failure to reach AWS is `Unavailable`,
+/// prefixed with `said` (the service and action).
+async fn post(
+    outbound: &Outbound,
+    url: &str,
+    headers: Vec<(String, String)>,
+    body: String,
+    said: &str,
+) -> Result<Answer, AwsError> {
+    outbound
+        .send(
+            reqwest::Method::POST,
+            url,
+            |mut r| {
+                for (name, value) in &headers {
+                    r = r.header(name.as_str(), value.as_str());
+                }
+                r.body(body.clone())
+            },
+            MAX_ANSWER,
+        )
+        .await
+        .map_err(|e| match e {
+            CallError::Refused(m) | CallError::Failed(m) => {
+                AwsError::Unavailable(format!("{said}: {m}"))
+            }
+        })
 }
 
 /// `headers` for a POST of `body` to `url`, with the SigV4 `Authorization` and `X-Amz-Date`
@@ -340,25 +352,14 @@ impl Iam {
             body.as_bytes(),
         )
         .map_err(AwsError::Refused)?;
-        let answer = self
-            .outbound
-            .send(
-                reqwest::Method::POST,
-                &url,
-                |mut r| {
-                    for (name, value) in &headers {
-                        r = r.header(name.as_str(), value.as_str());
-                    }
-                    r.body(body.clone())
-                },
-                MAX_ANSWER,
-            )
-            .await
-            .map_err(|e| match e {
-                CallError::Refused(m) | CallError::Failed(m) => {
-                    AwsError::Unavailable(format!("IAM {action}: {m}"))
-                }
-            })?;
+        let answer = post(
+            &self.outbound,
+            &url,
+            headers,
+            body,
+            &format!("IAM {action}"),
+        )
+        .await?;
         let text = String::from_utf8_lossy(&answer.body).into_owned();
         if answer.status.is_success() {
             return Ok(text);

@@ -62,6 +62,39 @@ macro_rules! impl_repositories {
                 Ok(changed)
             }
 
+            /// Binds an application's columns, in `INSERT INTO applications`' order, as `$1`..`$17`.
+            fn bind_application<'q>(
+                query: sqlx::query::Query<
+                    'q,
+                    <$store as HasDb>::Db,
+                    <<$store as HasDb>::Db as sqlx::Database>::Arguments<'q>,
+                >,
+                a: &'q Application,
+            ) -> sqlx::query::Query<
+                'q,
+                <$store as HasDb>::Db,
+                <<$store as HasDb>::Db as sqlx::Database>::Arguments<'q>,
+            > {
+                query
+                    .bind(a.id.as_str())
+                    .bind(a.workspace_id.as_str())
+                    .bind(&a.name)
+                    .bind(&a.slug)
+                    .bind(a.environment.as_str())
+                    .bind(a.tenancy.as_str())
+                    .bind(a.status.as_str())
+                    .bind(&a.region)
+                    .bind(a.config.to_string())
+                    .bind(serde_json::to_string(&a.upstreams).unwrap_or_else(|_| "[]".into()))
+                    .bind(ms(a.created_at))
+                    .bind(ms(a.updated_at))
+                    .bind(opt_ms(a.deleted_at))
+                    .bind(opt_ms(a.purge_at))
+                    .bind(opt_ms(a.provisioned_at))
+                    .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
+                    .bind(a.provision_error.as_deref())
+            }
+
             async fn workspace_rows(&self, rows: Vec<WorkspaceRow>) -> Result<Vec<Workspace>> {
                 let root = self.root_id().await?;
                 rows.into_iter().map(|r| r.into_domain(root.as_ref())).collect()
@@ -882,24 +915,8 @@ macro_rules! impl_repositories {
                      provisioned_at, provision_attempts, provision_error) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
                     "$18", "$19", "$20", "$21"
-                ))
-                .bind(a.id.as_str())
-                .bind(a.workspace_id.as_str())
-                .bind(&a.name)
-                .bind(&a.slug)
-                .bind(a.environment.as_str())
-                .bind(a.tenancy.as_str())
-                .bind(a.status.as_str())
-                .bind(&a.region)
-                .bind(a.config.to_string())
-                .bind(serde_json::to_string(&a.upstreams).unwrap_or_else(|_| "[]".into()))
-                .bind(ms(a.created_at))
-                .bind(ms(a.updated_at))
-                .bind(opt_ms(a.deleted_at))
-                .bind(opt_ms(a.purge_at))
-                .bind(opt_ms(a.provisioned_at))
-                .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
-                .bind(a.provision_error.as_deref());
+                ));
+                let query = Self::bind_application(query, a);
                 self.run_outboxed(outbox, &rows, query).await?;
                 Ok(())
             }
@@ -933,29 +950,13 @@ macro_rules! impl_repositories {
                 if u64::try_from(live).unwrap_or(0) >= max_live {
                     return Err(StorageError::State("application limit"));
                 }
-                sqlx::query(
+                let insert = sqlx::query(
                     "INSERT INTO applications (id, workspace_id, name, slug, environment, tenancy, \
                      status, region, config, upstreams, created_at, updated_at, deleted_at, purge_at, \
                      provisioned_at, provision_attempts, provision_error) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-                )
-                .bind(a.id.as_str())
-                .bind(a.workspace_id.as_str())
-                .bind(&a.name)
-                .bind(&a.slug)
-                .bind(a.environment.as_str())
-                .bind(a.tenancy.as_str())
-                .bind(a.status.as_str())
-                .bind(&a.region)
-                .bind(a.config.to_string())
-                .bind(serde_json::to_string(&a.upstreams).unwrap_or_else(|_| "[]".into()))
-                .bind(ms(a.created_at))
-                .bind(ms(a.updated_at))
-                .bind(opt_ms(a.deleted_at))
-                .bind(opt_ms(a.purge_at))
-                .bind(opt_ms(a.provisioned_at))
-                .bind(i32::try_from(a.provision_attempts).unwrap_or(i32::MAX))
-                .bind(a.provision_error.as_deref())
+                );
+                Self::bind_application(insert, a)
                 .execute(&mut *tx)
                 .await
                 .map_err(crate::rows::unique)?;

@@ -12,6 +12,27 @@ use super::{optional, Credential, Endpoints, Observed, TargetConnector, TargetEr
 use crate::aws::{AwsError, AwsJson, SECRETS_MANAGER};
 use crate::egress::Outbound;
 
+/// The customer's AWS identity from its credential, calling the operator's AWS endpoint when
+/// one is set (then trusted: AWS's or the operator's, never the customer's to choose).
+pub(crate) fn identity(
+    credential: Credential,
+    endpoints: &Endpoints,
+    outbound: Outbound,
+) -> Result<(crate::aws::AwsSettings, Outbound), TargetError> {
+    let Credential::Aws(mut settings) = credential else {
+        return Err(TargetError::Config(
+            "AWS takes an access key credential".into(),
+        ));
+    };
+    settings.endpoint = endpoints.aws.clone();
+    let outbound = if endpoints.aws.is_some() {
+        Outbound::trusted()
+    } else {
+        outbound
+    };
+    Ok((settings, outbound))
+}
+
 pub struct SecretsManager {
     api: AwsJson,
     secret: String,
@@ -25,12 +46,7 @@ impl SecretsManager {
         endpoints: &Endpoints,
         outbound: Outbound,
     ) -> Result<Self, TargetError> {
-        let Credential::Aws(mut settings) = credential else {
-            return Err(TargetError::Config(
-                "AWS takes an access key credential".into(),
-            ));
-        };
-        settings.endpoint = endpoints.aws.clone();
+        let (settings, outbound) = identity(credential, endpoints, outbound)?;
         let secret = match config.get("secretId").and_then(Value::as_str) {
             Some(s) if !s.is_empty() && s.len() <= 2048 => s.to_owned(),
             _ => return Err(TargetError::Config("secretId is required".into())),
@@ -44,12 +60,6 @@ impl SecretsManager {
                     .map(str::to_owned)
             })
             .unwrap_or_else(|| settings.default_region.clone());
-        // The endpoint is AWS's (or the operator's), not the customer's to choose.
-        let outbound = if endpoints.aws.is_some() {
-            Outbound::trusted()
-        } else {
-            outbound
-        };
         Ok(Self {
             api: AwsJson::new(settings, SECRETS_MANAGER, outbound),
             secret,

@@ -25,18 +25,7 @@ impl IamAccessKeys {
         endpoints: &Endpoints,
         outbound: Outbound,
     ) -> Result<Self, TargetError> {
-        let Credential::Aws(mut settings) = credential else {
-            return Err(TargetError::Config(
-                "AWS takes an access key credential".into(),
-            ));
-        };
-        settings.endpoint = endpoints.aws.clone();
-        // The endpoint is AWS's (or the operator's), not the customer's to choose.
-        let outbound = if endpoints.aws.is_some() {
-            Outbound::trusted()
-        } else {
-            outbound
-        };
+        let (settings, outbound) = super::aws::identity(credential, endpoints, outbound)?;
         Ok(Self {
             api: Iam::new(settings, outbound),
             user: user.to_owned(),

@@ -273,26 +273,35 @@ impl Setup {
     /// Runs the due jobs until the rotation has succeeded or failed, even with its previous
     /// value still to retire after the grace period; the rotation.
     async fn settle_until_waiting(&self, id: &str) -> Value {
-        for _ in 0..20 {
-            self.app
-                .state
-                .control
-                .run_jobs("test-worker", std::time::Duration::from_secs(5))
-                .await
-                .unwrap();
-            let r = self
-                .app
-                .get(&format!("/control/v1/rotations/{id}"), &self.key)
-                .await;
-            if matches!(r.body["status"].as_str(), Some("succeeded" | "failed")) {
-                return r.body;
-            }
-        }
-        panic!("the rotation did not settle");
+        self.run_until(id, std::time::Duration::ZERO, |r| {
+            matches!(r["status"].as_str(), Some("succeeded" | "failed"))
+        })
+        .await
     }
 
     /// Runs the due jobs until the rotation stops changing; the rotation.
     async fn settle(&self, id: &str) -> Value {
+        self.run_until(id, std::time::Duration::ZERO, |r| {
+            matches!(
+                r["status"].as_str(),
+                Some("succeeded" | "failed" | "rolled_back")
+            ) && !r["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["status"] == "pending")
+        })
+        .await
+    }
+
+    /// Runs the due jobs until `done` holds of the rotation, moving the clock by `between`
+    /// after each round; the rotation.
+    async fn run_until(
+        &self,
+        id: &str,
+        between: std::time::Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         for _ in 0..20 {
             self.app
                 .state
@@ -305,16 +314,10 @@ impl Setup {
                 .get(&format!("/control/v1/rotations/{id}"), &self.key)
                 .await;
             assert_eq!(r.status, 200, "{}", r.body);
-            let status = r.body["status"].as_str().unwrap();
-            if matches!(status, "succeeded" | "failed" | "rolled_back")
-                && !r.body["steps"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|s| s["status"] == "pending")
-            {
+            if done(&r.body) {
                 return r.body;
             }
+            self.app.clock.advance(between);
         }
         panic!("the rotation did not settle");
     }
@@ -497,23 +500,10 @@ async fn a_failed_verification_rolls_the_targets_and_the_vault_back() {
 /// Runs the rotation's job through every retry, the clock moved past each backoff, until it
 /// ends; the rotation.
 async fn exhaust(s: &Setup, id: &str) -> Value {
-    for _ in 0..12 {
-        s.app
-            .state
-            .control
-            .run_jobs("w", std::time::Duration::from_secs(5))
-            .await
-            .unwrap();
-        let r = s
-            .app
-            .get(&format!("/control/v1/rotations/{id}"), &s.key)
-            .await;
-        if matches!(r.body["status"].as_str(), Some("failed" | "succeeded")) {
-            return r.body;
-        }
-        s.app.clock.advance(std::time::Duration::from_secs(120));
-    }
-    panic!("the rotation never ended");
+    s.run_until(id, std::time::Duration::from_secs(120), |r| {
+        matches!(r["status"].as_str(), Some("failed" | "succeeded"))
+    })
+    .await
 }
 
 #[tokio::test]
