@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use authsome_control::jobs::JobTransport;
-use authsome_control::{BootstrapResult, ControlPlane, ControlSettings};
+
 use authsome_domain::job::Job;
-use authsome_server::{App, Settings};
+
 use authsome_storage::app::AppDatabaseConfig;
 use authsome_storage::{PostgresStore, SqliteStore, Store};
 use serde_json::{json, Value};
@@ -81,11 +81,11 @@ async fn fake_render() -> String {
     url
 }
 
+mod support;
+
+/// The server, and a client calling it with the root workspace's management key.
 struct Server {
-    app: App,
-    base: String,
-    key: String,
-    workspace: String,
+    served: support::Server,
     client: reqwest::Client,
 }
 
@@ -93,8 +93,8 @@ impl Server {
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let r = self
             .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
+            .request(method, format!("{}{path}", self.served.base))
+            .bearer_auth(&self.served.management_key)
             .json(&body)
             .send()
             .await
@@ -111,49 +111,25 @@ async fn start(
     apps: AppDatabaseConfig,
     jobs: Option<authsome_nats::JetStreamSettings>,
 ) -> Server {
-    store.migrate().await.expect("migrate");
-    let BootstrapResult::Created {
-        workspace_id,
-        management_key,
-        ..
-    } = ControlPlane::new(store.clone(), ControlSettings::default())
-        .bootstrap("root@bench.local", None)
-        .await
-        .expect("bootstrap")
-    else {
-        panic!("a fresh database was already bootstrapped");
-    };
     let render = fake_render().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut settings = Settings::new(store, apps, base.clone());
-    settings.targets.render = render;
-    settings.outbound = authsome_domain::egress::EgressPolicy::public_with("127.0.0.1").unwrap();
-    // The bench runs the jobs itself.
-    settings.maintenance_every = Duration::from_secs(3600);
-    settings.jobs = jobs;
-    let app = App::build(settings).await.expect("the server builds");
-    app.start();
-    let state = app.state.clone();
-    let router = authsome_server::router(state.clone());
-    tokio::spawn(authsome_server::serve(
-        listener,
-        state,
-        router,
-        std::future::pending(),
-    ));
+    let served = support::start(store, apps, move |settings| {
+        settings.targets.render = render;
+        settings.outbound =
+            authsome_domain::egress::EgressPolicy::public_with("127.0.0.1").unwrap();
+        // The bench runs the jobs itself.
+        settings.maintenance_every = Duration::from_secs(3600);
+        settings.jobs = jobs;
+    })
+    .await;
     Server {
-        app,
-        base,
-        key: management_key.to_owned(),
-        workspace: workspace_id.to_string(),
+        served,
         client: reqwest::Client::new(),
     }
 }
 
 async fn batch(label: &str, s: &Server, secrets: usize) {
     use reqwest::Method;
-    let ws = &s.workspace;
+    let ws = &s.served.workspace;
     // Rotations past the free plan's 100 a month.
     s.call(
         Method::PATCH,
@@ -210,6 +186,7 @@ async fn batch(label: &str, s: &Server, secrets: usize) {
     let mut ran = 0;
     loop {
         let n = s
+            .served
             .app
             .state
             .control
@@ -262,8 +239,8 @@ async fn batch(label: &str, s: &Server, secrets: usize) {
 }
 
 async fn queue(label: &str, s: &Server, jobs: usize, transport: Option<&dyn JobTransport>) {
-    let store = s.app.state.control.store().clone();
-    let clock = s.app.state.control.clock().clone();
+    let store = s.served.app.state.control.store().clone();
+    let clock = s.served.app.state.control.clock().clone();
     let now = clock.now();
     for i in 0..jobs {
         let job = Job::new("bench.noop", json!({"n": i}), None, now);
@@ -288,7 +265,7 @@ async fn queue(label: &str, s: &Server, jobs: usize, transport: Option<&dyn JobT
             }
         },
         Some(transport) => {
-            let control = &s.app.state.control;
+            let control = &s.served.app.state.control;
             control.relay_jobs(transport).await.unwrap();
             loop {
                 let delivered = transport

@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use authsome_control::{BootstrapResult, ControlPlane, ControlSettings, PutSecret, VaultActor};
+use authsome_control::{PutSecret, VaultActor};
 use authsome_domain::id::{VaultId, WorkspaceId};
 use authsome_domain::master_key::MasterKey;
-use authsome_server::{App, Settings};
+
 use authsome_storage::app::AppDatabaseConfig;
 use authsome_storage::{PostgresStore, SqliteStore, Store};
 use authsome_testkit::cpu::{self, Usage};
@@ -55,45 +55,12 @@ fn resident_mib() -> f64 {
         / 1024.0
 }
 
-struct Server {
-    app: App,
-    base: String,
-    management_key: String,
-    workspace: String,
-}
+mod support;
+
+use support::Server;
 
 async fn start(store: Arc<dyn Store>, apps: AppDatabaseConfig) -> Server {
-    store.migrate().await.expect("migrate");
-    let BootstrapResult::Created {
-        workspace_id,
-        management_key,
-        ..
-    } = ControlPlane::new(store.clone(), ControlSettings::default())
-        .bootstrap("root@bench.local", None)
-        .await
-        .expect("bootstrap")
-    else {
-        panic!("a fresh database was already bootstrapped");
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let settings = Settings::new(store, apps, base.clone());
-    let app = App::build(settings).await.expect("the server builds");
-    app.start();
-    let state = app.state.clone();
-    let router = authsome_server::router(state.clone());
-    tokio::spawn(authsome_server::serve(
-        listener,
-        state,
-        router,
-        std::future::pending(),
-    ));
-    Server {
-        app,
-        base,
-        management_key: management_key.to_owned(),
-        workspace: workspace_id.to_string(),
-    }
+    support::start(store, apps, |_| {}).await
 }
 
 async fn call(

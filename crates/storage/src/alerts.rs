@@ -233,18 +233,8 @@ macro_rules! impl_alerts {
                 id: &authsome_domain::id::AlertChannelId,
                 outbox: &$crate::outbox::Outbox,
             ) -> $crate::Result<()> {
-                let mut w = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                let done =
-                    sqlx::query("DELETE FROM alert_channels WHERE id = $1 AND workspace_id = $2")
-                        .bind(id.as_str())
-                        .bind(workspace.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                if done.rows_affected() != 1 {
-                    return Err($crate::StorageError::NotFound);
-                }
-                commit_with_outbox(tx, outbox).await
+                self.delete_in_workspace("alert_channels", workspace, id.as_str(), outbox)
+                    .await
             }
 
             async fn alert_delivered(

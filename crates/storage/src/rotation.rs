@@ -435,6 +435,29 @@ pub(crate) fn steps_json(r: &Rotation) -> String {
 macro_rules! impl_rotation {
     ($store:ty, $lock:literal) => {
         impl $store {
+            /// Deletes the row `id` of `table` if it is `workspace`'s (`NotFound` if not), with
+            /// the audit rows, in one commit. `table` is one of this crate's, never input.
+            pub(crate) async fn delete_in_workspace(
+                &self,
+                table: &'static str,
+                workspace: &authsome_domain::id::WorkspaceId,
+                id: &str,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<()> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let sql = format!("DELETE FROM {table} WHERE id = $1 AND workspace_id = $2");
+                let done = sqlx::query(&sql)
+                    .bind(id)
+                    .bind(workspace.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StorageError::NotFound);
+                }
+                commit_with_outbox(tx, outbox).await
+            }
+
             async fn insert_job_in(
                 exec: &mut sqlx::Transaction<'_, <$store as $crate::rotation::HasDb>::Db>,
                 job: &authsome_domain::job::Job,
@@ -961,18 +984,8 @@ macro_rules! impl_rotation {
                 id: &authsome_domain::id::PolicyId,
                 outbox: &$crate::outbox::Outbox,
             ) -> $crate::Result<()> {
-                let mut w = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
-                let done =
-                    sqlx::query("DELETE FROM rotation_policies WHERE id = $1 AND workspace_id = $2")
-                        .bind(id.as_str())
-                        .bind(workspace.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                if done.rows_affected() != 1 {
-                    return Err($crate::StorageError::NotFound);
-                }
-                commit_with_outbox(tx, outbox).await
+                self.delete_in_workspace("rotation_policies", workspace, id.as_str(), outbox)
+                    .await
             }
 
             async fn policy(

@@ -270,6 +270,19 @@ impl Setup {
         }
     }
 
+    /// The workspace's rotations, as `GET …/rotations` lists them (with the management key).
+    async fn rotations(&self) -> Value {
+        let list = self
+            .app
+            .get(
+                &format!("/control/v1/workspaces/{}/rotations", self.t.ws),
+                &self.key,
+            )
+            .await;
+        assert_eq!(list.status, 200, "{}", list.body);
+        list.body
+    }
+
     /// Runs the due jobs until the rotation has succeeded or failed, even with its previous
     /// value still to retire after the grace period; the rotation.
     async fn settle_until_waiting(&self, id: &str) -> Value {
@@ -417,15 +430,9 @@ async fn a_rotation_mints_stores_pushes_redeploys_and_verifies() {
             "{action} missing"
         );
     }
-    let list = s
-        .app
-        .get(
-            &format!("/control/v1/workspaces/{}/rotations", s.t.ws),
-            &s.t.owner_token,
-        )
-        .await;
-    assert_eq!(list.body["data"][0]["id"], id.as_str());
-    assert!(!list.body.to_string().contains(&value));
+    let list = s.rotations().await;
+    assert_eq!(list["data"][0]["id"], id.as_str());
+    assert!(!list.to_string().contains(&value));
 
     // Rolled back on demand: the previous value at the target and as the vault's latest.
     let rolled = s
@@ -1519,18 +1526,9 @@ async fn a_scheduled_rotation_runs_once_across_two_replicas() {
         .run_jobs("replica-1", std::time::Duration::from_secs(5))
         .await
         .unwrap();
-    let list = s
-        .app
-        .get(
-            &format!("/control/v1/workspaces/{}/rotations", s.t.ws),
-            &key,
-        )
-        .await;
-    let rotations = list.body["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{}", list.body))
-        .clone();
-    assert_eq!(rotations.len(), 1, "{}", list.body);
+    let list = s.rotations().await;
+    let rotations = list["data"].as_array().unwrap().clone();
+    assert_eq!(rotations.len(), 1, "{list}");
     assert_eq!(rotations[0]["requestedBy"], "schedule");
     let id = rotations[0]["id"].as_str().unwrap();
     assert_eq!(s.settle(id).await["status"], "succeeded");
@@ -1554,15 +1552,8 @@ async fn a_scheduled_rotation_runs_once_across_two_replicas() {
         .run_jobs("replica-1", std::time::Duration::from_secs(5))
         .await
         .unwrap();
-    let list = s
-        .app
-        .get(
-            &format!("/control/v1/workspaces/{}/rotations", s.t.ws),
-            &key,
-        )
-        .await;
     assert_eq!(
-        list.body["data"].as_array().unwrap().len(),
+        s.rotations().await["data"].as_array().unwrap().len(),
         1,
         "nothing new ran"
     );
