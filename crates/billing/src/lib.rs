@@ -6,9 +6,16 @@
 //! amount is what its quantity times its unit price says, and the total is the sum of the lines.
 //! Floats never touch money.
 //!
-//! This crate owns the price list and the arithmetic. It knows nothing of storage, Stripe,
-//! workspaces' permissions or how usage was counted: the control plane gathers a month's
-//! usage, asks here for the lines, and stores the invoice.
+//! This crate owns the price list, the arithmetic and what an invoice is ([`invoice`]: which
+//! plan a month is priced by, corrections for late usage, CSV and a printable page). It knows
+//! nothing of storage, Stripe, permissions or how usage was counted: the control plane gathers
+//! a month's usage, asks here for the lines, and stores the invoice.
+
+pub mod invoice;
+
+pub use invoice::{BilledUsage, Correction, Invoice, InvoiceStatus, PlanDays};
+
+use authsome_domain::tenancy::{Plan, WorkspaceLimits};
 
 /// Millicents in a cent.
 const MILLI: u64 = 1000;
@@ -109,6 +116,20 @@ impl Pricing {
     }
 }
 
+impl Pricing {
+    /// The prices of `plan`; an enterprise workspace's from its limits (pro's until an
+    /// operator sets them).
+    pub fn for_plan(plan: Plan, limits: &WorkspaceLimits) -> Self {
+        match (plan, limits.pricing) {
+            (Plan::Free, _) => Self::free(),
+            (Plan::Pro, _) | (Plan::Enterprise, None) => Self::pro(),
+            (Plan::Enterprise, Some(p)) => {
+                Self::enterprise(p.base_cents, p.included_mau, p.mau_cents)
+            }
+        }
+    }
+}
+
 /// A workspace's usage in one month, as the control plane counted it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -176,7 +197,7 @@ fn line(kind: LineKind, description: String, quantity: u64, unit_millicents: u64
     }
 }
 
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

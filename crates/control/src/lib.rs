@@ -15,6 +15,7 @@ mod applications;
 pub mod audit;
 mod audit_fold;
 mod auth;
+pub mod billing;
 mod bootstrap;
 mod cache;
 pub mod federation;
@@ -177,6 +178,8 @@ pub struct ControlPlane {
     application_usage: Option<Arc<dyn usage::ApplicationUsage>>,
     /// When this process last looked for credentials that expire soon.
     expiry_scanned: std::sync::Mutex<Option<authsome_domain::clock::CoarseInstant>>,
+    /// The last month this process closed.
+    month_closed: std::sync::Mutex<Option<String>>,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -215,6 +218,7 @@ impl ControlPlane {
             job_transport: None,
             application_usage: None,
             expiry_scanned: std::sync::Mutex::new(None),
+            month_closed: std::sync::Mutex::new(None),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }
@@ -458,6 +462,8 @@ impl ControlPlane {
         self.store
             .purge_usage_batches(now - chrono::Duration::days(7))
             .await?;
+        self.sample_storage().await?;
+        self.close_past_month().await?;
         // Rotation's background work last: a provider's trouble never holds up the rest.
         self.expire_approvals().await?;
         self.schedule_rotations().await?;

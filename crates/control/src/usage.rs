@@ -1,16 +1,18 @@
 //! A workspace's usage in a calendar month (UTC), per application and in total: monthly
 //! active users (a user counts once a month when they sign up, sign in or refresh a session),
-//! customer-API requests and rotations, each exact across replicas; and the users counted,
-//! so every active user billed can be checked.
+//! customer-API requests, storage (each application's database size, sampled once a day) and
+//! rotations, each exact across replicas; and the users counted, so every active user billed
+//! can be checked.
 //!
-//! Users live in the applications' own databases, which the identity engine owns: it answers
-//! through [`ApplicationUsage`]. Requests and rotations are the control plane's own counts.
+//! Users and databases belong to the applications, which the identity engine owns: it answers
+//! through [`ApplicationUsage`]. Requests, samples and rotations are the control plane's own
+//! counts.
 
 use std::sync::Arc;
 
 use authsome_domain::id::{ApplicationId, WorkspaceId};
 use authsome_domain::page::{Page, PageRequest};
-use authsome_domain::tenancy::{Actor, Permission};
+use authsome_domain::tenancy::{Actor, AppStatus, Application, Permission};
 use chrono::{DateTime, Utc};
 
 use crate::{ControlError, ControlPlane, Result};
@@ -28,6 +30,8 @@ pub trait ApplicationUsage: Send + Sync {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>>;
+    /// The size in bytes of each application's database now, in the order given.
+    async fn database_sizes(&self, apps: &[ApplicationId]) -> Result<Vec<u64>>;
 }
 
 /// One application's usage in the month.
@@ -39,9 +43,14 @@ pub struct ApplicationMonth {
     pub application_id: ApplicationId,
     pub mau: u64,
     pub requests: u64,
+    /// The database's size at the month's last daily sample (0 before the first).
+    pub storage_bytes: u64,
     /// Rotations belong to the workspace's vaults, not to an application: always 0 here,
     /// counted in the totals.
     pub rotations: u64,
+    /// The daily samples summed (what storage is billed by).
+    #[serde(skip)]
+    pub storage_byte_days: u64,
 }
 
 /// The workspace's totals in the month.
@@ -51,6 +60,7 @@ pub struct ApplicationMonth {
 pub struct UsageTotals {
     pub mau: u64,
     pub requests: u64,
+    pub storage_bytes: u64,
     pub rotations: u64,
 }
 
@@ -97,6 +107,23 @@ pub(crate) fn month_span(
     Ok((month, start, end))
 }
 
+/// The month before `month` (`YYYY-MM`).
+pub(crate) fn month_before(month: &str) -> Result<String> {
+    let bad = || {
+        ControlError::from(authsome_domain::ValidationError::new(
+            "month",
+            "must be YYYY-MM",
+        ))
+    };
+    let (y, m) = month.split_once('-').ok_or_else(bad)?;
+    let (y, m): (i32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    Ok(if m <= 1 {
+        format!("{:04}-12", y - 1)
+    } else {
+        format!("{y:04}-{:02}", m - 1)
+    })
+}
+
 impl ControlPlane {
     /// Answers for the applications' users (the identity engine).
     pub fn with_application_usage(mut self, usage: Arc<dyn ApplicationUsage>) -> Self {
@@ -112,28 +139,49 @@ impl ControlPlane {
 
     /// The workspace's applications (deleted ones included: their month still counts).
     async fn all_applications(&self, ws: &WorkspaceId) -> Result<Vec<ApplicationId>> {
-        let mut ids = Vec::new();
+        Ok(self
+            .applications_of(ws)
+            .await?
+            .into_iter()
+            .map(|a| a.id)
+            .collect())
+    }
+
+    async fn applications_of(&self, ws: &WorkspaceId) -> Result<Vec<Application>> {
+        let mut all = Vec::new();
         let mut page = PageRequest::first(100);
         loop {
             let got = self.store.applications(ws, true, &page).await?;
-            ids.extend(got.items.into_iter().map(|a| a.id));
+            all.extend(got.items);
             match got.next_cursor {
                 Some(cursor) => page = PageRequest::parse(Some(100), Some(&cursor))?,
-                None => return Ok(ids),
+                None => return Ok(all),
             }
         }
     }
 
-    /// Usage of the workspace in `month` (default: this one). Every member but an auditor.
+    /// Usage of the workspace in `month` (default: this one). Every member but an auditor, and
+    /// platform operators.
     pub async fn workspace_usage(
         &self,
         actor: &Actor,
         ws: &WorkspaceId,
         month: Option<&str>,
     ) -> Result<WorkspaceUsage> {
-        self.workspace_for(actor, ws, Permission::UsageRead).await?;
-        let now = self.clock.now();
-        let (month, start, end) = month_span(month, now)?;
+        self.workspace_as_member_or_operator(actor, ws, Permission::UsageRead)
+            .await?;
+        let (month, start, end) = month_span(month, self.clock.now())?;
+        self.count_month(ws, &month, start, end).await
+    }
+
+    /// Counts the workspace's usage in `month` (`[start, end)`) now.
+    pub(crate) async fn count_month(
+        &self,
+        ws: &WorkspaceId,
+        month: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<WorkspaceUsage> {
         // What this replica counted and has not written yet is part of the month.
         self.flush_request_counts().await?;
         let hour = |t: DateTime<Utc>| t.timestamp().div_euclid(3600);
@@ -141,19 +189,24 @@ impl ControlPlane {
             .store
             .workspace_requests_between(ws, hour(start), hour(end))
             .await?;
+        let day = |t: DateTime<Utc>| t.timestamp().div_euclid(86_400);
+        let samples = self.store.storage_samples(ws, day(start), day(end)).await?;
         let users = self.application_usage()?;
         let mut applications = Vec::new();
         for app in self.all_applications(ws).await? {
-            let mau = users.monthly_active_users(&app, &month).await?;
+            let mau = users.monthly_active_users(&app, month).await?;
             let requests = requests
                 .iter()
                 .find(|(a, _)| *a == app)
                 .map_or(0, |(_, n)| *n);
+            let sampled = samples.iter().filter(|s| s.application_id == app);
             applications.push(ApplicationMonth {
-                application_id: app,
                 mau,
                 requests,
+                storage_bytes: sampled.clone().max_by_key(|s| s.day).map_or(0, |s| s.bytes),
+                storage_byte_days: sampled.map(|s| s.bytes).sum(),
                 rotations: 0,
+                application_id: app,
             });
         }
         let rotations = self
@@ -166,13 +219,86 @@ impl ControlPlane {
         let totals = UsageTotals {
             mau: applications.iter().map(|a| a.mau).sum(),
             requests: applications.iter().map(|a| a.requests).sum(),
+            storage_bytes: applications.iter().map(|a| a.storage_bytes).sum(),
             rotations,
         };
         Ok(WorkspaceUsage {
-            month,
+            month: month.to_owned(),
             totals,
             applications,
         })
+    }
+
+    /// The workspace, for a member holding `permission` or a platform operator.
+    pub(crate) async fn workspace_as_member_or_operator(
+        &self,
+        actor: &Actor,
+        ws: &WorkspaceId,
+        permission: Permission,
+    ) -> Result<authsome_domain::tenancy::Workspace> {
+        match self.store.workspace_access(actor, ws).await? {
+            Some((workspace, role)) if role.allows(permission) => Ok(workspace),
+            found => {
+                if self.is_platform_operator(actor).await? {
+                    return self
+                        .store
+                        .any_workspace(ws)
+                        .await?
+                        .ok_or(ControlError::NotFound("workspace"));
+                }
+                let (_, role) = found.ok_or(ControlError::NotFound("workspace"))?;
+                self.require_for(actor, ws, role, permission)?;
+                Err(ControlError::NotFound("workspace"))
+            }
+        }
+    }
+
+    /// Takes today's sample of every live application's database size, unless one was taken
+    /// today (by any replica; a sample taken twice is stored once).
+    pub async fn sample_storage(&self) -> Result<usize> {
+        let today = self.clock.now().timestamp().div_euclid(86_400);
+        if self.store.last_storage_day().await? >= Some(today) {
+            return Ok(0);
+        }
+        let users = self.application_usage()?;
+        let mut taken = 0;
+        let mut page = PageRequest::first(100);
+        loop {
+            let workspaces = self.store.all_workspaces(&page).await?;
+            for ws in &workspaces.items {
+                // Those with a database: not being created or deleted, nor deleted.
+                let live: Vec<ApplicationId> = self
+                    .applications_of(&ws.id)
+                    .await?
+                    .into_iter()
+                    .filter(|a| {
+                        !a.is_deleted()
+                            && matches!(a.status, AppStatus::Active | AppStatus::Suspended)
+                    })
+                    .map(|a| a.id)
+                    .collect();
+                if live.is_empty() {
+                    continue;
+                }
+                let sizes = users.database_sizes(&live).await?;
+                let samples: Vec<authsome_storage::StorageSample> = live
+                    .into_iter()
+                    .zip(sizes)
+                    .map(|(application_id, bytes)| authsome_storage::StorageSample {
+                        workspace_id: ws.id.clone(),
+                        application_id,
+                        day: today,
+                        bytes,
+                    })
+                    .collect();
+                taken += samples.len();
+                self.store.add_storage_samples(&samples).await?;
+            }
+            match workspaces.next_cursor {
+                Some(cursor) => page = PageRequest::parse(Some(100), Some(&cursor))?,
+                None => return Ok(taken),
+            }
+        }
     }
 
     /// The users of `application` counted as active in `month`, a page at a time in id order:
@@ -185,7 +311,8 @@ impl ControlPlane {
         application: &ApplicationId,
         page: &PageRequest,
     ) -> Result<Page<CountedUser>> {
-        self.workspace_for(actor, ws, Permission::UsageRead).await?;
+        self.workspace_as_member_or_operator(actor, ws, Permission::UsageRead)
+            .await?;
         let (month, _, _) = month_span(month, self.clock.now())?;
         if !self.all_applications(ws).await?.contains(application) {
             return Err(ControlError::NotFound("application"));

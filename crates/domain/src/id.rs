@@ -220,6 +220,9 @@ define_id!(
 define_id!(
     /// A durable unit of background work (a rotation's run, a schedule, a delivery).
     JobId, "job");
+define_id!(
+    /// A workspace's invoice for one month (a draft while the month runs).
+    InvoiceId, "ivc");
 
 impl RequestId {
     /// An id for a request just received: a UUIDv7 (the time, then random bits) like every id,

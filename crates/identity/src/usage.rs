@@ -99,4 +99,9 @@ impl Identity {
             .active_user_ids(&month, after, limit)
             .await?)
     }
+
+    /// The size in bytes of each application's database now, in the order given.
+    pub async fn database_sizes(&self, apps: &[ApplicationId]) -> Result<Vec<u64>> {
+        Ok(self.databases.sizes(apps).await?)
+    }
 }

@@ -387,6 +387,13 @@ impl authsome_control::usage::ApplicationUsage for IdentityUsage {
             .await
             .map_err(usage_error)
     }
+
+    async fn database_sizes(
+        &self,
+        apps: &[authsome_domain::id::ApplicationId],
+    ) -> authsome_control::Result<Vec<u64>> {
+        self.0.database_sizes(apps).await.map_err(usage_error)
+    }
 }
 
 /// The control plane's provisioner: an application's database and signing key (the identity

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::error::ErrorBody;
 use crate::routes::{
-    admin, alerts, applications, audit, auth, customer, customer_auth, customer_orgs,
+    admin, alerts, applications, audit, auth, billing, customer, customer_auth, customer_orgs,
     customer_users, health, keys, members, providers, rotation, usage, vault, workspaces,
 };
 use crate::AppState;
@@ -40,7 +40,7 @@ use crate::AppState;
         (name = "vault", description = "The credential vault: vaults, secrets, versions and values"),
         (name = "providers", description = "Provider credentials: where AuthSome gets the credential it acts with on each platform (hosted, kms, oauth, api_key)"),
         (name = "rotation", description = "Rotation: settings, the closed loop (mint, store, push, redeploy, verify), policies, two-person approvals, schedules and metering"),
-        (name = "billing", description = "Usage by month (monthly active users, requests, rotations) and the users counted"),
+        (name = "billing", description = "Usage by month (monthly active users, requests, storage, rotations) and the users counted; plans, invoices (JSON, HTML, CSV)"),
         (name = "alerts", description = "Alert channels (Slack, email, signed webhooks) and the workspace's alerts"),
         (name = "customer", description = "The customer API of one application: auth and tokens"),
         (name = "users", description = "An application's users and sessions (secret key)"),
@@ -178,6 +178,10 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(rotation::start_batch))
         .routes(routes!(usage::usage))
         .routes(routes!(usage::counted_users))
+        .routes(routes!(billing::billing))
+        .routes(routes!(billing::invoices))
+        .routes(routes!(billing::invoice))
+        .routes(routes!(billing::close))
         .routes(routes!(rotation::get))
         .routes(routes!(rotation::rollback))
         .routes(routes!(rotation::list))

@@ -14,6 +14,7 @@
 pub mod alerts;
 pub mod app;
 pub mod audit;
+pub mod billing;
 mod held;
 pub mod outbox;
 mod pool;
@@ -39,6 +40,7 @@ pub use alerts::AlertRepository;
 pub use audit::{
     AuditFilter, AuditHead, AuditRepository, AuditRow, AuditSigningKey, StoredCheckpoint,
 };
+pub use billing::{BillingRepository, StorageSample};
 pub use postgres::PostgresStore;
 pub use rotation::{JobRepository, RotationHistory, RotationRepository};
 pub use sqlite::SqliteStore;
@@ -475,6 +477,7 @@ pub trait Store:
     + RotationRepository
     + JobRepository
     + AlertRepository
+    + BillingRepository
     + Send
     + Sync
 {
@@ -494,6 +497,7 @@ impl<T> Store for T where
         + RotationRepository
         + JobRepository
         + AlertRepository
+        + BillingRepository
         + Send
         + Sync
 {

@@ -52,4 +52,6 @@ crate::vault::impl_vault!(PostgresStore);
 
 crate::alerts::impl_alerts!(PostgresStore);
 
+crate::billing::impl_billing!(PostgresStore);
+
 crate::rotation::impl_rotation!(PostgresStore, " FOR UPDATE SKIP LOCKED");

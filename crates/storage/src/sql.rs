@@ -200,6 +200,7 @@ macro_rules! impl_repositories {
                 }
                 insert_account(&mut *tx, &root.account, Some(&root.password_hash)).await?;
                 insert_workspace(&mut *tx, &root.workspace).await?;
+                insert_plan_change(&mut *tx, &root.workspace.id, root.workspace.created_at, root.workspace.plan).await?;
                 insert_member(&mut *tx, &root.member).await?;
                 insert_key(&mut *tx, &root.key).await?;
                 tx.commit().await?;
@@ -253,6 +254,25 @@ macro_rules! impl_repositories {
             .execute(exec)
             .await
             .map_err(unique)?;
+            Ok(())
+        }
+
+        /// Notes that the workspace is on `plan` from `since` (billing's plan history).
+        async fn insert_plan_change<'e, E>(
+            exec: E,
+            workspace: &WorkspaceId,
+            since: DateTime<Utc>,
+            plan: authsome_domain::tenancy::Plan,
+        ) -> Result<()>
+        where
+            E: sqlx::Executor<'e, Database = <$store as HasDb>::Db>,
+        {
+            sqlx::query("INSERT INTO plan_history (workspace_id, since, plan) VALUES ($1, $2, $3)")
+                .bind(workspace.as_str())
+                .bind(ms(since))
+                .bind(plan.as_str())
+                .execute(exec)
+                .await?;
             Ok(())
         }
 
@@ -465,6 +485,7 @@ macro_rules! impl_repositories {
                 let mut w = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *w).await?;
                 insert_workspace(&mut *tx, workspace).await?;
+                insert_plan_change(&mut *tx, &workspace.id, workspace.created_at, workspace.plan).await?;
                 insert_member(&mut *tx, owner).await?;
                 commit_with_outbox(tx, outbox).await?;
                 Ok(())
@@ -565,29 +586,43 @@ macro_rules! impl_repositories {
             }
 
             async fn update_workspace(&self, w: &Workspace, outbox: &crate::outbox::Outbox) -> Result<()> {
-                let rows = outbox.inline();
-                let sql = crate::outbox::outboxed_write!(
-                    $backend,
+                let mut conn = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                // Changes to one workspace queue behind this lock (SQLite's writer is one), so
+                // the plan history records each change once and in order.
+                let lock = match $backend {
+                    crate::Backend::Postgres => "SELECT plan FROM workspaces WHERE id = $1 FOR UPDATE",
+                    crate::Backend::Sqlite => "SELECT plan FROM workspaces WHERE id = $1",
+                };
+                let previous: Option<String> = sqlx::query_scalar(lock)
+                    .bind(w.id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(previous) = previous else {
+                    return Err(StorageError::NotFound);
+                };
+                sqlx::query(
                     "UPDATE workspaces SET name = $1, slug = $2, plan = $3, status = $4, \
                      kyc_status = $5, payment_status = $6, metadata = $7, limits = $8, \
                      updated_at = $9 WHERE id = $10",
-                    "$11", "$12", "$13", "$14"
-                );
-                let query = sqlx::query(sql)
-                    .bind(&w.name)
-                    .bind(&w.slug)
-                    .bind(w.plan.as_str())
-                    .bind(w.status.as_str())
-                    .bind(w.kyc_status.as_str())
-                    .bind(w.payment_status.as_str())
-                    .bind(w.metadata.to_string())
-                    .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
-                    .bind(ms(w.updated_at))
-                    .bind(w.id.as_str());
-                if self.run_outboxed(outbox, &rows, query).await? == 0 {
-                    return Err(StorageError::NotFound);
+                )
+                .bind(&w.name)
+                .bind(&w.slug)
+                .bind(w.plan.as_str())
+                .bind(w.status.as_str())
+                .bind(w.kyc_status.as_str())
+                .bind(w.payment_status.as_str())
+                .bind(w.metadata.to_string())
+                .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
+                .bind(ms(w.updated_at))
+                .bind(w.id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(unique)?;
+                if previous != w.plan.as_str() {
+                    insert_plan_change(&mut *tx, &w.id, w.updated_at, w.plan).await?;
                 }
-                Ok(())
+                commit_with_outbox(tx, outbox).await
             }
 
             async fn delete_workspace(&self, id: &WorkspaceId, outbox: &crate::outbox::Outbox) -> Result<()> {

@@ -167,4 +167,6 @@ crate::vault::impl_vault!(SqliteStore);
 
 crate::alerts::impl_alerts!(SqliteStore);
 
+crate::billing::impl_billing!(SqliteStore);
+
 crate::rotation::impl_rotation!(SqliteStore, "");

@@ -94,6 +94,7 @@ backend_tests!(
     an_application_limit_holds_under_concurrent_creations,
     alert_channels_escalate_within_their_workspace,
     rotations_and_their_settings_stay_in_their_workspace,
+    billing_records_stay_in_their_workspace,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -397,6 +398,7 @@ async fn workspace_pages_and_updates(store: Arc<dyn Store>) {
         requests_per_month: None,
         audit_retention_days: Some(90),
         rotations_per_month: Some(50),
+        pricing: None,
     };
     updated.updated_at = now();
     store
@@ -3438,5 +3440,146 @@ async fn rotations_and_their_settings_stay_in_their_workspace(store: Arc<dyn Sto
         .expired_approvals(t0 + Duration::hours(2), 10)
         .await
         .unwrap()
+        .is_empty());
+}
+
+async fn billing_records_stay_in_their_workspace(store: Arc<dyn Store>) {
+    use authsome_billing::{BilledUsage, Invoice, InvoiceStatus, Pricing};
+    use authsome_domain::id::InvoiceId;
+    use authsome_storage::StorageSample;
+    let (ws, _, _) = seeded(&store, "billed").await;
+    let (other, _, _) = seeded(&store, "elsewhere").await;
+    // The plan history starts at creation and notes each change of plan, not other changes.
+    let mut changed = ws.clone();
+    changed.plan = Plan::Pro;
+    changed.updated_at = ws.created_at + Duration::days(3);
+    store
+        .update_workspace(&changed, &Outbox::empty())
+        .await
+        .unwrap();
+    changed.name = "Renamed".into();
+    changed.updated_at += Duration::days(1);
+    store
+        .update_workspace(&changed, &Outbox::empty())
+        .await
+        .unwrap();
+    let history = store.plan_history(&ws.id).await.unwrap();
+    let plans: Vec<Plan> = history.iter().map(|(_, p)| *p).collect();
+    assert_eq!(plans, [Plan::Free, Plan::Pro]);
+    assert_eq!(
+        history[1].0.timestamp_millis(),
+        (ws.created_at + Duration::days(3)).timestamp_millis()
+    );
+
+    // A day's sample is taken once per application; each workspace sees its own.
+    let app = ApplicationId::new();
+    let sample = |w: &Workspace, day: i64, bytes: u64| StorageSample {
+        workspace_id: w.id.clone(),
+        application_id: app.clone(),
+        day,
+        bytes,
+    };
+    store
+        .add_storage_samples(&[sample(&ws, 100, 5_000), sample(&ws, 101, 6_000)])
+        .await
+        .unwrap();
+    store
+        .add_storage_samples(&[sample(&ws, 101, 9_999)])
+        .await
+        .unwrap();
+    assert_eq!(store.last_storage_day().await.unwrap(), Some(101));
+    let samples = store.storage_samples(&ws.id, 100, 102).await.unwrap();
+    assert_eq!(
+        samples.iter().map(|s| s.bytes).collect::<Vec<_>>(),
+        [5_000, 6_000]
+    );
+    assert!(store
+        .storage_samples(&other.id, 0, 1_000)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A draft keeps the id it was first given while it is rewritten; closing it keeps it too;
+    // after that neither a draft nor a second close changes it.
+    let invoice = |total: u64, status: InvoiceStatus| Invoice {
+        id: InvoiceId::new(),
+        workspace_id: ws.id.clone(),
+        month: "2026-11".into(),
+        status,
+        currency: "usd".into(),
+        plan: Plan::Pro,
+        pricing: Pricing::pro(),
+        lines: Vec::new(),
+        total_cents: total,
+        usage: BilledUsage::default(),
+        correction: None,
+        created_at: now(),
+        closed_at: (status == InvoiceStatus::Closed).then(now),
+    };
+    let first = store
+        .save_draft_invoice(&invoice(100, InvoiceStatus::Draft))
+        .await
+        .unwrap();
+    let again = store
+        .save_draft_invoice(&invoice(200, InvoiceStatus::Draft))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.id.clone(), again.total_cents),
+        (first.id.clone(), 200)
+    );
+    assert_eq!(again.status, InvoiceStatus::Draft);
+    let (closed, stored) = with_rows(
+        vec![outbox_row(&format!("evt_close{}", InvoiceId::new()))],
+        async |o| {
+            store
+                .close_invoice(&invoice(300, InvoiceStatus::Closed), o)
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    assert!(closed && stored);
+    let (closed, stored) = with_rows(
+        vec![outbox_row(&format!("evt_close{}", InvoiceId::new()))],
+        async |o| {
+            store
+                .close_invoice(&invoice(999, InvoiceStatus::Closed), o)
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    assert!(!closed && !stored, "a month closes once");
+    let kept = store
+        .save_draft_invoice(&invoice(1, InvoiceStatus::Draft))
+        .await
+        .unwrap();
+    assert_eq!(
+        (kept.id.clone(), kept.status, kept.total_cents),
+        (first.id.clone(), InvoiceStatus::Closed, 300)
+    );
+    assert!(kept.closed_at.is_some());
+    // Found by id in its workspace (or by any), never in another.
+    assert!(store
+        .invoice(Some(&ws.id), &first.id)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.invoice(None, &first.id).await.unwrap().is_some());
+    assert!(store
+        .invoice(Some(&other.id), &first.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.invoices(&ws.id, &page(10)).await.unwrap().items.len(),
+        1
+    );
+    assert!(store
+        .invoices(&other.id, &page(10))
+        .await
+        .unwrap()
+        .items
         .is_empty());
 }

@@ -78,6 +78,24 @@ pub struct WorkspaceLimits {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rotations_per_month: Option<u64>,
+    /// Enterprise prices (the standard pro prices for storage and rotations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<EnterprisePricing>,
+}
+
+/// An enterprise workspace's own prices, set by a platform operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnterprisePricing {
+    /// The monthly fee in cents.
+    #[cfg_attr(feature = "openapi", schema(maximum = 100_000_000_000_u64))]
+    pub base_cents: u64,
+    /// Monthly active users the fee includes.
+    pub included_mau: u64,
+    /// Cents for each monthly active user beyond those.
+    #[cfg_attr(feature = "openapi", schema(maximum = 1_000_000))]
+    pub mau_cents: u64,
 }
 
 /// A plan's monthly rotations.
@@ -123,6 +141,20 @@ impl WorkspaceLimits {
                 "limits.rotationsPerMonth",
                 "must be at least 1",
             ));
+        }
+        if let Some(p) = self.pricing {
+            if p.base_cents > 100_000_000_000 {
+                return Err(crate::ValidationError::new(
+                    "limits.pricing.baseCents",
+                    "must be at most 100000000000",
+                ));
+            }
+            if p.mau_cents > 1_000_000 {
+                return Err(crate::ValidationError::new(
+                    "limits.pricing.mauCents",
+                    "must be at most 1000000",
+                ));
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod applications;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod customer;
 pub mod customer_auth;
 pub mod customer_orgs;

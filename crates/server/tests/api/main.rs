@@ -38,6 +38,7 @@ mod applications;
 mod audit;
 mod auth_and_members;
 mod bad_input;
+mod billing;
 mod cross_tenant;
 mod customer_auth;
 mod customer_bad_input;

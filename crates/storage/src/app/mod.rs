@@ -663,6 +663,60 @@ impl AppDatabases {
         self.open.lock().map(|o| o.len()).unwrap_or(0)
     }
 
+    /// The size in bytes of each application's database, in the order given (0 for one that
+    /// does not exist): the SQLite file with its write-ahead log, the Postgres database, or in
+    /// schema mode the schema's tables with their indexes and TOAST. One connection for all.
+    pub async fn sizes(&self, apps: &[ApplicationId]) -> Result<Vec<u64>> {
+        match &self.config {
+            AppDatabaseConfig::Sqlite { dir } => Ok(apps
+                .iter()
+                .map(|app| {
+                    let path = Self::sqlite_path(dir, app);
+                    ["", "-wal"]
+                        .iter()
+                        .filter_map(|suffix| {
+                            std::fs::metadata(format!("{}{suffix}", path.display())).ok()
+                        })
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .collect()),
+            AppDatabaseConfig::Postgres { server_url } => {
+                let mut admin = PgConnectOptions::from_str(server_url)?.connect().await?;
+                let mut out = Vec::with_capacity(apps.len());
+                for app in apps {
+                    let bytes: Option<i64> = sqlx::query_scalar(
+                        "SELECT pg_database_size(datname) FROM pg_database WHERE datname = $1",
+                    )
+                    .bind(Self::database_name(app))
+                    .fetch_optional(&mut admin)
+                    .await?;
+                    out.push(bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0));
+                }
+                let _ = admin.close().await;
+                Ok(out)
+            }
+            AppDatabaseConfig::PostgresSchema { server_url } => {
+                let shared = Self::shared_database(server_url)?;
+                let mut admin = Self::pg_options(server_url, &shared)?.connect().await?;
+                let mut out = Vec::with_capacity(apps.len());
+                for app in apps {
+                    let bytes: Option<i64> = sqlx::query_scalar(
+                        "SELECT SUM(pg_total_relation_size(c.oid))::BIGINT FROM pg_class c \
+                         JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
+                    )
+                    .bind(Self::schema_name(app))
+                    .fetch_one(&mut admin)
+                    .await?;
+                    out.push(bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0));
+                }
+                let _ = admin.close().await;
+                Ok(out)
+            }
+        }
+    }
+
     /// Closes the application's pool and removes its database for good.
     pub async fn destroy(&self, app: &ApplicationId) -> Result<()> {
         let closer = self

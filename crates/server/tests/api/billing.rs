@@ -1,0 +1,343 @@
+//! Invoices over HTTP: the running month's draft (its fee pro-rated from the day the workspace
+//! went pro), closing a month once (by an operator, then by itself), late usage charged as a
+//! correction on the next invoice, the three formats, and who may see them.
+
+use authsome_domain::id::{ApplicationId, KeyId};
+use chrono::{Datelike, TimeZone, Utc};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::customer_auth::call_with;
+use crate::helpers::*;
+
+/// The start of the month after `t`'s.
+fn next_month(t: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    let (y, m) = if t.month() == 12 {
+        (t.year() + 1, 1)
+    } else {
+        (t.year(), t.month() + 1)
+    };
+    Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).unwrap()
+}
+
+/// Moves the test clock to eleven minutes into the next month (past the automatic close's wait).
+fn into_next_month(app: &TestApp) -> String {
+    let now = app.clock.now();
+    let target = next_month(now) + chrono::Duration::minutes(11);
+    app.clock.advance((target - now).to_std().unwrap());
+    authsome_domain::identity::month_of(app.clock.now())
+}
+
+async fn raw(app: &TestApp, path: &str, token: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = app
+        .client
+        .get(format!("{}{path}", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn lines_of<'a>(invoice: &'a Value, kind: &str) -> Vec<&'a Value> {
+    invoice["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == kind)
+        .collect()
+}
+
+#[tokio::test]
+async fn months_close_once_into_invoices_with_late_usage_corrected_next_month() {
+    let app = spawn_app().await;
+    let t = app.tenant("Billing Co").await;
+    let owner_password = format!("pw-{}-long-enough", t.owner_email);
+    let created = app.clock.now();
+    let root = app.root_token().await;
+    let pro = app
+        .patch(
+            &format!("/control/v1/admin/workspaces/{}", t.ws),
+            &root,
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(pro.status, 200, "{}", pro.body);
+    let owner = t.owner_token.clone();
+    let application = app.application(&owner, &t.ws, "development").await;
+    let (key_id, pk) = app.key(&owner, &application, "publishable").await;
+    for email in ["a@billing.test", "b@billing.test", "c@billing.test"] {
+        let r = call_with(
+            &app,
+            Method::POST,
+            &format!("/v1/{application}/auth/signup"),
+            Some(&pk),
+            None,
+            Some(json!({"email": email, "password": "correct horse battery"})),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // The maintenance loop samples each application's database size once a day.
+    app.state.control.maintain().await.unwrap();
+    let usage = app
+        .get(&format!("/control/v1/workspaces/{}/usage", t.ws), &owner)
+        .await;
+    let stored = usage.body["applications"][0]["storageBytes"]
+        .as_u64()
+        .unwrap();
+    assert!(stored > 0, "{}", usage.body);
+    assert_eq!(
+        usage.body["totals"]["storageBytes"].as_u64().unwrap(),
+        stored
+    );
+
+    // The running month: a draft, its fee for the days on pro.
+    let billing = app
+        .get(&format!("/control/v1/workspaces/{}/billing", t.ws), &owner)
+        .await;
+    assert_eq!(billing.status, 200, "{}", billing.body);
+    assert_eq!(billing.body["plan"], "pro");
+    assert_eq!(billing.body["paymentStatus"], "current");
+    let month = authsome_domain::identity::month_of(created);
+    assert_eq!(billing.body["currentPeriod"]["month"], month.as_str());
+    let draft_id = billing.body["currentPeriod"]["draftInvoiceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(draft_id.starts_with("ivc_"));
+    let draft = app
+        .get(&format!("/control/v1/invoices/{draft_id}"), &owner)
+        .await;
+    assert_eq!(draft.status, 200, "{}", draft.body);
+    assert_eq!(draft.body["status"], "draft");
+    assert_eq!(draft.body["currency"], "usd");
+    let days = (next_month(created)
+        - Utc
+            .with_ymd_and_hms(created.year(), created.month(), 1, 0, 0, 0)
+            .unwrap())
+    .num_days() as u64;
+    let on_pro = days - u64::from(created.day()) + 1;
+    let fee = (on_pro * 2_500 * 2 + days) / (2 * days);
+    assert_eq!(
+        lines_of(&draft.body, "base")[0]["amountCents"],
+        fee,
+        "{}",
+        draft.body
+    );
+    let users = lines_of(&draft.body, "mau");
+    assert_eq!(users[0]["quantity"], 3, "{}", draft.body);
+    assert_eq!(
+        draft.body["totalCents"], fee,
+        "three users are within the included"
+    );
+    assert_eq!(draft.body["usage"]["mau"], 3);
+    assert!(draft.body["usage"]["storageByteDays"].as_u64().unwrap() >= stored);
+
+    // Only owners and operators see billing; another workspace learns nothing.
+    let (_, admin) = app
+        .add_member(&owner, &t.ws, "admin@billing.test", "admin")
+        .await;
+    assert_error(
+        &app.get(&format!("/control/v1/workspaces/{}/billing", t.ws), &admin)
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &app.get(&format!("/control/v1/invoices/{draft_id}"), &admin)
+            .await,
+        403,
+        "forbidden",
+    );
+    let outsider = app.tenant("Billing Outsider").await;
+    assert_error(
+        &app.get(
+            &format!("/control/v1/invoices/{draft_id}"),
+            &outsider.owner_token,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &app.get(
+            &format!("/control/v1/workspaces/{}/invoices", t.ws),
+            &outsider.owner_token,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        app.get(&format!("/control/v1/invoices/{draft_id}"), &root)
+            .await
+            .status,
+        200
+    );
+    assert_error(
+        &app.get(
+            &format!("/control/v1/invoices/{draft_id}?format=pdf"),
+            &owner,
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    // A month is closed after it ends, and only by operators.
+    let close = |m: &str| format!("/control/v1/admin/billing/close?month={m}");
+    assert_error(
+        &app.post(&close(&month), &root, json!({})).await,
+        409,
+        "conflict",
+    );
+    assert_error(
+        &app.post(&close(&month), &owner, json!({})).await,
+        404,
+        "not_found",
+    );
+
+    // The month ends; an operator closes it: the draft becomes the closed invoice, same id.
+    let next = into_next_month(&app);
+    let root = app.root_token().await;
+    let owner = app.login(&t.owner_email, &owner_password).await;
+    let closed = app.post(&close(&month), &root, json!({})).await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    assert!(
+        closed.body["closed"].as_u64().unwrap() >= 1,
+        "{}",
+        closed.body
+    );
+    let again = app.post(&close(&month), &root, json!({})).await;
+    assert_eq!(
+        again.body["closed"], 0,
+        "closing twice changes nothing: {}",
+        again.body
+    );
+    let invoice = app
+        .get(&format!("/control/v1/invoices/{draft_id}"), &owner)
+        .await;
+    assert_eq!(invoice.body["status"], "closed", "{}", invoice.body);
+    assert!(invoice.body["closedAt"].is_string());
+    assert_eq!(invoice.body["totalCents"], fee);
+    let billed_requests = invoice.body["usage"]["requests"].as_u64().unwrap();
+
+    // Another replica's batch of that month arrives late: the closed invoice stays as it was,
+    // and the next month's draft charges it as a correction.
+    let late_hour = next_month(created).timestamp() / 3600 - 2;
+    assert!(app
+        .state
+        .control
+        .store()
+        .add_request_counts(
+            "late-replica-batch",
+            &[(
+                application.parse::<ApplicationId>().unwrap(),
+                key_id.parse::<KeyId>().unwrap(),
+                late_hour,
+                500,
+            )],
+            app.clock.now(),
+        )
+        .await
+        .unwrap());
+    let unchanged = app
+        .get(&format!("/control/v1/invoices/{draft_id}"), &owner)
+        .await;
+    assert_eq!(
+        unchanged.body, invoice.body,
+        "a closed invoice never changes"
+    );
+    let billing = app
+        .get(&format!("/control/v1/workspaces/{}/billing", t.ws), &owner)
+        .await;
+    assert_eq!(billing.body["currentPeriod"]["month"], next.as_str());
+    let next_id = billing.body["currentPeriod"]["draftInvoiceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(next_id, draft_id);
+    let next_draft = app
+        .get(&format!("/control/v1/invoices/{next_id}"), &owner)
+        .await;
+    let correction = lines_of(&next_draft.body, "correction");
+    assert_eq!(correction.len(), 1, "{}", next_draft.body);
+    assert_eq!(
+        correction[0]["description"],
+        format!("Usage of {month} counted after it was closed: 500 requests")
+    );
+    assert_eq!(
+        next_draft.body["correction"]["billed"]["requests"],
+        billed_requests
+    );
+    assert_eq!(
+        next_draft.body["correction"]["counted"]["requests"],
+        billed_requests + 500
+    );
+
+    // The formats: CSV lines and total, a printable page that runs nothing.
+    let (status, headers, csv) = raw(
+        &app,
+        &format!("/control/v1/invoices/{draft_id}?format=csv"),
+        &owner,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    assert!(csv.starts_with("kind,description,quantity,unitAmountDecimal,amountCents\n"));
+    assert!(csv.contains("\nbase,"), "{csv}");
+    assert!(csv.ends_with(&format!("total,,,,{fee}\n")), "{csv}");
+    let (status, headers, html) = raw(
+        &app,
+        &format!("/control/v1/invoices/{draft_id}?format=html"),
+        &owner,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    assert!(html.contains("Invoice for Billing Co"), "{html}");
+    assert!(html.contains(&draft_id));
+
+    // The next month ends too and closes by itself; its invoice carries the correction, and
+    // the one after has nothing more to correct.
+    into_next_month(&app);
+    app.state.control.maintain().await.unwrap();
+    let owner = app.login(&t.owner_email, &owner_password).await;
+    let closed_next = app
+        .get(&format!("/control/v1/invoices/{next_id}"), &owner)
+        .await;
+    assert_eq!(closed_next.body["status"], "closed", "{}", closed_next.body);
+    assert_eq!(lines_of(&closed_next.body, "correction").len(), 1);
+    let list = app
+        .get(&format!("/control/v1/workspaces/{}/invoices", t.ws), &owner)
+        .await;
+    let statuses: Vec<(String, String)> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["month"].as_str().unwrap().to_owned(),
+                i["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses.len(), 3, "{statuses:?}");
+    assert_eq!(statuses[0], (month.clone(), "closed".to_owned()));
+    assert_eq!(statuses[1], (next.clone(), "closed".to_owned()));
+    assert_eq!(statuses[2].1, "draft");
+    let latest = &list.body["data"][2];
+    assert!(lines_of(latest, "correction").is_empty(), "{latest}");
+}
