@@ -341,3 +341,80 @@ async fn months_close_once_into_invoices_with_late_usage_corrected_next_month() 
     let latest = &list.body["data"][2];
     assert!(lines_of(latest, "correction").is_empty(), "{latest}");
 }
+
+#[tokio::test]
+async fn an_enterprise_workspace_is_billed_at_its_own_prices() {
+    let app = spawn_app().await;
+    let t = app.tenant("Enterprise Co").await;
+    let root = app.root_token().await;
+    let admin = format!("/control/v1/admin/workspaces/{}", t.ws);
+    let pricing = json!({"baseCents": 3_000, "includedMau": 1, "mauCents": 7});
+    // Prices come with enterprise limits only, and within bounds.
+    assert_error(
+        &app.patch(
+            &admin,
+            &root,
+            json!({"plan": "pro", "limits": {"pricing": pricing}}),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &app
+            .patch(
+                &admin,
+                &root,
+                json!({"plan": "enterprise", "limits": {"pricing": {"baseCents": 1, "includedMau": 1, "mauCents": 2_000_000}}}),
+            )
+            .await,
+        400,
+        "invalid_request",
+    );
+    let set = app
+        .patch(
+            &admin,
+            &root,
+            json!({"plan": "enterprise", "limits": {"pricing": pricing}}),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.body["limits"]["pricing"]["mauCents"], 7);
+    let owner = t.owner_token.clone();
+    let application = app.application(&owner, &t.ws, "development").await;
+    let (_, pk) = app.key(&owner, &application, "publishable").await;
+    for email in ["a@ent.test", "b@ent.test", "c@ent.test"] {
+        let r = call_with(
+            &app,
+            Method::POST,
+            &format!("/v1/{application}/auth/signup"),
+            Some(&pk),
+            None,
+            Some(json!({"email": email, "password": "correct horse battery"})),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let billing = app
+        .get(&format!("/control/v1/workspaces/{}/billing", t.ws), &owner)
+        .await;
+    let id = billing.body["currentPeriod"]["draftInvoiceId"]
+        .as_str()
+        .unwrap();
+    let draft = app.get(&format!("/control/v1/invoices/{id}"), &owner).await;
+    assert_eq!(draft.body["plan"], "enterprise");
+    assert_eq!(draft.body["pricing"]["baseCents"], 3_000);
+    let beyond = lines_of(&draft.body, "mau")
+        .into_iter()
+        .find(|l| l["amountCents"].as_u64().unwrap() > 0)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (beyond["quantity"].as_u64(), beyond["amountCents"].as_u64()),
+        (Some(2), Some(14))
+    );
+    let fee = lines_of(&draft.body, "base")[0]["amountCents"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(draft.body["totalCents"].as_u64().unwrap(), fee + 14);
+}
