@@ -21,6 +21,25 @@ use crate::{ControlError, ControlPlane, Result};
 /// month are flushed within seconds, so what arrives later is rare (and a correction).
 const CLOSE_AFTER: chrono::Duration = chrono::Duration::minutes(10);
 
+/// How long a workspace's count of monthly active users answers for sign-ups: a minute, a
+/// second once it is within 1% of the limit.
+const MAU_COUNT_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+const MAU_COUNT_AGE_NEAR_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Each workspace's monthly active users as last counted here, with the sign-ups admitted since.
+#[derive(Default)]
+pub(crate) struct MauCounts {
+    counts: std::sync::Mutex<
+        std::collections::HashMap<
+            WorkspaceId,
+            (authsome_domain::clock::CoarseInstant, String, u64),
+        >,
+    >,
+}
+
+/// Workspaces whose count is remembered (the map is cleared past it; it only saves counting).
+const MAX_MAU_COUNTS: usize = 100_000;
+
 /// `GET /control/v1/workspaces/{wsId}/billing`.
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -59,6 +78,68 @@ pub struct CloseSummary {
 }
 
 impl ControlPlane {
+    /// Whether the application's workspace takes new users: on free, sign-ups stop once its
+    /// applications together counted the plan's monthly active users this month (402, naming
+    /// the limit), while users who exist keep signing in. Counted across the applications'
+    /// databases at most once a minute per process (every second near the limit), plus this
+    /// process's admitted sign-ups since; other replicas' sign-ups in that interval may pass.
+    pub async fn admit_sign_up(
+        &self,
+        application: &authsome_domain::tenancy::Application,
+    ) -> Result<()> {
+        let ws = self.workspace_view(&application.workspace_id).await?;
+        let Some(limit) = ws.monthly_active_users_limit() else {
+            return Ok(());
+        };
+        let month = authsome_domain::identity::month_of(self.clock.now());
+        let cached = {
+            let counts = self
+                .mau_counts
+                .counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            counts.get(&ws.id).and_then(|(at, m, n)| {
+                let age = if *n >= limit - limit / 100 {
+                    MAU_COUNT_AGE_NEAR_LIMIT
+                } else {
+                    MAU_COUNT_AGE
+                };
+                (*m == month && self.clock.elapsed(*at) < age).then_some(*n)
+            })
+        };
+        let counted = match cached {
+            Some(n) => n,
+            None => {
+                let users = self.application_usage()?;
+                let mut n = 0;
+                for app in self.all_applications(&ws.id).await? {
+                    n += users.monthly_active_users(&app, &month).await?;
+                }
+                n
+            }
+        };
+        if counted >= limit {
+            return Err(ControlError::PaymentRequired(format!(
+                "the free plan allows {limit} monthly active users and this month has reached                  them: new sign-ups are refused until next month or an upgrade (existing users                  still sign in)"
+            )));
+        }
+        let mut counts = self
+            .mau_counts
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if counts.len() >= MAX_MAU_COUNTS {
+            counts.clear();
+        }
+        match counts.get_mut(&ws.id) {
+            Some(entry) if cached.is_some() => entry.2 += 1,
+            _ => {
+                counts.insert(ws.id.clone(), (self.clock.instant(), month, counted + 1));
+            }
+        }
+        Ok(())
+    }
+
     /// The workspace's plan, payment standing and running month (owners and operators).
     pub async fn billing(&self, actor: &Actor, ws: &WorkspaceId) -> Result<BillingView> {
         let workspace = self

@@ -180,6 +180,8 @@ pub struct ControlPlane {
     expiry_scanned: std::sync::Mutex<Option<authsome_domain::clock::CoarseInstant>>,
     /// The last month this process closed.
     month_closed: std::sync::Mutex<Option<String>>,
+    /// Workspaces' monthly active users, for the free plan's sign-up limit.
+    mau_counts: billing::MauCounts,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -219,6 +221,7 @@ impl ControlPlane {
             application_usage: None,
             expiry_scanned: std::sync::Mutex::new(None),
             month_closed: std::sync::Mutex::new(None),
+            mau_counts: Default::default(),
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }

@@ -131,14 +131,14 @@ impl ControlPlane {
         self
     }
 
-    fn application_usage(&self) -> Result<&Arc<dyn ApplicationUsage>> {
+    pub(crate) fn application_usage(&self) -> Result<&Arc<dyn ApplicationUsage>> {
         self.application_usage
             .as_ref()
             .ok_or_else(|| ControlError::Unavailable("usage is not counted here".into()))
     }
 
     /// The workspace's applications (deleted ones included: their month still counts).
-    async fn all_applications(&self, ws: &WorkspaceId) -> Result<Vec<ApplicationId>> {
+    pub(crate) async fn all_applications(&self, ws: &WorkspaceId) -> Result<Vec<ApplicationId>> {
         Ok(self
             .applications_of(ws)
             .await?

@@ -222,6 +222,15 @@ impl Workspace {
         }
     }
 
+    /// Monthly active users beyond which sign-ups are refused (existing users keep signing
+    /// in): free 10,000; pro and enterprise bill users beyond those included instead.
+    pub fn monthly_active_users_limit(&self) -> Option<u64> {
+        match self.plan {
+            Plan::Free => Some(10_000),
+            Plan::Pro | Plan::Enterprise => None,
+        }
+    }
+
     /// Applications (not deleted) the workspace may have: free 3; pro and enterprise without
     /// a limit.
     pub fn applications_limit(&self) -> Option<u64> {

@@ -45,6 +45,7 @@ pub async fn sign_up(
     Json(input): Json<SignUp>,
 ) -> Result<(StatusCode, axum::Json<AuthResponse>), ApiError> {
     let app = keyed(&state, &app_id, &parts).await?.application;
+    state.control.admit_sign_up(&app).await?;
     let (user, session) = state
         .identity
         .sign_up(

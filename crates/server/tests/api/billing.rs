@@ -418,3 +418,69 @@ async fn an_enterprise_workspace_is_billed_at_its_own_prices() {
         .unwrap();
     assert_eq!(draft.body["totalCents"].as_u64().unwrap(), fee + 14);
 }
+
+#[tokio::test]
+async fn free_sign_ups_stop_at_the_plans_users_while_existing_users_sign_in() {
+    let app = spawn_app().await;
+    let t = app.tenant("Free Co").await;
+    let owner = t.owner_token.clone();
+    let application = app.application(&owner, &t.ws, "development").await;
+    let (_, pk) = app.key(&owner, &application, "publishable").await;
+    let auth = |what: &'static str, email: &'static str| {
+        let app = &app;
+        let pk = pk.clone();
+        let path = format!("/v1/{application}/auth/{what}");
+        async move {
+            call_with(
+                app,
+                Method::POST,
+                &path,
+                Some(&pk),
+                None,
+                Some(json!({"email": email, "password": "correct horse battery"})),
+            )
+            .await
+        }
+    };
+    assert_eq!(auth("signup", "first@free.test").await.status, 201);
+    // Another 9,999 users were active this month (as their sign-ins recorded them).
+    let month = authsome_domain::identity::month_of(app.clock.now());
+    let now = app.clock.now();
+    let others: Vec<(String, authsome_domain::id::UserId, chrono::DateTime<Utc>)> = (0..9_999)
+        .map(|_| (month.clone(), authsome_domain::id::UserId::new(), now))
+        .collect();
+    app.state
+        .identity
+        .databases()
+        .open(&application.parse().unwrap())
+        .await
+        .unwrap()
+        .record_active_users(&others)
+        .await
+        .unwrap();
+    // Counted again after a minute: the 10,001st user is refused, naming the limit.
+    app.clock.advance(std::time::Duration::from_secs(61));
+    let refused = auth("signup", "one-too-many@free.test").await;
+    assert_error(&refused, 402, "payment_required");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the free plan allows 10000 monthly active users"),
+        "{}",
+        refused.body
+    );
+    // Who exists keeps signing in.
+    assert_eq!(auth("signin", "first@free.test").await.status, 200);
+    // On pro, users beyond those included are billed instead.
+    let root = app.root_token().await;
+    let pro = app
+        .patch(
+            &format!("/control/v1/admin/workspaces/{}", t.ws),
+            &root,
+            json!({"plan": "pro"}),
+        )
+        .await;
+    assert_eq!(pro.status, 200, "{}", pro.body);
+    assert_eq!(auth("signup", "one-too-many@free.test").await.status, 201);
+}
