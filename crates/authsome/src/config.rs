@@ -170,6 +170,27 @@ pub const SETTINGS: &[Setting] = &[
         help: "Where rotation's connectors call each provider instead of its public API (a proxy, a regional endpoint, a local fake): `provider=url` pairs, comma-separated, of vercel, netlify, render, cloudflare, fly, gcp, azure, aws. The calls still go through AUTHSOME_OUTBOUND_ALLOW.",
     },
     Setting {
+        key: "stripe_secret_key",
+        env: "AUTHSOME_STRIPE_SECRET_KEY",
+        default: None,
+        secret: true,
+        help: "Stripe's secret key (`sk_…`): each paying workspace becomes a Stripe customer with a subscription, and each closed month's usage is sent as billing meter events (idempotent identifiers; kept and retried while Stripe cannot be reached). Unset: usage and invoices are still computed, and platform operators set payment standing by hand.",
+    },
+    Setting {
+        key: "stripe_webhook_secret",
+        env: "AUTHSOME_STRIPE_WEBHOOK_SECRET",
+        default: None,
+        secret: true,
+        help: "The signing secret (`whsec_…`) of the Stripe webhook endpoint `/control/v1/billing/stripe/webhook`; unset: that route does not exist.",
+    },
+    Setting {
+        key: "stripe_api_base",
+        env: "AUTHSOME_STRIPE_API_BASE",
+        default: None,
+        secret: false,
+        help: "Where Stripe's API is called instead of https://api.stripe.com (a proxy, or a local test server such as localstripe). Calls still go through AUTHSOME_OUTBOUND_ALLOW.",
+    },
+    Setting {
         key: "aws_endpoint",
         env: "AUTHSOME_AWS_ENDPOINT",
         default: None,
@@ -422,6 +443,7 @@ pub struct Config {
     pub aws_endpoint: Option<String>,
     pub aws_region: Option<String>,
     pub target_endpoints: authsome_connect::targets::Endpoints,
+    pub stripe: authsome_connect::stripe::StripeSettings,
 }
 
 impl Config {
@@ -704,6 +726,16 @@ impl RawConfig {
             aws_endpoint: service_url("AUTHSOME_AWS_ENDPOINT", &["http", "https"])?
                 .map(|u| u.to_string()),
             aws_region: self.get("AUTHSOME_AWS_REGION").map(str::to_owned),
+            stripe: authsome_connect::stripe::StripeSettings {
+                secret_key: self
+                    .get("AUTHSOME_STRIPE_SECRET_KEY")
+                    .map(|k| zeroize::Zeroizing::new(k.to_owned())),
+                webhook_secret: self
+                    .get("AUTHSOME_STRIPE_WEBHOOK_SECRET")
+                    .map(|k| zeroize::Zeroizing::new(k.to_owned())),
+                api_base: service_url("AUTHSOME_STRIPE_API_BASE", &["http", "https"])?
+                    .map(|u| u.as_str().trim_end_matches('/').to_owned()),
+            },
             target_endpoints: authsome_connect::targets::Endpoints::default()
                 .with_overrides(self.get("AUTHSOME_TARGET_ENDPOINTS").unwrap_or_default())
                 .map_err(|e| bad("AUTHSOME_TARGET_ENDPOINTS", e))?,

@@ -311,6 +311,7 @@ fn settings(
         .as_ref()
         .map(|url| authsome_nats::JetStreamSettings::new(url.as_str()));
     settings.targets = config.target_endpoints.clone();
+    settings.stripe = config.stripe.clone();
     settings.aws = authsome_connect::aws::AwsSettings::from_env(
         config.aws_endpoint.clone(),
         config.aws_region.clone(),

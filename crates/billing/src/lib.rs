@@ -8,10 +8,12 @@
 //!
 //! This crate owns the price list, the arithmetic and what an invoice is ([`invoice`]: which
 //! plan a month is priced by, corrections for late usage, CSV and a printable page). It knows
-//! nothing of storage, Stripe, permissions or how usage was counted: the control plane gathers
-//! a month's usage, asks here for the lines, and stores the invoice.
+//! nothing of storage, permissions or how usage was counted: the control plane gathers
+//! a month's usage, asks here for the lines, and stores the invoice. `stripe` checks Stripe's
+//! webhook signatures and reads its events (what they change), without calling Stripe.
 
 pub mod invoice;
+pub mod stripe;
 
 pub use invoice::{BilledUsage, Correction, Invoice, InvoiceStatus, PlanDays};
 

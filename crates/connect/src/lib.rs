@@ -14,6 +14,7 @@ pub mod aws;
 pub mod egress;
 pub mod endpoint;
 pub mod oauth;
+pub mod stripe;
 pub mod targets;
 
 use std::collections::BTreeMap;

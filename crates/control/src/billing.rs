@@ -65,6 +65,16 @@ pub struct CurrentPeriod {
     pub draft_total_cents: u64,
 }
 
+/// What the Stripe webhook did with an event.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookReceipt {
+    pub received: bool,
+    /// False when the event was processed before (a redelivery: no second effect).
+    pub applied: bool,
+}
+
 /// What closing a month did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -78,6 +88,119 @@ pub struct CloseSummary {
 }
 
 impl ControlPlane {
+    /// Verifies Stripe webhook events with this endpoint secret (`AUTHSOME_STRIPE_WEBHOOK_SECRET`).
+    pub fn with_stripe_webhook_secret(mut self, secret: zeroize::Zeroizing<String>) -> Self {
+        self.stripe_webhook_secret = Some(secret);
+        self
+    }
+
+    /// A Stripe webhook delivery: `Stripe-Signature` checked (400 and nothing changed when it
+    /// does not verify or is stale), then the event applied once, remembered by its id:
+    /// `invoice.payment_failed` makes its customer's workspace past due (the customer API
+    /// answers 402), `invoice.paid` current again, `customer.subscription.deleted` free. Other
+    /// events, and events of customers that are no workspace's, are acknowledged and ignored.
+    pub async fn stripe_webhook(
+        &self,
+        signature: Option<&str>,
+        payload: &[u8],
+    ) -> Result<WebhookReceipt> {
+        use authsome_billing::stripe;
+        let secret = self
+            .stripe_webhook_secret
+            .as_ref()
+            .ok_or(ControlError::NotFound("route"))?;
+        let now = self.clock.now();
+        let header = signature.ok_or_else(|| {
+            authsome_domain::ValidationError::new("Stripe-Signature", "the header is required")
+        })?;
+        stripe::verify(header, payload, secret, now.timestamp()).map_err(|e| {
+            authsome_domain::ValidationError::new("Stripe-Signature", e.to_string())
+        })?;
+        let event: stripe::Event = serde_json::from_slice(payload)
+            .map_err(|_| authsome_domain::ValidationError::new("body", "is not a Stripe event"))?;
+        let workspace = match event.customer() {
+            Some(customer) => match self
+                .store
+                .any_workspace_of_stripe_customer(customer)
+                .await?
+            {
+                Some(id) => self.store.any_workspace(&id).await?,
+                None => None,
+            },
+            None => None,
+        };
+        let (Some(mut ws), Some(effect)) = (workspace, event.effect()) else {
+            let applied = self
+                .store
+                .apply_stripe_event(
+                    &event.id,
+                    now,
+                    None,
+                    &authsome_storage::outbox::Outbox::empty(),
+                )
+                .await?;
+            return Ok(WebhookReceipt {
+                received: true,
+                applied,
+            });
+        };
+        let mut audit = DomainEvent::new("billing.stripe.event")
+            .workspace(&ws.id)
+            .target(&ws.id)
+            .change("event", event.id.as_str())
+            .change("type", event.kind.as_str());
+        match effect {
+            stripe::Effect::PastDue | stripe::Effect::Current => {
+                let status = if effect == stripe::Effect::PastDue {
+                    PaymentStatus::PastDue
+                } else {
+                    PaymentStatus::Current
+                };
+                audit = audit.changed("paymentStatus", &ws.payment_status, &status);
+                ws.payment_status = status;
+            }
+            stripe::Effect::Free => {
+                audit = audit.changed("plan", &ws.plan, &Plan::Free);
+                ws.plan = Plan::Free;
+                ws.limits = Default::default();
+            }
+        }
+        ws.updated_at = now;
+        let applied = self
+            .audited(None, vec![audit], async |outbox| {
+                match self
+                    .store
+                    .apply_stripe_event(&event.id, now, Some(&ws), outbox)
+                    .await
+                {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(ControlError::Conflict("processed before".into())),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await;
+        let applied = match applied {
+            Ok(()) => true,
+            Err(ControlError::Conflict(_)) => false,
+            Err(e) => return Err(e),
+        };
+        if applied {
+            if effect == stripe::Effect::Free {
+                if let Some(mut customer) = self.store.stripe_customer(&ws.id).await? {
+                    customer.subscription_id = None;
+                    self.store
+                        .set_stripe_customer(&ws.id, &customer, now)
+                        .await?;
+                }
+            }
+            self.invalidate(crate::keys::Invalidation::Workspace(ws.id.clone()));
+        }
+        Ok(WebhookReceipt {
+            received: true,
+            applied,
+        })
+    }
+
     /// Whether the application's workspace takes new users: on free, sign-ups stop once its
     /// applications together counted the plan's monthly active users this month (402, naming
     /// the limit), while users who exist keep signing in. Counted across the applications'
@@ -146,11 +269,12 @@ impl ControlPlane {
             .workspace_as_member_or_operator(actor, ws, Permission::Billing)
             .await?;
         let draft = self.draft_invoice(&workspace).await?;
+        let stripe = self.store.stripe_customer(ws).await?;
         Ok(BillingView {
             plan: workspace.plan,
             payment_status: workspace.payment_status,
-            stripe_customer_id: None,
-            subscription_id: None,
+            stripe_customer_id: stripe.as_ref().map(|c| c.customer_id.clone()),
+            subscription_id: stripe.and_then(|c| c.subscription_id),
             current_period: CurrentPeriod {
                 month: draft.month,
                 draft_invoice_id: draft.id,

@@ -182,6 +182,8 @@ pub struct ControlPlane {
     month_closed: std::sync::Mutex<Option<String>>,
     /// Workspaces' monthly active users, for the free plan's sign-up limit.
     mau_counts: billing::MauCounts,
+    /// Stripe's webhook endpoint secret; none: the webhook route does not exist.
+    stripe_webhook_secret: Option<zeroize::Zeroizing<String>>,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
 }
@@ -222,6 +224,7 @@ impl ControlPlane {
             expiry_scanned: std::sync::Mutex::new(None),
             month_closed: std::sync::Mutex::new(None),
             mau_counts: Default::default(),
+            stripe_webhook_secret: None,
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }

@@ -65,6 +65,8 @@ pub struct Settings {
     /// Carry the durable jobs over NATS JetStream (`AUTHSOME_NATS_URL`); none: workers claim
     /// them from the database.
     pub jobs: Option<authsome_nats::JetStreamSettings>,
+    /// Stripe (`AUTHSOME_STRIPE_*`): customers, subscriptions and usage, and its webhook.
+    pub stripe: authsome_connect::stripe::StripeSettings,
 }
 
 impl Settings {
@@ -93,6 +95,7 @@ impl Settings {
             aws: None,
             targets: authsome_connect::targets::Endpoints::default(),
             jobs: None,
+            stripe: Default::default(),
         }
     }
 }
@@ -162,6 +165,7 @@ impl App {
             aws,
             mut targets,
             jobs,
+            stripe,
         } = settings;
         // One bound on hashing for the whole process, sized for the costliest hash it makes.
         let hashers = HashPool::for_machine(
@@ -199,6 +203,9 @@ impl App {
                 authsome_connect::Outbound::new(outbound.clone()),
             )))
             .with_credential_sources(Arc::new(authsome_connect::Connector::new(outbound, aws)));
+        if let Some(secret) = stripe.webhook_secret.clone() {
+            control = control.with_stripe_webhook_secret(secret);
+        }
         if let Some(jobs) = jobs {
             let transport = authsome_nats::JetStreamJobs::connect(&jobs)
                 .await

@@ -182,6 +182,7 @@ pub fn router_and_spec() -> (Router<AppState>, Spec) {
         .routes(routes!(billing::invoices))
         .routes(routes!(billing::invoice))
         .routes(routes!(billing::close))
+        .routes(routes!(billing::stripe_webhook))
         .routes(routes!(rotation::get))
         .routes(routes!(rotation::rollback))
         .routes(routes!(rotation::list))

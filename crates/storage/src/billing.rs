@@ -54,6 +54,35 @@ pub trait BillingRepository {
         id: &InvoiceId,
     ) -> Result<Option<Invoice>>;
     async fn invoices(&self, workspace: &WorkspaceId, page: &PageRequest) -> Result<Page<Invoice>>;
+    /// The workspace's Stripe customer and subscription, once made.
+    async fn stripe_customer(&self, workspace: &WorkspaceId) -> Result<Option<StripeCustomer>>;
+    /// Notes the workspace's Stripe customer and subscription (replacing what was noted).
+    async fn set_stripe_customer(
+        &self,
+        workspace: &WorkspaceId,
+        customer: &StripeCustomer,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    /// The workspace of a Stripe customer (a webhook's event, its signature verified).
+    async fn any_workspace_of_stripe_customer(&self, customer: &str)
+        -> Result<Option<WorkspaceId>>;
+    /// Remembers the webhook event `event_id` and, with it, writes `update` (the workspace as
+    /// the event leaves it), unless the event was processed before; whether it was now (the
+    /// outbox rows are stored only then).
+    async fn apply_stripe_event(
+        &self,
+        event_id: &str,
+        at: DateTime<Utc>,
+        update: Option<&authsome_domain::tenancy::Workspace>,
+        outbox: &Outbox,
+    ) -> Result<bool>;
+}
+
+/// A workspace's Stripe customer and subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeCustomer {
+    pub customer_id: String,
+    pub subscription_id: Option<String>,
 }
 
 pub(crate) const INVOICE_COLUMNS: &str = "id, workspace_id, status, body, created_at, closed_at";
@@ -295,6 +324,88 @@ macro_rules! impl_billing {
                     workspace,
                     page
                 )
+            }
+
+            async fn stripe_customer(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+            ) -> $crate::Result<Option<$crate::billing::StripeCustomer>> {
+                let row: Option<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT customer_id, subscription_id FROM stripe_customers \
+                     WHERE workspace_id = $1",
+                )
+                .bind(workspace.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(customer_id, subscription_id)| $crate::billing::StripeCustomer {
+                    customer_id,
+                    subscription_id,
+                }))
+            }
+
+            async fn set_stripe_customer(
+                &self,
+                workspace: &authsome_domain::id::WorkspaceId,
+                c: &$crate::billing::StripeCustomer,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO stripe_customers (workspace_id, customer_id, subscription_id, \
+                     updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id) DO UPDATE \
+                     SET customer_id = $2, subscription_id = $3, updated_at = $4",
+                )
+                .bind(workspace.as_str())
+                .bind(&c.customer_id)
+                .bind(c.subscription_id.as_deref())
+                .bind($crate::rows::ms(at))
+                .execute(&mut *self.writer().await?)
+                .await
+                .map_err($crate::rows::unique)?;
+                Ok(())
+            }
+
+            async fn any_workspace_of_stripe_customer(
+                &self,
+                customer: &str,
+            ) -> $crate::Result<Option<authsome_domain::id::WorkspaceId>> {
+                let id: Option<String> = sqlx::query_scalar(
+                    "SELECT workspace_id FROM stripe_customers WHERE customer_id = $1",
+                )
+                .bind(customer)
+                .fetch_optional(&self.pool)
+                .await?;
+                id.map(|id| {
+                    authsome_domain::id::WorkspaceId::parse(&id)
+                        .map_err(|_| $crate::StorageError::Corrupt("stripe_customers.workspace_id"))
+                })
+                .transpose()
+            }
+
+            async fn apply_stripe_event(
+                &self,
+                event_id: &str,
+                at: chrono::DateTime<chrono::Utc>,
+                update: Option<&authsome_domain::tenancy::Workspace>,
+                outbox: &$crate::outbox::Outbox,
+            ) -> $crate::Result<bool> {
+                let mut w = self.writer().await?;
+                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let done = sqlx::query(
+                    "INSERT INTO stripe_events (id, received_at) VALUES ($1, $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(event_id)
+                .bind($crate::rows::ms(at))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                if let Some(ws) = update {
+                    Self::update_workspace_in(&mut tx, ws).await?;
+                }
+                commit_with_outbox(tx, outbox).await?;
+                Ok(true)
             }
         }
     };

@@ -40,7 +40,7 @@ pub use alerts::AlertRepository;
 pub use audit::{
     AuditFilter, AuditHead, AuditRepository, AuditRow, AuditSigningKey, StoredCheckpoint,
 };
-pub use billing::{BillingRepository, StorageSample};
+pub use billing::{BillingRepository, StorageSample, StripeCustomer};
 pub use postgres::PostgresStore;
 pub use rotation::{JobRepository, RotationHistory, RotationRepository};
 pub use sqlite::SqliteStore;

@@ -38,6 +38,48 @@ macro_rules! impl_repositories {
                 Ok(id)
             }
 
+            /// Writes `w` over its row in `tx`, noting a change of plan in the plan history.
+            pub(crate) async fn update_workspace_in(
+                tx: &mut sqlx::Transaction<'_, <$store as HasDb>::Db>,
+                w: &Workspace,
+            ) -> Result<()> {
+                // Changes to one workspace queue behind this lock (SQLite's writer is one), so
+                // the plan history records each change once and in order.
+                let lock = match $backend {
+                    crate::Backend::Postgres => "SELECT plan FROM workspaces WHERE id = $1 FOR UPDATE",
+                    crate::Backend::Sqlite => "SELECT plan FROM workspaces WHERE id = $1",
+                };
+                let previous: Option<String> = sqlx::query_scalar(lock)
+                    .bind(w.id.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let Some(previous) = previous else {
+                    return Err(StorageError::NotFound);
+                };
+                sqlx::query(
+                    "UPDATE workspaces SET name = $1, slug = $2, plan = $3, status = $4, \
+                     kyc_status = $5, payment_status = $6, metadata = $7, limits = $8, \
+                     updated_at = $9 WHERE id = $10",
+                )
+                .bind(&w.name)
+                .bind(&w.slug)
+                .bind(w.plan.as_str())
+                .bind(w.status.as_str())
+                .bind(w.kyc_status.as_str())
+                .bind(w.payment_status.as_str())
+                .bind(w.metadata.to_string())
+                .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
+                .bind(ms(w.updated_at))
+                .bind(w.id.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(unique)?;
+                if previous != w.plan.as_str() {
+                    insert_plan_change(&mut **tx, &w.id, w.updated_at, w.plan).await?;
+                }
+                Ok(())
+            }
+
             /// Runs an [`crate::outbox::outboxed_write!`] command with `outbox`'s `rows` bound
             /// last; the number of rows the write changed (its outbox rows stored if it changed
             /// one).
@@ -588,40 +630,7 @@ macro_rules! impl_repositories {
             async fn update_workspace(&self, w: &Workspace, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.writer().await?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-                // Changes to one workspace queue behind this lock (SQLite's writer is one), so
-                // the plan history records each change once and in order.
-                let lock = match $backend {
-                    crate::Backend::Postgres => "SELECT plan FROM workspaces WHERE id = $1 FOR UPDATE",
-                    crate::Backend::Sqlite => "SELECT plan FROM workspaces WHERE id = $1",
-                };
-                let previous: Option<String> = sqlx::query_scalar(lock)
-                    .bind(w.id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(previous) = previous else {
-                    return Err(StorageError::NotFound);
-                };
-                sqlx::query(
-                    "UPDATE workspaces SET name = $1, slug = $2, plan = $3, status = $4, \
-                     kyc_status = $5, payment_status = $6, metadata = $7, limits = $8, \
-                     updated_at = $9 WHERE id = $10",
-                )
-                .bind(&w.name)
-                .bind(&w.slug)
-                .bind(w.plan.as_str())
-                .bind(w.status.as_str())
-                .bind(w.kyc_status.as_str())
-                .bind(w.payment_status.as_str())
-                .bind(w.metadata.to_string())
-                .bind(serde_json::to_string(&w.limits).unwrap_or_else(|_| "{}".into()))
-                .bind(ms(w.updated_at))
-                .bind(w.id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(unique)?;
-                if previous != w.plan.as_str() {
-                    insert_plan_change(&mut *tx, &w.id, w.updated_at, w.plan).await?;
-                }
+                Self::update_workspace_in(&mut tx, w).await?;
                 commit_with_outbox(tx, outbox).await
             }
 

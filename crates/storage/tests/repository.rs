@@ -3582,4 +3582,63 @@ async fn billing_records_stay_in_their_workspace(store: Arc<dyn Store>) {
         .unwrap()
         .items
         .is_empty());
+
+    // Stripe: a customer names its workspace; an event applies once, with its change.
+    use authsome_storage::StripeCustomer;
+    let customer = StripeCustomer {
+        customer_id: "cus_billed".into(),
+        subscription_id: Some("sub_1".into()),
+    };
+    store
+        .set_stripe_customer(&ws.id, &customer, now())
+        .await
+        .unwrap();
+    assert_eq!(store.stripe_customer(&ws.id).await.unwrap(), Some(customer));
+    assert_eq!(store.stripe_customer(&other.id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .any_workspace_of_stripe_customer("cus_billed")
+            .await
+            .unwrap(),
+        Some(ws.id.clone())
+    );
+    // Another workspace cannot claim the same customer.
+    let taken = store
+        .set_stripe_customer(
+            &other.id,
+            &StripeCustomer {
+                customer_id: "cus_billed".into(),
+                subscription_id: None,
+            },
+            now(),
+        )
+        .await;
+    assert!(matches!(taken, Err(StorageError::Duplicate)), "{taken:?}");
+    let mut past_due = changed.clone();
+    past_due.payment_status = PaymentStatus::PastDue;
+    past_due.plan = Plan::Free;
+    past_due.updated_at += Duration::days(1);
+    for (attempt, expected) in [(1, true), (2, false)] {
+        let (applied, stored) = with_rows(
+            vec![outbox_row(&format!("evt_stripe{attempt}"))],
+            async |o| {
+                store
+                    .apply_stripe_event("evt_invoice_failed", now(), Some(&past_due), o)
+                    .await
+                    .unwrap()
+            },
+        )
+        .await;
+        assert_eq!((applied, stored), (expected, expected), "attempt {attempt}");
+    }
+    let read = store.any_workspace(&ws.id).await.unwrap().unwrap();
+    assert_eq!(read.payment_status, PaymentStatus::PastDue);
+    let plans: Vec<Plan> = store
+        .plan_history(&ws.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, p)| *p)
+        .collect();
+    assert_eq!(plans, [Plan::Free, Plan::Pro, Plan::Free]);
 }

@@ -2,7 +2,7 @@
 //! HTML page, CSV), and platform operators closing a month.
 
 use authsome_billing::Invoice;
-use authsome_control::billing::{BillingView, CloseSummary};
+use authsome_control::billing::{BillingView, CloseSummary, WebhookReceipt};
 use authsome_domain::id::{InvoiceId, WorkspaceId};
 use authsome_domain::ValidationError;
 use axum::extract::{Path, State};
@@ -144,5 +144,28 @@ pub async fn close(
             .control
             .admin_close_month(&caller.actor, &params.month)
             .await?,
+    ))
+}
+
+/// Stripe's webhook: the `Stripe-Signature` header verified (Stripe's scheme, 300 s
+/// tolerance, any of several `v1` signatures) before anything is read; `invoice.payment_failed`
+/// makes the customer's workspace past due, `invoice.paid` current, and
+/// `customer.subscription.deleted` free. Each event applies once (redeliveries answer
+/// `applied: false`). A bad or stale signature is 400 and changes nothing. Exists when
+/// `AUTHSOME_STRIPE_WEBHOOK_SECRET` is set.
+#[utoipa::path(post, path = "/control/v1/billing/stripe/webhook", tag = "billing",
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256>`")),
+    request_body(content = Object, content_type = "application/json", description = "A Stripe event"),
+    responses((status = 200, body = WebhookReceipt), (status = "4XX", body = ErrorBody)))]
+pub async fn stripe_webhook(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<WebhookReceipt>, ApiError> {
+    let signature = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    Ok(axum::Json(
+        state.control.stripe_webhook(signature, &body).await?,
     ))
 }

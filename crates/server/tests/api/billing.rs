@@ -484,3 +484,162 @@ async fn free_sign_ups_stop_at_the_plans_users_while_existing_users_sign_in() {
     assert_eq!(pro.status, 200, "{}", pro.body);
     assert_eq!(auth("signup", "one-too-many@free.test").await.status, 201);
 }
+
+const WEBHOOK_SECRET: &str = "whsec_billing_test_secret";
+
+async fn deliver(app: &TestApp, event: &Value, secret: &str, at: i64) -> Response {
+    let body = event.to_string();
+    let signature = authsome_billing::stripe::sign(body.as_bytes(), secret, at);
+    let r = app
+        .client
+        .post(format!("{}/control/v1/billing/stripe/webhook", app.base))
+        .header("Stripe-Signature", signature)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    TestApp::read(r).await
+}
+
+fn stripe_event(id: &str, kind: &str, customer: &str) -> Value {
+    json!({
+        "id": id,
+        "object": "event",
+        "type": kind,
+        "data": {"object": {"object": "invoice", "id": "in_1", "customer": customer}}
+    })
+}
+
+#[tokio::test]
+async fn stripe_webhooks_apply_once_and_only_when_signed() {
+    let app = spawn_configured(|s| {
+        s.stripe.webhook_secret = Some(zeroize::Zeroizing::new(WEBHOOK_SECRET.to_owned()));
+    })
+    .await;
+    let t = app.tenant("Stripe Co").await;
+    let root = app.root_token().await;
+    let admin = format!("/control/v1/admin/workspaces/{}", t.ws);
+    assert_eq!(
+        app.patch(&admin, &root, json!({"plan": "pro"}))
+            .await
+            .status,
+        200
+    );
+    let ws: authsome_domain::id::WorkspaceId = t.ws.parse().unwrap();
+    app.state
+        .control
+        .store()
+        .set_stripe_customer(
+            &ws,
+            &authsome_storage::StripeCustomer {
+                customer_id: "cus_stripe_co".into(),
+                subscription_id: Some("sub_stripe_co".into()),
+            },
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+    let owner = t.owner_token.clone();
+    let application = app.application(&owner, &t.ws, "development").await;
+    let (_, pk) = app.key(&owner, &application, "publishable").await;
+    let now = app.clock.now().timestamp();
+    let standing = || {
+        let (app, root, admin) = (&app, root.clone(), admin.clone());
+        async move {
+            let w = app.get(&admin, &root).await;
+            (
+                w.body["paymentStatus"].as_str().unwrap().to_owned(),
+                w.body["plan"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+
+    // A payment fails: past due, and the customer API answers 402.
+    let failed = stripe_event("evt_failed_1", "invoice.payment_failed", "cus_stripe_co");
+    let r = deliver(&app, &failed, WEBHOOK_SECRET, now).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["applied"], true);
+    assert_eq!(standing().await, ("pastDue".into(), "pro".into()));
+    assert_error(
+        &app.identify(&application, &pk).await,
+        402,
+        "payment_required",
+    );
+    let billing = app
+        .get(&format!("/control/v1/workspaces/{}/billing", t.ws), &owner)
+        .await;
+    assert_eq!(billing.body["paymentStatus"], "pastDue");
+    assert_eq!(billing.body["stripeCustomerId"], "cus_stripe_co");
+    assert_eq!(billing.body["subscriptionId"], "sub_stripe_co");
+
+    // Bad, stale and missing signatures: 400, nothing changed.
+    let paid = stripe_event("evt_paid_1", "invoice.paid", "cus_stripe_co");
+    assert_error(
+        &deliver(&app, &paid, "whsec_wrong", now).await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &deliver(&app, &paid, WEBHOOK_SECRET, now - 301).await,
+        400,
+        "invalid_request",
+    );
+    let unsigned = app
+        .client
+        .post(format!("{}/control/v1/billing/stripe/webhook", app.base))
+        .body(paid.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_error(&TestApp::read(unsigned).await, 400, "invalid_request");
+    assert_eq!(standing().await.0, "pastDue");
+
+    // Paid: current again. The failure delivered again (Stripe retries) has no second effect.
+    let r = deliver(&app, &paid, WEBHOOK_SECRET, now).await;
+    assert_eq!((r.status, r.body["applied"].as_bool()), (200, Some(true)));
+    let again = deliver(&app, &failed, WEBHOOK_SECRET, now + 5).await;
+    assert_eq!(
+        (again.status, again.body["applied"].as_bool()),
+        (200, Some(false))
+    );
+    assert_eq!(standing().await.0, "current");
+    assert_eq!(app.identify(&application, &pk).await.status, 200);
+
+    // Another customer's event, or one this deployment does not act on: acknowledged only.
+    let stranger = stripe_event("evt_other", "invoice.payment_failed", "cus_unknown");
+    assert_eq!(
+        deliver(&app, &stranger, WEBHOOK_SECRET, now).await.status,
+        200
+    );
+    let ignored = stripe_event("evt_ignored", "invoice.created", "cus_stripe_co");
+    assert_eq!(
+        deliver(&app, &ignored, WEBHOOK_SECRET, now).await.status,
+        200
+    );
+    assert_eq!(standing().await, ("current".into(), "pro".into()));
+
+    // The subscription is cancelled: back to free.
+    let deleted = json!({
+        "id": "evt_deleted",
+        "type": "customer.subscription.deleted",
+        "data": {"object": {"object": "subscription", "id": "sub_stripe_co", "customer": "cus_stripe_co"}}
+    });
+    assert_eq!(
+        deliver(&app, &deleted, WEBHOOK_SECRET, now).await.status,
+        200
+    );
+    assert_eq!(standing().await, ("current".into(), "free".into()));
+    let billing = app
+        .get(&format!("/control/v1/workspaces/{}/billing", t.ws), &owner)
+        .await;
+    assert!(billing.body["subscriptionId"].is_null(), "{}", billing.body);
+
+    // Without a webhook secret configured the route does not exist.
+    let plain = spawn_app().await;
+    assert_error(
+        &deliver(&plain, &paid, WEBHOOK_SECRET, now).await,
+        404,
+        "not_found",
+    );
+}
