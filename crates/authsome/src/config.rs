@@ -188,7 +188,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "AUTHSOME_STRIPE_API_BASE",
         default: None,
         secret: false,
-        help: "Where Stripe's API is called instead of https://api.stripe.com (a proxy, or a local test server such as localstripe). Calls still go through AUTHSOME_OUTBOUND_ALLOW.",
+        help: "Where Stripe's API is called instead of https://api.stripe.com (a proxy, or a local test server such as localstripe): the operator's own endpoint, called as configured like AUTHSOME_AWS_ENDPOINT; Stripe itself is called through AUTHSOME_OUTBOUND_ALLOW.",
     },
     Setting {
         key: "aws_endpoint",

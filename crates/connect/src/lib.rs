@@ -2,7 +2,8 @@
 //! policy ([`egress`]): identity issuers' key sets, AWS KMS ([`aws`]: JSON 1.1 with SigV4),
 //! OAuth 2.0 token endpoints ([`oauth`]), customers' credential endpoints ([`endpoint`]), and
 //! rotation's targets at the providers ([`targets`]: one connector per provider), and alert
-//! deliveries to Slack and signed webhooks ([`alerts`]).
+//! deliveries to Slack and signed webhooks ([`alerts`]), and Stripe ([`stripe`]: customers,
+//! subscriptions, billing meter events).
 //!
 //! This crate is the adapter behind the control plane's ports (`KeySetSource`,
 //! `CredentialSources`): it knows wire formats, time-outs and size bounds, and nothing of

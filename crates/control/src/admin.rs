@@ -102,6 +102,7 @@ impl ControlPlane {
             event = event.changed("paymentStatus", &ws.payment_status, &payment);
             ws.payment_status = payment;
         }
+        let plan_changed = patch.plan.is_some_and(|p| p != ws.plan);
         if let Some(plan) = patch.plan {
             event = event.changed("plan", &ws.plan, &plan);
             ws.plan = plan;
@@ -122,6 +123,9 @@ impl ControlPlane {
         })
         .await?;
         self.invalidate(crate::keys::Invalidation::Workspace(ws.id.clone()));
+        if plan_changed {
+            self.subscribe_later(&ws).await?;
+        }
         Ok(ws)
     }
 }

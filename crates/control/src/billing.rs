@@ -347,15 +347,23 @@ impl ControlPlane {
                 .iter()
                 .filter(|w| !w.root && w.created_at < end)
             {
-                if let Some(existing) = self.store.invoice_of_month(&ws.id, &month).await? {
-                    if existing.status == InvoiceStatus::Closed {
-                        summary.already_closed += 1;
-                        continue;
-                    }
+                let draft = self.store.invoice_of_month(&ws.id, &month).await?;
+                if draft
+                    .as_ref()
+                    .is_some_and(|d| d.status == InvoiceStatus::Closed)
+                {
+                    summary.already_closed += 1;
+                    continue;
                 }
-                let invoice = self
+                let mut invoice = self
                     .compute_invoice(ws, &month, start, end, InvoiceStatus::Closed)
                     .await?;
+                // The draft's id is the invoice's for good (the store keeps it too).
+                if let Some(draft) = draft {
+                    invoice.id = draft.id;
+                    invoice.created_at = draft.created_at;
+                }
+                let jobs = self.usage_jobs(ws, &invoice);
                 let event = DomainEvent::new("billing.invoice.closed")
                     .workspace(&ws.id)
                     .target(&invoice.id)
@@ -364,7 +372,7 @@ impl ControlPlane {
                 // Closed meanwhile by another replica: nothing was written (nor audited).
                 let closed = self
                     .audited(None, vec![event], async |outbox| {
-                        match self.store.close_invoice(&invoice, outbox).await {
+                        match self.store.close_invoice(&invoice, &jobs, outbox).await {
                             Ok(true) => Ok(()),
                             Ok(false) => Err(ControlError::Conflict("closed already".into())),
                             Err(e) => Err(e.into()),

@@ -216,6 +216,8 @@ impl ControlPlane {
             (ROLLBACK_JOB, Some(id)) => self.advance_rollback(&id, job.attempts).await,
             (SCHEDULED_JOB, _) => self.run_scheduled(job).await,
             (crate::alerts::DELIVER_JOB, _) => self.deliver_alert(job).await,
+            (crate::payments::SUBSCRIBE_JOB, _) => self.stripe_subscribe(job).await,
+            (crate::payments::USAGE_JOB, _) => self.stripe_usage(job).await,
             _ => Err(Fault::Failed(format!("unknown job {}", job.kind))),
         };
         let now = self.clock.now();

@@ -25,6 +25,7 @@ mod keys;
 pub mod mail;
 mod members;
 mod metering;
+pub mod payments;
 mod providers;
 mod provisioning;
 pub mod rotation;
@@ -182,6 +183,8 @@ pub struct ControlPlane {
     month_closed: std::sync::Mutex<Option<String>>,
     /// Workspaces' monthly active users, for the free plan's sign-up limit.
     mau_counts: billing::MauCounts,
+    /// Stripe: customers, subscriptions and usage; none: nothing is sent.
+    payments: Option<Arc<dyn payments::PaymentProvider>>,
     /// Stripe's webhook endpoint secret; none: the webhook route does not exist.
     stripe_webhook_secret: Option<zeroize::Zeroizing<String>>,
     #[cfg(feature = "unaudited-baseline")]
@@ -225,6 +228,7 @@ impl ControlPlane {
             month_closed: std::sync::Mutex::new(None),
             mau_counts: Default::default(),
             stripe_webhook_secret: None,
+            payments: None,
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
         }

@@ -183,6 +183,7 @@ impl App {
         .with_password_policy(password_policy)
         .with_hash_pool(hashers.clone())
         .with_clock(clock.clone());
+        let outbound_policy = outbound.clone();
         let mut control = ControlPlane::new(store, control)
             .with_clock(clock.clone())
             .with_hash_pool(hashers)
@@ -205,6 +206,10 @@ impl App {
             .with_credential_sources(Arc::new(authsome_connect::Connector::new(outbound, aws)));
         if let Some(secret) = stripe.webhook_secret.clone() {
             control = control.with_stripe_webhook_secret(secret);
+        }
+        if let Some(client) = authsome_connect::stripe::StripeClient::new(&stripe, outbound_policy)
+        {
+            control = control.with_payment_provider(Arc::new(client));
         }
         if let Some(jobs) = jobs {
             let transport = authsome_nats::JetStreamJobs::connect(&jobs)

@@ -39,9 +39,15 @@ pub trait BillingRepository {
     /// Writes `draft` as the workspace's invoice for its month unless that month is closed;
     /// the invoice stored for the month either way (a draft keeps the id it was first given).
     async fn save_draft_invoice(&self, draft: &Invoice) -> Result<Invoice>;
-    /// Stores `invoice` as the month's closed invoice unless the month was closed already;
-    /// whether it was closed now (its outbox rows are stored only then).
-    async fn close_invoice(&self, invoice: &Invoice, outbox: &Outbox) -> Result<bool>;
+    /// Stores `invoice` as the month's closed invoice, with `jobs` (sending its usage on),
+    /// unless the month was closed already; whether it was closed now (its outbox rows and
+    /// jobs are stored only then).
+    async fn close_invoice(
+        &self,
+        invoice: &Invoice,
+        jobs: &[authsome_domain::job::Job],
+        outbox: &Outbox,
+    ) -> Result<bool>;
     async fn invoice_of_month(
         &self,
         workspace: &WorkspaceId,
@@ -247,6 +253,7 @@ macro_rules! impl_billing {
             async fn close_invoice(
                 &self,
                 i: &authsome_billing::Invoice,
+                jobs: &[authsome_domain::job::Job],
                 outbox: &$crate::outbox::Outbox,
             ) -> $crate::Result<bool> {
                 let mut w = self.writer().await?;
@@ -270,6 +277,9 @@ macro_rules! impl_billing {
                 .await?;
                 if done.rows_affected() != 1 {
                     return Ok(false);
+                }
+                for job in jobs {
+                    Self::insert_job_in(&mut tx, job).await?;
                 }
                 commit_with_outbox(tx, outbox).await?;
                 Ok(true)

@@ -3533,7 +3533,7 @@ async fn billing_records_stay_in_their_workspace(store: Arc<dyn Store>) {
         vec![outbox_row(&format!("evt_close{}", InvoiceId::new()))],
         async |o| {
             store
-                .close_invoice(&invoice(300, InvoiceStatus::Closed), o)
+                .close_invoice(&invoice(300, InvoiceStatus::Closed), &[], o)
                 .await
                 .unwrap()
         },
@@ -3544,7 +3544,7 @@ async fn billing_records_stay_in_their_workspace(store: Arc<dyn Store>) {
         vec![outbox_row(&format!("evt_close{}", InvoiceId::new()))],
         async |o| {
             store
-                .close_invoice(&invoice(999, InvoiceStatus::Closed), o)
+                .close_invoice(&invoice(999, InvoiceStatus::Closed), &[], o)
                 .await
                 .unwrap()
         },

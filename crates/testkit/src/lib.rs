@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod moto;
 pub mod rounds;
 pub mod smtp;
+pub mod stripe;
 
 pub fn admin_url() -> String {
     std::env::var("AUTHSOME_TEST_POSTGRES_URL")
@@ -34,6 +35,39 @@ fn unavailable<T>(what: &str) -> Option<T> {
     }
     eprintln!("skipping: {what} is unavailable");
     None
+}
+
+/// Starts the server `command` makes for a free port, waiting until it listens on 127.0.0.1:
+/// its URL (`http://127.0.0.1:<port>`) and process, or `None` (outside CI) when it cannot start.
+pub(crate) fn serve_on_a_port(
+    name: &str,
+    command: impl FnOnce(u16) -> std::process::Command,
+) -> Option<(String, std::process::Child)> {
+    use std::time::{Duration, Instant};
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("its address").port()
+    };
+    let spawned = command(port)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return unavailable(&format!("{name}: {e}")),
+    };
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return unavailable(&format!("{name} exited ({status})"));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((format!("http://127.0.0.1:{port}"), child))
 }
 
 /// The NATS server (with JetStream) the tests use, at `AUTHSOME_TEST_NATS_URL` (default

@@ -2,8 +2,7 @@
 //! the real wire protocols (KMS's JSON 1.1 with SigV4 among them). Each server listens on a
 //! port of its own, holds its own keys, and is stopped when dropped.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 pub struct Moto {
     /// `http://127.0.0.1:<port>`.
@@ -18,35 +17,14 @@ pub const SECRET_ACCESS_KEY: &str = "authsome-test-secret";
 impl Moto {
     /// Starts a server, or `None` (outside CI) when `moto_server` is not installed.
     pub fn start() -> Option<Self> {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            probe.local_addr().expect("its address").port()
-        };
-        let spawned = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => return crate::unavailable(&format!("moto_server: {e}")),
-        };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                return crate::unavailable(&format!("moto_server exited ({status})"));
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto_server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Self {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-        })
+        let (url, child) = crate::serve_on_a_port("moto_server", |port| {
+            let mut command = Command::new("moto_server");
+            command
+                .args(["-H", "127.0.0.1", "-p"])
+                .arg(port.to_string());
+            command
+        })?;
+        Some(Self { url, child })
     }
 }
 

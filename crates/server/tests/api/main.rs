@@ -57,6 +57,7 @@ mod redis_outage;
 mod role_matrix;
 mod rotation;
 mod signed_requests;
+mod stripe;
 mod tenant_attacks;
 mod usage;
 mod vault;
