@@ -181,6 +181,8 @@ pub struct ControlPlane {
     expiry_scanned: std::sync::Mutex<Option<authsome_domain::clock::CoarseInstant>>,
     /// The last month this process closed.
     month_closed: std::sync::Mutex<Option<String>>,
+    /// Workspaces to look at for usage thresholds.
+    thresholds: usage::ThresholdScan,
     /// Workspaces' monthly active users, for the free plan's sign-up limit.
     mau_counts: billing::MauCounts,
     /// Stripe: customers, subscriptions and usage; none: nothing is sent.
@@ -227,6 +229,7 @@ impl ControlPlane {
             expiry_scanned: std::sync::Mutex::new(None),
             month_closed: std::sync::Mutex::new(None),
             mau_counts: Default::default(),
+            thresholds: Default::default(),
             stripe_webhook_secret: None,
             payments: None,
             #[cfg(feature = "unaudited-baseline")]
@@ -473,6 +476,7 @@ impl ControlPlane {
             .purge_usage_batches(now - chrono::Duration::days(7))
             .await?;
         self.sample_storage().await?;
+        self.scan_usage_thresholds().await?;
         self.close_past_month().await?;
         // Rotation's background work last: a provider's trouble never holds up the rest.
         self.expire_approvals().await?;

@@ -263,6 +263,8 @@ impl ControlPlane {
                 return Err(e.into());
             }
             let batch = batches.remove(0);
+            self.thresholds
+                .touch(batch.counts.iter().map(|(_, ws, _, _, _)| ws.clone()));
             // What was pending is now in the stored totals.
             if let Ok(mut totals) = self.meter.totals.write() {
                 for (app, _, _, _, _) in &batch.counts {

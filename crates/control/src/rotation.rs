@@ -1352,31 +1352,9 @@ impl ControlPlane {
 
     /// 80% and 100% of the plan's monthly rotations, once each a month.
     async fn usage_alerts(&self, workspace: &authsome_domain::tenancy::Workspace, started: u64) {
-        let Some(included) = workspace.rotation_allowance().included else {
-            return;
-        };
-        let now = self.clock.now();
-        for percent in [80u64, 100] {
-            if started * 100 >= percent * included {
-                let severity = if percent == 100 {
-                    AlertSeverity::Critical
-                } else {
-                    AlertSeverity::Warning
-                };
-                self.raise_alert_since(
-                    &workspace.id,
-                    "usage.near_limit",
-                    severity,
-                    format!("{percent}% of this month's {included} rotations are used"),
-                    json!({"rotations": started, "included": included, "percent": percent}),
-                    format!(
-                        "usage.rotations.{percent}:{}",
-                        authsome_domain::identity::month_of(now)
-                    ),
-                    month_start(now),
-                )
+        if let Some(included) = workspace.rotation_allowance().included {
+            self.usage_threshold(&workspace.id, "rotations", started, included)
                 .await;
-            }
         }
     }
 

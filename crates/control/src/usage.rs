@@ -4,6 +4,10 @@
 //! rotations, each exact across replicas; and the users counted, so every active user billed
 //! can be checked.
 //!
+//! Usage crossing 80% and 100% of what the plan includes (monthly active users, requests,
+//! rotations) raises a `usage.threshold` alert, once per threshold and month, which the
+//! workspace's alert channels deliver.
+//!
 //! Users and databases belong to the applications, which the identity engine owns: it answers
 //! through [`ApplicationUsage`]. Requests, samples and rotations are the control plane's own
 //! counts.
@@ -327,5 +331,115 @@ impl ControlPlane {
                 user_id,
             }),
         )
+    }
+}
+
+/// How often a process looks at the workspaces that had requests for crossed thresholds.
+const THRESHOLD_SCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Workspaces with customer-API requests since the last threshold scan (every change of
+/// monthly active users comes with a request), and when this process last scanned.
+#[derive(Default)]
+pub(crate) struct ThresholdScan {
+    touched: std::sync::Mutex<std::collections::HashSet<WorkspaceId>>,
+    last: std::sync::Mutex<Option<authsome_domain::clock::CoarseInstant>>,
+}
+
+impl ThresholdScan {
+    pub(crate) fn touch(&self, workspaces: impl IntoIterator<Item = WorkspaceId>) {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        touched.extend(workspaces);
+    }
+}
+
+impl ControlPlane {
+    /// Raises `usage.threshold` for `metric` at 80% (warning) and 100% (critical) of
+    /// `included`, once each per workspace, metric and month.
+    pub(crate) async fn usage_threshold(
+        &self,
+        ws: &WorkspaceId,
+        metric: &str,
+        used: u64,
+        included: u64,
+    ) {
+        let now = self.clock.now();
+        let month = authsome_domain::identity::month_of(now);
+        for percent in [80u64, 100] {
+            if used.saturating_mul(100) < percent.saturating_mul(included) {
+                continue;
+            }
+            let severity = if percent == 100 {
+                authsome_domain::alert::AlertSeverity::Critical
+            } else {
+                authsome_domain::alert::AlertSeverity::Warning
+            };
+            let Ok((_, start, _)) = month_span(Some(&month), now) else {
+                return;
+            };
+            self.raise_alert_since(
+                ws,
+                "usage.threshold",
+                severity,
+                format!("{percent}% of this month's {included} included {metric} are used"),
+                serde_json::json!({
+                    "metric": metric,
+                    "used": used,
+                    "included": included,
+                    "percent": percent,
+                    "month": month,
+                }),
+                format!("usage.threshold.{metric}.{percent}:{month}"),
+                start,
+            )
+            .await;
+        }
+    }
+
+    /// Looks at the workspaces that had requests since the last look (at most once a minute
+    /// per process): their requests against the plan's monthly quota and their monthly active
+    /// users against those included.
+    pub(crate) async fn scan_usage_thresholds(&self) -> Result<()> {
+        {
+            let mut last = self
+                .thresholds
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| self.clock.elapsed(at) < THRESHOLD_SCAN_EVERY) {
+                return Ok(());
+            }
+            *last = Some(self.clock.instant());
+        }
+        let touched: Vec<WorkspaceId> = std::mem::take(
+            &mut *self
+                .thresholds
+                .touched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_iter()
+        .collect();
+        let month = authsome_domain::identity::month_of(self.clock.now());
+        for id in touched {
+            let ws = match self.store.any_workspace(&id).await? {
+                Some(ws) if !ws.root => ws,
+                _ => continue,
+            };
+            if let Some(quota) = ws.requests_per_month() {
+                let used = self.workspace_month_requests(&ws.id).await?;
+                self.usage_threshold(&ws.id, "requests", used, quota).await;
+            }
+            let included = authsome_billing::Pricing::for_plan(ws.plan, &ws.limits).included_mau;
+            if included > 0 {
+                let users = self.application_usage()?;
+                let mut mau = 0;
+                for app in self.all_applications(&ws.id).await? {
+                    mau += users.monthly_active_users(&app, &month).await?;
+                }
+                self.usage_threshold(&ws.id, "monthly active users", mau, included)
+                    .await;
+            }
+        }
+        Ok(())
     }
 }

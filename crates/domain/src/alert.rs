@@ -78,7 +78,7 @@ pub struct Alert {
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub workspace_id: WorkspaceId,
     /// `rotation.succeeded`, `rotation.failed`, `approval.requested`, `approval.decided`,
-    /// `approval.expired`, `approval.break_glass`, `policy.violation`, `usage.near_limit`, …
+    /// `approval.expired`, `approval.break_glass`, `policy.violation`, `usage.threshold`, …
     #[serde(rename = "type")]
     pub kind: String,
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "critical"))]

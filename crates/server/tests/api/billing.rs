@@ -643,3 +643,105 @@ async fn stripe_webhooks_apply_once_and_only_when_signed() {
         "not_found",
     );
 }
+
+#[tokio::test]
+async fn usage_thresholds_alert_once_per_threshold_and_month() {
+    let app = spawn_app().await;
+    let t = app.tenant("Threshold Co").await;
+    let owner = t.owner_token.clone();
+    let application = app.application(&owner, &t.ws, "development").await;
+    let (key_id, pk) = app.key(&owner, &application, "publishable").await;
+    let app_id: ApplicationId = application.parse().unwrap();
+    let month = authsome_domain::identity::month_of(app.clock.now());
+    let seed_users = |n: usize| {
+        let app = &app;
+        let app_id = app_id.clone();
+        let month = month.clone();
+        async move {
+            let now = app.clock.now();
+            let users: Vec<(String, authsome_domain::id::UserId, chrono::DateTime<Utc>)> = (0..n)
+                .map(|_| (month.clone(), authsome_domain::id::UserId::new(), now))
+                .collect();
+            app.state
+                .identity
+                .databases()
+                .open(&app_id)
+                .await
+                .unwrap()
+                .record_active_users(&users)
+                .await
+                .unwrap();
+        }
+    };
+    // A request marks the workspace for the next look; the look is at most once a minute.
+    let look = || async {
+        assert_eq!(app.identify(&application, &pk).await.status, 200);
+        app.clock.advance(std::time::Duration::from_secs(61));
+        app.state.control.maintain().await.unwrap();
+    };
+    let thresholds = || async {
+        let owner = app
+            .login(&t.owner_email, &format!("pw-{}-long-enough", t.owner_email))
+            .await;
+        let alerts = app
+            .get(&format!("/control/v1/workspaces/{}/alerts", t.ws), &owner)
+            .await;
+        let mut found: Vec<(String, u64, String)> = alerts.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["type"] == "usage.threshold")
+            .map(|a| {
+                (
+                    a["details"]["metric"].as_str().unwrap().to_owned(),
+                    a["details"]["percent"].as_u64().unwrap(),
+                    a["severity"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    // 8,000 of the free plan's 10,000 users, and 80,000 of its 100,000 requests (another
+    // replica's batch).
+    seed_users(8_000).await;
+    let hour = app.clock.now().timestamp() / 3600;
+    app.state
+        .control
+        .store()
+        .add_request_counts(
+            "replica-b-1",
+            &[(
+                app_id.clone(),
+                key_id.parse::<KeyId>().unwrap(),
+                hour,
+                80_000,
+            )],
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+    look().await;
+    let warned = vec![
+        ("monthly active users".to_owned(), 80, "warning".to_owned()),
+        ("requests".to_owned(), 80, "warning".to_owned()),
+    ];
+    assert_eq!(thresholds().await, warned);
+    // Looking again raises nothing new.
+    look().await;
+    assert_eq!(thresholds().await, warned);
+    // All the included users: 100% once.
+    seed_users(2_000).await;
+    look().await;
+    look().await;
+    let mut all = warned.clone();
+    all.insert(
+        1,
+        (
+            "monthly active users".to_owned(),
+            100,
+            "critical".to_owned(),
+        ),
+    );
+    assert_eq!(thresholds().await, all);
+}

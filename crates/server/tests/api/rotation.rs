@@ -1919,7 +1919,7 @@ async fn alerts_reach_slack_email_and_signed_webhooks_deduplicated() {
 }
 
 #[tokio::test]
-async fn a_channel_in_its_cooldown_stays_quiet_and_near_limit_alerts_come_once() {
+async fn a_channel_in_its_cooldown_stays_quiet_and_threshold_alerts_come_once() {
     let s = setup("Cooling Rotation").await;
     assert_eq!(s.configure(settings()).await.status, 200);
     let (slack_url, slack) = fake_inbox().await;
@@ -1951,10 +1951,11 @@ async fn a_channel_in_its_cooldown_stays_quiet_and_near_limit_alerts_come_once()
         .as_array()
         .unwrap()
         .iter()
-        .filter(|a| a["type"] == "usage.near_limit")
+        .filter(|a| a["type"] == "usage.threshold")
         .collect();
     assert_eq!(near.len(), 1, "80% once a month");
     assert_eq!(near[0]["details"]["percent"], 80);
+    assert_eq!(near[0]["details"]["metric"], "rotations");
     // Three alerts were raised (the warning and two successes); Slack heard the first only.
     s.app
         .state
