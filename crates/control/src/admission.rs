@@ -275,24 +275,27 @@ impl ControlPlane {
         let rate_limit = self
             .limit(&application, &key, &workspace, request.client)
             .await?;
-        if let Some(quota) = workspace.requests_per_month() {
-            let used = self
-                .workspace_month_requests(&application.workspace_id)
+        if self.metered() {
+            let quota = workspace.requests_per_month();
+            let within = self
+                .meter_request(&application.id, &application.workspace_id, &key.id, quota)
                 .await
                 .map_err(|e| refused(Refusal::from(e).reason))?;
-            if used >= quota {
+            if !within {
                 let (_, next_month) = crate::month_bounds(chrono::Utc::now());
                 let wait = (next_month - chrono::Utc::now()).num_seconds().max(1) as u64;
                 return Err(Refusal {
                     rate_limit,
                     ..refused(Reason::TooManyRequests {
-                        message: format!("monthly quota of {quota} requests exceeded"),
+                        message: format!(
+                            "monthly quota of {} requests exceeded",
+                            quota.unwrap_or_default()
+                        ),
                         retry_after_secs: wait,
                     })
                 });
             }
         }
-        self.record_request(&application.id, &application.workspace_id, &key.id);
         Ok(Admitted {
             application,
             key,

@@ -191,6 +191,8 @@ pub struct ControlPlane {
     stripe_webhook_secret: Option<zeroize::Zeroizing<String>>,
     #[cfg(feature = "unaudited-baseline")]
     unaudited: bool,
+    #[cfg(feature = "unmetered-baseline")]
+    unmetered: bool,
 }
 
 impl ControlPlane {
@@ -234,6 +236,8 @@ impl ControlPlane {
             payments: None,
             #[cfg(feature = "unaudited-baseline")]
             unaudited: false,
+            #[cfg(feature = "unmetered-baseline")]
+            unmetered: false,
         }
     }
 
@@ -282,6 +286,24 @@ impl ControlPlane {
     pub fn unaudited_baseline(mut self) -> Self {
         self.unaudited = true;
         self
+    }
+
+    /// Benchmarks only (the cargo feature `unmetered-baseline`, which no build of the server
+    /// has): the entry point neither counts requests nor checks the monthly quota, the
+    /// baseline that the cost of metering is measured against.
+    #[cfg(feature = "unmetered-baseline")]
+    pub fn unmetered_baseline(mut self) -> Self {
+        self.unmetered = true;
+        self
+    }
+
+    /// Whether the entry point meters (always, outside the metering benchmark's baseline).
+    fn metered(&self) -> bool {
+        #[cfg(feature = "unmetered-baseline")]
+        if self.unmetered {
+            return false;
+        }
+        true
     }
 
     /// The state the customer API's entry point shares between replicas: rate limits and used

@@ -25,7 +25,6 @@ const TOTAL_TTL: Duration = Duration::from_secs(5);
 pub struct RequestMeter {
     pending: Mutex<Pending>,
     totals: Totals<ApplicationId>,
-    workspace_totals: Totals<WorkspaceId>,
     /// The last hour whose month was worked out and that month's first hour, packed as
     /// `hour << 32 | month_start_hour` (0: none yet): every request asks, and the calendar
     /// arithmetic is worth doing once an hour rather than twice a request.
@@ -54,8 +53,8 @@ impl RequestMeter {
 #[derive(Default)]
 struct Pending {
     apps: FastMap<ApplicationId, AppPending>,
-    /// (month-start hour, requests) per workspace, for its quota.
-    workspaces: FastMap<WorkspaceId, Vec<(i64, u64)>>,
+    /// Per workspace, for its quota: what was counted here and its stored month total.
+    workspaces: FastMap<WorkspaceId, WorkspacePending>,
     /// Batches a flush could not write (or did not hear back about), retried under the same id
     /// so that one applied after all is not counted twice.
     unsent: Vec<Batch>,
@@ -75,6 +74,31 @@ impl Batch {
             .filter(|(a, w, _, h, _)| matches(a, w, *h))
             .map(|c| c.4)
             .sum()
+    }
+}
+
+/// A workspace's requests counted here, and its stored count of the month (month-start hour,
+/// requests, when read; read again after [`TOTAL_TTL`] or a flush), under the same lock, so
+/// the quota check and the count are one lock and one lookup on the request path.
+#[derive(Default)]
+struct WorkspacePending {
+    /// (month-start hour, requests): one entry, two around the turn of a month.
+    months: Vec<(i64, u64)>,
+    stored: Option<(i64, u64, CoarseInstant)>,
+}
+
+impl WorkspacePending {
+    fn counted(&self, month: i64) -> u64 {
+        self.months
+            .iter()
+            .find(|(m, _)| *m == month)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The stored count of `month`, if it was read recently enough.
+    fn fresh_stored(&self, month: i64) -> Option<u64> {
+        let (from, n, at) = self.stored?;
+        (from == month && at.elapsed() < TOTAL_TTL).then_some(n)
     }
 }
 
@@ -118,21 +142,77 @@ impl Pending {
     ) {
         match self.apps.get_mut(app) {
             Some(pending) => pending.add(key, hour, month, n),
-            None => {
-                let mut pending = AppPending {
-                    workspace: Some(workspace.clone()),
-                    ..AppPending::default()
-                };
-                pending.add(key, hour, month, n);
-                self.apps.insert(app.clone(), pending);
-            }
+            None => self.add_app(app, workspace, key, hour, month, n),
         }
         match self.workspaces.get_mut(workspace) {
-            Some(months) => bump(months, month, n),
+            Some(w) => bump(&mut w.months, month, n),
             None => {
-                self.workspaces.insert(workspace.clone(), vec![(month, n)]);
+                self.workspaces.insert(
+                    workspace.clone(),
+                    WorkspacePending {
+                        months: vec![(month, n)],
+                        stored: None,
+                    },
+                );
             }
         }
+    }
+
+    /// The request path: with a `quota`, whether the workspace's month total leaves room
+    /// (nothing counted when not); the request counted. `None` when the stored total must be
+    /// read again first.
+    fn count_within(
+        &mut self,
+        app: &ApplicationId,
+        workspace: &WorkspaceId,
+        key: &KeyId,
+        hour: i64,
+        month: i64,
+        quota: Option<u64>,
+    ) -> Option<bool> {
+        if let Some(quota) = quota {
+            let unsent = self.unsent_of(workspace, month);
+            let w = self.workspaces.get_mut(workspace)?;
+            if w.fresh_stored(month)? + w.counted(month) + unsent >= quota {
+                return Some(false);
+            }
+            bump(&mut w.months, month, 1);
+            match self.apps.get_mut(app) {
+                Some(pending) => pending.add(key, hour, month, 1),
+                None => self.add_app(app, workspace, key, hour, month, 1),
+            }
+            return Some(true);
+        }
+        self.add(app, workspace, key, hour, month, 1);
+        Some(true)
+    }
+
+    fn add_app(
+        &mut self,
+        app: &ApplicationId,
+        workspace: &WorkspaceId,
+        key: &KeyId,
+        hour: i64,
+        month: i64,
+        n: u64,
+    ) {
+        let mut pending = AppPending {
+            workspace: Some(workspace.clone()),
+            ..AppPending::default()
+        };
+        pending.add(key, hour, month, n);
+        self.apps.insert(app.clone(), pending);
+    }
+
+    /// Requests of `workspace` in batches not written yet, from the month starting at `month`.
+    fn unsent_of(&self, workspace: &WorkspaceId, month: i64) -> u64 {
+        if self.unsent.is_empty() {
+            return 0;
+        }
+        self.unsent
+            .iter()
+            .map(|b| b.sum(|_, w, h| w == workspace && h >= month))
+            .sum()
     }
 
     /// Everything counted, as (application, its workspace, key, hour, requests).
@@ -155,13 +235,19 @@ impl Pending {
     fn workspace_month_total(&self, workspace: &WorkspaceId, month: i64) -> u64 {
         self.workspaces
             .get(workspace)
-            .and_then(|months| months.iter().find(|(m, _)| *m == month))
-            .map_or(0, |(_, n)| *n)
-            + self
-                .unsent
-                .iter()
-                .map(|b| b.sum(|_, w, h| w == workspace && h >= month))
-                .sum::<u64>()
+            .map_or(0, |w| w.counted(month))
+            + self.unsent_of(workspace, month)
+    }
+
+    /// The workspace's month total (stored and counted here) if its stored count is fresh.
+    fn fresh_workspace_total(&self, workspace: &WorkspaceId, month: i64) -> Option<u64> {
+        let stored = self.workspaces.get(workspace)?.fresh_stored(month)?;
+        Some(stored + self.workspace_month_total(workspace, month))
+    }
+
+    fn set_stored(&mut self, workspace: &WorkspaceId, month: i64, n: u64) {
+        self.workspaces.entry(workspace.clone()).or_default().stored =
+            Some((month, n, CoarseInstant::now()));
     }
 
     /// Requests of `app` counted here in the month starting at hour `month`.
@@ -224,6 +310,44 @@ impl ControlPlane {
         }
     }
 
+    /// The request path's metering: with a monthly `quota`, the workspace's month total checked
+    /// against it (`false`, and nothing counted, when it is used up); the request counted. One
+    /// lock, unless the stored total is due to be read again.
+    pub(crate) async fn meter_request(
+        &self,
+        app: &ApplicationId,
+        workspace: &WorkspaceId,
+        key: &KeyId,
+        quota: Option<u64>,
+    ) -> Result<bool> {
+        let hour = current_hour();
+        let month = self.meter.month_start(hour);
+        for _ in 0..2 {
+            {
+                let Ok(mut pending) = self.meter.pending.lock() else {
+                    return Ok(true);
+                };
+                if let Some(within) = pending.count_within(app, workspace, key, hour, month, quota)
+                {
+                    return Ok(within);
+                }
+            }
+            self.refresh_workspace_total(workspace, month).await?;
+        }
+        Ok(true)
+    }
+
+    async fn refresh_workspace_total(&self, workspace: &WorkspaceId, month: i64) -> Result<u64> {
+        let n = self
+            .store
+            .workspace_requests_since(workspace, month)
+            .await?;
+        if let Ok(mut pending) = self.meter.pending.lock() {
+            pending.set_stored(workspace, month, n);
+        }
+        Ok(n)
+    }
+
     /// Writes the counted requests as a batch with an id of its own; a batch that fails is kept
     /// and written again under the same id before anything newer (the store applies an id
     /// once, so a batch whose write succeeded unheard is not counted twice).
@@ -271,9 +395,11 @@ impl ControlPlane {
                     totals.remove(app);
                 }
             }
-            if let Ok(mut totals) = self.meter.workspace_totals.write() {
+            if let Ok(mut pending) = self.meter.pending.lock() {
                 for (_, workspace, _, _, _) in &batch.counts {
-                    totals.remove(workspace);
+                    if let Some(w) = pending.workspaces.get_mut(workspace) {
+                        w.stored = None;
+                    }
                 }
             }
             written += batch.counts.len();
@@ -298,16 +424,24 @@ impl ControlPlane {
     /// Requests of all the workspace's applications this calendar month (UTC): what its plan's
     /// monthly quota counts.
     pub async fn workspace_month_requests(&self, workspace: &WorkspaceId) -> Result<u64> {
-        let from_hour = self.meter.month_start(current_hour());
-        month_total(
-            &self.meter.workspace_totals,
-            workspace,
-            from_hour,
-            || self.store.workspace_requests_since(workspace, from_hour),
-            |p| p.workspace_month_total(workspace, from_hour),
-            &self.meter.pending,
-        )
-        .await
+        let month = self.meter.month_start(current_hour());
+        let fresh = self
+            .meter
+            .pending
+            .lock()
+            .ok()
+            .and_then(|p| p.fresh_workspace_total(workspace, month));
+        if let Some(total) = fresh {
+            return Ok(total);
+        }
+        let stored = self.refresh_workspace_total(workspace, month).await?;
+        let pending = self
+            .meter
+            .pending
+            .lock()
+            .ok()
+            .map_or(0, |p| p.workspace_month_total(workspace, month));
+        Ok(stored + pending)
     }
 }
 
