@@ -497,6 +497,10 @@ impl ControlPlane {
         self.store
             .purge_usage_batches(now - chrono::Duration::days(7))
             .await?;
+        // Stripe retries a webhook event for three days; a month is ample.
+        self.store
+            .purge_stripe_events(now - chrono::Duration::days(30))
+            .await?;
         self.sample_storage().await?;
         self.scan_usage_thresholds().await?;
         self.close_past_month().await?;

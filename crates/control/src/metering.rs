@@ -140,10 +140,7 @@ impl Pending {
         month: i64,
         n: u64,
     ) {
-        match self.apps.get_mut(app) {
-            Some(pending) => pending.add(key, hour, month, n),
-            None => self.add_app(app, workspace, key, hour, month, n),
-        }
+        self.add_to_app(app, workspace, key, hour, month, n);
         match self.workspaces.get_mut(workspace) {
             Some(w) => bump(&mut w.months, month, n),
             None => {
@@ -177,17 +174,15 @@ impl Pending {
                 return Some(false);
             }
             bump(&mut w.months, month, 1);
-            match self.apps.get_mut(app) {
-                Some(pending) => pending.add(key, hour, month, 1),
-                None => self.add_app(app, workspace, key, hour, month, 1),
-            }
+            self.add_to_app(app, workspace, key, hour, month, 1);
             return Some(true);
         }
         self.add(app, workspace, key, hour, month, 1);
         Some(true)
     }
 
-    fn add_app(
+    /// Counts `n` for the application's key (not its workspace's total).
+    fn add_to_app(
         &mut self,
         app: &ApplicationId,
         workspace: &WorkspaceId,
@@ -196,12 +191,17 @@ impl Pending {
         month: i64,
         n: u64,
     ) {
-        let mut pending = AppPending {
-            workspace: Some(workspace.clone()),
-            ..AppPending::default()
-        };
-        pending.add(key, hour, month, n);
-        self.apps.insert(app.clone(), pending);
+        match self.apps.get_mut(app) {
+            Some(pending) => pending.add(key, hour, month, n),
+            None => {
+                let mut pending = AppPending {
+                    workspace: Some(workspace.clone()),
+                    ..AppPending::default()
+                };
+                pending.add(key, hour, month, n);
+                self.apps.insert(app.clone(), pending);
+            }
+        }
     }
 
     /// Requests of `workspace` in batches not written yet, from the month starting at `month`.

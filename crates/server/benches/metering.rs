@@ -5,7 +5,8 @@
 //! alternate so drift of the machine affects both. Single-threaded: the figure is per core.
 //! The flush that writes the counts (one batch per interval, not per request) is timed apart.
 //!
-//! `cargo bench -p authsome-server --bench metering` (`METERING_ROUNDS`, `METERING_PER_ROUND`).
+//! `cargo bench -p authsome-server --bench metering` (`METERING_ROUNDS`, `METERING_PER_ROUND`);
+//! each round's pair is also compared alone, and the median of those is reported with the range.
 //! Target: metering adds under 2%.
 
 use std::hint::black_box;
@@ -59,7 +60,7 @@ async fn admit_many(control: &ControlPlane, app: &str, key: &str, n: u32) -> Dur
 }
 
 fn main() {
-    let rounds = env_number("METERING_ROUNDS", 10);
+    let rounds = env_number("METERING_ROUNDS", 20).max(1);
     let per_round = env_number("METERING_PER_ROUND", 100_000);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -140,13 +141,17 @@ fn main() {
         metered.flush_request_counts().await.expect("flush");
 
         let (mut with, mut without, mut flush) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let mut paired = Vec::with_capacity(rounds as usize);
         for _ in 0..rounds {
-            without += admit_many(&unmetered, &app, &key, per_round).await;
-            with += admit_many(&metered, &app, &key, per_round).await;
+            let a = admit_many(&unmetered, &app, &key, per_round).await;
+            let b = admit_many(&metered, &app, &key, per_round).await;
+            paired.push((b.as_secs_f64() - a.as_secs_f64()) / a.as_secs_f64() * 100.0);
+            (without, with) = (without + a, with + b);
             let started = Instant::now();
             metered.flush_request_counts().await.expect("flush");
             flush += started.elapsed();
         }
+        paired.sort_by(f64::total_cmp);
         let n = f64::from(rounds * per_round);
         let per = |d: Duration| d.as_nanos() as f64 / n;
         let (a, b) = (per(without), per(with));
@@ -155,7 +160,16 @@ fn main() {
         );
         println!("  without metering  {a:>8.0} ns/op  {:>10.0} /s", 1e9 / a);
         println!("  with metering     {b:>8.0} ns/op  {:>10.0} /s", 1e9 / b);
-        println!("  overhead          {:>7.2} %", (b - a) / a * 100.0);
+        println!(
+            "  overhead          {:>7.2} % (all rounds)",
+            (b - a) / a * 100.0
+        );
+        println!(
+            "  overhead by round {:>7.2} % median, {:.2} % to {:.2} %",
+            paired[paired.len() / 2],
+            paired[0],
+            paired[paired.len() - 1]
+        );
         println!(
             "  flush (one batch per round of {per_round}): {:.2} ms each",
             flush.as_secs_f64() * 1e3 / f64::from(rounds)

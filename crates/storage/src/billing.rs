@@ -82,6 +82,9 @@ pub trait BillingRepository {
         update: Option<&authsome_domain::tenancy::Workspace>,
         outbox: &Outbox,
     ) -> Result<bool>;
+    /// Forgets the ids of webhook events received before `older_than` (Stripe retries an
+    /// event for three days).
+    async fn purge_stripe_events(&self, older_than: DateTime<Utc>) -> Result<u64>;
 }
 
 /// A workspace's Stripe customer and subscription.
@@ -389,6 +392,17 @@ macro_rules! impl_billing {
                         .map_err(|_| $crate::StorageError::Corrupt("stripe_customers.workspace_id"))
                 })
                 .transpose()
+            }
+
+            async fn purge_stripe_events(
+                &self,
+                older_than: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                Ok(sqlx::query("DELETE FROM stripe_events WHERE received_at < $1")
+                    .bind($crate::rows::ms(older_than))
+                    .execute(&mut *self.writer().await?)
+                    .await?
+                    .rows_affected())
             }
 
             async fn apply_stripe_event(

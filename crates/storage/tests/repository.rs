@@ -3551,6 +3551,43 @@ async fn billing_records_stay_in_their_workspace(store: Arc<dyn Store>) {
     )
     .await;
     assert!(!closed && !stored, "a month closes once");
+    // A job committed with a close is stored only when the close is.
+    let job = |key: &str| {
+        let mut j = authsome_domain::job::Job::new(
+            "billing.stripe.usage",
+            serde_json::json!({}),
+            Some(&ws.id),
+            now(),
+        );
+        j.dedupe_key = Some(key.to_owned());
+        j
+    };
+    assert!(!store
+        .close_invoice(
+            &invoice(5, InvoiceStatus::Closed),
+            &[job("usage-late")],
+            &Outbox::empty()
+        )
+        .await
+        .unwrap());
+    assert!(
+        store.enqueue_job(&job("usage-late")).await.unwrap(),
+        "the refused close stored no job"
+    );
+    let mut december = invoice(7, InvoiceStatus::Closed);
+    december.month = "2026-12".into();
+    let (closed, _) = with_rows(vec![outbox_row("evt_close_december")], async |o| {
+        store
+            .close_invoice(&december, &[job("usage-december")], o)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(closed);
+    assert!(
+        !store.enqueue_job(&job("usage-december")).await.unwrap(),
+        "the close stored its job"
+    );
     let kept = store
         .save_draft_invoice(&invoice(1, InvoiceStatus::Draft))
         .await
@@ -3574,7 +3611,7 @@ async fn billing_records_stay_in_their_workspace(store: Arc<dyn Store>) {
         .is_none());
     assert_eq!(
         store.invoices(&ws.id, &page(10)).await.unwrap().items.len(),
-        1
+        2
     );
     assert!(store
         .invoices(&other.id, &page(10))
@@ -3641,4 +3678,19 @@ async fn billing_records_stay_in_their_workspace(store: Arc<dyn Store>) {
         .map(|(_, p)| *p)
         .collect();
     assert_eq!(plans, [Plan::Free, Plan::Pro, Plan::Free]);
+    // Event ids are forgotten after a while.
+    assert_eq!(
+        store
+            .purge_stripe_events(now() - Duration::days(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .purge_stripe_events(now() + Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
 }

@@ -41,6 +41,22 @@ async fn raw(app: &TestApp, path: &str, token: &str) -> (u16, reqwest::header::H
     (status, headers, r.text().await.unwrap())
 }
 
+/// Signs each of `emails` up to `application` with its publishable key `pk`.
+pub(crate) async fn sign_up_all(app: &TestApp, application: &str, pk: &str, emails: &[&str]) {
+    for email in emails {
+        let r = call_with(
+            app,
+            Method::POST,
+            &format!("/v1/{application}/auth/signup"),
+            Some(pk),
+            None,
+            Some(json!({"email": email, "password": "correct horse battery"})),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+}
+
 fn lines_of<'a>(invoice: &'a Value, kind: &str) -> Vec<&'a Value> {
     invoice["lines"]
         .as_array()
@@ -68,18 +84,13 @@ async fn months_close_once_into_invoices_with_late_usage_corrected_next_month() 
     let owner = t.owner_token.clone();
     let application = app.application(&owner, &t.ws, "development").await;
     let (key_id, pk) = app.key(&owner, &application, "publishable").await;
-    for email in ["a@billing.test", "b@billing.test", "c@billing.test"] {
-        let r = call_with(
-            &app,
-            Method::POST,
-            &format!("/v1/{application}/auth/signup"),
-            Some(&pk),
-            None,
-            Some(json!({"email": email, "password": "correct horse battery"})),
-        )
-        .await;
-        assert_eq!(r.status, 201, "{}", r.body);
-    }
+    sign_up_all(
+        &app,
+        &application,
+        &pk,
+        &["a@billing.test", "b@billing.test", "c@billing.test"],
+    )
+    .await;
     // The maintenance loop samples each application's database size once a day.
     app.state.control.maintain().await.unwrap();
     let usage = app
@@ -383,18 +394,13 @@ async fn an_enterprise_workspace_is_billed_at_its_own_prices() {
     let owner = t.owner_token.clone();
     let application = app.application(&owner, &t.ws, "development").await;
     let (_, pk) = app.key(&owner, &application, "publishable").await;
-    for email in ["a@ent.test", "b@ent.test", "c@ent.test"] {
-        let r = call_with(
-            &app,
-            Method::POST,
-            &format!("/v1/{application}/auth/signup"),
-            Some(&pk),
-            None,
-            Some(json!({"email": email, "password": "correct horse battery"})),
-        )
-        .await;
-        assert_eq!(r.status, 201, "{}", r.body);
-    }
+    sign_up_all(
+        &app,
+        &application,
+        &pk,
+        &["a@ent.test", "b@ent.test", "c@ent.test"],
+    )
+    .await;
     let billing = app
         .get(&format!("/control/v1/workspaces/{}/billing", t.ws), &owner)
         .await;

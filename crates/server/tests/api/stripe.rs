@@ -13,10 +13,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method as HttpMethod, StatusCode, Uri};
 use axum::response::IntoResponse;
 use chrono::{Datelike, TimeZone, Utc};
-use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::customer_auth::call_with;
 use crate::helpers::*;
 
 #[derive(Clone, Default)]
@@ -199,18 +197,7 @@ async fn paying_workspaces_subscribe_and_send_each_months_usage_once() {
     // Two users this month.
     let application = app.application(&owner, &t.ws, "development").await;
     let (_, pk) = app.key(&owner, &application, "publishable").await;
-    for email in ["a@stripe.test", "b@stripe.test"] {
-        let r = call_with(
-            &app,
-            Method::POST,
-            &format!("/v1/{application}/auth/signup"),
-            Some(&pk),
-            None,
-            Some(json!({"email": email, "password": "correct horse battery"})),
-        )
-        .await;
-        assert_eq!(r.status, 201, "{}", r.body);
-    }
+    crate::billing::sign_up_all(&app, &application, &pk, &["a@stripe.test", "b@stripe.test"]).await;
     let month = authsome_domain::identity::month_of(app.clock.now());
 
     // The month ends while Stripe is down: the invoice closes, its usage waits.
