@@ -105,14 +105,14 @@ impl ControlPlane {
         payload: &[u8],
     ) -> Result<WebhookReceipt> {
         use authsome_billing::stripe;
+        let header = signature.ok_or_else(|| {
+            authsome_domain::ValidationError::new("Stripe-Signature", "the header is required")
+        })?;
         let secret = self
             .stripe_webhook_secret
             .as_ref()
             .ok_or(ControlError::NotFound("route"))?;
         let now = self.clock.now();
-        let header = signature.ok_or_else(|| {
-            authsome_domain::ValidationError::new("Stripe-Signature", "the header is required")
-        })?;
         stripe::verify(header, payload, secret, now.timestamp()).map_err(|e| {
             authsome_domain::ValidationError::new("Stripe-Signature", e.to_string())
         })?;

@@ -151,8 +151,8 @@ pub async fn close(
 /// tolerance, any of several `v1` signatures) before anything is read; `invoice.payment_failed`
 /// makes the customer's workspace past due, `invoice.paid` current, and
 /// `customer.subscription.deleted` free. Each event applies once (redeliveries answer
-/// `applied: false`). A bad or stale signature is 400 and changes nothing. Exists when
-/// `AUTHSOME_STRIPE_WEBHOOK_SECRET` is set.
+/// `applied: false`). A missing, bad or stale signature is 400 and changes nothing. Exists
+/// when `AUTHSOME_STRIPE_WEBHOOK_SECRET` is set (404 otherwise).
 #[utoipa::path(post, path = "/control/v1/billing/stripe/webhook", tag = "billing",
     params(("Stripe-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256>`")),
     request_body(content = Object, content_type = "application/json", description = "A Stripe event"),
