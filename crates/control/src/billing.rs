@@ -232,14 +232,7 @@ impl ControlPlane {
         };
         let counted = match cached {
             Some(n) => n,
-            None => {
-                let users = self.application_usage()?;
-                let mut n = 0;
-                for app in self.all_applications(&ws.id).await? {
-                    n += users.monthly_active_users(&app, &month).await?;
-                }
-                n
-            }
+            None => self.workspace_mau(&ws.id, &month).await?,
         };
         if counted >= limit {
             return Err(ControlError::PaymentRequired(format!(

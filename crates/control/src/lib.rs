@@ -520,12 +520,18 @@ impl ControlPlane {
     /// Whether the maintenance loop should look for expiring credentials now: at most once
     /// every ten minutes per process (alerts are deduplicated across replicas anyway).
     fn expiry_scan_due(&self) -> bool {
-        let mut last = self
-            .expiry_scanned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let due =
-            last.is_none_or(|at| self.clock.elapsed(at) >= std::time::Duration::from_secs(600));
+        self.due_every(&self.expiry_scanned, std::time::Duration::from_secs(600))
+    }
+
+    /// Whether `every` has passed since `last` (noting now as the last time when it has): the
+    /// maintenance loop's "at most this often per process".
+    pub(crate) fn due_every(
+        &self,
+        last: &std::sync::Mutex<Option<authsome_domain::clock::CoarseInstant>>,
+        every: std::time::Duration,
+    ) -> bool {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.is_none_or(|at| self.clock.elapsed(at) >= every);
         if due {
             *last = Some(self.clock.instant());
         }

@@ -301,15 +301,6 @@ pub fn month_bounds(t: DateTime<Utc>) -> (i64, DateTime<Utc>) {
 }
 
 impl ControlPlane {
-    /// Counts one customer-API request (in memory).
-    pub fn record_request(&self, app: &ApplicationId, workspace: &WorkspaceId, key: &KeyId) {
-        let hour = current_hour();
-        let month = self.meter.month_start(hour);
-        if let Ok(mut pending) = self.meter.pending.lock() {
-            pending.add(app, workspace, key, hour, month, 1);
-        }
-    }
-
     /// The request path's metering: with a monthly `quota`, the workspace's month total checked
     /// against it (`false`, and nothing counted, when it is used up); the request counted. One
     /// lock, unless the stored total is due to be read again.

@@ -135,7 +135,7 @@ impl ControlPlane {
         self
     }
 
-    pub(crate) fn application_usage(&self) -> Result<&Arc<dyn ApplicationUsage>> {
+    fn application_usage(&self) -> Result<&Arc<dyn ApplicationUsage>> {
         self.application_usage
             .as_ref()
             .ok_or_else(|| ControlError::Unavailable("usage is not counted here".into()))
@@ -231,6 +231,16 @@ impl ControlPlane {
             totals,
             applications,
         })
+    }
+
+    /// Monthly active users of all the workspace's applications in `month` (`YYYY-MM`).
+    pub(crate) async fn workspace_mau(&self, ws: &WorkspaceId, month: &str) -> Result<u64> {
+        let users = self.application_usage()?;
+        let mut mau = 0;
+        for app in self.all_applications(ws).await? {
+            mau += users.monthly_active_users(&app, month).await?;
+        }
+        Ok(mau)
     }
 
     /// The workspace, for a member holding `permission` or a platform operator.
@@ -399,16 +409,8 @@ impl ControlPlane {
     /// per process): their requests against the plan's monthly quota and their monthly active
     /// users against those included.
     pub(crate) async fn scan_usage_thresholds(&self) -> Result<()> {
-        {
-            let mut last = self
-                .thresholds
-                .last
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|at| self.clock.elapsed(at) < THRESHOLD_SCAN_EVERY) {
-                return Ok(());
-            }
-            *last = Some(self.clock.instant());
+        if !self.due_every(&self.thresholds.last, THRESHOLD_SCAN_EVERY) {
+            return Ok(());
         }
         let touched: Vec<WorkspaceId> = std::mem::take(
             &mut *self
@@ -431,11 +433,7 @@ impl ControlPlane {
             }
             let included = authsome_billing::Pricing::for_plan(ws.plan, &ws.limits).included_mau;
             if included > 0 {
-                let users = self.application_usage()?;
-                let mut mau = 0;
-                for app in self.all_applications(&ws.id).await? {
-                    mau += users.monthly_active_users(&app, &month).await?;
-                }
+                let mau = self.workspace_mau(&ws.id, &month).await?;
                 self.usage_threshold(&ws.id, "monthly active users", mau, included)
                     .await;
             }
