@@ -38,6 +38,14 @@ macro_rules! impl_repositories {
                 Ok(id)
             }
 
+            /// How a transaction that reads before it writes begins: on SQLite with the write
+            /// lock taken at once (`IMMEDIATE`), for a deferred one that must upgrade its read
+            /// lock fails at once (`database is locked`) while the WAL is being checkpointed.
+            const BEGIN_WRITE: &'static str = match $backend {
+                crate::Backend::Sqlite => "BEGIN IMMEDIATE",
+                crate::Backend::Postgres => "BEGIN",
+            };
+
             /// Writes `w` over its row in `tx`, noting a change of plan in the plan history.
             pub(crate) async fn update_workspace_in(
                 tx: &mut sqlx::Transaction<'_, <$store as HasDb>::Db>,
@@ -629,7 +637,7 @@ macro_rules! impl_repositories {
 
             async fn update_workspace(&self, w: &Workspace, outbox: &crate::outbox::Outbox) -> Result<()> {
                 let mut conn = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                let mut tx = sqlx::Connection::begin_with(&mut *conn, Self::BEGIN_WRITE).await?;
                 Self::update_workspace_in(&mut tx, w).await?;
                 commit_with_outbox(tx, outbox).await
             }
@@ -972,7 +980,7 @@ macro_rules! impl_repositories {
                 outbox: &crate::outbox::Outbox,
             ) -> Result<()> {
                 let mut w = self.writer().await?;
-                let mut tx = sqlx::Connection::begin(&mut *w).await?;
+                let mut tx = sqlx::Connection::begin_with(&mut *w, Self::BEGIN_WRITE).await?;
                 // Creations in one workspace queue behind this lock (SQLite's writer is one).
                 let lock = match $backend {
                     crate::Backend::Postgres => "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE",
