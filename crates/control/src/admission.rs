@@ -22,6 +22,7 @@ use authsome_domain::tenancy::{
 };
 use authsome_gateway::{Decision, Limit};
 
+use crate::metering::MeteredRequest;
 use crate::{ConnectionMemo, ControlError, ControlPlane};
 
 /// How long a used request signature is remembered: its whole validity window (±300 s) and a
@@ -227,10 +228,13 @@ impl ControlPlane {
         memo: Option<&mut ConnectionMemo>,
     ) -> Result<Admitted, Refusal> {
         let app_id = request.application;
+        // The request's time: the key's expiry (precise: a key rolled with no grace ends now),
+        // its last use, the hour it is counted in.
+        let now = self.clock.now();
         let (application, key) = match request.presented {
             Presented::Key(credential) => match memo {
-                Some(memo) => self.memo_app_key(memo, app_id, credential).await?,
-                None => self.verify_app_key(app_id, credential).await?,
+                Some(memo) => self.memo_app_key(memo, app_id, credential, now).await?,
+                None => self.verify_app_key_at(app_id, credential, now).await?,
             },
             Presented::Signed(signed) => {
                 let (application, key) = self
@@ -250,6 +254,7 @@ impl ControlPlane {
             }
             Presented::Forwarded { key_hash } => {
                 let (application, key) = self.verify_forwarded_key(app_id, key_hash).await?;
+                self.meter.record_use(&key.id, now);
                 let workspace = self.workspace_view(&application.workspace_id).await?;
                 standing(&workspace).map_err(|r| Refusal::of(r, &application, &key))?;
                 return Ok(Admitted {
@@ -263,7 +268,11 @@ impl ControlPlane {
                     .into(),
             ))),
         };
-        let refused = |reason| Refusal::of(reason, &application, &key);
+        let refused = |reason| {
+            // A verified key was used, whatever the answer.
+            self.meter.record_use(&key.id, now);
+            Refusal::of(reason, &application, &key)
+        };
         let workspace = self
             .workspace_view(&application.workspace_id)
             .await
@@ -272,27 +281,51 @@ impl ControlPlane {
         if !request.identify_only {
             serving(&application).map_err(refused)?;
         }
-        let rate_limit = self
+        let rate_limit = match self
             .limit(&application, &key, &workspace, request.client)
-            .await?;
-        if self.metered() {
+            .await
+        {
+            Ok(decision) => decision,
+            Err(refusal) => {
+                self.meter.record_use(&key.id, now);
+                return Err(refusal);
+            }
+        };
+        if !self.metered() {
+            self.meter.record_use(&key.id, now);
+        } else {
+            // Notes the key's use too: one lookup for both.
             let quota = workspace.requests_per_month();
-            let within = self
-                .meter_request(&application.id, &application.workspace_id, &key.id, quota)
-                .await
-                .map_err(|e| refused(Refusal::from(e).reason))?;
+            let metered = MeteredRequest {
+                app: &application.id,
+                workspace: &application.workspace_id,
+                key: &key.id,
+                at: now,
+                quota,
+            };
+            let within = match self.meter_request(&metered) {
+                Some(within) => within,
+                None => self
+                    .meter_request_after_reading(&metered)
+                    .await
+                    .map_err(|e| refused(Refusal::from(e).reason))?,
+            };
             if !within {
-                let (_, next_month) = crate::month_bounds(chrono::Utc::now());
-                let wait = (next_month - chrono::Utc::now()).num_seconds().max(1) as u64;
+                let (_, next_month) = crate::month_bounds(now);
+                let wait = (next_month - now).num_seconds().max(1) as u64;
                 return Err(Refusal {
                     rate_limit,
-                    ..refused(Reason::TooManyRequests {
-                        message: format!(
-                            "monthly quota of {} requests exceeded",
-                            quota.unwrap_or_default()
-                        ),
-                        retry_after_secs: wait,
-                    })
+                    ..Refusal::of(
+                        Reason::TooManyRequests {
+                            message: format!(
+                                "monthly quota of {} requests exceeded",
+                                quota.unwrap_or_default()
+                            ),
+                            retry_after_secs: wait,
+                        },
+                        &application,
+                        &key,
+                    )
                 });
             }
         }

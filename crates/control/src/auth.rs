@@ -230,10 +230,12 @@ impl ControlPlane {
                 "application keys cannot call the control plane",
             ));
         }
+        let now = self.clock.now();
         let key = self
-            .usable_key(&parsed.hash())
+            .usable_key(&parsed.hash(), now)
             .await?
             .ok_or(ControlError::Unauthenticated("invalid credential"))?;
+        self.meter.record_use(&key.id, now);
         let role = key
             .role
             .ok_or(ControlError::Unauthenticated("invalid credential"))?;

@@ -5,14 +5,14 @@
 //! Verification is parse + checksum (no I/O for garbage) + SHA-256 + a cache lookup. The cache
 //! holds keys and applications for [`POSITIVE_TTL`]; a revocation, roll or deletion on this
 //! replica takes effect at once, on other replicas within that TTL (at once with an invalidation
-//! bus). `lastUsedAt` is collected in memory and written in batches by
+//! bus). `lastUsedAt` is collected in memory (the metering ledger's, where the entry point notes
+//! each request's key once for both) and written in batches by
 //! [`ControlPlane::flush_key_usage`], never per request. A [`ConnectionMemo`] lets a caller that
 //! sees the same credential again (a keep-alive connection) skip all of it for a second, until
 //! any invalidation.
 
-use authsome_domain::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use authsome_domain::event::DomainEvent;
@@ -150,7 +150,6 @@ pub struct KeyCache {
     pub(crate) principals: TtlMap<PrincipalId, Principal>,
     /// A principal's binding to a vault: the vault and what the binding allows there.
     pub(crate) bindings: TtlMap<(PrincipalId, VaultId), BoundVault>,
-    usage: Mutex<FastMap<KeyId, DateTime<Utc>>>,
     /// Bumped by every invalidation: what a [`ConnectionMemo`] filled before it no longer holds.
     generation: AtomicU64,
     /// What the entries' ages are read on.
@@ -168,7 +167,6 @@ impl Default for KeyCache {
             apps: TtlMap::new(POSITIVE_TTL, NEGATIVE_TTL),
             principals: TtlMap::new(POSITIVE_TTL, NEGATIVE_TTL),
             bindings: TtlMap::new(POSITIVE_TTL, NEGATIVE_TTL),
-            usage: Mutex::default(),
             generation: AtomicU64::default(),
             clock: Default::default(),
         }
@@ -203,34 +201,6 @@ impl KeyCache {
 
     pub fn forget_application(&self, id: &ApplicationId) {
         self.apps.remove(id);
-    }
-
-    pub fn record_use(&self, id: &KeyId, at: DateTime<Utc>) {
-        if let Ok(mut usage) = self.usage.lock() {
-            // Every keyed request passes here: the id is copied only when first seen.
-            match usage.get_mut(id) {
-                Some(last) => *last = at,
-                None => {
-                    usage.insert(id.clone(), at);
-                }
-            }
-        }
-    }
-
-    fn take_usage(&self) -> Vec<(KeyId, DateTime<Utc>)> {
-        match self.usage.lock() {
-            Ok(mut usage) => usage.drain().collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    fn restore_usage(&self, uses: Vec<(KeyId, DateTime<Utc>)>) {
-        if let Ok(mut usage) = self.usage.lock() {
-            for (id, at) in uses {
-                let slot = usage.entry(id).or_insert(at);
-                *slot = (*slot).max(at);
-            }
-        }
     }
 }
 
@@ -291,24 +261,23 @@ impl ControlPlane {
 
     /// [`ControlPlane::verify_app_key`], answered from `memo` while it holds the same credential
     /// for the same application (compared in constant time); the key must still be usable now.
-    pub async fn memo_app_key(
+    pub(crate) async fn memo_app_key(
         &self,
         memo: &mut ConnectionMemo,
         app_id: &str,
         credential: &str,
+        now: DateTime<Utc>,
     ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
-        let now = self.clock.coarse_now();
         if memo.fresh(&self.keys, now) {
             if let (Some(app), Some((known, key))) = (memo.app(app_id), &memo.key) {
                 let same = same_secret(known.as_bytes(), credential.as_bytes());
                 if same && key.is_usable_at(now) {
-                    self.keys.record_use(&key.id, now);
                     return Ok((app.clone(), key.clone()));
                 }
             }
         }
         let generation = self.keys.generation.load(Ordering::Acquire);
-        let found = self.verify_app_key(app_id, credential).await;
+        let found = self.verify_app_key_at(app_id, credential, now).await;
         *memo = match &found {
             Ok((app, key)) => ConnectionMemo {
                 generation,
@@ -352,9 +321,13 @@ impl ControlPlane {
         }
     }
 
-    /// The stored key for a credential hash, if it exists and is neither revoked nor expired.
-    /// Records the use for the next `lastUsedAt` flush.
-    pub(crate) async fn usable_key(&self, hash: &KeyHash) -> Result<Option<Arc<ApiKey>>> {
+    /// The stored key for a credential hash, if it exists and is neither revoked nor expired at
+    /// `now`. The caller records the use (once the request is decided, with its metering).
+    pub(crate) async fn usable_key(
+        &self,
+        hash: &KeyHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Arc<ApiKey>>> {
         let key = match self.keys.key(hash) {
             Some(hit) => hit,
             None => {
@@ -363,13 +336,8 @@ impl ControlPlane {
                 loaded
             }
         };
-        let now = self.clock.now();
         // The lookup was by hash; compare again in constant time as defence in depth.
-        let key = key.filter(|k| k.hash.ct_eq(hash) && k.is_usable_at(now));
-        if let Some(k) = &key {
-            self.keys.record_use(&k.id, now);
-        }
-        Ok(key)
+        Ok(key.filter(|k| k.hash.ct_eq(hash) && k.is_usable_at(now)))
     }
 
     /// Seals a new secret key under the master key, so it can sign requests.
@@ -451,7 +419,6 @@ impl ControlPlane {
             .await?
             .filter(|a| !a.is_deleted())
             .ok_or(ControlError::NotFound("application"))?;
-        self.keys.record_use(&key.id, now);
         Ok((app, Arc::new(key)))
     }
 
@@ -462,6 +429,17 @@ impl ControlPlane {
         app_id: &str,
         credential: &str,
     ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
+        self.verify_app_key_at(app_id, credential, self.clock.now())
+            .await
+    }
+
+    /// [`ControlPlane::verify_app_key`] for a request that arrived at `now`.
+    pub(crate) async fn verify_app_key_at(
+        &self,
+        app_id: &str,
+        credential: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
         let parsed =
             parse_key(credential).map_err(|_| ControlError::Unauthenticated("invalid API key"))?;
         if parsed.kind == KeyKind::Management {
@@ -469,7 +447,7 @@ impl ControlPlane {
                 "management keys cannot call the customer API",
             ));
         }
-        self.app_key_by_hash(app_id, &parsed.hash()).await
+        self.app_key_by_hash(app_id, &parsed.hash(), now).await
     }
 
     /// As [`ControlPlane::verify_app_key`], for a key the gateway already verified and names by
@@ -482,18 +460,19 @@ impl ControlPlane {
     ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
         let hash =
             KeyHash::from_hex(key_hash).ok_or(ControlError::Unauthenticated("invalid API key"))?;
-        self.app_key_by_hash(app_id, &hash).await
+        self.app_key_by_hash(app_id, &hash, self.clock.now()).await
     }
 
     async fn app_key_by_hash(
         &self,
         app_id: &str,
         hash: &KeyHash,
+        now: DateTime<Utc>,
     ) -> Result<(Arc<Application>, Arc<ApiKey>)> {
         let app_id =
             ApplicationId::parse(app_id).map_err(|_| ControlError::NotFound("application"))?;
         let key = self
-            .usable_key(hash)
+            .usable_key(hash, now)
             .await?
             .ok_or(ControlError::Unauthenticated("invalid API key"))?;
         if key.application_id.as_ref() != Some(&app_id) {
@@ -591,14 +570,14 @@ impl ControlPlane {
 
     /// Writes the batched `lastUsedAt` values. On failure they are kept for the next flush.
     pub async fn flush_key_usage(&self) -> Result<usize> {
-        let uses = self.keys.take_usage();
+        let uses = self.meter.take_uses();
         if uses.is_empty() {
             return Ok(0);
         }
         match self.store.record_key_use(&uses).await {
             Ok(()) => Ok(uses.len()),
             Err(e) => {
-                self.keys.restore_usage(uses);
+                self.meter.restore_uses(uses);
                 Err(e.into())
             }
         }

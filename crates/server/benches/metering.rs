@@ -1,7 +1,8 @@
 //! Metering's cost on the customer API's hot path (issue 39): the entry point's token check
 //! (`ControlPlane::admit` with a secret key: verification on a warm cache, the workspace's
-//! standing, the key's rate limit) with metering (the request counted in memory, the monthly
-//! quota read) and without (`unmetered_baseline`), side by side in one run: rounds of each
+//! standing, the key's rate limit, the key's use noted for `lastUsedAt`) with metering (the
+//! request counted and the monthly quota checked on the same ledger entry the use is noted in)
+//! and without (`unmetered_baseline`), side by side in one run: rounds of each
 //! alternate so drift of the machine affects both. Single-threaded: the figure is per core.
 //! The flush that writes the counts (one batch per interval, not per request) is timed apart.
 //!
