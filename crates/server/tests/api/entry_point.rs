@@ -257,6 +257,27 @@ async fn requests_are_metered_and_monthly_quotas_enforced() {
         6,
         "refused requests are not counted"
     );
+    // A key whose only request was refused was still used (its lastUsedAt says so).
+    let (fresh_id, fresh) = app.key(&c.owner_token, &c.app, "secret").await;
+    assert_error(
+        &app.identify(&c.app, &fresh).await,
+        429,
+        "rate_limit_exceeded",
+    );
+    app.state.control.flush_key_usage().await.unwrap();
+    let keys = app
+        .get(
+            &format!("/control/v1/applications/{}/keys", c.app),
+            &c.owner_token,
+        )
+        .await;
+    let listed = keys.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == fresh_id.as_str())
+        .unwrap();
+    assert!(listed["lastUsedAt"].is_string(), "{listed}");
     // The quota is the workspace's: its other applications are over it too.
     let ws = c.ws.clone();
     let second = app.application(&c.owner_token, &ws, "staging").await;
