@@ -315,24 +315,30 @@ impl ControlPlane {
         }
     }
 
-    /// The users of `application` counted as active in `month`, a page at a time in id order:
-    /// what a customer checks their bill against.
+    /// The users counted as active in `month`, a page at a time in id order: of `application`,
+    /// or of every application of the workspace (by application, then user). What a customer
+    /// checks their bill against.
     pub async fn counted_users(
         &self,
         actor: &Actor,
         ws: &WorkspaceId,
         month: Option<&str>,
-        application: &ApplicationId,
+        application: Option<&ApplicationId>,
         page: &PageRequest,
     ) -> Result<Page<CountedUser>> {
         self.workspace_as_member_or_operator(actor, ws, Permission::UsageRead)
             .await?;
         let (month, _, _) = month_span(month, self.clock.now())?;
-        if !self.all_applications(ws).await?.contains(application) {
+        let mut applications = self.all_applications(ws).await?;
+        let usage = self.application_usage()?;
+        let Some(application) = application else {
+            applications.sort();
+            return counted_across(usage.as_ref(), &applications, &month, page).await;
+        };
+        if !applications.contains(application) {
             return Err(ControlError::NotFound("application"));
         }
-        let ids = self
-            .application_usage()?
+        let ids = usage
             .active_user_ids(application, &month, page.after.as_deref(), page.limit + 1)
             .await?;
         Ok(
@@ -342,6 +348,53 @@ impl ControlPlane {
             }),
         )
     }
+}
+
+/// The users counted in `month` across `applications` (in id order), a page at a time; the
+/// cursor names the application and the user (`{appId}/{userId}`).
+async fn counted_across(
+    usage: &dyn ApplicationUsage,
+    applications: &[ApplicationId],
+    month: &str,
+    page: &PageRequest,
+) -> Result<Page<CountedUser>> {
+    let not_ours = || {
+        ControlError::from(authsome_domain::ValidationError::new(
+            "cursor",
+            "is not a cursor of this listing (one without applicationId)",
+        ))
+    };
+    let after = match page.after.as_deref() {
+        None => None,
+        Some(cursor) => {
+            let (app, user) = cursor.split_once('/').ok_or_else(not_ours)?;
+            let app = ApplicationId::parse(app).map_err(|_| not_ours())?;
+            Some((app, user.to_owned()))
+        }
+    };
+    let wanted = page.limit as usize + 1;
+    let mut rows: Vec<(String, CountedUser)> = Vec::new();
+    for app in applications {
+        let from = match &after {
+            Some((at, _)) if app < at => continue,
+            Some((at, user)) if app == at => Some(user.as_str()),
+            _ => None,
+        };
+        let left = u32::try_from(wanted - rows.len()).unwrap_or(u32::MAX);
+        for user_id in usage.active_user_ids(app, month, from, left).await? {
+            rows.push((
+                format!("{app}/{user_id}"),
+                CountedUser {
+                    application_id: app.clone(),
+                    user_id,
+                },
+            ));
+        }
+        if rows.len() >= wanted {
+            break;
+        }
+    }
+    Ok(Page::from_rows(rows, page.limit, |(cursor, _)| cursor.as_str()).map(|(_, user)| user))
 }
 
 /// How often a process looks at the workspaces that had requests for crossed thresholds.

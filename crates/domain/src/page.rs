@@ -74,9 +74,15 @@ fn encode_cursor(id: &str) -> String {
 fn decode_cursor(c: &str) -> Option<String> {
     let bytes = URL_SAFE_NO_PAD.decode(c).ok()?;
     let s = String::from_utf8(bytes).ok()?;
-    // A cursor always wraps an id: `prefix_` + 26 base32 characters.
-    let (prefix, body) = s.split_once('_')?;
-    (!prefix.is_empty() && prefix.len() <= 8 && crate::id::decode_uuid(body).is_some()).then_some(s)
+    // A cursor always wraps an id (`prefix_` + 26 base32 characters), or a few joined by `/`
+    // (a listing ordered by more than one).
+    let ids = s.split('/');
+    let is_id = |id: &str| {
+        id.split_once('_').is_some_and(|(prefix, body)| {
+            !prefix.is_empty() && prefix.len() <= 8 && crate::id::decode_uuid(body).is_some()
+        })
+    };
+    (ids.clone().count() <= 3 && ids.into_iter().all(is_id)).then_some(s)
 }
 
 #[cfg(test)]
@@ -96,6 +102,20 @@ mod tests {
         let cursor = page.next_cursor.unwrap();
         let next = PageRequest::parse(Some(2), Some(&cursor)).unwrap();
         assert_eq!(next.after.as_deref(), Some(ids[1].as_str()));
+        // Ids joined by `/` too, and nothing else.
+        let joined = encode_cursor(&format!("{}/{}", ids[0], ids[1]));
+        let next = PageRequest::parse(None, Some(&joined)).unwrap();
+        assert_eq!(next.after, Some(format!("{}/{}", ids[0], ids[1])));
+        for bad in [
+            format!("{}/", ids[0]),
+            format!("{}/x_1", ids[0]),
+            "a/b".into(),
+        ] {
+            assert!(
+                PageRequest::parse(None, Some(&encode_cursor(&bad))).is_err(),
+                "{bad}"
+            );
+        }
         let last = Page::from_rows(ids, 3, |id| id.as_str());
         assert!(last.next_cursor.is_none());
     }

@@ -45,8 +45,9 @@ pub async fn usage(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CountedParams {
-    /// The application whose users are listed.
-    pub application_id: String,
+    /// The application whose users are listed; without it, every application's (ordered by
+    /// application, then user).
+    pub application_id: Option<String>,
     /// `YYYY-MM` (UTC); default this month.
     #[param(schema_with = authsome_domain::schema::month)]
     pub month: Option<String>,
@@ -57,8 +58,8 @@ pub struct CountedParams {
     pub cursor: Option<String>,
 }
 
-/// The users of an application counted as monthly active users in a month, in id order: each
-/// one billed can be checked.
+/// The users counted as monthly active users in a month, of one application or of all the
+/// workspace's, in id order: each one billed can be checked.
 #[utoipa::path(get, path = "/control/v1/workspaces/{wsId}/usage/mau/users", tag = "billing",
     params(("wsId" = String, Path), CountedParams),
     responses((status = 200, body = List<CountedUser>), (status = "4XX", body = ErrorBody)),
@@ -70,11 +71,21 @@ pub async fn counted_users(
     Query(params): Query<CountedParams>,
 ) -> Result<axum::Json<List<CountedUser>>, ApiError> {
     let ws: WorkspaceId = path_id(&ws, "workspace")?;
-    let app: ApplicationId = path_id(&params.application_id, "application")?;
+    let app: Option<ApplicationId> = params
+        .application_id
+        .as_deref()
+        .map(|id| path_id(id, "application"))
+        .transpose()?;
     let page = PageRequest::parse(params.limit, params.cursor.as_deref())?;
     let users = state
         .control
-        .counted_users(&caller.actor, &ws, params.month.as_deref(), &app, &page)
+        .counted_users(
+            &caller.actor,
+            &ws,
+            params.month.as_deref(),
+            app.as_ref(),
+            &page,
+        )
         .await?;
     Ok(axum::Json(List::from_page(users, |u| u)))
 }

@@ -120,6 +120,50 @@ async fn usage_counts_each_user_once_a_month_and_lists_them() {
     assert!(rest.body["nextCursor"].is_null());
     assert_eq!(listed, first_users);
 
+    // Without an application, every application's, by application then user, page by page
+    // (a page may end in one application and the next begin in another).
+    let everyone = format!("/control/v1/workspaces/{}/usage/mau/users?limit=2", c.ws);
+    let mut all: Vec<(String, String)> = Vec::new();
+    let mut next = everyone.clone();
+    for _ in 0..3 {
+        let page = app.get(&next, &owner).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        all.extend(page.body["data"].as_array().unwrap().iter().map(|u| {
+            (
+                u["applicationId"].as_str().unwrap().to_owned(),
+                u["userId"].as_str().unwrap().to_owned(),
+            )
+        }));
+        match page.body["nextCursor"].as_str() {
+            Some(cursor) => next = format!("{everyone}&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let mut expected: Vec<(String, String)> = first_users
+        .iter()
+        .map(|u| (c.app.clone(), u.clone()))
+        .collect();
+    let theirs_users = app
+        .get(
+            &format!(
+                "/control/v1/workspaces/{}/usage/mau/users?applicationId={}",
+                c.ws, second.app
+            ),
+            &owner,
+        )
+        .await;
+    let z = theirs_users.body["data"][0]["userId"].as_str().unwrap();
+    expected.push((second.app.clone(), z.to_owned()));
+    expected.sort();
+    assert_eq!(all, expected, "each counted user once, in order");
+    // A cursor of one application's listing is not one of this listing.
+    assert_error(
+        &app.get(&format!("{everyone}&cursor={cursor}"), &owner)
+            .await,
+        400,
+        "invalid_request",
+    );
+
     // Every member but an auditor; nobody from another workspace; not another's application.
     let (_, viewer) = app
         .add_member(&owner, &c.ws, "viewer@usage.test", "viewer")
