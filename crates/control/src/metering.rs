@@ -25,7 +25,7 @@ const TOTAL_TTL: Duration = Duration::from_secs(5);
 #[derive(Default)]
 pub struct RequestMeter {
     ledger: Mutex<Ledger>,
-    totals: Totals<ApplicationId>,
+    totals: Totals,
 }
 
 impl RequestMeter {
@@ -156,14 +156,14 @@ impl Tally {
         }
     }
 
-    /// Counts `n` requests of the month starting at `month` (an earlier month's are not the
+    /// Counts a request of the month starting at `month` (an earlier month's are not the
     /// quota's any more).
-    fn add(&mut self, month: i64, n: u64) {
+    fn add(&mut self, month: i64) {
         if month > self.month {
             (self.month, self.counted) = (month, 0);
         }
         if month == self.month {
-            self.counted += n;
+            self.counted += 1;
         }
     }
 
@@ -200,12 +200,12 @@ impl Batch {
     }
 }
 
-/// Adds `n` to the count of `at` in a short list of (hour, count).
-fn bump(counts: &mut Vec<(i64, u64)>, at: i64, n: u64) {
+/// Counts one at `at` in a short list of (hour, count).
+fn bump(counts: &mut Vec<(i64, u64)>, at: i64) {
     // The latest is the one asked for, but at the turn of an hour.
     match counts.iter_mut().rev().find(|(h, _)| *h == at) {
-        Some((_, count)) => *count += n,
-        None => counts.push((at, n)),
+        Some((_, count)) => *count += 1,
+        None => counts.push((at, 1)),
     }
 }
 
@@ -378,8 +378,8 @@ fn count_on(requests: &mut KeyRequests, tallies: &mut [Tally], r: &MeteredReques
             return Counting::OverQuota;
         }
     }
-    tally.add(month, 1);
-    bump(&mut requests.hours, hour, 1);
+    tally.add(month);
+    bump(&mut requests.hours, hour);
     Counting::Counted
 }
 
@@ -532,18 +532,31 @@ impl ControlPlane {
         Ok(written)
     }
 
-    /// Requests of the application this calendar month (UTC): stored plus not yet flushed here.
+    /// Requests of the application this calendar month (UTC): the stored count (read again at
+    /// most every [`TOTAL_TTL`]) plus what this process counted and has not written.
     pub async fn month_requests(&self, app: &ApplicationId) -> Result<u64> {
-        let from_hour = month_start(hour_of(self.clock.now()));
-        month_total(
-            &self.meter.totals,
-            app,
-            from_hour,
-            || self.store.requests_since(app, from_hour),
-            |ledger| ledger.month_total(app, from_hour),
-            &self.meter.ledger,
-        )
-        .await
+        let month = month_start(hour_of(self.clock.now()));
+        let totals = &self.meter.totals;
+        let cached = totals.read().ok().and_then(|t| {
+            t.get(app)
+                .filter(|(from, _, at)| *from == month && at.elapsed() < TOTAL_TTL)
+                .map(|(_, n, _)| *n)
+        });
+        let stored = match cached {
+            Some(n) => n,
+            None => {
+                let n = self.store.requests_since(app, month).await?;
+                if let Ok(mut totals) = totals.write() {
+                    if totals.len() > 100_000 {
+                        totals.clear();
+                    }
+                    totals.insert(app.clone(), (month, n, CoarseInstant::now()));
+                }
+                n
+            }
+        };
+        let pending = self.meter.ledger.lock().ok();
+        Ok(stored + pending.map_or(0, |ledger| ledger.month_total(app, month)))
     }
 
     /// Requests of all the workspace's applications this calendar month (UTC): what its plan's
@@ -569,42 +582,8 @@ impl ControlPlane {
     }
 }
 
-type Totals<K> = RwLock<FastMap<K, (i64, u64, CoarseInstant)>>;
-
-/// A month's total for `key`: the stored count (`stored`, read again at most every
-/// [`TOTAL_TTL`]) plus what this process counted and has not written (`pending_of`).
-async fn month_total<K, F>(
-    totals: &Totals<K>,
-    key: &K,
-    from_hour: i64,
-    stored: impl FnOnce() -> F,
-    pending_of: impl FnOnce(&Ledger) -> u64,
-    ledger: &Mutex<Ledger>,
-) -> Result<u64>
-where
-    K: Clone + Eq + std::hash::Hash,
-    F: std::future::Future<Output = std::result::Result<u64, authsome_storage::StorageError>>,
-{
-    let cached = totals.read().ok().and_then(|t| {
-        t.get(key)
-            .filter(|(from, _, at)| *from == from_hour && at.elapsed() < TOTAL_TTL)
-            .map(|(_, n, _)| *n)
-    });
-    let stored = match cached {
-        Some(n) => n,
-        None => {
-            let n = stored().await?;
-            if let Ok(mut totals) = totals.write() {
-                if totals.len() > 100_000 {
-                    totals.clear();
-                }
-                totals.insert(key.clone(), (from_hour, n, CoarseInstant::now()));
-            }
-            n
-        }
-    };
-    Ok(stored + ledger.lock().ok().map_or(0, |l| pending_of(&l)))
-}
+/// Per application: the month-start hour, its stored count of that month, when read.
+type Totals = RwLock<FastMap<ApplicationId, (i64, u64, CoarseInstant)>>;
 
 #[cfg(test)]
 mod tests {

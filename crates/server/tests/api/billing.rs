@@ -73,14 +73,8 @@ async fn months_close_once_into_invoices_with_late_usage_corrected_next_month() 
     let owner_password = format!("pw-{}-long-enough", t.owner_email);
     let created = app.clock.now();
     let root = app.root_token().await;
-    let pro = app
-        .patch(
-            &format!("/control/v1/admin/workspaces/{}", t.ws),
-            &root,
-            json!({"plan": "pro"}),
-        )
+    app.admin_patch_workspace(&t.ws, json!({"plan": "pro"}))
         .await;
-    assert_eq!(pro.status, 200, "{}", pro.body);
     let owner = t.owner_token.clone();
     let application = app.application(&owner, &t.ws, "development").await;
     let (key_id, pk) = app.key(&owner, &application, "publishable").await;
@@ -479,15 +473,8 @@ async fn free_sign_ups_stop_at_the_plans_users_while_existing_users_sign_in() {
     // Who exists keeps signing in.
     assert_eq!(auth("signin", "first@free.test").await.status, 200);
     // On pro, users beyond those included are billed instead.
-    let root = app.root_token().await;
-    let pro = app
-        .patch(
-            &format!("/control/v1/admin/workspaces/{}", t.ws),
-            &root,
-            json!({"plan": "pro"}),
-        )
+    app.admin_patch_workspace(&t.ws, json!({"plan": "pro"}))
         .await;
-    assert_eq!(pro.status, 200, "{}", pro.body);
     assert_eq!(auth("signup", "one-too-many@free.test").await.status, 201);
 }
 

@@ -449,6 +449,17 @@ impl TestApp {
         self.login(&self.root_email, &self.root_password).await
     }
 
+    /// Changes workspace `ws` as a platform operator (plan, limits, standing), which must
+    /// succeed; the workspace as it is now.
+    pub async fn admin_patch_workspace(&self, ws: &str, patch: Value) -> Value {
+        let root = self.root_token().await;
+        let r = self
+            .patch(&format!("/control/v1/admin/workspaces/{ws}"), &root, patch)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    }
+
     /// Invites `email` with `role` into `ws` (as `inviter`), accepts, and signs in.
     pub async fn add_member(
         &self,

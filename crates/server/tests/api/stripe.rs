@@ -140,15 +140,8 @@ async fn paying_workspaces_subscribe_and_send_each_months_usage_once() {
     .await;
     let t = app.tenant("Stripe Paying Co").await;
     let owner_password = format!("pw-{}-long-enough", t.owner_email);
-    let root = app.root_token().await;
-    let pro = app
-        .patch(
-            &format!("/control/v1/admin/workspaces/{}", t.ws),
-            &root,
-            json!({"plan": "pro"}),
-        )
+    app.admin_patch_workspace(&t.ws, json!({"plan": "pro"}))
         .await;
-    assert_eq!(pro.status, 200, "{}", pro.body);
     // The job makes the customer; the subscription waits for a card.
     app.state.control.maintain().await.unwrap();
     let billing_path = format!("/control/v1/workspaces/{}/billing", t.ws);
